@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The instructions of the simulated CPU, as host code (the host kernel model and KVM)
+ * executes them on this_cpu(), plus the interfaces between the guest interpreter and the
+ * virtualization hardware. Every host-side instruction is counted and costed.
+ *
+ * Implemented in csrc/arch: cpu.c (MSR file, segments, descriptor tables, CRs), vmx.c
+ * (VMX instructions, VM-entry/VM-exit), svm.c (SVM instructions, VMRUN/#VMEXIT), virt.c
+ * (intercept dispatch), exec.c (the guest x86-64 interpreter).
+ */
+#ifndef _PYKVM_CPU_H
+#define _PYKVM_CPU_H
+
+#include "pykvm/machine.h"
+
+#define X86_TRAP_DE	0
+#define X86_TRAP_DB	1
+#define X86_TRAP_NMI	2
+#define X86_TRAP_BP	3
+#define X86_TRAP_UD	6
+#define X86_TRAP_DF	8
+#define X86_TRAP_TS	10
+#define X86_TRAP_NP	11
+#define X86_TRAP_SS	12
+#define X86_TRAP_GP	13
+#define X86_TRAP_PF	14
+#define X86_TRAP_MC	18
+
+#define X86_EFLAGS_CF	BIT(0)
+#define X86_EFLAGS_FIXED BIT(1)
+#define X86_EFLAGS_PF	BIT(2)
+#define X86_EFLAGS_AF	BIT(4)
+#define X86_EFLAGS_ZF	BIT(6)
+#define X86_EFLAGS_SF	BIT(7)
+#define X86_EFLAGS_TF	BIT(8)
+#define X86_EFLAGS_IF	BIT(9)
+#define X86_EFLAGS_DF	BIT(10)
+#define X86_EFLAGS_OF	BIT(11)
+
+#define X86_CR0_PE	BIT(0)
+#define X86_CR0_PG	BIT(31)
+#define X86_CR4_PAE	BIT(5)
+#define X86_CR4_FSGSBASE BIT(16)
+
+/* ---- MSR file (cpu.c): architectural rules, shared by host and guest accesses ---- */
+int pk_msr_slot(u32 index);			/* enum pk_msr, or -1 if the CPU lacks it */
+/* 0 on success, X86_TRAP_GP if the access faults. No cost accounting. */
+int pk_msr_read(struct pk_cpu *cpu, u32 index, u64 *val);
+int pk_msr_write(struct pk_cpu *cpu, u32 index, u64 val);
+void pk_cpu_reset(struct pk_cpu *cpu);		/* power-on state */
+
+/* ---- Host-side instructions on this_cpu() (kernel names; counted) ---- */
+int rdmsrl_safe(u32 msr, u64 *val);		/* 0, or -EIO-like 1 if it faulted */
+int wrmsrl_safe(u32 msr, u64 val);
+u64 rdmsrl(u32 msr);				/* a fault is a host bug: counted in m->host_bugs */
+void wrmsrl(u32 msr, u64 val);
+u64 rdfsbase(void);
+u64 rdgsbase(void);
+void wrfsbase(u64 base);
+void wrgsbase(u64 base);
+void native_swapgs(void);
+u16 savesegment(int sreg);
+void loadsegment(int sreg, u16 sel);		/* with the GS rule: see load_gs_index */
+void load_gs_index(u16 sel);			/* SWAPGS; MOV GS; SWAPGS: keeps kernel GS base */
+void native_lldt(u16 sel);
+void native_ltr(u16 sel);
+void native_load_gdt(const struct pk_dtable *dt);
+void native_store_gdt(struct pk_dtable *dt);
+void native_load_idt(const struct pk_dtable *dt);
+void native_store_idt(struct pk_dtable *dt);
+u64 native_read_cr0(void);
+u64 native_read_cr3(void);
+u64 native_read_cr4(void);
+void native_write_cr3(u64 val);
+void pk_lfence(void);
+void pk_fill_return_buffer(void);
+
+/* ---- VMX instructions (vmx.c). Return 0 on VMsucceed, 1 on VMfail. ---- */
+int pk_vmxon(void);
+int pk_vmxoff(void);
+int pk_vmclear(u64 pa);
+int pk_vmptrld(u64 pa);
+int pk_vmread(u32 field, u64 *val);
+int pk_vmwrite(u32 field, u64 val);
+/*
+ * VMLAUNCH / VMRESUME: checks, loads guest state, runs the guest until a VM-exit,
+ * performs the VM-exit (host-state loading with its side effects) and returns 0; returns
+ * 1 on VMfail (VM_INSTRUCTION_ERROR set). Guest GPRs are whatever is in cpu->regs
+ * (except RSP); the caller saves them after return, like vmenter.S.
+ */
+int pk_vmlaunch(void);
+int pk_vmresume(void);
+u32 pk_vmcs_field_index(u32 field);		/* dense index or VMCS_NR_FIELDS */
+/* Region layout of a simulated VMCS: revision, abort, launch state, fields. */
+struct pk_vmcs_region {
+	u32 revision_id;
+	u32 abort;
+	u32 launched;
+	u32 active_cpu;				/* hardware-private: CPU with it active, or -1 */
+	u64 field[];
+};
+#define PK_VMCS_REVISION	0x12
+#define PK_VMCS_SIZE		4096
+
+/* ---- SVM instructions (svm.c) ---- */
+/* VMRUN with RAX = VMCB PA: saves host state to VM_HSAVE_PA, runs the guest to #VMEXIT.
+ * Returns 0 after #VMEXIT; 1 if VMRUN itself faulted (#GP: not enabled, bad address). */
+int pk_vmrun(u64 vmcb_pa);
+int pk_vmload(u64 vmcb_pa);
+int pk_vmsave(u64 vmcb_pa);
+void pk_clgi(void);
+void pk_stgi(void);
+
+/* ---- Guest execution (exec.c) and its questions to the hardware (virt.c) ---- */
+/*
+ * Run guest code on cpu (already in guest mode) until something exits: an intercepted
+ * instruction (asked through pk_virt_intercept), an access outside every slot of
+ * cpu->npt, a triple fault, or the instruction budget reaching 0. Fills cpu->ev and
+ * returns its kind. RIP stays at the exiting instruction; everything before it retired.
+ */
+u32 pk_guest_exec(struct pk_cpu *cpu);
+/* Deliver an exception through the guest IDT (event injection on VM-entry).
+ * false: delivery escalated to a triple fault (cpu->ev is set to it). */
+bool pk_guest_deliver_exception(struct pk_cpu *cpu, u8 vector, bool has_error, u32 error);
+enum pk_icpt pk_virt_intercept(struct pk_cpu *cpu, const struct pk_guest_event *ev);
+enum pk_icpt vmx_hw_intercept(struct pk_cpu *cpu, const struct pk_guest_event *ev);
+enum pk_icpt svm_hw_intercept(struct pk_cpu *cpu, const struct pk_guest_event *ev);
+/* Guest memory translation: host pointer for [gpa, gpa + len) in one slot, or NULL. */
+u8 *pk_gpa_to_hva(const struct pk_memslots *slots, u64 gpa, u64 len);
+void pk_icache_free(struct pk_cpu *cpu);
+
+/* ---- NMIs (virt.c): held while GIF = 0, delivered at STGI ---- */
+void pk_nmi(struct pk_cpu *cpu);		/* runs m->nmi_handler unless held */
+
+#endif

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The host kernel around KVM (MACHINE.md section 5): syscall entry/exit with SWAPGS,
+ * user-return notifiers (kernel/user-return-notifier.c), preempt notifiers and the
+ * scheduler's context switch (kernel/sched/core.c), tasks and their user FS/GS bases.
+ */
+#ifndef _PYKVM_HOST_H
+#define _PYKVM_HOST_H
+
+#include "pykvm/cpu.h"
+
+/* Segment selectors of the host kernel (arch/x86/include/asm/segment.h, 64-bit). */
+#define __KERNEL_CS	0x10
+#define __KERNEL_DS	0x18
+#define __USER32_CS	0x23
+#define __USER_DS	0x2b
+#define __USER_CS	0x33
+#define GDT_ENTRY_TSS	8
+#define __TSS_SEL	(GDT_ENTRY_TSS * 8)
+
+void pk_host_init(struct pk_machine *m);
+int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread);
+
+/* The running task enters / leaves the kernel on this_cpu() (syscall, ioctl). */
+void pk_enter_kernel(void);
+void pk_exit_to_user_mode(void);
+
+/* kernel/user-return-notifier.c */
+void user_return_notifier_register(struct user_return_notifier *urn);
+void user_return_notifier_unregister(struct user_return_notifier *urn);
+void fire_user_return_notifiers(void);
+
+/* Preemption: kernel/sched/core.c (preempt notifiers fire around a context switch). */
+void preempt_notifier_register(struct preempt_notifier *pn);
+void preempt_notifier_unregister(struct preempt_notifier *pn);
+void preempt_disable(void);
+void preempt_enable(void);
+void local_irq_disable(void);
+void local_irq_enable(void);
+/* Switch this CPU from its current task to `next` (sched_out / switch_to / sched_in). */
+void pk_context_switch(int cpu, int next);
+/* Move a task to another CPU (it is not running; runs there on its next switch). */
+int pk_migrate_task(int task, int cpu);
+
+static inline struct pk_task *current_task(void)
+{
+	struct pk_machine *m = this_machine();
+	return &m->host.tasks[m->host.current[this_cpu()->id]];
+}
+
+#endif

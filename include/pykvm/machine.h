@@ -1,0 +1,329 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The simulated x86-64 machine (MACHINE.md): physical CPUs, the host kernel around KVM,
+ * cost accounting, and "kernel memory" from which KVM allocates everything it owns.
+ *
+ * The whole machine is one plain C object. Everything KVM allocates lives inside it
+ * (kmem), so copying the object snapshots the machine; guest memory is referenced, not
+ * copied. Host physical addresses are offsets into this object (see __pa()/pk_hva()),
+ * which is how a VMCS, VMCB, MSR bitmap or MSR-load list is found by the "hardware".
+ */
+#ifndef _PYKVM_MACHINE_H
+#define _PYKVM_MACHINE_H
+
+#include "pykvm/types.h"
+#include "asm/msr-index.h"
+
+#define PK_MAX_CPUS		8
+#define PK_MAX_TASKS		32
+#define PK_MAX_MEMSLOTS		8
+#define PK_MAX_RETURN_NOTIFIERS	4
+#define PK_MAX_PREEMPT_NOTIFIERS 8
+#define PK_KMEM_SIZE		(768 * 1024)
+#define PK_PHYS_BASE		0x100000000ULL	/* host PA of byte 0 of the machine */
+
+/* General-purpose registers, in x86 encoding order (kernel: enum kvm_reg). */
+enum {
+	VCPU_REGS_RAX, VCPU_REGS_RCX, VCPU_REGS_RDX, VCPU_REGS_RBX,
+	VCPU_REGS_RSP, VCPU_REGS_RBP, VCPU_REGS_RSI, VCPU_REGS_RDI,
+	VCPU_REGS_R8, VCPU_REGS_R9, VCPU_REGS_R10, VCPU_REGS_R11,
+	VCPU_REGS_R12, VCPU_REGS_R13, VCPU_REGS_R14, VCPU_REGS_R15,
+	NR_VCPU_GPRS
+};
+
+/* Segment registers (kernel: enum kvm_reg / VCPU_SREG_*). */
+enum { VCPU_SREG_ES, VCPU_SREG_CS, VCPU_SREG_SS, VCPU_SREG_DS, VCPU_SREG_FS,
+       VCPU_SREG_GS, VCPU_SREG_TR, VCPU_SREG_LDTR, NR_VCPU_SREGS };
+
+/* A segment register: selector and hidden part. ar uses the VMX access-rights layout
+ * (type 3:0, S 4, DPL 6:5, P 7, AVL 12, L 13, DB 14, G 15, unusable 16). */
+struct pk_segment {
+	u64 base;
+	u32 limit;
+	u32 ar;
+	u16 selector;
+};
+
+struct pk_dtable {
+	u64 base;
+	u16 limit;
+};
+
+/*
+ * The MSR file. MSRs are sparse by index; the model keeps the ones MACHINE.md names in
+ * dense slots. FS_BASE/GS_BASE are the hidden segment bases, TSC is cpu->tsc, PRED_CMD
+ * is write-only: none of them has a slot. Any other index is #GP, as on hardware.
+ */
+#define PK_MSRS(M)					\
+	M(EFER,		MSR_EFER)			\
+	M(STAR,		MSR_STAR)			\
+	M(LSTAR,	MSR_LSTAR)			\
+	M(CSTAR,	MSR_CSTAR)			\
+	M(SYSCALL_MASK,	MSR_SYSCALL_MASK)		\
+	M(KERNEL_GS_BASE, MSR_KERNEL_GS_BASE)		\
+	M(TSC_AUX,	MSR_TSC_AUX)			\
+	M(SPEC_CTRL,	MSR_IA32_SPEC_CTRL)		\
+	M(SYSENTER_CS,	MSR_IA32_SYSENTER_CS)		\
+	M(SYSENTER_ESP,	MSR_IA32_SYSENTER_ESP)		\
+	M(SYSENTER_EIP,	MSR_IA32_SYSENTER_EIP)		\
+	M(PAT,		MSR_IA32_CR_PAT)		\
+	M(DEBUGCTL,	MSR_IA32_DEBUGCTLMSR)		\
+	M(TSX_CTRL,	MSR_IA32_TSX_CTRL)		\
+	M(VIRT_SPEC_CTRL, MSR_AMD64_VIRT_SPEC_CTRL)	\
+	M(VM_HSAVE_PA,	MSR_VM_HSAVE_PA)		\
+	M(MISC_ENABLE,	MSR_IA32_MISC_ENABLE)		\
+	M(TSC_DEADLINE,	MSR_IA32_TSC_DEADLINE)		\
+	M(APICBASE,	MSR_IA32_APICBASE)
+
+#define __PK_MSR_ENUM(name, idx) PK_MSR_##name,
+enum pk_msr { PK_MSRS(__PK_MSR_ENUM) PK_NR_MSRS };
+#undef __PK_MSR_ENUM
+
+/* What a CPU model has; decides MSR rules, instruction availability and VMX/SVM features. */
+enum pk_vendor { PK_VENDOR_INTEL, PK_VENDOR_AMD };
+struct pk_cpu_model {
+	u32 vendor;			/* enum pk_vendor */
+	bool has_rdtscp;
+	bool has_rdpid;
+	bool has_ibrs;			/* SPEC_CTRL.IBRS (and the MSR itself) */
+	bool has_stibp;
+	bool has_ssbd;
+	bool has_ibpb;			/* PRED_CMD.IBPB */
+	bool has_rtm;			/* TSX, so TSX_CTRL exists (Intel) */
+	bool has_fsgsbase;
+	bool has_virt_ssbd;		/* AMD VIRT_SPEC_CTRL */
+	bool has_v_spec_ctrl;		/* AMD: VMRUN/#VMEXIT switch SPEC_CTRL via the VMCB */
+	bool has_load_efer;		/* VMX "load IA32_EFER" entry/exit controls */
+	bool has_eibrs;			/* enhanced IBRS: the host keeps IBRS set */
+};
+
+/* Cost accounting: every host-side operation, by kind and by world-switch path. */
+#define PK_OPS(O)							\
+	O(RDMSR) O(WRMSR) O(VMREAD) O(VMWRITE) O(VMPTRLD) O(VMCLEAR)	\
+	O(VMLAUNCH) O(VMRESUME) O(VMEXIT) O(VMRUN) O(VMLOAD) O(VMSAVE)	\
+	O(CLGI) O(STGI) O(SWAPGS) O(RDFSBASE) O(RDGSBASE) O(WRFSBASE)	\
+	O(WRGSBASE) O(LIDT) O(SIDT) O(LGDT) O(LLDT) O(LTR) O(MOV_SREG)	\
+	O(MOV_CR) O(LFENCE) O(IBPB) O(RSB_FILL) O(GUEST_INSN)
+#define __PK_OP_ENUM(name) PK_OP_##name,
+enum pk_op { PK_OPS(__PK_OP_ENUM) PK_NR_OPS };
+#undef __PK_OP_ENUM
+
+#define PK_PATHS(P)							\
+	P(OTHER) P(HARDWARE) P(VCPU_LOAD) P(PREPARE_SWITCH) P(VCPU_RUN)	\
+	P(FASTPATH) P(HANDLE_EXIT) P(VCPU_PUT) P(USER_RETURN) P(IOCTL)	\
+	P(GUEST)
+#define __PK_PATH_ENUM(name) PK_PATH_##name,
+enum pk_path { PK_PATHS(__PK_PATH_ENUM) PK_NR_PATHS };
+#undef __PK_PATH_ENUM
+
+struct pk_costs {
+	u32 path;				/* enum pk_path being executed now */
+	u64 ops[PK_NR_PATHS][PK_NR_OPS];
+	u64 msr_ops[PK_NR_PATHS][2][PK_NR_MSRS + 1];	/* [.][0=rd,1=wr][slot], +1: other */
+	u64 cycles[PK_NR_PATHS];
+};
+
+/* Cycle cost of each operation (a profile, COSTS.md); per-MSR overrides when non-zero. */
+struct pk_profile {
+	u32 op[PK_NR_OPS];
+	u32 rdmsr[PK_NR_MSRS];
+	u32 wrmsr[PK_NR_MSRS];
+};
+
+/* Guest memory: slots of user memory referenced by the VM (kernel: kvm_memory_slot). */
+struct pk_memslot {
+	u64 gpa;
+	u64 size;
+	u8 *hva;
+};
+struct pk_memslots {
+	u32 nr;
+	struct pk_memslot slot[PK_MAX_MEMSLOTS];
+};
+
+/*
+ * What the guest did that may leave guest mode: filled by the interpreter, asked about
+ * through pk_virt_intercept(), and turned into a VMX exit reason or SVM exit code by the
+ * virtualization hardware.
+ */
+enum pk_gexit {
+	PK_GEXIT_NONE,
+	PK_GEXIT_HLT,
+	PK_GEXIT_CPUID,
+	PK_GEXIT_IO,
+	PK_GEXIT_RDMSR,
+	PK_GEXIT_WRMSR,
+	PK_GEXIT_VMCALL,	/* Intel's hypercall instruction */
+	PK_GEXIT_VMMCALL,	/* AMD's */
+	PK_GEXIT_RDTSCP,
+	PK_GEXIT_RDPID,
+	PK_GEXIT_MMIO,		/* access outside every memory slot (EPT misconfig / NPF) */
+	PK_GEXIT_TRIPLE_FAULT,
+	PK_GEXIT_EXTINT,	/* host timer tick: the instruction budget ran out */
+	PK_NR_GEXITS
+};
+
+struct pk_guest_event {
+	u32 kind;		/* enum pk_gexit */
+	u8 insn_len;		/* length of the instruction that caused it */
+	/* IO */
+	u16 port;
+	u8 size;		/* 1, 2 or 4 */
+	bool in;
+	/* RDMSR / WRMSR: ECX */
+	u32 msr;
+	/* MMIO */
+	u64 gpa;
+	u8 len;
+	bool write;
+	u64 data;		/* value written */
+};
+
+/* Answer of the virtualization hardware about one guest event. */
+enum pk_icpt { PK_ICPT_NATIVE, PK_ICPT_EXIT, PK_ICPT_UD };
+
+/*
+ * PK_MODE_BARE runs guest code with no hypervisor around it (the interpreter's own tests
+ * and the differential test against unicorn): see pk_virt_intercept().
+ */
+enum pk_cpu_mode { PK_MODE_HOST, PK_MODE_VMX_GUEST, PK_MODE_SVM_GUEST, PK_MODE_BARE };
+
+/* One physical CPU: the live architectural state both host and guest use. */
+struct pk_cpu {
+	struct pk_machine *m;
+	u32 id;
+	u32 mode;				/* enum pk_cpu_mode */
+
+	u64 regs[NR_VCPU_GPRS];
+	u64 rip;
+	u64 rflags;
+	u64 cr0, cr2, cr3, cr4;
+	struct pk_segment seg[NR_VCPU_SREGS];
+	struct pk_dtable gdtr, idtr;
+	u64 msr[PK_NR_MSRS];
+	u64 tsc;
+
+	bool gif;				/* SVM global interrupt flag */
+	u8 nmi_held;				/* an NMI latched while GIF = 0 */
+
+	bool vmxon;
+	u64 current_vmcs;			/* PA of the current VMCS, or -1 */
+
+	/* Guest mode only: translation root (the VM's slots) and the exit being taken. */
+	const struct pk_memslots *npt;
+	u64 insn_budget;			/* guest instructions until the next host tick */
+	struct pk_guest_event ev;
+	/* MMIO read completion: the value for the access at mmio_gpa on re-execution. */
+	bool mmio_fill_valid;
+	u64 mmio_fill_gpa;
+	u64 mmio_fill_data;
+
+	void *icache;				/* interpreter decode cache: not state */
+};
+
+/* Host kernel model (MACHINE.md section 5): only what reads or writes switched state. */
+struct pk_task {
+	u32 id;
+	u32 cpu;
+	bool is_vcpu_thread;
+	u64 fsbase, gsbase;			/* user FS/GS base (thread.fsbase/gsbase) */
+	u16 fsindex, gsindex, ds, es;
+	u64 cr3;				/* its mm */
+	bool tif_user_return_notify;
+};
+
+struct user_return_notifier {
+	void (*on_user_return)(struct user_return_notifier *urn);
+	bool registered;
+};
+
+typedef void (*preempt_fn)(void *data, int cpu);
+struct preempt_notifier {
+	void (*sched_in)(struct preempt_notifier *pn, int cpu);
+	void (*sched_out)(struct preempt_notifier *pn);
+	int task;				/* -1: unused */
+};
+
+struct pk_host {
+	u64 idt_base;				/* one global host IDT */
+	u64 per_cpu_offset[PK_MAX_CPUS];	/* GS_BASE in kernel mode */
+	u64 gdt_base[PK_MAX_CPUS];		/* fixmap GDT of each CPU */
+	u64 tss_base[PK_MAX_CPUS];
+	u64 entry_stack[PK_MAX_CPUS];		/* SYSENTER_ESP per CPU */
+	u64 spec_ctrl;				/* x86_spec_ctrl_base */
+	u64 efer, pat, cr0, cr4;
+	u64 star, lstar, cstar, syscall_mask, sysenter_eip;
+	u16 kernel_cs, kernel_ds, tss_sel;
+
+	struct pk_task tasks[PK_MAX_TASKS];
+	u32 nr_tasks;
+	int current[PK_MAX_CPUS];		/* task running on each CPU */
+	bool in_user[PK_MAX_CPUS];
+	struct user_return_notifier *return_notifiers[PK_MAX_CPUS][PK_MAX_RETURN_NOTIFIERS];
+	struct preempt_notifier *preempt_notifiers[PK_MAX_PREEMPT_NOTIFIERS];
+	u32 preempt_count[PK_MAX_CPUS];
+	bool irqs_enabled[PK_MAX_CPUS];
+};
+
+struct pk_machine {
+	u32 nr_cpus;
+	struct pk_cpu_model model;
+	struct pk_profile profile;
+	struct pk_costs costs;
+	struct pk_host host;
+	struct pk_cpu cpu[PK_MAX_CPUS];
+	u64 host_bugs;				/* faults of non-_safe host MSR accesses (a kernel WARN) */
+	void (*nmi_handler)(struct pk_cpu *cpu);	/* host NMI handler (host kernel model) */
+
+	/* The modules loaded into the host kernel (kvm.ko + one vendor module). */
+	void *kvm_global;			/* struct kvm_x86_global, in kmem */
+	void *vendor_global;			/* the vendor module's own globals, in kmem */
+	const struct kvm_x86_ops *kvm_x86_ops;
+	const struct kvm_x86_init_ops *vendor_init_ops;
+
+	/* Kernel memory: bump-allocated, page-aligned objects (kzalloc/alloc_page). */
+	size_t kmem_used;
+	u8 kmem[PK_KMEM_SIZE] __attribute__((aligned(4096)));
+};
+
+/* The CPU the running host code executes on (kernel: smp_processor_id()). */
+extern __thread struct pk_cpu *pk_this_cpu __attribute__((tls_model("initial-exec")));
+
+static inline struct pk_cpu *this_cpu(void) { return pk_this_cpu; }
+static inline struct pk_machine *this_machine(void) { return pk_this_cpu->m; }
+static inline int smp_processor_id(void) { return (int)pk_this_cpu->id; }
+
+/* Host physical addresses: offsets into the machine object. */
+static inline u64 pk_pa(const struct pk_machine *m, const void *p)
+{
+	return PK_PHYS_BASE + (u64)((const u8 *)p - (const u8 *)m);
+}
+#define __pa(p) pk_pa(this_machine(), (p))
+/* NULL unless [pa, pa + len) lies inside the machine. */
+static inline void *pk_hva(struct pk_machine *m, u64 pa, u64 len)
+{
+	u64 off = pa - PK_PHYS_BASE;
+	if (pa < PK_PHYS_BASE || off > sizeof(*m) || len > sizeof(*m) - off)
+		return NULL;
+	return (u8 *)m + off;
+}
+
+void *pk_kzalloc(struct pk_machine *m, size_t size, size_t align);
+
+/* Cost accounting */
+static inline void pk_account(struct pk_cpu *cpu, enum pk_op op)
+{
+	struct pk_machine *m = cpu->m;
+	m->costs.ops[m->costs.path][op]++;
+	m->costs.cycles[m->costs.path] += m->profile.op[op];
+}
+/* Enter a path; returns the previous one for pk_path_leave(). */
+static inline u32 pk_path_enter(struct pk_machine *m, enum pk_path p)
+{
+	u32 old = m->costs.path;
+	m->costs.path = p;
+	return old;
+}
+static inline void pk_path_leave(struct pk_machine *m, u32 old) { m->costs.path = old; }
+
+#endif
