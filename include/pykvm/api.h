@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: MIT */
+/* Everything the Python binding (pykvm/cdef/*.h) may call. */
+#ifndef _PYKVM_API_H
+#define _PYKVM_API_H
+
+#include "pykvm/host.h"
+
+struct pk_machine *pk_machine_create(u32 nr_cpus, const struct pk_cpu_model *model);
+void pk_machine_destroy(struct pk_machine *m);
+int pk_machine_set_cpu(struct pk_machine *m, u32 cpu);
+
+#if __has_include("pykvm/exec.h")
+#include "pykvm/exec.h"
+#endif
+#if __has_include("pykvm/hwtest.h")
+#include "pykvm/hwtest.h"
+#endif
+#if __has_include("pykvm/kvm_api.h")
+#include "pykvm/kvm_api.h"
+#endif
+#if __has_include("pykvm/vmm.h")
+#include "pykvm/vmm.h"
+#endif
+
+#endif
