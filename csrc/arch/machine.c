@@ -58,3 +58,9 @@ void *pk_kzalloc(struct pk_machine *m, size_t size, size_t align)
 	memset(m->kmem + off, 0, size);
 	return m->kmem + off;
 }
+
+/* Compiled in, checked at import: a stale build fails loudly instead of misbehaving. */
+const char *pk_version(void)
+{
+	return PYKVM_VERSION;
+}

@@ -7,6 +7,8 @@
 #ifndef _ASM_X86_SVM_H
 #define _ASM_X86_SVM_H
 
+#include "pykvm/types.h"
+
 /* Intercept bit numbers: 32 per intercept word (APM table B-1). */
 enum intercept_words { INTERCEPT_CR = 0, INTERCEPT_DR, INTERCEPT_EXCEPTION,
 		       INTERCEPT_WORD3, INTERCEPT_WORD4, INTERCEPT_WORD5, MAX_INTERCEPT };

@@ -41,6 +41,8 @@ void local_irq_enable(void);
 void pk_context_switch(int cpu, int next);
 /* Move a task to another CPU (it is not running; runs there on its next switch). */
 int pk_migrate_task(int task, int cpu);
+/* Host IRQ handler of the timer tick that ends a guest instruction budget. */
+void pk_host_timer_interrupt(void);
 
 static inline struct pk_task *current_task(void)
 {

@@ -230,6 +230,8 @@ struct pk_task {
 	u16 fsindex, gsindex, ds, es;
 	u64 cr3;				/* its mm */
 	bool tif_user_return_notify;
+	bool signal_pending;
+	u64 timer_budget;			/* guest instructions until its timer signal */
 };
 
 struct user_return_notifier {

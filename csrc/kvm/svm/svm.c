@@ -1,0 +1,569 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The SVM vendor module (kernel: arch/x86/kvm/svm/svm.c). Host state is switched by
+ * VMSAVE/VMLOAD of a per-CPU save area; TSC_AUX through user return; SPEC_CTRL in the
+ * vmenter path (WORLD-SWITCH.md section 5).
+ */
+#include "svm.h"
+
+/* ---- MSR permission map (APM 15.11; kernel: svm_msrpm_offset) ---- */
+
+static const u32 msrpm_ranges[] = { 0, 0xc0000000, 0xc0010000 };
+
+/* Offset in u32 units of the word holding `msr`'s two bits, or ~0 if it has none. */
+u32 svm_msrpm_offset(u32 msr)
+{
+	for (u32 i = 0; i < ARRAY_SIZE(msrpm_ranges); i++) {
+		if (msr < msrpm_ranges[i] || msr >= msrpm_ranges[i] + MSRPM_MSRS_PER_RANGE)
+			continue;
+		/* 16 MSRs per u32; each range is 2 KiB = 512 u32s. */
+		return (msr - msrpm_ranges[i]) / 16 + i * (MSRPM_RANGE_BYTES / 4);
+	}
+	return ~0U;
+}
+
+static void set_msr_interception(struct vcpu_svm *svm, u32 msr, bool read, bool write)
+{
+	u32 offset = svm_msrpm_offset(msr);
+	u32 bit_read = 2 * (msr & 0x0f), bit_write = bit_read + 1;
+	u32 *w;
+
+	if (offset == ~0U)
+		return;
+	w = &((u32 *)svm->msrpm)[offset];
+	*w = read ? (*w | BIT(bit_read)) : (*w & ~BIT(bit_read));
+	*w = write ? (*w | BIT(bit_write)) : (*w & ~BIT(bit_write));
+}
+
+static void svm_set_intercept(struct vcpu_svm *svm, int bit)
+{
+	svm->vmcb->control.intercepts[bit / 32] |= BIT(bit % 32);
+}
+
+static void svm_clr_intercept(struct vcpu_svm *svm, int bit)
+{
+	svm->vmcb->control.intercepts[bit / 32] &= ~BIT(bit % 32);
+}
+
+/* ---- setup, enable/disable ---- */
+
+static int svm_hardware_setup(void)
+{
+	const struct pk_cpu_model *cm = &this_machine()->model;
+
+	svm_global()->tsc_aux_uret_slot = -1;
+	if (cm->has_rdtscp || cm->has_rdpid)
+		svm_global()->tsc_aux_uret_slot = kvm_add_user_return_msr(MSR_TSC_AUX);
+	return 0;
+}
+
+static int svm_enable_virtualization_cpu(void)
+{
+	struct svm_cpu_data *sd = svm_this_cpu_data();
+
+	wrmsrl(MSR_EFER, rdmsrl(MSR_EFER) | EFER_SVME);
+	wrmsrl(MSR_VM_HSAVE_PA, __pa(sd->hsave));
+	return 0;
+}
+
+static void svm_disable_virtualization_cpu(void)
+{
+	wrmsrl(MSR_VM_HSAVE_PA, 0);
+	wrmsrl(MSR_EFER, rdmsrl(MSR_EFER) & ~(u64)EFER_SVME);
+}
+
+static int svm_vm_init(struct kvm *kvm)
+{
+	return 0;
+}
+
+static void init_vmcb(struct vcpu_svm *svm)
+{
+	struct vmcb_control_area *control = &svm->vmcb->control;
+	struct vmcb_save_area *save = &svm->vmcb->save;
+
+	memset(svm->vmcb, 0, sizeof(*svm->vmcb));
+	svm_set_intercept(svm, INTERCEPT_INTR);
+	svm_set_intercept(svm, INTERCEPT_NMI);
+	svm_set_intercept(svm, INTERCEPT_CPUID);
+	svm_set_intercept(svm, INTERCEPT_HLT);
+	svm_set_intercept(svm, INTERCEPT_IOIO_PROT);
+	svm_set_intercept(svm, INTERCEPT_MSR_PROT);
+	svm_set_intercept(svm, INTERCEPT_SHUTDOWN);
+	svm_set_intercept(svm, INTERCEPT_VMRUN);
+	svm_set_intercept(svm, INTERCEPT_VMMCALL);
+	svm_set_intercept(svm, INTERCEPT_VMLOAD);
+	svm_set_intercept(svm, INTERCEPT_VMSAVE);
+	svm_set_intercept(svm, INTERCEPT_STGI);
+	svm_set_intercept(svm, INTERCEPT_CLGI);
+	control->msrpm_base_pa = __pa(svm->msrpm);
+	control->nested_ctl = SVM_NESTED_CTL_NP_ENABLE;
+	control->nested_cr3 = __pa(&svm->vcpu.kvm->memslots);
+	control->asid = 1;
+	save->g_pat = 0x0007040600070406ULL;
+	save->efer = EFER_SVME;
+	save->rflags = X86_EFLAGS_FIXED;
+	save->rip = 0xfff0;
+}
+
+static int svm_vcpu_create(struct kvm_vcpu *vcpu)
+{
+	struct vcpu_svm *svm = to_svm(vcpu);
+
+	svm->vmcb = &svm->vmcb01;
+	svm->msrpm = svm->msrpm_pages;
+	memset(svm->msrpm, 0xff, MSRPM_SIZE);
+	/* Moved by VMLOAD/VMSAVE: the guest may own them outright (direct_access_msrs). */
+	set_msr_interception(svm, MSR_STAR, false, false);
+	set_msr_interception(svm, MSR_LSTAR, false, false);
+	set_msr_interception(svm, MSR_CSTAR, false, false);
+	set_msr_interception(svm, MSR_SYSCALL_MASK, false, false);
+	set_msr_interception(svm, MSR_KERNEL_GS_BASE, false, false);
+	set_msr_interception(svm, MSR_FS_BASE, false, false);
+	set_msr_interception(svm, MSR_GS_BASE, false, false);
+	set_msr_interception(svm, MSR_IA32_SYSENTER_CS, false, false);
+	set_msr_interception(svm, MSR_IA32_SYSENTER_ESP, false, false);
+	set_msr_interception(svm, MSR_IA32_SYSENTER_EIP, false, false);
+	vcpu->arch.regs_avail = ~0U;	/* RSP/RIP are synced with the VMCB around each run */
+	return 0;
+}
+
+static void svm_vcpu_reset(struct kvm_vcpu *vcpu, bool init_event)
+{
+	struct vcpu_svm *svm = to_svm(vcpu);
+
+	init_vmcb(svm);
+	vcpu->arch.pat = svm->vmcb->save.g_pat;
+	vcpu->arch.apic_base = 0xfee00000ULL | BIT_ULL(11) | (vcpu->vcpu_id ? 0 : BIT_ULL(8));
+	vcpu->arch.regs[VCPU_REGS_RIP] = 0xfff0;
+	svm->tsc_aux = 0;
+	svm->spec_ctrl = 0;
+}
+
+/* ---- the host-state switch ---- */
+
+static void svm_vcpu_load(struct kvm_vcpu *vcpu, int cpu)
+{
+	struct svm_cpu_data *sd = &svm_global()->svm_data[cpu];
+
+	if (sd->current_vmcb != to_svm(vcpu)->vmcb)
+		sd->current_vmcb = to_svm(vcpu)->vmcb;
+}
+
+static void svm_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
+{
+	struct vcpu_svm *svm = to_svm(vcpu);
+	struct svm_cpu_data *sd = svm_this_cpu_data();
+	int slot = svm_global()->tsc_aux_uret_slot;
+
+	if (svm->guest_state_loaded)
+		return;
+	/* Host FS/GS/TR/LDTR, KERNEL_GS_BASE and the SYSCALL MSRs, restored by the VMLOAD after #VMEXIT. */
+	pk_vmsave(__pa(&sd->save_area));
+	if (slot >= 0)
+		kvm_set_user_return_msr(slot, svm->tsc_aux, -1ULL);
+	svm->guest_state_loaded = true;
+}
+
+static void svm_vcpu_put(struct kvm_vcpu *vcpu)
+{
+	to_svm(vcpu)->guest_state_loaded = false;
+}
+
+/* ---- registers and segments ---- */
+
+static struct vmcb_seg *svm_seg(struct kvm_vcpu *vcpu, int seg)
+{
+	struct vmcb_save_area *save = &to_svm(vcpu)->vmcb->save;
+
+	switch (seg) {
+	case VCPU_SREG_CS: return &save->cs;
+	case VCPU_SREG_DS: return &save->ds;
+	case VCPU_SREG_ES: return &save->es;
+	case VCPU_SREG_FS: return &save->fs;
+	case VCPU_SREG_GS: return &save->gs;
+	case VCPU_SREG_SS: return &save->ss;
+	case VCPU_SREG_TR: return &save->tr;
+	default: return &save->ldtr;
+	}
+}
+
+static void svm_get_segment(struct kvm_vcpu *vcpu, struct kvm_segment *var, int seg)
+{
+	struct vmcb_seg *s = svm_seg(vcpu, seg);
+
+	var->base = s->base;
+	var->limit = s->limit;
+	var->selector = s->selector;
+	var->type = s->attrib & 15;
+	var->s = (s->attrib >> 4) & 1;
+	var->dpl = (s->attrib >> 5) & 3;
+	var->present = (s->attrib >> 7) & 1;
+	var->avl = (s->attrib >> 8) & 1;
+	var->l = (s->attrib >> 9) & 1;
+	var->db = (s->attrib >> 10) & 1;
+	var->g = (s->attrib >> 11) & 1;
+	var->unusable = !var->present;
+}
+
+static void svm_set_segment(struct kvm_vcpu *vcpu, struct kvm_segment *var, int seg)
+{
+	struct vmcb_seg *s = svm_seg(vcpu, seg);
+
+	s->base = var->base;
+	s->limit = var->limit;
+	s->selector = var->selector;
+	s->attrib = 0;
+	if (!var->unusable)
+		s->attrib = (var->type & 15) | ((var->s & 1) << 4) | ((var->dpl & 3) << 5) |
+			    ((var->present & 1) << 7) | ((var->avl & 1) << 8) | ((var->l & 1) << 9) |
+			    ((var->db & 1) << 10) | ((var->g & 1) << 11);
+	if (seg == VCPU_SREG_SS)
+		to_svm(vcpu)->vmcb->save.cpl = var->dpl;
+}
+
+static void svm_get_idt(struct kvm_vcpu *vcpu, struct desc_ptr *dt)
+{
+	dt->size = to_svm(vcpu)->vmcb->save.idtr.limit;
+	dt->address = to_svm(vcpu)->vmcb->save.idtr.base;
+}
+
+static void svm_set_idt(struct kvm_vcpu *vcpu, struct desc_ptr *dt)
+{
+	to_svm(vcpu)->vmcb->save.idtr.limit = dt->size;
+	to_svm(vcpu)->vmcb->save.idtr.base = dt->address;
+}
+
+static void svm_get_gdt(struct kvm_vcpu *vcpu, struct desc_ptr *dt)
+{
+	dt->size = to_svm(vcpu)->vmcb->save.gdtr.limit;
+	dt->address = to_svm(vcpu)->vmcb->save.gdtr.base;
+}
+
+static void svm_set_gdt(struct kvm_vcpu *vcpu, struct desc_ptr *dt)
+{
+	to_svm(vcpu)->vmcb->save.gdtr.limit = dt->size;
+	to_svm(vcpu)->vmcb->save.gdtr.base = dt->address;
+}
+
+static int svm_set_efer(struct kvm_vcpu *vcpu, u64 efer)
+{
+	vcpu->arch.efer = efer;
+	/* The guest runs with SVME set (VMRUN requires it); it does not see it. */
+	to_svm(vcpu)->vmcb->save.efer = efer | EFER_SVME;
+	return 0;
+}
+
+static void svm_set_cr0(struct kvm_vcpu *vcpu, u64 cr0)
+{
+	struct vcpu_svm *svm = to_svm(vcpu);
+
+	if ((vcpu->arch.efer & EFER_LME) && (cr0 & X86_CR0_PG) && !(vcpu->arch.efer & EFER_LMA)) {
+		vcpu->arch.efer |= EFER_LMA;
+		svm->vmcb->save.efer |= EFER_LMA | EFER_LME;
+	}
+	vcpu->arch.cr0 = cr0;
+	svm->vmcb->save.cr0 = cr0;
+	svm->vmcb->save.cr3 = vcpu->arch.cr3;
+}
+
+static void svm_set_cr4(struct kvm_vcpu *vcpu, u64 cr4)
+{
+	vcpu->arch.cr4 = cr4;
+	to_svm(vcpu)->vmcb->save.cr4 = cr4;
+}
+
+static u64 svm_get_rflags(struct kvm_vcpu *vcpu) { return to_svm(vcpu)->vmcb->save.rflags; }
+static void svm_set_rflags(struct kvm_vcpu *vcpu, u64 rflags) { to_svm(vcpu)->vmcb->save.rflags = rflags; }
+static void svm_cache_reg(struct kvm_vcpu *vcpu, int reg) { vcpu->arch.regs_avail |= BIT(reg); }
+
+static int svm_skip_emulated_instruction(struct kvm_vcpu *vcpu)
+{
+	struct vcpu_svm *svm = to_svm(vcpu);
+
+	/* NRIPS: the CPU told us where the instruction ends. */
+	if (svm->vmcb->control.next_rip != 0)
+		svm->next_rip = svm->vmcb->control.next_rip;
+	kvm_rip_write(vcpu, svm->next_rip);
+	return 1;
+}
+
+static void svm_inject_exception(struct kvm_vcpu *vcpu)
+{
+	struct kvm_queued_exception *ex = &vcpu->arch.exception;
+	struct vcpu_svm *svm = to_svm(vcpu);
+
+	svm->vmcb->control.event_inj = ex->vector | SVM_EVTINJ_VALID | SVM_EVTINJ_TYPE_EXEPT |
+				       (ex->has_error_code ? SVM_EVTINJ_VALID_ERR : 0);
+	svm->vmcb->control.event_inj_err = ex->error_code;
+}
+
+static void svm_vcpu_after_set_cpuid(struct kvm_vcpu *vcpu)
+{
+	struct vcpu_svm *svm = to_svm(vcpu);
+	bool intel = vcpu->arch.cap_intel_compatible;
+
+	/* An Intel-compatible guest keeps SYSENTER bits 63:32, which the CPU drops. */
+	set_msr_interception(svm, MSR_IA32_SYSENTER_EIP, intel, intel);
+	set_msr_interception(svm, MSR_IA32_SYSENTER_ESP, intel, intel);
+	if (vcpu->arch.cap_ibpb)
+		set_msr_interception(svm, MSR_IA32_PRED_CMD, true, false);
+	if (vcpu->arch.cap_rdtscp)
+		svm_clr_intercept(svm, INTERCEPT_RDTSCP);
+	else
+		svm_set_intercept(svm, INTERCEPT_RDTSCP);
+}
+
+/* ---- MSRs ---- */
+
+static int svm_get_msr(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
+{
+	struct vcpu_svm *svm = to_svm(vcpu);
+	struct vmcb_save_area *save = &svm->vmcb->save;
+
+	switch (msr_info->index) {
+	case MSR_STAR: msr_info->data = save->star; return 0;
+	case MSR_LSTAR: msr_info->data = save->lstar; return 0;
+	case MSR_CSTAR: msr_info->data = save->cstar; return 0;
+	case MSR_SYSCALL_MASK: msr_info->data = save->sfmask; return 0;
+	case MSR_KERNEL_GS_BASE: msr_info->data = save->kernel_gs_base; return 0;
+	case MSR_FS_BASE: msr_info->data = save->fs.base; return 0;
+	case MSR_GS_BASE: msr_info->data = save->gs.base; return 0;
+	case MSR_IA32_SYSENTER_CS: msr_info->data = save->sysenter_cs; return 0;
+	case MSR_IA32_SYSENTER_EIP:
+		msr_info->data = (u32)save->sysenter_eip | ((u64)svm->sysenter_eip_hi << 32);
+		return 0;
+	case MSR_IA32_SYSENTER_ESP:
+		msr_info->data = (u32)save->sysenter_esp | ((u64)svm->sysenter_esp_hi << 32);
+		return 0;
+	case MSR_TSC_AUX: msr_info->data = svm->tsc_aux; return 0;
+	case MSR_IA32_CR_PAT: msr_info->data = save->g_pat; return 0;
+	case MSR_IA32_SPEC_CTRL:
+		if (!msr_info->host_initiated && !guest_has_spec_ctrl_msr(vcpu))
+			return 1;
+		msr_info->data = this_machine()->model.has_v_spec_ctrl ? save->spec_ctrl : svm->spec_ctrl;
+		return 0;
+	default:
+		return kvm_get_msr_common(vcpu, msr_info);
+	}
+}
+
+static int svm_set_msr(struct kvm_vcpu *vcpu, struct msr_data *msr)
+{
+	struct vcpu_svm *svm = to_svm(vcpu);
+	struct vmcb_save_area *save = &svm->vmcb->save;
+	u64 data = msr->data;
+	int ret;
+
+	switch (msr->index) {
+	case MSR_STAR: save->star = data; return 0;
+	case MSR_LSTAR: save->lstar = data; return 0;
+	case MSR_CSTAR: save->cstar = data; return 0;
+	case MSR_SYSCALL_MASK: save->sfmask = (u32)data; return 0;
+	case MSR_KERNEL_GS_BASE: save->kernel_gs_base = data; return 0;
+	case MSR_FS_BASE: save->fs.base = data; return 0;
+	case MSR_GS_BASE: save->gs.base = data; return 0;
+	case MSR_IA32_SYSENTER_CS: save->sysenter_cs = data; return 0;
+	case MSR_IA32_SYSENTER_EIP:
+		save->sysenter_eip = (u32)data;
+		svm->sysenter_eip_hi = vcpu->arch.cap_intel_compatible ? data >> 32 : 0;
+		return 0;
+	case MSR_IA32_SYSENTER_ESP:
+		save->sysenter_esp = (u32)data;
+		svm->sysenter_esp_hi = vcpu->arch.cap_intel_compatible ? data >> 32 : 0;
+		return 0;
+	case MSR_TSC_AUX:
+		/* Changed rarely and never read by the host directly: switch it via user return. */
+		preempt_disable();
+		ret = kvm_set_user_return_msr(svm_global()->tsc_aux_uret_slot, data, -1ULL);
+		preempt_enable();
+		if (ret)
+			return 1;
+		svm->tsc_aux = data;
+		return 0;
+	case MSR_IA32_CR_PAT:
+		if (kvm_set_msr_common(vcpu, msr))
+			return 1;
+		save->g_pat = data;
+		return 0;
+	case MSR_IA32_SPEC_CTRL:
+		if (!msr->host_initiated && !guest_has_spec_ctrl_msr(vcpu))
+			return 1;
+		if (!kvm_spec_ctrl_test_value(vcpu, data))
+			return 1;
+		if (this_machine()->model.has_v_spec_ctrl)
+			save->spec_ctrl = data;
+		else
+			svm->spec_ctrl = data;
+		if (!data)
+			return 0;
+		/* The guest uses it: let it write directly; __svm_vcpu_run saves it on exit. */
+		set_msr_interception(svm, MSR_IA32_SPEC_CTRL, false, false);
+		return 0;
+	default:
+		return kvm_set_msr_common(vcpu, msr);
+	}
+}
+
+/* ---- run ---- */
+
+static int svm_vcpu_pre_run(struct kvm_vcpu *vcpu)
+{
+	return 1;
+}
+
+static fastpath_t svm_exit_handlers_fastpath(struct kvm_vcpu *vcpu)
+{
+	struct vmcb_control_area *control = &to_svm(vcpu)->vmcb->control;
+
+	if (control->exit_code == SVM_EXIT_MSR && control->exit_info_1)
+		return handle_fastpath_set_msr_irqoff(vcpu);
+	return EXIT_FASTPATH_NONE;
+}
+
+static fastpath_t svm_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
+{
+	struct vcpu_svm *svm = to_svm(vcpu);
+	bool spec_ctrl_intercepted = svm_msr_write_intercepted(svm, MSR_IA32_SPEC_CTRL);
+
+	svm->vmcb->save.rax = vcpu->arch.regs[VCPU_REGS_RAX];
+	svm->vmcb->save.rsp = vcpu->arch.regs[VCPU_REGS_RSP];
+	svm->vmcb->save.rip = vcpu->arch.regs[VCPU_REGS_RIP];
+	svm->vmcb->save.cr2 = vcpu->arch.cr2;
+
+	/* NMIs and IRQs are held from here to STGI. */
+	pk_clgi();
+	__svm_vcpu_run(svm, spec_ctrl_intercepted);
+
+	vcpu->arch.cr2 = svm->vmcb->save.cr2;
+	vcpu->arch.regs[VCPU_REGS_RAX] = svm->vmcb->save.rax;
+	vcpu->arch.regs[VCPU_REGS_RSP] = svm->vmcb->save.rsp;
+	vcpu->arch.regs[VCPU_REGS_RIP] = svm->vmcb->save.rip;
+	/* Held NMIs are taken here: the host GS base is already back (VMLOAD in vmenter). */
+	pk_stgi();
+	svm->next_rip = 0;
+	return svm_exit_handlers_fastpath(vcpu);
+}
+
+static void svm_handle_exit_irqoff(struct kvm_vcpu *vcpu)
+{
+	if (to_svm(vcpu)->vmcb->control.exit_code == SVM_EXIT_INTR)
+		pk_host_timer_interrupt();
+}
+
+/* ---- exit handlers: 1 = handled in the kernel, 0 = exit to userspace ---- */
+
+static int io_interception(struct kvm_vcpu *vcpu)
+{
+	struct vcpu_svm *svm = to_svm(vcpu);
+	u32 io_info = svm->vmcb->control.exit_info_1;
+	int size, in = io_info & SVM_IOIO_TYPE_MASK;
+	u16 port = io_info >> SVM_IOIO_PORT_SHIFT;
+
+	if (io_info & SVM_IOIO_STR_MASK)
+		return kvm_handle_unexpected_exit(vcpu, SVM_EXIT_IOIO);
+	size = (io_info & SVM_IOIO_SIZE_MASK) >> SVM_IOIO_SIZE_SHIFT;
+	size = size == 4 ? 4 : size == 2 ? 2 : 1;
+	svm->next_rip = svm->vmcb->control.exit_info_2;
+	return kvm_fast_pio(vcpu, size, port, in);
+}
+
+static int msr_interception(struct kvm_vcpu *vcpu)
+{
+	if (to_svm(vcpu)->vmcb->control.exit_info_1)
+		return kvm_emulate_wrmsr(vcpu);
+	return kvm_emulate_rdmsr(vcpu);
+}
+
+static int intr_interception(struct kvm_vcpu *vcpu) { return kvm_handle_external_interrupt(vcpu); }
+static int cpuid_interception(struct kvm_vcpu *vcpu) { return kvm_emulate_cpuid(vcpu); }
+static int halt_interception(struct kvm_vcpu *vcpu) { return kvm_emulate_halt(vcpu); }
+static int vmmcall_interception(struct kvm_vcpu *vcpu) { return kvm_emulate_hypercall(vcpu); }
+static int shutdown_interception(struct kvm_vcpu *vcpu)
+{
+	/* The VMCB is undefined after a shutdown intercept: reinitialise it. */
+	init_vmcb(to_svm(vcpu));
+	return kvm_handle_triple_fault(vcpu);
+}
+static int npf_interception(struct kvm_vcpu *vcpu) { return kvm_handle_mmio(vcpu, &this_cpu()->ev); }
+static int kvm_handle_invalid_op(struct kvm_vcpu *vcpu)
+{
+	kvm_queue_exception(vcpu, X86_TRAP_UD);
+	return 1;
+}
+
+#define SVM_NR_EXIT_HANDLERS (SVM_EXIT_NPF + 1)
+static int (*const svm_exit_handlers[SVM_NR_EXIT_HANDLERS])(struct kvm_vcpu *vcpu) = {
+	[SVM_EXIT_INTR]		= intr_interception,
+	[SVM_EXIT_CPUID]	= cpuid_interception,
+	[SVM_EXIT_HLT]		= halt_interception,
+	[SVM_EXIT_IOIO]		= io_interception,
+	[SVM_EXIT_MSR]		= msr_interception,
+	[SVM_EXIT_SHUTDOWN]	= shutdown_interception,
+	[SVM_EXIT_VMMCALL]	= vmmcall_interception,
+	[SVM_EXIT_RDTSCP]	= kvm_handle_invalid_op,
+	[SVM_EXIT_NPF]		= npf_interception,
+};
+
+static int svm_handle_exit(struct kvm_vcpu *vcpu, fastpath_t exit_fastpath)
+{
+	u32 exit_code = to_svm(vcpu)->vmcb->control.exit_code;
+
+	if (exit_fastpath == EXIT_FASTPATH_EXIT_HANDLED)
+		return 1;
+	if (exit_code == SVM_EXIT_ERR) {
+		vcpu->run.exit_reason = KVM_EXIT_FAIL_ENTRY;
+		vcpu->run.fail_entry.hardware_entry_failure_reason = exit_code;
+		vcpu->run.fail_entry.cpu = vcpu->arch.last_vmentry_cpu;
+		return 0;
+	}
+	if (exit_code >= SVM_NR_EXIT_HANDLERS || !svm_exit_handlers[exit_code])
+		return kvm_handle_unexpected_exit(vcpu, exit_code);
+	return svm_exit_handlers[exit_code](vcpu);
+}
+
+static const struct kvm_x86_ops svm_x86_ops = {
+	.name = "kvm_amd",
+	.vm_size = sizeof(struct kvm),
+	.vcpu_size = sizeof(struct vcpu_svm),
+
+	.enable_virtualization_cpu = svm_enable_virtualization_cpu,
+	.disable_virtualization_cpu = svm_disable_virtualization_cpu,
+
+	.vm_init = svm_vm_init,
+	.vcpu_create = svm_vcpu_create,
+	.vcpu_reset = svm_vcpu_reset,
+
+	.prepare_switch_to_guest = svm_prepare_switch_to_guest,
+	.vcpu_load = svm_vcpu_load,
+	.vcpu_put = svm_vcpu_put,
+
+	.get_msr = svm_get_msr,
+	.set_msr = svm_set_msr,
+	.get_segment = svm_get_segment,
+	.set_segment = svm_set_segment,
+	.get_idt = svm_get_idt,
+	.set_idt = svm_set_idt,
+	.get_gdt = svm_get_gdt,
+	.set_gdt = svm_set_gdt,
+	.set_cr0 = svm_set_cr0,
+	.set_cr4 = svm_set_cr4,
+	.set_efer = svm_set_efer,
+	.get_rflags = svm_get_rflags,
+	.set_rflags = svm_set_rflags,
+	.cache_reg = svm_cache_reg,
+
+	.vcpu_pre_run = svm_vcpu_pre_run,
+	.vcpu_run = svm_vcpu_run,
+	.handle_exit = svm_handle_exit,
+	.skip_emulated_instruction = svm_skip_emulated_instruction,
+	.inject_exception = svm_inject_exception,
+	.handle_exit_irqoff = svm_handle_exit_irqoff,
+	.vcpu_after_set_cpuid = svm_vcpu_after_set_cpuid,
+};
+
+const struct kvm_x86_init_ops svm_init_ops = {
+	.hardware_setup = svm_hardware_setup,
+	.runtime_ops = &svm_x86_ops,
+	.global_size = sizeof(struct svm_global),
+};

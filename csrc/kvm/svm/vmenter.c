@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The VMRUN path (kernel: arch/x86/kvm/svm/vmenter.S, __svm_vcpu_run, after the 2022
+ * series that moved SPEC_CTRL handling into assembly). Per-cpu data and RETs are unsafe
+ * from VMRUN until the host VMLOAD and the SPEC_CTRL restore are done, so they come
+ * first after #VMEXIT.
+ */
+#include "svm.h"
+
+/**
+ * __svm_vcpu_run - run a vCPU via a transition to SVM guest mode
+ * @svm:			the vCPU
+ * @spec_ctrl_intercepted:	guest SPEC_CTRL writes exit (so it need not be saved)
+ */
+void __svm_vcpu_run(struct vcpu_svm *svm, bool spec_ctrl_intercepted)
+{
+	struct kvm_vcpu *vcpu = &svm->vcpu;
+	struct pk_cpu *cpu = this_cpu();
+	struct svm_cpu_data *sd = svm_this_cpu_data();
+	bool v_spec_ctrl = this_machine()->model.has_v_spec_ctrl;
+	u64 host_spec_ctrl = kvm_host_spec_ctrl();
+	u64 vmcb_pa = __pa(svm->vmcb);
+
+	/* Guest SPEC_CTRL, unless the hardware switches it (V_SPEC_CTRL). */
+	if (!v_spec_ctrl && svm->spec_ctrl != host_spec_ctrl)
+		wrmsrl(MSR_IA32_SPEC_CTRL, svm->spec_ctrl);
+
+	/* Guest FS/GS/TR/LDTR, KERNEL_GS_BASE, SYSCALL and SYSENTER MSRs. */
+	pk_vmload(vmcb_pa);
+	for (int i = 0; i < NR_VCPU_GPRS; i++)
+		if (i != VCPU_REGS_RAX && i != VCPU_REGS_RSP)
+			cpu->regs[i] = vcpu->arch.regs[i];
+
+	if (pk_vmrun(vmcb_pa))
+		this_machine()->host_bugs++;
+
+	for (int i = 0; i < NR_VCPU_GPRS; i++)
+		if (i != VCPU_REGS_RAX && i != VCPU_REGS_RSP)
+			vcpu->arch.regs[i] = cpu->regs[i];
+	/* The guest's own WRMSRs to the VMLOAD set land in the VMCB here. */
+	pk_vmsave(vmcb_pa);
+	/* "Restores GSBASE, allowing access to percpu data." */
+	pk_vmload(__pa(&sd->save_area));
+	pk_fill_return_buffer();
+
+	if (!v_spec_ctrl) {
+		if (!spec_ctrl_intercepted)
+			svm->spec_ctrl = rdmsrl(MSR_IA32_SPEC_CTRL);
+		if (svm->spec_ctrl != host_spec_ctrl)
+			wrmsrl(MSR_IA32_SPEC_CTRL, host_spec_ctrl);
+	}
+}

@@ -1,0 +1,934 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The VMX vendor module (kernel: arch/x86/kvm/vmx/vmx.c). Function names are the
+ * kernel's; the host-state switch follows upstream as WORLD-SWITCH.md section 4 describes.
+ */
+#include "vmx.h"
+
+/* User-return MSRs, registered in this order at setup (kernel: vmx_uret_msrs_list). */
+static const u32 vmx_uret_msrs_list[] = {
+	MSR_SYSCALL_MASK, MSR_LSTAR, MSR_CSTAR, MSR_EFER, MSR_TSC_AUX, MSR_STAR,
+	MSR_IA32_TSX_CTRL,
+};
+
+/* ---- MSR bitmap ---- */
+
+static void vmx_set_msr_bitmap(u8 *bitmap, u32 msr, bool read, bool write, bool intercept)
+{
+	u32 base, bit;
+
+	if (msr <= 0x1fff) {
+		base = 0;
+		bit = msr;
+	} else if (msr >= 0xc0000000 && msr <= 0xc0001fff) {
+		base = VMX_MSR_BITMAP_READ_HIGH;
+		bit = msr & 0x1fff;
+	} else {
+		return;		/* outside the bitmap: always intercepted */
+	}
+	if (read) {
+		if (intercept)
+			bitmap[base + bit / 8] |= BIT(bit % 8);
+		else
+			bitmap[base + bit / 8] &= ~BIT(bit % 8);
+	}
+	if (write) {
+		if (intercept)
+			bitmap[base + VMX_MSR_BITMAP_WRITE_LOW + bit / 8] |= BIT(bit % 8);
+		else
+			bitmap[base + VMX_MSR_BITMAP_WRITE_LOW + bit / 8] &= ~BIT(bit % 8);
+	}
+}
+
+static void vmx_disable_intercept_for_msr(struct vcpu_vmx *vmx, u32 msr, bool r, bool w)
+{
+	vmx_set_msr_bitmap(vmx->vmcs01.msr_bitmap, msr, r, w, false);
+}
+
+bool vmx_msr_write_intercepted(struct vcpu_vmx *vmx, u32 msr)
+{
+	u32 bit;
+
+	if (msr <= 0x1fff)
+		bit = VMX_MSR_BITMAP_WRITE_LOW * 8 + msr;
+	else if (msr >= 0xc0000000 && msr <= 0xc0001fff)
+		bit = VMX_MSR_BITMAP_WRITE_HIGH * 8 + (msr & 0x1fff);
+	else
+		return true;
+	return vmx->vmcs01.msr_bitmap[bit / 8] & BIT(bit % 8);
+}
+
+/* ---- setup, enable/disable ---- */
+
+static int vmx_hardware_setup(void)
+{
+	struct vmx_global *vg = vmx_global();
+	struct pk_dtable dt;
+
+	/* The host IDT is one global table: read its base once (commit 2342080cd675). */
+	native_store_idt(&dt);
+	vg->host_idt_base = dt.base;
+	vg->cpu_has_load_efer = this_machine()->model.has_load_efer;
+
+	for (unsigned int i = 0; i < ARRAY_SIZE(vmx_uret_msrs_list); ++i)
+		kvm_add_user_return_msr(vmx_uret_msrs_list[i]);
+	return 0;
+}
+
+static int vmx_enable_virtualization_cpu(void)
+{
+	return pk_vmxon() ? -EBUSY : 0;
+}
+
+static void loaded_vmcs_clear_on_cpu(struct loaded_vmcs *lv)
+{
+	struct vmx_global *vg = vmx_global();
+	int cpu = lv->cpu;
+
+	pk_vmclear(__pa(lv->vmcs));
+	if (vg->current_vmcs[cpu] == lv->vmcs)
+		vg->current_vmcs[cpu] = NULL;
+	for (int i = 0; i < KVM_MAX_VCPUS; i++)
+		if (vg->loaded_vmcss_on_cpu[cpu][i] == lv)
+			vg->loaded_vmcss_on_cpu[cpu][i] = NULL;
+	lv->cpu = -1;
+	lv->launched = false;
+}
+
+/* VMCLEAR a VMCS where it is active: an IPI to its CPU (kernel: loaded_vmcs_clear). */
+static void loaded_vmcs_clear(struct loaded_vmcs *lv)
+{
+	struct pk_cpu *saved = pk_this_cpu;
+
+	if (lv->cpu < 0)
+		return;
+	pk_this_cpu = &this_machine()->cpu[lv->cpu];
+	loaded_vmcs_clear_on_cpu(lv);
+	pk_this_cpu = saved;
+}
+
+static void vmx_disable_virtualization_cpu(void)
+{
+	struct vmx_global *vg = vmx_global();
+	int cpu = smp_processor_id();
+
+	for (int i = 0; i < KVM_MAX_VCPUS; i++)
+		if (vg->loaded_vmcss_on_cpu[cpu][i])
+			loaded_vmcs_clear_on_cpu(vg->loaded_vmcss_on_cpu[cpu][i]);
+	pk_vmxoff();
+}
+
+static int vmx_vm_init(struct kvm *kvm)
+{
+	return 0;
+}
+
+/* ---- VMCS set-up ---- */
+
+/* Host state that is the same on every entry (kernel: vmx_set_constant_host_state). */
+static void vmx_set_constant_host_state(struct vcpu_vmx *vmx)
+{
+	struct pk_machine *m = this_machine();
+	u64 cr0 = native_read_cr0(), cr3 = native_read_cr3(), cr4 = native_read_cr4();
+
+	vmcs_writel(HOST_CR0, cr0);
+	vmcs_writel(HOST_CR3, cr3);
+	vmx->loaded_vmcs->host_state.cr3 = cr3;
+	vmcs_writel(HOST_CR4, cr4);
+	vmx->loaded_vmcs->host_state.cr4 = cr4;
+	vmcs_write16(HOST_CS_SELECTOR, __KERNEL_CS);
+	vmcs_write16(HOST_DS_SELECTOR, 0);
+	vmcs_write16(HOST_ES_SELECTOR, 0);
+	vmcs_write16(HOST_SS_SELECTOR, __KERNEL_DS);
+	vmcs_write16(HOST_TR_SELECTOR, __TSS_SEL);
+	vmcs_writel(HOST_IDTR_BASE, vmx_global()->host_idt_base);
+	vmcs_writel(HOST_RIP, 0xffffffff81040000ULL);	/* vmx_vmexit */
+	vmcs_write32(HOST_IA32_SYSENTER_CS, __KERNEL_CS);
+	vmcs_writel(HOST_IA32_SYSENTER_EIP, m->host.sysenter_eip);
+	if (vmx_global()->cpu_has_load_efer)
+		vmcs_write64(HOST_IA32_EFER, kvm_global()->host_efer);
+	vmcs_write64(HOST_IA32_PAT, m->host.pat);
+}
+
+static void init_vmcs(struct vcpu_vmx *vmx)
+{
+	struct kvm *kvm = vmx->vcpu.kvm;
+	u32 exit_ctl = VM_EXIT_HOST_ADDR_SPACE_SIZE | VM_EXIT_SAVE_IA32_PAT | VM_EXIT_LOAD_IA32_PAT;
+	u32 entry_ctl = VM_ENTRY_LOAD_IA32_PAT;
+
+	vmcs_write32(PIN_BASED_VM_EXEC_CONTROL, PIN_BASED_EXT_INTR_MASK | PIN_BASED_NMI_EXITING);
+	vmcs_write32(CPU_BASED_VM_EXEC_CONTROL, CPU_BASED_HLT_EXITING | CPU_BASED_UNCOND_IO_EXITING |
+		     CPU_BASED_USE_MSR_BITMAPS | CPU_BASED_ACTIVATE_SECONDARY_CONTROLS);
+	vmcs_write32(SECONDARY_VM_EXEC_CONTROL, SECONDARY_EXEC_ENABLE_EPT);
+	vmcs_write64(MSR_BITMAP, __pa(vmx->vmcs01.msr_bitmap));
+	vmcs_write64(EPT_POINTER, __pa(&kvm->memslots));
+	vmcs_write64(VMCS_LINK_POINTER, -1ULL);
+	vmcs_write32(EXCEPTION_BITMAP, 0);
+	vmcs_write32(VM_EXIT_MSR_STORE_COUNT, 0);
+	vmcs_write32(VM_EXIT_MSR_LOAD_COUNT, 0);
+	vmcs_write64(VM_EXIT_MSR_LOAD_ADDR, __pa(vmx->msr_autoload.host.val));
+	vmcs_write32(VM_ENTRY_MSR_LOAD_COUNT, 0);
+	vmcs_write64(VM_ENTRY_MSR_LOAD_ADDR, __pa(vmx->msr_autoload.guest.val));
+	vmcs_write32(VM_EXIT_CONTROLS, exit_ctl);
+	vmcs_write32(VM_ENTRY_CONTROLS, entry_ctl);
+	vmcs_write32(VM_ENTRY_INTR_INFO_FIELD, 0);
+	vmx_set_constant_host_state(vmx);
+	vmcs_writel(HOST_FS_BASE, 0);
+	vmcs_writel(HOST_GS_BASE, 0);
+	vmcs_write64(GUEST_IA32_PAT, 0x0007040600070406ULL);
+	vmcs_write32(GUEST_ACTIVITY_STATE, GUEST_ACTIVITY_ACTIVE);
+}
+
+static int vmx_vcpu_create(struct kvm_vcpu *vcpu)
+{
+	struct vcpu_vmx *vmx = to_vmx(vcpu);
+
+	vmx->vmcs01.vmcs = (struct pk_vmcs_region *)vmx->vmcs01_page;
+	vmx->vmcs01.vmcs->revision_id = PK_VMCS_REVISION;
+	vmx->vmcs01.cpu = -1;
+	vmx->vmcs01.msr_bitmap = vmx->msr_bitmap_page;
+	memset(vmx->vmcs01.msr_bitmap, 0xff, 4096);
+	vmx->loaded_vmcs = &vmx->vmcs01;
+
+	/* The guest owns these outright; FS/GS bases travel in the VMCS. */
+	vmx_disable_intercept_for_msr(vmx, MSR_FS_BASE, true, true);
+	vmx_disable_intercept_for_msr(vmx, MSR_GS_BASE, true, true);
+	vmx_disable_intercept_for_msr(vmx, MSR_KERNEL_GS_BASE, true, true);
+	vmx_disable_intercept_for_msr(vmx, MSR_IA32_SYSENTER_CS, true, true);
+	vmx_disable_intercept_for_msr(vmx, MSR_IA32_SYSENTER_ESP, true, true);
+	vmx_disable_intercept_for_msr(vmx, MSR_IA32_SYSENTER_EIP, true, true);
+
+	for (int i = 0; i < kvm_global()->kvm_nr_uret_msrs; ++i)
+		vmx->guest_uret_msrs[i].mask = -1ULL;
+	return 0;
+}
+
+static void vmx_vcpu_reset(struct kvm_vcpu *vcpu, bool init_event)
+{
+	struct vcpu_vmx *vmx = to_vmx(vcpu);
+
+	init_vmcs(vmx);
+	vcpu->arch.pat = 0x0007040600070406ULL;
+	vcpu->arch.ia32_misc_enable_msr = BIT_ULL(11) | BIT_ULL(12);
+	vcpu->arch.apic_base = 0xfee00000ULL | BIT_ULL(11) | (vcpu->vcpu_id ? 0 : BIT_ULL(8));
+	kvm_rip_write(vcpu, 0xfff0);
+	vmcs_writel(GUEST_RFLAGS, X86_EFLAGS_FIXED);
+	vmx->msr_guest_kernel_gs_base = 0;
+	vmx->spec_ctrl = 0;
+}
+
+/* ---- user-return MSRs ---- */
+
+static struct vmx_uret_msr *vmx_find_uret_msr(struct vcpu_vmx *vmx, u32 msr)
+{
+	int i = kvm_find_user_return_msr(msr);
+
+	return i < 0 ? NULL : &vmx->guest_uret_msrs[i];
+}
+
+static void vmx_setup_uret_msr(struct vcpu_vmx *vmx, u32 msr, bool load_into_hardware)
+{
+	struct vmx_uret_msr *uret = vmx_find_uret_msr(vmx, msr);
+
+	if (uret)
+		uret->load_into_hardware = load_into_hardware;
+}
+
+/*
+ * EFER through user return unless the VMCS can switch it: the guest's SCE/LME/LMA are
+ * ignored (the VMCS entry control and CR0 decide LMA/LME), SCE only outside long mode.
+ * Returns whether EFER must be loaded at all (kernel: update_transition_efer).
+ */
+static bool update_transition_efer(struct vcpu_vmx *vmx)
+{
+	struct kvm_vcpu *vcpu = &vmx->vcpu;
+	u64 guest_efer = vcpu->arch.efer;
+	u64 host_efer = kvm_global()->host_efer;
+	u64 ignore_bits = EFER_NX | EFER_SCE | EFER_LMA | EFER_LME;
+	struct vmx_uret_msr *uret;
+
+	if (vmx_global()->cpu_has_load_efer) {
+		if (guest_efer != host_efer) {
+			vmcs_write32(VM_ENTRY_CONTROLS, vmcs_read32(VM_ENTRY_CONTROLS) | VM_ENTRY_LOAD_IA32_EFER);
+			vmcs_write32(VM_EXIT_CONTROLS, vmcs_read32(VM_EXIT_CONTROLS) | VM_EXIT_LOAD_IA32_EFER);
+			vmcs_write64(GUEST_IA32_EFER, guest_efer);
+		} else {
+			vmcs_write32(VM_ENTRY_CONTROLS, vmcs_read32(VM_ENTRY_CONTROLS) & ~VM_ENTRY_LOAD_IA32_EFER);
+			vmcs_write32(VM_EXIT_CONTROLS, vmcs_read32(VM_EXIT_CONTROLS) & ~VM_EXIT_LOAD_IA32_EFER);
+		}
+		return false;
+	}
+	/* SCE is meaningful only in long mode on Intel. */
+	if (guest_efer & EFER_LMA)
+		ignore_bits &= ~(u64)EFER_SCE;
+	uret = vmx_find_uret_msr(vmx, MSR_EFER);
+	if (!uret)
+		return false;
+	uret->data = guest_efer & ~ignore_bits;
+	uret->mask = ~ignore_bits;
+	return ((guest_efer ^ host_efer) & ~ignore_bits) != 0;
+}
+
+static void vmx_setup_uret_msrs(struct vcpu_vmx *vmx)
+{
+	struct kvm_vcpu *vcpu = &vmx->vcpu;
+	bool load_syscall_msrs;
+
+	/* The SYSCALL MSRs matter only to a 64-bit guest with SYSCALL enabled. */
+	load_syscall_msrs = is_long_mode(vcpu) && (vcpu->arch.efer & EFER_SCE);
+	vmx_setup_uret_msr(vmx, MSR_STAR, load_syscall_msrs);
+	vmx_setup_uret_msr(vmx, MSR_LSTAR, load_syscall_msrs);
+	vmx_setup_uret_msr(vmx, MSR_SYSCALL_MASK, load_syscall_msrs);
+	vmx_setup_uret_msr(vmx, MSR_EFER, update_transition_efer(vmx));
+	vmx_setup_uret_msr(vmx, MSR_TSC_AUX, vcpu->arch.cap_rdtscp || vcpu->arch.cap_rdpid);
+	/* The guest may not change TSX_CTRL.CPUID_CLEAR. */
+	vmx_setup_uret_msr(vmx, MSR_IA32_TSX_CTRL, this_machine()->model.has_rtm);
+	{
+		struct vmx_uret_msr *tsx = vmx_find_uret_msr(vmx, MSR_IA32_TSX_CTRL);
+		if (tsx)
+			tsx->mask = ~(u64)TSX_CTRL_CPUID_CLEAR;
+	}
+	/* The new set takes effect at the next prepare_switch_to_guest. */
+	vmx->guest_uret_msrs_loaded = false;
+}
+
+static int vmx_set_guest_uret_msr(struct vcpu_vmx *vmx, struct vmx_uret_msr *msr, u64 data)
+{
+	unsigned int slot = msr - vmx->guest_uret_msrs;
+	int ret = 0;
+
+	if (msr->load_into_hardware) {
+		preempt_disable();
+		ret = kvm_set_user_return_msr(slot, data, msr->mask);
+		preempt_enable();
+	}
+	if (!ret)
+		msr->data = data;
+	return ret;
+}
+
+/* ---- the host-state switch ---- */
+
+static void vmx_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
+{
+	struct vcpu_vmx *vmx = to_vmx(vcpu);
+	struct pk_machine *m = this_machine();
+	struct vmcs_host_state *host_state;
+	int cpu = smp_processor_id();
+	u16 fs_sel, gs_sel;
+	u64 fs_base, gs_base;
+
+	/* Guest user-return MSRs go into hardware once per load; restored on user return. */
+	if (!vmx->guest_uret_msrs_loaded) {
+		vmx->guest_uret_msrs_loaded = true;
+		for (int i = 0; i < kvm_global()->kvm_nr_uret_msrs; ++i) {
+			if (!vmx->guest_uret_msrs[i].load_into_hardware)
+				continue;
+			kvm_set_user_return_msr(i, vmx->guest_uret_msrs[i].data,
+						vmx->guest_uret_msrs[i].mask);
+		}
+	}
+	if (vmx->guest_state_loaded)
+		return;
+
+	host_state = &vmx->loaded_vmcs->host_state;
+	host_state->ldt_sel = savesegment(VCPU_SREG_LDTR);
+	host_state->ds_sel = savesegment(VCPU_SREG_DS);
+	host_state->es_sel = savesegment(VCPU_SREG_ES);
+	gs_sel = savesegment(VCPU_SREG_GS);
+	fs_sel = savesegment(VCPU_SREG_FS);
+	fs_base = rdfsbase();
+	/* In the kernel, the user's GS base is the inactive one: KERNEL_GS_BASE. */
+	vmx->msr_host_kernel_gs_base = rdmsrl(MSR_KERNEL_GS_BASE);
+	gs_base = m->host.per_cpu_offset[cpu];
+
+	/* The guest's KERNEL_GS_BASE goes into hardware now; VM-exit does not touch it. */
+	wrmsrl(MSR_KERNEL_GS_BASE, vmx->msr_guest_kernel_gs_base);
+
+	/* A selector with RPL or TI bits cannot be a VMCS host selector: reload it on put. */
+	if (fs_sel & 7)
+		fs_sel = 0;
+	if (gs_sel & 7)
+		gs_sel = 0;
+	if (fs_sel != host_state->fs_sel) {
+		vmcs_write16(HOST_FS_SELECTOR, fs_sel);
+		host_state->fs_sel = fs_sel;
+	}
+	if (gs_sel != host_state->gs_sel) {
+		vmcs_write16(HOST_GS_SELECTOR, gs_sel);
+		host_state->gs_sel = gs_sel;
+	}
+	if (fs_base != host_state->fs_base) {
+		vmcs_writel(HOST_FS_BASE, fs_base);
+		host_state->fs_base = fs_base;
+	}
+	if (gs_base != host_state->gs_base) {
+		vmcs_writel(HOST_GS_BASE, gs_base);
+		host_state->gs_base = gs_base;
+	}
+	vmx->guest_state_loaded = true;
+}
+
+static void vmx_prepare_switch_to_host(struct vcpu_vmx *vmx)
+{
+	struct pk_machine *m = this_machine();
+	struct vmcs_host_state *host_state;
+	struct pk_dtable gdt;
+
+	if (!vmx->guest_state_loaded)
+		return;
+	host_state = &vmx->loaded_vmcs->host_state;
+
+	vmx->msr_guest_kernel_gs_base = rdmsrl(MSR_KERNEL_GS_BASE);
+	if (host_state->ldt_sel || (host_state->gs_sel & 7)) {
+		native_lldt(host_state->ldt_sel);
+		load_gs_index(host_state->gs_sel);
+	} else if (savesegment(VCPU_SREG_GS) != host_state->gs_sel) {
+		load_gs_index(host_state->gs_sel);
+	}
+	if (host_state->fs_sel & 7)
+		loadsegment(VCPU_SREG_FS, host_state->fs_sel);
+	if (host_state->ds_sel | host_state->es_sel) {
+		loadsegment(VCPU_SREG_DS, host_state->ds_sel);
+		loadsegment(VCPU_SREG_ES, host_state->es_sel);
+	}
+	/*
+	 * VM-exit left TR's limit at 0x67: invalidate_tss_limit() + the GDT reload make the
+	 * next IO-bitmap user fault in a full reload (kernel: load_fixmap_gdt()).
+	 */
+	wrmsrl(MSR_KERNEL_GS_BASE, vmx->msr_host_kernel_gs_base);
+	gdt.base = m->host.gdt_base[smp_processor_id()];
+	gdt.limit = 0x7f;
+	native_load_gdt(&gdt);
+	vmx->guest_state_loaded = false;
+	vmx->guest_uret_msrs_loaded = false;
+}
+
+/* Guest KERNEL_GS_BASE is live in hardware only while guest state is loaded (678e315e78a7). */
+static u64 vmx_read_guest_kernel_gs_base(struct vcpu_vmx *vmx)
+{
+	preempt_disable();
+	if (vmx->guest_state_loaded)
+		vmx->msr_guest_kernel_gs_base = rdmsrl(MSR_KERNEL_GS_BASE);
+	preempt_enable();
+	return vmx->msr_guest_kernel_gs_base;
+}
+
+static void vmx_write_guest_kernel_gs_base(struct vcpu_vmx *vmx, u64 data)
+{
+	preempt_disable();
+	if (vmx->guest_state_loaded)
+		wrmsrl(MSR_KERNEL_GS_BASE, data);
+	preempt_enable();
+	vmx->msr_guest_kernel_gs_base = data;
+}
+
+static void vmx_vcpu_load_vmcs(struct kvm_vcpu *vcpu, int cpu)
+{
+	struct vcpu_vmx *vmx = to_vmx(vcpu);
+	struct vmx_global *vg = vmx_global();
+	struct pk_machine *m = this_machine();
+	bool already_loaded = vmx->loaded_vmcs->cpu == cpu;
+
+	if (!already_loaded) {
+		loaded_vmcs_clear(vmx->loaded_vmcs);
+		for (int i = 0; i < KVM_MAX_VCPUS; i++) {
+			if (!vg->loaded_vmcss_on_cpu[cpu][i]) {
+				vg->loaded_vmcss_on_cpu[cpu][i] = vmx->loaded_vmcs;
+				break;
+			}
+		}
+	}
+	if (vg->current_vmcs[cpu] != vmx->loaded_vmcs->vmcs) {
+		vg->current_vmcs[cpu] = vmx->loaded_vmcs->vmcs;
+		if (pk_vmptrld(__pa(vmx->loaded_vmcs->vmcs)))
+			m->host_bugs++;
+	}
+	if (!already_loaded) {
+		/* Per-CPU host state: TSS, GDT and SYSENTER stack of this CPU. */
+		vmcs_writel(HOST_TR_BASE, m->host.tss_base[cpu]);
+		vmcs_writel(HOST_GDTR_BASE, m->host.gdt_base[cpu]);
+		vmcs_writel(HOST_IA32_SYSENTER_ESP, m->host.entry_stack[cpu]);
+		vmx->loaded_vmcs->cpu = cpu;
+	}
+}
+
+static void vmx_vcpu_load(struct kvm_vcpu *vcpu, int cpu)
+{
+	vmx_vcpu_load_vmcs(vcpu, cpu);
+}
+
+static void vmx_vcpu_put(struct kvm_vcpu *vcpu)
+{
+	vmx_prepare_switch_to_host(to_vmx(vcpu));
+}
+
+/* ---- registers and segments ---- */
+
+static const u32 vmx_seg_fields[NR_VCPU_SREGS][4] = {
+	[VCPU_SREG_ES] = { GUEST_ES_SELECTOR, GUEST_ES_BASE, GUEST_ES_LIMIT, GUEST_ES_AR_BYTES },
+	[VCPU_SREG_CS] = { GUEST_CS_SELECTOR, GUEST_CS_BASE, GUEST_CS_LIMIT, GUEST_CS_AR_BYTES },
+	[VCPU_SREG_SS] = { GUEST_SS_SELECTOR, GUEST_SS_BASE, GUEST_SS_LIMIT, GUEST_SS_AR_BYTES },
+	[VCPU_SREG_DS] = { GUEST_DS_SELECTOR, GUEST_DS_BASE, GUEST_DS_LIMIT, GUEST_DS_AR_BYTES },
+	[VCPU_SREG_FS] = { GUEST_FS_SELECTOR, GUEST_FS_BASE, GUEST_FS_LIMIT, GUEST_FS_AR_BYTES },
+	[VCPU_SREG_GS] = { GUEST_GS_SELECTOR, GUEST_GS_BASE, GUEST_GS_LIMIT, GUEST_GS_AR_BYTES },
+	[VCPU_SREG_TR] = { GUEST_TR_SELECTOR, GUEST_TR_BASE, GUEST_TR_LIMIT, GUEST_TR_AR_BYTES },
+	[VCPU_SREG_LDTR] = { GUEST_LDTR_SELECTOR, GUEST_LDTR_BASE, GUEST_LDTR_LIMIT, GUEST_LDTR_AR_BYTES },
+};
+
+static u32 vmx_segment_access_rights(const struct kvm_segment *var)
+{
+	if (var->unusable || !var->present)
+		return VMX_AR_UNUSABLE_MASK;
+	return (var->type & 15) | ((var->s & 1) << 4) | ((var->dpl & 3) << 5) |
+	       ((var->present & 1) << 7) | ((var->avl & 1) << 12) | ((var->l & 1) << 13) |
+	       ((var->db & 1) << 14) | ((var->g & 1) << 15);
+}
+
+static void vmx_get_segment(struct kvm_vcpu *vcpu, struct kvm_segment *var, int seg)
+{
+	u32 ar = vmcs_read32(vmx_seg_fields[seg][3]);
+
+	var->selector = vmcs_read16(vmx_seg_fields[seg][0]);
+	var->base = vmcs_readl(vmx_seg_fields[seg][1]);
+	var->limit = vmcs_read32(vmx_seg_fields[seg][2]);
+	var->unusable = (ar >> 16) & 1;
+	var->type = ar & 15;
+	var->s = (ar >> 4) & 1;
+	var->dpl = (ar >> 5) & 3;
+	var->present = !var->unusable;
+	var->avl = (ar >> 12) & 1;
+	var->l = (ar >> 13) & 1;
+	var->db = (ar >> 14) & 1;
+	var->g = (ar >> 15) & 1;
+}
+
+static void vmx_set_segment(struct kvm_vcpu *vcpu, struct kvm_segment *var, int seg)
+{
+	vmcs_write16(vmx_seg_fields[seg][0], var->selector);
+	vmcs_writel(vmx_seg_fields[seg][1], var->base);
+	vmcs_write32(vmx_seg_fields[seg][2], var->limit);
+	vmcs_write32(vmx_seg_fields[seg][3], vmx_segment_access_rights(var));
+}
+
+static void vmx_get_idt(struct kvm_vcpu *vcpu, struct desc_ptr *dt)
+{
+	dt->size = vmcs_read32(GUEST_IDTR_LIMIT);
+	dt->address = vmcs_readl(GUEST_IDTR_BASE);
+}
+
+static void vmx_set_idt(struct kvm_vcpu *vcpu, struct desc_ptr *dt)
+{
+	vmcs_write32(GUEST_IDTR_LIMIT, dt->size);
+	vmcs_writel(GUEST_IDTR_BASE, dt->address);
+}
+
+static void vmx_get_gdt(struct kvm_vcpu *vcpu, struct desc_ptr *dt)
+{
+	dt->size = vmcs_read32(GUEST_GDTR_LIMIT);
+	dt->address = vmcs_readl(GUEST_GDTR_BASE);
+}
+
+static void vmx_set_gdt(struct kvm_vcpu *vcpu, struct desc_ptr *dt)
+{
+	vmcs_write32(GUEST_GDTR_LIMIT, dt->size);
+	vmcs_writel(GUEST_GDTR_BASE, dt->address);
+}
+
+static int vmx_set_efer(struct kvm_vcpu *vcpu, u64 efer)
+{
+	struct vcpu_vmx *vmx = to_vmx(vcpu);
+	u32 entry = vmcs_read32(VM_ENTRY_CONTROLS);
+
+	vcpu->arch.efer = efer;
+	if (efer & EFER_LMA)
+		entry |= VM_ENTRY_IA32E_MODE;
+	else
+		entry &= ~VM_ENTRY_IA32E_MODE;
+	vmcs_write32(VM_ENTRY_CONTROLS, entry);
+	vmx_setup_uret_msrs(vmx);
+	return 0;
+}
+
+static void vmx_set_cr0(struct kvm_vcpu *vcpu, u64 cr0)
+{
+	/* Paging with EFER.LME set enters long mode (kernel: enter_lmode). */
+	if ((vcpu->arch.efer & EFER_LME) && (cr0 & X86_CR0_PG) && !(vcpu->arch.efer & EFER_LMA))
+		vmx_set_efer(vcpu, vcpu->arch.efer | EFER_LMA);
+	vcpu->arch.cr0 = cr0;
+	vmcs_writel(CR0_READ_SHADOW, cr0);
+	vmcs_writel(GUEST_CR0, cr0);
+	vmcs_writel(GUEST_CR3, vcpu->arch.cr3);
+}
+
+static void vmx_set_cr4(struct kvm_vcpu *vcpu, u64 cr4)
+{
+	vcpu->arch.cr4 = cr4;
+	vmcs_writel(CR4_READ_SHADOW, cr4);
+	vmcs_writel(GUEST_CR4, cr4);
+}
+
+static u64 vmx_get_rflags(struct kvm_vcpu *vcpu)
+{
+	return vmcs_readl(GUEST_RFLAGS);
+}
+
+static void vmx_set_rflags(struct kvm_vcpu *vcpu, u64 rflags)
+{
+	vmcs_writel(GUEST_RFLAGS, rflags);
+}
+
+static void vmx_cache_reg(struct kvm_vcpu *vcpu, int reg)
+{
+	if (reg == VCPU_REGS_RSP)
+		vcpu->arch.regs[reg] = vmcs_readl(GUEST_RSP);
+	else if (reg == VCPU_REGS_RIP)
+		vcpu->arch.regs[reg] = vmcs_readl(GUEST_RIP);
+	vcpu->arch.regs_avail |= BIT(reg);
+}
+
+static int vmx_skip_emulated_instruction(struct kvm_vcpu *vcpu)
+{
+	u64 rip = kvm_rip_read(vcpu) + vmcs_read32(VM_EXIT_INSTRUCTION_LEN);
+
+	kvm_rip_write(vcpu, rip);
+	return 1;
+}
+
+static void vmx_inject_exception(struct kvm_vcpu *vcpu)
+{
+	struct kvm_queued_exception *ex = &vcpu->arch.exception;
+	u32 intr_info = ex->vector | INTR_TYPE_HARD_EXCEPTION | INTR_INFO_VALID_MASK;
+
+	if (ex->has_error_code) {
+		vmcs_write32(VM_ENTRY_EXCEPTION_ERROR_CODE, ex->error_code);
+		intr_info |= INTR_INFO_DELIVER_CODE_MASK;
+	}
+	vmcs_write32(VM_ENTRY_INTR_INFO_FIELD, intr_info);
+}
+
+static void vmx_vcpu_after_set_cpuid(struct kvm_vcpu *vcpu)
+{
+	struct vcpu_vmx *vmx = to_vmx(vcpu);
+	u32 sec = vmcs_read32(SECONDARY_VM_EXEC_CONTROL);
+
+	/* RDTSCP and RDPID both need "enable RDTSCP"; without it they #UD in the guest. */
+	if (this_machine()->model.has_rdtscp && (vcpu->arch.cap_rdtscp || vcpu->arch.cap_rdpid))
+		sec |= SECONDARY_EXEC_ENABLE_RDTSCP;
+	else
+		sec &= ~SECONDARY_EXEC_ENABLE_RDTSCP;
+	vmcs_write32(SECONDARY_VM_EXEC_CONTROL, sec);
+	if (vcpu->arch.cap_ibpb)
+		vmx_disable_intercept_for_msr(vmx, MSR_IA32_PRED_CMD, false, true);
+	vmx_setup_uret_msrs(vmx);
+}
+
+/* ---- MSRs ---- */
+
+static int vmx_get_msr(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
+{
+	struct vcpu_vmx *vmx = to_vmx(vcpu);
+	struct vmx_uret_msr *msr;
+
+	switch (msr_info->index) {
+	case MSR_FS_BASE:
+		msr_info->data = vmcs_readl(GUEST_FS_BASE);
+		return 0;
+	case MSR_GS_BASE:
+		msr_info->data = vmcs_readl(GUEST_GS_BASE);
+		return 0;
+	case MSR_KERNEL_GS_BASE:
+		msr_info->data = vmx_read_guest_kernel_gs_base(vmx);
+		return 0;
+	case MSR_IA32_SYSENTER_CS:
+		msr_info->data = vmcs_read32(GUEST_SYSENTER_CS);
+		return 0;
+	case MSR_IA32_SYSENTER_EIP:
+		msr_info->data = vmcs_readl(GUEST_SYSENTER_EIP);
+		return 0;
+	case MSR_IA32_SYSENTER_ESP:
+		msr_info->data = vmcs_readl(GUEST_SYSENTER_ESP);
+		return 0;
+	case MSR_IA32_CR_PAT:
+		msr_info->data = vmcs_read64(GUEST_IA32_PAT);
+		return 0;
+	case MSR_IA32_SPEC_CTRL:
+		if (!msr_info->host_initiated && !guest_has_spec_ctrl_msr(vcpu))
+			return 1;
+		msr_info->data = vmx->spec_ctrl;
+		return 0;
+	case MSR_IA32_TSX_CTRL:
+		if (!msr_info->host_initiated && !this_machine()->model.has_rtm)
+			return 1;
+		goto find_uret_msr;
+	case MSR_EFER:
+		return kvm_get_msr_common(vcpu, msr_info);
+	case MSR_TSC_AUX:
+	default:
+	find_uret_msr:
+		msr = vmx_find_uret_msr(vmx, msr_info->index);
+		if (msr) {
+			msr_info->data = msr->data;
+			return 0;
+		}
+		return kvm_get_msr_common(vcpu, msr_info);
+	}
+}
+
+static int vmx_set_msr(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
+{
+	struct vcpu_vmx *vmx = to_vmx(vcpu);
+	u32 msr_index = msr_info->index;
+	u64 data = msr_info->data;
+	struct vmx_uret_msr *msr;
+
+	switch (msr_index) {
+	case MSR_EFER:
+		return kvm_set_msr_common(vcpu, msr_info);
+	case MSR_FS_BASE:
+		vmcs_writel(GUEST_FS_BASE, data);
+		return 0;
+	case MSR_GS_BASE:
+		vmcs_writel(GUEST_GS_BASE, data);
+		return 0;
+	case MSR_KERNEL_GS_BASE:
+		vmx_write_guest_kernel_gs_base(vmx, data);
+		return 0;
+	case MSR_IA32_SYSENTER_CS:
+		vmcs_write32(GUEST_SYSENTER_CS, data);
+		return 0;
+	case MSR_IA32_SYSENTER_EIP:
+		vmcs_writel(GUEST_SYSENTER_EIP, data);
+		return 0;
+	case MSR_IA32_SYSENTER_ESP:
+		vmcs_writel(GUEST_SYSENTER_ESP, data);
+		return 0;
+	case MSR_IA32_CR_PAT:
+		if (kvm_set_msr_common(vcpu, msr_info))
+			return 1;
+		vmcs_write64(GUEST_IA32_PAT, data);
+		return 0;
+	case MSR_IA32_SPEC_CTRL:
+		if (!msr_info->host_initiated && !guest_has_spec_ctrl_msr(vcpu))
+			return 1;
+		if (!kvm_spec_ctrl_test_value(vcpu, data))
+			return 1;
+		vmx->spec_ctrl = data;
+		if (!data)
+			return 0;
+		/*
+		 * The guest uses SPEC_CTRL: stop intercepting its writes, and from now on
+		 * __vmx_vcpu_run saves the guest value after every exit (SAVE_SPEC_CTRL).
+		 */
+		vmx_disable_intercept_for_msr(vmx, MSR_IA32_SPEC_CTRL, true, true);
+		return 0;
+	case MSR_IA32_TSX_CTRL:
+		if (!msr_info->host_initiated && !this_machine()->model.has_rtm)
+			return 1;
+		if (data & ~(u64)(TSX_CTRL_RTM_DISABLE | TSX_CTRL_CPUID_CLEAR))
+			return 1;
+		goto find_uret_msr;
+	case MSR_STAR:
+	case MSR_LSTAR:
+	case MSR_CSTAR:
+	case MSR_SYSCALL_MASK:
+		if (!vcpu->arch.cap_lm)
+			return 1;
+		if (msr_index == MSR_SYSCALL_MASK)
+			data = (u32)data;
+		goto find_uret_msr;
+	case MSR_TSC_AUX:
+	default:
+	find_uret_msr:
+		msr = vmx_find_uret_msr(vmx, msr_index);
+		if (msr)
+			return vmx_set_guest_uret_msr(vmx, msr, data);
+		return kvm_set_msr_common(vcpu, msr_info);
+	}
+}
+
+/* ---- run ---- */
+
+static int vmx_vcpu_pre_run(struct kvm_vcpu *vcpu)
+{
+	return 1;
+}
+
+static fastpath_t vmx_exit_handlers_fastpath(struct kvm_vcpu *vcpu)
+{
+	switch (to_vmx(vcpu)->exit_reason) {
+	case EXIT_REASON_MSR_WRITE:
+		return handle_fastpath_set_msr_irqoff(vcpu);
+	default:
+		return EXIT_FASTPATH_NONE;
+	}
+}
+
+static void vmx_vcpu_enter_exit(struct kvm_vcpu *vcpu, unsigned int flags)
+{
+	struct vcpu_vmx *vmx = to_vmx(vcpu);
+
+	vmx->fail = __vmx_vcpu_run(vmx, flags);
+	vcpu->arch.regs_avail &= ~(BIT(VCPU_REGS_RSP) | BIT(VCPU_REGS_RIP));
+	if (unlikely(vmx->fail)) {
+		vmx->exit_reason = 0xdead;
+		return;
+	}
+	vmx->exit_reason = vmcs_read32(VM_EXIT_REASON);
+	if (likely(!(vmx->exit_reason & VMX_EXIT_REASONS_FAILED_VMENTRY)))
+		vmx->loaded_vmcs->launched = true;
+}
+
+static fastpath_t vmx_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
+{
+	struct vcpu_vmx *vmx = to_vmx(vcpu);
+	struct vmcs_host_state *hs = &vmx->loaded_vmcs->host_state;
+	unsigned int flags = 0;
+	u64 cr3, cr4;
+
+	if (vcpu->arch.regs_dirty & BIT(VCPU_REGS_RSP))
+		vmcs_writel(GUEST_RSP, vcpu->arch.regs[VCPU_REGS_RSP]);
+	if (vcpu->arch.regs_dirty & BIT(VCPU_REGS_RIP))
+		vmcs_writel(GUEST_RIP, vcpu->arch.regs[VCPU_REGS_RIP]);
+	vcpu->arch.regs_dirty = 0;
+
+	/*
+	 * HOST_CR3 right before VM-entry: a CR3 change without a reschedule (e.g. a
+	 * kthread's lazy mm switch) must not leave it stale.
+	 */
+	cr3 = native_read_cr3();
+	if (unlikely(cr3 != hs->cr3)) {
+		vmcs_writel(HOST_CR3, cr3);
+		hs->cr3 = cr3;
+	}
+	cr4 = native_read_cr4();
+	if (unlikely(cr4 != hs->cr4)) {
+		vmcs_writel(HOST_CR4, cr4);
+		hs->cr4 = cr4;
+	}
+
+	if (vmx->loaded_vmcs->launched)
+		flags |= VMX_RUN_VMRESUME;
+	if (!vmx_msr_write_intercepted(vmx, MSR_IA32_SPEC_CTRL))
+		flags |= VMX_RUN_SAVE_SPEC_CTRL;
+	vmx_vcpu_enter_exit(vcpu, flags);
+
+	if (unlikely(vmx->fail) || (vmx->exit_reason & VMX_EXIT_REASONS_FAILED_VMENTRY))
+		return EXIT_FASTPATH_NONE;
+	return vmx_exit_handlers_fastpath(vcpu);
+}
+
+static void vmx_handle_exit_irqoff(struct kvm_vcpu *vcpu)
+{
+	/* The host's timer IRQ that caused the exit runs now, through the host IDT. */
+	if (to_vmx(vcpu)->exit_reason == EXIT_REASON_EXTERNAL_INTERRUPT)
+		pk_host_timer_interrupt();
+}
+
+/* ---- exit handlers: 1 = handled in the kernel, 0 = exit to userspace ---- */
+
+static int handle_io(struct kvm_vcpu *vcpu)
+{
+	u64 q = vmcs_readl(EXIT_QUALIFICATION);
+	int size = (q & VMX_IO_SIZE_MASK) + 1;
+	int in = (q & VMX_IO_IN) != 0;
+	unsigned short port = q >> VMX_IO_PORT_SHIFT;
+
+	if (q & VMX_IO_STRING)
+		return kvm_handle_unexpected_exit(vcpu, EXIT_REASON_IO_INSTRUCTION);
+	return kvm_fast_pio(vcpu, size, port, in);
+}
+
+static int handle_rdmsr(struct kvm_vcpu *vcpu) { return kvm_emulate_rdmsr(vcpu); }
+static int handle_wrmsr(struct kvm_vcpu *vcpu) { return kvm_emulate_wrmsr(vcpu); }
+static int handle_cpuid(struct kvm_vcpu *vcpu) { return kvm_emulate_cpuid(vcpu); }
+static int handle_halt(struct kvm_vcpu *vcpu) { return kvm_emulate_halt(vcpu); }
+static int handle_vmcall(struct kvm_vcpu *vcpu) { return kvm_emulate_hypercall(vcpu); }
+static int handle_triple_fault(struct kvm_vcpu *vcpu) { return kvm_handle_triple_fault(vcpu); }
+static int handle_external_interrupt(struct kvm_vcpu *vcpu) { return kvm_handle_external_interrupt(vcpu); }
+static int handle_ept_misconfig(struct kvm_vcpu *vcpu)
+{
+	return kvm_handle_mmio(vcpu, &this_cpu()->ev);
+}
+
+static int (*const kvm_vmx_exit_handlers[VMX_NR_EXIT_REASONS])(struct kvm_vcpu *vcpu) = {
+	[EXIT_REASON_EXTERNAL_INTERRUPT]	= handle_external_interrupt,
+	[EXIT_REASON_TRIPLE_FAULT]		= handle_triple_fault,
+	[EXIT_REASON_CPUID]			= handle_cpuid,
+	[EXIT_REASON_HLT]			= handle_halt,
+	[EXIT_REASON_VMCALL]			= handle_vmcall,
+	[EXIT_REASON_IO_INSTRUCTION]		= handle_io,
+	[EXIT_REASON_MSR_READ]			= handle_rdmsr,
+	[EXIT_REASON_MSR_WRITE]			= handle_wrmsr,
+	[EXIT_REASON_EPT_MISCONFIG]		= handle_ept_misconfig,
+};
+
+static int vmx_handle_exit(struct kvm_vcpu *vcpu, fastpath_t exit_fastpath)
+{
+	struct vcpu_vmx *vmx = to_vmx(vcpu);
+	u32 reason = vmx->exit_reason;
+
+	if (exit_fastpath == EXIT_FASTPATH_EXIT_HANDLED)
+		return 1;
+	if (unlikely(vmx->fail)) {
+		vcpu->run.exit_reason = KVM_EXIT_FAIL_ENTRY;
+		vcpu->run.fail_entry.hardware_entry_failure_reason = vmcs_read32(VM_INSTRUCTION_ERROR);
+		vcpu->run.fail_entry.cpu = vcpu->arch.last_vmentry_cpu;
+		return 0;
+	}
+	if (reason & VMX_EXIT_REASONS_FAILED_VMENTRY) {
+		vcpu->run.exit_reason = KVM_EXIT_FAIL_ENTRY;
+		vcpu->run.fail_entry.hardware_entry_failure_reason = reason;
+		vcpu->run.fail_entry.cpu = vcpu->arch.last_vmentry_cpu;
+		return 0;
+	}
+	if (reason >= VMX_NR_EXIT_REASONS || !kvm_vmx_exit_handlers[reason])
+		return kvm_handle_unexpected_exit(vcpu, reason);
+	return kvm_vmx_exit_handlers[reason](vcpu);
+}
+
+static const struct kvm_x86_ops vmx_x86_ops = {
+	.name = "kvm_intel",
+	.vm_size = sizeof(struct kvm),
+	.vcpu_size = sizeof(struct vcpu_vmx),
+
+	.enable_virtualization_cpu = vmx_enable_virtualization_cpu,
+	.disable_virtualization_cpu = vmx_disable_virtualization_cpu,
+
+	.vm_init = vmx_vm_init,
+	.vcpu_create = vmx_vcpu_create,
+	.vcpu_reset = vmx_vcpu_reset,
+
+	.prepare_switch_to_guest = vmx_prepare_switch_to_guest,
+	.vcpu_load = vmx_vcpu_load,
+	.vcpu_put = vmx_vcpu_put,
+
+	.get_msr = vmx_get_msr,
+	.set_msr = vmx_set_msr,
+	.get_segment = vmx_get_segment,
+	.set_segment = vmx_set_segment,
+	.get_idt = vmx_get_idt,
+	.set_idt = vmx_set_idt,
+	.get_gdt = vmx_get_gdt,
+	.set_gdt = vmx_set_gdt,
+	.set_cr0 = vmx_set_cr0,
+	.set_cr4 = vmx_set_cr4,
+	.set_efer = vmx_set_efer,
+	.get_rflags = vmx_get_rflags,
+	.set_rflags = vmx_set_rflags,
+	.cache_reg = vmx_cache_reg,
+
+	.vcpu_pre_run = vmx_vcpu_pre_run,
+	.vcpu_run = vmx_vcpu_run,
+	.handle_exit = vmx_handle_exit,
+	.skip_emulated_instruction = vmx_skip_emulated_instruction,
+	.inject_exception = vmx_inject_exception,
+	.handle_exit_irqoff = vmx_handle_exit_irqoff,
+	.vcpu_after_set_cpuid = vmx_vcpu_after_set_cpuid,
+};
+
+const struct kvm_x86_init_ops vmx_init_ops = {
+	.hardware_setup = vmx_hardware_setup,
+	.runtime_ops = &vmx_x86_ops,
+	.global_size = sizeof(struct vmx_global),
+};

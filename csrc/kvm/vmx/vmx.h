@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: MIT */
+/* VMX vCPU state (kernel: arch/x86/kvm/vmx/vmx.h, vmcs.h). */
+#ifndef __KVM_X86_VMX_H
+#define __KVM_X86_VMX_H
+
+#include "asm/vmx.h"
+#include "../x86.h"
+
+#define MAX_NR_LOADSTORE_MSRS	8
+
+/* Flags for __vmx_vcpu_run (kernel: VMX_RUN_*). */
+#define VMX_RUN_VMRESUME	BIT(0)
+#define VMX_RUN_SAVE_SPEC_CTRL	BIT(1)
+
+struct vmx_msrs {
+	unsigned int nr;
+	struct vmx_msr_entry val[MAX_NR_LOADSTORE_MSRS];
+};
+
+struct vmx_uret_msr {
+	bool load_into_hardware;
+	u64 data;
+	u64 mask;
+};
+
+/* Host state last written to the VMCS, to skip VMWRITEs that would not change it. */
+struct vmcs_host_state {
+	u64 cr3, cr4, gs_base, fs_base, rsp;
+	u16 fs_sel, gs_sel, ldt_sel, ds_sel, es_sel;
+};
+
+struct loaded_vmcs {
+	struct pk_vmcs_region *vmcs;
+	int cpu;
+	bool launched;
+	struct vmcs_host_state host_state;
+	u8 *msr_bitmap;
+};
+
+/* Module parameters (kvm_intel.*) and hardware-setup results, one per machine. */
+struct vmx_global {
+	u64 host_idt_base;		/* captured once at setup (commit 2342080cd675) */
+	bool cpu_has_load_efer;
+	struct pk_vmcs_region *current_vmcs[PK_MAX_CPUS];	/* per-CPU current VMCS */
+	struct loaded_vmcs *loaded_vmcss_on_cpu[PK_MAX_CPUS][KVM_MAX_VCPUS];
+	u8 vmxarea[PK_MAX_CPUS][64];	/* VMXON regions (contents unused by the model) */
+};
+
+struct vcpu_vmx {
+	struct kvm_vcpu vcpu;
+	u32 exit_reason;
+	u32 idt_vectoring_info;
+	bool fail;
+	bool guest_state_loaded;
+	bool guest_uret_msrs_loaded;
+	struct vmx_uret_msr guest_uret_msrs[KVM_MAX_NR_USER_RETURN_MSRS];
+	u64 msr_host_kernel_gs_base;
+	u64 msr_guest_kernel_gs_base;
+	u64 spec_ctrl;
+	struct {
+		struct vmx_msrs guest;
+		struct vmx_msrs host;
+	} msr_autoload;
+	struct loaded_vmcs vmcs01;
+	struct loaded_vmcs *loaded_vmcs;
+
+	u8 vmcs01_page[PK_VMCS_SIZE] __attribute__((aligned(4096)));
+	u8 msr_bitmap_page[4096] __attribute__((aligned(4096)));
+};
+
+static inline struct vcpu_vmx *to_vmx(struct kvm_vcpu *vcpu)
+{
+	return container_of(vcpu, struct vcpu_vmx, vcpu);
+}
+
+static inline struct vmx_global *vmx_global(void)
+{
+	return this_machine()->vendor_global;
+}
+
+/* VMREAD/VMWRITE wrappers (kernel: vmcs_readl/vmcs_writel); a VMfail is a host bug. */
+static inline u64 vmcs_readl(u32 field)
+{
+	u64 v = 0;
+	if (pk_vmread(field, &v))
+		this_machine()->host_bugs++;
+	return v;
+}
+static inline void vmcs_writel(u32 field, u64 v)
+{
+	if (pk_vmwrite(field, v))
+		this_machine()->host_bugs++;
+}
+#define vmcs_read16(f)	((u16)vmcs_readl(f))
+#define vmcs_read32(f)	((u32)vmcs_readl(f))
+#define vmcs_read64(f)	vmcs_readl(f)
+#define vmcs_write16	vmcs_writel
+#define vmcs_write32	vmcs_writel
+#define vmcs_write64	vmcs_writel
+
+bool __vmx_vcpu_run(struct vcpu_vmx *vmx, unsigned int flags);
+void vmx_spec_ctrl_restore_host(struct vcpu_vmx *vmx, unsigned int flags);
+bool vmx_msr_write_intercepted(struct vcpu_vmx *vmx, u32 msr);
+
+#endif

@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The userspace face of the simulated KVM: what /dev/kvm ioctls are for the real one.
+ * Each call runs as the calling vCPU thread entering the host kernel on its CPU and
+ * returning to user mode (csrc/kvm/kvm_main.c).
+ */
+#ifndef _PYKVM_KVM_API_H
+#define _PYKVM_KVM_API_H
+
+#include "asm/kvm_host.h"
+
+struct pk_regs {
+	u64 gpr[NR_VCPU_GPRS];			/* x86 encoding order */
+	u64 rip;
+	u64 rflags;
+};
+
+struct pk_sregs {
+	struct kvm_segment seg[NR_VCPU_SREGS];	/* VCPU_SREG_* order */
+	struct desc_ptr gdt, idt;
+	u64 cr0, cr2, cr3, cr4, efer, apic_base;
+};
+
+/* Load kvm.ko with a vendor module: "vmx", "svm", or a plugin's init ops. */
+int pk_kvm_load(struct pk_machine *m, const char *vendor);
+int pk_kvm_load_ops(struct pk_machine *m, const struct kvm_x86_init_ops *init_ops);
+const char *pk_kvm_vendor_name(struct pk_machine *m);
+
+int pk_create_vm(struct pk_machine *m, struct kvm **out);
+int pk_vm_set_memslot(struct kvm *kvm, u32 slot, u64 gpa, u64 size, void *hva);
+int pk_create_vcpu(struct kvm *kvm, int cpu, struct kvm_vcpu **out);
+
+int pk_vcpu_run(struct kvm_vcpu *vcpu, u64 max_insns);
+struct kvm_run *pk_vcpu_run_struct(struct kvm_vcpu *vcpu);
+int pk_vcpu_get_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u32 n);
+int pk_vcpu_set_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u32 n);
+int pk_vcpu_get_regs(struct kvm_vcpu *vcpu, struct pk_regs *regs);
+int pk_vcpu_set_regs(struct kvm_vcpu *vcpu, const struct pk_regs *regs);
+int pk_vcpu_get_sregs(struct kvm_vcpu *vcpu, struct pk_sregs *sregs);
+int pk_vcpu_set_sregs(struct kvm_vcpu *vcpu, const struct pk_sregs *sregs);
+int pk_get_supported_cpuid(struct pk_machine *m, struct kvm_cpuid_entry2 *entries, int max);
+int pk_vcpu_set_cpuid(struct kvm_vcpu *vcpu, const struct kvm_cpuid_entry2 *entries, int n);
+int pk_vcpu_get_stat(struct kvm_vcpu *vcpu, struct kvm_vcpu_stat *stat);
+int pk_vcpu_cpu(struct kvm_vcpu *vcpu);
+/* Move the vCPU thread to another CPU (it is preempted and scheduled in there). */
+int pk_vcpu_migrate(struct kvm_vcpu *vcpu, int cpu);
+
+/* Cost counters and profile. */
+struct pk_costs *pk_machine_costs(struct pk_machine *m);
+struct pk_profile *pk_machine_profile(struct pk_machine *m);
+void pk_machine_reset_costs(struct pk_machine *m);
+
+/* Live CPU state, for checks (what a host task or the hardware sees now). */
+int pk_cpu_read_msr(struct pk_machine *m, u32 cpu, u32 index, u64 *val);
+u64 pk_host_per_cpu_offset(struct pk_machine *m, u32 cpu);
+
+int pk_kvm_disable_virtualization_cpu(struct pk_machine *m, u32 cpu);
+
+/* csrc/arch/costs.c */
+int pk_nr_ops(void);
+int pk_nr_paths(void);
+int pk_nr_msrs(void);
+const char *pk_op_name(int op);
+const char *pk_path_name(int p);
+const char *pk_msr_name(int s);
+u32 pk_msr_index(int s);
+u64 pk_cost_ops(const struct pk_machine *m, int path, int op);
+u64 pk_cost_msr_ops(const struct pk_machine *m, int path, int write, int slot);
+u64 pk_cost_cycles(const struct pk_machine *m, int path);
+int pk_profile_set(struct pk_machine *m, int kind, int idx, u32 cycles);
+u64 pk_machine_host_bugs(const struct pk_machine *m);
+const char *pk_version(void);
+
+#endif

@@ -1,0 +1,32 @@
+"""The compiled C module, checked once at import."""
+from . import errors
+
+try:
+    from ._pykvm import ffi, lib
+except ImportError as e:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "pykvm's C module is not built. Install pykvm with pip (it compiles csrc/ with "
+        "cffi), e.g. `pip install .` in a fresh virtual environment.") from e
+
+VERSION = "0.1.0"
+_built = ffi.string(lib.pk_version()).decode()
+if _built != VERSION:  # pragma: no cover
+    raise ImportError(
+        f"pykvm's C module is version {_built}, the Python package {VERSION}: a stale "
+        "build. Reinstall pykvm in a fresh virtual environment.")
+
+
+def ensure(ret, what, exc=errors.PykvmError):
+    """Raise `exc` naming `what` when a C call returned a negative errno."""
+    if ret < 0:
+        import errno
+        import os
+        name = errno.errorcode.get(-ret, str(-ret))
+        raise exc(f"{what}: {name} ({os.strerror(-ret)})")
+    return ret
+
+
+OPS = [ffi.string(lib.pk_op_name(i)).decode() for i in range(lib.pk_nr_ops())]
+PATHS = [ffi.string(lib.pk_path_name(i)).decode() for i in range(lib.pk_nr_paths())]
+MSR_SLOTS = [(ffi.string(lib.pk_msr_name(i)).decode(), lib.pk_msr_index(i))
+             for i in range(lib.pk_nr_msrs())]

@@ -1,0 +1,82 @@
+/* The simulated KVM (include/pykvm/kvm_api.h, csrc/kvm/kvm_main.c, csrc/arch/costs.c). */
+struct kvm;
+struct kvm_vcpu;
+
+#define NR_VCPU_GPRS 16
+#define NR_VCPU_SREGS 8
+
+struct kvm_run {
+	uint8_t request_interrupt_window;
+	uint8_t immediate_exit;
+	uint32_t exit_reason;
+	union {
+		struct { uint64_t hardware_entry_failure_reason; uint32_t cpu; } fail_entry;
+		struct { uint8_t direction; uint8_t size; uint16_t port; uint32_t count; uint64_t data_offset; } io;
+		struct { uint64_t phys_addr; uint8_t data[8]; uint32_t len; uint8_t is_write; } mmio;
+		struct { uint32_t suberror; uint32_t ndata; uint64_t data[16]; } internal;
+		struct { uint64_t nr; uint64_t args[6]; uint64_t ret; uint64_t flags; } hypercall;
+		...;
+	};
+	uint8_t pio_data[64];
+	...;
+};
+
+struct kvm_msr_entry { uint32_t index; uint32_t reserved; uint64_t data; };
+struct kvm_cpuid_entry2 {
+	uint32_t function; uint32_t index; uint32_t flags;
+	uint32_t eax, ebx, ecx, edx;
+	...;
+};
+struct kvm_segment {
+	uint64_t base; uint32_t limit; uint16_t selector;
+	uint8_t type, present, dpl, db, s, l, g, avl, unusable;
+	...;
+};
+struct desc_ptr { uint16_t size; uint64_t address; };
+struct pk_regs { uint64_t gpr[16]; uint64_t rip; uint64_t rflags; };
+struct pk_sregs {
+	struct kvm_segment seg[8];
+	struct desc_ptr gdt, idt;
+	uint64_t cr0, cr2, cr3, cr4, efer, apic_base;
+};
+struct kvm_vcpu_stat {
+	uint64_t exits, fastpath_exits, userspace_exits, io_exits, mmio_exits, halt_exits,
+		 msr_exits, cpuid_exits, irq_exits, preemptions, migrations;
+};
+
+int pk_kvm_load(struct pk_machine *m, const char *vendor);
+const char *pk_kvm_vendor_name(struct pk_machine *m);
+int pk_create_vm(struct pk_machine *m, struct kvm **out);
+int pk_vm_set_memslot(struct kvm *kvm, uint32_t slot, uint64_t gpa, uint64_t size, void *hva);
+int pk_create_vcpu(struct kvm *kvm, int cpu, struct kvm_vcpu **out);
+int pk_vcpu_run(struct kvm_vcpu *vcpu, uint64_t max_insns);
+struct kvm_run *pk_vcpu_run_struct(struct kvm_vcpu *vcpu);
+int pk_vcpu_get_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, uint32_t n);
+int pk_vcpu_set_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, uint32_t n);
+int pk_vcpu_get_regs(struct kvm_vcpu *vcpu, struct pk_regs *regs);
+int pk_vcpu_set_regs(struct kvm_vcpu *vcpu, const struct pk_regs *regs);
+int pk_vcpu_get_sregs(struct kvm_vcpu *vcpu, struct pk_sregs *sregs);
+int pk_vcpu_set_sregs(struct kvm_vcpu *vcpu, const struct pk_sregs *sregs);
+int pk_get_supported_cpuid(struct pk_machine *m, struct kvm_cpuid_entry2 *entries, int max);
+int pk_vcpu_set_cpuid(struct kvm_vcpu *vcpu, const struct kvm_cpuid_entry2 *entries, int n);
+int pk_vcpu_get_stat(struct kvm_vcpu *vcpu, struct kvm_vcpu_stat *stat);
+int pk_vcpu_cpu(struct kvm_vcpu *vcpu);
+int pk_vcpu_migrate(struct kvm_vcpu *vcpu, int cpu);
+int pk_kvm_disable_virtualization_cpu(struct pk_machine *m, uint32_t cpu);
+void pk_machine_reset_costs(struct pk_machine *m);
+int pk_cpu_read_msr(struct pk_machine *m, uint32_t cpu, uint32_t index, uint64_t *val);
+uint64_t pk_host_per_cpu_offset(struct pk_machine *m, uint32_t cpu);
+
+int pk_nr_ops(void);
+int pk_nr_paths(void);
+int pk_nr_msrs(void);
+const char *pk_op_name(int op);
+const char *pk_path_name(int p);
+const char *pk_msr_name(int s);
+uint32_t pk_msr_index(int s);
+uint64_t pk_cost_ops(const struct pk_machine *m, int path, int op);
+uint64_t pk_cost_msr_ops(const struct pk_machine *m, int path, int write, int slot);
+uint64_t pk_cost_cycles(const struct pk_machine *m, int path);
+int pk_profile_set(struct pk_machine *m, int kind, int idx, uint32_t cycles);
+uint64_t pk_machine_host_bugs(const struct pk_machine *m);
+const char *pk_version(void);

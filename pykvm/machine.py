@@ -1,0 +1,366 @@
+"""The simulated machine: Machine -> Vm -> Vcpu, the same shape as the /dev/kvm backend.
+
+    m = pykvm.Machine(cpus=2, vendor="svm", cpu_model="zen3")
+    vm = m.create_vm()
+    vcpu = vm.create_vcpu()
+    vcpu.load(image)                         # pykvm.guest image, or raw code bytes
+    vcpu.set_msrs({MSR_KERNEL_GS_BASE: 0x1234})   # -> 1, the count processed
+    ex = vcpu.run()                          # a pykvm.exits type
+    m.costs()                                # operations and cycles by path
+"""
+import mmap
+from dataclasses import replace
+
+import structlog
+
+from . import exits as X
+from ._lib import MSR_SLOTS, OPS, PATHS, ensure, ffi, lib
+from .errors import InvalidConfiguration, InvalidMemory, InvalidMsr
+from .regs import Regs, Segment, DTable, Sregs
+from .vendor import get_vendor
+
+log = structlog.get_logger("pykvm")
+
+PAGE_SIZE = 4096
+MAX_CPUS = 8
+MAX_MEMSLOTS = 8
+# Default instruction budget of one run(): a guest that never exits ends with Intr.
+DEFAULT_RUN_BUDGET = 50_000_000
+
+# pk_regs.gpr is in x86 encoding order.
+_GPR_ORDER = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+              "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+# pk_sregs.seg is in VCPU_SREG_* order.
+_SREG_ORDER = ("es", "cs", "ss", "ds", "fs", "gs", "tr", "ldt")
+_SEG_FIELDS = ("base", "limit", "selector", "type", "present", "dpl", "db", "s", "l", "g",
+               "avl", "unusable")
+
+
+class Machine:
+    """A simulated x86-64 machine with KVM loaded (one vendor module)."""
+
+    def __init__(self, cpus=2, vendor="vmx", cpu_model=None, profile=None):
+        if not isinstance(cpus, int) or not 1 <= cpus <= MAX_CPUS:
+            raise InvalidConfiguration(f"cpus must be 1..{MAX_CPUS}, got {cpus!r}")
+        self.vendor = get_vendor(vendor)
+        models = self.vendor.cpu_models
+        name = cpu_model or next(iter(models))
+        if name not in models:
+            raise InvalidConfiguration(
+                f"{vendor} has no CPU model {name!r}; it has {', '.join(models)}")
+        self.cpu_model_name = name
+        self.cpu_model = models[name]
+        if self.cpu_model.vendor != self.vendor.cpu_vendor:
+            raise InvalidConfiguration(
+                f"{vendor} needs an {self.vendor.cpu_vendor} CPU, {name} is {self.cpu_model.vendor}")
+        m = lib.pk_machine_create(cpus, self.cpu_model.to_c(ffi))
+        if m == ffi.NULL:
+            raise MemoryError("could not allocate the machine")
+        self._m = ffi.gc(m, lib.pk_machine_destroy)
+        self.nr_cpus = cpus
+        self.vendor.load(self)
+        self.vms = []
+        if profile is not None:
+            self.set_profile(profile)
+        log.debug("machine", cpus=cpus, vendor=vendor, cpu_model=name)
+
+    def create_vm(self):
+        return Vm(self)
+
+    # ---- costs -----------------------------------------------------------------------
+    def set_profile(self, profile):
+        """Cycle cost per operation: {"op": {"WRMSR": 200, ...}, "wrmsr": {"SPEC_CTRL": 495}}."""
+        slot = {name: i for i, (name, _) in enumerate(MSR_SLOTS)}
+        for kind, table, names in ((0, "op", {n: i for i, n in enumerate(OPS)}),
+                                   (1, "rdmsr", slot), (2, "wrmsr", slot)):
+            for key, cycles in profile.get(table, {}).items():
+                if key not in names:
+                    raise InvalidConfiguration(f"profile {table}: unknown name {key!r}")
+                lib.pk_profile_set(self._m, kind, names[key], int(cycles))
+
+    def costs(self):
+        """{path: {"ops": {op: count}, "cycles": n, "msrs": {"WRMSR SPEC_CTRL": n}}},
+        only non-zero entries."""
+        out = {}
+        for p, pname in enumerate(PATHS):
+            ops = {o: lib.pk_cost_ops(self._m, p, i) for i, o in enumerate(OPS)}
+            ops = {k: v for k, v in ops.items() if v}
+            msrs = {}
+            for w, verb in ((0, "RDMSR"), (1, "WRMSR")):
+                for s in range(len(MSR_SLOTS) + 1):
+                    n = lib.pk_cost_msr_ops(self._m, p, w, s)
+                    if n:
+                        name = MSR_SLOTS[s][0] if s < len(MSR_SLOTS) else "other"
+                        msrs[f"{verb} {name}"] = n
+            cycles = lib.pk_cost_cycles(self._m, p)
+            if ops or cycles:
+                out[pname] = {"ops": ops, "cycles": cycles, "msrs": msrs}
+        return out
+
+    def reset_costs(self):
+        lib.pk_machine_reset_costs(self._m)
+
+    @property
+    def host_bugs(self):
+        """Faults of the host's non-_safe MSR accesses and VMX instruction failures (WARNs)."""
+        return lib.pk_machine_host_bugs(self._m)
+
+    def read_cpu_msr(self, cpu, index):
+        """What pCPU `cpu` holds in MSR `index` right now (hardware view)."""
+        v = ffi.new("uint64_t *")
+        if lib.pk_cpu_read_msr(self._m, cpu, index, v):
+            raise InvalidMsr(index, f"pCPU {cpu} has no MSR {index:#x}")
+        return v[0]
+
+    def per_cpu_offset(self, cpu):
+        return lib.pk_host_per_cpu_offset(self._m, cpu)
+
+    def disable_virtualization(self, cpu):
+        """hardware_disable on one CPU (CPU offline, module unload, reboot IPI)."""
+        ensure(lib.pk_kvm_disable_virtualization_cpu(self._m, cpu), f"disabling VMX/SVM on CPU {cpu}")
+
+    def __repr__(self):
+        return f"<Machine {self.nr_cpus} CPUs, {self.vendor.kernel_module} on {self.cpu_model_name}>"
+
+
+class _Slot:
+    def __init__(self, slot, gpa, size, mapping):
+        self.slot, self.gpa, self.size, self.mapping = slot, gpa, size, mapping
+
+    def contains(self, gpa, size=1):
+        return self.gpa <= gpa and gpa + size <= self.gpa + self.size
+
+
+class Vm:
+    """A VM on the simulated machine (Machine.create_vm)."""
+
+    def __init__(self, machine):
+        from .kvm.vm import GuestMemory
+        self.machine = machine
+        p = ffi.new("struct kvm **")
+        ensure(lib.pk_create_vm(machine._m, p), "KVM_CREATE_VM", InvalidConfiguration)
+        self._kvm = p[0]
+        self.slots = []
+        self.vcpus = []
+        self.memory = GuestMemory(self)
+        machine.vms.append(self)
+
+    def add_memory(self, gpa, size, *, slot=None):
+        """Guest-physical memory [gpa, gpa+size): page-aligned, no overlap."""
+        for name, v in (("gpa", gpa), ("size", size)):
+            if not isinstance(v, int) or v < 0 or v % PAGE_SIZE:
+                raise InvalidMemory(f"{name} must be a page-aligned non-negative int, got {v!r}")
+        if size == 0:
+            raise InvalidMemory("size must be > 0")
+        used = {s.slot for s in self.slots}
+        if slot is None:
+            slot = next(i for i in range(MAX_MEMSLOTS + 1) if i not in used)
+        if slot >= MAX_MEMSLOTS or slot in used:
+            raise InvalidMemory(f"slot {slot} is in use or beyond the {MAX_MEMSLOTS} slots")
+        for s in self.slots:
+            if gpa < s.gpa + s.size and s.gpa < gpa + size:
+                raise InvalidMemory(f"[{gpa:#x}, {gpa + size:#x}) overlaps slot {s.slot}")
+        mapping = mmap.mmap(-1, size)
+        hva = ffi.from_buffer(mapping)
+        ensure(lib.pk_vm_set_memslot(self._kvm, slot, gpa, size, hva),
+               f"KVM_SET_USER_MEMORY_REGION slot {slot}", InvalidMemory)
+        s = _Slot(slot, gpa, size, mapping)
+        s._hva = hva  # keeps the buffer pinned while the VM references it
+        self.slots.append(s)
+        return s
+
+    def _ensure_memory(self, size):
+        if not any(s.contains(0, size) for s in self.slots):
+            self.add_memory(0, (size + PAGE_SIZE - 1) // PAGE_SIZE * PAGE_SIZE)
+
+    def create_vcpu(self, cpu=None):
+        """A vCPU whose thread runs on pCPU `cpu` (default: round robin)."""
+        if cpu is not None and not 0 <= cpu < self.machine.nr_cpus:
+            raise InvalidConfiguration(f"cpu {cpu} out of range 0..{self.machine.nr_cpus - 1}")
+        v = Vcpu(self, -1 if cpu is None else cpu)
+        self.vcpus.append(v)
+        return v
+
+
+class Vcpu:
+    """A vCPU: registers, MSRs, run() -> typed exit."""
+
+    def __init__(self, vm, cpu):
+        self.vm = vm
+        self._m = vm.machine._m
+        p = ffi.new("struct kvm_vcpu **")
+        ensure(lib.pk_create_vcpu(vm._kvm, cpu, p), "KVM_CREATE_VCPU", InvalidConfiguration)
+        self._vcpu = p[0]
+        self._run = lib.pk_vcpu_run_struct(self._vcpu)
+        self._pending = None
+        self.image = None
+
+    # ---- registers -------------------------------------------------------------------
+    def get_regs(self):
+        r = ffi.new("struct pk_regs *")
+        lib.pk_vcpu_get_regs(self._vcpu, r)
+        return Regs(**{n: r.gpr[i] for i, n in enumerate(_GPR_ORDER)}, rip=r.rip, rflags=r.rflags)
+
+    def set_regs(self, regs):
+        r = ffi.new("struct pk_regs *")
+        for i, n in enumerate(_GPR_ORDER):
+            r.gpr[i] = getattr(regs, n) & (2**64 - 1)
+        r.rip = regs.rip & (2**64 - 1)
+        r.rflags = regs.rflags & (2**64 - 1)
+        lib.pk_vcpu_set_regs(self._vcpu, r)
+
+    def get_sregs(self):
+        s = ffi.new("struct pk_sregs *")
+        lib.pk_vcpu_get_sregs(self._vcpu, s)
+        segs = {n: Segment(**{f: getattr(s.seg[i], f) for f in _SEG_FIELDS})
+                for i, n in enumerate(_SREG_ORDER)}
+        return Sregs(**segs, gdt=DTable(s.gdt.address, s.gdt.size),
+                     idt=DTable(s.idt.address, s.idt.size), cr0=s.cr0, cr2=s.cr2, cr3=s.cr3,
+                     cr4=s.cr4, efer=s.efer, apic_base=s.apic_base)
+
+    def set_sregs(self, sregs):
+        s = ffi.new("struct pk_sregs *")
+        for i, n in enumerate(_SREG_ORDER):
+            seg = getattr(sregs, n)
+            for f in _SEG_FIELDS:
+                setattr(s.seg[i], f, getattr(seg, f))
+        s.gdt.address, s.gdt.size = sregs.gdt.base, sregs.gdt.limit
+        s.idt.address, s.idt.size = sregs.idt.base, sregs.idt.limit
+        for f in ("cr0", "cr2", "cr3", "cr4", "efer", "apic_base"):
+            setattr(s, f, getattr(sregs, f))
+        ensure(lib.pk_vcpu_set_sregs(self._vcpu, s), "KVM_SET_SREGS", InvalidConfiguration)
+
+    # ---- MSRs (counts like KVM_GET/SET_MSRS) -----------------------------------------
+    def get_msrs(self, indices):
+        """(count, {index: value}) for the first `count` indices; stops at the first failure."""
+        indices = list(indices)
+        e = ffi.new("struct kvm_msr_entry[]", max(1, len(indices)))
+        for i, idx in enumerate(indices):
+            e[i].index = _msr_index(idx)
+        n = lib.pk_vcpu_get_msrs(self._vcpu, e, len(indices))
+        return n, {indices[i]: e[i].data for i in range(n)}
+
+    def set_msrs(self, values):
+        """KVM_SET_MSRS: the number of entries processed (stops at the first failure)."""
+        items = list(values.items())
+        e = ffi.new("struct kvm_msr_entry[]", max(1, len(items)))
+        for i, (idx, val) in enumerate(items):
+            e[i].index = _msr_index(idx)
+            e[i].data = val & (2**64 - 1)
+        return lib.pk_vcpu_set_msrs(self._vcpu, e, len(items))
+
+    def get_msr(self, index):
+        """One MSR, or InvalidMsr naming the index."""
+        n, vals = self.get_msrs([index])
+        if n != 1:
+            raise InvalidMsr(index, f"KVM_GET_MSRS refused MSR {index:#x}")
+        return vals[index]
+
+    def set_msr(self, index, value):
+        if self.set_msrs({index: value}) != 1:
+            raise InvalidMsr(index, f"KVM_SET_MSRS refused MSR {index:#x} = {value:#x}")
+
+    # ---- CPUID -----------------------------------------------------------------------
+    def set_cpuid(self, entries):
+        """KVM_SET_CPUID2 with (function, index, flags, eax, ebx, ecx, edx) tuples."""
+        e = ffi.new("struct kvm_cpuid_entry2[]", max(1, len(entries)))
+        for i, t in enumerate(entries):
+            (e[i].function, e[i].index, e[i].flags, e[i].eax, e[i].ebx, e[i].ecx, e[i].edx) = t
+        ensure(lib.pk_vcpu_set_cpuid(self._vcpu, e, len(entries)), "KVM_SET_CPUID2", InvalidConfiguration)
+
+    def supported_cpuid(self):
+        e = ffi.new("struct kvm_cpuid_entry2[]", 32)
+        n = ensure(lib.pk_get_supported_cpuid(self._m, e, 32), "KVM_GET_SUPPORTED_CPUID")
+        return [(x.function, x.index, x.flags, x.eax, x.ebx, x.ecx, x.edx) for x in e[0:n]]
+
+    # ---- loading and running ---------------------------------------------------------
+    def load(self, image):
+        """Load a pykvm.guest GuestImage (or raw code placed at CODE_START of a standard
+        image): memory at GPA 0, SREGS, REGS, then the image's MSRs."""
+        from .guest import GuestImage, program
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            code = bytes(image)
+            image = program(lambda a: a.db(code))
+        if not isinstance(image, GuestImage):
+            raise TypeError(f"expected a GuestImage or bytes, got {type(image).__name__}")
+        self.vm._ensure_memory(len(image.memory))
+        self.vm.memory.write(0, image.memory)
+        sregs = image.sregs
+        if sregs.apic_base == 0:
+            sregs = replace(sregs, apic_base=self.get_sregs().apic_base)
+        self.set_sregs(sregs)
+        self.set_regs(image.regs)
+        if image.msrs:
+            n = self.set_msrs(image.msrs)
+            if n != len(image.msrs):
+                bad = list(image.msrs)[n]
+                raise InvalidMsr(bad, f"KVM_SET_MSRS stopped at MSR {bad:#x} "
+                                      f"({n} of {len(image.msrs)} set)")
+        self._pending = None
+        self.image = image
+
+    def _complete_pending(self):
+        pend, self._pending = self._pending, None
+        if isinstance(pend, X.Io) and pend.is_in:
+            data = bytes(pend.data[: pend.size]).ljust(pend.size, b"\0")
+            ffi.memmove(self._run.pio_data, data, pend.size)
+        elif isinstance(pend, X.Mmio) and not pend.is_write:
+            data = bytes(pend.data[: pend.len]).ljust(8, b"\0")
+            ffi.memmove(self._run.mmio.data, data, 8)
+
+    def run(self, max_insns=DEFAULT_RUN_BUDGET):
+        """KVM_RUN until an exit to userspace; returns a pykvm.exits type. `max_insns`
+        bounds guest instructions (a host timer signal: Intr) so a runaway guest ends."""
+        self._complete_pending()
+        lib.pk_vcpu_run(self._vcpu, max_insns or 0)
+        ex = self._decode_exit()
+        self._pending = ex
+        return ex
+
+    def _decode_exit(self):
+        r = self._run
+        reason = r.exit_reason
+        if reason == X.KVM_EXIT_IO:
+            n = r.io.size * r.io.count
+            return X.Io(r.io.direction, r.io.size, r.io.port, r.io.count,
+                        bytearray(ffi.buffer(r.pio_data, n)))
+        if reason == X.KVM_EXIT_MMIO:
+            return X.Mmio(r.mmio.phys_addr, bytearray(ffi.buffer(r.mmio.data, r.mmio.len)),
+                          r.mmio.len, bool(r.mmio.is_write))
+        if reason == X.KVM_EXIT_HLT:
+            return X.Hlt()
+        if reason == X.KVM_EXIT_SHUTDOWN:
+            return X.Shutdown()
+        if reason == X.KVM_EXIT_INTR:
+            return X.Intr()
+        if reason == X.KVM_EXIT_FAIL_ENTRY:
+            return X.FailEntry(r.fail_entry.hardware_entry_failure_reason, r.fail_entry.cpu)
+        if reason == X.KVM_EXIT_INTERNAL_ERROR:
+            n = min(r.internal.ndata, 16)
+            return X.InternalError(r.internal.suberror, tuple(r.internal.data[0:n]))
+        return X.Unsupported(reason)
+
+    # ---- scheduling and stats --------------------------------------------------------
+    @property
+    def cpu(self):
+        """The pCPU the vCPU thread runs on."""
+        return lib.pk_vcpu_cpu(self._vcpu)
+
+    def migrate(self, cpu):
+        """Move the vCPU thread to pCPU `cpu` (from its next ioctl on)."""
+        if not 0 <= cpu < self.vm.machine.nr_cpus:
+            raise InvalidConfiguration(f"cpu {cpu} out of range")
+        ensure(lib.pk_vcpu_migrate(self._vcpu, cpu), "migrating the vCPU thread")
+
+    def stats(self):
+        s = ffi.new("struct kvm_vcpu_stat *")
+        lib.pk_vcpu_get_stat(self._vcpu, s)
+        return {f: getattr(s, f) for f in ("exits", "fastpath_exits", "userspace_exits",
+                                           "io_exits", "mmio_exits", "halt_exits", "msr_exits",
+                                           "cpuid_exits", "irq_exits", "preemptions", "migrations")}
+
+
+def _msr_index(idx):
+    if not isinstance(idx, int) or not 0 <= idx <= 0xFFFFFFFF:
+        raise InvalidMsr(idx if isinstance(idx, int) else -1, f"MSR index must be a u32, got {idx!r}")
+    return idx

@@ -1,0 +1,67 @@
+"""Vendor modules as plugins, found through the entry-point group `pykvm.vendors`.
+
+A vendor plugin is an object with:
+  name          the module name users pass (``"vmx"``, ``"svm"``)
+  kernel_module the Linux module it mirrors (``"kvm_intel"``)
+  cpu_vendor    "intel" or "amd": the simulated CPU it needs
+  cpu_models    {name: CpuModel}: CPU presets, first is the default
+  load(machine) loads the vendor's ops into a machine (C), raising on failure
+"""
+from dataclasses import dataclass, fields
+from importlib.metadata import entry_points
+
+from ..errors import UnknownVendor
+
+GROUP = "pykvm.vendors"
+
+
+@dataclass(frozen=True)
+class CpuModel:
+    """What a simulated CPU has (struct pk_cpu_model)."""
+    vendor: str
+    has_rdtscp: bool = True
+    has_rdpid: bool = True
+    has_ibrs: bool = True
+    has_stibp: bool = True
+    has_ssbd: bool = True
+    has_ibpb: bool = True
+    has_rtm: bool = False
+    has_fsgsbase: bool = True
+    has_virt_ssbd: bool = False
+    has_v_spec_ctrl: bool = False
+    has_load_efer: bool = True
+    has_eibrs: bool = False
+
+    def to_c(self, ffi):
+        c = ffi.new("struct pk_cpu_model *")
+        c.vendor = 0 if self.vendor == "intel" else 1
+        for f in fields(self):
+            if f.name != "vendor":
+                setattr(c, f.name, getattr(self, f.name))
+        return c
+
+
+_cache = None
+
+
+def vendors():
+    """{name: plugin} of every installed vendor; built-ins first."""
+    global _cache
+    if _cache is None:
+        found = {}
+        for ep in entry_points(group=GROUP):
+            if ep.name in found:
+                continue
+            found[ep.name] = ep.load()
+        if not found:  # running from a source tree without an install
+            from . import svm, vmx
+            found = {"vmx": vmx.VENDOR, "svm": svm.VENDOR}
+        _cache = found
+    return _cache
+
+
+def get_vendor(name):
+    v = vendors()
+    if name not in v:
+        raise UnknownVendor(f"unknown vendor {name!r}; installed: {', '.join(sorted(v))}")
+    return v[name]
