@@ -1,0 +1,317 @@
+"""A vCPU fd: registers, MSRs (with KVM's counts), CPUID, the kvm_run page and typed
+exits, the Python run and the C run loop."""
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import struct
+from dataclasses import dataclass, fields, replace
+
+from pykvm import exits as X
+from pykvm.errors import InvalidConfiguration, InvalidMsr, KvmIoctlError
+from pykvm.kvm import uapi
+from pykvm.kvm._native import address_of, ioctl, native
+from pykvm.kvm.system import pack_cpuid, unpack_cpuid
+from pykvm.regs import GPR_NAMES, DTable, Regs, Segment, Sregs
+
+_REGS_FIELDS = GPR_NAMES + ("rip", "rflags")
+_SEG_FIELDS = ("base", "limit", "selector", "type", "present", "dpl", "db", "s", "l", "g",
+               "avl", "unusable")
+_SREGS_SEGS = ("cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt")
+_U32 = struct.Struct("<I")
+assert tuple(f.name for f in fields(Regs)) == _REGS_FIELDS   # same order as kvm_regs
+
+
+@dataclass
+class RunLoopResult:
+    """What `KvmVcpu.run_loop` did: `handled` port exits answered in C, and the exit
+    that made it return (None when it stopped because max_exits were handled)."""
+    handled: int
+    exit: X.Exit | None
+
+
+def _u64(v, what):
+    if not isinstance(v, int) or isinstance(v, bool) or not -(1 << 63) <= v < (1 << 64):
+        raise InvalidConfiguration(f"{what} must be a 64-bit int, got {v!r}")
+    return v & (2**64 - 1)
+
+
+def _msr_index(i):
+    if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < 2**32:
+        raise InvalidMsr(i, f"MSR index must be a 32-bit unsigned int, got {i!r}")
+    return i
+
+
+class KvmVcpu:
+    """A vCPU on the host's KVM (from `KvmVm.create_vcpu`)."""
+
+    def __init__(self, vm, fd, vcpu_id):
+        self.vm = vm
+        self.fd = fd
+        self.id = vcpu_id
+        self.image = None      # the GuestImage last loaded (ucall decoding uses it)
+        self._pending = None   # an exit whose answer goes into kvm_run before the next run
+        self._run = mmap.mmap(fd, vm.machine.vcpu_mmap_size, mmap.MAP_SHARED,
+                              mmap.PROT_READ | mmap.PROT_WRITE)
+        self._run_addr = None
+
+    # ---- registers -----------------------------------------------------------------------
+    def get_regs(self):
+        """KVM_GET_REGS -> Regs."""
+        buf = bytearray(uapi.kvm_regs.size)
+        ioctl(self.fd, uapi.KVM_GET_REGS, buf, "KVM_GET_REGS")
+        return Regs(*uapi.kvm_regs.unpack(buf))
+
+    def set_regs(self, regs):
+        """KVM_SET_REGS from Regs."""
+        if not isinstance(regs, Regs):
+            raise TypeError(f"expected Regs, got {regs!r}")
+        vals = [_u64(getattr(regs, n), n) for n in _REGS_FIELDS]
+        ioctl(self.fd, uapi.KVM_SET_REGS, bytearray(uapi.kvm_regs.pack(*vals)), "KVM_SET_REGS")
+
+    def get_sregs(self):
+        """KVM_GET_SREGS -> Sregs (the pending-interrupt bitmap is not kept)."""
+        buf = bytearray(uapi.KVM_SREGS_SIZE)
+        ioctl(self.fd, uapi.KVM_GET_SREGS, buf, "KVM_GET_SREGS")
+        off, segs = 0, {}
+        for name in _SREGS_SEGS:
+            segs[name] = Segment(**dict(zip(_SEG_FIELDS, uapi.kvm_segment.unpack_from(buf, off))))
+            off += uapi.kvm_segment.size
+        tables = {}
+        for name in ("gdt", "idt"):
+            base, limit = uapi.kvm_dtable.unpack_from(buf, off)
+            tables[name] = DTable(base=base, limit=limit)
+            off += uapi.kvm_dtable.size
+        cr0, cr2, cr3, cr4, cr8, efer, apic_base, *_bitmap = \
+            uapi.kvm_sregs_tail.unpack_from(buf, off)
+        return Sregs(**segs, **tables, cr0=cr0, cr2=cr2, cr3=cr3, cr4=cr4, cr8=cr8,
+                     efer=efer, apic_base=apic_base)
+
+    def set_sregs(self, sregs):
+        """KVM_SET_SREGS from Sregs (no pending interrupt injected)."""
+        if not isinstance(sregs, Sregs):
+            raise TypeError(f"expected Sregs, got {sregs!r}")
+        buf = bytearray()
+        for name in _SREGS_SEGS:
+            seg = getattr(sregs, name)
+            buf += uapi.kvm_segment.pack(*(getattr(seg, f) for f in _SEG_FIELDS))
+        for name in ("gdt", "idt"):
+            t = getattr(sregs, name)
+            buf += uapi.kvm_dtable.pack(t.base, t.limit)
+        buf += uapi.kvm_sregs_tail.pack(*(_u64(getattr(sregs, n), n) for n in (
+            "cr0", "cr2", "cr3", "cr4", "cr8", "efer", "apic_base")), 0, 0, 0, 0)
+        ioctl(self.fd, uapi.KVM_SET_SREGS, buf, "KVM_SET_SREGS")
+
+    # ---- MSRs ----------------------------------------------------------------------------
+    def get_msrs(self, indices):
+        """KVM_GET_MSRS. Returns (count, {index: value}) for the first `count` indices:
+        KVM stops at the first MSR it cannot read, and says how far it got."""
+        indices = [_msr_index(i) for i in indices]
+        buf = bytearray(uapi.kvm_msrs.pack(len(indices), 0))
+        for i in indices:
+            buf += uapi.kvm_msr_entry.pack(i, 0, 0)
+        count = ioctl(self.fd, uapi.KVM_GET_MSRS, buf, "KVM_GET_MSRS")
+        values = {}
+        for k in range(count):
+            index, _res, data = uapi.kvm_msr_entry.unpack_from(
+                buf, uapi.kvm_msrs.size + k * uapi.kvm_msr_entry.size)
+            values[index] = data
+        return count, values
+
+    def get_msr(self, index):
+        """One MSR; InvalidMsr if KVM cannot read it."""
+        count, values = self.get_msrs([index])
+        if count != 1:
+            raise InvalidMsr(index, f"KVM_GET_MSRS cannot read MSR {index:#x}")
+        return values[index]
+
+    def set_msrs(self, msrs):
+        """KVM_SET_MSRS from {index: value} (in dict order). Returns the count KVM
+        processed: it stops at the first MSR it refuses."""
+        items = [(_msr_index(i), _u64(v, f"MSR {i:#x} value")) for i, v in dict(msrs).items()]
+        buf = bytearray(uapi.kvm_msrs.pack(len(items), 0))
+        for i, v in items:
+            buf += uapi.kvm_msr_entry.pack(i, 0, v)
+        return ioctl(self.fd, uapi.KVM_SET_MSRS, buf, "KVM_SET_MSRS")
+
+    def set_msr(self, index, value):
+        """One MSR; InvalidMsr if KVM refuses it."""
+        if self.set_msrs({index: value}) != 1:
+            raise InvalidMsr(index, f"KVM_SET_MSRS refused MSR {index:#x} = {value:#x}")
+
+    # ---- CPUID ---------------------------------------------------------------------------
+    def set_cpuid(self, entries):
+        """KVM_SET_CPUID2 (before the first run)."""
+        ioctl(self.fd, uapi.KVM_SET_CPUID2, pack_cpuid(entries), "KVM_SET_CPUID2")
+
+    def get_cpuid(self, max_entries=256):
+        """KVM_GET_CPUID2: what was set."""
+        buf = bytearray(uapi.kvm_cpuid2.pack(max_entries, 0))
+        buf += bytes(max_entries * uapi.kvm_cpuid_entry2.size)
+        ioctl(self.fd, uapi.KVM_GET_CPUID2, buf, "KVM_GET_CPUID2")
+        return unpack_cpuid(buf)
+
+    # ---- loading a guest -----------------------------------------------------------------
+    def load(self, image):
+        """Load a pykvm.guest GuestImage (or raw x86-64 code, placed at CODE_START of a
+        standard image): memory at GPA 0 (a slot is added if the VM has none), SREGS,
+        REGS, then the image's MSRs. An image apic_base of 0 keeps KVM's."""
+        from pykvm.guest import GuestImage, program
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            code = bytes(image)
+            image = program(lambda a: a.db(code))
+        if not isinstance(image, GuestImage):
+            raise TypeError(f"expected a GuestImage or bytes, got {type(image).__name__}")
+        self.vm._ensure_memory(len(image.memory))
+        self.vm.memory.write(0, image.memory)
+        sregs = image.sregs
+        if sregs.apic_base == 0:
+            sregs = replace(sregs, apic_base=self.get_sregs().apic_base)
+        self.set_sregs(sregs)
+        self.set_regs(image.regs)
+        if image.msrs:
+            n = self.set_msrs(image.msrs)
+            if n != len(image.msrs):
+                bad = list(image.msrs)[n]
+                raise InvalidMsr(bad, f"KVM_SET_MSRS stopped at MSR {bad:#x} "
+                                      f"({n} of {len(image.msrs)} set)")
+        self._pending = None
+        self.image = image
+
+    # ---- running -------------------------------------------------------------------------
+    def _complete_pending(self):
+        """Copy what the caller answered for the last exit into kvm_run."""
+        pend, self._pending = self._pending, None
+        if pend is None:
+            return
+        ex, off = pend
+        run = self._run
+        if isinstance(ex, X.Io) and ex.is_in:
+            n = ex.size * ex.count
+            if len(ex.data) != n:
+                raise InvalidConfiguration(f"IN port {ex.port:#x}: data must be {n} bytes, "
+                                           f"got {len(ex.data)}")
+            run[off:off + n] = bytes(ex.data)
+        elif isinstance(ex, X.Mmio) and not ex.is_write:
+            if len(ex.data) != ex.len:
+                raise InvalidConfiguration(f"MMIO read at {ex.phys_addr:#x}: data must be "
+                                           f"{ex.len} bytes, got {len(ex.data)}")
+            run[off:off + ex.len] = bytes(ex.data)
+        elif isinstance(ex, X.RdMsr):
+            run[uapi.KVM_RUN_MSR_ERROR] = 1 if ex.error else 0
+            struct.pack_into("<Q", run, uapi.KVM_RUN_MSR_DATA, _u64(ex.data, "RdMsr.data"))
+        elif isinstance(ex, X.WrMsr):
+            run[uapi.KVM_RUN_MSR_ERROR] = 1 if ex.error else 0
+
+    def _decode_exit(self):
+        """The typed exit in kvm_run; remembers the ones that need an answer."""
+        run = self._run
+        (reason,) = _U32.unpack_from(run, uapi.KVM_RUN_EXIT_REASON)
+        base = uapi.KVM_RUN_EXIT
+        if reason == X.KVM_EXIT_IO:
+            direction, size, port, count, off = uapi.kvm_run_io.unpack_from(run, base)
+            ex = X.Io(direction, size, port, count, bytearray(run[off:off + size * count]))
+            if ex.is_in:
+                self._pending = (ex, off)
+            return ex
+        if reason == X.KVM_EXIT_MMIO:
+            addr, data, length, is_write = uapi.kvm_run_mmio.unpack_from(run, base)
+            ex = X.Mmio(addr, bytearray(data[:length]), length, bool(is_write))
+            if not ex.is_write:
+                self._pending = (ex, base + 8)
+            return ex
+        if reason == X.KVM_EXIT_HLT:
+            return X.Hlt()
+        if reason == X.KVM_EXIT_SHUTDOWN:
+            return X.Shutdown()
+        if reason == X.KVM_EXIT_INTR:
+            return X.Intr()
+        if reason == X.KVM_EXIT_FAIL_ENTRY:
+            return X.FailEntry(*uapi.kvm_run_fail_entry.unpack_from(run, base))
+        if reason == X.KVM_EXIT_INTERNAL_ERROR:
+            suberror, ndata = uapi.kvm_run_internal.unpack_from(run, base)
+            ndata = min(ndata, uapi.KVM_INTERNAL_ERROR_MAX_DATA)
+            data = struct.unpack_from(f"<{ndata}Q", run, base + 8)
+            return X.InternalError(suberror, tuple(data))
+        if reason in (X.KVM_EXIT_X86_RDMSR, X.KVM_EXIT_X86_WRMSR):
+            _err, _why, index, data = uapi.kvm_run_msr.unpack_from(run, base)
+            if reason == X.KVM_EXIT_X86_RDMSR:
+                ex = X.RdMsr(index)
+            else:
+                ex = X.WrMsr(index, data)
+            self._pending = (ex, base)
+            return ex
+        if reason == X.KVM_EXIT_HYPERCALL:
+            nr, *rest = uapi.kvm_run_hypercall.unpack_from(run, base)
+            return X.Hypercall(nr, tuple(rest[:6]))
+        return X.Unsupported(reason)
+
+    def run(self):
+        """KVM_RUN once; returns the typed exit. Answer an Io IN (`exit.data`), MMIO read,
+        or RdMsr/WrMsr (`.data`, `.error`) before calling run() again. A signal gives
+        Intr."""
+        self._check_open()
+        self._complete_pending()
+        try:
+            ioctl(self.fd, uapi.KVM_RUN, 0, "KVM_RUN")
+        except KvmIoctlError as e:
+            if e.errno == errno.EINTR:
+                return X.Intr()
+            raise
+        return self._decode_exit()
+
+    def run_loop(self, devices=None, max_exits=0):
+        """KVM_RUN from C, again and again: port I/O to `devices` (a PortDevices) is
+        answered there without coming back to Python. Returns RunLoopResult after any
+        other exit, or with exit None once `max_exits` (0 = no limit) were handled."""
+        from pykvm.kvm.runloop import PortDevices
+        self._check_open()
+        if devices is not None and not isinstance(devices, PortDevices):
+            raise TypeError(f"devices must be PortDevices, got {devices!r}")
+        if not isinstance(max_exits, int) or max_exits < 0:
+            raise InvalidConfiguration(f"max_exits must be an int >= 0, got {max_exits!r}")
+        ffi, lib = native()
+        self._complete_pending()
+        if self._run_addr is None:
+            self._run_addr = address_of(ffi, self._run)
+        res = ffi.new("struct pk_vmm_loop_result *")
+        devs = devices._devs if devices is not None else ffi.NULL
+        rc = lib.pk_vmm_run_loop(self.fd, ffi.cast("void *", self._run_addr), devs, max_exits,
+                                 res)
+        if rc < 0:
+            if -rc == errno.EINTR:
+                return RunLoopResult(res.handled, X.Intr())
+            raise KvmIoctlError(-rc, "KVM_RUN (C run loop)")
+        if res.stop == lib.PK_VMM_STOP_BUDGET:
+            return RunLoopResult(res.handled, None)
+        return RunLoopResult(res.handled, self._decode_exit())
+
+    # ---- lifetime ------------------------------------------------------------------------
+    def _check_open(self):
+        if self.fd is None:
+            raise KvmIoctlError(errno.EBADF, f"vCPU {self.id} is closed")
+
+    def close(self):
+        """Unmap kvm_run and close the vCPU fd. Idempotent."""
+        if self._run is not None:
+            self._run.close()
+            self._run = None
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self in self.vm.vcpus:
+            self.vm.vcpus.remove(self)
+
+    @property
+    def closed(self):
+        return self.fd is None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"KvmVcpu({self.id}, fd {self.fd})"
