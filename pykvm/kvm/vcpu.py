@@ -55,6 +55,7 @@ class KvmVcpu:
         self._run = mmap.mmap(fd, vm.machine.vcpu_mmap_size, mmap.MAP_SHARED,
                               mmap.PROT_READ | mmap.PROT_WRITE)
         self._run_addr = None
+        self._ffi, self._lib = native()
 
     # ---- registers -----------------------------------------------------------------------
     def get_regs(self):
@@ -253,12 +254,13 @@ class KvmVcpu:
         Intr."""
         self._check_open()
         self._complete_pending()
-        try:
-            ioctl(self.fd, uapi.KVM_RUN, 0, "KVM_RUN")
-        except KvmIoctlError as e:
-            if e.errno == errno.EINTR:
+        # Through cffi rather than fcntl.ioctl: ~4 us less per exit on kvm_pvm, where
+        # any userspace work between two KVM_RUNs costs several times its own time.
+        rc = self._lib.pk_vmm_kvm_run(self.fd)
+        if rc < 0:
+            if -rc == errno.EINTR:
                 return X.Intr()
-            raise
+            raise KvmIoctlError(-rc, "KVM_RUN")
         return self._decode_exit()
 
     def run_loop(self, devices=None, max_exits=0):
@@ -271,7 +273,7 @@ class KvmVcpu:
             raise TypeError(f"devices must be PortDevices, got {devices!r}")
         if not isinstance(max_exits, int) or max_exits < 0:
             raise InvalidConfiguration(f"max_exits must be an int >= 0, got {max_exits!r}")
-        ffi, lib = native()
+        ffi, lib = self._ffi, self._lib
         self._complete_pending()
         if self._run_addr is None:
             self._run_addr = address_of(ffi, self._run)
