@@ -32,6 +32,7 @@ _GPR_ORDER = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
               "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
 # pk_sregs.seg is in VCPU_SREG_* order.
 _SREG_ORDER = ("es", "cs", "ss", "ds", "fs", "gs", "tr", "ldt")
+_CPUID_FIELDS = ("function", "index", "flags", "eax", "ebx", "ecx", "edx")
 _SEG_FIELDS = ("base", "limit", "selector", "type", "present", "dpl", "db", "s", "l", "g",
                "avl", "unusable")
 
@@ -96,6 +97,13 @@ class Machine:
             if ops or cycles:
                 out[pname] = {"ops": ops, "cycles": cycles, "msrs": msrs}
         return out
+
+    def get_supported_cpuid(self):
+        """KVM_GET_SUPPORTED_CPUID, as pykvm.kvm.CpuidEntry objects."""
+        from .kvm.system import CpuidEntry
+        e = ffi.new("struct kvm_cpuid_entry2[]", 32)
+        n = ensure(lib.pk_get_supported_cpuid(self._m, e, 32), "KVM_GET_SUPPORTED_CPUID")
+        return [CpuidEntry(**{f: getattr(x, f) for f in _CPUID_FIELDS}) for x in e[0:n]]
 
     def reset_costs(self):
         lib.pk_machine_reset_costs(self._m)
@@ -193,6 +201,7 @@ class Vcpu:
         self._vcpu = p[0]
         self._run = lib.pk_vcpu_run_struct(self._vcpu)
         self._pending = None
+        self._cpuid = None
         self.image = None
 
     # ---- registers -------------------------------------------------------------------
@@ -262,16 +271,21 @@ class Vcpu:
 
     # ---- CPUID -----------------------------------------------------------------------
     def set_cpuid(self, entries):
-        """KVM_SET_CPUID2 with (function, index, flags, eax, ebx, ecx, edx) tuples."""
+        """KVM_SET_CPUID2 with CpuidEntry objects (pykvm.kvm.CpuidEntry)."""
+        entries = list(entries)
         e = ffi.new("struct kvm_cpuid_entry2[]", max(1, len(entries)))
         for i, t in enumerate(entries):
-            (e[i].function, e[i].index, e[i].flags, e[i].eax, e[i].ebx, e[i].ecx, e[i].edx) = t
-        ensure(lib.pk_vcpu_set_cpuid(self._vcpu, e, len(entries)), "KVM_SET_CPUID2", InvalidConfiguration)
+            for f in _CPUID_FIELDS:
+                setattr(e[i], f, getattr(t, f))
+        ensure(lib.pk_vcpu_set_cpuid(self._vcpu, e, len(entries)), "KVM_SET_CPUID2",
+               InvalidConfiguration)
+        self._cpuid = entries
 
-    def supported_cpuid(self):
-        e = ffi.new("struct kvm_cpuid_entry2[]", 32)
-        n = ensure(lib.pk_get_supported_cpuid(self._m, e, 32), "KVM_GET_SUPPORTED_CPUID")
-        return [(x.function, x.index, x.flags, x.eax, x.ebx, x.ecx, x.edx) for x in e[0:n]]
+    def get_cpuid(self):
+        """The vCPU's CPUID entries (the supported set unless set_cpuid changed them)."""
+        if self._cpuid is None:
+            self._cpuid = self.vm.machine.get_supported_cpuid()
+        return list(self._cpuid)
 
     # ---- loading and running ---------------------------------------------------------
     def load(self, image):
@@ -308,11 +322,13 @@ class Vcpu:
             data = bytes(pend.data[: pend.len]).ljust(8, b"\0")
             ffi.memmove(self._run.mmio.data, data, 8)
 
-    def run(self, max_insns=DEFAULT_RUN_BUDGET):
+    def run(self, max_insns=DEFAULT_RUN_BUDGET, return_to_user=True):
         """KVM_RUN until an exit to userspace; returns a pykvm.exits type. `max_insns`
-        bounds guest instructions (a host timer signal: Intr) so a runaway guest ends."""
+        bounds guest instructions (a host timer signal: Intr) so a runaway guest ends.
+        With return_to_user=False the vCPU thread stops on its way out of the kernel,
+        before user-return notifiers run; `return_to_user()` completes it."""
         self._complete_pending()
-        lib.pk_vcpu_run(self._vcpu, max_insns or 0)
+        lib.pk_vcpu_run_ex(self._vcpu, max_insns or 0, return_to_user is False)
         ex = self._decode_exit()
         self._pending = ex
         return ex
@@ -339,6 +355,30 @@ class Vcpu:
             n = min(r.internal.ndata, 16)
             return X.InternalError(r.internal.suberror, tuple(r.internal.data[0:n]))
         return X.Unsupported(reason)
+
+    def return_to_user(self):
+        """Finish a run(return_to_user=False): the thread reaches user mode."""
+        ensure(lib.pk_vcpu_return_to_user(self._vcpu), "returning to user mode")
+
+    def run_loop(self, devices=None, max_exits=0, max_insns=DEFAULT_RUN_BUDGET):
+        """KVM_RUN from C, again and again: port I/O to `devices` (a PortDevices) is
+        answered there without coming back to Python. Returns RunLoopResult after any
+        other exit, or with exit None once `max_exits` (0 = no limit) were handled."""
+        from .kvm.runloop import PortDevices
+        from .kvm.vcpu import RunLoopResult
+        if devices is not None and not isinstance(devices, PortDevices):
+            raise TypeError(f"devices must be PortDevices, got {devices!r}")
+        if not isinstance(max_exits, int) or max_exits < 0:
+            raise InvalidConfiguration(f"max_exits must be an int >= 0, got {max_exits!r}")
+        self._complete_pending()
+        res = ffi.new("struct pk_vmm_loop_result *")
+        devs = devices._devs if devices is not None else ffi.NULL
+        lib.pk_sim_run_loop(self._vcpu, devs, max_exits, max_insns or 0, res)
+        if res.stop == lib.PK_VMM_STOP_BUDGET:
+            return RunLoopResult(res.handled, None)
+        ex = self._decode_exit()
+        self._pending = ex
+        return RunLoopResult(res.handled, ex)
 
     # ---- scheduling and stats --------------------------------------------------------
     @property

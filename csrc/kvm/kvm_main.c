@@ -248,7 +248,13 @@ int pk_create_vcpu(struct kvm *kvm, int cpu, struct kvm_vcpu **out)
 
 /* ---- vCPU ioctls ---- */
 
-int pk_vcpu_run(struct kvm_vcpu *vcpu, u64 max_insns)
+/*
+ * KVM_RUN. With stay_in_kernel the vCPU thread has not reached user mode yet when this
+ * returns (as if it were still on its exit path): user-return MSRs are still loaded, so
+ * events such as a virtualization-disable IPI can be placed there; pk_vcpu_return_to_user
+ * finishes the return.
+ */
+int pk_vcpu_run_ex(struct kvm_vcpu *vcpu, u64 max_insns, bool stay_in_kernel)
 {
 	struct pk_machine *m = vcpu->kvm->m;
 	struct pk_task *t = &m->host.tasks[vcpu->task];
@@ -261,8 +267,26 @@ int pk_vcpu_run(struct kvm_vcpu *vcpu, u64 max_insns)
 	r = kvm_arch_vcpu_ioctl_run(vcpu);
 	/* The signal that ended the run is delivered on the way out. */
 	t->signal_pending = false;
-	kvm_ioctl_exit();
+	if (!stay_in_kernel)
+		kvm_ioctl_exit();
 	return r;
+}
+
+int pk_vcpu_run(struct kvm_vcpu *vcpu, u64 max_insns)
+{
+	return pk_vcpu_run_ex(vcpu, max_insns, false);
+}
+
+int pk_vcpu_return_to_user(struct kvm_vcpu *vcpu)
+{
+	struct pk_machine *m = vcpu->kvm->m;
+	struct pk_task *t = &m->host.tasks[vcpu->task];
+
+	if (m->host.current[t->cpu] != vcpu->task || m->host.in_user[t->cpu])
+		return -EINVAL;
+	pk_this_cpu = &m->cpu[t->cpu];
+	kvm_ioctl_exit();
+	return 0;
 }
 
 struct kvm_run *pk_vcpu_run_struct(struct kvm_vcpu *vcpu)

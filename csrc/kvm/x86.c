@@ -169,7 +169,7 @@ int kvm_x86_vendor_init(struct pk_machine *m, const struct kvm_x86_init_ops *ini
 	if (!g)
 		return -ENOMEM;
 	if (init->global_size) {
-		m->vendor_global = pk_kzalloc(m, init->global_size, 64);
+		m->vendor_global = pk_kzalloc(m, init->global_size, 4096);
 		if (!m->vendor_global)
 			return -ENOMEM;
 	}
@@ -252,8 +252,6 @@ int kvm_set_msr_common(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
 	case MSR_IA32_MISC_ENABLE: {
 		u64 old_val = vcpu->arch.ia32_misc_enable_msr;
 
-		if (!vcpu->arch.cap_intel_compatible)
-			return KVM_MSR_RET_UNSUPPORTED;
 		if (!msr_info->host_initiated) {
 			/* PEBS/BTS unavailable are read-only; EMON writes are ignored. */
 			if ((old_val ^ data) & (BIT_ULL(11) | BIT_ULL(12)))
@@ -292,8 +290,6 @@ int kvm_get_msr_common(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
 		msr_info->data = vcpu->arch.pat;
 		return 0;
 	case MSR_IA32_MISC_ENABLE:
-		if (!vcpu->arch.cap_intel_compatible)
-			return KVM_MSR_RET_UNSUPPORTED;
 		msr_info->data = vcpu->arch.ia32_misc_enable_msr;
 		return 0;
 	case MSR_IA32_TSC_DEADLINE:

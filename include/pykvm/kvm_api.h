@@ -31,6 +31,8 @@ int pk_vm_set_memslot(struct kvm *kvm, u32 slot, u64 gpa, u64 size, void *hva);
 int pk_create_vcpu(struct kvm *kvm, int cpu, struct kvm_vcpu **out);
 
 int pk_vcpu_run(struct kvm_vcpu *vcpu, u64 max_insns);
+int pk_vcpu_run_ex(struct kvm_vcpu *vcpu, u64 max_insns, bool stay_in_kernel);
+int pk_vcpu_return_to_user(struct kvm_vcpu *vcpu);
 struct kvm_run *pk_vcpu_run_struct(struct kvm_vcpu *vcpu);
 int pk_vcpu_get_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u32 n);
 int pk_vcpu_set_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u32 n);
@@ -70,5 +72,11 @@ u64 pk_cost_cycles(const struct pk_machine *m, int path);
 int pk_profile_set(struct pk_machine *m, int kind, int idx, u32 cycles);
 u64 pk_machine_host_bugs(const struct pk_machine *m);
 const char *pk_version(void);
+
+/* csrc/vmm/sim_run_loop.c */
+struct pk_vmm_devs;
+struct pk_vmm_loop_result;
+int pk_sim_run_loop(struct kvm_vcpu *vcpu, struct pk_vmm_devs *devs, u64 max_exits,
+		    u64 max_insns, struct pk_vmm_loop_result *res);
 
 #endif

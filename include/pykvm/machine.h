@@ -37,6 +37,9 @@ enum { VCPU_SREG_ES, VCPU_SREG_CS, VCPU_SREG_SS, VCPU_SREG_DS, VCPU_SREG_FS,
 
 /* A segment register: selector and hidden part. ar uses the VMX access-rights layout
  * (type 3:0, S 4, DPL 6:5, P 7, AVL 12, L 13, DB 14, G 15, unusable 16). */
+/* The unusable bit of pk_segment.ar (same value as asm/vmx.h). */
+#define VMX_AR_UNUSABLE_MASK		BIT(16)
+
 struct pk_segment {
 	u64 base;
 	u32 limit;

@@ -134,6 +134,7 @@ static void svm_vcpu_reset(struct kvm_vcpu *vcpu, bool init_event)
 
 	init_vmcb(svm);
 	vcpu->arch.pat = svm->vmcb->save.g_pat;
+	vcpu->arch.ia32_misc_enable_msr = BIT_ULL(11) | BIT_ULL(12);
 	vcpu->arch.apic_base = 0xfee00000ULL | BIT_ULL(11) | (vcpu->vcpu_id ? 0 : BIT_ULL(8));
 	vcpu->arch.regs[VCPU_REGS_RIP] = 0xfff0;
 	svm->tsc_aux = 0;

@@ -50,6 +50,8 @@ int pk_create_vm(struct pk_machine *m, struct kvm **out);
 int pk_vm_set_memslot(struct kvm *kvm, uint32_t slot, uint64_t gpa, uint64_t size, void *hva);
 int pk_create_vcpu(struct kvm *kvm, int cpu, struct kvm_vcpu **out);
 int pk_vcpu_run(struct kvm_vcpu *vcpu, uint64_t max_insns);
+int pk_vcpu_run_ex(struct kvm_vcpu *vcpu, uint64_t max_insns, bool stay_in_kernel);
+int pk_vcpu_return_to_user(struct kvm_vcpu *vcpu);
 struct kvm_run *pk_vcpu_run_struct(struct kvm_vcpu *vcpu);
 int pk_vcpu_get_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, uint32_t n);
 int pk_vcpu_set_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, uint32_t n);
@@ -80,3 +82,5 @@ uint64_t pk_cost_cycles(const struct pk_machine *m, int path);
 int pk_profile_set(struct pk_machine *m, int kind, int idx, uint32_t cycles);
 uint64_t pk_machine_host_bugs(const struct pk_machine *m);
 const char *pk_version(void);
+int pk_sim_run_loop(struct kvm_vcpu *vcpu, struct pk_vmm_devs *devs, uint64_t max_exits,
+		    uint64_t max_insns, struct pk_vmm_loop_result *res);
