@@ -76,7 +76,8 @@ def _show(v):
 
 
 def _vec(v):
-    return None if v == NO_VECTOR else guest.vector_name(v)
+    """'#GP' for vector 13, None when nothing faulted."""
+    return None if v == NO_VECTOR else guest.vector_name(v).split()[0]
 
 
 # ---- the guest side -------------------------------------------------------------------
@@ -118,7 +119,7 @@ def rw(backend, msr, writes):
         (rvec, got, _), = _syncs(vcpu, image, 1)
         if callable(expected):
             expected = expected(orig)
-        observed = guest.vector_name(wvec) if wvec != NO_VECTOR else (
+        observed = _vec(wvec) if wvec != NO_VECTOR else (
             _vec(rvec) or got)
         if observed != expected:
             return Result("fail", f"write {value:#x}: got {_show(observed)}, "
