@@ -87,7 +87,8 @@ def main(argv=None):
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("conform", help="the MSR conformance table on every backend")
     c.add_argument("--json", action="store_true", help="JSON instead of a table")
-
+    c.add_argument("--kvm", action="store_true",
+                   help="add the host's /dev/kvm as a column (findings about the host)")
     c.add_argument("--vendor", action="append", default=None,
                    help="simulated vendor(s) to include (default: vmx and svm)")
     c.set_defaults(func=cmd_conform)
