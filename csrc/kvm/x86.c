@@ -533,9 +533,17 @@ int kvm_handle_unexpected_exit(struct kvm_vcpu *vcpu, u64 exit_reason)
  * PIO and MMIO to userspace, completed on the next KVM_RUN (complete_userspace_io)
  * ---------------------------------------------------------------------------------- */
 
+/* Userspace moved RIP (KVM_SET_REGS) since the exit: nothing left to complete. */
+static bool kvm_cui_rip_moved(struct kvm_vcpu *vcpu)
+{
+	return kvm_rip_read(vcpu) != vcpu->arch.cui_linear_rip;
+}
+
 static int complete_fast_pio_out(struct kvm_vcpu *vcpu)
 {
 	vcpu->arch.pio.count = 0;
+	if (unlikely(kvm_cui_rip_moved(vcpu)))
+		return 1;
 	return kvm_skip_emulated_instruction(vcpu);
 }
 
@@ -544,6 +552,10 @@ static int complete_fast_pio_in(struct kvm_vcpu *vcpu)
 	u64 val = 0;
 	u8 size = vcpu->arch.pio.size;
 
+	if (unlikely(kvm_cui_rip_moved(vcpu))) {
+		vcpu->arch.pio.count = 0;
+		return 1;
+	}
 	if (size < 4)
 		val = kvm_rax_read(vcpu) & ~((1ULL << (8 * size)) - 1);
 	for (int i = 0; i < size; i++)
@@ -568,6 +580,7 @@ int kvm_fast_pio(struct kvm_vcpu *vcpu, int size, unsigned short port, int in)
 	run->io.port = port;
 	run->io.count = 1;
 	run->io.data_offset = offsetof(struct kvm_run, pio_data);
+	vcpu->arch.cui_linear_rip = kvm_rip_read(vcpu);
 	if (in) {
 		memset(run->pio_data, 0, size);
 		vcpu->arch.complete_userspace_io = complete_fast_pio_in;

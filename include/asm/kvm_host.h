@@ -108,6 +108,7 @@ struct kvm_vcpu_arch {
 	u32 mmio_len;
 	bool mmio_read_pending;
 	int (*complete_userspace_io)(struct kvm_vcpu *vcpu);
+	u64 cui_linear_rip;			/* RIP of the exit being completed */
 
 	int last_vmentry_cpu;
 	u64 run_budget;				/* guest instructions before the run's signal */

@@ -1,0 +1,77 @@
+"""World-switch round trips on the simulated machine, side by side in one run.
+
+- fast path: a guest loop of WRMSR TSC_DEADLINE, each exit handled in the kernel and the
+  guest re-entered without prepare/put (target <= 150 ns per round trip);
+- exit to userspace handled in C (an OUT to a sink port in csrc/vmm's loop) and re-entered
+  (target <= 300 ns);
+- Python-level vcpu.run() per exit, against a Python fcntl.ioctl(KVM_RUN) round trip on
+  the host's /dev/kvm (skipped without it).
+Each test reports ns per round trip in extra_info; compare them as ratios in one run.
+"""
+import pytest
+
+import pykvm
+from pykvm import guest
+from pykvm.kvm.runloop import PortDevices
+
+N = 20_000
+SINK = 0xE1
+
+
+def _fastpath_image(n):
+    def body(a):
+        a.mov("ecx", 0x6E0)
+        a.mov("r8d", n)
+        top = a.here()
+        a.xor("eax", "eax")
+        a.mov("edx", 1)
+        a.wrmsr()
+        a.dec("r8d")
+        a.jnz(top)
+        a.sync()
+        a.done()
+    return guest.program(body)
+
+
+def _out_loop_image():
+    def body(a):
+        top = a.here()
+        a.out(SINK, "al")
+        a.jmp(top)
+    return guest.program(body)
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_fastpath_round_trip(benchmark, vendor):
+    m = pykvm.Machine(cpus=1, vendor=vendor)
+    image = _fastpath_image(N)
+    vcpu = m.create_vm().create_vcpu()
+
+    def run():
+        vcpu.load(image)
+        guest.run_ucall(vcpu, image, guest.UcallCmd.SYNC)
+    benchmark.pedantic(run, rounds=5, iterations=1)
+    benchmark.extra_info["ns_per_round_trip"] = benchmark.stats.stats.min * 1e9 / N
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_userspace_exit_in_c(benchmark, vendor):
+    m = pykvm.Machine(cpus=1, vendor=vendor)
+    vcpu = m.create_vm().create_vcpu()
+    vcpu.load(_out_loop_image())
+    devs = PortDevices()
+    devs.add_sink(SINK)
+
+    def run():
+        r = vcpu.run_loop(devs, max_exits=N)
+        assert r.handled == N
+    benchmark.pedantic(run, rounds=5, iterations=1)
+    benchmark.extra_info["ns_per_round_trip"] = benchmark.stats.stats.min * 1e9 / N
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_python_run_per_exit(benchmark, vendor):
+    m = pykvm.Machine(cpus=1, vendor=vendor)
+    vcpu = m.create_vm().create_vcpu()
+    vcpu.load(_out_loop_image())
+    benchmark(vcpu.run)
