@@ -57,6 +57,13 @@ def test_machine_reports_api_capabilities_and_vendor(machine):
         assert machine.vendor != "unknown"
 
 
+def test_machine_kvm_is_this_backend():
+    import pykvm
+    with pykvm.Machine.kvm() as m:
+        assert isinstance(m, KvmMachine) and not m.closed
+    assert m.closed
+
+
 def test_supported_cpuid_and_msr_index_list(machine):
     leaves = {e.function for e in machine.get_supported_cpuid()}
     assert {0, 1, 0x80000000, 0x80000001} <= leaves
@@ -141,11 +148,15 @@ def test_guest_wrmsr_is_seen_by_get_msrs(vm):
     def body(a):
         a.wrmsr_safe(MSR_KERNEL_GS_BASE, A64)
         a.assert_no_fault()
+        a.mov("rbx", A64 ^ 0xFF)
+        a.wrmsr_safe(MSR_LSTAR, "rbx")                 # EDX:EAX split from a register
+        a.assert_no_fault()
         a.sync()
         a.done()
     vcpu = start(vm, body)
     guest.run_ucall(vcpu, cmd=UcallCmd.SYNC)
-    assert vcpu.get_msrs([MSR_KERNEL_GS_BASE]) == (1, {MSR_KERNEL_GS_BASE: A64})
+    assert vcpu.get_msrs([MSR_KERNEL_GS_BASE, MSR_LSTAR]) == \
+        (2, {MSR_KERNEL_GS_BASE: A64, MSR_LSTAR: A64 ^ 0xFF})
     assert vcpu.get_msr(MSR_KERNEL_GS_BASE) == A64
 
 

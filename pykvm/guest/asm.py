@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass
 
 from iced_x86 import (BlockEncoder, Code, Decoder, EncodingKind, Encoder, Instruction,
-                      MemoryOperand, Mnemonic, OpCodeInfo, OpCodeOperandKind as K, OpKind,
+                      Mnemonic, OpCodeInfo, OpCodeOperandKind as K, OpKind,
                       Register, RegisterExt)
 
 from pykvm.errors import PykvmError
@@ -445,6 +445,9 @@ class Asm:
                 if isinstance(target, Label):
                     item.branch_label = target
                     instr.near_branch64 = self.base
+                elif target == 0:
+                    # BlockEncoder would take 0 for an unlabelled instruction's ip
+                    raise AsmError("a branch to absolute address 0 is not supported")
                 else:
                     instr.near_branch64 = target & (2**64 - 1)
         return item
@@ -516,6 +519,7 @@ class Asm:
         anchored = {lab.index for lab in self._labels if lab.index is not None}
         end = len(self._items)
         for i, it in enumerate(self._items):
+            # Unlabelled instructions keep ip 0, the one value BlockEncoder lets repeat.
             it.instr.ip = _LABEL_ID_BASE + i if i in anchored else 0
         for it in self._items:
             for lab in (it.branch_label, it.disp_label):
