@@ -7,6 +7,8 @@
 #ifndef _ASM_X86_VMX_H
 #define _ASM_X86_VMX_H
 
+#include "pykvm/types.h"
+
 /* Primary processor-based VM-execution controls */
 #define CPU_BASED_INTR_WINDOW_EXITING		BIT(2)
 #define CPU_BASED_USE_TSC_OFFSETTING		BIT(3)
@@ -182,14 +184,22 @@ enum vmcs_field_index { VMCS_FIELDS(__VMCS_IDX) VMCS_NR_FIELDS };
 #define VMX_EXIT_REASONS_FAILED_VMENTRY	0x80000000U
 
 /* VM-instruction error numbers (SDM 31.4) */
+#define VMXERR_VMCLEAR_INVALID_ADDRESS		2
 #define VMXERR_VMCLEAR_VMXON_POINTER		3
 #define VMXERR_VMLAUNCH_NONCLEAR_VMCS		4
 #define VMXERR_VMRESUME_NONLAUNCHED_VMCS	5
 #define VMXERR_ENTRY_INVALID_CONTROL_FIELD	7
 #define VMXERR_ENTRY_INVALID_HOST_STATE_FIELD	8
 #define VMXERR_VMPTRLD_INVALID_ADDRESS		9
+#define VMXERR_VMPTRLD_VMXON_POINTER		10
+#define VMXERR_VMPTRLD_INCORRECT_VMCS_REVISION_ID 11
 #define VMXERR_UNSUPPORTED_VMCS_COMPONENT	12
 #define VMXERR_VMWRITE_READ_ONLY_VMCS_COMPONENT	13
+#define VMXERR_VMXON_IN_VMX_ROOT_OPERATION	15
+
+/* VMX-abort indicators, written to the VMCS abort field (SDM 28.7) */
+#define VMX_ABORT_SAVE_GUEST_MSR_FAIL		1
+#define VMX_ABORT_LOAD_HOST_MSR_FAIL		4
 
 /* Interruption-information format (VM-entry injection and VM-exit info) */
 #define INTR_INFO_VECTOR_MASK		0xffU
@@ -199,6 +209,8 @@ enum vmcs_field_index { VMCS_FIELDS(__VMCS_IDX) VMCS_NR_FIELDS };
 #define INTR_TYPE_EXT_INTR		(0U << 8)
 #define INTR_TYPE_NMI_INTR		(2U << 8)
 #define INTR_TYPE_HARD_EXCEPTION	(3U << 8)
+#define INTR_TYPE_SOFT_INTR		(4U << 8)
+#define INTR_TYPE_PRIV_SW_EXCEPTION	(5U << 8)
 #define INTR_TYPE_SOFT_EXCEPTION	(6U << 8)
 
 /* Exit qualification for I/O instructions (SDM table 28-5) */
