@@ -74,7 +74,9 @@ class GuestAsm(Asm):
     - rdmsr_safe: RCX = index; EDX:EAX = value and RAX = the 64-bit value (0 if it faulted).
     - wrmsr_safe: RCX = index, EDX:EAX = value.
     - every *_safe: R9 = vector (NO_VECTOR = 0x100 if nothing faulted), R10 = error code.
-    Needs a valid stack (RSP) and, at CPL3, RFLAGS.IOPL = 3 to ucall (USER_RFLAGS).
+    Needs a valid stack (RSP). At CPL3 a ucall needs RFLAGS.IOPL = 3 (USER_RFLAGS), which
+    kvm_pvm does not honour: there, report from CPL3 through an exception or return to
+    CPL0 first.
     """
 
     def __init__(self, base, program=None):
@@ -158,7 +160,9 @@ class GuestAsm(Asm):
         """CMP actual, expected; a 64-bit immediate goes through a scratch register."""
         if isinstance(expected, int) and not isinstance(expected, bool) \
                 and not _fits_simm32(expected):
-            scratch = "r10" if actual in ("r11", "r11d") else "r11"
+            used = {actual} if isinstance(actual, str) else {actual.base, actual.index}
+            used = {_full_name(Register.__dict__[u.upper()]) for u in used if u}
+            scratch = next(r for r in ("r11", "r10", "r9") if r not in used)
             if isinstance(actual, Mem) and (actual.base == "rsp" or actual.index == "rsp"):
                 actual = Mem(actual.base, actual.index, actual.scale, actual.disp + 8,
                              actual.size)
