@@ -42,7 +42,7 @@ struct hwtest_const {
 #define __C_SLOT(name, idx)	{ "SLOT_" #name, PK_MSR_##name },
 #define __C_VMCS(name, enc)	{ #name, enc },
 #define __C_INSN(name)		{ "INSN_" #name, HWTEST_INSN_##name },
-#define __C(prefix, name)	{ #prefix #name, prefix##name },
+#define __C(prefix, name)	{ #name, prefix##name },
 #define __C_VMCB(member)	{ "VMCB_" #member, offsetof(struct vmcb, member) },
 
 static const struct hwtest_const hwtest_consts[] = {
