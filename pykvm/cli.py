@@ -19,10 +19,11 @@ def cmd_conform(args):
     backends = [conform.SimBackend(v) for v in args.vendor]
     if args.kvm:
         from .kvm import KvmMachine
-        if KvmMachine.available():
+        ok, why = KvmMachine.available()
+        if ok:
             backends.append(conform.KvmBackend())
         else:
-            console.print("[yellow]/dev/kvm is not usable here: the host column is left out")
+            console.print(f"[yellow]{why}: the host column is left out")
     with Progress(transient=True, console=console) as progress:
         task = progress.add_task("conformance", total=len(conform.CASES))
         table = conform.run_all(backends, progress=lambda c: progress.advance(task))

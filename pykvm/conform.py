@@ -492,7 +492,7 @@ def default_backends(include_kvm=True):
     out = [SimBackend("vmx"), SimBackend("svm")]
     if include_kvm:
         from .kvm import KvmMachine
-        if KvmMachine.available():
+        if KvmMachine.available()[0]:
             out.append(KvmBackend())
     return out
 

@@ -36,8 +36,9 @@ def test_unsupported_is_reported_not_passed():
 
 def test_host_kvm_column_when_present():
     from pykvm.kvm import KvmMachine
-    if not KvmMachine.available():
-        pytest.skip("/dev/kvm is absent or unusable on this machine")
+    ok, why = KvmMachine.available()
+    if not ok:
+        pytest.skip(why)
     b = conform.KvmBackend()
     try:
         by_number = {c.number: c for c in conform.CASES}
