@@ -16,7 +16,7 @@
 
 /* ---- The MSR file ---- */
 
-int pk_msr_slot(u32 index)
+static inline int msr_slot(u32 index)
 {
 #define __PK_MSR_CASE(name, idx) case idx: return PK_MSR_##name;
 	switch (index) {
@@ -25,6 +25,11 @@ int pk_msr_slot(u32 index)
 		return -1;
 	}
 #undef __PK_MSR_CASE
+}
+
+int pk_msr_slot(u32 index)
+{
+	return msr_slot(index);
 }
 
 static bool is_amd(const struct pk_cpu *cpu)
@@ -46,16 +51,16 @@ u64 pk_efer_valid_bits(const struct pk_cpu *cpu)
 	return EFER_SCE | EFER_LME | EFER_LMA | EFER_NX | (is_amd(cpu) ? EFER_SVME : 0);
 }
 
-/* Every byte of PAT must be a valid memory type: UC, WC, WT, WP, WB, UC- (0,1,4,5,6,7). */
+/*
+ * Every byte of PAT must be a valid memory type: UC, WC, WT, WP, WB, UC- (0,1,4,5,6,7),
+ * i.e. no byte above 7 and none of the form 01x (2, 3: bit 1 set, bit 2 clear). Checked
+ * on every VM-entry with the PAT controls, hence branch-free.
+ */
 bool pk_pat_valid(u64 pat)
 {
-	for (int i = 0; i < 8; i++) {
-		u8 type = (u8)(pat >> (8 * i));
+	const u64 ones = 0x0101010101010101ULL;
 
-		if (type > 7 || type == 2 || type == 3)
-			return false;
-	}
-	return true;
+	return !(pat & (0xf8 * ones)) && !((pat >> 1) & ~(pat >> 2) & ones);
 }
 
 #define DEBUGCTL_VALID_BITS	(BIT_ULL(0) | BIT_ULL(1))	/* LBR, BTF */
@@ -103,7 +108,7 @@ int pk_msr_read(struct pk_cpu *cpu, u32 index, u64 *val)
 	case MSR_IA32_PRED_CMD:		/* write-only */
 		return X86_TRAP_GP;
 	}
-	slot = pk_msr_slot(index);
+	slot = msr_slot(index);
 	if (slot < 0 || !msr_present(cpu, slot))
 		return X86_TRAP_GP;
 	*val = cpu->msr[slot];
@@ -291,7 +296,7 @@ static void host_bug(struct pk_cpu *cpu)
 static void account_msr(struct pk_cpu *cpu, int dir, u32 index)
 {
 	struct pk_machine *m = cpu->m;
-	int slot = pk_msr_slot(index);
+	int slot = msr_slot(index);
 	enum pk_op op = dir ? PK_OP_WRMSR : PK_OP_RDMSR;
 	u32 cycles = m->profile.op[op];
 
@@ -574,6 +579,17 @@ void native_ltr(u16 sel)
 	set_segment(&cpu->seg[VCPU_SREG_TR], sel, desc_base(d), desc_limit(d), desc_ar(d));
 }
 
+/*
+ * Field by field: callers build the descriptor on their stack with two narrow stores,
+ * which a 16-byte struct copy would read back with one wide load (a store-forwarding
+ * stall on every vcpu_put).
+ */
+static inline void load_dtable(struct pk_dtable *to, const struct pk_dtable *from)
+{
+	to->base = from->base;
+	to->limit = from->limit;
+}
+
 void native_load_gdt(const struct pk_dtable *dt)
 {
 	struct pk_cpu *cpu = this_cpu();
@@ -583,7 +599,7 @@ void native_load_gdt(const struct pk_dtable *dt)
 		host_bug(cpu);
 		return;
 	}
-	cpu->gdtr = *dt;
+	load_dtable(&cpu->gdtr, dt);
 }
 
 /* SGDT: the op list has one kind for storing a descriptor-table register (SIDT). */
@@ -592,7 +608,7 @@ void native_store_gdt(struct pk_dtable *dt)
 	struct pk_cpu *cpu = this_cpu();
 
 	pk_account(cpu, PK_OP_SIDT);
-	*dt = cpu->gdtr;
+	load_dtable(dt, &cpu->gdtr);
 }
 
 void native_load_idt(const struct pk_dtable *dt)
@@ -604,7 +620,7 @@ void native_load_idt(const struct pk_dtable *dt)
 		host_bug(cpu);
 		return;
 	}
-	cpu->idtr = *dt;
+	load_dtable(&cpu->idtr, dt);
 }
 
 void native_store_idt(struct pk_dtable *dt)
@@ -612,7 +628,7 @@ void native_store_idt(struct pk_dtable *dt)
 	struct pk_cpu *cpu = this_cpu();
 
 	pk_account(cpu, PK_OP_SIDT);
-	*dt = cpu->idtr;
+	load_dtable(dt, &cpu->idtr);
 }
 
 u64 native_read_cr0(void)
