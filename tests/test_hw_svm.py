@@ -559,6 +559,25 @@ def test_vmsave_vmload_round_trip(svm):
     assert snapshot(svm.state()) == host
 
 
+def test_host_save_area_shared_with_vmsave_like_kvm(svm):
+    """KVM VMSAVEs the host's FS/GS/... into the VM_HSAVE_PA page itself, runs the guest
+    (VMLOAD guest VMCB, VMRUN, VMSAVE guest VMCB) and VMLOADs that page back."""
+    host = host_state(svm)
+    assert svm.insn("VMSAVE", svm.hsave) == 0
+    guest_fs = (0, 0x0C93, 0xFFFFFFFF, 0x5000)
+    svm.seg("fs", *guest_fs)
+    svm.w("save.lstar", 0x4100)
+    assert svm.insn("VMLOAD", svm.vmcb) == 0
+    svm.code(HLT)
+    assert svm.vmrun() == 0 and svm.r("control.exit_code", 4) == SVM_EXIT_HLT
+    assert svm.insn("VMSAVE", svm.vmcb) == 0
+    assert svm.insn("VMLOAD", svm.hsave) == 0
+    after = snapshot(svm.state())
+    for key in ("rip", "rflags", "cr0", "cr3", "cr4", "seg", "gdtr", "idtr", "msr"):
+        assert after[key] == host[key], key
+    assert svm.read_seg("fs") == guest_fs and svm.r("save.lstar") == 0x4100
+
+
 def test_vmload_vmsave_faults(svm):
     assert svm.insn("VMLOAD", svm.vmcb + 8) == 1 and svm.insn("VMSAVE", 0x2000) == 1
     assert svm.bugs == 0

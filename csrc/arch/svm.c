@@ -25,6 +25,11 @@ bool pk_pat_valid(u64 pat);
  * reads it; the model keeps exact copies of what VMRUN saves, the VMCB being run, and the
  * host values of the registers the real CPU keeps apart for the guest: g_PAT (PAT seen
  * by the guest under nested paging) and, with V_SPEC_CTRL, the host SPEC_CTRL.
+ *
+ * It sits at the start of the page, where a VMCB has its control area: KVM VMSAVEs and
+ * VMLOADs the very page it programs into VM_HSAVE_PA (sd->save_area_pa), and those touch
+ * only save-area fields (offset 0x400 on), so the two uses never overlap -- as on
+ * hardware, where VMRUN's and VMSAVE's fields of the page are disjoint.
  */
 struct svm_host_save_area {
 	u64 vmcb_pa;
@@ -35,7 +40,8 @@ struct svm_host_save_area {
 	u64 pat;
 	u64 spec_ctrl;
 };
-_Static_assert(sizeof(struct svm_host_save_area) <= 4096, "host save area is one page");
+_Static_assert(sizeof(struct svm_host_save_area) <= offsetof(struct vmcb, save),
+	       "the host save area stays clear of the fields VMSAVE/VMLOAD use");
 
 /* Segment attributes: VMCB "compressed" format <-> VMX AR format (unusable = !P). */
 #define SVM_ATTRIB_P		0x80U
