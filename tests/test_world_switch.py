@@ -212,6 +212,13 @@ def test_migration_keeps_guest_state(vendor):
     assert m.host_bugs == 0
 
 
+def test_vcpu_first_run_on_any_cpu(vendor):
+    m = pykvm.Machine(cpus=2, vendor=vendor)
+    vcpu, image = _vcpu(m, lambda a: (a.sync(), a.done()), cpu=1)
+    guest.run_ucall(vcpu, image, UcallCmd.SYNC)
+    assert m.host_bugs == 0
+
+
 def test_bad_configurations_are_refused():
     with pytest.raises(pykvm.UnknownVendor, match="vmx"):
         pykvm.Machine(vendor="pvm-nonexistent")

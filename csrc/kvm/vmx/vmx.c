@@ -185,6 +185,9 @@ static int vmx_vcpu_create(struct kvm_vcpu *vcpu)
 
 	vmx->vmcs01.vmcs = (struct pk_vmcs_region *)vmx->vmcs01_page;
 	vmx->vmcs01.vmcs->revision_id = PK_VMCS_REVISION;
+	/* A new VMCS must be VMCLEARed before its first VMPTRLD (kernel: loaded_vmcs_init). */
+	if (pk_vmclear(__pa(vmx->vmcs01.vmcs)))
+		this_machine()->host_bugs++;
 	vmx->vmcs01.cpu = -1;
 	vmx->vmcs01.msr_bitmap = vmx->msr_bitmap_page;
 	memset(vmx->vmcs01.msr_bitmap, 0xff, 4096);
