@@ -40,7 +40,8 @@ _SEG_FIELDS = ("base", "limit", "selector", "type", "present", "dpl", "db", "s",
 class Machine:
     """A simulated x86-64 machine with KVM loaded (one vendor module)."""
 
-    def __init__(self, cpus=2, vendor="vmx", cpu_model=None, profile=None):
+    def __init__(self, cpus=2, vendor="vmx", cpu_model=None, profile=None, preset=None,
+                 params=None):
         if not isinstance(cpus, int) or not 1 <= cpus <= MAX_CPUS:
             raise InvalidConfiguration(f"cpus must be 1..{MAX_CPUS}, got {cpus!r}")
         self.vendor = get_vendor(vendor)
@@ -59,7 +60,13 @@ class Machine:
             raise MemoryError("could not allocate the machine")
         self._m = ffi.gc(m, lib.pk_machine_destroy)
         self.nr_cpus = cpus
-        self.vendor.load(self)
+        presets = self.vendor.presets
+        if preset is not None and preset not in presets:
+            raise InvalidConfiguration(
+                f"{vendor} has no preset {preset!r}; it has {', '.join(presets)}")
+        self.preset = preset or next(iter(presets), None)
+        self.params = dict(presets.get(self.preset, {}), **(params or {}))
+        self.vendor.load(self, self.params)
         self.vms = []
         if profile is not None:
             self.set_profile(profile)
@@ -112,6 +119,22 @@ class Machine:
     def host_bugs(self):
         """Faults of the host's non-_safe MSR accesses and VMX instruction failures (WARNs)."""
         return lib.pk_machine_host_bugs(self._m)
+
+    def check(self):
+        """The oracle's verdict over everything that ran: None, or the first Violation
+        (with the number of violations seen)."""
+        from .oracle import Violation
+        first = ffi.new("struct pk_violation *")
+        count = ffi.new("uint64_t *")
+        lib.pk_oracle_result(self._m, first, count)
+        return Violation.from_c(first, count[0], self) if count[0] else None
+
+    def run_other_task(self, cpu):
+        """Another host process gets pCPU `cpu` (preempting the task there), enters the
+        kernel and returns to user mode."""
+        if not 0 <= cpu < self.nr_cpus:
+            raise InvalidConfiguration(f"cpu {cpu} out of range 0..{self.nr_cpus - 1}")
+        lib.pk_host_run_other(self._m, cpu)
 
     def read_cpu_msr(self, cpu, index):
         """What pCPU `cpu` holds in MSR `index` right now (hardware view)."""

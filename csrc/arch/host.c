@@ -59,11 +59,65 @@ static void host_cpu_enter_user(struct pk_cpu *cpu, struct pk_task *t)
 	cpu->m->host.in_user[cpu->id] = true;
 }
 
+static const struct pk_param host_param_table[] = {
+	PK_PARAM(struct pk_host_params, paranoid_entry_rdpid, false,
+		 "the NMI paranoid entry finds its per-cpu base with RDPID (TSC_AUX), as before "
+		 "\"x86/entry/64: Do not use RDPID in paranoid entry\" (2020)"),
+	PK_PARAM(struct pk_host_params, ret_uses_percpu, true,
+		 "a RET touches per-cpu data (call depth tracking, v6.2+), so the first RET after "
+		 "a VM-exit needs the host GS base"),
+};
+
+const struct pk_param *pk_host_params(int *n)
+{
+	*n = ARRAY_SIZE(host_param_table);
+	return host_param_table;
+}
+
+int pk_host_param_set(struct pk_machine *m, const char *name, bool v)
+{
+	return pk_param_set(&m->host.params, host_param_table, ARRAY_SIZE(host_param_table),
+			    name, v);
+}
+
+/*
+ * An NMI in host mode. The paranoid entry cannot trust the GS state it finds: it reads
+ * GS_BASE and SWAPGSes if that is not a kernel address (or, in the RDPID variant,
+ * indexes the per-cpu offsets with TSC_AUX), then the handler touches per-cpu data.
+ */
+void pk_host_nmi(struct pk_cpu *cpu)
+{
+	struct pk_machine *m = cpu->m;
+	struct pk_host *h = &m->host;
+	u64 gs = cpu->seg[VCPU_SREG_GS].base;
+
+	if (h->params.paranoid_entry_rdpid) {
+		u64 aux = cpu->msr[PK_MSR_TSC_AUX] & 0xfff;
+		u64 base = aux < m->nr_cpus ? h->per_cpu_offset[aux] : ~0ULL;
+
+		if (m->oracle && base != h->per_cpu_offset[cpu->id])
+			pk_oracle_violation(m, PK_OBS_NMI, cpu->id, MSR_TSC_AUX, cpu->id,
+					    cpu->msr[PK_MSR_TSC_AUX]);
+		return;
+	}
+	if ((s64)gs >= 0) {		/* a user GS base: the kernel's is in KERNEL_GS_BASE */
+		cpu->seg[VCPU_SREG_GS].base = cpu->msr[PK_MSR_KERNEL_GS_BASE];
+		cpu->msr[PK_MSR_KERNEL_GS_BASE] = gs;
+		pk_observe_percpu(cpu, PK_OBS_NMI);
+		cpu->msr[PK_MSR_KERNEL_GS_BASE] = cpu->seg[VCPU_SREG_GS].base;
+		cpu->seg[VCPU_SREG_GS].base = gs;
+		return;
+	}
+	pk_observe_percpu(cpu, PK_OBS_NMI);
+}
+
 void pk_host_init(struct pk_machine *m)
 {
 	struct pk_host *h = &m->host;
 	bool intel = m->model.vendor == PK_VENDOR_INTEL;
 
+	pk_params_init(&h->params, host_param_table, ARRAY_SIZE(host_param_table));
+	m->nmi_handler = pk_host_nmi;
 	h->idt_base = HOST_IDT_BASE;
 	h->efer = EFER_SCE | EFER_LME | EFER_LMA | EFER_NX;
 	h->pat = 0x0407050600070106ULL;
@@ -86,7 +140,12 @@ void pk_host_init(struct pk_machine *m)
 		h->entry_stack[i] = h->gdt_base[i] + 0x9000;
 		h->irqs_enabled[i] = true;
 	}
-	(void)intel;
+	/* AMD keeps only the low 32 bits of SYSENTER_ESP/EIP: that is what the host has. */
+	if (!intel) {
+		h->sysenter_eip &= 0xffffffffULL;
+		for (u32 i = 0; i < m->nr_cpus; i++)
+			h->entry_stack[i] &= 0xffffffffULL;
+	}
 	/* One user process per CPU, with user FS/GS bases of its own, in user mode. */
 	for (u32 i = 0; i < m->nr_cpus; i++) {
 		int t = pk_host_create_task(m, i, false);
@@ -143,6 +202,7 @@ void pk_exit_to_user_mode(void)
 	native_swapgs();
 	m->host.in_user[this_cpu()->id] = true;
 	pk_path_leave(m, old);
+	pk_observe_user(this_cpu());
 }
 
 /* ---- kernel/user-return-notifier.c ---- */
@@ -296,4 +356,23 @@ void pk_host_timer_interrupt(void)
 {
 	current_task()->signal_pending = true;
 	this_cpu()->insn_budget = UINT64_MAX;
+}
+
+/*
+ * The CPU's own user process gets the CPU (preempting whatever task had it), enters
+ * the kernel and returns to user mode: a syscall, a tick, a context switch.
+ */
+int pk_host_run_other(struct pk_machine *m, u32 cpu)
+{
+	struct pk_cpu *saved = pk_this_cpu;
+
+	if (cpu >= m->nr_cpus)
+		return -1;
+	pk_this_cpu = &m->cpu[cpu];
+	if (m->host.in_user[cpu])
+		pk_enter_kernel();
+	pk_context_switch((int)cpu, (int)cpu);
+	pk_exit_to_user_mode();
+	pk_this_cpu = saved;
+	return 0;
 }

@@ -25,6 +25,7 @@ struct pk_machine *pk_machine_create(u32 nr_cpus, const struct pk_cpu_model *mod
 	}
 	pk_this_cpu = &m->cpu[0];
 	pk_host_init(m);
+	pk_oracle_enable(m, true);
 	return m;
 }
 

@@ -90,7 +90,8 @@ static void kvm_ioctl_exit(void)
 
 /* ---- modules and virtualization enable ---- */
 
-int pk_kvm_load_ops(struct pk_machine *m, const struct kvm_x86_init_ops *init)
+int pk_kvm_load_ops(struct pk_machine *m, const struct kvm_x86_init_ops *init,
+		    const char *params)
 {
 	int r;
 
@@ -99,17 +100,49 @@ int pk_kvm_load_ops(struct pk_machine *m, const struct kvm_x86_init_ops *init)
 		return -EINVAL;
 	if (init->runtime_ops->vcpu_size > PK_KMEM_SIZE / 4 || init->runtime_ops->vm_size > PK_KMEM_SIZE / 4)
 		return -E2BIG;
-	r = kvm_x86_vendor_init(m, init);
+	r = kvm_x86_vendor_init(m, init, params);
 	return r;
 }
 
-int pk_kvm_load(struct pk_machine *m, const char *vendor)
+static const struct kvm_x86_init_ops *pk_builtin_vendor(const char *vendor)
 {
 	if (!strcmp(vendor, "vmx"))
-		return pk_kvm_load_ops(m, &vmx_init_ops);
+		return &vmx_init_ops;
 	if (!strcmp(vendor, "svm"))
-		return pk_kvm_load_ops(m, &svm_init_ops);
-	return -ENOENT;
+		return &svm_init_ops;
+	return NULL;
+}
+
+int pk_kvm_load(struct pk_machine *m, const char *vendor, const char *params)
+{
+	const struct kvm_x86_init_ops *init = pk_builtin_vendor(vendor);
+
+	return init ? pk_kvm_load_ops(m, init, params) : -ENOENT;
+}
+
+/* Parameter i of a module ("kernel", "kvm", or a vendor): name, upstream value, doc. */
+int pk_param_info(const char *module, int i, const char **name, bool *upstream, const char **doc)
+{
+	const struct kvm_x86_init_ops *init = pk_builtin_vendor(module);
+	const struct pk_param *t;
+	int n;
+
+	if (init) {
+		t = init->params;
+		n = init->nr_params;
+	} else if (!strcmp(module, "kvm")) {
+		t = pk_kvm_params(&n);
+	} else if (!strcmp(module, "kernel")) {
+		t = pk_host_params(&n);
+	} else {
+		return -ENOENT;
+	}
+	if (i < 0 || i >= n)
+		return -ENOENT;
+	*name = t[i].name;
+	*upstream = t[i].upstream;
+	*doc = t[i].doc;
+	return 0;
 }
 
 const char *pk_kvm_vendor_name(struct pk_machine *m)
@@ -153,6 +186,7 @@ int pk_kvm_disable_virtualization_cpu(struct pk_machine *m, u32 cpu)
 	pk_this_cpu = &m->cpu[cpu];
 	kvm_arch_disable_virtualization_cpu();
 	g->virtualization_enabled[cpu] = false;
+	pk_observe_virt_off(pk_this_cpu, false);
 	pk_this_cpu = saved;
 	pk_path_leave(m, old);
 	return 0;
@@ -433,13 +467,8 @@ int pk_vcpu_migrate(struct kvm_vcpu *vcpu, int cpu)
 		return -EINVAL;
 	if (cpu == from)
 		return 0;
-	if (m->host.current[from] == vcpu->task) {
-		pk_this_cpu = &m->cpu[from];
-		if (m->host.in_user[from])
-			pk_enter_kernel();
-		pk_context_switch(from, from);	/* the CPU's own user process */
-		pk_exit_to_user_mode();
-	}
+	if (m->host.current[from] == vcpu->task)
+		pk_host_run_other(m, from);	/* the CPU's own user process takes it */
 	return pk_migrate_task(vcpu->task, cpu);
 }
 

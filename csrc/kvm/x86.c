@@ -6,6 +6,46 @@
 #include "x86.h"
 
 /* ------------------------------------------------------------------------------------
+ * Module parameters (kvm.*)
+ * ---------------------------------------------------------------------------------- */
+
+static const struct pk_param kvm_param_table[] = {
+	PK_PARAM(struct kvm_params, uret_irqs_off, true,
+		 "kvm_set_user_return_msr() writes the MSR and records it with IRQs off, so a "
+		 "virtualization-disable IPI cannot fall in between (WORLD-SWITCH.md 7.3)"),
+	PK_PARAM(struct kvm_params, forget_star, false, "never restore the host STAR"),
+	PK_PARAM(struct kvm_params, forget_lstar, false, "never restore the host LSTAR"),
+	PK_PARAM(struct kvm_params, forget_cstar, false, "never restore the host CSTAR"),
+	PK_PARAM(struct kvm_params, forget_syscall_mask, false, "never restore the host SYSCALL_MASK"),
+	PK_PARAM(struct kvm_params, forget_efer, false, "never restore the host EFER (user return)"),
+	PK_PARAM(struct kvm_params, forget_tsc_aux, false, "never restore the host TSC_AUX"),
+	PK_PARAM(struct kvm_params, forget_tsx_ctrl, false, "never restore the host TSX_CTRL"),
+};
+
+/* A variant that leaves this user-return MSR's guest value in hardware. */
+static bool kvm_uret_forgotten(u32 msr)
+{
+	const struct kvm_params *p = &kvm_global()->params;
+
+	switch (msr) {
+	case MSR_STAR: return p->forget_star;
+	case MSR_LSTAR: return p->forget_lstar;
+	case MSR_CSTAR: return p->forget_cstar;
+	case MSR_SYSCALL_MASK: return p->forget_syscall_mask;
+	case MSR_EFER: return p->forget_efer;
+	case MSR_TSC_AUX: return p->forget_tsc_aux;
+	case MSR_IA32_TSX_CTRL: return p->forget_tsx_ctrl;
+	default: return false;
+	}
+}
+
+const struct pk_param *pk_kvm_params(int *n)
+{
+	*n = ARRAY_SIZE(kvm_param_table);
+	return kvm_param_table;
+}
+
+/* ------------------------------------------------------------------------------------
  * User-return MSRs: guest values stay loaded until the CPU next returns to user mode.
  * ---------------------------------------------------------------------------------- */
 
@@ -36,6 +76,8 @@ static void kvm_on_user_return(struct user_return_notifier *urn)
 		struct kvm_user_return_msr_values *values = &msrs->values[slot];
 
 		if (values->host != values->curr) {
+			if (kvm_uret_forgotten(g->kvm_uret_msrs_list[slot]))
+				continue;
 			wrmsrl(g->kvm_uret_msrs_list[slot], values->host);
 			values->curr = values->host;
 		}
@@ -106,13 +148,25 @@ int kvm_set_user_return_msr(unsigned int slot, u64 value, u64 mask)
 {
 	struct kvm_x86_global *g = kvm_global();
 	struct kvm_user_return_msrs *msrs = this_cpu_uret();
+	bool irqs = this_machine()->host.irqs_enabled[smp_processor_id()];
+	int err;
 
 	value = (value & mask) | (msrs->values[slot].host & ~mask);
 	if (value == msrs->values[slot].curr)
 		return 0;
-	if (wrmsrl_safe(g->kvm_uret_msrs_list[slot], value))
+	/*
+	 * A disable IPI between the WRMSR and the update of curr would see host == curr
+	 * and leave the guest value in hardware: keep IRQs off across both.
+	 */
+	if (g->params.uret_irqs_off)
+		local_irq_disable();
+	err = wrmsrl_safe(g->kvm_uret_msrs_list[slot], value);
+	if (!err)
+		msrs->values[slot].curr = value;
+	if (g->params.uret_irqs_off && irqs)
+		local_irq_enable();
+	if (err)
 		return 1;
-	msrs->values[slot].curr = value;
 	if (!msrs->registered) {
 		msrs->urn.on_user_return = kvm_on_user_return;
 		user_return_notifier_register(&msrs->urn);
@@ -154,7 +208,43 @@ void kvm_arch_disable_virtualization_cpu(void)
  * Vendor registration (kvm_x86_vendor_init): every mandatory op must be set.
  * ---------------------------------------------------------------------------------- */
 
-int kvm_x86_vendor_init(struct pk_machine *m, const struct kvm_x86_init_ops *init)
+/* Parse "name=0,name=1" (names may carry a module prefix: "kvm_intel.name"). */
+static int kvm_apply_params(struct pk_machine *m, const struct kvm_x86_init_ops *init,
+			    const char *params)
+{
+	struct kvm_x86_global *g = m->kvm_global;
+	char buf[1024], *save = NULL;
+
+	if (!params || !*params)
+		return 0;
+	if (strlen(params) >= sizeof(buf))
+		return -E2BIG;
+	strcpy(buf, params);
+	for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(tok, '='), *name = tok, *dot;
+		bool v;
+
+		if (!eq || (eq[1] != '0' && eq[1] != '1') || eq[2])
+			return -EINVAL;
+		*eq = 0;
+		v = eq[1] == '1';
+		dot = strchr(name, '.');
+		if (dot)
+			name = dot + 1;
+		if (!pk_param_set(&g->params, kvm_param_table, ARRAY_SIZE(kvm_param_table), name, v))
+			continue;
+		if (init->params && !pk_param_set((u8 *)m->vendor_global + init->params_offset,
+						  init->params, init->nr_params, name, v))
+			continue;
+		if (!pk_host_param_set(m, name, v))
+			continue;
+		return -ENOENT;
+	}
+	return 0;
+}
+
+int kvm_x86_vendor_init(struct pk_machine *m, const struct kvm_x86_init_ops *init,
+			const char *params)
 {
 	const struct kvm_x86_ops *ops = init->runtime_ops;
 	struct kvm_x86_global *g;
@@ -177,6 +267,15 @@ int kvm_x86_vendor_init(struct pk_machine *m, const struct kvm_x86_init_ops *ini
 	m->vendor_init_ops = init;
 	g->ops = *ops;
 	m->kvm_x86_ops = &g->ops;
+	pk_params_init(&g->params, kvm_param_table, ARRAY_SIZE(kvm_param_table));
+	if (init->params)
+		pk_params_init((u8 *)m->vendor_global + init->params_offset, init->params,
+			       init->nr_params);
+	r = kvm_apply_params(m, init, params);
+	if (r) {
+		m->kvm_global = NULL;
+		return r;
+	}
 	g->host_efer = rdmsrl(MSR_EFER);
 
 	u32 old = pk_path_enter(m, PK_PATH_HARDWARE);

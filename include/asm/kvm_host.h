@@ -9,6 +9,7 @@
 
 #include "pykvm/host.h"
 #include "linux/kvm.h"
+#include "pykvm/params.h"
 
 struct kvm_vcpu;
 struct kvm;
@@ -196,6 +197,17 @@ struct kvm_x86_init_ops {
 	void (*hardware_unsetup)(void);
 	const struct kvm_x86_ops *runtime_ops;
 	unsigned int global_size;		/* the vendor module's globals (in kmem) */
+	/* Module parameters: a table over a bool struct at params_offset in the globals. */
+	const struct pk_param *params;
+	int nr_params;
+	unsigned int params_offset;
+};
+
+/* kvm.* parameters (x86.c). */
+struct kvm_params {
+	bool uret_irqs_off;
+	bool forget_star, forget_lstar, forget_cstar, forget_syscall_mask, forget_efer,
+	     forget_tsc_aux, forget_tsx_ctrl;
 };
 
 /* x86.c's file-scope and per-CPU state, one per machine (allocated in kmem). */
@@ -208,6 +220,7 @@ struct kvm_x86_global {
 	bool virtualization_enabled[PK_MAX_CPUS];			/* per CPU */
 	u64 host_efer;
 	u64 host_arch_capabilities;
+	struct kvm_params params;
 };
 
 static inline struct kvm_x86_global *kvm_global(void)
@@ -221,7 +234,8 @@ static inline struct kvm_x86_global *kvm_global(void)
 #include "asm/kvm-x86-ops.h"
 
 /* ---- x86.c, used by the vendors ---- */
-int kvm_x86_vendor_init(struct pk_machine *m, const struct kvm_x86_init_ops *ops);
+int kvm_x86_vendor_init(struct pk_machine *m, const struct kvm_x86_init_ops *ops,
+			const char *params);
 int kvm_add_user_return_msr(u32 msr);
 int kvm_find_user_return_msr(u32 msr);
 int kvm_set_user_return_msr(unsigned int slot, u64 value, u64 mask);

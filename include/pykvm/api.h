@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Everything the Python binding (pykvm/cdef/*.h) may call. */
+/* Everything the Python binding (the headers in pykvm/cdef/) may call. */
 #ifndef _PYKVM_API_H
 #define _PYKVM_API_H
 

@@ -8,6 +8,8 @@
 #define _PYKVM_HOST_H
 
 #include "pykvm/cpu.h"
+#include "pykvm/params.h"
+#include "pykvm/oracle.h"
 
 /* Segment selectors of the host kernel (arch/x86/include/asm/segment.h, 64-bit). */
 #define __KERNEL_CS	0x10
@@ -19,6 +21,10 @@
 #define __TSS_SEL	(GDT_ENTRY_TSS * 8)
 
 void pk_host_init(struct pk_machine *m);
+int pk_host_param_set(struct pk_machine *m, const char *name, bool v);
+const struct pk_param *pk_host_params(int *n);
+/* The host NMI handler (paranoid entry, then per-cpu data through GS). */
+void pk_host_nmi(struct pk_cpu *cpu);
 int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread);
 
 /* The running task enters / leaves the kernel on this_cpu() (syscall, ioctl). */
@@ -43,6 +49,7 @@ void pk_context_switch(int cpu, int next);
 int pk_migrate_task(int task, int cpu);
 /* Host IRQ handler of the timer tick that ends a guest instruction budget. */
 void pk_host_timer_interrupt(void);
+int pk_host_run_other(struct pk_machine *m, u32 cpu);
 
 static inline struct pk_task *current_task(void)
 {

@@ -22,8 +22,11 @@ struct pk_sregs {
 };
 
 /* Load kvm.ko with a vendor module: "vmx", "svm", or a plugin's init ops. */
-int pk_kvm_load(struct pk_machine *m, const char *vendor);
-int pk_kvm_load_ops(struct pk_machine *m, const struct kvm_x86_init_ops *init_ops);
+int pk_kvm_load(struct pk_machine *m, const char *vendor, const char *params);
+int pk_kvm_load_ops(struct pk_machine *m, const struct kvm_x86_init_ops *init_ops,
+		    const char *params);
+int pk_param_info(const char *module, int i, const char **name, bool *upstream, const char **doc);
+const struct pk_param *pk_kvm_params(int *n);
 const char *pk_kvm_vendor_name(struct pk_machine *m);
 
 int pk_create_vm(struct pk_machine *m, struct kvm **out);

@@ -249,7 +249,14 @@ struct preempt_notifier {
 	int task;				/* -1: unused */
 };
 
+/* Host kernel parameters ("kernel.*"): versions of the host around KVM. */
+struct pk_host_params {
+	bool paranoid_entry_rdpid;		/* NMI entry finds per-cpu data via RDPID */
+	bool ret_uses_percpu;			/* RETs touch per-cpu data (call depth tracking) */
+};
+
 struct pk_host {
+	struct pk_host_params params;
 	u64 idt_base;				/* one global host IDT */
 	u64 per_cpu_offset[PK_MAX_CPUS];	/* GS_BASE in kernel mode */
 	u64 gdt_base[PK_MAX_CPUS];		/* fixmap GDT of each CPU */
@@ -278,6 +285,10 @@ struct pk_machine {
 	struct pk_host host;
 	struct pk_cpu cpu[PK_MAX_CPUS];
 	u64 host_bugs;				/* faults of non-_safe host MSR accesses (a kernel WARN) */
+	struct pk_oracle *oracle;		/* checks at observation points, or NULL */
+	struct pk_oracle_state {		/* storage behind `oracle` (struct pk_oracle) */
+		u64 words[8];
+	} oracle_storage;
 	void (*nmi_handler)(struct pk_cpu *cpu);	/* host NMI handler (host kernel model) */
 
 	/* The modules loaded into the host kernel (kvm.ko + one vendor module). */
@@ -296,7 +307,16 @@ extern __thread struct pk_cpu *pk_this_cpu __attribute__((tls_model("initial-exe
 
 static inline struct pk_cpu *this_cpu(void) { return pk_this_cpu; }
 static inline struct pk_machine *this_machine(void) { return pk_this_cpu->m; }
-static inline int smp_processor_id(void) { return (int)pk_this_cpu->id; }
+void pk_percpu_read(struct pk_cpu *cpu);	/* oracle.c: a per-cpu access via GS */
+/* Reads the CPU number from per-cpu data, as Linux does: an observation point. */
+static inline int smp_processor_id(void)
+{
+	struct pk_cpu *c = pk_this_cpu;
+
+	if (unlikely(c->m->oracle != NULL))
+		pk_percpu_read(c);
+	return (int)c->id;
+}
 
 /* Host physical addresses: offsets into the machine object. */
 static inline u64 pk_pa(const struct pk_machine *m, const void *p)

@@ -44,7 +44,8 @@ struct kvm_vcpu_stat {
 		 msr_exits, cpuid_exits, irq_exits, preemptions, migrations;
 };
 
-int pk_kvm_load(struct pk_machine *m, const char *vendor);
+int pk_kvm_load(struct pk_machine *m, const char *vendor, const char *params);
+int pk_param_info(const char *module, int i, const char **name, bool *upstream, const char **doc);
 const char *pk_kvm_vendor_name(struct pk_machine *m);
 int pk_create_vm(struct pk_machine *m, struct kvm **out);
 int pk_vm_set_memslot(struct kvm *kvm, uint32_t slot, uint64_t gpa, uint64_t size, void *hva);
@@ -84,3 +85,10 @@ uint64_t pk_machine_host_bugs(const struct pk_machine *m);
 const char *pk_version(void);
 int pk_sim_run_loop(struct kvm_vcpu *vcpu, struct pk_vmm_devs *devs, uint64_t max_exits,
 		    uint64_t max_insns, struct pk_vmm_loop_result *res);
+
+/* The oracle (include/pykvm/oracle.h). */
+struct pk_violation { uint32_t obs; uint32_t cpu; uint32_t reg; uint32_t task; uint64_t expected; uint64_t actual; };
+void pk_oracle_enable(struct pk_machine *m, bool on);
+int pk_oracle_result(struct pk_machine *m, struct pk_violation *first, uint64_t *count);
+void pk_oracle_reset(struct pk_machine *m);
+int pk_host_run_other(struct pk_machine *m, uint32_t cpu);

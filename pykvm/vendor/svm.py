@@ -1,8 +1,8 @@
 """The SVM vendor module (kvm_amd): csrc/kvm/svm/."""
-from . import CpuModel
+from . import BuiltinVendor, CpuModel
 
 
-class SvmVendor:
+class SvmVendor(BuiltinVendor):
     name = "svm"
     kernel_module = "kvm_amd"
     cpu_vendor = "amd"
@@ -14,9 +14,19 @@ class SvmVendor:
                          has_load_efer=False),
     }
 
-    def load(self, machine):
-        from .._lib import ensure, lib
-        ensure(lib.pk_kvm_load(machine._m, b"svm"), "loading kvm_amd")
+
+    # Kernel eras as parameter sets (approximate releases; the commits are the point).
+    presets = {
+        "upstream": {},
+        # Between e79b91bb3c91 (Dec 2020) and the 2022 vmenter series: host VMLOAD and
+        # SPEC_CTRL in C after __svm_vcpu_run, on kernels whose RETs did not use per-cpu data.
+        "v5.15": {"host_vmload_in_vmenter": False, "spec_ctrl_in_vmenter": False,
+                  "ret_uses_percpu": False},
+        # Before e79b91bb3c91 and before TSC_AUX moved to user return (Apr 2021).
+        "v5.10": {"vmsave_host_state": False, "tsc_aux_user_return": False,
+                  "host_vmload_in_vmenter": False, "spec_ctrl_in_vmenter": False,
+                  "ret_uses_percpu": False},
+    }
 
 
 VENDOR = SvmVendor()

@@ -1,8 +1,8 @@
 """The VMX vendor module (kvm_intel): csrc/kvm/vmx/."""
-from . import CpuModel
+from . import BuiltinVendor, CpuModel
 
 
-class VmxVendor:
+class VmxVendor(BuiltinVendor):
     name = "vmx"
     kernel_module = "kvm_intel"
     cpu_vendor = "intel"
@@ -15,9 +15,20 @@ class VmxVendor:
         "skylake-noloadefer": CpuModel("intel", has_rtm=True, has_load_efer=False),
     }
 
-    def load(self, machine):
-        from .._lib import ensure, lib
-        ensure(lib.pk_kvm_load(machine._m, b"vmx"), "loading kvm_intel")
+    # Kernel eras as parameter sets (approximate releases; the commits are the point).
+    presets = {
+        "upstream": {},
+        # Before fc02735b14ff (2022): host SPEC_CTRL restored in C after the vmenter RET.
+        "v5.18": {"spec_ctrl_in_vmenter": False},
+        # Before 678e315e78a7 and 2342080cd675 (2018): KERNEL_GS_BASE accesses reload the
+        # whole host state; HOST_IDTR_BASE read per vCPU.
+        "v4.18": {"spec_ctrl_in_vmenter": False, "lazy_kernel_gs_base": False,
+                  "global_host_idt": False},
+        # Before the user-return MSR infrastructure (2009): host MSRs back on every put.
+        "v2.6.31": {"spec_ctrl_in_vmenter": False, "lazy_kernel_gs_base": False,
+                    "global_host_idt": False, "user_return_msrs": False,
+                    "efer_load_controls": False},
+    }
 
 
 VENDOR = VmxVendor()

@@ -6,6 +6,32 @@
  */
 #include "svm.h"
 
+/* ---- module parameters (kvm_amd.*); upstream values are the defaults ---- */
+
+static const struct pk_param svm_param_table[] = {
+	PK_PARAM(struct svm_params, vmsave_host_state, true,
+		 "host FS/GS/TR/LDTR, KERNEL_GS_BASE, SYSCALL and SYSENTER MSRs by VMSAVE/VMLOAD "
+		 "(e79b91bb3c91, Dec 2020); 0: RDMSR each on load, WRMSR each on put, GS_BASE after "
+		 "every exit"),
+	PK_PARAM(struct svm_params, host_vmload_in_vmenter, true,
+		 "the host VMLOAD in __svm_vcpu_run right after VMSAVE (2022 series); 0: in C "
+		 "before STGI (\"VMLOAD before STGI\", Dec 2020 review)"),
+	PK_PARAM(struct svm_params, host_gs_wrgsbase, false,
+		 "WRGSBASE the host GS base before STGI and VMLOAD the rest on put (the other "
+		 "Dec 2020 proposal)"),
+	PK_PARAM(struct svm_params, tsc_aux_user_return, true,
+		 "host TSC_AUX restored on return to user mode (Apr 2021); 0: WRMSR on load and put"),
+	PK_PARAM(struct svm_params, spec_ctrl_in_vmenter, true,
+		 "guest/host SPEC_CTRL switched in __svm_vcpu_run (2022 series); 0: in C around it, "
+		 "the host value back only after its RET"),
+	PK_PARAM(struct svm_params, bug_gs_base_after_stgi, false,
+		 "with vmsave_host_state = 0: restore the host GS base after STGI, so an NMI held "
+		 "since CLGI runs with the guest's (Dec 2020 review)"),
+	PK_PARAM(struct svm_params, forget_host_vmload, false,
+		 "never VMLOAD the host save area: host FS/GS/KERNEL_GS_BASE/SYSCALL MSRs stay the guest's"),
+	PK_PARAM(struct svm_params, forget_spec_ctrl, false, "never restore the host SPEC_CTRL"),
+};
+
 /* ---- MSR permission map (APM 15.11; kernel: svm_msrpm_offset) ---- */
 
 static const u32 msrpm_ranges[] = { 0, 0xc0000000, 0xc0010000 };
@@ -143,12 +169,47 @@ static void svm_vcpu_reset(struct kvm_vcpu *vcpu, bool init_event)
 
 /* ---- the host-state switch ---- */
 
+/* Before VMSAVE/VMLOAD of host state: every register by hand (pre-e79b91bb3c91). */
+static const u32 svm_host_save_msrs[] = {
+	MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SYSCALL_MASK, MSR_KERNEL_GS_BASE, MSR_FS_BASE,
+	MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP,
+};
+
+static u64 *svm_host_save_slot(struct svm_host_save *h, u32 msr)
+{
+	switch (msr) {
+	case MSR_STAR: return &h->star;
+	case MSR_LSTAR: return &h->lstar;
+	case MSR_CSTAR: return &h->cstar;
+	case MSR_SYSCALL_MASK: return &h->sfmask;
+	case MSR_KERNEL_GS_BASE: return &h->kernel_gs_base;
+	case MSR_FS_BASE: return &h->fs_base;
+	case MSR_IA32_SYSENTER_CS: return &h->sysenter_cs;
+	case MSR_IA32_SYSENTER_ESP: return &h->sysenter_esp;
+	default: return &h->sysenter_eip;
+	}
+}
+
 static void svm_vcpu_load(struct kvm_vcpu *vcpu, int cpu)
 {
+	struct vcpu_svm *svm = to_svm(vcpu);
 	struct svm_cpu_data *sd = &svm_global()->svm_data[cpu];
+	struct svm_host_save *h = &svm->host;
 
-	if (sd->current_vmcb != to_svm(vcpu)->vmcb)
-		sd->current_vmcb = to_svm(vcpu)->vmcb;
+	if (sd->current_vmcb != svm->vmcb)
+		sd->current_vmcb = svm->vmcb;
+	if (!svm_param()->vmsave_host_state) {
+		h->fs = savesegment(VCPU_SREG_FS);
+		h->gs = savesegment(VCPU_SREG_GS);
+		h->ldt = savesegment(VCPU_SREG_LDTR);
+		h->gs_base = rdmsrl(MSR_GS_BASE);
+		for (unsigned int i = 0; i < ARRAY_SIZE(svm_host_save_msrs); i++)
+			*svm_host_save_slot(h, svm_host_save_msrs[i]) = rdmsrl(svm_host_save_msrs[i]);
+	}
+	if (!svm_param()->tsc_aux_user_return && svm_global()->tsc_aux_uret_slot >= 0) {
+		h->tsc_aux = rdmsrl(MSR_TSC_AUX);
+		wrmsrl(MSR_TSC_AUX, svm->tsc_aux);
+	}
 }
 
 static void svm_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
@@ -160,15 +221,35 @@ static void svm_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
 	if (svm->guest_state_loaded)
 		return;
 	/* Host FS/GS/TR/LDTR, KERNEL_GS_BASE and the SYSCALL MSRs, restored by the VMLOAD after #VMEXIT. */
-	pk_vmsave(__pa(&sd->save_area));
-	if (slot >= 0)
+	if (svm_param()->vmsave_host_state) {
+		pk_vmsave(__pa(&sd->save_area));
+		svm->host.gs_base = rdgsbase();
+	}
+	if (slot >= 0 && svm_param()->tsc_aux_user_return)
 		kvm_set_user_return_msr(slot, svm->tsc_aux, -1ULL);
 	svm->guest_state_loaded = true;
 }
 
 static void svm_vcpu_put(struct kvm_vcpu *vcpu)
 {
-	to_svm(vcpu)->guest_state_loaded = false;
+	struct vcpu_svm *svm = to_svm(vcpu);
+	struct svm_host_save *h = &svm->host;
+
+	/* WRGSBASE-before-STGI scheme: the rest of the host state comes back now. */
+	if (svm->guest_state_loaded && svm_param()->vmsave_host_state &&
+	    svm_param()->host_gs_wrgsbase && !svm_param()->forget_host_vmload)
+		pk_vmload(__pa(&svm_this_cpu_data()->save_area));
+	if (!svm_param()->vmsave_host_state) {
+		native_lldt(h->ldt);
+		loadsegment(VCPU_SREG_FS, h->fs);
+		wrmsrl(MSR_KERNEL_GS_BASE, h->kernel_gs_base);
+		load_gs_index(h->gs);
+		for (unsigned int i = 0; i < ARRAY_SIZE(svm_host_save_msrs); i++)
+			wrmsrl(svm_host_save_msrs[i], *svm_host_save_slot(h, svm_host_save_msrs[i]));
+	}
+	if (!svm_param()->tsc_aux_user_return && svm_global()->tsc_aux_uret_slot >= 0)
+		wrmsrl(MSR_TSC_AUX, h->tsc_aux);
+	svm->guest_state_loaded = false;
 }
 
 /* ---- registers and segments ---- */
@@ -422,6 +503,27 @@ static fastpath_t svm_exit_handlers_fastpath(struct kvm_vcpu *vcpu)
 	return EXIT_FASTPATH_NONE;
 }
 
+/*
+ * Where the host GS base comes back when the vmenter path did not VMLOAD the host save
+ * area: one of the schemes of the Dec 2020 review, or the pre-2020 WRMSR GS_BASE.
+ */
+static void svm_restore_host_gs_before_stgi(struct vcpu_svm *svm)
+{
+	const struct svm_params *p = svm_param();
+
+	if (!p->vmsave_host_state) {
+		if (!p->bug_gs_base_after_stgi)
+			wrmsrl(MSR_GS_BASE, svm->host.gs_base);
+		return;
+	}
+	if (p->host_vmload_in_vmenter || p->forget_host_vmload)
+		return;
+	if (p->host_gs_wrgsbase)
+		wrgsbase(svm->host.gs_base);
+	else
+		pk_vmload(__pa(&svm_global()->svm_data[this_cpu()->id].save_area));
+}
+
 static fastpath_t svm_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 {
 	struct vcpu_svm *svm = to_svm(vcpu);
@@ -434,14 +536,22 @@ static fastpath_t svm_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 
 	/* NMIs and IRQs are held from here to STGI. */
 	pk_clgi();
+	if (!svm_param()->spec_ctrl_in_vmenter)
+		svm_spec_ctrl_set_guest(svm);
 	__svm_vcpu_run(svm, spec_ctrl_intercepted);
+	pk_observe_ret(this_cpu());		/* __svm_vcpu_run's RET */
+	if (!svm_param()->spec_ctrl_in_vmenter)
+		svm_spec_ctrl_restore_host(svm, spec_ctrl_intercepted);
+	svm_restore_host_gs_before_stgi(svm);
 
 	vcpu->arch.cr2 = svm->vmcb->save.cr2;
 	vcpu->arch.regs[VCPU_REGS_RAX] = svm->vmcb->save.rax;
 	vcpu->arch.regs[VCPU_REGS_RSP] = svm->vmcb->save.rsp;
 	vcpu->arch.regs[VCPU_REGS_RIP] = svm->vmcb->save.rip;
-	/* Held NMIs are taken here: the host GS base is already back (VMLOAD in vmenter). */
+	/* Held NMIs are taken here: they must find the host GS base already loaded. */
 	pk_stgi();
+	if (!svm_param()->vmsave_host_state && svm_param()->bug_gs_base_after_stgi)
+		wrmsrl(MSR_GS_BASE, svm->host.gs_base);
 	svm->next_rip = 0;
 	return svm_exit_handlers_fastpath(vcpu);
 }
@@ -567,4 +677,7 @@ const struct kvm_x86_init_ops svm_init_ops = {
 	.hardware_setup = svm_hardware_setup,
 	.runtime_ops = &svm_x86_ops,
 	.global_size = sizeof(struct svm_global),
+	.params = svm_param_table,
+	.nr_params = ARRAY_SIZE(svm_param_table),
+	.params_offset = offsetof(struct svm_global, params),
 };

@@ -15,7 +15,27 @@ struct svm_cpu_data {
 	u8 hsave[4096] __attribute__((aligned(4096)));	/* VM_HSAVE_PA: VMRUN's own */
 };
 
+/* kvm_amd.* parameters: strategies from the kernel's history, and forgetful variants. */
+struct svm_params {
+	bool vmsave_host_state;
+	bool host_vmload_in_vmenter;
+	bool host_gs_wrgsbase;
+	bool tsc_aux_user_return;
+	bool spec_ctrl_in_vmenter;
+	bool bug_gs_base_after_stgi;
+	bool forget_host_vmload;
+	bool forget_spec_ctrl;
+};
+
+/* Host state kept by hand before VMSAVE/VMLOAD did it (pre-e79b91bb3c91). */
+struct svm_host_save {
+	u64 gs_base, fs_base, kernel_gs_base, star, lstar, cstar, sfmask;
+	u64 sysenter_cs, sysenter_esp, sysenter_eip, tsc_aux;
+	u16 fs, gs, ldt;
+};
+
 struct svm_global {
+	struct svm_params params;
 	int tsc_aux_uret_slot;
 	struct svm_cpu_data svm_data[PK_MAX_CPUS];	/* DEFINE_PER_CPU(svm_data) */
 };
@@ -29,6 +49,7 @@ struct vcpu_svm {
 	u64 spec_ctrl;
 	u32 sysenter_esp_hi, sysenter_eip_hi;
 	u8 *msrpm;
+	struct svm_host_save host;	/* only with vmsave_host_state = 0 */
 
 	struct vmcb vmcb01 __attribute__((aligned(4096)));
 	u8 msrpm_pages[MSRPM_SIZE] __attribute__((aligned(4096)));
@@ -44,6 +65,11 @@ static inline struct svm_global *svm_global(void)
 	return this_machine()->vendor_global;
 }
 
+static inline const struct svm_params *svm_param(void)
+{
+	return &svm_global()->params;
+}
+
 static inline struct svm_cpu_data *svm_this_cpu_data(void)
 {
 	return &svm_global()->svm_data[smp_processor_id()];
@@ -51,6 +77,8 @@ static inline struct svm_cpu_data *svm_this_cpu_data(void)
 
 static inline bool svm_msr_write_intercepted(struct vcpu_svm *svm, u32 msr);
 void __svm_vcpu_run(struct vcpu_svm *svm, bool spec_ctrl_intercepted);
+void svm_spec_ctrl_set_guest(struct vcpu_svm *svm);
+void svm_spec_ctrl_restore_host(struct vcpu_svm *svm, bool spec_ctrl_intercepted);
 u32 svm_msrpm_offset(u32 msr);
 
 static inline bool svm_msr_write_intercepted(struct vcpu_svm *svm, u32 msr)

@@ -17,13 +17,11 @@ void __svm_vcpu_run(struct vcpu_svm *svm, bool spec_ctrl_intercepted)
 	struct kvm_vcpu *vcpu = &svm->vcpu;
 	struct pk_cpu *cpu = this_cpu();
 	struct svm_cpu_data *sd = svm_this_cpu_data();
-	bool v_spec_ctrl = this_machine()->model.has_v_spec_ctrl;
-	u64 host_spec_ctrl = kvm_host_spec_ctrl();
 	u64 vmcb_pa = __pa(svm->vmcb);
 
 	/* Guest SPEC_CTRL, unless the hardware switches it (V_SPEC_CTRL). */
-	if (!v_spec_ctrl && svm->spec_ctrl != host_spec_ctrl)
-		wrmsrl(MSR_IA32_SPEC_CTRL, svm->spec_ctrl);
+	if (svm_param()->spec_ctrl_in_vmenter)
+		svm_spec_ctrl_set_guest(svm);
 
 	/* Guest FS/GS/TR/LDTR, KERNEL_GS_BASE, SYSCALL and SYSENTER MSRs. */
 	pk_vmload(vmcb_pa);
@@ -40,13 +38,29 @@ void __svm_vcpu_run(struct vcpu_svm *svm, bool spec_ctrl_intercepted)
 	/* The guest's own WRMSRs to the VMLOAD set land in the VMCB here. */
 	pk_vmsave(vmcb_pa);
 	/* "Restores GSBASE, allowing access to percpu data." */
-	pk_vmload(__pa(&sd->save_area));
+	if (svm_param()->vmsave_host_state && svm_param()->host_vmload_in_vmenter &&
+	    !svm_param()->host_gs_wrgsbase && !svm_param()->forget_host_vmload)
+		pk_vmload(__pa(&sd->save_area));
 	pk_fill_return_buffer();
+	if (svm_param()->spec_ctrl_in_vmenter)
+		svm_spec_ctrl_restore_host(svm, spec_ctrl_intercepted);
+}
 
-	if (!v_spec_ctrl) {
-		if (!spec_ctrl_intercepted)
-			svm->spec_ctrl = rdmsrl(MSR_IA32_SPEC_CTRL);
-		if (svm->spec_ctrl != host_spec_ctrl)
-			wrmsrl(MSR_IA32_SPEC_CTRL, host_spec_ctrl);
-	}
+void svm_spec_ctrl_set_guest(struct vcpu_svm *svm)
+{
+	if (!this_machine()->model.has_v_spec_ctrl && svm->spec_ctrl != kvm_host_spec_ctrl())
+		wrmsrl(MSR_IA32_SPEC_CTRL, svm->spec_ctrl);
+}
+
+/* Save the guest's SPEC_CTRL if it owns it; put the host's back if different. */
+void svm_spec_ctrl_restore_host(struct vcpu_svm *svm, bool spec_ctrl_intercepted)
+{
+	u64 host_spec_ctrl = kvm_host_spec_ctrl();
+
+	if (this_machine()->model.has_v_spec_ctrl)
+		return;
+	if (!spec_ctrl_intercepted)
+		svm->spec_ctrl = rdmsrl(MSR_IA32_SPEC_CTRL);
+	if (svm->spec_ctrl != host_spec_ctrl && !svm_param()->forget_spec_ctrl)
+		wrmsrl(MSR_IA32_SPEC_CTRL, host_spec_ctrl);
 }

@@ -44,7 +44,8 @@ bool __vmx_vcpu_run(struct vcpu_vmx *vmx, unsigned int flags)
 		if (i != VCPU_REGS_RSP)
 			vcpu->arch.regs[i] = cpu->regs[i];
 	pk_fill_return_buffer();
-	vmx_spec_ctrl_restore_host(vmx, flags);
+	if (vmx_param()->spec_ctrl_in_vmenter)
+		vmx_spec_ctrl_restore_host(vmx, flags);
 	return fail != 0;
 }
 
@@ -56,6 +57,6 @@ void vmx_spec_ctrl_restore_host(struct vcpu_vmx *vmx, unsigned int flags)
 	if (flags & VMX_RUN_SAVE_SPEC_CTRL)
 		vmx->spec_ctrl = rdmsrl(MSR_IA32_SPEC_CTRL);
 	/* Legacy kernel IBRS rewrites it on every exit; otherwise only when it differs. */
-	if (vmx->spec_ctrl != hostval)
+	if (vmx->spec_ctrl != hostval && !vmx_param()->forget_spec_ctrl)
 		wrmsrl(MSR_IA32_SPEC_CTRL, hostval);
 }

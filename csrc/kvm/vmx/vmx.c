@@ -5,6 +5,27 @@
  */
 #include "vmx.h"
 
+/* Module parameters (kernel: module_param in vmx.c); upstream values are the defaults. */
+static const struct pk_param vmx_param_table[] = {
+	PK_PARAM(struct vmx_params, lazy_kernel_gs_base, true,
+		 "guest KERNEL_GS_BASE through vmx_read/write_guest_kernel_gs_base (678e315e78a7); "
+		 "0: a full host-state reload around every access"),
+	PK_PARAM(struct vmx_params, global_host_idt, true,
+		 "HOST_IDTR_BASE from the IDT base read once at setup (2342080cd675); 0: SIDT per vCPU"),
+	PK_PARAM(struct vmx_params, user_return_msrs, true,
+		 "host SYSCALL MSRs/TSC_AUX/EFER restored on return to user mode; 0: on every vcpu_put"),
+	PK_PARAM(struct vmx_params, efer_load_controls, true,
+		 "EFER through the VMCS load-EFER controls when the CPU has them; 0: user return"),
+	PK_PARAM(struct vmx_params, spec_ctrl_in_vmenter, true,
+		 "host SPEC_CTRL restored in the vmenter path before the first RET (fc02735b14ff); "
+		 "0: in C after __vmx_vcpu_run returns"),
+	PK_PARAM(struct vmx_params, forget_kernel_gs_base, false, "never restore the host KERNEL_GS_BASE"),
+	PK_PARAM(struct vmx_params, forget_host_fs_base, false, "never update HOST_FS_BASE"),
+	PK_PARAM(struct vmx_params, forget_host_gs_base, false, "never update HOST_GS_BASE"),
+	PK_PARAM(struct vmx_params, forget_gdt_reload, false, "never reload the GDT after VM-exit's 0xffff limit"),
+	PK_PARAM(struct vmx_params, forget_spec_ctrl, false, "never restore the host SPEC_CTRL"),
+};
+
 /* User-return MSRs, registered in this order at setup (kernel: vmx_uret_msrs_list). */
 static const u32 vmx_uret_msrs_list[] = {
 	MSR_SYSCALL_MASK, MSR_LSTAR, MSR_CSTAR, MSR_EFER, MSR_TSC_AUX, MSR_STAR,
@@ -68,7 +89,7 @@ static int vmx_hardware_setup(void)
 	/* The host IDT is one global table: read its base once (commit 2342080cd675). */
 	native_store_idt(&dt);
 	vg->host_idt_base = dt.base;
-	vg->cpu_has_load_efer = this_machine()->model.has_load_efer;
+	vg->cpu_has_load_efer = this_machine()->model.has_load_efer && vg->params.efer_load_controls;
 
 	for (unsigned int i = 0; i < ARRAY_SIZE(vmx_uret_msrs_list); ++i)
 		kvm_add_user_return_msr(vmx_uret_msrs_list[i]);
@@ -141,7 +162,14 @@ static void vmx_set_constant_host_state(struct vcpu_vmx *vmx)
 	vmcs_write16(HOST_ES_SELECTOR, 0);
 	vmcs_write16(HOST_SS_SELECTOR, __KERNEL_DS);
 	vmcs_write16(HOST_TR_SELECTOR, __TSS_SEL);
-	vmcs_writel(HOST_IDTR_BASE, vmx_global()->host_idt_base);
+	if (vmx_param()->global_host_idt) {
+		vmcs_writel(HOST_IDTR_BASE, vmx_global()->host_idt_base);
+	} else {
+		struct pk_dtable dt;
+
+		native_store_idt(&dt);
+		vmcs_writel(HOST_IDTR_BASE, dt.base);
+	}
 	vmcs_writel(HOST_RIP, 0xffffffff81040000ULL);	/* vmx_vmexit */
 	vmcs_write32(HOST_IA32_SYSENTER_CS, __KERNEL_CS);
 	vmcs_writel(HOST_IA32_SYSENTER_EIP, m->host.sysenter_eip);
@@ -361,11 +389,11 @@ static void vmx_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
 		vmcs_write16(HOST_GS_SELECTOR, gs_sel);
 		host_state->gs_sel = gs_sel;
 	}
-	if (fs_base != host_state->fs_base) {
+	if (fs_base != host_state->fs_base && !vmx_param()->forget_host_fs_base) {
 		vmcs_writel(HOST_FS_BASE, fs_base);
 		host_state->fs_base = fs_base;
 	}
-	if (gs_base != host_state->gs_base) {
+	if (gs_base != host_state->gs_base && !vmx_param()->forget_host_gs_base) {
 		vmcs_writel(HOST_GS_BASE, gs_base);
 		host_state->gs_base = gs_base;
 	}
@@ -399,10 +427,16 @@ static void vmx_prepare_switch_to_host(struct vcpu_vmx *vmx)
 	 * VM-exit left TR's limit at 0x67: invalidate_tss_limit() + the GDT reload make the
 	 * next IO-bitmap user fault in a full reload (kernel: load_fixmap_gdt()).
 	 */
-	wrmsrl(MSR_KERNEL_GS_BASE, vmx->msr_host_kernel_gs_base);
-	gdt.base = m->host.gdt_base[smp_processor_id()];
-	gdt.limit = 0x7f;
-	native_load_gdt(&gdt);
+	if (!vmx_param()->forget_kernel_gs_base)
+		wrmsrl(MSR_KERNEL_GS_BASE, vmx->msr_host_kernel_gs_base);
+	if (!vmx_param()->forget_gdt_reload) {
+		gdt.base = m->host.gdt_base[smp_processor_id()];
+		gdt.limit = 0x7f;
+		native_load_gdt(&gdt);
+	}
+	/* Before user-return notifiers existed, the host values came back on every put. */
+	if (!vmx_param()->user_return_msrs)
+		drop_user_return_notifiers();
 	vmx->guest_state_loaded = false;
 	vmx->guest_uret_msrs_loaded = false;
 }
@@ -410,6 +444,11 @@ static void vmx_prepare_switch_to_host(struct vcpu_vmx *vmx)
 /* Guest KERNEL_GS_BASE is live in hardware only while guest state is loaded (678e315e78a7). */
 static u64 vmx_read_guest_kernel_gs_base(struct vcpu_vmx *vmx)
 {
+	/* Before 678e315e78a7: put the whole host state back, then use the cache. */
+	if (!vmx_param()->lazy_kernel_gs_base) {
+		vmx_prepare_switch_to_host(vmx);
+		return vmx->msr_guest_kernel_gs_base;
+	}
 	preempt_disable();
 	if (vmx->guest_state_loaded)
 		vmx->msr_guest_kernel_gs_base = rdmsrl(MSR_KERNEL_GS_BASE);
@@ -419,6 +458,11 @@ static u64 vmx_read_guest_kernel_gs_base(struct vcpu_vmx *vmx)
 
 static void vmx_write_guest_kernel_gs_base(struct vcpu_vmx *vmx, u64 data)
 {
+	if (!vmx_param()->lazy_kernel_gs_base) {
+		vmx_prepare_switch_to_host(vmx);
+		vmx->msr_guest_kernel_gs_base = data;
+		return;
+	}
 	preempt_disable();
 	if (vmx->guest_state_loaded)
 		wrmsrl(MSR_KERNEL_GS_BASE, data);
@@ -772,6 +816,9 @@ static void vmx_vcpu_enter_exit(struct kvm_vcpu *vcpu, unsigned int flags)
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
 
 	vmx->fail = __vmx_vcpu_run(vmx, flags);
+	pk_observe_ret(this_cpu());		/* __vmx_vcpu_run's RET */
+	if (!vmx_param()->spec_ctrl_in_vmenter)
+		vmx_spec_ctrl_restore_host(vmx, flags);
 	vcpu->arch.regs_avail &= ~(BIT(VCPU_REGS_RSP) | BIT(VCPU_REGS_RIP));
 	if (unlikely(vmx->fail)) {
 		vmx->exit_reason = 0xdead;
@@ -934,4 +981,7 @@ const struct kvm_x86_init_ops vmx_init_ops = {
 	.hardware_setup = vmx_hardware_setup,
 	.runtime_ops = &vmx_x86_ops,
 	.global_size = sizeof(struct vmx_global),
+	.params = vmx_param_table,
+	.nr_params = ARRAY_SIZE(vmx_param_table),
+	.params_offset = offsetof(struct vmx_global, params),
 };

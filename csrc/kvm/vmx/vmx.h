@@ -37,8 +37,23 @@ struct loaded_vmcs {
 	u8 *msr_bitmap;
 };
 
+/* kvm_intel.* parameters: strategies from the kernel's history, and forgetful variants. */
+struct vmx_params {
+	bool lazy_kernel_gs_base;
+	bool global_host_idt;
+	bool user_return_msrs;
+	bool efer_load_controls;
+	bool spec_ctrl_in_vmenter;
+	bool forget_kernel_gs_base;
+	bool forget_host_fs_base;
+	bool forget_host_gs_base;
+	bool forget_gdt_reload;
+	bool forget_spec_ctrl;
+};
+
 /* Module parameters (kvm_intel.*) and hardware-setup results, one per machine. */
 struct vmx_global {
+	struct vmx_params params;
 	u64 host_idt_base;		/* captured once at setup (commit 2342080cd675) */
 	bool cpu_has_load_efer;
 	struct pk_vmcs_region *current_vmcs[PK_MAX_CPUS];	/* per-CPU current VMCS */
@@ -76,6 +91,11 @@ static inline struct vcpu_vmx *to_vmx(struct kvm_vcpu *vcpu)
 static inline struct vmx_global *vmx_global(void)
 {
 	return this_machine()->vendor_global;
+}
+
+static inline const struct vmx_params *vmx_param(void)
+{
+	return &vmx_global()->params;
 }
 
 /* VMREAD/VMWRITE wrappers (kernel: vmcs_readl/vmcs_writel); a VMfail is a host bug. */

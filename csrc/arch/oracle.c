@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The oracle: what the host must see at each observation point, derived from the host
+ * kernel model alone (task bases, per-cpu bases, the host's MSR values), never from KVM.
+ */
+#include "pykvm/host.h"
+
+void pk_oracle_violation(struct pk_machine *m, u32 obs, u32 cpu, u32 reg, u64 exp, u64 act)
+{
+	struct pk_oracle *o = m->oracle;
+
+	if (!o || !o->enabled)
+		return;
+	if (!o->nr_violations++) {
+		o->first.obs = obs;
+		o->first.cpu = cpu;
+		o->first.reg = reg;
+		o->first.task = m->host.current[cpu];
+		o->first.expected = exp;
+		o->first.actual = act;
+	}
+}
+
+static void expect(struct pk_machine *m, u32 obs, u32 cpu, u32 reg, u64 exp, u64 act)
+{
+	if (exp != act)
+		pk_oracle_violation(m, obs, cpu, reg, exp, act);
+}
+
+void pk_percpu_read(struct pk_cpu *cpu)
+{
+	if (cpu->mode == PK_MODE_HOST && !cpu->m->host.in_user[cpu->id])
+		pk_observe_percpu(cpu, PK_OBS_PERCPU);
+}
+
+/* The MSRs whose host value is the same in kernel and user mode. */
+static void expect_host_msrs(struct pk_cpu *cpu, u32 obs)
+{
+	struct pk_machine *m = cpu->m;
+	struct pk_host *h = &m->host;
+	u32 id = cpu->id;
+
+	expect(m, obs, id, MSR_STAR, h->star, cpu->msr[PK_MSR_STAR]);
+	expect(m, obs, id, MSR_LSTAR, h->lstar, cpu->msr[PK_MSR_LSTAR]);
+	expect(m, obs, id, MSR_CSTAR, h->cstar, cpu->msr[PK_MSR_CSTAR]);
+	expect(m, obs, id, MSR_SYSCALL_MASK, h->syscall_mask, cpu->msr[PK_MSR_SYSCALL_MASK]);
+	if (m->model.has_rdtscp || m->model.has_rdpid)
+		expect(m, obs, id, MSR_TSC_AUX, id, cpu->msr[PK_MSR_TSC_AUX]);
+	if (m->model.has_rtm)
+		expect(m, obs, id, MSR_IA32_TSX_CTRL, 0, cpu->msr[PK_MSR_TSX_CTRL]);
+	/* EFER.SVME is the host's own while SVM is enabled. */
+	expect(m, obs, id, MSR_EFER, h->efer, cpu->msr[PK_MSR_EFER] & ~(u64)EFER_SVME);
+}
+
+/* A host task is in user mode on `cpu`: everything must be the task's or the host's. */
+void pk_observe_user(struct pk_cpu *cpu)
+{
+	struct pk_machine *m = cpu->m;
+	struct pk_host *h = &m->host;
+	struct pk_task *t = &h->tasks[h->current[cpu->id]];
+	u32 id = cpu->id;
+
+	if (!m->oracle)
+		return;
+	expect_host_msrs(cpu, PK_OBS_USER);
+	expect(m, PK_OBS_USER, id, MSR_FS_BASE, t->fsbase, cpu->seg[VCPU_SREG_FS].base);
+	expect(m, PK_OBS_USER, id, MSR_GS_BASE, t->gsbase, cpu->seg[VCPU_SREG_GS].base);
+	expect(m, PK_OBS_USER, id, MSR_KERNEL_GS_BASE, h->per_cpu_offset[id],
+	       cpu->msr[PK_MSR_KERNEL_GS_BASE]);
+	expect(m, PK_OBS_USER, id, MSR_IA32_SPEC_CTRL, h->spec_ctrl, cpu->msr[PK_MSR_SPEC_CTRL]);
+	expect(m, PK_OBS_USER, id, MSR_IA32_SYSENTER_EIP, h->sysenter_eip,
+	       cpu->msr[PK_MSR_SYSENTER_EIP]);
+	expect(m, PK_OBS_USER, id, MSR_IA32_SYSENTER_ESP, h->entry_stack[id],
+	       cpu->msr[PK_MSR_SYSENTER_ESP]);
+	expect(m, PK_OBS_USER, id, PK_REG_GDTR_BASE, h->gdt_base[id], cpu->gdtr.base);
+	expect(m, PK_OBS_USER, id, PK_REG_GDTR_LIMIT, 0x7f, cpu->gdtr.limit);
+	expect(m, PK_OBS_USER, id, PK_REG_TR_BASE, h->tss_base[id], cpu->seg[VCPU_SREG_TR].base);
+	expect(m, PK_OBS_USER, id, PK_REG_FS_SEL, t->fsindex, cpu->seg[VCPU_SREG_FS].selector);
+	expect(m, PK_OBS_USER, id, PK_REG_GS_SEL, t->gsindex, cpu->seg[VCPU_SREG_GS].selector);
+	expect(m, PK_OBS_USER, id, PK_REG_CR3, t->cr3, cpu->cr3);
+}
+
+/* The first RET after a VM-exit: it must run with the host's SPEC_CTRL. */
+void pk_observe_ret(struct pk_cpu *cpu)
+{
+	struct pk_machine *m = cpu->m;
+
+	if (!m->oracle)
+		return;
+	expect(m, PK_OBS_RET, cpu->id, MSR_IA32_SPEC_CTRL, m->host.spec_ctrl,
+	       cpu->msr[PK_MSR_SPEC_CTRL]);
+	if (m->host.params.ret_uses_percpu)
+		pk_observe_percpu(cpu, PK_OBS_RET);
+}
+
+/* Virtualization is off on `cpu`: no guest value may stay in the MSRs KVM switched. */
+void pk_observe_virt_off(struct pk_cpu *cpu, bool svm)
+{
+	if (!cpu->m->oracle)
+		return;
+	expect_host_msrs(cpu, PK_OBS_VIRT_OFF);
+	(void)svm;
+}
+
+_Static_assert(sizeof(struct pk_oracle) <= sizeof(struct pk_oracle_state), "oracle storage");
+
+/* Turn the oracle on for this machine (it is part of the machine's state). */
+void pk_oracle_enable(struct pk_machine *m, bool on)
+{
+	m->oracle = (struct pk_oracle *)&m->oracle_storage;
+	m->oracle->enabled = on;
+	if (!on)
+		m->oracle = NULL;
+}
+
+int pk_oracle_result(struct pk_machine *m, struct pk_violation *first, u64 *count)
+{
+	struct pk_oracle *o = (struct pk_oracle *)&m->oracle_storage;
+
+	*count = o->nr_violations;
+	*first = o->first;
+	return 0;
+}
+
+void pk_oracle_reset(struct pk_machine *m)
+{
+	struct pk_oracle *o = (struct pk_oracle *)&m->oracle_storage;
+
+	o->nr_violations = 0;
+	memset(&o->first, 0, sizeof(o->first));
+}

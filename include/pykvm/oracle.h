@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The oracle (MACHINE.md section 5): at each observation point it knows what the host
+ * must see, independently of the vendor code, and records the first violation: which
+ * register, where, expected and actual.
+ */
+#ifndef _PYKVM_ORACLE_H
+#define _PYKVM_ORACLE_H
+
+#include "pykvm/machine.h"
+
+enum pk_obs {
+	PK_OBS_USER,		/* a host task in user mode */
+	PK_OBS_PERCPU,		/* kernel code reading per-cpu data through GS */
+	PK_OBS_NMI,		/* an NMI handler's per-cpu access */
+	PK_OBS_RET,		/* the first RET after a VM-exit */
+	PK_OBS_VIRT_OFF,	/* a CPU right after virtualization was disabled */
+	PK_OBS_GUEST,		/* the guest read something it did not write */
+	PK_OBS_GET_MSRS,	/* KVM_GET_MSRS returned something the guest did not write */
+	PK_NR_OBS
+};
+
+/* Pseudo register numbers for what is not an MSR. */
+#define PK_REG_GDTR_BASE	0x10000001
+#define PK_REG_GDTR_LIMIT	0x10000002
+#define PK_REG_TR_BASE		0x10000003
+#define PK_REG_FS_SEL		0x10000004
+#define PK_REG_GS_SEL		0x10000005
+#define PK_REG_CR3		0x10000006
+
+struct pk_violation {
+	u32 obs;		/* enum pk_obs */
+	u32 cpu;
+	u32 reg;		/* MSR index or PK_REG_* */
+	u32 task;
+	u64 expected;
+	u64 actual;
+};
+
+struct pk_oracle {
+	u64 nr_violations;
+	struct pk_violation first;
+	bool enabled;
+};
+
+void pk_oracle_enable(struct pk_machine *m, bool on);
+int pk_oracle_result(struct pk_machine *m, struct pk_violation *first, u64 *count);
+void pk_oracle_reset(struct pk_machine *m);
+void pk_oracle_violation(struct pk_machine *m, u32 obs, u32 cpu, u32 reg, u64 exp, u64 act);
+void pk_observe_user(struct pk_cpu *cpu);
+void pk_observe_ret(struct pk_cpu *cpu);
+void pk_observe_virt_off(struct pk_cpu *cpu, bool svm);
+
+/* Kernel code reading per-cpu data: GS_BASE must be this CPU's per-cpu base. */
+static inline void pk_observe_percpu(struct pk_cpu *cpu, u32 obs)
+{
+	struct pk_machine *m = cpu->m;
+
+	if (unlikely(m->oracle && cpu->seg[VCPU_SREG_GS].base != m->host.per_cpu_offset[cpu->id]))
+		pk_oracle_violation(m, obs, cpu->id, MSR_GS_BASE, m->host.per_cpu_offset[cpu->id],
+				    cpu->seg[VCPU_SREG_GS].base);
+}
+
+#endif

@@ -1,0 +1,42 @@
+"""What the oracle (csrc/arch/oracle.c) reports: the first violation at an observation
+point, named by register, place, expected and actual value, and whose value leaked."""
+from dataclasses import dataclass
+
+OBS = ("host user mode", "per-cpu access", "NMI handler", "first RET after VM-exit",
+       "virtualization disabled", "guest read", "KVM_GET_MSRS")
+
+REG_NAMES = {
+    0xC0000080: "EFER", 0xC0000081: "STAR", 0xC0000082: "LSTAR", 0xC0000083: "CSTAR",
+    0xC0000084: "SYSCALL_MASK", 0xC0000100: "FS_BASE", 0xC0000101: "GS_BASE",
+    0xC0000102: "KERNEL_GS_BASE", 0xC0000103: "TSC_AUX", 0x48: "SPEC_CTRL",
+    0x122: "TSX_CTRL", 0x174: "SYSENTER_CS", 0x175: "SYSENTER_ESP", 0x176: "SYSENTER_EIP",
+    0x10000001: "GDTR.base", 0x10000002: "GDTR.limit", 0x10000003: "TR.base",
+    0x10000004: "FS selector", 0x10000005: "GS selector", 0x10000006: "CR3",
+}
+
+
+def reg_name(reg):
+    return REG_NAMES.get(reg, f"MSR {reg:#x}")
+
+
+@dataclass(frozen=True)
+class Violation:
+    obs: str
+    cpu: int
+    reg: str
+    expected: int
+    actual: int
+    task: int
+    count: int
+    owner: str = ""
+
+    @classmethod
+    def from_c(cls, v, count, machine=None):
+        return cls(OBS[v.obs] if v.obs < len(OBS) else str(v.obs), v.cpu, reg_name(v.reg),
+                   v.expected, v.actual, v.task, count)
+
+    def __str__(self):
+        return (f"{self.reg} on CPU {self.cpu} at {self.obs} (task {self.task}): expected "
+                f"{self.expected:#x}, found {self.actual:#x}"
+                + (f" ({self.owner})" if self.owner else "")
+                + (f"; {self.count} violations in all" if self.count > 1 else ""))
