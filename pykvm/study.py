@@ -1,0 +1,767 @@
+"""`pykvm study`: what each switching strategy costs, on which path, per event.
+
+Runs vendors x presets x workloads on the simulated machine, prices every operation
+with a cost profile (pykvm.profiles), and reports for each row the cycles per event of
+the workload (per fast-path exit, per userspace round trip, per preemption, ...), the
+RDMSR/WRMSR/VMREAD/VMWRITE/VMLOAD/VMSAVE counts per path, and which of the row's cycles
+rest on estimates::
+
+    from pykvm import study
+    rows = study.run_study(vendors=["svm"], presets=["upstream", "v5.10"],
+                           workloads=["pio", "fastpath"])
+    r = rows[0]
+    r.cyc_per_userspace_round_trip        # cycles, GUEST path left out
+    r.path_ops["PREPARE_SWITCH"]["VMSAVE"]  # operations per event on that path
+    study.write_outputs(rows, "study-out")  # study.csv, study.json, study.png
+
+How a row is measured: a fresh machine with the variant's vendor, preset and parameters
+and the profile's prices; the workload starts and warms up; then the costs of run(2n)
+minus those of run(n), divided by the events that difference contains (exact in the
+steady state: the simulation is deterministic). For "extra" workloads (overcommit,
+migrate) the same difference measured without the host behaviour is subtracted, so the
+row is what one preemption or one migration adds. The GUEST path (the guest's own
+instructions) is never part of a figure.
+
+A variant is written vendor:preset[:name=value,...], e.g. "svm:v5.10" or
+"vmx:upstream:user_return_msrs=0"; the name cpu_model=... picks the CPU model.
+
+Verdicts come from the checker, passed in as `verdict_fn(row) -> str`; without one the
+column reads "not checked".
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+from . import profiles as P
+from . import workloads as W
+from .errors import InvalidConfiguration
+
+__all__ = ["Variant", "Row", "CompareRow", "run_study", "compare", "write_outputs",
+           "write_compare", "plan", "add_parser", "REPORTED_OPS", "METRICS", "NOT_CHECKED"]
+
+REPORTED_OPS = ("RDMSR", "WRMSR", "VMREAD", "VMWRITE", "VMLOAD", "VMSAVE")
+# The primary event of a workload -> the row attribute holding cycles per that event.
+METRICS = {
+    "fastpath_exits": "cyc_per_fastpath_exit",
+    "userspace_exits": "cyc_per_userspace_round_trip",
+    "preemptions": "cyc_per_preemption",
+    "kernel_exits": "cyc_per_kernel_exit",
+    "migrations": "cyc_per_migration",
+    "guest_switches": "cyc_per_guest_switch",
+}
+NOT_CHECKED = "not checked"
+DEFAULT_OUT = "study-out"
+_CPUS = 2
+
+
+def _paths():
+    from ._lib import PATHS
+    return [p for p in PATHS if p != "GUEST"]
+
+
+# ---- variants -----------------------------------------------------------------------
+
+def _value(text):
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on", "y"):
+        return True
+    if low in ("0", "false", "no", "off", "n"):
+        return False
+    return text.strip()
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What runs: a vendor module, one of its presets (None: its first), parameters on
+    top, and optionally a CPU model (None: the profile's, else the vendor's first)."""
+    vendor: str
+    preset: str | None = None
+    params: tuple = ()                # sorted (name, value) pairs
+    cpu_model: str | None = None
+
+    @classmethod
+    def parse(cls, spec):
+        """"vendor:preset[:name=value,...]"; cpu_model=NAME is the CPU model."""
+        parts = spec.split(":", 2)
+        if not parts[0]:
+            raise InvalidConfiguration(f"variant {spec!r}: say vendor:preset[:name=value,...]")
+        preset = parts[1] if len(parts) > 1 and parts[1] not in ("", "-") else None
+        params, cpu_model = {}, None
+        if len(parts) > 2 and parts[2]:
+            for item in parts[2].split(","):
+                if "=" not in item:
+                    raise InvalidConfiguration(f"variant {spec!r}: {item!r} is not name=value")
+                k, v = item.split("=", 1)
+                if k.strip() == "cpu_model":
+                    cpu_model = v.strip()
+                else:
+                    params[k.strip()] = _value(v)
+        return cls(parts[0], preset, tuple(sorted(params.items())), cpu_model)
+
+    @property
+    def label(self):
+        s = f"{self.vendor}:{self.preset or '-'}"
+        extra = [f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in self.params]
+        if self.cpu_model:
+            extra.append(f"cpu_model={self.cpu_model}")
+        return s + (":" + ",".join(extra) if extra else "")
+
+    def machine(self, profile=None):
+        """A fresh Machine for this variant, priced with `profile` (a Profile)."""
+        import pykvm
+        kw = {}
+        if self.preset is not None:
+            kw["preset"] = self.preset
+        if self.params:
+            kw["params"] = dict(self.params)
+        cpu_model = self.cpu_model or (profile.cpu_model if profile else None)
+        vendor = pykvm.vendor.get_vendor(self.vendor)
+        if cpu_model is not None and cpu_model not in vendor.cpu_models:
+            raise InvalidConfiguration(
+                f"{self.label}: {self.vendor} has no CPU model {cpu_model!r}; it has "
+                f"{', '.join(vendor.cpu_models)}")
+        return pykvm.Machine(cpus=_CPUS, vendor=self.vendor, cpu_model=cpu_model,
+                             profile=profile.costs if profile else None, **kw)
+
+
+def _presets(vendor):
+    from .vendor import get_vendor
+    return list(getattr(get_vendor(vendor), "presets", {}) or {}) or [None]
+
+
+def _profile_for(vendor, profile):
+    from .vendor import get_vendor
+    if isinstance(profile, dict):
+        profile = profile.get(vendor)
+    p = P.load_profile(profile if profile is not None else P.default_profile(vendor))
+    want = get_vendor(vendor).cpu_vendor
+    if p.vendor != want:
+        raise InvalidConfiguration(f"profile {p.name} prices an {p.vendor} CPU; vendor "
+                                   f"{vendor} runs on {want}")
+    return p
+
+
+# ---- rows ---------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    """One variant x workload. Per-event figures are per `event` (the workload's primary
+    event); `events` counts what happened in the n measured iterations (for "extra"
+    workloads, in the iterations with the host behaviour; the baseline without it is
+    subtracted from the costs, not listed)."""
+    variant: str
+    vendor: str
+    preset: str | None
+    params: dict
+    cpu_model: str
+    profile: str
+    workload: str
+    event: str
+    method: str
+    iterations: int
+    events: dict = field(default_factory=dict)
+    cycles: float = 0.0                       # switch cycles per event (all but GUEST)
+    path_cycles: dict = field(default_factory=dict)   # path -> cycles per event
+    path_ops: dict = field(default_factory=dict)      # path -> {op: per event}
+    path_msrs: dict = field(default_factory=dict)     # path -> {"WRMSR STAR": per event}
+    estimates: list = field(default_factory=list)     # entries the cycles rest on
+    estimate_share: float = 0.0               # share of `cycles` priced by those
+    unpriced: list = field(default_factory=list)      # operations with no figure
+    skipped: str = ""                         # why the row did not run
+    verdict: str = NOT_CHECKED
+
+    def metric(self, event):
+        """Cycles per `event` if that is this row's event, else None."""
+        return self.cycles if self.event == event and not self.skipped else None
+
+    @property
+    def cyc_per_fastpath_exit(self):
+        return self.metric("fastpath_exits")
+
+    @property
+    def cyc_per_userspace_round_trip(self):
+        return self.metric("userspace_exits")
+
+    @property
+    def cyc_per_preemption(self):
+        return self.metric("preemptions")
+
+    @property
+    def cyc_per_kernel_exit(self):
+        return self.metric("kernel_exits")
+
+    @property
+    def cyc_per_migration(self):
+        return self.metric("migrations")
+
+    @property
+    def cyc_per_guest_switch(self):
+        return self.metric("guest_switches")
+
+    def ops(self, op):
+        """{path: count per event} of one operation, non-zero paths only."""
+        return {p: d[op] for p, d in self.path_ops.items() if d.get(op)}
+
+    def total(self, op):
+        return sum(self.ops(op).values())
+
+    def flat(self):
+        """One CSV line: scalars, per-metric cycles, per-path cycles and counts."""
+        out = {"variant": self.variant, "vendor": self.vendor, "preset": self.preset or "",
+               "params": ",".join(f"{k}={int(v) if isinstance(v, bool) else v}"
+                                  for k, v in sorted(self.params.items())),
+               "cpu_model": self.cpu_model, "profile": self.profile,
+               "workload": self.workload, "event": self.event, "iterations": self.iterations}
+        for ev in W.EVENTS:
+            out[f"events.{ev}"] = self.events.get(ev, 0)
+        for attr in METRICS.values():
+            v = getattr(self, attr)
+            out[attr] = "" if v is None else _num(v)
+        out["cycles"] = "" if self.skipped else _num(self.cycles)
+        for p in _paths():
+            out[f"cycles.{p}"] = _num(self.path_cycles.get(p, 0))
+        for op in REPORTED_OPS:
+            out[f"{op}.total"] = _num(self.total(op))
+            for p in _paths():
+                out[f"{op}.{p}"] = _num(self.path_ops.get(p, {}).get(op, 0))
+        out["estimate_share"] = round(self.estimate_share, 4)
+        out["estimates"] = " ".join(self.estimates)
+        out["unpriced"] = " ".join(self.unpriced)
+        out["skipped"] = self.skipped
+        out["verdict"] = self.verdict
+        return out
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def _num(x):
+    """An int when the value is whole (exact per-event counts), else rounded."""
+    if isinstance(x, float) and x.is_integer():
+        return int(x)
+    return round(x, 3) if isinstance(x, float) else x
+
+
+def csv_columns():
+    """The CSV header, in order."""
+    cols = ["variant", "vendor", "preset", "params", "cpu_model", "profile", "workload",
+            "event", "iterations"]
+    cols += [f"events.{ev}" for ev in W.EVENTS]
+    cols += list(METRICS.values()) + ["cycles"]
+    cols += [f"cycles.{p}" for p in _paths()]
+    for op in REPORTED_OPS:
+        cols += [f"{op}.total"] + [f"{op}.{p}" for p in _paths()]
+    cols += ["estimate_share", "estimates", "unpriced", "skipped", "verdict"]
+    return cols
+
+
+# ---- measuring one row --------------------------------------------------------------
+
+def _phase(m, s, n, extra):
+    m.reset_costs()
+    ev = s.run(n, extra=extra)
+    return ev, m.costs()
+
+
+def _diff_costs(a, b, sign=1):
+    """a - sign*b over {path: {"ops", "cycles", "msrs"}}."""
+    out = {}
+    for p in set(a) | set(b):
+        pa, pb = a.get(p, {}), b.get(p, {})
+        d = {"cycles": pa.get("cycles", 0) - sign * pb.get("cycles", 0)}
+        for k in ("ops", "msrs"):
+            ka, kb = pa.get(k, {}), pb.get(k, {})
+            d[k] = {x: ka.get(x, 0) - sign * kb.get(x, 0) for x in set(ka) | set(kb)}
+        out[p] = d
+    return out
+
+
+def _diff_events(a, b):
+    return {k: a.get(k, 0) - b.get(k, 0) for k in set(a) | set(b)}
+
+
+def _scale(m, s, n, extra):
+    """Costs and events of n iterations, per-call overhead cancelled: run(2n) - run(n)."""
+    e1, c1 = _phase(m, s, n, extra)
+    e2, c2 = _phase(m, s, 2 * n, extra)
+    return _diff_events(e2, e1), _diff_costs(c2, c1)
+
+
+def measure(variant, workload, profile=None, iterations=None, warmup=2):
+    """One Row: `variant` (Variant or spec string) running `workload` (name)."""
+    if isinstance(variant, str):
+        variant = Variant.parse(variant)
+    w = W.get(workload)
+    prof = _profile_for(variant.vendor, profile)
+    m = variant.machine(prof)
+    n = iterations or w.default_n
+    row = Row(variant=variant.label, vendor=variant.vendor,
+              preset=getattr(m, "preset", variant.preset), params=dict(variant.params),
+              cpu_model=m.cpu_model_name, profile=prof.name, workload=w.name,
+              event=w.primary, method=w.method, iterations=n)
+    ok, why = w.available(m)
+    if not ok:
+        row.skipped = why
+        return row
+    s = w.start(m, warmup=warmup)
+    events, costs = _scale(m, s, n, extra=True)
+    count = events.get(w.primary, 0)
+    if w.method == "extra":
+        s.run(warmup, extra=False)
+        base_events, base_costs = _scale(m, s, n, extra=False)
+        costs = _diff_costs(costs, base_costs)
+        count -= base_events.get(w.primary, 0)
+    if count <= 0:
+        raise InvalidConfiguration(f"{variant.label} {w.name}: the measurement holds no "
+                                   f"{w.primary} ({events})")
+    row.events = {k: events.get(k, 0) for k in W.EVENTS}
+    _fill(row, costs, count, prof)
+    return row
+
+
+def _fill(row, costs, count, prof):
+    total = 0
+    attributed = {}
+    for p in _paths():
+        c = costs.get(p)
+        if not c:
+            continue
+        ops = {k: v / count for k, v in c["ops"].items() if v}
+        msrs = {k: v / count for k, v in c["msrs"].items() if v}
+        if ops:
+            row.path_ops[p] = ops
+        if msrs:
+            row.path_msrs[p] = msrs
+        if c["cycles"]:
+            row.path_cycles[p] = c["cycles"] / count
+        total += c["cycles"]
+        for k, v in prof.attribute(c).items():
+            attributed[k] = attributed.get(k, 0) + v
+    if sum(attributed.values()) != total:
+        raise InvalidConfiguration(
+            f"{row.variant} {row.workload}: profile {prof.name} accounts for "
+            f"{sum(attributed.values())} cycles, the machine charged {total}")
+    row.cycles = total / count
+    est = sorted(k for k in attributed if prof.rests_on_estimate(k)
+                 and _used(k, costs))
+    row.estimates = est
+    row.estimate_share = (sum(abs(attributed[k]) for k in est) /
+                          sum(abs(v) for v in attributed.values())) if attributed and any(
+        attributed.values()) else 0.0
+    row.unpriced = sorted(k.split(".", 1)[1] for k in attributed if k.startswith("unpriced."))
+
+
+def _used(key, costs):
+    """Whether the operation behind entry `key` occurred in the measured difference."""
+    table, name = key.split(".", 1)
+    for c in costs.values():
+        if table == "op" and c["ops"].get(name):
+            return True
+        if table in ("rdmsr", "wrmsr") and c["msrs"].get(f"{table.upper()} {name}"):
+            return True
+    return False
+
+
+# ---- the study ----------------------------------------------------------------------
+
+def plan(vendors=None, presets=None, workloads=None, variants=None):
+    """[(Variant, workload name)] the study will run, in order."""
+    wl = list(workloads or W.names())
+    for name in wl:
+        W.get(name)
+    if variants:
+        vs = [v if isinstance(v, Variant) else Variant.parse(v) for v in variants]
+    else:
+        vs = []
+        for vendor in vendors or ("vmx", "svm"):
+            have = _presets(vendor)
+            chosen = [p for p in (presets or have) if p in have]
+            if presets and not chosen:
+                raise InvalidConfiguration(f"{vendor} has none of the presets "
+                                           f"{', '.join(presets)}; it has "
+                                           f"{', '.join(str(p) for p in have)}")
+            vs += [Variant(vendor, p) for p in chosen]
+    return [(v, w) for v in vs for w in wl]
+
+
+def _task(args):
+    variant, workload, profile, iterations = args
+    return measure(variant, workload, profile, iterations)
+
+
+def run_study(vendors=None, presets=None, workloads=None, profile=None, progress=None,
+              iterations=None, jobs=1, verdict_fn=None, variants=None):
+    """Rows for vendors x presets x workloads (default: vmx and svm, every preset of
+    each, every workload, each vendor's default profile), or for explicit `variants`.
+
+    profile: a name, path or Profile for every vendor, or {vendor: profile}.
+    progress: called as progress(done, total, row) after each row.
+    jobs: worker processes (rows are independent).
+    verdict_fn: row -> str, the checker's verdict; None leaves "not checked"."""
+    tasks = plan(vendors, presets, workloads, variants)
+    profs = {}
+    for v, _ in tasks:
+        if v.vendor not in profs:
+            profs[v.vendor] = _profile_for(v.vendor, profile)
+    args = [(v, w, profs[v.vendor], iterations) for v, w in tasks]
+    rows = [None] * len(args)
+    done = 0
+
+    def finish(i, row):
+        nonlocal done
+        if verdict_fn is not None and not row.skipped:
+            row.verdict = str(verdict_fn(row))
+        rows[i] = row
+        done += 1
+        if progress:
+            progress(done, len(args), row)
+
+    if jobs and jobs > 1 and len(args) > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as ex:
+            futures = [ex.submit(_task, a) for a in args]
+            for i, f in enumerate(futures):
+                finish(i, f.result())
+    else:
+        for i, a in enumerate(args):
+            finish(i, _task(a))
+    return rows
+
+
+# ---- comparing two variants ---------------------------------------------------------
+
+@dataclass
+class CompareRow:
+    """One workload under variants A and B: cycles per event and operation counts per
+    path, with B - A."""
+    workload: str
+    event: str
+    a: Row
+    b: Row
+
+    @property
+    def delta(self):
+        if self.a.skipped or self.b.skipped:
+            return None
+        return self.b.cycles - self.a.cycles
+
+    @property
+    def delta_pct(self):
+        d = self.delta
+        return None if d is None or not self.a.cycles else 100.0 * d / self.a.cycles
+
+    def op_deltas(self):
+        """{op: {path: B - A}} for the reported operations, non-zero only."""
+        out = {}
+        for op in REPORTED_OPS:
+            pa, pb = self.a.ops(op), self.b.ops(op)
+            d = {p: pb.get(p, 0) - pa.get(p, 0) for p in set(pa) | set(pb)}
+            d = {p: v for p, v in d.items() if v}
+            if d:
+                out[op] = d
+        return out
+
+    def flat(self):
+        out = {"workload": self.workload, "event": self.event,
+               "a": self.a.variant, "b": self.b.variant,
+               "a.cycles": "" if self.a.skipped else _num(self.a.cycles),
+               "b.cycles": "" if self.b.skipped else _num(self.b.cycles),
+               "delta": "" if self.delta is None else _num(self.delta),
+               "delta_pct": "" if self.delta_pct is None else round(self.delta_pct, 2)}
+        for op in REPORTED_OPS:
+            for p in _paths():
+                a = self.a.path_ops.get(p, {}).get(op, 0)
+                b = self.b.path_ops.get(p, {}).get(op, 0)
+                out[f"{op}.{p}.a"] = _num(a)
+                out[f"{op}.{p}.b"] = _num(b)
+                out[f"{op}.{p}.delta"] = _num(b - a)
+        out["a.verdict"], out["b.verdict"] = self.a.verdict, self.b.verdict
+        return out
+
+
+def compare(a, b, workloads=None, profile=None, progress=None, iterations=None, jobs=1,
+            verdict_fn=None):
+    """[CompareRow] for variants `a` and `b` (Variant or "vendor:preset[:k=v,...]")."""
+    va = a if isinstance(a, Variant) else Variant.parse(a)
+    vb = b if isinstance(b, Variant) else Variant.parse(b)
+    rows = run_study(workloads=workloads, profile=profile, progress=progress,
+                     iterations=iterations, jobs=jobs, verdict_fn=verdict_fn,
+                     variants=[va, vb])
+    by = {(r.variant, r.workload): r for r in rows}
+    return [CompareRow(w, by[(va.label, w)].event, by[(va.label, w)], by[(vb.label, w)])
+            for w in (workloads or W.names())]
+
+
+# ---- outputs ------------------------------------------------------------------------
+
+def _profiles_meta(rows):
+    out = {}
+    for r in rows:
+        if r.profile in out:
+            continue
+        p = P.load_profile(r.profile)
+        out[r.profile] = {
+            "path": p.path, "vendor": p.vendor, "cpu": p.cpu,
+            "figures": {k: {"cycles": e.cycles, "grade": e.grade, "source": e.source,
+                            "rests_on_estimate": p.rests_on_estimate(k)}
+                        for k, e in p.entries.items()}}
+    return out
+
+
+def write_outputs(rows, out_dir=DEFAULT_OUT, png=True):
+    """study.csv, study.json and (png=True) study.png in `out_dir`; returns their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"csv": os.path.join(out_dir, "study.csv"),
+             "json": os.path.join(out_dir, "study.json")}
+    with open(paths["csv"], "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=csv_columns())
+        wr.writeheader()
+        for r in rows:
+            wr.writerow(r.flat())
+    with open(paths["json"], "w") as f:
+        json.dump({"columns": csv_columns(), "metrics": METRICS,
+                   "profiles": _profiles_meta(rows), "rows": [r.to_dict() for r in rows]},
+                  f, indent=1)
+    if png:
+        paths["png"] = os.path.join(out_dir, "study.png")
+        chart(rows, paths["png"])
+    return paths
+
+
+def write_compare(crows, out_dir=DEFAULT_OUT, png=True):
+    """compare.csv, compare.json and (png=True) compare.png in `out_dir`."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"csv": os.path.join(out_dir, "compare.csv"),
+             "json": os.path.join(out_dir, "compare.json")}
+    flats = [c.flat() for c in crows]
+    cols = list(flats[0]) if flats else []
+    with open(paths["csv"], "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=cols)
+        wr.writeheader()
+        wr.writerows(flats)
+    with open(paths["json"], "w") as f:
+        json.dump({"a": crows[0].a.variant if crows else None,
+                   "b": crows[0].b.variant if crows else None,
+                   "rows": [dict(c.flat(), op_deltas=c.op_deltas(), a_row=c.a.to_dict(),
+                                 b_row=c.b.to_dict()) for c in crows]}, f, indent=1)
+    if png:
+        paths["png"] = os.path.join(out_dir, "compare.png")
+        chart([r for c in crows for r in (c.a, c.b)], paths["png"])
+    return paths
+
+
+def chart(rows, path):
+    """Stacked bars of cycles per event by path: one panel per workload, one bar per
+    variant."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if not r.skipped]
+    wls = list(dict.fromkeys(r.workload for r in rows))
+    paths = [p for p in _paths() if any(r.path_cycles.get(p) for r in rows)]
+    ncol = min(3, max(1, len(wls)))
+    nrow = max(1, -(-len(wls) // ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 3.6 * nrow), squeeze=False)
+    colors = plt.get_cmap("tab10")
+    for ax, wl in zip(axes.flat, wls):
+        rs = [r for r in rows if r.workload == wl]
+        xs = range(len(rs))
+        bottom_pos = [0.0] * len(rs)
+        bottom_neg = [0.0] * len(rs)
+        for i, p in enumerate(paths):
+            vals = [r.path_cycles.get(p, 0) for r in rs]
+            base = [bp if v >= 0 else bn for v, bp, bn in zip(vals, bottom_pos, bottom_neg)]
+            ax.bar(xs, vals, bottom=base, color=colors(i % 10), label=p, width=0.7)
+            bottom_pos = [b + max(v, 0) for b, v in zip(bottom_pos, vals)]
+            bottom_neg = [b + min(v, 0) for b, v in zip(bottom_neg, vals)]
+        ax.set_title(f"{wl}: cycles per {_METRIC_HEAD[rs[0].event]}", fontsize=9)
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels([r.variant for r in rs], rotation=30, ha="right", fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.axhline(0, color="black", linewidth=0.5)
+    for ax in list(axes.flat)[len(wls):]:
+        ax.axis("off")
+    handles, labels = [], []
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8)
+    fig.suptitle("pykvm study: switch cycles per event, by path (GUEST excluded)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---- terminal -----------------------------------------------------------------------
+
+_PATH_ABBR = {"OTHER": "O", "HARDWARE": "H", "VCPU_LOAD": "L", "PREPARE_SWITCH": "P",
+              "VCPU_RUN": "R", "FASTPATH": "F", "HANDLE_EXIT": "X", "VCPU_PUT": "T",
+              "USER_RETURN": "U", "IOCTL": "I"}
+_METRIC_HEAD = {"fastpath_exits": "fast-path exit", "userspace_exits": "userspace RT",
+                "preemptions": "preemption", "kernel_exits": "in-kernel exit",
+                "migrations": "migration", "guest_switches": "guest switch"}
+
+
+def _fmt(x):
+    if x is None:
+        return ""
+    x = _num(x)
+    return f"{x:,}" if isinstance(x, int) else f"{x:,.2f}"
+
+
+def _by_path(row, op):
+    d = row.ops(op)
+    if not d:
+        return ""
+    return " ".join(f"{_PATH_ABBR.get(p, p)}{_fmt(v)}" for p, v in d.items())
+
+
+def table(rows, title="pykvm study"):
+    """A rich Table of the rows: cycles per the workload's event, then operations per
+    event by path (only operations that occur)."""
+    from rich.table import Table
+    ops = [op for op in REPORTED_OPS if any(r.ops(op) for r in rows)]
+    t = Table(title=title, caption="operations per event by path: " + ", ".join(
+        f"{a}={p}" for p, a in _PATH_ABBR.items()) + ". est: share of the cycles priced "
+        "by figures that rest on estimates.")
+    t.add_column("variant")
+    t.add_column("workload")
+    t.add_column("cycles", justify="right")
+    t.add_column("per")
+    for op in ops:
+        t.add_column(op)
+    t.add_column("est", justify="right")
+    t.add_column("verdict")
+    last = None
+    for r in rows:
+        if last is not None and r.variant != last:
+            t.add_section()
+        last = r.variant
+        if r.skipped:
+            t.add_row(r.variant, r.workload, "", "", *[""] * len(ops), "",
+                      f"[yellow]skipped: {r.skipped}")
+            continue
+        t.add_row(r.variant, r.workload, _fmt(r.cycles), _METRIC_HEAD[r.event],
+                  *[_by_path(r, op) for op in ops], f"{100 * r.estimate_share:.0f}%",
+                  r.verdict)
+    return t
+
+
+def compare_table(crows):
+    from rich.table import Table
+    a = crows[0].a.variant if crows else "A"
+    b = crows[0].b.variant if crows else "B"
+    t = Table(title=f"{a} (A) vs {b} (B): cycles per event and operations per path")
+    for col, just in (("workload", "left"), ("per", "left"), ("A", "right"),
+                      ("B", "right"), ("B - A", "right"), ("%", "right"),
+                      ("operations B - A", "left")):
+        t.add_column(col, justify=just)
+    for c in crows:
+        ops = "; ".join(f"{op} " + " ".join(f"{_PATH_ABBR.get(p, p)}{_fmt(v):>}"
+                                             if v < 0 else f"{_PATH_ABBR.get(p, p)}+{_fmt(v)}"
+                                             for p, v in d.items())
+                        for op, d in c.op_deltas().items())
+        pct = c.delta_pct
+        t.add_row(c.workload, _METRIC_HEAD[c.event],
+                  "skipped" if c.a.skipped else _fmt(c.a.cycles),
+                  "skipped" if c.b.skipped else _fmt(c.b.cycles),
+                  "" if c.delta is None else (("+" if c.delta > 0 else "") + _fmt(c.delta)),
+                  "" if pct is None else f"{pct:+.1f}%", ops)
+    return t
+
+
+# ---- command line -------------------------------------------------------------------
+
+def add_parser(subparsers, verdict_fn=None):
+    """The `study` subcommand on an argparse subparsers object; `verdict_fn` (row -> str)
+    fills the verdict column."""
+    p = subparsers.add_parser(
+        "study", help="cycles per event and operations per path: vendors x presets x "
+                      "workloads", description=__doc__.split("\n\n")[0])
+    p.add_argument("--vendor", action="append", help="vmx, svm (default: both)")
+    p.add_argument("--preset", action="append",
+                   help="kernel era(s) of each vendor (default: every preset)")
+    p.add_argument("--workload", action="append",
+                   help=f"default: every workload ({', '.join(W.names())})")
+    p.add_argument("--profile", help="a built-in profile (" + ", ".join(P.list_profiles())
+                   + ") or a .toml path, for every vendor (default: each vendor's own)")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="iterations per measured phase (default: per workload)")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="worker processes (default: %(default)s)")
+    p.add_argument("--out", default=DEFAULT_OUT,
+                   help="directory for study.csv/.json/.png (default: %(default)s)")
+    p.add_argument("--no-png", action="store_true", help="skip the chart")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                   help="two variants side by side: vendor:preset[:name=value,...]")
+    p.set_defaults(func=lambda args: cmd_study(args, verdict_fn))
+    return p
+
+
+def cmd_study(args, verdict_fn=None):
+    from rich.console import Console
+    from rich.progress import Progress
+    console = Console()
+    t0 = time.monotonic()
+    with Progress(transient=True, console=console) as progress:
+        task = progress.add_task("study", total=None)
+
+        def tick(done, total, row):
+            progress.update(task, completed=done, total=total,
+                            description=f"{row.variant} {row.workload}")
+        if args.compare:
+            crows = compare(args.compare[0], args.compare[1], workloads=args.workload,
+                            profile=args.profile, progress=tick, iterations=args.iterations,
+                            jobs=args.jobs, verdict_fn=verdict_fn)
+        else:
+            rows = run_study(vendors=args.vendor, presets=args.preset,
+                             workloads=args.workload, profile=args.profile, progress=tick,
+                             iterations=args.iterations, jobs=args.jobs,
+                             verdict_fn=verdict_fn)
+    if args.compare:
+        console.print(compare_table(crows))
+        paths = write_compare(crows, args.out, png=not args.no_png)
+        rows = [r for c in crows for r in (c.a, c.b)]
+    else:
+        console.print(table(rows))
+        paths = write_outputs(rows, args.out, png=not args.no_png)
+    _print_estimates(console, rows)
+    console.print(f"wrote {', '.join(paths.values())} in {time.monotonic() - t0:.1f}s")
+    return 0
+
+
+def _print_estimates(console, rows):
+    seen = {}
+    for r in rows:
+        seen.setdefault(r.profile, set()).update(r.estimates)
+    for name, keys in seen.items():
+        if not keys:
+            continue
+        p = P.load_profile(name)
+        console.print(f"[bold]{name}[/] figures these rows use that rest on estimates "
+                      f"(reasoning in {p.path}): " + ", ".join(
+                          f"{k}={p.entries[k].cycles}" for k in sorted(keys)))
+
+
+def main(argv=None):
+    """`python -m pykvm.study` (the same as `pykvm study`)."""
+    import argparse
+    ap = argparse.ArgumentParser(prog="pykvm")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    add_parser(sub)
+    args = ap.parse_args(["study", *(argv or [])])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main(sys.argv[1:]))
