@@ -268,7 +268,7 @@ def _entry(table, name, raw, fail):
     if not isinstance(note, str):
         fail(f"[{key}]: note must be a string")
     if grade in _NEEDS_NOTE and not note.strip():
-        fail(f"[{key}]: a {grade} figure needs a note with its reasoning")
+        fail(f"[{key}]: {grade} figures need a note with their reasoning")
     basis = raw.get("basis", [])
     if not isinstance(basis, list) or not all(isinstance(b, str) for b in basis):
         fail(f"[{key}]: basis must be a list of entry keys like \"op.RDMSR\"")
