@@ -684,9 +684,18 @@ def compare_table(crows):
 def add_parser(subparsers, verdict_fn=None):
     """The `study` subcommand on an argparse subparsers object; `verdict_fn` (row -> str)
     fills the verdict column."""
+    import argparse
     p = subparsers.add_parser(
         "study", help="cycles per event and operations per path: vendors x presets x "
-                      "workloads", description=__doc__.split("\n\n")[0])
+                      "workloads", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  pykvm study                                  every vendor, preset, workload\n"
+               "  pykvm study --vendor svm --workload pio --workload fastpath\n"
+               "  pykvm study --compare svm:upstream svm:v5.10\n"
+               "  pykvm study --compare vmx:upstream vmx:upstream:user_return_msrs=0\n"
+               "  pykvm study --compare svm:upstream svm:upstream:cpu_model=zen4\n"
+               "  pykvm study --vendor vmx --profile ./my-cpu.toml")
     p.add_argument("--vendor", action="append", help="vmx, svm (default: both)")
     p.add_argument("--preset", action="append",
                    help="kernel era(s) of each vendor (default: every preset)")
@@ -755,6 +764,9 @@ def _print_estimates(console, rows):
 def main(argv=None):
     """`python -m pykvm.study` (the same as `pykvm study`)."""
     import argparse
+
+    import structlog
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
     ap = argparse.ArgumentParser(prog="pykvm")
     sub = ap.add_subparsers(dest="cmd", required=True)
     add_parser(sub)
