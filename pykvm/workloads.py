@@ -53,6 +53,7 @@ MSR_TSC_DEADLINE = 0x6E0
 SINK_PORT = 0xE1                  # OUT here: an exit to userspace the C loop answers
 MMIO_ADDR = 0x4000_0000           # outside every memory slot: an MMIO exit
 COUNT_ADDR = L.USER_DATA          # u32: batch size, written by the host before each batch
+EXITS_PER_MIGRATION = 4           # migrate: exits to userspace on each pCPU between moves
 GUEST_TSC_AUX = 7                 # getcpu() of "vCPU 7": no pCPU of a small host has it
 GUEST_SYSCALL_MASK = 0x47700      # Linux's: TF|DF|IF|IOPL|AC|NT
 GUEST_KERNEL_GS = 0xFFFF888000200000   # the guest kernel's per-cpu base (GS in kernel mode)
@@ -232,9 +233,6 @@ def _migrate(s, n, extra=True):
             s.vcpu.migrate(s.other_cpu if s.vcpu.cpu == s.home_cpu else s.home_cpu)
         _run_sink(s, EXITS_PER_MIGRATION)
     return {}
-
-
-EXITS_PER_MIGRATION = 4
 
 
 # ---- the registry -------------------------------------------------------------------
