@@ -132,6 +132,11 @@ class Bare:
     def mmio_fill(self, gpa, data):
         lib.pk_bare_mmio_fill(self.m, 0, gpa, data)
 
+    def deliver_exception(self, vector, error_code=None):
+        """Inject an exception (pk_guest_deliver_exception): False on a triple fault."""
+        return lib.pk_bare_deliver_exception(self.m, 0, vector, error_code is not None,
+                                             error_code or 0)
+
     def retired(self):
         return lib.pk_bare_retired(self.m)
 
@@ -146,3 +151,53 @@ class Bare:
               | (int(present) << 47) | (((target >> 16) & 0xFFFF) << 48))
         hi = target >> 32
         self.write(idt_base + 16 * vector, lo.to_bytes(8, "little") + hi.to_bytes(8, "little"))
+
+
+# ---- guest code, encoded by iced-x86 ----
+
+def _operand_kinds(code):
+    from iced_x86 import OpCodeInfo, OpCodeOperandKind
+    names = {getattr(OpCodeOperandKind, n): n for n in dir(OpCodeOperandKind) if n.isupper()}
+    oi = OpCodeInfo(code)
+    return [names[oi.op_kind(i)] for i in range(oi.op_count)]
+
+
+def ins(code, *ops):
+    """An iced Instruction from a Code and its operands (Register, MemoryOperand, int)."""
+    from iced_x86 import Instruction, MemoryOperand
+    kinds = []
+    for kind, op in zip(_operand_kinds(code), ops):
+        if isinstance(op, MemoryOperand):
+            kinds.append("mem")
+        elif kind.startswith("IMM"):
+            kinds.append("imm")
+        else:
+            kinds.append("reg")
+    if kinds == ["imm", "reg"]:                 # OUT imm8, AL
+        return Instruction.create_i32_reg(code, *ops)
+    if kinds and kinds[-1] == "imm":
+        head, imm = "_".join(kinds[:-1]), ops[-1]
+        if imm >= 1 << 32 or imm < -(1 << 31):
+            suffix, imm = "u64", imm & ((1 << 64) - 1)
+        else:
+            suffix = "u32" if imm >= 1 << 31 else "i32"
+        name = f"create_{head}_{suffix}" if head else f"create_{suffix}"
+        return getattr(Instruction, name)(code, *ops[:-1], imm)
+    return getattr(Instruction, "create_" + "_".join(kinds) if kinds else "create")(code, *ops)
+
+
+def asm(base, *instrs):
+    """Encode instrs at base; a branch target may be the index of an instruction,
+    written as ("@", i)."""
+    from iced_x86 import BlockEncoder, Instruction
+    label = 1 << 40
+    out = []
+    for i, x in enumerate(instrs):
+        if isinstance(x, tuple):            # (branch Code, ("@", index))
+            code, (_, target) = x
+            x = Instruction.create_branch(code, label + 16 * target)
+        x.ip = label + 16 * i
+        out.append(x)
+    enc = BlockEncoder(64)
+    enc.add_many(out)
+    return enc.encode(base)
