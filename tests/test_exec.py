@@ -17,7 +17,7 @@ from iced_x86 import Code, MemoryOperand as M, Register as R  # noqa: E402
 
 from exec_harness import (CR4_FSGSBASE, EFER_SCE, EXIT, GEXITS, MSR_EFER,  # noqa: E402
                           MSR_KERNEL_GS_BASE, MSR_LSTAR, MSR_STAR, MSR_SYSCALL_MASK,
-                          MSR_TSC_AUX, Bare, asm, ffi, ins)
+                          MSR_TSC_AUX, Bare, asm, ffi, ins, lib)
 
 CODE, IDT, HANDLER, TSS = 0x1000, 0x2000, 0x3000, 0x4000
 USER, KENTRY, DATA, USTACK, KSTACK, STACK = 0x5000, 0x6000, 0x8000, 0xC000, 0xE000, 0xF000
@@ -550,6 +550,24 @@ def test_guest_rewrites_a_loop_body(cpu):
          ins(Code.DEC_RM32, R.ECX), (Code.JNE_REL8_64, ("@", 2)), ins(Code.HLT))
     assert cpu.run() == "HLT"
     assert cpu["rax"] == 3 + 2 * 0x10
+
+
+def test_decode_cache_survives_snapshot_restores(cpu):
+    """A memcpy restore resets cpu->icache (to NULL, or to another machine's): the CPU
+    finds its own cache again instead of allocating another."""
+    load(cpu, ins(Code.MOV_R32_IMM32, R.EAX, 1), ins(Code.HLT))
+    assert cpu.run() == "HLT"
+    mine = lib.pk_bare_icache_ptr(cpu.m, 0)
+    assert mine
+    other = make_cpu()
+    load(other, ins(Code.HLT))
+    assert other.run() == "HLT"
+    for restored in (0, lib.pk_bare_icache_ptr(other.m, 0)):
+        lib.pk_bare_set_icache_ptr(cpu.m, 0, restored)
+        cpu.set_regs(rip=CODE)
+        assert cpu.run() == "HLT" and cpu["rax"] == 1
+        assert lib.pk_bare_icache_ptr(cpu.m, 0) == mine
+    assert other.run() == "HLT"
 
 
 # ---- random bytes ----

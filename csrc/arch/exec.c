@@ -25,6 +25,7 @@
  * (a small replay log, like KVM's emulator read cache) until it retires, so instructions
  * with more than one MMIO access make progress and a write is reported once.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "arch/exec_impl.h"
@@ -162,35 +163,112 @@ static void icache_flush(struct pk_icache *ic)
 	ic->used = 0;
 }
 
-void pk_icache_free(struct pk_cpu *cpu)
-{
-	struct pk_icache *ic = cpu->icache;
+/*
+ * Every decode cache, by the CPU it belongs to. The machine is copied and restored with
+ * memcpy (snapshots, csrc/check), which copies or resets cpu->icache with it: a CPU whose
+ * pointer is NULL or another CPU's finds its own cache here rather than allocating (and
+ * leaking) a new one per restore. Consulted only when cpu->icache is not the CPU's own.
+ */
+static struct {
+	atomic_flag lock;
+	struct pk_icache **v;
+	size_t n, cap;
+} icaches = { .lock = ATOMIC_FLAG_INIT };
 
-	cpu->icache = NULL;
-	if (!ic || ic->owner != cpu)	/* a copy's pointer: the original owns it */
+static void icaches_lock(void)
+{
+	while (atomic_flag_test_and_set_explicit(&icaches.lock, memory_order_acquire))
+		;
+}
+
+static void icaches_unlock(void)
+{
+	atomic_flag_clear_explicit(&icaches.lock, memory_order_release);
+}
+
+/* The cache registered for cpu, removed from the registry if `take`. Lock held. */
+static struct pk_icache *icaches_find(const struct pk_cpu *cpu, bool take)
+{
+	for (size_t i = 0; i < icaches.n; i++) {
+		struct pk_icache *ic = icaches.v[i];
+
+		if (ic->owner != cpu)
+			continue;
+		if (take)
+			icaches.v[i] = icaches.v[--icaches.n];
+		return ic;
+	}
+	return NULL;
+}
+
+static bool icaches_add(struct pk_icache *ic)
+{
+	if (icaches.n == icaches.cap) {
+		size_t cap = icaches.cap ? 2 * icaches.cap : 16;
+		struct pk_icache **v = realloc(icaches.v, cap * sizeof(*v));
+
+		if (!v)
+			return false;
+		icaches.v = v;
+		icaches.cap = cap;
+	}
+	icaches.v[icaches.n++] = ic;
+	return true;
+}
+
+static void icache_destroy(struct pk_icache *ic)
+{
+	if (!ic)
 		return;
 	free(ic->hash);
 	free(ic->arena);
 	free(ic);
 }
 
+void pk_icache_free(struct pk_cpu *cpu)
+{
+	struct pk_icache *ic;
+
+	icaches_lock();
+	ic = icaches_find(cpu, true);
+	icaches_unlock();
+	cpu->icache = NULL;
+	icache_destroy(ic);
+}
+
+/* cpu's decode cache; NULL only if there is no memory for one. */
 static struct pk_icache *icache_get(struct pk_cpu *cpu)
 {
 	struct pk_icache *ic = cpu->icache;
+	bool added;
 
-	if (ic && ic->owner == cpu)
+	if (likely(ic && ic->owner == cpu))
 		return ic;
+	icaches_lock();
+	ic = icaches_find(cpu, false);
+	icaches_unlock();
+	if (ic) {
+		cpu->icache = ic;
+		return ic;
+	}
 	ic = calloc(1, sizeof(*ic));
 	if (!ic)
 		return NULL;
 	ic->owner = cpu;
 	ic->hash = calloc(1u << IC_HASH_BITS, sizeof(*ic->hash));
 	ic->arena = malloc(IC_ARENA_SIZE);
-	if (!ic->hash || !ic->arena) {
+	if (!ic->hash || !ic->arena) {		/* run uncached: decode every instruction */
 		free(ic->hash);
 		free(ic->arena);
 		ic->hash = NULL;
 		ic->arena = NULL;
+	}
+	icaches_lock();
+	added = icaches_add(ic);
+	icaches_unlock();
+	if (!added) {
+		icache_destroy(ic);
+		return NULL;
 	}
 	cpu->icache = ic;
 	return ic;

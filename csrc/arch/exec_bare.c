@@ -206,6 +206,21 @@ bool pk_bare_deliver_exception(struct pk_machine *m, u32 cpu, u8 vector, bool ha
 	return c && pk_guest_deliver_exception(c, vector, has_error, error);
 }
 
+u64 pk_bare_icache_ptr(struct pk_machine *m, u32 cpu)
+{
+	struct pk_cpu *c = bare_cpu(m, cpu);
+
+	return c ? (u64)(uintptr_t)c->icache : 0;
+}
+
+void pk_bare_set_icache_ptr(struct pk_machine *m, u32 cpu, u64 ptr)
+{
+	struct pk_cpu *c = bare_cpu(m, cpu);
+
+	if (c)
+		c->icache = (void *)(uintptr_t)ptr;
+}
+
 u64 pk_bare_retired(struct pk_machine *m)
 {
 	return m->costs.ops[PK_PATH_GUEST][PK_OP_GUEST_INSN];

@@ -57,6 +57,12 @@ void pk_bare_event(struct pk_machine *m, u32 cpu, struct pk_bare_event *ev);
 void pk_bare_mmio_fill(struct pk_machine *m, u32 cpu, u64 gpa, u64 data);
 bool pk_bare_deliver_exception(struct pk_machine *m, u32 cpu, u8 vector, bool has_error,
 			       u32 error);
+/*
+ * The CPU's decode cache, as an opaque number (0: none yet); pk_bare_set_icache_ptr()
+ * overwrites the pointer the way restoring a memcpy snapshot of the machine does.
+ */
+u64 pk_bare_icache_ptr(struct pk_machine *m, u32 cpu);
+void pk_bare_set_icache_ptr(struct pk_machine *m, u32 cpu, u64 ptr);
 /* Guest instructions retired on the machine (cost accounting, PK_OP_GUEST_INSN). */
 u64 pk_bare_retired(struct pk_machine *m);
 

@@ -37,4 +37,6 @@ void pk_bare_event(struct pk_machine *m, uint32_t cpu, struct pk_bare_event *ev)
 void pk_bare_mmio_fill(struct pk_machine *m, uint32_t cpu, uint64_t gpa, uint64_t data);
 bool pk_bare_deliver_exception(struct pk_machine *m, uint32_t cpu, uint8_t vector,
 			       bool has_error, uint32_t error);
+uint64_t pk_bare_icache_ptr(struct pk_machine *m, uint32_t cpu);
+void pk_bare_set_icache_ptr(struct pk_machine *m, uint32_t cpu, uint64_t ptr);
 uint64_t pk_bare_retired(struct pk_machine *m);
