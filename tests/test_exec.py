@@ -512,6 +512,17 @@ def test_a_fault_loop_is_bounded_by_the_budget(cpu):
     assert cpu.run(budget=50) == "EXTINT"
 
 
+def test_tf_single_steps_with_db_traps(cpu):
+    """POPF sets TF: the instruction after it runs, then #DB with the next RIP."""
+    cpu.write(HANDLER + 16 * 1, asm(HANDLER + 16, ins(Code.INC_RM64, R.R8), ins(Code.IRETQ)))
+    load(cpu, ins(Code.PUSHQ_IMM32, 0x102), ins(Code.POPFQ),
+         ins(Code.NOPD), ins(Code.NOPD), ins(Code.PUSHQ_IMM32, 0x2), ins(Code.POPFQ),
+         ins(Code.NOPD), ins(Code.HLT))
+    assert cpu.run() == "HLT"
+    # traps after: nop, nop, push, popf (TF still set when it started)
+    assert cpu["r8"] == 4 and cpu["rip"] == CODE + 15
+
+
 def test_loopcc_changes_no_flag(cpu):
     cpu.set_regs(rcx=1, rax=0x7FFF, rbx=1)
     load(cpu, ins(Code.ADD_RM16_R16, R.AX, R.BX), ins(Code.PUSHFQ),

@@ -943,6 +943,7 @@ u32 pk_guest_exec(struct pk_cpu *cpu)
 	u64 *const R = cpu->regs;
 	u64 budget = cpu->insn_budget, rip = cpu->rip, executed;
 	struct blk *b, *prev = NULL;
+	bool stepping;
 	const struct dins *d;
 	struct {
 		struct blk b;
@@ -1006,7 +1007,9 @@ u32 pk_guest_exec(struct pk_cpu *cpu)
 		s->b = b;
 		s->cb_lo = b->gpa;
 		s->cb_hi = b->gpa + b->nbytes;
-		s->end = b->ins + (b->ninsn <= budget ? b->ninsn : budget);
+		/* RFLAGS.TF: one instruction, then the single-step #DB trap (SDM 17.3.1.4) */
+		stepping = s->flags & X86_EFLAGS_TF;
+		s->end = b->ins + (stepping ? 1 : b->ninsn <= budget ? b->ninsn : budget);
 		for (d = b->ins; d < s->end; d++) {
 			unsigned sz = d->sz;
 			u64 a, v, t, res;
@@ -1688,7 +1691,12 @@ retire:
 		budget -= executed;
 		s->retired += executed;
 		prev = b == &one.b ? NULL : b;
-		continue;
+		if (likely(!stepping))
+			continue;
+		state_out(s, rip);	/* the trap follows the retired instruction */
+		if (!pk_exec_deliver(cpu, X86_TRAP_DB, false, 0, PK_DELIVER_HW))
+			goto triple;
+		goto delivered;
 
 memfail:
 		if (s->fvec < 0)

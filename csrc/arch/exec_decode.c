@@ -35,6 +35,7 @@ bool pk_exec_ends_block(const struct dins *d)
 	case X_UD: case X_GP0: case X_JMP: case X_JCC: case X_JNZ: case X_CALL: case X_RET:
 	case X_JMP_RM: case X_CALL_RM: case X_LOOP: case X_SYSCALL: case X_SYSRET:
 	case X_INT: case X_IRET: case X_HLT:
+	case X_POPF:		/* may set TF: single-stepping starts with the next block */
 		return true;
 	default:
 		return false;
