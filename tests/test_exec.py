@@ -606,3 +606,35 @@ def test_random_bytes_never_crash(code, regs, budget, idt, user):
     assert cpu.retired() <= budget
     if kind == "EXTINT":
         assert cpu.state().insn_budget == 0
+
+
+@settings(max_examples=int(os.environ.get("PYKVM_FUZZ_EXAMPLES", "200")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(code=st.binary(min_size=1, max_size=48), seed=st.integers(0, 2**32),
+       regs=st.lists(st.sampled_from([0, MMIO, MMIO + 8, DATA, 2**47 - 4, 2**64 - 1]),
+                     min_size=16, max_size=16))
+def test_random_bytes_with_a_host_that_completes_every_exit(code, seed, regs):
+    """Exits answered the way a VMM does (MMIO reads filled, writes and I/O skipped or
+    re-executed): the interpreter keeps making progress and never crashes."""
+    import random
+    rnd = random.Random(seed)
+    cpu = make_cpu()
+    cpu.write(CODE, code)
+    names = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+             "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+    cpu.set_regs(**dict(zip(names, regs)))
+    total = 0
+    for _ in range(30):
+        budget = rnd.randrange(1, 50)
+        total += budget
+        kind = cpu.run(budget=budget)
+        assert kind in GEXITS and kind != "NONE"
+        ev = cpu.event()
+        if kind == "MMIO" and not ev["write"]:
+            cpu.mmio_fill(ev["gpa"], rnd.getrandbits(64))
+        elif kind in ("MMIO", "IO", "CPUID", "HLT", "VMCALL", "VMMCALL") and rnd.random() < 0.7:
+            if ev["insn_len"]:
+                cpu.set_regs(rip=cpu["rip"] + ev["insn_len"])
+        elif kind == "TRIPLE_FAULT":
+            break
+    assert cpu.retired() <= total
