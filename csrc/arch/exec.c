@@ -106,8 +106,8 @@ struct xs {
 	/* the block being run: its bytes (guest writes there end it) and its end */
 	struct blk *b;
 	u64 cb_lo, cb_hi;
-	const struct dins *end;
 	u64 retired;
+	bool smc;		/* mem_slow() wrote into the running block */
 	bool flushed;		/* the cache was dropped: forget chained pointers */
 	/* a failed access or instruction: fvec >= 0 a fault, -1 an exit in ev */
 	int fvec;
@@ -597,7 +597,7 @@ static u64 shift(struct lf *f, unsigned kind, unsigned sz, u64 x, u64 count)
 			} else {
 				out = r & 1;
 				r = (r >> 1) | (cf << (bits - 1));
-			}
+	}
 			cf = out;
 		}
 		if (kind == SH_RCL)
@@ -731,11 +731,10 @@ static inline void stn(u8 *p, unsigned sz, u64 v)
 	}
 }
 
-/* A guest write into the running block ends it after this instruction. */
-static inline void smc_check(struct xs *s, const struct dins *d, u64 a, unsigned len)
+/* A guest write into the running block: it ends after this instruction. */
+static inline bool smc_hit(const struct xs *s, u64 a, unsigned len)
 {
-	if (unlikely(a < s->cb_hi && a + len > s->cb_lo))
-		s->end = d + 1;
+	return unlikely(a < s->cb_hi && a + len > s->cb_lo);
 }
 
 static inline u64 cur_rip(const struct xs *s, const struct dins *d)
@@ -828,7 +827,7 @@ static __attribute__((noinline)) int mem_slow(struct xs *s, const struct dins *d
 		}
 		if (write) {
 			stn(p, len, *v);
-			smc_check(s, d, a, len);
+			s->smc |= smc_hit(s, a, len);
 		} else {
 			*v = ldn(p, len);
 		}
@@ -944,7 +943,12 @@ u32 pk_guest_exec(struct pk_cpu *cpu)
 	u64 budget = cpu->insn_budget, rip = cpu->rip, executed;
 	struct blk *b, *prev = NULL;
 	bool stepping;
-	const struct dins *d;
+	const struct dins *d, *end;
+	unsigned sz;
+	u64 a, v, t, res;
+#define __XOP_LABEL(name) [X_##name] = &&op_##name,
+	static const void *const dispatch[X_NR_OPS] = { XOPS(__XOP_LABEL) };
+#undef __XOP_LABEL
 	struct {
 		struct blk b;
 		struct dins d;
@@ -986,7 +990,7 @@ u32 pk_guest_exec(struct pk_cpu *cpu)
 			if (s->flushed) {
 				prev = NULL;
 				s->flushed = false;
-			}
+	}
 			if (b && prev)
 				prev->succ[prev->succ[0] ? 1 : 0] = b;
 		}
@@ -999,7 +1003,7 @@ u32 pk_guest_exec(struct pk_cpu *cpu)
 				if (s->fvec < 0)
 					goto exit_fetch;
 				goto fault_fetch;
-			}
+	}
 			one.d.off = 0;
 			b = &one.b;
 		}
@@ -1009,10 +1013,9 @@ u32 pk_guest_exec(struct pk_cpu *cpu)
 		s->cb_hi = b->gpa + b->nbytes;
 		/* RFLAGS.TF: one instruction, then the single-step #DB trap (SDM 17.3.1.4) */
 		stepping = s->flags & X86_EFLAGS_TF;
-		s->end = b->ins + (stepping ? 1 : b->ninsn <= budget ? b->ninsn : budget);
-		for (d = b->ins; d < s->end; d++) {
-			unsigned sz = d->sz;
-			u64 a, v, t, res;
+		end = b->ins + (stepping ? 1 : b->ninsn <= budget ? b->ninsn : budget);
+		d = b->ins;
+		sz = d->sz;
 
 /* Memory access helpers: the fast path inline, the rest in mem_slow(). */
 #define LOAD_(addr, size, out, stk) do {					\
@@ -1028,9 +1031,13 @@ u32 pk_guest_exec(struct pk_cpu *cpu)
 		u8 *p_ = mptr(s, a_, (size));					\
 		if (likely(p_)) {						\
 			stn(p_, (size), v_);					\
-			smc_check(s, d, a_, (size));				\
+			if (smc_hit(s, a_, (size)))				\
+				end = d + 1;					\
 		} else if (mem_slow(s, d, a_, (size), &v_, true, (stk))) {	\
 			goto memfail;						\
+		} else if (s->smc) {						\
+			s->smc = false;						\
+			end = d + 1;						\
 		}								\
 	} while (0)
 #define LOAD(addr, size, out)	LOAD_(addr, size, out, d->flags & DI_STACK)
@@ -1045,6 +1052,14 @@ u32 pk_guest_exec(struct pk_cpu *cpu)
 			(out) = rget(R, d->rm, (size));				\
 	} while (0)
 #define FAULT(vec, err) do { s->fvec = (vec); s->ferr = (err); goto fault; } while (0)
+/* The next instruction of the block: each handler dispatches on its own (threaded). */
+#define NEXT do {								\
+		if (likely(++d < end)) {					\
+			sz = d->sz;						\
+			goto *dispatch[d->op];					\
+		}								\
+		goto block_done;						\
+	} while (0)
 #define NEXT_RIP	(cur_rip(s, d) + d->len)
 #define BRANCH(target) do {							\
 		rip = (target);							\
@@ -1077,7 +1092,8 @@ u32 pk_guest_exec(struct pk_cpu *cpu)
 			OP;							\
 			if (WB) {						\
 				stn(p_, (size), res);				\
-				smc_check(s, d, a, (size));			\
+				if (smc_hit(s, a, (size)))			\
+					end = d + 1;				\
 			}							\
 		} else {							\
 			struct lf nf = s->lf, *const f = &nf;			\
@@ -1089,599 +1105,601 @@ u32 pk_guest_exec(struct pk_cpu *cpu)
 					     d->flags & DI_STACK))		\
 				goto memfail;					\
 			s->lf = nf;						\
+			if (s->smc) {						\
+				s->smc = false;					\
+				end = d + 1;					\
+			}							\
 		}								\
 	} while (0)
 
-			switch ((enum xop)d->op) {
-			case X_DEC_R64:
-				t = R[d->rm];
-				s->lf.op = LF_SUB;
-				s->lf.a = t;
-				s->lf.b = 1;
-				s->lf.res = R[d->rm] = t - 1;
-				s->lf.sh = 63;
-				continue;
-			case X_JNZ:
-				if (!lf_zf(&s->lf))
-					BRANCH(d->imm);
-				rip = NEXT_RIP;
-				goto branched;
-			case X_JCC:
-				if (lf_cond(&s->lf, d->sub))
-					BRANCH(d->imm);
-				rip = NEXT_RIP;
-				goto branched;
-			case X_JMP:
-				BRANCH(d->imm);
-			case X_ALU_RM_R:
-				t = rget(R, d->reg, sz);
-				RMW(sz, res = alu(f, d->sub, sz, v, t), d->sub != ALU_CMP);
-				continue;
-			case X_ALU_R_RM:
-				RM_LOAD(sz, v);
-				res = alu(&s->lf, d->sub, sz, rget(R, d->reg, sz), v);
-				if (d->sub != ALU_CMP)
-					rset(R, d->reg, sz, res);
-				continue;
-			case X_ALU_RM_I:
-				t = d->imm & szmask[sz];
-				RMW(sz, res = alu(f, d->sub, sz, v, t), d->sub != ALU_CMP);
-				continue;
-			case X_TEST_RM_R:
-				RM_LOAD(sz, v);
-				alu(&s->lf, ALU_AND, sz, v, rget(R, d->reg, sz));
-				continue;
-			case X_TEST_RM_I:
-				RM_LOAD(sz, v);
-				alu(&s->lf, ALU_AND, sz, v, d->imm & szmask[sz]);
-				continue;
-			case X_INC:
-				RMW(sz, res = lf_arith_op(f, LF_ADD, sz, v, 1), true);
-				continue;
-			case X_DEC:
-				RMW(sz, res = lf_arith_op(f, LF_SUB, sz, v, 1), true);
-				continue;
-			case X_NEG:
-				RMW(sz, (res = lf_arith_op(f, LF_SUB, sz, 0, v), f->cf = v != 0),
-				    true);
-				continue;
-			case X_NOT:
-				RMW(sz, res = ~v & szmask[sz], true);
-				continue;
-			case X_MOV_RM_R:
-				v = rget(R, d->reg, sz);
-				if (d->flags & DI_MEM)
-					STORE(ea(s, d), sz, v);
-				else
-					rset(R, d->rm, sz, v);
-				continue;
-			case X_MOV_R_RM:
-				RM_LOAD(sz, v);
-				rset(R, d->reg, sz, v);
-				continue;
-			case X_MOV_RM_I:
-				v = d->imm & szmask[sz];
-				if (d->flags & DI_MEM)
-					STORE(ea(s, d), sz, v);
-				else
-					rset(R, d->rm, sz, v);
-				continue;
-			case X_MOV_R_I:
-				rset(R, d->reg, sz, d->imm);
-				continue;
-			case X_MOVZX:
-				RM_LOAD(d->sub, v);
-				rset(R, d->reg, sz, v);
-				continue;
-			case X_MOVSX:
-				RM_LOAD(d->sub, v);
-				rset(R, d->reg, sz, sext(v, d->sub));
-				continue;
-			case X_LEA:
-				rset(R, d->reg, sz, ea_off(s, d));
-				continue;
-			case X_PUSH_R:
-				a = R[VCPU_REGS_RSP] - sz;
-				SSTORE(a, sz, rget(R, d->reg, sz));
-				R[VCPU_REGS_RSP] = a;
-				continue;
-			case X_POP_R:
-				a = R[VCPU_REGS_RSP];
-				SLOAD(a, sz, v);
-				R[VCPU_REGS_RSP] = a + sz;
-				rset(R, d->reg, sz, v);
-				continue;
-			case X_PUSH_I:
-				a = R[VCPU_REGS_RSP] - sz;
-				SSTORE(a, sz, d->imm & szmask[sz]);
-				R[VCPU_REGS_RSP] = a;
-				continue;
-			case X_PUSH_RM:
-				RM_LOAD(sz, v);
-				a = R[VCPU_REGS_RSP] - sz;
-				SSTORE(a, sz, v);
-				R[VCPU_REGS_RSP] = a;
-				continue;
-			case X_POP_RM:
-				t = R[VCPU_REGS_RSP];
-				SLOAD(t, sz, v);
-				if (d->flags & DI_MEM) {
-					/* the address is computed with RSP already incremented */
-					R[VCPU_REGS_RSP] = t + sz;
-					a = ea(s, d);
-					R[VCPU_REGS_RSP] = t;
-					STORE(a, sz, v);
-					R[VCPU_REGS_RSP] = t + sz;
-				} else {
-					R[VCPU_REGS_RSP] = t + sz;
-					rset(R, d->rm, sz, v);
-				}
-				continue;
-			case X_XCHG:
-				t = rget(R, d->reg, sz);
-				if (d->flags & DI_MEM) {
-					a = ea(s, d);
-					LOAD(a, sz, v);
-					STORE(a, sz, t);
-				} else {
-					v = rget(R, d->rm, sz);
-					rset(R, d->rm, sz, t);
-				}
-				rset(R, d->reg, sz, v);
-				continue;
-			case X_SHIFT:
-				t = (d->flags & DI_CL) ? R[VCPU_REGS_RCX] : d->imm;
-				RMW(sz, res = shift(f, d->sub, sz, v, t), true);
-				continue;
-			case X_IMUL2:
-			case X_IMUL3: {
-				__int128 prod;
-
-				RM_LOAD(sz, v);
-				t = d->op == X_IMUL3 ? d->imm : rget(R, d->reg, sz);
-				prod = (__int128)(s64)sext(v, sz) * (s64)sext(t, sz);
-				res = (u64)prod & szmask[sz];
-				lf_result(&s->lf, res, sz, (__int128)(s64)sext(res, sz) != prod,
-					  (__int128)(s64)sext(res, sz) != prod);
-				rset(R, d->reg, sz, res);
-				continue;
-			}
-			case X_MULDIV:
-				RM_LOAD(sz, v);
-				if (!v && d->sub >= 6)
-					FAULT(X86_TRAP_DE, 0);
-				switch (d->sub) {
-				case 4: case 5: {	/* MUL, IMUL: rDX:rAX = rAX * r/m */
-					unsigned bits = sz * 8;
-					unsigned __int128 up;
-					u64 lo, hi, ovf;
-
-					if (d->sub == 4) {
-						up = (unsigned __int128)(R[0] & szmask[sz]) * v;
-						lo = (u64)up & szmask[sz];
-						hi = (u64)(up >> bits) & szmask[sz];
-						ovf = hi != 0;
-					} else {
-						__int128 sp = (__int128)(s64)sext(R[0], sz) *
-							      (s64)sext(v, sz);
-						up = (unsigned __int128)sp;
-						lo = (u64)up & szmask[sz];
-						hi = (u64)(up >> bits) & szmask[sz];
-						ovf = (__int128)(s64)sext(lo, sz) != sp;
-					}
-					if (sz == 1) {
-						rset(R, 0, 2, lo | (hi << 8));
-					} else {
-						rset(R, VCPU_REGS_RAX, sz, lo);
-						rset(R, VCPU_REGS_RDX, sz, hi);
-					}
-					lf_result(&s->lf, lo, sz, ovf, ovf);
-					continue;
-				}
-				default: {		/* DIV, IDIV: rDX:rAX / r/m */
-					unsigned bits = sz * 8;
-					unsigned __int128 n, q, r, nmag;
-					u64 dmag, qmax;
-					bool nneg = false, dneg = false;
-
-					if (sz == 1)
-						n = R[0] & 0xffff;
-					else
-						n = ((unsigned __int128)(R[VCPU_REGS_RDX] & szmask[sz])
-						     << bits) | (R[0] & szmask[sz]);
-					nmag = n;
-					dmag = v;
-					if (d->sub == 7) {
-						/* sign of the 2*bits-bit dividend, of the divisor */
-						nneg = (n >> (2 * bits - 1)) & 1;
-						if (nneg) {
-							nmag = -n;
-							if (bits < 64)
-								nmag &= ((unsigned __int128)1 <<
-									 (2 * bits)) - 1;
-						}
-						dneg = (v >> (bits - 1)) & 1;
-						if (dneg)
-							dmag = -v & szmask[sz];
-					}
-					q = nmag / dmag;
-					r = nmag % dmag;
-					if (d->sub == 6)
-						qmax = szmask[sz];
-					else	/* |q| <= 2^(bits-1) - 1, or 2^(bits-1) if negative */
-						qmax = (szmask[sz] >> 1) + (nneg != dneg);
-					if (q > qmax)
-						FAULT(X86_TRAP_DE, 0);
-					if (nneg != dneg)
-						q = -q;
-					if (nneg)
-						r = -r;
-					if (sz == 1) {
-						rset(R, 0, 2, ((u64)q & 0xff) | (((u64)r & 0xff) << 8));
-					} else {
-						rset(R, VCPU_REGS_RAX, sz, (u64)q & szmask[sz]);
-						rset(R, VCPU_REGS_RDX, sz, (u64)r & szmask[sz]);
-					}
-					continue;
-				}
-				}
-			case X_CBW:
-				if (sz == 2)
-					rset(R, 0, 2, sext(R[0], 1));
-				else
-					rset(R, 0, sz, sext(R[0], sz / 2));
-				continue;
-			case X_CWD:
-				rset(R, VCPU_REGS_RDX, sz,
-				     ((R[0] >> (sz * 8 - 1)) & 1) ? ~0ull : 0);
-				continue;
-			case X_CALL:
-				rip = d->imm;
-				if (unlikely(is_noncanonical_address(rip)))
-					FAULT(X86_TRAP_GP, 0);
-				a = R[VCPU_REGS_RSP] - 8;
-				SSTORE(a, 8, NEXT_RIP);
-				R[VCPU_REGS_RSP] = a;
-				goto branched;
-			case X_CALL_RM:
-				RM_LOAD(8, t);
-				if (unlikely(is_noncanonical_address(t)))
-					FAULT(X86_TRAP_GP, 0);
-				a = R[VCPU_REGS_RSP] - 8;
-				SSTORE(a, 8, NEXT_RIP);
-				R[VCPU_REGS_RSP] = a;
-				rip = t;
-				goto branched;
-			case X_RET:
-				a = R[VCPU_REGS_RSP];
-				SLOAD(a, 8, t);
-				if (unlikely(is_noncanonical_address(t)))
-					FAULT(X86_TRAP_GP, 0);
-				R[VCPU_REGS_RSP] = a + 8 + d->imm;
-				rip = t;
-				goto branched;
-			case X_JMP_RM:
-				RM_LOAD(8, t);
-				BRANCH(t);
-			case X_LOOP: {
-				bool a32 = d->flags & DI_ASZ32, take;
-
-				t = a32 ? (u32)R[VCPU_REGS_RCX] : R[VCPU_REGS_RCX];
-				if (d->sub != 3)
-					t = a32 ? (u32)(t - 1) : t - 1;
-				switch (d->sub) {
-				case 0: take = t && !lf_zf(&s->lf); break;	/* LOOPNE */
-				case 1: take = t && lf_zf(&s->lf); break;	/* LOOPE */
-				case 2: take = t; break;			/* LOOP */
-				default: take = !t; break;			/* JrCXZ */
-				}
-				if (take && is_noncanonical_address(d->imm))
-					FAULT(X86_TRAP_GP, 0);
-				if (d->sub != 3)
-					R[VCPU_REGS_RCX] = t;
-				rip = take ? d->imm : NEXT_RIP;
-				goto branched;
-			}
-			case X_SETCC:
-				v = lf_cond(&s->lf, d->sub);
-				if (d->flags & DI_MEM)
-					STORE(ea(s, d), 1, v);
-				else
-					rset(R, d->rm, 1, v);
-				continue;
-			case X_CMOVCC:
-				RM_LOAD(sz, v);
-				if (lf_cond(&s->lf, d->sub))
-					rset(R, d->reg, sz, v);
-				else if (sz == 4)
-					R[d->reg] = (u32)R[d->reg];	/* zero-extends anyway */
-				continue;
-			case X_NOP:
-				continue;
-			case X_CLC:
-				s->lf.cf = 0;
-				continue;
-			case X_STC:
-				s->lf.cf = 1;
-				continue;
-			case X_CMC:
-				s->lf.cf ^= 1;
-				continue;
-			case X_CLD:
-				s->flags &= ~(u64)X86_EFLAGS_DF;
-				continue;
-			case X_STD:
-				s->flags |= X86_EFLAGS_DF;
-				continue;
-			case X_CLI:
-			case X_STI:
-				if (CPL > iopl(s))
-					FAULT(X86_TRAP_GP, 0);
-				if (d->op == X_CLI)
-					s->flags &= ~(u64)X86_EFLAGS_IF;
-				else
-					s->flags |= X86_EFLAGS_IF;
-				continue;
-			case X_PUSHF:
-				a = R[VCPU_REGS_RSP] - sz;
-				SSTORE(a, sz, get_rflags(s) &
-				       ~(u64)(X86_EFLAGS_RF | X86_EFLAGS_VM) & szmask[sz]);
-				R[VCPU_REGS_RSP] = a;
-				continue;
-			case X_POPF: {
-				u64 mask = X86_EFLAGS_CF | X86_EFLAGS_PF | X86_EFLAGS_AF |
-					   X86_EFLAGS_ZF | X86_EFLAGS_SF | X86_EFLAGS_TF |
-					   X86_EFLAGS_DF | X86_EFLAGS_OF | X86_EFLAGS_NT |
-					   X86_EFLAGS_AC | X86_EFLAGS_ID;
-
-				a = R[VCPU_REGS_RSP];
-				SLOAD(a, sz, v);
-				if (CPL == 0)
-					mask |= X86_EFLAGS_IOPL | X86_EFLAGS_IF;
-				else if (CPL <= iopl(s))
-					mask |= X86_EFLAGS_IF;
-				mask &= szmask[sz];
-				t = get_rflags(s);
-				set_rflags(s, ((t & ~mask) | (v & mask)) & ~(u64)X86_EFLAGS_RF);
-				R[VCPU_REGS_RSP] = a + sz;
-				continue;
-			}
-			case X_SAHF:
-				t = lf_arith(&s->lf) & ~(u64)(ARITH_FLAGS & ~X86_EFLAGS_OF);
-				lf_set(&s->lf, t | (((R[0] >> 8) & 0xff) &
-						    (ARITH_FLAGS & ~X86_EFLAGS_OF)));
-				continue;
-			case X_LAHF:
-				t = (lf_arith(&s->lf) & (ARITH_FLAGS & ~X86_EFLAGS_OF)) |
-				    X86_EFLAGS_FIXED;
-				R[0] = (R[0] & ~0xff00ull) | (t << 8);
-				continue;
-			case X_LEAVE:
-				a = R[VCPU_REGS_RBP];
-				SLOAD(a, sz, v);
-				R[VCPU_REGS_RSP] = a + sz;
-				rset(R, VCPU_REGS_RBP, sz, v);
-				continue;
-			case X_IN:
-			case X_OUT: {
-				struct pk_guest_event ev = {
-					.kind = PK_GEXIT_IO, .insn_len = d->len, .size = sz,
-					.in = d->op == X_IN,
-					.port = (d->flags & DI_DX) ? (u16)R[VCPU_REGS_RDX] :
-								     (u16)d->imm,
-					.data = d->op == X_OUT ? R[0] & szmask[sz] : 0,
-				};
-
-				if (CPL > iopl(s))	/* no I/O bitmap in the model */
-					FAULT(X86_TRAP_GP, 0);
-				s->ev = ev;
-				goto ask_exit;	/* natively too: only the host has devices */
-			}
-			case X_HLT:
-				if (CPL)
-					FAULT(X86_TRAP_GP, 0);
-				s->ev = (struct pk_guest_event){
-					.kind = PK_GEXIT_HLT, .insn_len = d->len };
-				goto ask_exit;
-			case X_CPUID:
-				s->ev = (struct pk_guest_event){
-					.kind = PK_GEXIT_CPUID, .insn_len = d->len };
-				goto ask_exit;
-			case X_VMCALL:
-			case X_VMMCALL:
-				s->ev = (struct pk_guest_event){
-					.kind = d->op == X_VMCALL ? PK_GEXIT_VMCALL :
-								    PK_GEXIT_VMMCALL,
-					.insn_len = d->len };
-				goto ask_exit;
-			case X_RDMSR:
-			case X_WRMSR: {
-				u32 ecx = (u32)R[VCPU_REGS_RCX];
-				int ret;
-
-				if (CPL)
-					FAULT(X86_TRAP_GP, 0);
-				v = ((R[VCPU_REGS_RDX] & 0xffffffff) << 32) | (u32)R[0];
-				s->ev = (struct pk_guest_event){
-					.kind = d->op == X_RDMSR ? PK_GEXIT_RDMSR : PK_GEXIT_WRMSR,
-					.insn_len = d->len, .msr = ecx,
-					.data = d->op == X_WRMSR ? v : 0 };
-				cpu->rip = cur_rip(s, d);
-				icpt = pk_virt_intercept(cpu, &s->ev);
-				if (icpt == PK_ICPT_EXIT)
-					goto exit_ev;
-				if (icpt == PK_ICPT_UD)
-					FAULT(X86_TRAP_UD, 0);
-				if (d->op == X_RDMSR) {
-					ret = pk_msr_read(cpu, ecx, &v);
-					if (ret)
-						FAULT(X86_TRAP_GP, 0);
-					R[0] = (u32)v;
-					R[VCPU_REGS_RDX] = v >> 32;
-				} else {
-					ret = pk_msr_write(cpu, ecx, v);
-					if (ret)
-						FAULT(X86_TRAP_GP, 0);
-				}
-				continue;
-			}
-			case X_RDTSC:
-				if ((cpu->cr4 & X86_CR4_TSD) && CPL)
-					FAULT(X86_TRAP_GP, 0);
-				R[0] = (u32)cpu->tsc;
-				R[VCPU_REGS_RDX] = cpu->tsc >> 32;
-				continue;
-			case X_RDTSCP:
-			case X_RDPID:
-				s->ev = (struct pk_guest_event){
-					.kind = d->op == X_RDTSCP ? PK_GEXIT_RDTSCP : PK_GEXIT_RDPID,
-					.insn_len = d->len };
-				cpu->rip = cur_rip(s, d);
-				icpt = pk_virt_intercept(cpu, &s->ev);
-				if (icpt == PK_ICPT_UD)
-					FAULT(X86_TRAP_UD, 0);
-				if (d->op == X_RDTSCP && (cpu->cr4 & X86_CR4_TSD) && CPL)
-					FAULT(X86_TRAP_GP, 0);
-				if (icpt == PK_ICPT_EXIT)
-					goto exit_ev;
-				if (d->op == X_RDTSCP) {
-					R[0] = (u32)cpu->tsc;
-					R[VCPU_REGS_RDX] = cpu->tsc >> 32;
-					R[VCPU_REGS_RCX] = (u32)cpu->msr[PK_MSR_TSC_AUX];
-				} else {
-					R[d->rm] = cpu->msr[PK_MSR_TSC_AUX];
-				}
-				continue;
-			case X_SWAPGS:
-				if (CPL)
-					FAULT(X86_TRAP_GP, 0);
-				t = cpu->seg[VCPU_SREG_GS].base;
-				cpu->seg[VCPU_SREG_GS].base = cpu->msr[PK_MSR_KERNEL_GS_BASE];
-				cpu->msr[PK_MSR_KERNEL_GS_BASE] = t;
-				continue;
-			case X_RDWRBASE: {
-				struct pk_segment *sg = &cpu->seg[(d->sub & 1) ? VCPU_SREG_GS :
-									     VCPU_SREG_FS];
-
-				if (!(cpu->cr4 & X86_CR4_FSGSBASE))
-					FAULT(X86_TRAP_UD, 0);
-				if (d->sub < 2) {
-					rset(R, d->rm, sz, sg->base);
-				} else {
-					t = rget(R, d->rm, sz);
-					if (is_noncanonical_address(t))
-						FAULT(X86_TRAP_GP, 0);
-					sg->base = t;
-				}
-				continue;
-			}
-			case X_SYSCALL:
-				if (!(cpu->msr[PK_MSR_EFER] & EFER_SCE))
-					FAULT(X86_TRAP_UD, 0);
-				t = get_rflags(s);
-				R[VCPU_REGS_RCX] = NEXT_RIP;
-				R[VCPU_REGS_R11] = t & ~(u64)X86_EFLAGS_RF;
-				v = (cpu->msr[PK_MSR_STAR] >> 32) & 0xfffc;
-				pk_seg_flat_code(&cpu->seg[VCPU_SREG_CS], (u16)v, 0);
-				pk_seg_flat_data(&cpu->seg[VCPU_SREG_SS], (u16)(v + 8), 0);
-				set_rflags(s, t & ~((cpu->msr[PK_MSR_SYSCALL_MASK] & 0xffffffff) |
-						    X86_EFLAGS_RF));
-				rip = cpu->msr[PK_MSR_LSTAR];
-				goto branched;
-			case X_SYSRET:
-				if (!(cpu->msr[PK_MSR_EFER] & EFER_SCE))
-					FAULT(X86_TRAP_UD, 0);
-				if (CPL)
-					FAULT(X86_TRAP_GP, 0);
-				if (!(d->flags & DI_REXW))
-					FAULT(X86_TRAP_UD, 0);	/* to compatibility mode: not modelled */
-				t = R[VCPU_REGS_RCX];
-				/* Intel checks RCX; AMD returns and faults at CPL 3 on the fetch */
-				if (cpu->m->model.vendor == PK_VENDOR_INTEL &&
-				    is_noncanonical_address(t))
-					FAULT(X86_TRAP_GP, 0);
-				v = (cpu->msr[PK_MSR_STAR] >> 48) & 0xffff;
-				pk_seg_flat_code(&cpu->seg[VCPU_SREG_CS], (u16)((v + 16) | 3), 3);
-				pk_seg_flat_data(&cpu->seg[VCPU_SREG_SS], (u16)((v + 8) | 3), 3);
-				set_rflags(s, (R[VCPU_REGS_R11] & 0x3c7fd7) | X86_EFLAGS_FIXED);
-				rip = t;
-				goto branched;
-			case X_DESC: {
-				struct pk_dtable *dt = (d->sub & 1) ? &cpu->idtr : &cpu->gdtr;
-
-				a = ea(s, d);
-				if (d->sub < 2) {	/* SGDT, SIDT */
-					if ((cpu->cr4 & X86_CR4_UMIP) && CPL)
-						FAULT(X86_TRAP_GP, 0);
-					STORE(a, 2, dt->limit);
-					STORE(a + 2, 8, dt->base);
-				} else {		/* LGDT, LIDT */
-					if (CPL)
-						FAULT(X86_TRAP_GP, 0);
-					LOAD(a, 2, t);
-					LOAD(a + 2, 8, v);
-					dt->limit = (u16)t;
-					dt->base = v;
-				}
-				continue;
-			}
-			case X_INT:
-				rip = NEXT_RIP;
-				goto trap;
-			case X_IRET: {
-				u64 nrip, ncs, nfl, nrsp, nss, mask, old = get_rflags(s);
-				unsigned rpl;
-
-				a = R[VCPU_REGS_RSP];
-				SLOAD(a, sz, nrip);
-				SLOAD(a + sz, sz, ncs);
-				SLOAD(a + 2 * sz, sz, nfl);
-				SLOAD(a + 3 * sz, sz, nrsp);
-				SLOAD(a + 4 * sz, sz, nss);
-				ncs &= 0xffff;
-				nss &= 0xffff;
-				rpl = ncs & 3;
-				if (old & X86_EFLAGS_NT)	/* no task return in IA-32e mode */
-					FAULT(X86_TRAP_GP, 0);
-				if (!(ncs & ~3u))
-					FAULT(X86_TRAP_GP, 0);
-				if (rpl < CPL)
-					FAULT(X86_TRAP_GP, ncs & ~3u);
-				if (!(nss & ~3u) && rpl == 3)
-					FAULT(X86_TRAP_GP, 0);
-				if ((nss & 3) != rpl)
-					FAULT(X86_TRAP_GP, nss & ~3u);
-				if (is_noncanonical_address(nrip))
-					FAULT(X86_TRAP_GP, 0);
-				mask = X86_EFLAGS_CF | X86_EFLAGS_PF | X86_EFLAGS_AF |
-				       X86_EFLAGS_ZF | X86_EFLAGS_SF | X86_EFLAGS_TF |
-				       X86_EFLAGS_DF | X86_EFLAGS_OF | X86_EFLAGS_NT |
-				       X86_EFLAGS_RF | X86_EFLAGS_AC | X86_EFLAGS_ID;
-				if (CPL == 0)
-					mask |= X86_EFLAGS_IOPL | X86_EFLAGS_IF |
-						X86_EFLAGS_VIF | X86_EFLAGS_VIP;
-				else if (CPL <= iopl(s))
-					mask |= X86_EFLAGS_IF;
-				mask &= szmask[sz];
-				set_rflags(s, (old & ~mask) | (nfl & mask));
-				R[VCPU_REGS_RSP] = nrsp;
-				pk_seg_flat_code(&cpu->seg[VCPU_SREG_CS], (u16)ncs, rpl);
-				if (nss & ~3u)
-					pk_seg_flat_data(&cpu->seg[VCPU_SREG_SS], (u16)nss, rpl);
-				else
-					pk_seg_null_ss(&cpu->seg[VCPU_SREG_SS], (u16)nss);
-				rip = nrip;
-				goto branched;
-			}
-			case X_GP0:
-				FAULT(X86_TRAP_GP, 0);
-			case X_UD:
-			default:
-				FAULT(X86_TRAP_UD, 0);
-			}
+		goto *dispatch[d->op];
+	op_DEC_R64:
+		t = R[d->rm];
+		s->lf.op = LF_SUB;
+		s->lf.a = t;
+		s->lf.b = 1;
+		s->lf.res = R[d->rm] = t - 1;
+		s->lf.sh = 63;
+		NEXT;
+	op_JNZ:
+		if (!lf_zf(&s->lf))
+			BRANCH(d->imm);
+		rip = NEXT_RIP;
+		goto branched;
+	op_JCC:
+		if (lf_cond(&s->lf, d->sub))
+			BRANCH(d->imm);
+		rip = NEXT_RIP;
+		goto branched;
+	op_JMP:
+		BRANCH(d->imm);
+	op_ALU_RM_R:
+		t = rget(R, d->reg, sz);
+		RMW(sz, res = alu(f, d->sub, sz, v, t), d->sub != ALU_CMP);
+		NEXT;
+	op_ALU_R_RM:
+		RM_LOAD(sz, v);
+		res = alu(&s->lf, d->sub, sz, rget(R, d->reg, sz), v);
+		if (d->sub != ALU_CMP)
+			rset(R, d->reg, sz, res);
+		NEXT;
+	op_ALU_RM_I:
+		t = d->imm & szmask[sz];
+		RMW(sz, res = alu(f, d->sub, sz, v, t), d->sub != ALU_CMP);
+		NEXT;
+	op_TEST_RM_R:
+		RM_LOAD(sz, v);
+		alu(&s->lf, ALU_AND, sz, v, rget(R, d->reg, sz));
+		NEXT;
+	op_TEST_RM_I:
+		RM_LOAD(sz, v);
+		alu(&s->lf, ALU_AND, sz, v, d->imm & szmask[sz]);
+		NEXT;
+	op_INC:
+		RMW(sz, res = lf_arith_op(f, LF_ADD, sz, v, 1), true);
+		NEXT;
+	op_DEC:
+		RMW(sz, res = lf_arith_op(f, LF_SUB, sz, v, 1), true);
+		NEXT;
+	op_NEG:
+		RMW(sz, (res = lf_arith_op(f, LF_SUB, sz, 0, v), f->cf = v != 0),
+		    true);
+		NEXT;
+	op_NOT:
+		RMW(sz, res = ~v & szmask[sz], true);
+		NEXT;
+	op_MOV_RM_R:
+		v = rget(R, d->reg, sz);
+		if (d->flags & DI_MEM)
+			STORE(ea(s, d), sz, v);
+		else
+			rset(R, d->rm, sz, v);
+		NEXT;
+	op_MOV_R_RM:
+		RM_LOAD(sz, v);
+		rset(R, d->reg, sz, v);
+		NEXT;
+	op_MOV_RM_I:
+		v = d->imm & szmask[sz];
+		if (d->flags & DI_MEM)
+			STORE(ea(s, d), sz, v);
+		else
+			rset(R, d->rm, sz, v);
+		NEXT;
+	op_MOV_R_I:
+		rset(R, d->reg, sz, d->imm);
+		NEXT;
+	op_MOVZX:
+		RM_LOAD(d->sub, v);
+		rset(R, d->reg, sz, v);
+		NEXT;
+	op_MOVSX:
+		RM_LOAD(d->sub, v);
+		rset(R, d->reg, sz, sext(v, d->sub));
+		NEXT;
+	op_LEA:
+		rset(R, d->reg, sz, ea_off(s, d));
+		NEXT;
+	op_PUSH_R:
+		a = R[VCPU_REGS_RSP] - sz;
+		SSTORE(a, sz, rget(R, d->reg, sz));
+		R[VCPU_REGS_RSP] = a;
+		NEXT;
+	op_POP_R:
+		a = R[VCPU_REGS_RSP];
+		SLOAD(a, sz, v);
+		R[VCPU_REGS_RSP] = a + sz;
+		rset(R, d->reg, sz, v);
+		NEXT;
+	op_PUSH_I:
+		a = R[VCPU_REGS_RSP] - sz;
+		SSTORE(a, sz, d->imm & szmask[sz]);
+		R[VCPU_REGS_RSP] = a;
+		NEXT;
+	op_PUSH_RM:
+		RM_LOAD(sz, v);
+		a = R[VCPU_REGS_RSP] - sz;
+		SSTORE(a, sz, v);
+		R[VCPU_REGS_RSP] = a;
+		NEXT;
+	op_POP_RM:
+		t = R[VCPU_REGS_RSP];
+		SLOAD(t, sz, v);
+		if (d->flags & DI_MEM) {
+			/* the address is computed with RSP already incremented */
+			R[VCPU_REGS_RSP] = t + sz;
+			a = ea(s, d);
+			R[VCPU_REGS_RSP] = t;
+			STORE(a, sz, v);
+			R[VCPU_REGS_RSP] = t + sz;
+		} else {
+			R[VCPU_REGS_RSP] = t + sz;
+			rset(R, d->rm, sz, v);
 		}
+		NEXT;
+	op_XCHG:
+		t = rget(R, d->reg, sz);
+		if (d->flags & DI_MEM) {
+			a = ea(s, d);
+			LOAD(a, sz, v);
+			STORE(a, sz, t);
+		} else {
+			v = rget(R, d->rm, sz);
+			rset(R, d->rm, sz, t);
+		}
+		rset(R, d->reg, sz, v);
+		NEXT;
+	op_SHIFT:
+		t = (d->flags & DI_CL) ? R[VCPU_REGS_RCX] : d->imm;
+		RMW(sz, res = shift(f, d->sub, sz, v, t), true);
+		NEXT;
+	op_IMUL2:
+	op_IMUL3: {
+		__int128 prod;
 
-		/* fell through the end of the block (or stopped early: budget, code write) */
+		RM_LOAD(sz, v);
+		t = d->op == X_IMUL3 ? d->imm : rget(R, d->reg, sz);
+		prod = (__int128)(s64)sext(v, sz) * (s64)sext(t, sz);
+		res = (u64)prod & szmask[sz];
+		lf_result(&s->lf, res, sz, (__int128)(s64)sext(res, sz) != prod,
+			  (__int128)(s64)sext(res, sz) != prod);
+		rset(R, d->reg, sz, res);
+		NEXT;
+	}
+	op_MULDIV:
+		RM_LOAD(sz, v);
+		if (!v && d->sub >= 6)
+			FAULT(X86_TRAP_DE, 0);
+		switch (d->sub) {
+		case 4: case 5: {	/* MUL, IMUL: rDX:rAX = rAX * r/m */
+			unsigned bits = sz * 8;
+			unsigned __int128 up;
+			u64 lo, hi, ovf;
+
+			if (d->sub == 4) {
+				up = (unsigned __int128)(R[0] & szmask[sz]) * v;
+				lo = (u64)up & szmask[sz];
+				hi = (u64)(up >> bits) & szmask[sz];
+				ovf = hi != 0;
+			} else {
+				__int128 sp = (__int128)(s64)sext(R[0], sz) *
+					      (s64)sext(v, sz);
+				up = (unsigned __int128)sp;
+				lo = (u64)up & szmask[sz];
+				hi = (u64)(up >> bits) & szmask[sz];
+				ovf = (__int128)(s64)sext(lo, sz) != sp;
+			}
+			if (sz == 1) {
+				rset(R, 0, 2, lo | (hi << 8));
+			} else {
+				rset(R, VCPU_REGS_RAX, sz, lo);
+				rset(R, VCPU_REGS_RDX, sz, hi);
+			}
+			lf_result(&s->lf, lo, sz, ovf, ovf);
+			NEXT;
+		}
+		default: {		/* DIV, IDIV: rDX:rAX / r/m */
+			unsigned bits = sz * 8;
+			unsigned __int128 n, q, r, nmag;
+			u64 dmag, qmax;
+			bool nneg = false, dneg = false;
+
+			if (sz == 1)
+				n = R[0] & 0xffff;
+			else
+				n = ((unsigned __int128)(R[VCPU_REGS_RDX] & szmask[sz])
+				     << bits) | (R[0] & szmask[sz]);
+			nmag = n;
+			dmag = v;
+			if (d->sub == 7) {
+				/* sign of the 2*bits-bit dividend, of the divisor */
+				nneg = (n >> (2 * bits - 1)) & 1;
+				if (nneg) {
+					nmag = -n;
+					if (bits < 64)
+						nmag &= ((unsigned __int128)1 <<
+							 (2 * bits)) - 1;
+				}
+				dneg = (v >> (bits - 1)) & 1;
+				if (dneg)
+					dmag = -v & szmask[sz];
+			}
+			q = nmag / dmag;
+			r = nmag % dmag;
+			if (d->sub == 6)
+				qmax = szmask[sz];
+			else	/* |q| <= 2^(bits-1) - 1, or 2^(bits-1) if negative */
+				qmax = (szmask[sz] >> 1) + (nneg != dneg);
+			if (q > qmax)
+				FAULT(X86_TRAP_DE, 0);
+			if (nneg != dneg)
+				q = -q;
+			if (nneg)
+				r = -r;
+			if (sz == 1) {
+				rset(R, 0, 2, ((u64)q & 0xff) | (((u64)r & 0xff) << 8));
+			} else {
+				rset(R, VCPU_REGS_RAX, sz, (u64)q & szmask[sz]);
+				rset(R, VCPU_REGS_RDX, sz, (u64)r & szmask[sz]);
+			}
+			NEXT;
+		}
+		}
+	op_CBW:
+		if (sz == 2)
+			rset(R, 0, 2, sext(R[0], 1));
+		else
+			rset(R, 0, sz, sext(R[0], sz / 2));
+		NEXT;
+	op_CWD:
+		rset(R, VCPU_REGS_RDX, sz,
+		     ((R[0] >> (sz * 8 - 1)) & 1) ? ~0ull : 0);
+		NEXT;
+	op_CALL:
+		rip = d->imm;
+		if (unlikely(is_noncanonical_address(rip)))
+			FAULT(X86_TRAP_GP, 0);
+		a = R[VCPU_REGS_RSP] - 8;
+		SSTORE(a, 8, NEXT_RIP);
+		R[VCPU_REGS_RSP] = a;
+		goto branched;
+	op_CALL_RM:
+		RM_LOAD(8, t);
+		if (unlikely(is_noncanonical_address(t)))
+			FAULT(X86_TRAP_GP, 0);
+		a = R[VCPU_REGS_RSP] - 8;
+		SSTORE(a, 8, NEXT_RIP);
+		R[VCPU_REGS_RSP] = a;
+		rip = t;
+		goto branched;
+	op_RET:
+		a = R[VCPU_REGS_RSP];
+		SLOAD(a, 8, t);
+		if (unlikely(is_noncanonical_address(t)))
+			FAULT(X86_TRAP_GP, 0);
+		R[VCPU_REGS_RSP] = a + 8 + d->imm;
+		rip = t;
+		goto branched;
+	op_JMP_RM:
+		RM_LOAD(8, t);
+		BRANCH(t);
+	op_LOOP: {
+		bool a32 = d->flags & DI_ASZ32, take;
+
+		t = a32 ? (u32)R[VCPU_REGS_RCX] : R[VCPU_REGS_RCX];
+		if (d->sub != 3)
+			t = a32 ? (u32)(t - 1) : t - 1;
+		switch (d->sub) {
+		case 0: take = t && !lf_zf(&s->lf); break;	/* LOOPNE */
+		case 1: take = t && lf_zf(&s->lf); break;	/* LOOPE */
+		case 2: take = t; break;			/* LOOP */
+		default: take = !t; break;			/* JrCXZ */
+		}
+		if (take && is_noncanonical_address(d->imm))
+			FAULT(X86_TRAP_GP, 0);
+		if (d->sub != 3)
+			R[VCPU_REGS_RCX] = t;
+		rip = take ? d->imm : NEXT_RIP;
+		goto branched;
+	}
+	op_SETCC:
+		v = lf_cond(&s->lf, d->sub);
+		if (d->flags & DI_MEM)
+			STORE(ea(s, d), 1, v);
+		else
+			rset(R, d->rm, 1, v);
+		NEXT;
+	op_CMOVCC:
+		RM_LOAD(sz, v);
+		if (lf_cond(&s->lf, d->sub))
+			rset(R, d->reg, sz, v);
+		else if (sz == 4)
+			R[d->reg] = (u32)R[d->reg];	/* zero-extends anyway */
+		NEXT;
+	op_NOP:
+		NEXT;
+	op_CLC:
+		s->lf.cf = 0;
+		NEXT;
+	op_STC:
+		s->lf.cf = 1;
+		NEXT;
+	op_CMC:
+		s->lf.cf ^= 1;
+		NEXT;
+	op_CLD:
+		s->flags &= ~(u64)X86_EFLAGS_DF;
+		NEXT;
+	op_STD:
+		s->flags |= X86_EFLAGS_DF;
+		NEXT;
+	op_CLI:
+	op_STI:
+		if (CPL > iopl(s))
+			FAULT(X86_TRAP_GP, 0);
+		if (d->op == X_CLI)
+			s->flags &= ~(u64)X86_EFLAGS_IF;
+		else
+			s->flags |= X86_EFLAGS_IF;
+		NEXT;
+	op_PUSHF:
+		a = R[VCPU_REGS_RSP] - sz;
+		SSTORE(a, sz, get_rflags(s) &
+		       ~(u64)(X86_EFLAGS_RF | X86_EFLAGS_VM) & szmask[sz]);
+		R[VCPU_REGS_RSP] = a;
+		NEXT;
+	op_POPF: {
+		u64 mask = X86_EFLAGS_CF | X86_EFLAGS_PF | X86_EFLAGS_AF |
+			   X86_EFLAGS_ZF | X86_EFLAGS_SF | X86_EFLAGS_TF |
+			   X86_EFLAGS_DF | X86_EFLAGS_OF | X86_EFLAGS_NT |
+			   X86_EFLAGS_AC | X86_EFLAGS_ID;
+
+		a = R[VCPU_REGS_RSP];
+		SLOAD(a, sz, v);
+		if (CPL == 0)
+			mask |= X86_EFLAGS_IOPL | X86_EFLAGS_IF;
+		else if (CPL <= iopl(s))
+			mask |= X86_EFLAGS_IF;
+		mask &= szmask[sz];
+		t = get_rflags(s);
+		set_rflags(s, ((t & ~mask) | (v & mask)) & ~(u64)X86_EFLAGS_RF);
+		R[VCPU_REGS_RSP] = a + sz;
+		NEXT;
+	}
+	op_SAHF:
+		t = lf_arith(&s->lf) & ~(u64)(ARITH_FLAGS & ~X86_EFLAGS_OF);
+		lf_set(&s->lf, t | (((R[0] >> 8) & 0xff) &
+				    (ARITH_FLAGS & ~X86_EFLAGS_OF)));
+		NEXT;
+	op_LAHF:
+		t = (lf_arith(&s->lf) & (ARITH_FLAGS & ~X86_EFLAGS_OF)) |
+		    X86_EFLAGS_FIXED;
+		R[0] = (R[0] & ~0xff00ull) | (t << 8);
+		NEXT;
+	op_LEAVE:
+		a = R[VCPU_REGS_RBP];
+		SLOAD(a, sz, v);
+		R[VCPU_REGS_RSP] = a + sz;
+		rset(R, VCPU_REGS_RBP, sz, v);
+		NEXT;
+	op_IN:
+	op_OUT: {
+		struct pk_guest_event ev = {
+			.kind = PK_GEXIT_IO, .insn_len = d->len, .size = sz,
+			.in = d->op == X_IN,
+			.port = (d->flags & DI_DX) ? (u16)R[VCPU_REGS_RDX] :
+						     (u16)d->imm,
+			.data = d->op == X_OUT ? R[0] & szmask[sz] : 0,
+		};
+
+		if (CPL > iopl(s))	/* no I/O bitmap in the model */
+			FAULT(X86_TRAP_GP, 0);
+		s->ev = ev;
+		goto ask_exit;	/* natively too: only the host has devices */
+	}
+	op_HLT:
+		if (CPL)
+			FAULT(X86_TRAP_GP, 0);
+		s->ev = (struct pk_guest_event){
+			.kind = PK_GEXIT_HLT, .insn_len = d->len };
+		goto ask_exit;
+	op_CPUID:
+		s->ev = (struct pk_guest_event){
+			.kind = PK_GEXIT_CPUID, .insn_len = d->len };
+		goto ask_exit;
+	op_VMCALL:
+	op_VMMCALL:
+		s->ev = (struct pk_guest_event){
+			.kind = d->op == X_VMCALL ? PK_GEXIT_VMCALL :
+						    PK_GEXIT_VMMCALL,
+			.insn_len = d->len };
+		goto ask_exit;
+	op_RDMSR:
+	op_WRMSR: {
+		u32 ecx = (u32)R[VCPU_REGS_RCX];
+		int ret;
+
+		if (CPL)
+			FAULT(X86_TRAP_GP, 0);
+		v = ((R[VCPU_REGS_RDX] & 0xffffffff) << 32) | (u32)R[0];
+		s->ev = (struct pk_guest_event){
+			.kind = d->op == X_RDMSR ? PK_GEXIT_RDMSR : PK_GEXIT_WRMSR,
+			.insn_len = d->len, .msr = ecx,
+			.data = d->op == X_WRMSR ? v : 0 };
+		cpu->rip = cur_rip(s, d);
+		icpt = pk_virt_intercept(cpu, &s->ev);
+		if (icpt == PK_ICPT_EXIT)
+			goto exit_ev;
+		if (icpt == PK_ICPT_UD)
+			FAULT(X86_TRAP_UD, 0);
+		if (d->op == X_RDMSR) {
+			ret = pk_msr_read(cpu, ecx, &v);
+			if (ret)
+				FAULT(X86_TRAP_GP, 0);
+			R[0] = (u32)v;
+			R[VCPU_REGS_RDX] = v >> 32;
+		} else {
+			ret = pk_msr_write(cpu, ecx, v);
+			if (ret)
+				FAULT(X86_TRAP_GP, 0);
+		}
+		NEXT;
+	}
+	op_RDTSC:
+		if ((cpu->cr4 & X86_CR4_TSD) && CPL)
+			FAULT(X86_TRAP_GP, 0);
+		R[0] = (u32)cpu->tsc;
+		R[VCPU_REGS_RDX] = cpu->tsc >> 32;
+		NEXT;
+	op_RDTSCP:
+	op_RDPID:
+		s->ev = (struct pk_guest_event){
+			.kind = d->op == X_RDTSCP ? PK_GEXIT_RDTSCP : PK_GEXIT_RDPID,
+			.insn_len = d->len };
+		cpu->rip = cur_rip(s, d);
+		icpt = pk_virt_intercept(cpu, &s->ev);
+		if (icpt == PK_ICPT_UD)
+			FAULT(X86_TRAP_UD, 0);
+		if (d->op == X_RDTSCP && (cpu->cr4 & X86_CR4_TSD) && CPL)
+			FAULT(X86_TRAP_GP, 0);
+		if (icpt == PK_ICPT_EXIT)
+			goto exit_ev;
+		if (d->op == X_RDTSCP) {
+			R[0] = (u32)cpu->tsc;
+			R[VCPU_REGS_RDX] = cpu->tsc >> 32;
+			R[VCPU_REGS_RCX] = (u32)cpu->msr[PK_MSR_TSC_AUX];
+		} else {
+			R[d->rm] = cpu->msr[PK_MSR_TSC_AUX];
+		}
+		NEXT;
+	op_SWAPGS:
+		if (CPL)
+			FAULT(X86_TRAP_GP, 0);
+		t = cpu->seg[VCPU_SREG_GS].base;
+		cpu->seg[VCPU_SREG_GS].base = cpu->msr[PK_MSR_KERNEL_GS_BASE];
+		cpu->msr[PK_MSR_KERNEL_GS_BASE] = t;
+		NEXT;
+	op_RDWRBASE: {
+		struct pk_segment *sg = &cpu->seg[(d->sub & 1) ? VCPU_SREG_GS :
+							     VCPU_SREG_FS];
+
+		if (!(cpu->cr4 & X86_CR4_FSGSBASE))
+			FAULT(X86_TRAP_UD, 0);
+		if (d->sub < 2) {
+			rset(R, d->rm, sz, sg->base);
+		} else {
+			t = rget(R, d->rm, sz);
+			if (is_noncanonical_address(t))
+				FAULT(X86_TRAP_GP, 0);
+			sg->base = t;
+		}
+		NEXT;
+	}
+	op_SYSCALL:
+		if (!(cpu->msr[PK_MSR_EFER] & EFER_SCE))
+			FAULT(X86_TRAP_UD, 0);
+		t = get_rflags(s);
+		R[VCPU_REGS_RCX] = NEXT_RIP;
+		R[VCPU_REGS_R11] = t & ~(u64)X86_EFLAGS_RF;
+		v = (cpu->msr[PK_MSR_STAR] >> 32) & 0xfffc;
+		pk_seg_flat_code(&cpu->seg[VCPU_SREG_CS], (u16)v, 0);
+		pk_seg_flat_data(&cpu->seg[VCPU_SREG_SS], (u16)(v + 8), 0);
+		set_rflags(s, t & ~((cpu->msr[PK_MSR_SYSCALL_MASK] & 0xffffffff) |
+				    X86_EFLAGS_RF));
+		rip = cpu->msr[PK_MSR_LSTAR];
+		goto branched;
+	op_SYSRET:
+		if (!(cpu->msr[PK_MSR_EFER] & EFER_SCE))
+			FAULT(X86_TRAP_UD, 0);
+		if (CPL)
+			FAULT(X86_TRAP_GP, 0);
+		if (!(d->flags & DI_REXW))
+			FAULT(X86_TRAP_UD, 0);	/* to compatibility mode: not modelled */
+		t = R[VCPU_REGS_RCX];
+		/* Intel checks RCX; AMD returns and faults at CPL 3 on the fetch */
+		if (cpu->m->model.vendor == PK_VENDOR_INTEL &&
+		    is_noncanonical_address(t))
+			FAULT(X86_TRAP_GP, 0);
+		v = (cpu->msr[PK_MSR_STAR] >> 48) & 0xffff;
+		pk_seg_flat_code(&cpu->seg[VCPU_SREG_CS], (u16)((v + 16) | 3), 3);
+		pk_seg_flat_data(&cpu->seg[VCPU_SREG_SS], (u16)((v + 8) | 3), 3);
+		set_rflags(s, (R[VCPU_REGS_R11] & 0x3c7fd7) | X86_EFLAGS_FIXED);
+		rip = t;
+		goto branched;
+	op_DESC: {
+		struct pk_dtable *dt = (d->sub & 1) ? &cpu->idtr : &cpu->gdtr;
+
+		a = ea(s, d);
+		if (d->sub < 2) {	/* SGDT, SIDT */
+			if ((cpu->cr4 & X86_CR4_UMIP) && CPL)
+				FAULT(X86_TRAP_GP, 0);
+			STORE(a, 2, dt->limit);
+			STORE(a + 2, 8, dt->base);
+		} else {		/* LGDT, LIDT */
+			if (CPL)
+				FAULT(X86_TRAP_GP, 0);
+			LOAD(a, 2, t);
+			LOAD(a + 2, 8, v);
+			dt->limit = (u16)t;
+			dt->base = v;
+		}
+		NEXT;
+	}
+	op_INT:
+		rip = NEXT_RIP;
+		goto trap;
+	op_IRET: {
+		u64 nrip, ncs, nfl, nrsp, nss, mask, old = get_rflags(s);
+		unsigned rpl;
+
+		a = R[VCPU_REGS_RSP];
+		SLOAD(a, sz, nrip);
+		SLOAD(a + sz, sz, ncs);
+		SLOAD(a + 2 * sz, sz, nfl);
+		SLOAD(a + 3 * sz, sz, nrsp);
+		SLOAD(a + 4 * sz, sz, nss);
+		ncs &= 0xffff;
+		nss &= 0xffff;
+		rpl = ncs & 3;
+		if (old & X86_EFLAGS_NT)	/* no task return in IA-32e mode */
+			FAULT(X86_TRAP_GP, 0);
+		if (!(ncs & ~3u))
+			FAULT(X86_TRAP_GP, 0);
+		if (rpl < CPL)
+			FAULT(X86_TRAP_GP, ncs & ~3u);
+		if (!(nss & ~3u) && rpl == 3)
+			FAULT(X86_TRAP_GP, 0);
+		if ((nss & 3) != rpl)
+			FAULT(X86_TRAP_GP, nss & ~3u);
+		if (is_noncanonical_address(nrip))
+			FAULT(X86_TRAP_GP, 0);
+		mask = X86_EFLAGS_CF | X86_EFLAGS_PF | X86_EFLAGS_AF |
+		       X86_EFLAGS_ZF | X86_EFLAGS_SF | X86_EFLAGS_TF |
+		       X86_EFLAGS_DF | X86_EFLAGS_OF | X86_EFLAGS_NT |
+		       X86_EFLAGS_RF | X86_EFLAGS_AC | X86_EFLAGS_ID;
+		if (CPL == 0)
+			mask |= X86_EFLAGS_IOPL | X86_EFLAGS_IF |
+				X86_EFLAGS_VIF | X86_EFLAGS_VIP;
+		else if (CPL <= iopl(s))
+			mask |= X86_EFLAGS_IF;
+		mask &= szmask[sz];
+		set_rflags(s, (old & ~mask) | (nfl & mask));
+		R[VCPU_REGS_RSP] = nrsp;
+		pk_seg_flat_code(&cpu->seg[VCPU_SREG_CS], (u16)ncs, rpl);
+		if (nss & ~3u)
+			pk_seg_flat_data(&cpu->seg[VCPU_SREG_SS], (u16)nss, rpl);
+		else
+			pk_seg_null_ss(&cpu->seg[VCPU_SREG_SS], (u16)nss);
+		rip = nrip;
+		goto branched;
+	}
+	op_GP0:
+		FAULT(X86_TRAP_GP, 0);
+	op_UD:
+		FAULT(X86_TRAP_UD, 0);
+
+
+block_done:	/* the end of the block (or stopped early: budget, code write) */
 		executed = d - b->ins;
 		rip = cur_rip(s, d - 1) + d[-1].len;
 		goto retire;
@@ -1766,4 +1784,5 @@ triple:
 #undef BRANCH
 #undef CPL
 #undef RMW
+#undef NEXT
 }
