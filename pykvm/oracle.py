@@ -3,7 +3,7 @@ point, named by register, place, expected and actual value, and whose value leak
 from dataclasses import dataclass
 
 OBS = ("host user mode", "per-cpu access", "NMI handler", "first RET after VM-exit",
-       "virtualization disabled", "guest read", "KVM_GET_MSRS")
+       "virtualization disabled", "guest read", "KVM_GET_MSRS", "host WARN")
 
 REG_NAMES = {
     0xC0000080: "EFER", 0xC0000081: "STAR", 0xC0000082: "LSTAR", 0xC0000083: "CSTAR",

@@ -300,6 +300,9 @@ static void account_msr(struct pk_cpu *cpu, int dir, u32 index)
 	enum pk_op op = dir ? PK_OP_WRMSR : PK_OP_RDMSR;
 	u32 cycles = m->profile.op[op];
 
+	if (unlikely(m->inject.armed))
+		pk_inject_point(cpu);
+
 	if (slot >= 0) {
 		u32 per_msr = dir ? m->profile.wrmsr[slot] : m->profile.rdmsr[slot];
 

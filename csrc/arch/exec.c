@@ -1227,7 +1227,6 @@ u32 pk_guest_exec(struct pk_cpu *cpu)
 		SLOAD(t, sz, v);
 		if (d->flags & DI_MEM) {
 			/* the address is computed with RSP already incremented */
-			R[VCPU_REGS_RSP] = t + sz;
 			a = ea(s, d);
 			R[VCPU_REGS_RSP] = t;
 			STORE(a, sz, v);

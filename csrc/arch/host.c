@@ -4,7 +4,7 @@
  * syscall entry/exit (SWAPGS), return-to-user notifiers, preempt notifiers and the
  * context switch of FS/GS bases (arch/x86/kernel/process_64.c), tasks on CPUs.
  */
-#include "pykvm/host.h"
+#include "pykvm/events.h"
 
 /* Canonical kernel addresses, shaped like Linux's, distinct per CPU. */
 #define HOST_PER_CPU_BASE	0xffff88807fc00000ULL
@@ -193,6 +193,9 @@ void pk_exit_to_user_mode(void)
 	struct pk_task *t = current_task();
 	u32 old;
 
+	pk_trace(m, PK_TR_USER_RETURN, this_cpu()->id, t->id, t->tif_user_return_notify);
+	/* exit_to_user_mode_prepare() runs the exit work, notifiers included, IRQs off. */
+	local_irq_disable();
 	if (t->tif_user_return_notify) {
 		old = pk_path_enter(m, PK_PATH_USER_RETURN);
 		fire_user_return_notifiers();
@@ -201,6 +204,7 @@ void pk_exit_to_user_mode(void)
 	old = pk_path_enter(m, PK_PATH_OTHER);
 	native_swapgs();
 	m->host.in_user[this_cpu()->id] = true;
+	local_irq_enable();
 	pk_path_leave(m, old);
 	pk_observe_user(this_cpu());
 }
@@ -328,6 +332,7 @@ void pk_context_switch(int cpu_id, int next)
 	}
 	m->host.current[cpu_id] = next;
 	n->cpu = cpu_id;
+	pk_trace(m, PK_TR_SCHED_SWITCH, cpu_id, prev, next);
 	for (int i = 0; i < PK_MAX_PREEMPT_NOTIFIERS; i++) {
 		struct preempt_notifier *pn = m->host.preempt_notifiers[i];
 		if (pn && pn->task == next)

@@ -8,6 +8,7 @@
  */
 #include "pykvm/kvm_api.h"
 #include "x86.h"
+#include "pykvm/events.h"
 
 extern const struct kvm_x86_init_ops vmx_init_ops;
 extern const struct kvm_x86_init_ops svm_init_ops;
@@ -52,6 +53,7 @@ void vcpu_load(struct kvm_vcpu *vcpu)
 
 	preempt_disable();
 	cpu = smp_processor_id();
+	pk_trace(m, PK_TR_VCPU_LOAD, cpu, vcpu->vcpu_id, 0);
 	preempt_notifier_register(&vcpu->preempt_notifier);
 	kvm_arch_vcpu_load(vcpu, cpu);
 	preempt_enable();
@@ -64,6 +66,7 @@ void vcpu_put(struct kvm_vcpu *vcpu)
 	u32 old = pk_path_enter(m, PK_PATH_VCPU_PUT);
 
 	preempt_disable();
+	pk_trace(m, PK_TR_VCPU_PUT, this_cpu()->id, vcpu->vcpu_id, 0);
 	kvm_arch_vcpu_put(vcpu);
 	preempt_notifier_unregister(&vcpu->preempt_notifier);
 	preempt_enable();
@@ -90,6 +93,8 @@ static void kvm_ioctl_exit(void)
 
 /* ---- modules and virtualization enable ---- */
 
+static void kvm_virt_disable_ipi(struct pk_machine *m, u32 cpu);
+
 int pk_kvm_load_ops(struct pk_machine *m, const struct kvm_x86_init_ops *init,
 		    const char *params)
 {
@@ -101,6 +106,8 @@ int pk_kvm_load_ops(struct pk_machine *m, const struct kvm_x86_init_ops *init,
 	if (init->runtime_ops->vcpu_size > PK_KMEM_SIZE / 4 || init->runtime_ops->vm_size > PK_KMEM_SIZE / 4)
 		return -E2BIG;
 	r = kvm_x86_vendor_init(m, init, params);
+	if (!r)
+		m->virt_disable_ipi = kvm_virt_disable_ipi;
 	return r;
 }
 
@@ -190,6 +197,12 @@ int pk_kvm_disable_virtualization_cpu(struct pk_machine *m, u32 cpu)
 	pk_this_cpu = saved;
 	pk_path_leave(m, old);
 	return 0;
+}
+
+/* The IPI handler of a reboot/kexec/offline: virtualization off on this CPU. */
+static void kvm_virt_disable_ipi(struct pk_machine *m, u32 cpu)
+{
+	pk_kvm_disable_virtualization_cpu(m, cpu);
 }
 
 int pk_create_vm(struct pk_machine *m, struct kvm **out)

@@ -4,6 +4,7 @@
  * Mirrors arch/x86/kvm/x86.c (torvalds/linux); function names are the kernel's.
  */
 #include "x86.h"
+#include "pykvm/events.h"
 
 /* ------------------------------------------------------------------------------------
  * Module parameters (kvm.*)
@@ -15,7 +16,6 @@ static const struct pk_param kvm_param_table[] = {
 		 "virtualization-disable IPI cannot fall in between (WORLD-SWITCH.md 7.3)"),
 	PK_PARAM(struct kvm_params, forget_star, false, "never restore the host STAR"),
 	PK_PARAM(struct kvm_params, forget_lstar, false, "never restore the host LSTAR"),
-	PK_PARAM(struct kvm_params, forget_cstar, false, "never restore the host CSTAR"),
 	PK_PARAM(struct kvm_params, forget_syscall_mask, false, "never restore the host SYSCALL_MASK"),
 	PK_PARAM(struct kvm_params, forget_efer, false, "never restore the host EFER (user return)"),
 	PK_PARAM(struct kvm_params, forget_tsc_aux, false, "never restore the host TSC_AUX"),
@@ -30,7 +30,6 @@ static bool kvm_uret_forgotten(u32 msr)
 	switch (msr) {
 	case MSR_STAR: return p->forget_star;
 	case MSR_LSTAR: return p->forget_lstar;
-	case MSR_CSTAR: return p->forget_cstar;
 	case MSR_SYSCALL_MASK: return p->forget_syscall_mask;
 	case MSR_EFER: return p->forget_efer;
 	case MSR_TSC_AUX: return p->forget_tsc_aux;
@@ -161,6 +160,7 @@ int kvm_set_user_return_msr(unsigned int slot, u64 value, u64 mask)
 	if (g->params.uret_irqs_off)
 		local_irq_disable();
 	err = wrmsrl_safe(g->kvm_uret_msrs_list[slot], value);
+	pk_interrupt_window();
 	if (!err)
 		msrs->values[slot].curr = value;
 	if (g->params.uret_irqs_off && irqs)
@@ -480,6 +480,7 @@ int kvm_emulate_rdmsr(struct kvm_vcpu *vcpu)
 	u64 data;
 
 	vcpu->stat.msr_exits++;
+	pk_trace(vcpu->kvm->m, PK_TR_KVM_MSR, smp_processor_id(), ecx, 0);
 	if (kvm_get_msr(vcpu, ecx, &data, false)) {
 		kvm_inject_gp(vcpu, 0);
 		return 1;
@@ -495,6 +496,7 @@ int kvm_emulate_wrmsr(struct kvm_vcpu *vcpu)
 	u64 data = kvm_read_edx_eax(vcpu);
 
 	vcpu->stat.msr_exits++;
+	pk_trace(vcpu->kvm->m, PK_TR_KVM_MSR, smp_processor_id(), (1ULL << 32) | ecx, data);
 	if (kvm_set_msr(vcpu, ecx, data, false)) {
 		kvm_inject_gp(vcpu, 0);
 		return 1;
@@ -784,7 +786,17 @@ static int vcpu_enter_guest(struct kvm_vcpu *vcpu)
 
 	old = pk_path_enter(m, PK_PATH_VCPU_RUN);
 	for (;;) {
+		if (unlikely(m->trace))
+			pk_trace(m, PK_TR_KVM_ENTRY, smp_processor_id(), vcpu->vcpu_id,
+				 kvm_rip_read(vcpu));
 		exit_fastpath = kvm_x86_call(vcpu_run)(vcpu, 0);
+		if (unlikely(m->trace)) {
+			u32 reason;
+			u64 info1, info2;
+
+			kvm_x86_call(get_exit_info)(vcpu, &reason, &info1, &info2);
+			pk_trace(m, PK_TR_KVM_EXIT, smp_processor_id(), reason, kvm_rip_read(vcpu));
+		}
 		if (likely(exit_fastpath != EXIT_FASTPATH_REENTER_GUEST))
 			break;
 		if (kvm_vcpu_exit_request(vcpu)) {
@@ -851,6 +863,7 @@ int kvm_arch_vcpu_ioctl_run(struct kvm_vcpu *vcpu)
 	r = vcpu_run(vcpu);
 out:
 	vcpu_put(vcpu);
+	pk_trace(vcpu->kvm->m, PK_TR_KVM_USERSPACE_EXIT, this_cpu()->id, kvm_run->exit_reason, 0);
 	return r;
 }
 

@@ -36,6 +36,7 @@ KVM_X86_OP(handle_exit)
 KVM_X86_OP(skip_emulated_instruction)
 KVM_X86_OP(inject_exception)
 KVM_X86_OP(handle_exit_irqoff)
+KVM_X86_OP(get_exit_info)
 KVM_X86_OP(vcpu_after_set_cpuid)
 KVM_X86_OP_OPTIONAL(vcpu_free)
 

@@ -188,6 +188,7 @@ struct kvm_x86_ops {
 	int (*skip_emulated_instruction)(struct kvm_vcpu *vcpu);
 	void (*inject_exception)(struct kvm_vcpu *vcpu);
 	void (*handle_exit_irqoff)(struct kvm_vcpu *vcpu);
+	void (*get_exit_info)(struct kvm_vcpu *vcpu, u32 *reason, u64 *info1, u64 *info2);
 	void (*vcpu_after_set_cpuid)(struct kvm_vcpu *vcpu);
 };
 
@@ -206,7 +207,7 @@ struct kvm_x86_init_ops {
 /* kvm.* parameters (x86.c). */
 struct kvm_params {
 	bool uret_irqs_off;
-	bool forget_star, forget_lstar, forget_cstar, forget_syscall_mask, forget_efer,
+	bool forget_star, forget_lstar, forget_syscall_mask, forget_efer,
 	     forget_tsc_aux, forget_tsx_ctrl;
 };
 

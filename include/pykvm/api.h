@@ -18,6 +18,7 @@ int pk_machine_set_cpu(struct pk_machine *m, u32 cpu);
 #if __has_include("pykvm/kvm_api.h")
 #include "pykvm/kvm_api.h"
 #endif
+#include "pykvm/check.h"
 #if __has_include("pykvm/vmm.h")
 #include "pykvm/vmm.h"
 #endif

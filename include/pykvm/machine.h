@@ -286,6 +286,22 @@ struct pk_machine {
 	struct pk_cpu cpu[PK_MAX_CPUS];
 	u64 host_bugs;				/* faults of non-_safe host MSR accesses (a kernel WARN) */
 	struct pk_oracle *oracle;		/* checks at observation points, or NULL */
+	/*
+	 * An event injected before the countdown-th host instruction on inject_cpu (the
+	 * checker's interleavings: csrc/arch/events.c), and a count of such points.
+	 */
+	struct pk_inject {
+		u32 armed;
+		u32 countdown;
+		u32 kind;			/* enum pk_inject_kind */
+		u32 cpu;
+		u32 points;			/* points passed while counting */
+		bool counting;
+		bool fired;
+		bool dead;			/* a CPU was taken down mid-path: end of branch */
+	} inject;
+	void (*virt_disable_ipi)(struct pk_machine *m, u32 cpu);	/* KVM's handler */
+	struct pk_trace *trace;			/* tracepoint buffer, or NULL: not state */
 	struct pk_oracle_state {		/* storage behind `oracle` (struct pk_oracle) */
 		u64 words[8];
 	} oracle_storage;
@@ -336,9 +352,14 @@ static inline void *pk_hva(struct pk_machine *m, u64 pa, u64 len)
 void *pk_kzalloc(struct pk_machine *m, size_t size, size_t align);
 
 /* Cost accounting */
+void pk_inject_point(struct pk_cpu *cpu);	/* events.c */
+
 static inline void pk_account(struct pk_cpu *cpu, enum pk_op op)
 {
 	struct pk_machine *m = cpu->m;
+
+	if (unlikely(m->inject.armed))
+		pk_inject_point(cpu);
 	m->costs.ops[m->costs.path][op]++;
 	m->costs.cycles[m->costs.path] += m->profile.op[op];
 }

@@ -17,6 +17,7 @@ enum pk_obs {
 	PK_OBS_VIRT_OFF,	/* a CPU right after virtualization was disabled */
 	PK_OBS_GUEST,		/* the guest read something it did not write */
 	PK_OBS_GET_MSRS,	/* KVM_GET_MSRS returned something the guest did not write */
+	PK_OBS_HOST_BUG,	/* a host WARN: a faulting WRMSR, a VMX instruction failing */
 	PK_NR_OBS
 };
 

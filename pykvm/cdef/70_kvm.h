@@ -92,3 +92,42 @@ void pk_oracle_enable(struct pk_machine *m, bool on);
 int pk_oracle_result(struct pk_machine *m, struct pk_violation *first, uint64_t *count);
 void pk_oracle_reset(struct pk_machine *m);
 int pk_host_run_other(struct pk_machine *m, uint32_t cpu);
+
+/* The checker (include/pykvm/check.h) and tracepoints (include/pykvm/events.h). */
+struct pk_step { uint8_t kind; uint8_t vcpu; uint8_t cpu; uint8_t inject; uint32_t at; };
+struct pk_check_cfg {
+	struct kvm_vcpu *vcpus[4];
+	uint32_t nr_vcpus;
+	uint8_t *gmem;
+	uint64_t gmem_size;
+	uint64_t gmem_dirty_lo, gmem_dirty_hi;
+	uint64_t table_gpa[4];
+	uint32_t regs[16];
+	uint32_t nr_regs;
+	uint32_t violation_port;
+	uint32_t sync_port;
+	uint64_t run_budget;
+	uint32_t step_mask;
+	uint32_t inject_mask;
+};
+struct pk_check_result {
+	uint64_t events;
+	uint64_t states;
+	uint32_t depth_done;
+	uint32_t violated;
+	struct pk_violation violation;
+	uint32_t nr_steps;
+	struct pk_step steps[64];
+	uint64_t walks;
+};
+struct pk_checker;
+struct pk_checker *pk_checker_new(struct pk_machine *m, const struct pk_check_cfg *cfg);
+void pk_checker_free(struct pk_checker *c);
+void pk_checker_reset(struct pk_checker *c);
+int pk_checker_replay(struct pk_checker *c, const struct pk_step *steps, uint32_t n,
+		      struct pk_violation *v, bool trace);
+int pk_checker_explore(struct pk_checker *c, uint32_t bound, uint64_t max_states, uint64_t walks,
+		       uint32_t walk_len, uint64_t seed, double seconds, struct pk_check_result *res);
+struct pk_trace_rec { uint32_t kind; uint32_t cpu; uint64_t a, b; };
+struct pk_trace { uint32_t n; uint32_t dropped; struct pk_trace_rec rec[65536]; };
+void pk_machine_set_trace(struct pk_machine *m, struct pk_trace *t);

@@ -77,6 +77,14 @@ static int svm_hardware_setup(void)
 {
 	const struct pk_cpu_model *cm = &this_machine()->model;
 
+	struct pk_machine *m = this_machine();
+
+	/* svm_cpu_init(): the per-CPU host save areas, for the CPUs the machine has. */
+	for (u32 cpu = 0; cpu < m->nr_cpus; cpu++) {
+		svm_global()->svm_data[cpu] = pk_kzalloc(m, sizeof(struct svm_cpu_data), 4096);
+		if (!svm_global()->svm_data[cpu])
+			return -ENOMEM;
+	}
 	svm_global()->tsc_aux_uret_slot = -1;
 	if (cm->has_rdtscp || cm->has_rdpid)
 		svm_global()->tsc_aux_uret_slot = kvm_add_user_return_msr(MSR_TSC_AUX);
@@ -193,7 +201,7 @@ static u64 *svm_host_save_slot(struct svm_host_save *h, u32 msr)
 static void svm_vcpu_load(struct kvm_vcpu *vcpu, int cpu)
 {
 	struct vcpu_svm *svm = to_svm(vcpu);
-	struct svm_cpu_data *sd = &svm_global()->svm_data[cpu];
+	struct svm_cpu_data *sd = svm_global()->svm_data[cpu];
 	struct svm_host_save *h = &svm->host;
 
 	if (sd->current_vmcb != svm->vmcb)
@@ -512,16 +520,18 @@ static void svm_restore_host_gs_before_stgi(struct vcpu_svm *svm)
 	const struct svm_params *p = svm_param();
 
 	if (!p->vmsave_host_state) {
+		/* Pre-2020: the TSS descriptor is busy again after VMRUN; reload_tss(). */
+		native_ltr(__TSS_SEL);
 		if (!p->bug_gs_base_after_stgi)
 			wrmsrl(MSR_GS_BASE, svm->host.gs_base);
 		return;
 	}
-	if (p->host_vmload_in_vmenter || p->forget_host_vmload)
+	if (p->forget_host_vmload)
 		return;
 	if (p->host_gs_wrgsbase)
 		wrgsbase(svm->host.gs_base);
-	else
-		pk_vmload(__pa(&svm_global()->svm_data[this_cpu()->id].save_area));
+	else if (!p->host_vmload_in_vmenter)
+		pk_vmload(__pa(&svm_global()->svm_data[this_cpu()->id]->save_area));
 }
 
 static fastpath_t svm_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
@@ -556,6 +566,15 @@ static fastpath_t svm_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 	return svm_exit_handlers_fastpath(vcpu);
 }
 
+static void svm_get_exit_info(struct kvm_vcpu *vcpu, u32 *reason, u64 *info1, u64 *info2)
+{
+	struct vmcb_control_area *control = &to_svm(vcpu)->vmcb->control;
+
+	*reason = control->exit_code;
+	*info1 = control->exit_info_1;
+	*info2 = control->exit_info_2;
+}
+
 static void svm_handle_exit_irqoff(struct kvm_vcpu *vcpu)
 {
 	if (to_svm(vcpu)->vmcb->control.exit_code == SVM_EXIT_INTR)
@@ -587,6 +606,8 @@ static int msr_interception(struct kvm_vcpu *vcpu)
 }
 
 static int intr_interception(struct kvm_vcpu *vcpu) { return kvm_handle_external_interrupt(vcpu); }
+/* A host NMI caused the exit; it is taken at STGI, nothing to do here. */
+static int nmi_interception(struct kvm_vcpu *vcpu) { return 1; }
 static int cpuid_interception(struct kvm_vcpu *vcpu) { return kvm_emulate_cpuid(vcpu); }
 static int halt_interception(struct kvm_vcpu *vcpu) { return kvm_emulate_halt(vcpu); }
 static int vmmcall_interception(struct kvm_vcpu *vcpu) { return kvm_emulate_hypercall(vcpu); }
@@ -606,6 +627,7 @@ static int kvm_handle_invalid_op(struct kvm_vcpu *vcpu)
 #define SVM_NR_EXIT_HANDLERS (SVM_EXIT_NPF + 1)
 static int (*const svm_exit_handlers[SVM_NR_EXIT_HANDLERS])(struct kvm_vcpu *vcpu) = {
 	[SVM_EXIT_INTR]		= intr_interception,
+	[SVM_EXIT_NMI]		= nmi_interception,
 	[SVM_EXIT_CPUID]	= cpuid_interception,
 	[SVM_EXIT_HLT]		= halt_interception,
 	[SVM_EXIT_IOIO]		= io_interception,
@@ -670,6 +692,7 @@ static const struct kvm_x86_ops svm_x86_ops = {
 	.skip_emulated_instruction = svm_skip_emulated_instruction,
 	.inject_exception = svm_inject_exception,
 	.handle_exit_irqoff = svm_handle_exit_irqoff,
+	.get_exit_info = svm_get_exit_info,
 	.vcpu_after_set_cpuid = svm_vcpu_after_set_cpuid,
 };
 

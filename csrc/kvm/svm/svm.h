@@ -37,7 +37,7 @@ struct svm_host_save {
 struct svm_global {
 	struct svm_params params;
 	int tsc_aux_uret_slot;
-	struct svm_cpu_data svm_data[PK_MAX_CPUS];	/* DEFINE_PER_CPU(svm_data) */
+	struct svm_cpu_data *svm_data[PK_MAX_CPUS];	/* DEFINE_PER_CPU(svm_data), per online CPU */
 };
 
 struct vcpu_svm {
@@ -72,7 +72,7 @@ static inline const struct svm_params *svm_param(void)
 
 static inline struct svm_cpu_data *svm_this_cpu_data(void)
 {
-	return &svm_global()->svm_data[smp_processor_id()];
+	return svm_global()->svm_data[smp_processor_id()];
 }
 
 static inline bool svm_msr_write_intercepted(struct vcpu_svm *svm, u32 msr);

@@ -29,8 +29,11 @@ void __svm_vcpu_run(struct vcpu_svm *svm, bool spec_ctrl_intercepted)
 		if (i != VCPU_REGS_RAX && i != VCPU_REGS_RSP)
 			cpu->regs[i] = vcpu->arch.regs[i];
 
-	if (pk_vmrun(vmcb_pa))
+	/* VMRUN itself faulted (SVM off under us): no guest ran, report a failed entry. */
+	if (pk_vmrun(vmcb_pa)) {
 		this_machine()->host_bugs++;
+		svm->vmcb->control.exit_code = SVM_EXIT_ERR;
+	}
 
 	for (int i = 0; i < NR_VCPU_GPRS; i++)
 		if (i != VCPU_REGS_RAX && i != VCPU_REGS_RSP)

@@ -24,6 +24,10 @@ static const struct pk_param vmx_param_table[] = {
 	PK_PARAM(struct vmx_params, forget_host_gs_base, false, "never update HOST_GS_BASE"),
 	PK_PARAM(struct vmx_params, forget_gdt_reload, false, "never reload the GDT after VM-exit's 0xffff limit"),
 	PK_PARAM(struct vmx_params, forget_spec_ctrl, false, "never restore the host SPEC_CTRL"),
+	PK_PARAM(struct vmx_params, forget_host_tr_base, false,
+		 "never update HOST_TR_BASE when the VMCS moves to another CPU"),
+	PK_PARAM(struct vmx_params, forget_host_sysenter_esp, false,
+		 "never update HOST_IA32_SYSENTER_ESP when the VMCS moves to another CPU"),
 };
 
 /* User-return MSRs, registered in this order at setup (kernel: vmx_uret_msrs_list). */
@@ -493,9 +497,11 @@ static void vmx_vcpu_load_vmcs(struct kvm_vcpu *vcpu, int cpu)
 	}
 	if (!already_loaded) {
 		/* Per-CPU host state: TSS, GDT and SYSENTER stack of this CPU. */
-		vmcs_writel(HOST_TR_BASE, m->host.tss_base[cpu]);
+		if (!vmx_param()->forget_host_tr_base || vmx->vcpu.arch.last_vmentry_cpu < 0)
+			vmcs_writel(HOST_TR_BASE, m->host.tss_base[cpu]);
 		vmcs_writel(HOST_GDTR_BASE, m->host.gdt_base[cpu]);
-		vmcs_writel(HOST_IA32_SYSENTER_ESP, m->host.entry_stack[cpu]);
+		if (!vmx_param()->forget_host_sysenter_esp || vmx->vcpu.arch.last_vmentry_cpu < 0)
+			vmcs_writel(HOST_IA32_SYSENTER_ESP, m->host.entry_stack[cpu]);
 		vmx->loaded_vmcs->cpu = cpu;
 	}
 }
@@ -868,6 +874,13 @@ static fastpath_t vmx_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 	return vmx_exit_handlers_fastpath(vcpu);
 }
 
+static void vmx_get_exit_info(struct kvm_vcpu *vcpu, u32 *reason, u64 *info1, u64 *info2)
+{
+	*reason = to_vmx(vcpu)->exit_reason;
+	*info1 = vmcs_readl(EXIT_QUALIFICATION);
+	*info2 = vmcs_read32(VM_EXIT_INTR_INFO);
+}
+
 static void vmx_handle_exit_irqoff(struct kvm_vcpu *vcpu)
 {
 	/* The host's timer IRQ that caused the exit runs now, through the host IDT. */
@@ -974,6 +987,7 @@ static const struct kvm_x86_ops vmx_x86_ops = {
 	.skip_emulated_instruction = vmx_skip_emulated_instruction,
 	.inject_exception = vmx_inject_exception,
 	.handle_exit_irqoff = vmx_handle_exit_irqoff,
+	.get_exit_info = vmx_get_exit_info,
 	.vcpu_after_set_cpuid = vmx_vcpu_after_set_cpuid,
 };
 

@@ -49,6 +49,8 @@ struct vmx_params {
 	bool forget_host_gs_base;
 	bool forget_gdt_reload;
 	bool forget_spec_ctrl;
+	bool forget_host_tr_base;
+	bool forget_host_sysenter_esp;
 };
 
 /* Module parameters (kvm_intel.*) and hardware-setup results, one per machine. */

@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Host events at any point where the host allows them (MACHINE.md section 5): before a
+ * chosen host instruction, an NMI arrives (held while GIF = 0), a disable IPI is taken
+ * (only with IRQs on), or the running vCPU thread is preempted (only when preemptible).
+ */
+#include "pykvm/events.h"
+
+void pk_inject_arm(struct pk_machine *m, u32 cpu, u32 n, u32 kind)
+{
+	m->inject = (struct pk_inject){ .armed = 1, .countdown = n, .kind = kind, .cpu = cpu,
+					.counting = true };
+}
+
+void pk_inject_disarm(struct pk_machine *m)
+{
+	m->inject.armed = 0;
+}
+
+/* Preempt the vCPU thread on cpu: its sched_out, another task to user mode, sched_in. */
+static void inject_preempt(struct pk_cpu *cpu)
+{
+	struct pk_machine *m = cpu->m;
+	int prev = m->host.current[cpu->id];
+
+	pk_context_switch((int)cpu->id, (int)cpu->id);
+	pk_exit_to_user_mode();
+	pk_enter_kernel();
+	pk_context_switch((int)cpu->id, prev);
+}
+
+void pk_inject_point(struct pk_cpu *cpu)
+{
+	struct pk_machine *m = cpu->m;
+	struct pk_inject *in = &m->inject;
+	struct pk_cpu *saved;
+	u32 id = cpu->id;
+
+	if (cpu->mode != PK_MODE_HOST || id != in->cpu || m->host.in_user[id])
+		return;
+	in->points++;
+	if (in->countdown == 0 || --in->countdown)
+		return;
+	/* The point is reached: fire once, with injection off while the event runs. */
+	in->armed = 0;
+	saved = pk_this_cpu;
+	pk_this_cpu = cpu;
+	switch (in->kind) {
+	case PK_INJ_NMI:
+		pk_trace(m, PK_TR_NMI, id, !cpu->gif, 0);
+		pk_nmi(cpu);
+		in->fired = true;
+		break;
+	case PK_INJ_DISABLE_IPI:
+		if (m->host.irqs_enabled[id] && m->virt_disable_ipi) {
+			pk_trace(m, PK_TR_VIRT_DISABLE, id, 0, 0);
+			m->virt_disable_ipi(m, id);
+			in->fired = true;
+			in->dead = true;	/* the CPU goes down: nothing after this counts */
+		}
+		break;
+	case PK_INJ_PREEMPT: {
+		struct pk_task *t = &m->host.tasks[m->host.current[id]];
+
+		if (!m->host.preempt_count[id] && m->host.irqs_enabled[id] && t->is_vcpu_thread) {
+			inject_preempt(cpu);
+			in->fired = true;
+		}
+		break;
+	}
+	}
+	pk_this_cpu = saved;
+}
+
+/* Record tracepoints into `t` (NULL: stop). The buffer is not machine state. */
+void pk_machine_set_trace(struct pk_machine *m, struct pk_trace *t)
+{
+	m->trace = t;
+}

@@ -1,0 +1,362 @@
+"""The checker: does a switching strategy leak host or guest state?
+
+    from pykvm import check
+    r = check.check("vmx", params={"forget_lstar": True}, bound=2)
+    r.verdict            # "violation"
+    print(r.report())    # the violation, a minimal trace in kvm tracepoint shape
+    r.save("leak.json")  # `pykvm replay leak.json` reproduces it
+
+A guest program on each vCPU writes every switched register with its own values, and on
+its next run reads them back (a wrong value is a violation the guest reports); the
+oracle (csrc/arch/oracle.c) watches the host. Steps -- KVM_RUN, KVM_SET/GET_MSRS,
+migration, another task on a CPU, virtualization off and on -- are explored in C
+(csrc/check/explore.c): every sequence up to `bound` with states deduplicated, each run
+also with an NMI, a disable IPI or a preemption before each of its host instructions;
+then random walks. A violation is shrunk to a minimal sequence and replayed with
+tracepoints on.
+"""
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+from ._lib import ffi, lib
+from .errors import InvalidConfiguration
+from .guest.asm import Asm, mem, qword
+from .guest.layout import initial_regs, initial_sregs
+from .machine import Machine
+from .oracle import Violation, reg_name
+
+STEP_KINDS = ("run", "set_msrs", "get_msrs", "migrate", "other_task", "virt_off_on")
+INJECTS = ("", "nmi", "disable_ipi", "preempt")
+SYNC_PORT, VIOLATION_PORT = 0xE0, 0xE2
+GMEM = 0x10000
+CODE = 0x2000
+TABLES = 0x8000
+STACK = 0xF000
+
+# Switched registers the guest owns, with per-vCPU starting values none of the host's.
+REGS = [
+    (0xC0000102, lambda v: 0xFFFF900000000000 + (v << 28)),   # KERNEL_GS_BASE
+    (0xC0000100, lambda v: 0x0000550000000000 + (v << 28)),   # FS_BASE
+    (0xC0000101, lambda v: 0xFFFFA00000000000 + (v << 28)),   # GS_BASE
+    (0xC0000081, lambda v: 0x0013000800000000 + v),            # STAR
+    (0xC0000082, lambda v: 0xFFFFB00000000000 + (v << 28)),   # LSTAR
+    (0xC0000083, lambda v: 0xFFFFC00000000000 + (v << 28)),   # CSTAR
+    (0xC0000084, lambda v: 0x3F000 + v),                       # SYSCALL_MASK
+    (0x174, lambda v: 0x10 + 0x20 * v),                        # SYSENTER_CS
+    (0x175, lambda v: 0x80000000 + (v << 20)),                 # SYSENTER_ESP
+    (0x176, lambda v: 0x90000000 + (v << 20)),                 # SYSENTER_EIP
+    (0xC0000103, lambda v: 0x200 + 0x40 * v),                  # TSC_AUX (needs RDTSCP/RDPID)
+    (0x48, lambda v: 0),                                       # SPEC_CTRL (needs IBRS)
+    (0x122, lambda v: 1),                                      # TSX_CTRL (needs RTM)
+    (0xC0000080, lambda v: 0x501),                             # EFER (SCE flips)
+]
+# What the guest flips in each register between runs (csrc/check/explore.c next_value).
+DELTA = {0x48: 1, 0xC0000103: 0x10, 0xC0000084: 0x100, 0x174: 0x8, 0xC0000081: 0x10000000,
+         0x122: 1, 0xC0000080: 1}
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str
+    vcpu: int = 0
+    cpu: int = 0
+    inject: str = ""
+    at: int = 0
+
+    def __str__(self):
+        what = {"run": f"KVM_RUN vcpu{self.vcpu}", "set_msrs": f"KVM_SET_MSRS vcpu{self.vcpu}",
+                "get_msrs": f"KVM_GET_MSRS vcpu{self.vcpu}",
+                "migrate": f"migrate vcpu{self.vcpu} -> CPU {self.cpu}",
+                "other_task": f"another task runs on CPU {self.cpu}",
+                "virt_off_on": f"virtualization off/on on CPU {self.cpu}"}[self.kind]
+        return what + (f", {self.inject} before host instruction {self.at}" if self.inject else "")
+
+    def to_c(self, s):
+        s.kind, s.vcpu, s.cpu = STEP_KINDS.index(self.kind), self.vcpu, self.cpu
+        s.inject, s.at = INJECTS.index(self.inject), self.at
+
+    @classmethod
+    def from_c(cls, s):
+        return cls(STEP_KINDS[s.kind], s.vcpu, s.cpu, INJECTS[s.inject], s.at)
+
+
+def _guest_program(regs):
+    a = Asm(CODE)
+    top = a.here("top")
+    bad = []
+    for i, msr in enumerate(regs):
+        lab = a.label(f"bad{i}")
+        bad.append((lab, i, msr))
+        a.mov("ecx", msr)
+        a.rdmsr()
+        a.shl("rdx", 32)
+        a.or_("rax", "rdx")
+        a.cmp("rax", qword(mem("r15", 8 * i)))
+        a.jne(lab)
+        a.mov("rbx", DELTA.get(msr, 0x1000))
+        a.xor("rax", "rbx")
+        a.mov(qword(mem("r15", 8 * i)), "rax")
+        a.mov("rdx", "rax")
+        a.shr("rdx", 32)
+        a.wrmsr()
+    a.out(SYNC_PORT, "al")
+    a.jmp(top)
+    for lab, i, msr in bad:
+        a.bind(lab)
+        a.mov("edi", msr)
+        a.mov("rsi", qword(mem("r15", 8 * i)))
+        a.mov("rdx", "rax")
+        a.out(VIOLATION_PORT, "al")
+        stop = a.here()
+        a.hlt()
+        a.jmp(stop)
+    return a.assemble().code
+
+
+@dataclass
+class CheckResult:
+    vendor: str
+    preset: str
+    params: dict
+    verdict: str                 # "pass" or "violation"
+    violation: Violation | None
+    steps: list
+    events: int
+    states: int
+    depth_done: int
+    walks: int
+    seconds: float
+    config: dict = field(default_factory=dict)
+    _trace: list = field(default_factory=list, repr=False)
+
+    @property
+    def events_per_second(self):
+        return self.events / self.seconds if self.seconds else 0.0
+
+    def trace(self):
+        """The violating sequence replayed, as kvm tracepoint lines."""
+        if not self._trace and self.steps:
+            self._trace = Checker(**self.config).replay(self.steps, trace=True)[1]
+        return self._trace
+
+    def report(self):
+        lines = [f"{self.vendor} ({self.preset}, {_params_str(self.params)}): {self.verdict}; "
+                 f"{self.events} events, {self.states} states, exhaustive to depth "
+                 f"{self.depth_done}, {self.walks} random walks, {self.seconds:.1f} s"]
+        if self.violation:
+            lines.append(f"violation: {self.violation}")
+            lines.append("steps:")
+            lines += [f"  {i + 1}. {s}" for i, s in enumerate(self.steps)]
+            lines.append("trace:")
+            lines += ["  " + t for t in _format_trace(self.trace())]
+        return "\n".join(lines)
+
+    def to_json(self):
+        return {"vendor": self.vendor, "preset": self.preset, "params": self.params,
+                "config": self.config, "verdict": self.verdict,
+                "violation": asdict(self.violation) if self.violation else None,
+                "steps": [asdict(s) for s in self.steps]}
+
+    def save(self, path):
+        with open(path, "w") as f:
+            json.dump(self.to_json(), f, indent=1)
+
+    def perfetto(self):
+        """Chrome/Perfetto trace-event JSON: host and guest on a timeline per CPU."""
+        events, ts, open_guest = [], 0, {}
+        for rec in self.trace():
+            kind, cpu, a, b = rec
+            ts += 1
+            if kind == "kvm_entry":
+                open_guest[cpu] = ts
+            elif kind == "kvm_exit" and cpu in open_guest:
+                events.append({"name": f"guest vcpu (exit {a:#x})", "ph": "X", "pid": 1,
+                               "tid": cpu, "ts": open_guest.pop(cpu), "dur": ts - open_guest.get(cpu, ts) or 1})
+            else:
+                events.append({"name": kind, "ph": "i", "s": "t", "pid": 1, "tid": cpu,
+                               "ts": ts, "args": {"a": a, "b": b}})
+        return {"traceEvents": events, "displayTimeUnit": "ns"}
+
+
+def _params_str(params):
+    return ", ".join(f"{k}={int(v)}" for k, v in params.items()) or "upstream parameters"
+
+
+_TRACE_KINDS = ("kvm_entry", "kvm_exit", "kvm_msr", "kvm_userspace_exit", "sched_switch",
+                "user_return", "nmi", "virt_disable", "vcpu_load", "vcpu_put", "step")
+
+
+def _format_trace(recs):
+    out = []
+    for kind, cpu, a, b in recs:
+        head = f"[{cpu:03d}] {kind}:"
+        if kind == "kvm_entry":
+            out.append(f"{head} vcpu {a}, rip 0x{b:x}")
+        elif kind == "kvm_exit":
+            out.append(f"{head} reason 0x{a:x} rip 0x{b:x}")
+        elif kind == "kvm_msr":
+            out.append(f"{head} msr_{'write' if a >> 32 else 'read'} {a & 0xffffffff:x} = 0x{b:x}")
+        elif kind == "kvm_userspace_exit":
+            out.append(f"{head} reason {a}")
+        elif kind == "sched_switch":
+            out.append(f"{head} prev_pid={a} ==> next_pid={b}")
+        elif kind == "user_return":
+            out.append(f"{head} pid={a} notifiers={'yes' if b else 'no'}")
+        elif kind == "nmi":
+            out.append(f"{head} {'held (GIF=0)' if a else 'taken'}")
+        elif kind == "step":
+            continue
+        else:
+            out.append(f"{head} {a}")
+    return out
+
+
+class Checker:
+    """A machine set up for checking one vendor/preset/params; explore or replay."""
+
+    def __init__(self, vendor="vmx", preset=None, params=None, cpu_model=None, cpus=2,
+                 vcpus=1, steps=None, injections=None, run_budget=100_000):
+        if not 1 <= vcpus <= 4:
+            raise InvalidConfiguration(f"vcpus must be 1..4, got {vcpus}")
+        if cpus < 1:
+            raise InvalidConfiguration("cpus must be >= 1")
+        self.config = dict(vendor=vendor, preset=preset, params=dict(params or {}),
+                           cpu_model=cpu_model, cpus=cpus, vcpus=vcpus,
+                           steps=list(steps) if steps else None,
+                           injections=list(injections) if injections is not None else None,
+                           run_budget=run_budget)
+        self.m = Machine(cpus=cpus, vendor=vendor, cpu_model=cpu_model, preset=preset,
+                         params=params)
+        model = self.m.cpu_model
+        regs = [(msr, f) for msr, f in REGS
+                if (msr != 0xC0000103 or model.has_rdtscp or model.has_rdpid)
+                and (msr != 0x48 or model.has_ibrs) and (msr != 0x122 or model.has_rtm)]
+        self.regs = [msr for msr, _ in regs]
+        vm = self.m.create_vm()
+        vm.add_memory(0, GMEM)
+        self.vm = vm
+        code = _guest_program(self.regs)
+        vm.memory.write(CODE, code)
+        self.vcpus = []
+        sregs = initial_sregs()
+        sregs.idt.limit = 0          # any fault: a triple fault the checker reports
+        for v in range(vcpus):
+            vcpu = vm.create_vcpu(cpu=v % cpus)
+            vcpu.set_sregs(sregs)
+            r = initial_regs()
+            r.rip, r.rsp, r.r15 = CODE, STACK - 0x100 * v, TABLES + 0x100 * v
+            vcpu.set_regs(r)
+            values = {msr: f(v) for msr, f in regs}
+            n = vcpu.set_msrs(values)
+            if n != len(values):
+                raise InvalidConfiguration(
+                    f"the guest's starting value of {reg_name(self.regs[n])} was refused")
+            for i, msr in enumerate(self.regs):
+                vm.memory.write_u64(TABLES + 0x100 * v + 8 * i, values[msr])
+            self.vcpus.append(vcpu)
+        cfg = ffi.new("struct pk_check_cfg *")
+        for v, vcpu in enumerate(self.vcpus):
+            cfg.vcpus[v] = vcpu._vcpu
+            cfg.table_gpa[v] = TABLES + 0x100 * v
+        cfg.nr_vcpus = vcpus
+        slot = vm.slots[0]
+        cfg.gmem = ffi.cast("uint8_t *", slot._hva)
+        cfg.gmem_size = GMEM
+        # The guest writes only its tables (no stack, no self-modifying code).
+        cfg.gmem_dirty_lo, cfg.gmem_dirty_hi = TABLES, TABLES + 0x100 * vcpus
+        for i, msr in enumerate(self.regs):
+            cfg.regs[i] = msr
+        cfg.nr_regs = len(self.regs)
+        cfg.violation_port, cfg.sync_port = VIOLATION_PORT, SYNC_PORT
+        cfg.run_budget = run_budget
+        kinds = steps or STEP_KINDS
+        for k in kinds:
+            if k not in STEP_KINDS:
+                raise InvalidConfiguration(f"unknown step kind {k!r}; known: {STEP_KINDS}")
+        cfg.step_mask = sum(1 << STEP_KINDS.index(k) for k in kinds)
+        inj = INJECTS[1:] if injections is None else injections
+        for k in inj:
+            if k not in INJECTS[1:]:
+                raise InvalidConfiguration(f"unknown injection {k!r}; known: {INJECTS[1:]}")
+        cfg.inject_mask = sum(1 << INJECTS.index(k) for k in inj)
+        self._cfg = cfg
+        self._c = ffi.gc(lib.pk_checker_new(self.m._m, cfg), lib.pk_checker_free)
+        if self._c == ffi.NULL:
+            raise InvalidConfiguration("the checker could not be set up")
+
+    def replay(self, steps, trace=False):
+        """Apply `steps` from the initial state: (Violation or None, trace records)."""
+        c_steps = ffi.new("struct pk_step[]", max(1, len(steps)))
+        for i, s in enumerate(steps):
+            s.to_c(c_steps[i])
+        buf = ffi.new("struct pk_trace *") if trace else ffi.NULL
+        lib.pk_machine_set_trace(self.m._m, buf)
+        v = ffi.new("struct pk_violation *")
+        try:
+            hit = lib.pk_checker_replay(self._c, c_steps, len(steps), v, bool(trace))
+        finally:
+            lib.pk_machine_set_trace(self.m._m, ffi.NULL)
+        recs = [(_TRACE_KINDS[r.kind], r.cpu, r.a, r.b) for r in buf.rec[0:buf.n]] if trace else []
+        return (Violation.from_c(v, 1) if hit else None), recs
+
+    def explore(self, bound=3, max_states=200_000, walks=2000, walk_len=12, seed=1,
+                seconds=None):
+        res = ffi.new("struct pk_check_result *")
+        r = lib.pk_checker_explore(self._c, bound, max_states, walks, walk_len, seed,
+                                   float(seconds or 0), res)
+        if r < 0:
+            raise InvalidConfiguration(f"explore: bound and walk length must be <= 64 (got {r})")
+        steps = [Step.from_c(res.steps[i]) for i in range(res.nr_steps)]
+        v = Violation.from_c(res.violation, 1) if res.violated else None
+        return v, steps, res.events, res.states, res.depth_done, res.walks
+
+    def shrink(self, steps, violation):
+        """A shortest-found sequence with the same violation (register and place)."""
+        def same(cand):
+            v, _ = self.replay(cand)
+            return v is not None and (v.reg, v.obs) == (violation.reg, violation.obs)
+        changed = True
+        while changed:
+            changed = False
+            for i in range(len(steps)):
+                cand = steps[:i] + steps[i + 1:]
+                if cand and same(cand):
+                    steps, changed = cand, True
+                    break
+            for i, s in enumerate(steps):
+                if s.inject:
+                    cand = steps[:i] + [Step(s.kind, s.vcpu, s.cpu)] + steps[i + 1:]
+                    if same(cand):
+                        steps, changed = cand, True
+                        break
+        return steps
+
+
+def check(vendor="vmx", *, preset=None, params=None, cpu_model=None, cpus=2, vcpus=1,
+          bound=3, max_states=200_000, walks=2000, walk_len=12, seed=1, seconds=None,
+          steps=None, injections=None):
+    """Explore, and shrink any violation to a minimal sequence. Returns a CheckResult."""
+    c = Checker(vendor, preset, params, cpu_model, cpus, vcpus, steps, injections)
+    t0 = time.perf_counter()
+    v, found, events, states, depth, nwalks = c.explore(bound, max_states, walks, walk_len,
+                                                        seed, seconds)
+    elapsed = time.perf_counter() - t0
+    if v is not None:
+        found = c.shrink(found, v)
+        v, _ = c.replay(found)
+    return CheckResult(vendor, c.m.preset, c.m.params, "violation" if v else "pass", v,
+                       found if v else [], events, states, depth, nwalks, elapsed,
+                       config=c.config)
+
+
+def replay(data):
+    """Reproduce a saved check (the dict of CheckResult.to_json(), or a path)."""
+    if isinstance(data, str):
+        with open(data) as f:
+            data = json.load(f)
+    steps = [Step(**s) for s in data["steps"]]
+    c = Checker(**data["config"])
+    v, recs = c.replay(steps, trace=True)
+    return CheckResult(data["vendor"], c.m.preset, c.m.params, "violation" if v else "pass",
+                       v, steps, len(steps), 0, 0, 0, 0.0, config=c.config, _trace=recs)
