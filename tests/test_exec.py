@@ -541,14 +541,53 @@ def test_host_rewrites_code_between_runs(cpu):
     assert cpu.run() == "HLT" and cpu["rax"] == 2
 
 
-def test_guest_rewrites_the_next_instruction(cpu):
-    """A store into the running block: the next instruction is the new one."""
-    new = asm(CODE + 17, ins(Code.MOV_R32_IMM32, R.EAX, 2), ins(Code.HLT)) + b"\x90\x90"
-    load(cpu, ins(Code.MOV_R64_IMM64, R.RBX, int.from_bytes(new, "little")),    # 10 bytes
-         ins(Code.MOV_RM64_R64, M(R.RIP, displ=CODE + 17), R.RBX),              # 7 bytes
+@pytest.mark.parametrize("warm", [False, True], ids=["first-access", "fast-path"])
+def test_guest_rewrites_the_next_instruction(cpu, warm):
+    """A store into the running block: the next instruction is the new one (whether the
+    store is the first access of the run or goes through the fast path)."""
+    at = CODE + 17 + (7 if warm else 0)
+    new = asm(at, ins(Code.MOV_R32_IMM32, R.EAX, 2), ins(Code.HLT)) + b"\x90\x90"
+    load(cpu, *([ins(Code.MOV_R64_RM64, R.RCX, M(R.RIP, displ=CODE))] if warm else []),
+         ins(Code.MOV_R64_IMM64, R.RBX, int.from_bytes(new, "little")),        # 10 bytes
+         ins(Code.MOV_RM64_R64, M(R.RIP, displ=at), R.RBX),                     # 7 bytes
          ins(Code.MOV_R32_IMM32, R.EAX, 1), ins(Code.HLT))
     assert cpu.run() == "HLT"
-    assert cpu["rax"] == 2 and cpu["rip"] == CODE + 22
+    assert cpu["rax"] == 2 and cpu["rip"] == at + 5
+
+
+def test_loop_with_a_32_bit_counter(cpu):
+    """LOOP with 67h counts in ECX and zero-extends RCX."""
+    cpu.set_regs(rcx=0x1_0000_0000)
+    cpu.write(CODE, bytes.fromhex("67e200" "f4"))      # loop (ecx) to the next insn; hlt
+    assert cpu.run() == "HLT"
+    assert cpu["rcx"] == 0xFFFFFFFF
+
+
+def test_pop_to_memory_addresses_with_the_incremented_rsp(cpu):
+    """POP [RSP]: the address is computed after RSP is incremented (SDM, POP)."""
+    load(cpu, ins(Code.PUSHQ_IMM32, 0x1111), ins(Code.PUSHQ_IMM32, 0x2222),
+         ins(Code.POP_RM64, M(R.RSP)), ins(Code.HLT))
+    assert cpu.run() == "HLT"
+    assert cpu["rsp"] == STACK - 8 and cpu.u64(STACK - 8) == 0x2222
+
+
+def test_32_bit_addressing_truncates_the_address(cpu):
+    cpu.write(DATA, (0x5A5A).to_bytes(8, "little"))
+    cpu.set_regs(rbx=0xDEAD_0000_0000_0000 | (DATA - 0x10))
+    load(cpu, ins(Code.MOV_R64_RM64, R.RAX, M(R.EBX, displ=0x10, displ_size=4)), ins(Code.HLT))
+    assert cpu.run() == "HLT" and cpu["rax"] == 0x5A5A
+
+
+def test_popf_privilege_rules():
+    """CPL 0 may change IF and IOPL; CPL 3 with IOPL 0 changes neither, silently."""
+    cpu = make_cpu()
+    load(cpu, ins(Code.PUSHQ_IMM32, 0x3202), ins(Code.POPFQ), ins(Code.HLT))
+    assert cpu.run() == "HLT" and cpu["rflags"] == 0x3202
+    cpu = make_cpu()
+    to_user(cpu, rflags=0x2)
+    load(cpu, ins(Code.PUSHQ_IMM32, 0x3203), ins(Code.POPFQ), ins(Code.UD2), at=USER)
+    assert cpu.run() == "HLT" and vector_ran(cpu) == UD
+    assert frame(cpu, False)[3] == 0x3, "only CF (and the fixed bit) changed"
 
 
 def test_guest_rewrites_a_loop_body(cpu):
