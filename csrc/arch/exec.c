@@ -12,8 +12,10 @@
  * compares them with guest memory, and a guest write into the block being run ends the
  * block after that instruction. So whoever changes code bytes, and whenever, the next
  * instruction executed is the one in memory. Blocks never span two slots; the cache is
- * dropped when the slots change or its arena is full. Arithmetic flags are lazy: CF is
- * kept eagerly, the others are derived from the last operation when something reads them.
+ * dropped when the slots change or its arena is full. Each handler dispatches to the
+ * next instruction's handler itself (labels as values). Arithmetic flags are lazy: CF
+ * is kept eagerly, the others are derived from the last operation when something reads
+ * them.
  *
  * Instruction budget: cpu->insn_budget is decremented per retired instruction (and per
  * exception delivered, so that a guest faulting in a loop is bounded too); at 0 the
@@ -24,6 +26,13 @@
  * values an instruction already obtained, and the writes it already reported, are kept
  * (a small replay log, like KVM's emulator read cache) until it retires, so instructions
  * with more than one MMIO access make progress and a write is reported once.
+ *
+ * Not modelled (documented simplifications): paging, segment bases and limits other than
+ * the FS/GS bases, compatibility and legacy modes (code is always decoded as 64-bit; CS.L
+ * and EFER.LMA are not checked), RFLAGS.RF (never set in fault frames), alignment checks,
+ * debug registers, interrupt shadows. Instructions outside the subset of MACHINE.md
+ * section 4 are #UD (string instructions, MOV to/from CR/DR/Sreg, far transfers, x87 and
+ * SIMD, SYSRET to compatibility mode ...); near branches ignore 66h as on Intel.
  */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -69,7 +78,7 @@ struct replay {
 };
 
 struct pk_icache {
-	struct pk_cpu *owner;		/* a copied machine must not share the cache */
+	struct pk_cpu *owner;		/* the CPU it belongs to (see icaches) */
 	const struct pk_memslots *npt;	/* the slots the blocks were decoded from */
 	struct pk_memslots slots;
 	u64 retired;			/* instructions retired over the cache's life */
@@ -103,7 +112,7 @@ struct xs {
 	/* the slot of the last access, limited to the lower canonical half */
 	u64 m_gpa, m_size;
 	u8 *m_hva;
-	/* the block being run: its bytes (guest writes there end it) and its end */
+	/* the block being run, and its bytes: guest writes there end it */
 	struct blk *b;
 	u64 cb_lo, cb_hi;
 	u64 retired;
@@ -1227,6 +1236,7 @@ u32 pk_guest_exec(struct pk_cpu *cpu)
 		SLOAD(t, sz, v);
 		if (d->flags & DI_MEM) {
 			/* the address is computed with RSP already incremented */
+			R[VCPU_REGS_RSP] = t + sz;
 			a = ea(s, d);
 			R[VCPU_REGS_RSP] = t;
 			STORE(a, sz, v);
