@@ -23,24 +23,24 @@ from pykvm import workloads as W
 
 # VMX, upstream: one exit to userspace and back (pio: OUT answered by the C loop).
 VMX_PIO = {
-    # The ioctl's kernel entry and exit to user mode: SWAPGS each. complete_fast_pio_out
-    # -> vmx_skip_emulated_instruction VMREADs VM_EXIT_INSTRUCTION_LEN (RIP is still
-    # cached from handle_io); it runs in KVM_RUN after vcpu_load, outside any path.
-    "OTHER": {"SWAPGS": 2, "VMREAD": 1},
+    # The ioctl's kernel entry and exit to user mode: SWAPGS each.
+    "OTHER": {"SWAPGS": 2},
     # vcpu_load on the same pCPU: VMCS already current, this vCPU ran here last (no IBPB).
     # vmx_prepare_switch_to_guest: kvm_set_user_return_msr for the loaded slots whose
     # value differs from what the CPU holds: LSTAR, STAR, TSC_AUX (SYSCALL_MASK equal;
     # CSTAR never loaded; EFER via the VMCS controls; TSX_CTRL 0 under ~CPUID_CLEAR equals
-    # the host's) = 3, + WRMSR KERNEL_GS_BASE (guest) = 4 WRMSR; RDMSR KERNEL_GS_BASE
-    # (host user GS base); savesegment LDT, DS, ES, GS, FS = 5 MOV_SREG; RDFSBASE; no
-    # VMWRITE (host FS/GS selectors and bases as cached).
-    "PREPARE_SWITCH": {"WRMSR": 4, "RDMSR": 1, "MOV_SREG": 5, "RDFSBASE": 1},
-    # vmx_vcpu_run: VMWRITE GUEST_RIP (dirty after the skip); CR3 and CR4 read (MOV_CR 2);
-    # VMRESUME; VM-exit; RSB fill; vmx_vcpu_enter_exit VMREADs VM_EXIT_REASON.
-    "VCPU_RUN": {"VMWRITE": 1, "MOV_CR": 2, "VMRESUME": 1, "VMEXIT": 1, "RSB_FILL": 1,
-                 "VMREAD": 1},
-    # handle_io: VMREAD EXIT_QUALIFICATION; kvm_fast_pio reads RIP for cui_linear_rip.
-    "HANDLE_EXIT": {"VMREAD": 2},
+    # the host's) = 3, + WRMSR KERNEL_GS_BASE (guest) = 4 WRMSR; current_save_fsgs():
+    # the host user GS base by SWAPGS, RDGSBASE, SWAPGS (an FSGSBASE host); savesegment
+    # LDT, DS, ES, GS, FS = 5 MOV_SREG; RDFSBASE; no VMWRITE (host state as cached).
+    "PREPARE_SWITCH": {"WRMSR": 4, "SWAPGS": 2, "RDGSBASE": 1, "MOV_SREG": 5,
+                       "RDFSBASE": 1},
+    # vmx_vcpu_run: VMWRITE GUEST_RIP (dirty after the skip); CR3 and CR4 from their
+    # per-cpu copies (no MOV from CR); VMRESUME; VM-exit; RSB fill; vmx_vcpu_enter_exit
+    # VMREADs VM_EXIT_REASON.
+    "VCPU_RUN": {"VMWRITE": 1, "VMRESUME": 1, "VMEXIT": 1, "RSB_FILL": 1, "VMREAD": 1},
+    # handle_io: VMREAD EXIT_QUALIFICATION; kvm_fast_pio reads RIP for cui_linear_rip;
+    # complete_fast_pio_out on the next KVM_RUN VMREADs VM_EXIT_INSTRUCTION_LEN.
+    "HANDLE_EXIT": {"VMREAD": 3},
     # vmx_prepare_switch_to_host: RDMSR KERNEL_GS_BASE (guest), savesegment GS to compare,
     # load DS and ES (the host's are __USER_DS) = 3 MOV_SREG, WRMSR KERNEL_GS_BASE (host),
     # LGDT (VM-exit left the GDT limit at 0xffff).
@@ -50,23 +50,22 @@ VMX_PIO = {
 }
 VMX_PIO_MSRS = {
     "PREPARE_SWITCH": {"WRMSR LSTAR": 1, "WRMSR STAR": 1, "WRMSR TSC_AUX": 1,
-                       "WRMSR KERNEL_GS_BASE": 1, "RDMSR KERNEL_GS_BASE": 1},
+                       "WRMSR KERNEL_GS_BASE": 1},
     "VCPU_PUT": {"RDMSR KERNEL_GS_BASE": 1, "WRMSR KERNEL_GS_BASE": 1},
     "USER_RETURN": {"WRMSR LSTAR": 1, "WRMSR STAR": 1, "WRMSR TSC_AUX": 1},
 }
 # HLT: kvm_emulate_halt skips the instruction in handle_exit (VMREAD RIP and LEN there);
 # nothing is left to complete on the next KVM_RUN.
-VMX_HLT = dict(VMX_PIO, OTHER={"SWAPGS": 2})
+VMX_HLT = dict(VMX_PIO, HANDLE_EXIT={"VMREAD": 2})
 # MMIO store: handle_ept_misconfig reads nothing (the model hands KVM the decoded access);
 # complete_emulated_mmio on the next KVM_RUN skips it: VMREAD RIP (not cached) and LEN.
-VMX_MMIO = {k: v for k, v in VMX_PIO.items() if k != "HANDLE_EXIT"}
-VMX_MMIO["OTHER"] = {"SWAPGS": 2, "VMREAD": 2}
+VMX_MMIO = dict(VMX_PIO, HANDLE_EXIT={"VMREAD": 2})
 # One in-kernel exit (CPUID, VMCALL): guest state stays loaded, so prepare does nothing;
 # the handler skips the instruction (VMREAD RIP and LEN).
 VMX_KERNEL_EXIT = {"VCPU_RUN": VMX_PIO["VCPU_RUN"], "HANDLE_EXIT": {"VMREAD": 2}}
-# One fast-path exit: the skip happens in handle_fastpath_set_msr_irqoff, inside the
-# re-entry loop on the VCPU_RUN path: VMREAD reason + RIP + LEN = 3.
-VMX_FASTPATH = {"VCPU_RUN": dict(VMX_PIO["VCPU_RUN"], VMREAD=3)}
+# One fast-path exit: VMREAD of the reason on VCPU_RUN; the skip in
+# handle_fastpath_set_msr_irqoff (FASTPATH path) VMREADs RIP and LEN.
+VMX_FASTPATH = {"VCPU_RUN": VMX_PIO["VCPU_RUN"], "FASTPATH": {"VMREAD": 2}}
 
 # Before the user-return MSR infrastructure (v2.6.31: user_return_msrs=0,
 # efer_load_controls=0): vmx_prepare_switch_to_host drops the notifiers, so the three
@@ -84,10 +83,9 @@ VMX_PIO_PUT_MSRS = {
 # SVM, upstream: one exit to userspace and back.
 SVM_PIO = {
     "OTHER": {"SWAPGS": 2},
-    # svm_prepare_switch_to_guest: VMSAVE to the per-CPU host save area; the model also
-    # RDGSBASEs the host GS base (kept for the WRGSBASE-before-STGI variant); TSC_AUX via
+    # svm_prepare_switch_to_guest: VMSAVE to the per-CPU host save area; TSC_AUX via
     # kvm_set_user_return_msr (7 != the pCPU's 1).
-    "PREPARE_SWITCH": {"VMSAVE": 1, "RDGSBASE": 1, "WRMSR": 1},
+    "PREPARE_SWITCH": {"VMSAVE": 1, "WRMSR": 1},
     # svm_vcpu_run: CLGI; __svm_vcpu_run: VMLOAD guest, VMRUN, #VMEXIT, VMSAVE guest,
     # VMLOAD host save area, RSB fill; STGI. svm_vcpu_put writes nothing.
     "VCPU_RUN": {"CLGI": 1, "VMLOAD": 2, "VMRUN": 1, "VMEXIT": 1, "VMSAVE": 1,
@@ -105,9 +103,10 @@ SVM_PIO_V510 = {
     # (STAR, LSTAR, CSTAR, SYSCALL_MASK, KERNEL_GS_BASE, FS_BASE, SYSENTER_CS/ESP/EIP),
     # RDMSR TSC_AUX (host) = 11; WRMSR TSC_AUX (guest).
     "VCPU_LOAD": {"MOV_SREG": 3, "RDMSR": 11, "WRMSR": 1},
-    # No VMSAVE in prepare; after #VMEXIT no host VMLOAD but WRMSR GS_BASE before STGI.
+    # No VMSAVE in prepare; after #VMEXIT no host VMLOAD but reload_tss() (LTR) and
+    # WRMSR GS_BASE before STGI.
     "VCPU_RUN": {"CLGI": 1, "VMLOAD": 1, "VMRUN": 1, "VMEXIT": 1, "VMSAVE": 1,
-                 "RSB_FILL": 1, "WRMSR": 1, "STGI": 1},
+                 "RSB_FILL": 1, "WRMSR": 1, "LTR": 1, "STGI": 1},
     # svm_vcpu_put: LLDT; loadsegment FS; WRMSR KERNEL_GS_BASE; load_gs_index (SWAPGS,
     # MOV GS, SWAPGS); WRMSR of the nine saved MSRs (KERNEL_GS_BASE a second time, as the
     # kernel's host_save_user_msrs list had it); WRMSR TSC_AUX (host) = 11.
@@ -129,11 +128,11 @@ SVM_KERNEL_EXIT_V510 = {"VCPU_RUN": SVM_PIO_V510["VCPU_RUN"]}
 
 # What one preemption adds (overcommit: another task after each exit to userspace, vs
 # none): two context switches (to the other task and back), each saving and loading user
-# FS/GS (RDFSBASE, WRFSBASE, savesegment FS and GS, RDMSR and WRMSR KERNEL_GS_BASE) and
-# CR3. Nothing on KVM's paths: the vCPU was put before the thread left KVM_RUN, and the
+# FS/GS (RDFSBASE, WRFSBASE, savesegment FS and GS, the inactive GS base by SWAPGS +
+# RD/WRGSBASE + SWAPGS on these FSGSBASE hosts) and CR3. Nothing on KVM's paths: the vCPU was put before the thread left KVM_RUN, and the
 # user-return writes move from the vCPU thread to the other task on the same path.
-CTX_SWITCHES_2 = {"RDFSBASE": 2, "WRFSBASE": 2, "MOV_SREG": 4, "RDMSR": 2, "WRMSR": 2,
-                  "MOV_CR": 2}
+CTX_SWITCHES_2 = {"RDFSBASE": 2, "WRFSBASE": 2, "MOV_SREG": 4, "SWAPGS": 8, "RDGSBASE": 2,
+                  "WRGSBASE": 2, "MOV_CR": 2}
 PREEMPTION = {"OTHER": CTX_SWITCHES_2}
 # What one migration adds: the old pCPU's own process takes it (enter and exit: 2
 # SWAPGS) and the new pCPU switches from its process to the vCPU thread: two context
@@ -141,7 +140,7 @@ PREEMPTION = {"OTHER": CTX_SWITCHES_2}
 # HOST_GDTR_BASE and HOST_IA32_SYSENTER_ESP on the new one, rewrites HOST_GS_BASE (this
 # pCPU's per-cpu base) in prepare, and VMLAUNCHes instead of VMRESUMEs. No IBPB: this
 # vCPU ran last on both pCPUs.
-SVM_MIGRATION = {"OTHER": dict(CTX_SWITCHES_2, SWAPGS=2)}
+SVM_MIGRATION = {"OTHER": dict(CTX_SWITCHES_2, SWAPGS=CTX_SWITCHES_2["SWAPGS"] + 2)}
 VMX_MIGRATION = dict(SVM_MIGRATION, VCPU_LOAD={"VMCLEAR": 1, "VMPTRLD": 1, "VMWRITE": 3},
                      PREPARE_SWITCH={"VMWRITE": 1}, VCPU_RUN={"VMLAUNCH": 1, "VMRESUME": -1})
 
@@ -331,8 +330,8 @@ def test_compare_shows_deltas(tmp_path):
     assert d["WRMSR"] == {"VCPU_LOAD": 1, "VCPU_RUN": 1, "VCPU_PUT": 11,
                           "PREPARE_SWITCH": -1, "USER_RETURN": -1}
     assert d["VMSAVE"] == {"PREPARE_SWITCH": -1} and d["VMLOAD"] == {"VCPU_RUN": -1}
-    # An in-kernel exit: WRMSR GS_BASE (200) instead of the host VMLOAD (150).
-    assert cpuid.delta == 200 - 150
+    # An in-kernel exit: WRMSR GS_BASE (200) and LTR (200) instead of the host VMLOAD (150).
+    assert cpuid.delta == 200 + 200 - 150
     paths = study.write_compare(crows, tmp_path)
     with open(paths["csv"]) as f:
         data = list(csv.DictReader(f))

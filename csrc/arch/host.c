@@ -175,6 +175,32 @@ int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread)
 	return (int)h->nr_tasks++;
 }
 
+/* ---- the inactive (user) GS base while in the kernel (arch/x86/kernel/process_64.c) ---- */
+
+u64 x86_gsbase_read_inactive(void)
+{
+	u64 gs;
+
+	if (!this_machine()->model.has_fsgsbase)
+		return rdmsrl(MSR_KERNEL_GS_BASE);
+	/* __rdgsbase_inactive(): SWAPGS; RDGSBASE; SWAPGS with IRQs off. */
+	native_swapgs();
+	gs = rdgsbase();
+	native_swapgs();
+	return gs;
+}
+
+void x86_gsbase_write_inactive(u64 gsbase)
+{
+	if (!this_machine()->model.has_fsgsbase) {
+		wrmsrl(MSR_KERNEL_GS_BASE, gsbase);
+		return;
+	}
+	native_swapgs();
+	wrgsbase(gsbase);
+	native_swapgs();
+}
+
 /* ---- syscall entry / exit to user mode (arch/x86/entry, kernel/entry/common.c) ---- */
 
 void pk_enter_kernel(void)
@@ -316,13 +342,13 @@ void pk_context_switch(int cpu_id, int next)
 	p->fsbase = rdfsbase();
 	p->fsindex = savesegment(VCPU_SREG_FS);
 	p->gsindex = savesegment(VCPU_SREG_GS);
-	p->gsbase = rdmsrl(MSR_KERNEL_GS_BASE);
+	p->gsbase = x86_gsbase_read_inactive();
 	if (n->fsindex != p->fsindex)
 		loadsegment(VCPU_SREG_FS, n->fsindex);
 	wrfsbase(n->fsbase);
 	if (n->gsindex != p->gsindex)
 		load_gs_index(n->gsindex);
-	wrmsrl(MSR_KERNEL_GS_BASE, n->gsbase);
+	x86_gsbase_write_inactive(n->gsbase);
 	if (n->cr3 != p->cr3)
 		native_write_cr3(n->cr3);
 	/* propagate_user_return_notify() */

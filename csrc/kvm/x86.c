@@ -846,9 +846,11 @@ int kvm_arch_vcpu_ioctl_run(struct kvm_vcpu *vcpu)
 	kvm_run->flags = 0;
 	if (vcpu->arch.complete_userspace_io) {
 		int (*cui)(struct kvm_vcpu *) = vcpu->arch.complete_userspace_io;
+		u32 old = pk_path_enter(vcpu->kvm->m, PK_PATH_HANDLE_EXIT);
 
 		vcpu->arch.complete_userspace_io = NULL;
 		r = cui(vcpu);
+		pk_path_leave(vcpu->kvm->m, old);
 		if (r <= 0)
 			goto out;
 	}

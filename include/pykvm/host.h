@@ -51,10 +51,29 @@ int pk_migrate_task(int task, int cpu);
 void pk_host_timer_interrupt(void);
 int pk_host_run_other(struct pk_machine *m, u32 cpu);
 
+u64 x86_gsbase_read_inactive(void);
+void x86_gsbase_write_inactive(u64 gsbase);
+
 static inline struct pk_task *current_task(void)
 {
 	struct pk_machine *m = this_machine();
 	return &m->host.tasks[m->host.current[this_cpu()->id]];
 }
 
+#endif
+
+#ifndef _PYKVM_HOST_H_CACHED
+#define _PYKVM_HOST_H_CACHED
+/* Per-cpu cached copies the kernel reads instead of MOV from CR3/CR4. */
+static inline u64 __get_current_cr3_fast(void)
+{
+	(void)smp_processor_id();		/* this_cpu_read(cpu_tlbstate...) */
+	return current_task()->cr3;
+}
+
+static inline u64 cr4_read_shadow(void)
+{
+	(void)smp_processor_id();
+	return this_machine()->host.cr4;
+}
 #endif

@@ -229,10 +229,11 @@ static void svm_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
 	if (svm->guest_state_loaded)
 		return;
 	/* Host FS/GS/TR/LDTR, KERNEL_GS_BASE and the SYSCALL MSRs, restored by the VMLOAD after #VMEXIT. */
-	if (svm_param()->vmsave_host_state) {
+	if (svm_param()->vmsave_host_state)
 		pk_vmsave(__pa(&sd->save_area));
+	/* The WRGSBASE-before-STGI scheme needs the value to write back. */
+	if (svm_param()->host_gs_wrgsbase)
 		svm->host.gs_base = rdgsbase();
-	}
 	if (slot >= 0 && svm_param()->tsc_aux_user_return)
 		kvm_set_user_return_msr(slot, svm->tsc_aux, -1ULL);
 	svm->guest_state_loaded = true;
@@ -563,7 +564,13 @@ static fastpath_t svm_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 	if (!svm_param()->vmsave_host_state && svm_param()->bug_gs_base_after_stgi)
 		wrmsrl(MSR_GS_BASE, svm->host.gs_base);
 	svm->next_rip = 0;
-	return svm_exit_handlers_fastpath(vcpu);
+	{
+		u32 old = pk_path_enter(this_machine(), PK_PATH_FASTPATH);
+		fastpath_t r = svm_exit_handlers_fastpath(vcpu);
+
+		pk_path_leave(this_machine(), old);
+		return r;
+	}
 }
 
 static void svm_get_exit_info(struct kvm_vcpu *vcpu, u32 *reason, u64 *info1, u64 *info2)

@@ -373,8 +373,8 @@ static void vmx_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
 	gs_sel = savesegment(VCPU_SREG_GS);
 	fs_sel = savesegment(VCPU_SREG_FS);
 	fs_base = rdfsbase();
-	/* In the kernel, the user's GS base is the inactive one: KERNEL_GS_BASE. */
-	vmx->msr_host_kernel_gs_base = rdmsrl(MSR_KERNEL_GS_BASE);
+	/* current_save_fsgs(): in the kernel, the user's GS base is the inactive one. */
+	vmx->msr_host_kernel_gs_base = x86_gsbase_read_inactive();
 	gs_base = m->host.per_cpu_offset[cpu];
 
 	/* The guest's KERNEL_GS_BASE goes into hardware now; VM-exit does not touch it. */
@@ -852,12 +852,12 @@ static fastpath_t vmx_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 	 * HOST_CR3 right before VM-entry: a CR3 change without a reschedule (e.g. a
 	 * kthread's lazy mm switch) must not leave it stale.
 	 */
-	cr3 = native_read_cr3();
+	cr3 = __get_current_cr3_fast();
 	if (unlikely(cr3 != hs->cr3)) {
 		vmcs_writel(HOST_CR3, cr3);
 		hs->cr3 = cr3;
 	}
-	cr4 = native_read_cr4();
+	cr4 = cr4_read_shadow();
 	if (unlikely(cr4 != hs->cr4)) {
 		vmcs_writel(HOST_CR4, cr4);
 		hs->cr4 = cr4;
@@ -871,7 +871,13 @@ static fastpath_t vmx_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 
 	if (unlikely(vmx->fail) || (vmx->exit_reason & VMX_EXIT_REASONS_FAILED_VMENTRY))
 		return EXIT_FASTPATH_NONE;
-	return vmx_exit_handlers_fastpath(vcpu);
+	{
+		u32 old = pk_path_enter(this_machine(), PK_PATH_FASTPATH);
+		fastpath_t r = vmx_exit_handlers_fastpath(vcpu);
+
+		pk_path_leave(this_machine(), old);
+		return r;
+	}
 }
 
 static void vmx_get_exit_info(struct kvm_vcpu *vcpu, u32 *reason, u64 *info1, u64 *info2)
