@@ -184,7 +184,8 @@ def _params_str(params):
 
 
 _TRACE_KINDS = ("kvm_entry", "kvm_exit", "kvm_msr", "kvm_userspace_exit", "sched_switch",
-                "user_return", "nmi", "virt_disable", "vcpu_load", "vcpu_put", "step")
+                "user_return", "nmi", "virt_disable", "vcpu_load", "vcpu_put", "step",
+                "nmi_handler", "violation")
 
 
 def _format_trace(recs):
@@ -205,8 +206,13 @@ def _format_trace(recs):
             out.append(f"{head} pid={a} notifiers={'yes' if b else 'no'}")
         elif kind == "nmi":
             out.append(f"{head} {'held (GIF=0)' if a else 'taken'}")
+        elif kind == "nmi_handler":
+            out.append(f"{head} found GS_BASE 0x{a:x}")
+        elif kind == "violation":
+            from .oracle import OBS
+            out.append(f"{head} *** {reg_name(b)} wrong at {OBS[a] if a < len(OBS) else a}")
         elif kind == "step":
-            continue
+            out.append(f"--- step {a + 1}")
         else:
             out.append(f"{head} {a}")
     return out
@@ -360,3 +366,47 @@ def replay(data):
     v, recs = c.replay(steps, trace=True)
     return CheckResult(data["vendor"], c.m.preset, c.m.params, "violation" if v else "pass",
                        v, steps, len(steps), 0, 0, 0, 0.0, config=c.config, _trace=recs)
+
+
+DEFAULT_BOUND = 3
+DEFAULT_WALKS = 300
+_verdicts = {}
+
+
+def verdict(vendor, preset=None, params=None, cpu_model=None, bound=DEFAULT_BOUND,
+            walks=DEFAULT_WALKS, seed=1):
+    """The checker's verdict for a variant at the default bound, as one short string
+    ("pass" or "violation: <register> at <place>"), cached per variant."""
+    key = (vendor, preset, tuple(sorted((params or {}).items())), cpu_model, bound, walks, seed)
+    if key not in _verdicts:
+        r = check(vendor, preset=preset, params=params, cpu_model=cpu_model, bound=bound,
+                  walks=walks, seed=seed)
+        _verdicts[key] = ("pass" if r.violation is None else
+                          f"violation: {r.violation.reg} at {r.violation.obs} "
+                          f"({len(r.steps)} steps)")
+    return _verdicts[key]
+
+
+def study_verdict(row):
+    """verdict_fn for pykvm.study: the checker at its default bound for the row's variant."""
+    return verdict(row.vendor, row.preset, row.params, row.cpu_model)
+
+
+# ---- a hypothesis strategy for property tests ------------------------------------------
+
+def steps_strategy(vcpus=1, cpus=2, max_steps=8):
+    """Hypothesis strategy for step sequences (import hypothesis only when used)."""
+    from hypothesis import strategies as st
+    vcpu = st.integers(0, vcpus - 1)
+    cpu = st.integers(0, cpus - 1)
+    step = st.one_of(
+        st.builds(Step, st.just("run"), vcpu, st.just(0),
+                  st.sampled_from(INJECTS), st.integers(1, 80)).map(
+            lambda s: s if s.inject else Step("run", s.vcpu)),
+        st.builds(Step, st.just("set_msrs"), vcpu),
+        st.builds(Step, st.just("get_msrs"), vcpu),
+        st.builds(Step, st.just("migrate"), vcpu, cpu),
+        st.builds(Step, st.just("other_task"), st.just(0), cpu),
+        st.builds(Step, st.just("virt_off_on"), st.just(0), cpu),
+    )
+    return st.lists(step, min_size=1, max_size=max_steps)

@@ -82,6 +82,44 @@ def cmd_run(args):
     return 0
 
 
+def cmd_check(args):
+    from . import check
+    console = Console()
+    params = {}
+    for item in args.param or []:
+        if "=" not in item:
+            raise SystemExit(f"--param {item!r}: say name=0 or name=1")
+        k, v = item.split("=", 1)
+        params[k] = v.strip() not in ("0", "false", "False", "n", "no")
+    with console.status(f"checking {args.vendor} to depth {args.bound}, then "
+                        f"{args.walks} random walks"):
+        r = check.check(args.vendor, preset=args.preset, params=params,
+                        cpu_model=args.cpu_model, cpus=args.cpus, vcpus=args.vcpus,
+                        bound=args.bound, walks=args.walks, seed=args.seed,
+                        seconds=args.seconds)
+    print(r.report())
+    if r.violation is not None:
+        if args.save:
+            r.save(args.save)
+            print(f"saved: {args.save} (pykvm replay {args.save})")
+        if args.perfetto:
+            with open(args.perfetto, "w") as f:
+                json.dump(r.perfetto(), f)
+            print(f"timeline: {args.perfetto} (open in ui.perfetto.dev or chrome://tracing)")
+        return 1
+    return 0
+
+
+def cmd_replay(args):
+    from . import check
+    r = check.replay(args.trace)
+    print(r.report())
+    if args.perfetto:
+        with open(args.perfetto, "w") as f:
+            json.dump(r.perfetto(), f)
+    return 1 if r.violation is not None else 0
+
+
 def main(argv=None):
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
     p = argparse.ArgumentParser(prog="pykvm", description=__doc__)
@@ -100,6 +138,27 @@ def main(argv=None):
     r.add_argument("--max-exits", type=int, default=100)
     r.add_argument("--max-insns", type=int, default=10_000_000)
     r.set_defaults(func=cmd_run)
+    k = sub.add_parser("check", help="explore event sequences for host/guest state leaks")
+    k.add_argument("--vendor", default="vmx")
+    k.add_argument("--preset", default=None, help="a kernel era of the vendor")
+    k.add_argument("--param", action="append", help="name=0|1 (a variant)")
+    k.add_argument("--cpu-model", default=None)
+    k.add_argument("--cpus", type=int, default=2)
+    k.add_argument("--vcpus", type=int, default=1)
+    k.add_argument("--bound", type=int, default=3, help="exhaustive depth (steps)")
+    k.add_argument("--walks", type=int, default=2000, help="random walks after that")
+    k.add_argument("--seed", type=int, default=1)
+    k.add_argument("--seconds", type=float, default=None, help="stop exploring after this")
+    k.add_argument("--save", default="pykvm-violation.json",
+                   help="where a violation's replayable trace goes")
+    k.add_argument("--perfetto", default=None, help="also write a trace-event JSON timeline")
+    k.set_defaults(func=cmd_check)
+    rp = sub.add_parser("replay", help="reproduce a saved violation deterministically")
+    rp.add_argument("trace")
+    rp.add_argument("--perfetto", default=None)
+    rp.set_defaults(func=cmd_replay)
+    from . import check, study
+    study.add_parser(sub, verdict_fn=check.study_verdict)
     args = p.parse_args(argv)
     if getattr(args, "vendor", None) is None and args.cmd == "conform":
         args.vendor = ["vmx", "svm"]

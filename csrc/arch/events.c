@@ -5,6 +5,7 @@
  * (only with IRQs on), or the running vCPU thread is preempted (only when preemptible).
  */
 #include "pykvm/events.h"
+#include "pykvm/oracle.h"
 
 void pk_inject_arm(struct pk_machine *m, u32 cpu, u32 n, u32 kind)
 {
@@ -56,7 +57,10 @@ void pk_inject_point(struct pk_cpu *cpu)
 			pk_trace(m, PK_TR_VIRT_DISABLE, id, 0, 0);
 			m->virt_disable_ipi(m, id);
 			in->fired = true;
-			in->dead = true;	/* the CPU goes down: nothing after this counts */
+			/* The CPU goes down: what the interrupted path does next is not observed. */
+			in->dead = true;
+			if (m->oracle)
+				m->oracle->enabled = false;
 		}
 		break;
 	case PK_INJ_PREEMPT: {

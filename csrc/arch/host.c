@@ -91,6 +91,7 @@ void pk_host_nmi(struct pk_cpu *cpu)
 	struct pk_host *h = &m->host;
 	u64 gs = cpu->seg[VCPU_SREG_GS].base;
 
+	pk_trace(m, PK_TR_NMI_HANDLER, cpu->id, gs, 0);
 	if (h->params.paranoid_entry_rdpid) {
 		u64 aux = cpu->msr[PK_MSR_TSC_AUX] & 0xfff;
 		u64 base = aux < m->nr_cpus ? h->per_cpu_offset[aux] : ~0ULL;
@@ -179,26 +180,37 @@ int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread)
 
 u64 x86_gsbase_read_inactive(void)
 {
+	bool irqs;
 	u64 gs;
 
 	if (!this_machine()->model.has_fsgsbase)
 		return rdmsrl(MSR_KERNEL_GS_BASE);
-	/* __rdgsbase_inactive(): SWAPGS; RDGSBASE; SWAPGS with IRQs off. */
+	/* __rdgsbase_inactive(): SWAPGS; RDGSBASE; SWAPGS with IRQs off (NMIs cope). */
+	irqs = this_machine()->host.irqs_enabled[this_cpu()->id];
+	local_irq_disable();
 	native_swapgs();
 	gs = rdgsbase();
 	native_swapgs();
+	if (irqs)
+		local_irq_enable();
 	return gs;
 }
 
 void x86_gsbase_write_inactive(u64 gsbase)
 {
+	bool irqs;
+
 	if (!this_machine()->model.has_fsgsbase) {
 		wrmsrl(MSR_KERNEL_GS_BASE, gsbase);
 		return;
 	}
+	irqs = this_machine()->host.irqs_enabled[this_cpu()->id];
+	local_irq_disable();
 	native_swapgs();
 	wrgsbase(gsbase);
 	native_swapgs();
+	if (irqs)
+		local_irq_enable();
 }
 
 /* ---- syscall entry / exit to user mode (arch/x86/entry, kernel/entry/common.c) ---- */

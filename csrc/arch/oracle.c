@@ -3,7 +3,7 @@
  * The oracle: what the host must see at each observation point, derived from the host
  * kernel model alone (task bases, per-cpu bases, the host's MSR values), never from KVM.
  */
-#include "pykvm/host.h"
+#include "pykvm/events.h"
 
 void pk_oracle_violation(struct pk_machine *m, u32 obs, u32 cpu, u32 reg, u64 exp, u64 act)
 {
@@ -11,6 +11,8 @@ void pk_oracle_violation(struct pk_machine *m, u32 obs, u32 cpu, u32 reg, u64 ex
 
 	if (!o || !o->enabled)
 		return;
+	if (!o->nr_violations)
+		pk_trace(m, PK_TR_VIOLATION, cpu, obs, reg);
 	if (!o->nr_violations++) {
 		o->first.obs = obs;
 		o->first.cpu = cpu;

@@ -480,11 +480,11 @@ int kvm_emulate_rdmsr(struct kvm_vcpu *vcpu)
 	u64 data;
 
 	vcpu->stat.msr_exits++;
-	pk_trace(vcpu->kvm->m, PK_TR_KVM_MSR, smp_processor_id(), ecx, 0);
 	if (kvm_get_msr(vcpu, ecx, &data, false)) {
 		kvm_inject_gp(vcpu, 0);
 		return 1;
 	}
+	pk_trace(vcpu->kvm->m, PK_TR_KVM_MSR, smp_processor_id(), ecx, data);
 	kvm_register_write(vcpu, VCPU_REGS_RAX, data & 0xffffffffULL);
 	kvm_register_write(vcpu, VCPU_REGS_RDX, data >> 32);
 	return kvm_skip_emulated_instruction(vcpu);

@@ -45,6 +45,8 @@ enum pk_trace_kind {
 	PK_TR_VCPU_LOAD,		/* a: vcpu id */
 	PK_TR_VCPU_PUT,			/* a: vcpu id */
 	PK_TR_STEP,			/* a: checker step index */
+	PK_TR_NMI_HANDLER,		/* a: GS base the handler found */
+	PK_TR_VIOLATION,		/* a: obs, b: register */
 };
 
 struct pk_trace_rec {
