@@ -382,8 +382,8 @@ def verdict(vendor, preset=None, params=None, cpu_model=None, bound=DEFAULT_BOUN
         r = check(vendor, preset=preset, params=params, cpu_model=cpu_model, bound=bound,
                   walks=walks, seed=seed)
         _verdicts[key] = ("pass" if r.violation is None else
-                          f"violation: {r.violation.reg} at {r.violation.obs} "
-                          f"({len(r.steps)} steps)")
+                          f"LEAK {r.violation.reg} ({r.violation.obs}, "
+                          f"{len(r.steps)} step{'s' if len(r.steps) > 1 else ''})")
     return _verdicts[key]
 
 
