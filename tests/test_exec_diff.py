@@ -95,7 +95,7 @@ def _plain_codes():
             continue            # TEST's /1 alias: unicorn raises #UD, hardware runs it
         kinds = [oi.op_kind(i) for i in range(oi.op_count)]
         if all(k in _REG_KINDS or k in _RM_KINDS or k in _IMM_KINDS or k in _FIXED
-               or k == K.MEM for k in kinds):
+               or k in (K.MEM, K.MEM_OFFS) for k in kinds):
             out.append((code, names[oi.mnemonic], kinds))
     return out
 
@@ -151,6 +151,10 @@ def plain_insn(draw):
                 args.append(("reg", draw(st.sampled_from(REGS[size]))))
         elif k == K.MEM:
             args.append(("mem", draw(mem_operand(8))))
+        elif k == K.MEM_OFFS:           # MOV A0-A3: a 64-bit absolute address
+            seg = draw(st.sampled_from([R.NONE, R.FS, R.GS]))
+            args.append(("mem", MemoryOperand(displ=DATA + draw(st.integers(0, 0xF00)),
+                                              displ_size=8, seg=seg)))
         else:
             lo, hi = _IMM_KINDS[k]
             edges = [e for e in EDGES + [-e for e in EDGES] if lo <= e <= hi]
@@ -484,6 +488,9 @@ def test_each_mnemonic_once(mnem):
                     args.append(("reg", _FIXED[k]))
                 elif k in _REG_KINDS:
                     args.append(("reg", rnd.choice(REGS[_REG_KINDS[k]][:13])))
+                elif k == K.MEM_OFFS:
+                    args.append(("mem", MemoryOperand(displ=DATA + rnd.randrange(0x100),
+                                                      displ_size=8)))
                 elif k in _RM_KINDS or k == K.MEM:
                     size = _RM_KINDS.get(k, 8)
                     if k == K.MEM or trial % 2:
