@@ -112,21 +112,10 @@ void pk_bare_set_state(struct pk_machine *m, u32 cpu, const struct pk_bare_state
 	c->insn_budget = st->insn_budget;
 }
 
-#define __PK_MSR_CASE(name, idx) case idx: return PK_MSR_##name;
-static int bare_msr_slot(u32 index)
-{
-	switch (index) {
-	PK_MSRS(__PK_MSR_CASE)
-	default:
-		return -1;
-	}
-}
-#undef __PK_MSR_CASE
-
 int pk_bare_get_msr(struct pk_machine *m, u32 cpu, u32 index, u64 *val)
 {
 	struct pk_cpu *c = bare_cpu(m, cpu);
-	int slot = bare_msr_slot(index);
+	int slot = pk_msr_slot(index);
 
 	if (!c)
 		return -1;
@@ -143,7 +132,7 @@ int pk_bare_get_msr(struct pk_machine *m, u32 cpu, u32 index, u64 *val)
 int pk_bare_set_msr(struct pk_machine *m, u32 cpu, u32 index, u64 val)
 {
 	struct pk_cpu *c = bare_cpu(m, cpu);
-	int slot = bare_msr_slot(index);
+	int slot = pk_msr_slot(index);
 
 	if (!c)
 		return -1;
