@@ -875,32 +875,30 @@ static __attribute__((noinline)) int fetch_slow(struct xs *s, u64 rip, struct di
 	u8 buf[15];
 	unsigned avail = 0;
 
-	for (;;) {
-		while (avail < 15) {
-			u64 a = rip + avail, v;
-			const u8 *p;
+	while (avail < 15) {
+		u64 a = rip + avail, v;
+		const u8 *p;
 
-			if (is_noncanonical_address(a))
-				break;
-			p = pk_gpa_to_hva(s->slots, a, 1);
-			if (p)
-				buf[avail++] = *p;
-			else if (mmio_read_done(s, rip, seq, a, 1, &v))
-				buf[avail++] = (u8)v;
-			else
-				break;
-		}
-		if (pk_exec_decode(buf, avail, rip, d))
-			return 0;
-		/* needs byte rip + avail, which is not there */
-		if (is_noncanonical_address(rip + avail)) {
-			s->fvec = X86_TRAP_GP;
-			s->ferr = 0;
-			return -1;
-		}
-		mmio_exit(s, 0, rip + avail, 1, false, 0);
+		if (is_noncanonical_address(a))
+			break;
+		p = pk_gpa_to_hva(s->slots, a, 1);
+		if (p)
+			buf[avail++] = *p;
+		else if (mmio_read_done(s, rip, seq, a, 1, &v))
+			buf[avail++] = (u8)v;
+		else
+			break;
+	}
+	if (pk_exec_decode(buf, avail, rip, d))
+		return 0;
+	/* it needs byte rip + avail, which is not there */
+	if (is_noncanonical_address(rip + avail)) {
+		s->fvec = X86_TRAP_GP;
+		s->ferr = 0;
 		return -1;
 	}
+	mmio_exit(s, 0, rip + avail, 1, false, 0);
+	return -1;
 }
 
 /* ---- the executor ---- */
