@@ -22,6 +22,7 @@ struct pk_checker {
 	u8 *root;
 	u8 *stack[PK_CHECK_MAX_STEPS + 1];
 	u64 *seen;			/* open addressing, 0 = empty */
+	u8 *seen_left;			/* steps left when it was explored */
 	u64 seen_cap, seen_n;
 	u64 rng;
 };
@@ -80,7 +81,12 @@ static u64 state_hash(struct pk_checker *c)
 	struct pk_machine *m = c->m;
 	u64 h = 0xcbf29ce484222325ULL;
 
-	h = hash_bytes(h, m->cpu, sizeof(m->cpu[0]) * m->nr_cpus);
+	for (u32 i = 0; i < m->nr_cpus; i++) {
+		struct pk_cpu cpu = m->cpu[i];
+
+		cpu.icache = NULL;		/* the decode cache is not state */
+		h = hash_bytes(h, &cpu, sizeof(cpu));
+	}
 	h = hash_bytes(h, &m->host, sizeof(m->host));
 	h = hash_bytes(h, m->kmem, m->kmem_used);
 	for (u32 v = 0; v < c->cfg.nr_vcpus; v++)
@@ -88,19 +94,27 @@ static u64 state_hash(struct pk_checker *c)
 	return h ? h : 1;
 }
 
-/* true if new */
-static bool seen_insert(struct pk_checker *c, u64 h)
+/*
+ * true if the state must be explored: never seen, or seen with fewer steps left (a
+ * bounded search that met a state deep must look again when it meets it shallower).
+ */
+static bool seen_insert(struct pk_checker *c, u64 h, u32 left)
 {
 	u64 i = h & (c->seen_cap - 1);
 
 	while (c->seen[i]) {
-		if (c->seen[i] == h)
-			return false;
+		if (c->seen[i] == h) {
+			if (c->seen_left[i] >= left)
+				return false;
+			c->seen_left[i] = left;
+			return true;
+		}
 		i = (i + 1) & (c->seen_cap - 1);
 	}
 	if (c->seen_n * 2 >= c->seen_cap)
 		return true;		/* full: explore without remembering */
 	c->seen[i] = h;
+	c->seen_left[i] = left;
 	c->seen_n++;
 	return true;
 }
@@ -289,6 +303,7 @@ void pk_checker_free(struct pk_checker *c)
 	for (u32 i = 0; i <= PK_CHECK_MAX_STEPS; i++)
 		free(c->stack[i]);
 	free(c->seen);
+	free(c->seen_left);
 	free(c);
 }
 
@@ -374,9 +389,14 @@ static void try_step(struct explore *x, u32 d, const struct pk_step *s, u32 *poi
 	if (r == 2 || d + 1 >= x->bound || x->stop)
 		return;
 	normalize(c);
-	if (!seen_insert(c, state_hash(c)))
-		return;
-	x->res->states++;
+	{
+		u64 before = c->seen_n;
+
+		if (!seen_insert(c, state_hash(c), x->bound - (d + 1)))
+			return;
+		if (c->seen_n != before)
+			x->res->states++;
+	}
 	if (x->res->states >= x->max_states) {
 		x->stop = true;
 		return;
@@ -427,12 +447,14 @@ int pk_checker_explore(struct pk_checker *c, u32 bound, u64 max_states, u64 walk
 			return -ENOMEM;
 	}
 	free(c->seen);
+	free(c->seen_left);
 	c->seen_cap = 1;
 	while (c->seen_cap < max_states * 2 + 2)
 		c->seen_cap <<= 1;
 	c->seen = calloc(c->seen_cap, sizeof(u64));
+	c->seen_left = calloc(c->seen_cap, 1);
 	c->seen_n = 0;
-	if (!c->seen)
+	if (!c->seen || !c->seen_left)
 		return -ENOMEM;
 	x.deadline = seconds > 0 ? start + seconds : 0;
 

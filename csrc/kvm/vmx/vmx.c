@@ -110,6 +110,9 @@ static void loaded_vmcs_clear_on_cpu(struct loaded_vmcs *lv)
 	struct vmx_global *vg = vmx_global();
 	int cpu = lv->cpu;
 
+	/* A vCPU migration can race with CPU offline (kernel: __loaded_vmcs_clear). */
+	if (cpu != smp_processor_id())
+		return;
 	pk_vmclear(__pa(lv->vmcs));
 	if (vg->current_vmcs[cpu] == lv->vmcs)
 		vg->current_vmcs[cpu] = NULL;

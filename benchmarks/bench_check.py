@@ -1,0 +1,56 @@
+"""The checker's speed: events explored per second, exhaustive (a snapshot restore per
+event) and by random walks (one restore per walk), per vendor, in one run. The bound the
+exhaustive search reaches in 60 s is measured by `python benchmarks/bench_check.py`
+(too long for a benchmark round); results in benchmarks/README.md."""
+import sys
+import time
+
+import pytest
+
+from pykvm import check
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_exhaustive_events_per_second(benchmark, vendor):
+    c = check.Checker(vendor)
+    out = benchmark.pedantic(lambda: c.explore(bound=4, walks=0), rounds=3, iterations=1)
+    events = out[2]
+    benchmark.extra_info["events"] = events
+    benchmark.extra_info["events_per_second"] = events / benchmark.stats.stats.min
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_random_walk_events_per_second(benchmark, vendor):
+    c = check.Checker(vendor)
+    out = benchmark.pedantic(lambda: c.explore(bound=0, walks=5000, walk_len=12),
+                             rounds=3, iterations=1)
+    events = out[2]
+    benchmark.extra_info["events"] = events
+    benchmark.extra_info["events_per_second"] = events / benchmark.stats.stats.min
+
+
+def bound_in(seconds, vendor, vcpus=1):
+    """The deepest exhaustive bound fully explored within `seconds`."""
+    c = check.Checker(vendor, vcpus=vcpus)
+    t0, best, last = time.perf_counter(), 0, None
+    for b in range(1, check.PK_MAX_STEPS if hasattr(check, "PK_MAX_STEPS") else 64):
+        left = seconds - (time.perf_counter() - t0)
+        if left <= 0:
+            break
+        _, _, events, states, done, _ = c.explore(bound=b, walks=0, seconds=left,
+                                                  max_states=8_000_000)
+        if done != b:
+            break
+        best = b
+        if last == states:      # no new state at this depth: the space is closed
+            return best, states, True
+        last = states
+    return best, last, False
+
+
+if __name__ == "__main__":
+    for vendor in sys.argv[1:] or ["vmx", "svm"]:
+        for vcpus in (1, 2):
+            b, states, closed = bound_in(60, vendor, vcpus)
+            print(f"{vendor} vcpus={vcpus}: bound {b} in 60 s, {states} states"
+                  + (" (reachable space closed: every depth explored)" if closed else ""))
