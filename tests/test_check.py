@@ -12,6 +12,10 @@ BOUND = 3
 
 # (vendor, params, cpu_model, register the violation names, where it is seen)
 VARIANTS = [
+    # 7.1 (c8770e7ba63b): with a 32-bit VMM, put reloads GS with load_gs_index(), which
+    # replaces the inactive GS base; reading the guest KERNEL_GS_BASE after it loses it.
+    ("vmx", {"vmm_32bit_gs": True, "bug_kgs_saved_after_load_gs_index": True}, None,
+     "KERNEL_GS_BASE", "guest read"),
     # 7.2: an NMI's paranoid entry found per-cpu data with RDPID: the guest's TSC_AUX.
     ("vmx", {"paranoid_entry_rdpid": True}, None, "TSC_AUX", "NMI handler"),
     ("svm", {"paranoid_entry_rdpid": True}, None, "TSC_AUX", "NMI handler"),
@@ -94,6 +98,12 @@ def test_dec_2020_alternatives():
     r = check.check("svm", params=wr, bound=BOUND, walks=300)
     assert r.violation.obs == "virtualization disabled", r.report()
     assert r.steps[-1].inject == "disable_ipi"
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_32bit_vmm_passes_upstream(vendor):
+    r = check.check(vendor, params={"vmm_32bit_gs": True}, bound=BOUND, walks=300)
+    assert r.verdict == "pass", r.report()
 
 
 def test_two_vcpus_and_migration_pass_upstream():

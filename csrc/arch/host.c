@@ -63,6 +63,9 @@ static const struct pk_param host_param_table[] = {
 	PK_PARAM(struct pk_host_params, paranoid_entry_rdpid, false,
 		 "the NMI paranoid entry finds its per-cpu base with RDPID (TSC_AUX), as before "
 		 "\"x86/entry/64: Do not use RDPID in paranoid entry\" (2020)"),
+	PK_PARAM(struct pk_host_params, vmm_32bit_gs, false,
+		 "the VMM is a 32-bit process: its threads' GS holds a user selector (RPL 3), "
+		 "so KVM must reload it with load_gs_index() when it puts the vCPU"),
 	PK_PARAM(struct pk_host_params, ret_uses_percpu, true,
 		 "a RET touches per-cpu data (call depth tracking, v6.2+), so the first RET after "
 		 "a VM-exit needs the host GS base"),
@@ -171,6 +174,9 @@ int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread)
 	/* Distinct, recognisable user TLS bases and page tables per task. */
 	t->fsbase = 0x00007f0000000000ULL | ((u64)t->id << 20) | 0x740;
 	t->gsbase = is_vcpu_thread ? 0 : 0x00007e0000000000ULL | ((u64)t->id << 20);
+	/* A 32-bit VMM's GS is a flat user data selector: base 0. */
+	if (is_vcpu_thread && m->host.params.vmm_32bit_gs)
+		t->gsindex = __USER_DS;
 	t->cr3 = 0x1000000ULL + ((u64)t->id << 12);
 	t->timer_budget = UINT64_MAX;
 	return (int)h->nr_tasks++;

@@ -252,6 +252,7 @@ struct preempt_notifier {
 /* Host kernel parameters ("kernel.*"): versions of the host around KVM. */
 struct pk_host_params {
 	bool paranoid_entry_rdpid;		/* NMI entry finds per-cpu data via RDPID */
+	bool vmm_32bit_gs;			/* vCPU threads hold a user GS selector */
 	bool ret_uses_percpu;			/* RETs touch per-cpu data (call depth tracking) */
 };
 

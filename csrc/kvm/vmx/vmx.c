@@ -24,6 +24,9 @@ static const struct pk_param vmx_param_table[] = {
 	PK_PARAM(struct vmx_params, forget_host_gs_base, false, "never update HOST_GS_BASE"),
 	PK_PARAM(struct vmx_params, forget_gdt_reload, false, "never reload the GDT after VM-exit's 0xffff limit"),
 	PK_PARAM(struct vmx_params, forget_spec_ctrl, false, "never restore the host SPEC_CTRL"),
+	PK_PARAM(struct vmx_params, bug_kgs_saved_after_load_gs_index, false,
+		 "before c8770e7ba63b: the guest KERNEL_GS_BASE is read back after "
+		 "load_gs_index(), which has replaced it (a 32-bit VMM: kernel.vmm_32bit_gs)"),
 	PK_PARAM(struct vmx_params, forget_host_tr_base, false,
 		 "never update HOST_TR_BASE when the VMCS moves to another CPU"),
 	PK_PARAM(struct vmx_params, forget_host_sysenter_esp, false,
@@ -383,17 +386,16 @@ static void vmx_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
 	/* The guest's KERNEL_GS_BASE goes into hardware now; VM-exit does not touch it. */
 	wrmsrl(MSR_KERNEL_GS_BASE, vmx->msr_guest_kernel_gs_base);
 
-	/* A selector with RPL or TI bits cannot be a VMCS host selector: reload it on put. */
-	if (fs_sel & 7)
-		fs_sel = 0;
-	if (gs_sel & 7)
-		gs_sel = 0;
+	/*
+	 * vmx_set_host_fs_gs(): a selector with RPL or TI bits cannot be a VMCS host
+	 * selector, so the VMCS gets 0 and the cache keeps the real one for put to reload.
+	 */
 	if (fs_sel != host_state->fs_sel) {
-		vmcs_write16(HOST_FS_SELECTOR, fs_sel);
+		vmcs_write16(HOST_FS_SELECTOR, (fs_sel & 7) ? 0 : fs_sel);
 		host_state->fs_sel = fs_sel;
 	}
 	if (gs_sel != host_state->gs_sel) {
-		vmcs_write16(HOST_GS_SELECTOR, gs_sel);
+		vmcs_write16(HOST_GS_SELECTOR, (gs_sel & 7) ? 0 : gs_sel);
 		host_state->gs_sel = gs_sel;
 	}
 	if (fs_base != host_state->fs_base && !vmx_param()->forget_host_fs_base) {
@@ -417,13 +419,17 @@ static void vmx_prepare_switch_to_host(struct vcpu_vmx *vmx)
 		return;
 	host_state = &vmx->loaded_vmcs->host_state;
 
-	vmx->msr_guest_kernel_gs_base = rdmsrl(MSR_KERNEL_GS_BASE);
+	/* Before load_gs_index(), which replaces the inactive GS base (c8770e7ba63b). */
+	if (!vmx_param()->bug_kgs_saved_after_load_gs_index)
+		vmx->msr_guest_kernel_gs_base = rdmsrl(MSR_KERNEL_GS_BASE);
 	if (host_state->ldt_sel || (host_state->gs_sel & 7)) {
 		native_lldt(host_state->ldt_sel);
 		load_gs_index(host_state->gs_sel);
 	} else if (savesegment(VCPU_SREG_GS) != host_state->gs_sel) {
 		load_gs_index(host_state->gs_sel);
 	}
+	if (vmx_param()->bug_kgs_saved_after_load_gs_index)
+		vmx->msr_guest_kernel_gs_base = rdmsrl(MSR_KERNEL_GS_BASE);
 	if (host_state->fs_sel & 7)
 		loadsegment(VCPU_SREG_FS, host_state->fs_sel);
 	if (host_state->ds_sel | host_state->es_sel) {

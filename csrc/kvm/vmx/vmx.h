@@ -51,6 +51,7 @@ struct vmx_params {
 	bool forget_spec_ctrl;
 	bool forget_host_tr_base;
 	bool forget_host_sysenter_esp;
+	bool bug_kgs_saved_after_load_gs_index;
 };
 
 /* Module parameters (kvm_intel.*) and hardware-setup results, one per machine. */
