@@ -27,7 +27,7 @@ from .machine import Machine
 from .oracle import Violation, reg_name
 
 STEP_KINDS = ("run", "set_msrs", "get_msrs", "migrate", "other_task", "virt_off_on")
-INJECTS = ("", "nmi", "disable_ipi", "preempt")
+INJECTS = ("", "nmi", "disable_ipi", "preempt", "mc")
 SYNC_PORT, VIOLATION_PORT = 0xE0, 0xE2
 GMEM = 0x10000
 CODE = 0x2000
@@ -205,7 +205,8 @@ def _format_trace(recs):
         elif kind == "user_return":
             out.append(f"{head} pid={a} notifiers={'yes' if b else 'no'}")
         elif kind == "nmi":
-            out.append(f"{head} {'held (GIF=0)' if a else 'taken'}")
+            out.append(f"{head} " + ("machine check" if a == 2 else
+                                     "held (GIF=0)" if a else "taken"))
         elif kind == "nmi_handler":
             out.append(f"{head} found GS_BASE 0x{a:x}")
         elif kind == "violation":

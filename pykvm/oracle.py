@@ -2,7 +2,7 @@
 point, named by register, place, expected and actual value, and whose value leaked."""
 from dataclasses import dataclass
 
-OBS = ("host user mode", "per-cpu access", "NMI handler", "first RET after VM-exit",
+OBS = ("host user mode", "per-cpu access", "NMI/#MC handler", "first RET after VM-exit",
        "virtualization disabled", "guest read", "KVM_GET_MSRS", "host WARN")
 
 REG_NAMES = {

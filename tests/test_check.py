@@ -17,8 +17,8 @@ VARIANTS = [
     ("vmx", {"vmm_32bit_gs": True, "bug_kgs_saved_after_load_gs_index": True}, None,
      "KERNEL_GS_BASE", "guest read"),
     # 7.2: an NMI's paranoid entry found per-cpu data with RDPID: the guest's TSC_AUX.
-    ("vmx", {"paranoid_entry_rdpid": True}, None, "TSC_AUX", "NMI handler"),
-    ("svm", {"paranoid_entry_rdpid": True}, None, "TSC_AUX", "NMI handler"),
+    ("vmx", {"paranoid_entry_rdpid": True}, None, "TSC_AUX", "NMI/#MC handler"),
+    ("svm", {"paranoid_entry_rdpid": True}, None, "TSC_AUX", "NMI/#MC handler"),
     # 7.3: a disable IPI between the WRMSR and the update of `curr`.
     ("vmx", {"uret_irqs_off": False}, None, None, "virtualization disabled"),
     ("svm", {"uret_irqs_off": False}, None, "TSC_AUX", "virtualization disabled"),
@@ -27,9 +27,11 @@ VARIANTS = [
     ("svm", {"spec_ctrl_in_vmenter": False}, None, "SPEC_CTRL", "first RET after VM-exit"),
     ("vmx", {"spec_ctrl_in_vmenter": False}, None, "SPEC_CTRL", "first RET after VM-exit"),
     # 7.5: restoring the host GS base after STGI: the NMI held since CLGI sees the guest's.
+    # On a host whose paranoid entry trusts a kernel-looking GS_BASE (before v5.9).
     ("svm", {"vmsave_host_state": False, "tsc_aux_user_return": False,
              "host_vmload_in_vmenter": False, "ret_uses_percpu": False,
-             "bug_gs_base_after_stgi": True}, None, "GS_BASE", "NMI handler"),
+             "paranoid_entry_fsgsbase": False, "bug_gs_base_after_stgi": True}, None,
+     "GS_BASE", "NMI/#MC handler"),
     # A variant per switched register that forgets to switch it.
     ("vmx", {"forget_star": True}, None, "STAR", "host user mode"),
     ("vmx", {"forget_lstar": True}, None, "LSTAR", "host user mode"),
@@ -150,3 +152,12 @@ def test_property_upstream_never_leaks(steps):
 def test_step_strings_name_the_event():
     assert str(Step("run", 0, 0, "nmi", 5)) == "KVM_RUN vcpu0, nmi before host instruction 5"
     assert str(Step("migrate", 1, 0)) == "migrate vcpu1 -> CPU 0"
+
+
+def test_machine_check_in_the_vmrun_window_on_a_pre_fsgsbase_host():
+    """#MC is not held by GIF = 0: between VMRUN and the host VMLOAD, a paranoid entry
+    that trusts a kernel-looking GS_BASE uses the guest's. With FSGSBASE (v5.9+) it sets
+    GS from the CPU number and nothing is found."""
+    r = check.check("svm", params={"paranoid_entry_fsgsbase": False}, bound=BOUND, walks=300)
+    assert (r.violation.reg, r.violation.obs) == ("GS_BASE", "NMI/#MC handler")
+    assert r.steps[-1].inject == "mc"

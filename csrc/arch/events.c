@@ -47,6 +47,12 @@ void pk_inject_point(struct pk_cpu *cpu)
 	saved = pk_this_cpu;
 	pk_this_cpu = cpu;
 	switch (in->kind) {
+	case PK_INJ_MC:
+		pk_trace(m, PK_TR_NMI, id, 2, 0);
+		if (m->nmi_handler)
+			m->nmi_handler(cpu);	/* the same paranoid entry */
+		in->fired = true;
+		break;
 	case PK_INJ_NMI:
 		pk_trace(m, PK_TR_NMI, id, !cpu->gif, 0);
 		pk_nmi(cpu);

@@ -63,6 +63,10 @@ static const struct pk_param host_param_table[] = {
 	PK_PARAM(struct pk_host_params, paranoid_entry_rdpid, false,
 		 "the NMI paranoid entry finds its per-cpu base with RDPID (TSC_AUX), as before "
 		 "\"x86/entry/64: Do not use RDPID in paranoid entry\" (2020)"),
+	PK_PARAM(struct pk_host_params, paranoid_entry_fsgsbase, true,
+		 "NMI/#MC paranoid entry with FSGSBASE (v5.9+): GS base from the CPU number "
+		 "(GET_PERCPU_BASE), whatever GS held; 0: trust GS_BASE if it looks like a kernel "
+		 "address, else SWAPGS"),
 	PK_PARAM(struct pk_host_params, vmm_32bit_gs, false,
 		 "the VMM is a 32-bit process: its threads' GS holds a user selector (RPL 3), "
 		 "so KVM must reload it with load_gs_index() when it puts the vCPU"),
@@ -102,6 +106,13 @@ void pk_host_nmi(struct pk_cpu *cpu)
 		if (m->oracle && base != h->per_cpu_offset[cpu->id])
 			pk_oracle_violation(m, PK_OBS_NMI, cpu->id, MSR_TSC_AUX, cpu->id,
 					    cpu->msr[PK_MSR_TSC_AUX]);
+		return;
+	}
+	if (h->params.paranoid_entry_fsgsbase) {
+		/* RDGSBASE to save, WRGSBASE the per-cpu base found from the CPU number. */
+		cpu->seg[VCPU_SREG_GS].base = h->per_cpu_offset[cpu->id];
+		pk_observe_percpu(cpu, PK_OBS_NMI);
+		cpu->seg[VCPU_SREG_GS].base = gs;
 		return;
 	}
 	if ((s64)gs >= 0) {		/* a user GS base: the kernel's is in KERNEL_GS_BASE */

@@ -253,6 +253,7 @@ struct preempt_notifier {
 struct pk_host_params {
 	bool paranoid_entry_rdpid;		/* NMI entry finds per-cpu data via RDPID */
 	bool vmm_32bit_gs;			/* vCPU threads hold a user GS selector */
+	bool paranoid_entry_fsgsbase;		/* NMI/#MC entry sets GS from the CPU number */
 	bool ret_uses_percpu;			/* RETs touch per-cpu data (call depth tracking) */
 };
 
