@@ -331,7 +331,11 @@ static inline int smp_processor_id(void)
 {
 	struct pk_cpu *c = pk_this_cpu;
 
-	if (unlikely(c->m->oracle != NULL))
+	struct pk_machine *m = c->m;
+
+	/* Kernel mode with a GS base that is not this CPU's per-cpu base: tell the oracle. */
+	if (unlikely(c->seg[VCPU_SREG_GS].base != m->host.per_cpu_offset[c->id]) &&
+	    m->oracle && c->mode == PK_MODE_HOST && !m->host.in_user[c->id])
 		pk_percpu_read(c);
 	return (int)c->id;
 }
