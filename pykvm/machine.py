@@ -9,7 +9,6 @@
     m.costs()                                # operations and cycles by path
 """
 import mmap
-from dataclasses import replace
 
 import structlog
 
@@ -17,6 +16,7 @@ from . import exits as X
 from ._lib import MSR_SLOTS, OPS, PATHS, ensure, ffi, lib
 from .errors import InvalidConfiguration, InvalidMemory, InvalidMsr
 from .regs import Regs, Segment, DTable, Sregs
+from .vcpu_base import VcpuBase, answer_bytes
 from .vendor import get_vendor
 
 log = structlog.get_logger("pykvm")
@@ -213,7 +213,7 @@ class Vm:
         return v
 
 
-class Vcpu:
+class Vcpu(VcpuBase):
     """A vCPU: registers, MSRs, run() -> typed exit."""
 
     def __init__(self, vm, cpu):
@@ -311,39 +311,12 @@ class Vcpu:
         return list(self._cpuid)
 
     # ---- loading and running ---------------------------------------------------------
-    def load(self, image):
-        """Load a pykvm.guest GuestImage (or raw code placed at CODE_START of a standard
-        image): memory at GPA 0, SREGS, REGS, then the image's MSRs."""
-        from .guest import GuestImage, program
-        if isinstance(image, (bytes, bytearray, memoryview)):
-            code = bytes(image)
-            image = program(lambda a: a.db(code))
-        if not isinstance(image, GuestImage):
-            raise TypeError(f"expected a GuestImage or bytes, got {type(image).__name__}")
-        self.vm._ensure_memory(len(image.memory))
-        self.vm.memory.write(0, image.memory)
-        sregs = image.sregs
-        if sregs.apic_base == 0:
-            sregs = replace(sregs, apic_base=self.get_sregs().apic_base)
-        self.set_sregs(sregs)
-        self.set_regs(image.regs)
-        if image.msrs:
-            n = self.set_msrs(image.msrs)
-            if n != len(image.msrs):
-                bad = list(image.msrs)[n]
-                raise InvalidMsr(bad, f"KVM_SET_MSRS stopped at MSR {bad:#x} "
-                                      f"({n} of {len(image.msrs)} set)")
-        self._pending = None
-        self.image = image
-
     def _complete_pending(self):
         pend, self._pending = self._pending, None
-        if isinstance(pend, X.Io) and pend.is_in:
-            data = bytes(pend.data[: pend.size]).ljust(pend.size, b"\0")
-            ffi.memmove(self._run.pio_data, data, pend.size)
-        elif isinstance(pend, X.Mmio) and not pend.is_write:
-            data = bytes(pend.data[: pend.len]).ljust(8, b"\0")
-            ffi.memmove(self._run.mmio.data, data, 8)
+        data = answer_bytes(pend)
+        if data is not None:
+            dest = self._run.pio_data if isinstance(pend, X.Io) else self._run.mmio.data
+            ffi.memmove(dest, data, len(data))
 
     def run(self, max_insns=DEFAULT_RUN_BUDGET, return_to_user=True):
         """KVM_RUN until an exit to userspace; returns a pykvm.exits type. `max_insns`

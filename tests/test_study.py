@@ -9,7 +9,6 @@ import pytest
 
 from pykvm import profiles as P
 from pykvm import study
-from pykvm import workloads as W
 
 # ---------------------------------------------------------------------------------------
 # Expected operations per event, per path (GUEST left out), as the code does them.

@@ -6,9 +6,10 @@ import errno
 import mmap
 import os
 import struct
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 from pykvm import exits as X
+from pykvm.vcpu_base import VcpuBase, answer_bytes
 from pykvm.errors import InvalidConfiguration, InvalidMsr, KvmIoctlError
 from pykvm.kvm import uapi
 from pykvm.kvm._native import address_of, ioctl, native
@@ -43,7 +44,7 @@ def _msr_index(i):
     return i
 
 
-class KvmVcpu:
+class KvmVcpu(VcpuBase):
     """A vCPU on the host's KVM (from `KvmVm.create_vcpu`)."""
 
     def __init__(self, vm, fd, vcpu_id):
@@ -153,33 +154,6 @@ class KvmVcpu:
         ioctl(self.fd, uapi.KVM_GET_CPUID2, buf, "KVM_GET_CPUID2")
         return unpack_cpuid(buf)
 
-    # ---- loading a guest -----------------------------------------------------------------
-    def load(self, image):
-        """Load a pykvm.guest GuestImage (or raw x86-64 code, placed at CODE_START of a
-        standard image): memory at GPA 0 (a slot is added if the VM has none), SREGS,
-        REGS, then the image's MSRs. An image apic_base of 0 keeps KVM's."""
-        from pykvm.guest import GuestImage, program
-        if isinstance(image, (bytes, bytearray, memoryview)):
-            code = bytes(image)
-            image = program(lambda a: a.db(code))
-        if not isinstance(image, GuestImage):
-            raise TypeError(f"expected a GuestImage or bytes, got {type(image).__name__}")
-        self.vm._ensure_memory(len(image.memory))
-        self.vm.memory.write(0, image.memory)
-        sregs = image.sregs
-        if sregs.apic_base == 0:
-            sregs = replace(sregs, apic_base=self.get_sregs().apic_base)
-        self.set_sregs(sregs)
-        self.set_regs(image.regs)
-        if image.msrs:
-            n = self.set_msrs(image.msrs)
-            if n != len(image.msrs):
-                bad = list(image.msrs)[n]
-                raise InvalidMsr(bad, f"KVM_SET_MSRS stopped at MSR {bad:#x} "
-                                      f"({n} of {len(image.msrs)} set)")
-        self._pending = None
-        self.image = image
-
     # ---- running -------------------------------------------------------------------------
     def _complete_pending(self):
         """Copy what the caller answered for the last exit into kvm_run."""
@@ -188,17 +162,9 @@ class KvmVcpu:
             return
         ex, off = pend
         run = self._run
-        if isinstance(ex, X.Io) and ex.is_in:
-            n = ex.size * ex.count
-            if len(ex.data) != n:
-                raise InvalidConfiguration(f"IN port {ex.port:#x}: data must be {n} bytes, "
-                                           f"got {len(ex.data)}")
-            run[off:off + n] = bytes(ex.data)
-        elif isinstance(ex, X.Mmio) and not ex.is_write:
-            if len(ex.data) != ex.len:
-                raise InvalidConfiguration(f"MMIO read at {ex.phys_addr:#x}: data must be "
-                                           f"{ex.len} bytes, got {len(ex.data)}")
-            run[off:off + ex.len] = bytes(ex.data)
+        data = answer_bytes(ex)
+        if data is not None:
+            run[off:off + len(data)] = data
         elif isinstance(ex, X.RdMsr):
             run[uapi.KVM_RUN_MSR_ERROR] = 1 if ex.error else 0
             struct.pack_into("<Q", run, uapi.KVM_RUN_MSR_DATA, _u64(ex.data, "RdMsr.data"))

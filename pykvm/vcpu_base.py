@@ -1,0 +1,53 @@
+"""What every backend's vCPU does the same way (simulated machine and /dev/kvm)."""
+from dataclasses import replace
+
+from . import exits as X
+from .errors import InvalidConfiguration, InvalidMsr
+
+
+class VcpuBase:
+    """Needs: self.vm (with _ensure_memory() and memory.write()), get_sregs, set_sregs,
+    set_regs, set_msrs."""
+
+    def load(self, image):
+        """Load a pykvm.guest GuestImage (or raw x86-64 code, placed at CODE_START of a
+        standard image): memory at GPA 0 (a slot is added if the VM has none), SREGS,
+        REGS, then the image's MSRs. An image apic_base of 0 keeps the vCPU's."""
+        from .guest import GuestImage, program
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            code = bytes(image)
+            image = program(lambda a: a.db(code))
+        if not isinstance(image, GuestImage):
+            raise TypeError(f"expected a GuestImage or bytes, got {type(image).__name__}")
+        self.vm._ensure_memory(len(image.memory))
+        self.vm.memory.write(0, image.memory)
+        sregs = image.sregs
+        if sregs.apic_base == 0:
+            sregs = replace(sregs, apic_base=self.get_sregs().apic_base)
+        self.set_sregs(sregs)
+        self.set_regs(image.regs)
+        if image.msrs:
+            n = self.set_msrs(image.msrs)
+            if n != len(image.msrs):
+                bad = list(image.msrs)[n]
+                raise InvalidMsr(bad, f"KVM_SET_MSRS stopped at MSR {bad:#x} "
+                                      f"({n} of {len(image.msrs)} set)")
+        self._pending = None
+        self.image = image
+
+
+def answer_bytes(ex):
+    """The bytes the caller put in an IN or MMIO-read exit, checked for size; None for an
+    exit that takes no answer."""
+    if isinstance(ex, X.Io) and ex.is_in:
+        n = ex.size * ex.count
+        if len(ex.data) != n:
+            raise InvalidConfiguration(f"IN port {ex.port:#x}: data must be {n} bytes, "
+                                       f"got {len(ex.data)}")
+        return bytes(ex.data)
+    if isinstance(ex, X.Mmio) and not ex.is_write:
+        if len(ex.data) != ex.len:
+            raise InvalidConfiguration(f"MMIO read at {ex.phys_addr:#x}: data must be "
+                                       f"{ex.len} bytes, got {len(ex.data)}")
+        return bytes(ex.data)
+    return None
