@@ -17,7 +17,7 @@ tracepoints on.
 """
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from ._lib import ffi, lib
 from .errors import InvalidConfiguration
@@ -318,6 +318,19 @@ class Checker:
         v = Violation.from_c(res.violation, 1) if res.violated else None
         return v, steps, res.events, res.states, res.depth_done, res.walks
 
+    def attribute(self, violation):
+        """Name whose value was found: a vCPU's guest value, or another host task's."""
+        if violation is None:
+            return None
+        for v in range(len(self.vcpus)):
+            for msr, f in REGS:
+                start = f(v)
+                if violation.actual in (start, start ^ DELTA.get(msr, 0x1000)):
+                    return replace(violation, owner=f"vcpu{v}'s guest {reg_name(msr)}")
+        if violation.actual == 0:
+            return replace(violation, owner="zeroed")
+        return violation
+
     def shrink(self, steps, violation):
         """A shortest-found sequence with the same violation (register and place)."""
         def same(cand):
@@ -352,6 +365,7 @@ def check(vendor="vmx", *, preset=None, params=None, cpu_model=None, cpus=2, vcp
     if v is not None:
         found = c.shrink(found, v)
         v, _ = c.replay(found)
+        v = c.attribute(v)
     return CheckResult(vendor, c.m.preset, c.m.params, "violation" if v else "pass", v,
                        found if v else [], events, states, depth, nwalks, elapsed,
                        config=c.config)
@@ -365,6 +379,7 @@ def replay(data):
     steps = [Step(**s) for s in data["steps"]]
     c = Checker(**data["config"])
     v, recs = c.replay(steps, trace=True)
+    v = c.attribute(v)
     return CheckResult(data["vendor"], c.m.preset, c.m.params, "violation" if v else "pass",
                        v, steps, len(steps), 0, 0, 0, 0.0, config=c.config, _trace=recs)
 

@@ -38,5 +38,5 @@ class Violation:
     def __str__(self):
         return (f"{self.reg} on CPU {self.cpu} at {self.obs} (task {self.task}): expected "
                 f"{self.expected:#x}, found {self.actual:#x}"
-                + (f" ({self.owner})" if self.owner else "")
+                + (f": {self.owner}" if self.owner else "")
                 + (f"; {self.count} violations in all" if self.count > 1 else ""))

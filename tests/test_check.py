@@ -161,3 +161,9 @@ def test_machine_check_in_the_vmrun_window_on_a_pre_fsgsbase_host():
     r = check.check("svm", params={"paranoid_entry_fsgsbase": False}, bound=BOUND, walks=300)
     assert (r.violation.reg, r.violation.obs) == ("GS_BASE", "NMI/#MC handler")
     assert r.steps[-1].inject == "mc"
+
+
+def test_violation_names_whose_value_leaked():
+    r = check.check("vmx", params={"forget_lstar": True}, bound=1, walks=0)
+    assert r.violation.owner == "vcpu0's guest LSTAR"
+    assert "vcpu0's guest LSTAR" in str(r.violation)
