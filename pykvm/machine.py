@@ -352,6 +352,19 @@ class Vcpu(VcpuBase):
             return X.InternalError(r.internal.suberror, tuple(r.internal.data[0:n]))
         return X.Unsupported(reason)
 
+    def run_preempted(self, after=1, max_insns=DEFAULT_RUN_BUDGET):
+        """KVM_RUN in which the vCPU thread is preempted once (another host task runs on
+        its pCPU and returns to user mode), at the first preemptible point from its
+        `after`-th host instruction on. Returns (exit, preempted?)."""
+        if not isinstance(after, int) or after < 1:
+            raise InvalidConfiguration(f"after must be an int >= 1, got {after!r}")
+        self._complete_pending()
+        flag = ffi.new("bool *")
+        lib.pk_vcpu_run_preempted(self._vcpu, max_insns or 0, after, flag)
+        ex = self._decode_exit()
+        self._pending = ex
+        return ex, bool(flag[0])
+
     def return_to_user(self):
         """Finish a run(return_to_user=False): the thread reaches user mode."""
         ensure(lib.pk_vcpu_return_to_user(self._vcpu), "returning to user mode")

@@ -125,14 +125,29 @@ SVM_PIO_V510_MSRS = {
 }
 SVM_KERNEL_EXIT_V510 = {"VCPU_RUN": SVM_PIO_V510["VCPU_RUN"]}
 
-# What one preemption adds (overcommit: another task after each exit to userspace, vs
-# none): two context switches (to the other task and back), each saving and loading user
-# FS/GS (RDFSBASE, WRFSBASE, savesegment FS and GS, the inactive GS base by SWAPGS +
-# RD/WRGSBASE + SWAPGS on these FSGSBASE hosts) and CR3. Nothing on KVM's paths: the vCPU was put before the thread left KVM_RUN, and the
-# user-return writes move from the vCPU thread to the other task on the same path.
+# What one preemption adds (overcommit: the vCPU thread preempted inside KVM_RUN right
+# after its in-kernel CPUID exit, guest state loaded, vs no preemption): two context
+# switches, each saving and loading user FS/GS (RDFSBASE, WRFSBASE, savesegment FS and GS,
+# the inactive GS base by SWAPGS + RD/WRGSBASE + SWAPGS on these FSGSBASE hosts) and CR3,
+# and the other task's return to user mode and next kernel entry (2 SWAPGS)...
 CTX_SWITCHES_2 = {"RDFSBASE": 2, "WRFSBASE": 2, "MOV_SREG": 4, "SWAPGS": 8, "RDGSBASE": 2,
                   "WRGSBASE": 2, "MOV_CR": 2}
-PREEMPTION = {"OTHER": CTX_SWITCHES_2}
+PREEMPT_HOST = dict(CTX_SWITCHES_2, SWAPGS=CTX_SWITCHES_2["SWAPGS"] + 2)
+# ... plus KVM's part: kvm_sched_out -> vcpu_put puts the host state back (VMX: the
+# KERNEL_GS_BASE swap and GDT reload); the other task's return to user mode restores the
+# user-return MSRs; after kvm_sched_in the next entry prepares again. On VMX that is one
+# more PREPARE_SWITCH, VCPU_PUT and USER_RETURN of a userspace round trip; on SVM (put
+# only clears a flag) one more VMSAVE and TSC_AUX load, and its restore.
+VMX_PREEMPTION = {"OTHER": PREEMPT_HOST, "PREPARE_SWITCH": VMX_PIO["PREPARE_SWITCH"],
+                  "VCPU_PUT": VMX_PIO["VCPU_PUT"], "USER_RETURN": VMX_PIO["USER_RETURN"]}
+# v2.6.31: the user-return MSRs come back in the put itself; no USER_RETURN work.
+VMX_PREEMPTION_PUT = {"OTHER": PREEMPT_HOST, "PREPARE_SWITCH": VMX_PIO["PREPARE_SWITCH"],
+                      "VCPU_PUT": VMX_PIO_PUT["VCPU_PUT"]}
+SVM_PREEMPTION = {"OTHER": PREEMPT_HOST, "PREPARE_SWITCH": SVM_PIO["PREPARE_SWITCH"],
+                  "USER_RETURN": SVM_PIO["USER_RETURN"]}
+# v5.10: the by-hand save on sched_in's vcpu_load and restore on sched_out's vcpu_put.
+SVM_PREEMPTION_V510 = {"OTHER": PREEMPT_HOST, "VCPU_LOAD": SVM_PIO_V510["VCPU_LOAD"],
+                       "VCPU_PUT": SVM_PIO_V510["VCPU_PUT"]}
 # What one migration adds: the old pCPU's own process takes it (enter and exit: 2
 # SWAPGS) and the new pCPU switches from its process to the vCPU thread: two context
 # switches. VMX also VMCLEARs on the old pCPU, VMPTRLDs and rewrites HOST_TR_BASE,
@@ -150,25 +165,27 @@ EXPECTED = {
     **{("vmx", p): {"pio": (VMX_PIO, VMX_PIO_MSRS), "hlt": (VMX_HLT, VMX_PIO_MSRS),
                     "mmio": (VMX_MMIO, VMX_PIO_MSRS), "cpuid": (VMX_KERNEL_EXIT, {}),
                     "vmcall": (VMX_KERNEL_EXIT, {}), "fastpath": (VMX_FASTPATH, {}),
-                    "guest-ctxsw": ({}, {}), "overcommit": (PREEMPTION, None),
+                    "guest-ctxsw": ({}, {}), "overcommit": (VMX_PREEMPTION, None),
                     "migrate": (VMX_MIGRATION, None)}
        for p in ("upstream", "v5.18", "v4.18")},
     ("vmx", "v2.6.31"): {"pio": (VMX_PIO_PUT, VMX_PIO_PUT_MSRS),
                          "cpuid": (VMX_KERNEL_EXIT, {}), "fastpath": (VMX_FASTPATH, {}),
-                         "overcommit": (PREEMPTION, None), "migrate": (VMX_MIGRATION, None)},
+                         "overcommit": (VMX_PREEMPTION_PUT, None),
+                         "migrate": (VMX_MIGRATION, None)},
     # v5.15 restores the host state with a VMLOAD in C before STGI, and SPEC_CTRL in C:
     # the same operations as upstream, in another place.
     **{("svm", p): {"pio": (SVM_PIO, SVM_PIO_MSRS), "hlt": (SVM_PIO, SVM_PIO_MSRS),
                     "mmio": (SVM_PIO, SVM_PIO_MSRS), "cpuid": (SVM_KERNEL_EXIT, {}),
                     "vmcall": (SVM_KERNEL_EXIT, {}), "fastpath": (SVM_KERNEL_EXIT, {}),
-                    "guest-ctxsw": ({}, {}), "overcommit": (PREEMPTION, None),
+                    "guest-ctxsw": ({}, {}), "overcommit": (SVM_PREEMPTION, None),
                     "migrate": (SVM_MIGRATION, None)}
        for p in ("upstream", "v5.15")},
     ("svm", "v5.10"): {"pio": (SVM_PIO_V510, SVM_PIO_V510_MSRS),
                        "hlt": (SVM_PIO_V510, SVM_PIO_V510_MSRS),
                        "cpuid": (SVM_KERNEL_EXIT_V510, {"VCPU_RUN": {"WRMSR other": 1}}),
                        "fastpath": (SVM_KERNEL_EXIT_V510, {"VCPU_RUN": {"WRMSR other": 1}}),
-                       "overcommit": (PREEMPTION, None), "migrate": (SVM_MIGRATION, None)},
+                       "overcommit": (SVM_PREEMPTION_V510, None),
+                       "migrate": (SVM_MIGRATION, None)},
 }
 CASES = [(v, p, w) for (v, p), ws in EXPECTED.items() for w in ws]
 

@@ -13,6 +13,13 @@ void pk_inject_arm(struct pk_machine *m, u32 cpu, u32 n, u32 kind)
 					.counting = true };
 }
 
+/* Preempt the vCPU thread at the first preemptible point from the n-th on. */
+void pk_inject_arm_patient(struct pk_machine *m, u32 cpu, u32 n, u32 kind)
+{
+	pk_inject_arm(m, cpu, n, kind);
+	m->inject.patient = true;
+}
+
 void pk_inject_disarm(struct pk_machine *m)
 {
 	m->inject.armed = 0;
@@ -23,11 +30,13 @@ static void inject_preempt(struct pk_cpu *cpu)
 {
 	struct pk_machine *m = cpu->m;
 	int prev = m->host.current[cpu->id];
+	u32 old = pk_path_enter(m, PK_PATH_OTHER);	/* the scheduler, not the interrupted path */
 
 	pk_context_switch((int)cpu->id, (int)cpu->id);
 	pk_exit_to_user_mode();
 	pk_enter_kernel();
 	pk_context_switch((int)cpu->id, prev);
+	pk_path_leave(m, old);
 }
 
 void pk_inject_point(struct pk_cpu *cpu)
@@ -40,8 +49,18 @@ void pk_inject_point(struct pk_cpu *cpu)
 	if (cpu->mode != PK_MODE_HOST || id != in->cpu || m->host.in_user[id])
 		return;
 	in->points++;
-	if (in->countdown == 0 || --in->countdown)
+	if (in->countdown == 0)
 		return;
+	if (in->countdown > 1) {
+		in->countdown--;
+		return;
+	}
+	/* A patient preemption waits for a point where the thread is preemptible. */
+	if (in->patient && in->kind == PK_INJ_PREEMPT &&
+	    (m->host.preempt_count[id] || !m->host.irqs_enabled[id] ||
+	     !m->host.tasks[m->host.current[id]].is_vcpu_thread))
+		return;
+	in->countdown = 0;
 	/* The point is reached: fire once, with injection off while the event runs. */
 	in->armed = 0;
 	saved = pk_this_cpu;

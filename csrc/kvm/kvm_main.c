@@ -324,6 +324,22 @@ int pk_vcpu_run(struct kvm_vcpu *vcpu, u64 max_insns)
 	return pk_vcpu_run_ex(vcpu, max_insns, false);
 }
 
+/*
+ * KVM_RUN during which the vCPU thread is preempted once, at the first preemptible point
+ * from its n-th host instruction on (another task runs and returns to user mode).
+ */
+int pk_vcpu_run_preempted(struct kvm_vcpu *vcpu, u64 max_insns, u32 n, bool *preempted)
+{
+	struct pk_machine *m = vcpu->kvm->m;
+	int r;
+
+	pk_inject_arm_patient(m, m->host.tasks[vcpu->task].cpu, n, PK_INJ_PREEMPT);
+	r = pk_vcpu_run(vcpu, max_insns);
+	*preempted = m->inject.fired;
+	pk_inject_disarm(m);
+	return r;
+}
+
 int pk_vcpu_return_to_user(struct kvm_vcpu *vcpu)
 {
 	struct pk_machine *m = vcpu->kvm->m;

@@ -826,6 +826,8 @@ static int vcpu_run(struct kvm_vcpu *vcpu)
 		r = vcpu_enter_guest(vcpu);
 		if (r <= 0)
 			break;
+		/* xfer_to_guest_mode_handle_work(): a reschedule may happen here. */
+		pk_interrupt_window();
 		if (current_task()->signal_pending) {
 			r = -EINTR;
 			vcpu->run.exit_reason = KVM_EXIT_INTR;

@@ -19,6 +19,7 @@ enum pk_inject_kind {
 
 /* Arm an injection before the n-th (1-based) host instruction on `cpu`; 0: count only. */
 void pk_inject_arm(struct pk_machine *m, u32 cpu, u32 n, u32 kind);
+void pk_inject_arm_patient(struct pk_machine *m, u32 cpu, u32 n, u32 kind);
 void pk_inject_disarm(struct pk_machine *m);
 void pk_machine_set_trace(struct pk_machine *m, struct pk_trace *t);
 

@@ -36,6 +36,7 @@ int pk_create_vcpu(struct kvm *kvm, int cpu, struct kvm_vcpu **out);
 int pk_vcpu_run(struct kvm_vcpu *vcpu, u64 max_insns);
 int pk_vcpu_run_ex(struct kvm_vcpu *vcpu, u64 max_insns, bool stay_in_kernel);
 int pk_vcpu_return_to_user(struct kvm_vcpu *vcpu);
+int pk_vcpu_run_preempted(struct kvm_vcpu *vcpu, u64 max_insns, u32 n, bool *preempted);
 struct kvm_run *pk_vcpu_run_struct(struct kvm_vcpu *vcpu);
 int pk_vcpu_get_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u32 n);
 int pk_vcpu_set_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u32 n);

@@ -300,6 +300,7 @@ struct pk_machine {
 		u32 points;			/* points passed while counting */
 		bool counting;
 		bool fired;
+		bool patient;			/* wait from the point on until the event can fire */
 		bool dead;			/* a CPU was taken down mid-path: end of branch */
 	} inject;
 	void (*virt_disable_ipi)(struct pk_machine *m, u32 cpu);	/* KVM's handler */
