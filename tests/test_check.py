@@ -167,3 +167,12 @@ def test_violation_names_whose_value_leaked():
     r = check.check("vmx", params={"forget_lstar": True}, bound=1, walks=0)
     assert r.violation.owner == "vcpu0's guest LSTAR"
     assert "vcpu0's guest LSTAR" in str(r.violation)
+
+
+@pytest.mark.parametrize("vendor, cpu_model", [("svm", "zen4"), ("vmx", "icelake"),
+                                               ("vmx", "skylake-noloadefer")])
+def test_upstream_passes_on_every_cpu_model(vendor, cpu_model):
+    """V_SPEC_CTRL (zen4), eIBRS with the host's IBRS set (icelake), EFER through
+    user-return MSRs (no load-EFER controls): upstream is clean on each."""
+    r = check.check(vendor, cpu_model=cpu_model, bound=BOUND, walks=300)
+    assert r.verdict == "pass", r.report()
