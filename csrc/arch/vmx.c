@@ -226,23 +226,36 @@ int pk_vmptrld(u64 pa)
 	return vmsucceed(cpu);
 }
 
+/*
+ * The checks VMREAD and VMWRITE share: VMX operation, a current VMCS, a supported field.
+ * Returns -1 with *v and *idx set when the access may go on, else the instruction's result.
+ */
+static int vmcs_access(struct pk_cpu *cpu, u32 field, struct pk_vmcs_region **v, u32 *idx)
+{
+	if (unlikely(!vmx_operation(cpu)))
+		return 1;
+	*v = current_vmcs(cpu);
+	if (unlikely(!*v))
+		return vmfail_invalid(cpu);
+	*idx = vmcs_index(field & ~1U);
+	/* Access type "high" (bit 0) exists for 64-bit fields only. */
+	if (unlikely(*idx >= VMCS_NR_FIELDS ||
+		     ((field & 1) && VMCS_FIELD_WIDTH(field) != VMCS_FIELD_WIDTH_64)))
+		return vmfail_valid(cpu, *v, VMXERR_UNSUPPORTED_VMCS_COMPONENT);
+	return -1;
+}
+
 int pk_vmread(u32 field, u64 *val)
 {
 	struct pk_cpu *cpu = this_cpu();
 	struct pk_vmcs_region *v;
 	u32 idx;
+	int r;
 
 	pk_account(cpu, PK_OP_VMREAD);
-	if (unlikely(!vmx_operation(cpu)))
-		return 1;
-	v = current_vmcs(cpu);
-	if (unlikely(!v))
-		return vmfail_invalid(cpu);
-	idx = vmcs_index(field & ~1U);
-	/* Access type "high" (bit 0) exists for 64-bit fields only. */
-	if (unlikely(idx >= VMCS_NR_FIELDS ||
-		     ((field & 1) && VMCS_FIELD_WIDTH(field) != VMCS_FIELD_WIDTH_64)))
-		return vmfail_valid(cpu, v, VMXERR_UNSUPPORTED_VMCS_COMPONENT);
+	r = vmcs_access(cpu, field, &v, &idx);
+	if (r >= 0)
+		return r;
 	*val = (field & 1) ? v->field[idx] >> 32 : v->field[idx];
 	return vmsucceed(cpu);
 }
@@ -252,17 +265,12 @@ int pk_vmwrite(u32 field, u64 val)
 	struct pk_cpu *cpu = this_cpu();
 	struct pk_vmcs_region *v;
 	u32 idx;
+	int r;
 
 	pk_account(cpu, PK_OP_VMWRITE);
-	if (unlikely(!vmx_operation(cpu)))
-		return 1;
-	v = current_vmcs(cpu);
-	if (unlikely(!v))
-		return vmfail_invalid(cpu);
-	idx = vmcs_index(field & ~1U);
-	if (unlikely(idx >= VMCS_NR_FIELDS ||
-		     ((field & 1) && VMCS_FIELD_WIDTH(field) != VMCS_FIELD_WIDTH_64)))
-		return vmfail_valid(cpu, v, VMXERR_UNSUPPORTED_VMCS_COMPONENT);
+	r = vmcs_access(cpu, field, &v, &idx);
+	if (r >= 0)
+		return r;
 	if (unlikely(VMCS_FIELD_TYPE(field) == VMCS_FIELD_TYPE_RO_DATA))
 		return vmfail_valid(cpu, v, VMXERR_VMWRITE_READ_ONLY_VMCS_COMPONENT);
 	if (field & 1)
