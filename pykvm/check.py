@@ -171,8 +171,9 @@ class CheckResult:
             if kind == "kvm_entry":
                 open_guest[cpu] = ts
             elif kind == "kvm_exit" and cpu in open_guest:
-                events.append({"name": f"guest vcpu (exit {a:#x})", "ph": "X", "pid": 1,
-                               "tid": cpu, "ts": open_guest.pop(cpu), "dur": ts - open_guest.get(cpu, ts) or 1})
+                start = open_guest.pop(cpu)
+                events.append({"name": f"guest (exit {a:#x})", "ph": "X", "pid": 1,
+                               "tid": cpu, "ts": start, "dur": ts - start})
             else:
                 events.append({"name": kind, "ph": "i", "s": "t", "pid": 1, "tid": cpu,
                                "ts": ts, "args": {"a": a, "b": b}})
@@ -188,34 +189,32 @@ _TRACE_KINDS = ("kvm_entry", "kvm_exit", "kvm_msr", "kvm_userspace_exit", "sched
                 "nmi_handler", "violation")
 
 
+def _violation_text(a, b):
+    from .oracle import OBS
+    return f"*** {reg_name(b)} wrong at {OBS[a] if a < len(OBS) else a}"
+
+
+# kvm tracepoint-shaped text of each record kind (a, b as events.h says).
+_TRACE_FORMAT = {
+    "kvm_entry": lambda a, b: f"vcpu {a}, rip 0x{b:x}",
+    "kvm_exit": lambda a, b: f"reason 0x{a:x} rip 0x{b:x}",
+    "kvm_msr": lambda a, b: f"msr_{'write' if a >> 32 else 'read'} {a & 0xffffffff:x} = 0x{b:x}",
+    "kvm_userspace_exit": lambda a, b: f"reason {a}",
+    "sched_switch": lambda a, b: f"prev_pid={a} ==> next_pid={b}",
+    "user_return": lambda a, b: f"pid={a} notifiers={'yes' if b else 'no'}",
+    "nmi": lambda a, b: "machine check" if a == 2 else "held (GIF=0)" if a else "taken",
+    "nmi_handler": lambda a, b: f"found GS_BASE 0x{a:x}",
+    "violation": _violation_text,
+}
+
+
 def _format_trace(recs):
     out = []
     for kind, cpu, a, b in recs:
-        head = f"[{cpu:03d}] {kind}:"
-        if kind == "kvm_entry":
-            out.append(f"{head} vcpu {a}, rip 0x{b:x}")
-        elif kind == "kvm_exit":
-            out.append(f"{head} reason 0x{a:x} rip 0x{b:x}")
-        elif kind == "kvm_msr":
-            out.append(f"{head} msr_{'write' if a >> 32 else 'read'} {a & 0xffffffff:x} = 0x{b:x}")
-        elif kind == "kvm_userspace_exit":
-            out.append(f"{head} reason {a}")
-        elif kind == "sched_switch":
-            out.append(f"{head} prev_pid={a} ==> next_pid={b}")
-        elif kind == "user_return":
-            out.append(f"{head} pid={a} notifiers={'yes' if b else 'no'}")
-        elif kind == "nmi":
-            out.append(f"{head} " + ("machine check" if a == 2 else
-                                     "held (GIF=0)" if a else "taken"))
-        elif kind == "nmi_handler":
-            out.append(f"{head} found GS_BASE 0x{a:x}")
-        elif kind == "violation":
-            from .oracle import OBS
-            out.append(f"{head} *** {reg_name(b)} wrong at {OBS[a] if a < len(OBS) else a}")
-        elif kind == "step":
+        if kind == "step":
             out.append(f"--- step {a + 1}")
         else:
-            out.append(f"{head} {a}")
+            out.append(f"[{cpu:03d}] {kind}: " + _TRACE_FORMAT.get(kind, lambda a, b: str(a))(a, b))
     return out
 
 
