@@ -128,6 +128,7 @@ class CheckResult:
     walks: int
     seconds: float
     config: dict = field(default_factory=dict)
+    exits: int = 0               # VM-exits inside the explored steps
     _trace: list = field(default_factory=list, repr=False)
 
     @property
@@ -142,7 +143,8 @@ class CheckResult:
 
     def report(self):
         lines = [f"{self.vendor} ({self.preset}, {_params_str(self.params)}): {self.verdict}; "
-                 f"{self.events} events, {self.states} states, exhaustive to depth "
+                 f"{self.events} steps ({self.exits} VM-exits in them), {self.states} states, "
+                 f"exhaustive to depth "
                  f"{self.depth_done}, {self.walks} random walks, {self.seconds:.1f} s"]
         if self.violation:
             lines.append(f"violation: {self.violation}")
@@ -315,6 +317,7 @@ class Checker:
             raise InvalidConfiguration(f"explore: bound and walk length must be <= 64 (got {r})")
         steps = [Step.from_c(res.steps[i]) for i in range(res.nr_steps)]
         v = Violation.from_c(res.violation, 1) if res.violated else None
+        self.last_exits = res.exits
         return v, steps, res.events, res.states, res.depth_done, res.walks
 
     def attribute(self, violation):
@@ -361,13 +364,14 @@ def check(vendor="vmx", *, preset=None, params=None, cpu_model=None, cpus=2, vcp
     v, found, events, states, depth, nwalks = c.explore(bound, max_states, walks, walk_len,
                                                         seed, seconds)
     elapsed = time.perf_counter() - t0
+    exits = c.last_exits
     if v is not None:
         found = c.shrink(found, v)
         v, _ = c.replay(found)
         v = c.attribute(v)
     return CheckResult(vendor, c.m.preset, c.m.params, "violation" if v else "pass", v,
                        found if v else [], events, states, depth, nwalks, elapsed,
-                       config=c.config)
+                       config=c.config, exits=exits)
 
 
 def replay(data):

@@ -149,6 +149,16 @@ static u64 next_value(u32 msr, u64 cur)
 	}
 }
 
+/* VM-exits the vCPUs took since the last normalize() (which clears their stats). */
+static u64 exits_taken(struct pk_checker *c)
+{
+	u64 n = 0;
+
+	for (u32 v = 0; v < c->cfg.nr_vcpus; v++)
+		n += c->cfg.vcpus[v]->stat.exits + c->cfg.vcpus[v]->stat.fastpath_exits;
+	return n;
+}
+
 static int step_vcpu_cpu(struct pk_checker *c, u32 v)
 {
 	return pk_vcpu_cpu(c->cfg.vcpus[v]);
@@ -387,6 +397,7 @@ static void try_step(struct explore *x, u32 d, const struct pk_step *s, u32 *poi
 	snap_restore(c, c->stack[d]);
 	r = apply(c, s, points);
 	x->res->events++;
+	x->res->exits += exits_taken(c);
 	if ((x->res->events & 255) == 0 && x->deadline && now() > x->deadline)
 		x->stop = true;
 	x->path[d] = *s;
@@ -494,6 +505,9 @@ int pk_checker_explore(struct pk_checker *c, u32 bound, u64 max_states, u64 walk
 			}
 			r = apply(c, &s, NULL);
 			res->events++;
+			res->exits += exits_taken(c);
+			for (u32 v = 0; v < c->cfg.nr_vcpus; v++)
+				memset(&c->cfg.vcpus[v]->stat, 0, sizeof(c->cfg.vcpus[v]->stat));
 			x.path[d] = s;
 			if (r == 1) {
 				found(&x, d + 1);

@@ -50,6 +50,7 @@ struct pk_check_cfg {
 
 struct pk_check_result {
 	u64 events;			/* steps applied */
+	u64 exits;			/* VM-exits inside those steps */
 	u64 states;			/* distinct states seen (exhaustive part) */
 	u32 depth_done;			/* exhaustive bound fully explored */
 	u32 violated;

@@ -113,6 +113,7 @@ struct pk_check_cfg {
 };
 struct pk_check_result {
 	uint64_t events;
+	uint64_t exits;
 	uint64_t states;
 	uint32_t depth_done;
 	uint32_t violated;
