@@ -239,8 +239,11 @@ class Program:
     def need_flags(self, read):
         """Define the flags an instruction is about to read, if any is undefined."""
         self.merge()
-        if read & self.undef:
+        # Each CMP added is an item of its own, so a branch can land on the item after it
+        # (the reader's) with undefined flags again: define them until none can.
+        while read & self.undef:
             self.add(Instruction.create_reg_reg(Code.CMP_RM64_R64, R.RAX, R.RBX), undef=0)
+            self.merge()
 
     def branch_to(self, skip):
         """The label `skip` items after the next one; branches there carry self.undef."""
