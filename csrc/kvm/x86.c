@@ -175,11 +175,6 @@ int kvm_set_user_return_msr(unsigned int slot, u64 value, u64 mask)
 	return 0;
 }
 
-u64 kvm_get_user_return_msr(unsigned int slot)
-{
-	return this_cpu_uret()->values[slot].curr;
-}
-
 void drop_user_return_notifiers(void)
 {
 	struct kvm_user_return_msrs *msrs = this_cpu_uret();

@@ -28,7 +28,7 @@ struct kvm;
 #define E2BIG	7
 
 /* General-purpose registers plus RIP (kernel: enum kvm_reg). */
-enum kvm_reg { VCPU_REGS_RIP = NR_VCPU_GPRS, NR_VCPU_REGS, VCPU_EXREG_SEGMENTS, VCPU_EXREG_EFER };
+enum kvm_reg { VCPU_REGS_RIP = NR_VCPU_GPRS, NR_VCPU_REGS };
 
 enum exit_fastpath_completion {
 	EXIT_FASTPATH_NONE,
@@ -241,7 +241,6 @@ int kvm_add_user_return_msr(u32 msr);
 int kvm_find_user_return_msr(u32 msr);
 int kvm_set_user_return_msr(unsigned int slot, u64 value, u64 mask);
 bool kvm_is_supported_user_return_msr(u32 msr);
-u64 kvm_get_user_return_msr(unsigned int slot);
 void kvm_user_return_msr_cpu_online(void);
 void drop_user_return_notifiers(void);
 int kvm_get_msr_common(struct kvm_vcpu *vcpu, struct msr_data *msr);
@@ -260,7 +259,6 @@ fastpath_t handle_fastpath_set_msr_irqoff(struct kvm_vcpu *vcpu);
 int kvm_handle_unexpected_exit(struct kvm_vcpu *vcpu, u64 exit_reason);
 int kvm_handle_triple_fault(struct kvm_vcpu *vcpu);
 int kvm_handle_external_interrupt(struct kvm_vcpu *vcpu);
-bool kvm_msr_allowed_long_mode(struct kvm_vcpu *vcpu);
 u64 kvm_host_spec_ctrl(void);	/* the host's SPEC_CTRL (x86_spec_ctrl_current) */
 int kvm_get_msr(struct kvm_vcpu *vcpu, u32 index, u64 *data, bool host_initiated);
 int kvm_set_msr(struct kvm_vcpu *vcpu, u32 index, u64 data, bool host_initiated);

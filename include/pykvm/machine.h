@@ -242,7 +242,6 @@ struct user_return_notifier {
 	bool registered;
 };
 
-typedef void (*preempt_fn)(void *data, int cpu);
 struct preempt_notifier {
 	void (*sched_in)(struct preempt_notifier *pn, int cpu);
 	void (*sched_out)(struct preempt_notifier *pn);
