@@ -49,8 +49,18 @@ void pk_inject_point(struct pk_cpu *cpu)
 	if (cpu->mode != PK_MODE_HOST || id != in->cpu || m->host.in_user[id])
 		return;
 	in->points++;
-	if (in->countdown == 0)
+	if (in->countdown == 0) {
+		u32 p = in->points - 1;
+
+		/* Counting: note where a disable IPI or a preemption could be taken. */
+		if (p < 256 && m->host.irqs_enabled[id]) {
+			in->irq_ok[p / 64] |= 1ULL << (p % 64);
+			if (!m->host.preempt_count[id] &&
+			    m->host.tasks[m->host.current[id]].is_vcpu_thread)
+				in->preempt_ok[p / 64] |= 1ULL << (p % 64);
+		}
 		return;
+	}
 	if (in->countdown > 1) {
 		in->countdown--;
 		return;

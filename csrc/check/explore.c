@@ -389,13 +389,23 @@ static void found(struct explore *x, u32 len)
 /* Try `s` from the state at depth d; recurse from the result. */
 static void dfs(struct explore *x, u32 d);
 
-static void try_step(struct explore *x, u32 d, const struct pk_step *s, u32 *points)
+/* Where each injection kind can fire in a run, as seen while counting its points. */
+struct eligible {
+	u64 irq_ok[4], preempt_ok[4];
+};
+
+static void try_step(struct explore *x, u32 d, const struct pk_step *s, u32 *points,
+		     struct eligible *el)
 {
 	struct pk_checker *c = x->c;
 	int r;
 
 	snap_restore(c, c->stack[d]);
 	r = apply(c, s, points);
+	if (el) {
+		memcpy(el->irq_ok, c->m->inject.irq_ok, sizeof(el->irq_ok));
+		memcpy(el->preempt_ok, c->m->inject.preempt_ok, sizeof(el->preempt_ok));
+	}
 	x->res->events++;
 	x->res->exits += exits_taken(c);
 	if ((x->res->events & 255) == 0 && x->deadline && now() > x->deadline)
@@ -432,21 +442,32 @@ static void dfs(struct explore *x, u32 d)
 	snap_save(c, c->stack[d]);
 	n = base_steps(c, steps);
 	for (u32 i = 0; i < n && !x->stop; i++) {
+		struct eligible el;
 		u32 points = 0;
 
-		try_step(x, d, &steps[i], &points);
+		try_step(x, d, &steps[i], &points, &el);
 		if (steps[i].kind != PK_STEP_RUN || !c->cfg.inject_mask)
 			continue;
-		/* The same run with one host event before each of its host instructions. */
+		/*
+		 * The same run with one host event before each of its host instructions, where
+		 * that event can be taken (a disable IPI needs IRQs on, a preemption a
+		 * preemptible vCPU thread; past 256 points, everywhere).
+		 */
 		for (u32 k = PK_INJ_NMI; k < PK_NR_INJ && !x->stop; k++) {
+			const u64 *ok = k == PK_INJ_DISABLE_IPI ? el.irq_ok :
+					k == PK_INJ_PREEMPT ? el.preempt_ok : NULL;
+
 			if (!(c->cfg.inject_mask & BIT(k)))
 				continue;
 			for (u32 at = 1; at <= points && !x->stop; at++) {
 				struct pk_step s = steps[i];
+				u32 p = at - 1;
 
+				if (ok && p < 256 && !(ok[p / 64] & (1ULL << (p % 64))))
+					continue;
 				s.inject = k;
 				s.at = at;
-				try_step(x, d, &s, NULL);
+				try_step(x, d, &s, NULL, NULL);
 			}
 		}
 	}

@@ -301,6 +301,8 @@ struct pk_machine {
 		bool fired;
 		bool patient;			/* wait from the point on until the event can fire */
 		bool dead;			/* a CPU was taken down mid-path: end of branch */
+		/* While counting: the points where IRQs were on / the thread preemptible. */
+		u64 irq_ok[4], preempt_ok[4];
 	} inject;
 	void (*virt_disable_ipi)(struct pk_machine *m, u32 cpu);	/* KVM's handler */
 	struct pk_trace *trace;			/* tracepoint buffer, or NULL: not state */
