@@ -29,10 +29,11 @@ static void expect(struct pk_machine *m, u32 obs, u32 cpu, u32 reg, u64 exp, u64
 		pk_oracle_violation(m, obs, cpu, reg, exp, act);
 }
 
+/* smp_processor_id() found a wrong GS base in host kernel mode (it checks, inline). */
 void pk_percpu_read(struct pk_cpu *cpu)
 {
-	if (cpu->mode == PK_MODE_HOST && !cpu->m->host.in_user[cpu->id])
-		pk_observe_percpu(cpu, PK_OBS_PERCPU);
+	pk_oracle_violation(cpu->m, PK_OBS_PERCPU, cpu->id, MSR_GS_BASE,
+			    cpu->m->host.per_cpu_offset[cpu->id], cpu->seg[VCPU_SREG_GS].base);
 }
 
 /* The MSRs whose host value is the same in kernel and user mode. */
