@@ -33,8 +33,8 @@ setup(
     entry_points={
         "console_scripts": ["pykvm = pykvm.cli:main"],
         "pykvm.vendors": [
-            "vmx = pykvm.vendor.vmx:VENDOR",
-            "svm = pykvm.vendor.svm:VENDOR",
+            "vmx = pykvm.vendors.vmx:VENDOR",
+            "svm = pykvm.vendors.svm:VENDOR",
         ],
     },
 )

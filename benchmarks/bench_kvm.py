@@ -11,8 +11,8 @@ import pytest
 
 from pykvm import exits as X
 from pykvm import guest
-from pykvm.kvm import KvmMachine, PortDevices, uapi
-from pykvm.kvm._native import native
+from pykvm.devkvm import KvmMachine, PortDevices, uapi
+from pykvm.devkvm._native import native
 
 AVAILABLE, REASON = KvmMachine.available()
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason=REASON)

@@ -12,7 +12,7 @@ import pytest
 
 import pykvm
 from pykvm import guest
-from pykvm.kvm.runloop import PortDevices
+from pykvm.devkvm.runloop import PortDevices
 
 N = 20_000
 SINK = 0xE1

@@ -51,7 +51,7 @@ from .machine import Machine, Vcpu, Vm  # noqa: E402
 
 def _kvm(**kw):
     """The host's /dev/kvm, with the same VM/vCPU API."""
-    from .kvm import KvmMachine
+    from .devkvm import KvmMachine
     return KvmMachine(**kw)
 
 

@@ -8,7 +8,7 @@
 
 A guest program on each vCPU writes every switched register with its own values, and on
 its next run reads them back (a wrong value is a violation the guest reports); the
-oracle (csrc/arch/oracle.c) watches the host. Steps -- KVM_RUN, KVM_SET/GET_MSRS,
+oracle (csrc/check/oracle.c) watches the host. Steps -- KVM_RUN, KVM_SET/GET_MSRS,
 migration, another task on a CPU, virtualization off and on -- are explored in C
 (csrc/check/explore.c): every sequence up to `bound` with states deduplicated, each run
 also with an NMI, a disable IPI or a preemption before each of its host instructions;

@@ -18,7 +18,7 @@ def cmd_conform(args):
     console = Console(stderr=False)
     backends = [conform.SimBackend(v) for v in args.vendor]
     if args.kvm:
-        from .kvm import KvmMachine
+        from .devkvm import KvmMachine
         ok, why = KvmMachine.available()
         if ok:
             backends.append(conform.KvmBackend())

@@ -458,7 +458,7 @@ class KvmBackend:
     """The host's /dev/kvm (its module named in the column header)."""
 
     def __init__(self):
-        from .kvm import KvmMachine, vendor_modules
+        from .devkvm import KvmMachine, vendor_modules
         self.machine = KvmMachine()
         mods = vendor_modules()
         self.name = f"kvm ({', '.join(mods) or 'unknown module'})"
@@ -491,7 +491,7 @@ def run_case(case, backend):
 def default_backends(include_kvm=True):
     out = [SimBackend("vmx"), SimBackend("svm")]
     if include_kvm:
-        from .kvm import KvmMachine
+        from .devkvm import KvmMachine
         if KvmMachine.available()[0]:
             out.append(KvmBackend())
     return out

@@ -17,7 +17,7 @@ from ._lib import MSR_SLOTS, OPS, PATHS, ensure, ffi, lib
 from .errors import InvalidConfiguration, InvalidMemory, InvalidMsr
 from .regs import Regs, Segment, DTable, Sregs
 from .vcpu_base import VcpuBase, answer_bytes
-from .vendor import get_vendor
+from .vendors import get_vendor
 
 log = structlog.get_logger("pykvm")
 
@@ -106,8 +106,8 @@ class Machine:
         return out
 
     def get_supported_cpuid(self):
-        """KVM_GET_SUPPORTED_CPUID, as pykvm.kvm.CpuidEntry objects."""
-        from .kvm.system import CpuidEntry
+        """KVM_GET_SUPPORTED_CPUID, as pykvm.devkvm.CpuidEntry objects."""
+        from .devkvm.system import CpuidEntry
         e = ffi.new("struct kvm_cpuid_entry2[]", 32)
         n = ensure(lib.pk_get_supported_cpuid(self._m, e, 32), "KVM_GET_SUPPORTED_CPUID")
         return [CpuidEntry(**{f: getattr(x, f) for f in _CPUID_FIELDS}) for x in e[0:n]]
@@ -166,7 +166,7 @@ class Vm:
     """A VM on the simulated machine (Machine.create_vm)."""
 
     def __init__(self, machine):
-        from .kvm.vm import GuestMemory
+        from .devkvm.vm import GuestMemory
         self.machine = machine
         p = ffi.new("struct kvm **")
         ensure(lib.pk_create_vm(machine._m, p), "KVM_CREATE_VM", InvalidConfiguration)
@@ -294,7 +294,7 @@ class Vcpu(VcpuBase):
 
     # ---- CPUID -----------------------------------------------------------------------
     def set_cpuid(self, entries):
-        """KVM_SET_CPUID2 with CpuidEntry objects (pykvm.kvm.CpuidEntry)."""
+        """KVM_SET_CPUID2 with CpuidEntry objects (pykvm.devkvm.CpuidEntry)."""
         entries = list(entries)
         e = ffi.new("struct kvm_cpuid_entry2[]", max(1, len(entries)))
         for i, t in enumerate(entries):
@@ -373,8 +373,8 @@ class Vcpu(VcpuBase):
         """KVM_RUN from C, again and again: port I/O to `devices` (a PortDevices) is
         answered there without coming back to Python. Returns RunLoopResult after any
         other exit, or with exit None once `max_exits` (0 = no limit) were handled."""
-        from .kvm.runloop import PortDevices
-        from .kvm.vcpu import RunLoopResult
+        from .devkvm.runloop import PortDevices
+        from .devkvm.vcpu import RunLoopResult
         if devices is not None and not isinstance(devices, PortDevices):
             raise TypeError(f"devices must be PortDevices, got {devices!r}")
         if not isinstance(max_exits, int) or max_exits < 0:

@@ -1,4 +1,4 @@
-"""What the oracle (csrc/arch/oracle.c) reports: the first violation at an observation
+"""What the oracle (csrc/check/oracle.c) reports: the first violation at an observation
 point, named by register, place, expected and actual value, and whose value leaked."""
 from dataclasses import dataclass
 

@@ -120,7 +120,7 @@ class Variant:
         if self.params:
             kw["params"] = dict(self.params)
         cpu_model = self.cpu_model or (profile.cpu_model if profile else None)
-        vendor = pykvm.vendor.get_vendor(self.vendor)
+        vendor = pykvm.vendors.get_vendor(self.vendor)
         if cpu_model is not None and cpu_model not in vendor.cpu_models:
             raise InvalidConfiguration(
                 f"{self.label}: {self.vendor} has no CPU model {cpu_model!r}; it has "
@@ -130,12 +130,12 @@ class Variant:
 
 
 def _presets(vendor):
-    from .vendor import get_vendor
+    from .vendors import get_vendor
     return list(getattr(get_vendor(vendor), "presets", {}) or {}) or [None]
 
 
 def _profile_for(vendor, profile):
-    from .vendor import get_vendor
+    from .vendors import get_vendor
     if isinstance(profile, dict):
         profile = profile.get(vendor)
     p = P.load_profile(profile if profile is not None else P.default_profile(vendor))

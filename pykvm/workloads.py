@@ -293,7 +293,7 @@ class Session:
     events (module docstring) that happened during the call."""
 
     def __init__(self, workload, machine, cpu):
-        from .kvm.runloop import PortDevices
+        from .devkvm.runloop import PortDevices
         self.workload = workload
         self.machine = machine
         self.vendor = machine.vendor.name

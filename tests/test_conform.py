@@ -22,8 +22,8 @@ def test_model_conforms(case, vendor):
 
 def test_unsupported_is_reported_not_passed():
     """A CPU without RDPID/RDTSCP: the cases that need them say unsupported."""
-    from pykvm.vendor import CpuModel
-    from pykvm.vendor.vmx import VENDOR
+    from pykvm.vendors import CpuModel
+    from pykvm.vendors.vmx import VENDOR
     VENDOR.cpu_models["test-no-rdtscp"] = CpuModel("intel", has_rdtscp=False, has_rdpid=False)
     try:
         b = conform.SimBackend("vmx", cpu_model="test-no-rdtscp")
@@ -35,7 +35,7 @@ def test_unsupported_is_reported_not_passed():
 
 
 def test_host_kvm_column_when_present():
-    from pykvm.kvm import KvmMachine
+    from pykvm.devkvm import KvmMachine
     ok, why = KvmMachine.available()
     if not ok:
         pytest.skip(why)

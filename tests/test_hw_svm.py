@@ -1,4 +1,4 @@
-"""SVM hardware of the simulated CPU (csrc/arch/svm.c): VMRUN and #VMEXIT with the host
+"""SVM hardware of the simulated CPU (csrc/arch/svm_hw.c): VMRUN and #VMEXIT with the host
 save area, exit codes, the MSR permission map, VMLOAD/VMSAVE, and GIF holding NMIs.
 
 Driven through the test-only entry points of include/pykvm/hwtest.h; guests are raw

@@ -1,4 +1,4 @@
-"""VMX hardware of the simulated CPU (csrc/arch/vmx.c): the VMCS and its instructions,
+"""VMX hardware of the simulated CPU (csrc/arch/vmx_hw.c): the VMCS and its instructions,
 VM-entry checks, VM-exit side effects, exit information and the MSR bitmap.
 
 Driven through the test-only entry points of include/pykvm/hwtest.h; guests are raw

@@ -12,8 +12,8 @@ from pykvm import guest
 from pykvm.errors import (GuestAssertion, InvalidConfiguration, InvalidMemory, InvalidMsr,
                           KvmIoctlError)
 from pykvm.guest import UcallCmd, qword
-from pykvm.kvm import KvmMachine, PortDevices, uapi
-from pykvm.kvm.system import VENDOR_MODULES
+from pykvm.devkvm import KvmMachine, PortDevices, uapi
+from pykvm.devkvm.system import VENDOR_MODULES
 
 AVAILABLE, REASON = KvmMachine.available()
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason=REASON)

@@ -7,7 +7,7 @@ import pytest
 import pykvm
 from pykvm import profiles as P
 from pykvm._lib import MSR_SLOTS, OPS
-from pykvm.vendor import get_vendor
+from pykvm.vendors import get_vendor
 
 
 @pytest.fixture(params=P.list_profiles())

@@ -192,7 +192,7 @@ CASES = [(v, p, w) for (v, p), ws in EXPECTED.items() for w in ws]
 
 def test_every_preset_has_expectations():
     """A new preset needs its counts derived here."""
-    from pykvm.vendor import get_vendor
+    from pykvm.vendors import get_vendor
     for vendor in ("vmx", "svm"):
         assert {p for v, p in EXPECTED if v == vendor} == set(get_vendor(vendor).presets)
 

@@ -4,8 +4,8 @@
  * executes them on this_cpu(), plus the interfaces between the guest interpreter and the
  * virtualization hardware. Every host-side instruction is counted and costed.
  *
- * Implemented in csrc/arch: cpu.c (MSR file, segments, descriptor tables, CRs), vmx.c
- * (VMX instructions, VM-entry/VM-exit), svm.c (SVM instructions, VMRUN/#VMEXIT), virt.c
+ * Implemented in csrc/arch: cpu.c (MSR file, segments, descriptor tables, CRs), vmx_hw.c
+ * (VMX instructions, VM-entry/VM-exit), svm_hw.c (SVM instructions, VMRUN/#VMEXIT), virt.c
  * (intercept dispatch), exec.c (the guest x86-64 interpreter).
  */
 #ifndef _PYKVM_CPU_H

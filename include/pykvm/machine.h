@@ -289,7 +289,7 @@ struct pk_machine {
 	struct pk_oracle *oracle;		/* checks at observation points, or NULL */
 	/*
 	 * An event injected before the countdown-th host instruction on inject_cpu (the
-	 * checker's interleavings: csrc/arch/events.c), and a count of such points.
+	 * checker's interleavings: csrc/host/events.c), and a count of such points.
 	 */
 	struct pk_inject {
 		u32 armed;
@@ -327,7 +327,7 @@ extern __thread struct pk_cpu *pk_this_cpu __attribute__((tls_model("initial-exe
 
 static inline struct pk_cpu *this_cpu(void) { return pk_this_cpu; }
 static inline struct pk_machine *this_machine(void) { return pk_this_cpu->m; }
-void pk_percpu_read(struct pk_cpu *cpu);	/* oracle.c: a per-cpu access via GS */
+void pk_percpu_read(struct pk_cpu *cpu);	/* csrc/check/oracle.c: a per-cpu access via GS */
 /* Reads the CPU number from per-cpu data, as Linux does: an observation point. */
 static inline int smp_processor_id(void)
 {
@@ -360,7 +360,7 @@ static inline void *pk_hva(struct pk_machine *m, u64 pa, u64 len)
 void *pk_kzalloc(struct pk_machine *m, size_t size, size_t align);
 
 /* Cost accounting */
-void pk_inject_point(struct pk_cpu *cpu);	/* events.c */
+void pk_inject_point(struct pk_cpu *cpu);	/* csrc/host/events.c */
 
 static inline void pk_account(struct pk_cpu *cpu, enum pk_op op)
 {

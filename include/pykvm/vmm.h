@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The userspace VMM around the host's real /dev/kvm (pykvm/kvm/): a KVM_RUN loop that
+ * The userspace VMM around the host's real /dev/kvm (pykvm/devkvm/): a KVM_RUN loop that
  * handles port I/O to devices registered in C without returning to Python, for
  * exit-heavy runs. Implemented in csrc/vmm/kvm_run_loop.c.
  *

@@ -163,7 +163,7 @@ def default_profile(vendor):
     vendor the first built-in profile of its CPU vendor."""
     if vendor in _DEFAULTS:
         return _DEFAULTS[vendor]
-    from ..vendor import get_vendor
+    from ..vendors import get_vendor
     cpu_vendor = get_vendor(vendor).cpu_vendor
     for name in list_profiles():
         if load_profile(name).vendor == cpu_vendor:

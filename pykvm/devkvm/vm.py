@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass
 
 from pykvm.errors import InvalidMemory, KvmIoctlError
-from pykvm.kvm import uapi
-from pykvm.kvm._native import address_of, ioctl, native
+from pykvm.devkvm import uapi
+from pykvm.devkvm._native import address_of, ioctl, native
 
 PAGE_SIZE = mmap.PAGESIZE
 
@@ -199,7 +199,7 @@ class KvmVm:
         """KVM_CREATE_VCPU and map its kvm_run. With `cpuid` (default) the vCPU gets
         KVM_GET_SUPPORTED_CPUID via KVM_SET_CPUID2 before anything runs; pass a list of
         CpuidEntry to choose, or False to leave KVM's default."""
-        from pykvm.kvm.vcpu import KvmVcpu
+        from pykvm.devkvm.vcpu import KvmVcpu
         if self.fd is None:
             raise KvmIoctlError(errno.EBADF, "KVM_CREATE_VCPU: VM is closed")
         if vcpu_id is None:

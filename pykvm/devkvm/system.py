@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import structlog
 
 from pykvm.errors import KvmIoctlError, KvmUnavailable
-from pykvm.kvm import uapi
-from pykvm.kvm._native import ioctl
+from pykvm.devkvm import uapi
+from pykvm.devkvm._native import ioctl
 
-log = structlog.get_logger("pykvm.kvm")
+log = structlog.get_logger("pykvm.devkvm")
 
 KVM_PATH = "/dev/kvm"
 # The vendor modules that can back /dev/kvm; with several loaded, the first one wins
@@ -160,7 +160,7 @@ class KvmMachine:
     # ---- VMs -----------------------------------------------------------------------------
     def create_vm(self, vm_type=0):
         """KVM_CREATE_VM; the VM is closed with the machine at the latest."""
-        from pykvm.kvm.vm import KvmVm
+        from pykvm.devkvm.vm import KvmVm
         if self.fd is None:
             raise KvmIoctlError(errno.EBADF, "KVM_CREATE_VM: machine is closed")
         fd = ioctl(self.fd, uapi.KVM_CREATE_VM, vm_type, f"KVM_CREATE_VM(type {vm_type})")

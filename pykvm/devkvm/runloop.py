@@ -3,7 +3,7 @@ to Python: a sink that counts OUTs and a constant that answers INs."""
 from __future__ import annotations
 
 from pykvm.errors import InvalidConfiguration
-from pykvm.kvm._native import native
+from pykvm.devkvm._native import native
 
 
 class PortDevices:

@@ -2,7 +2,7 @@
 simulated machine. One class per fd level (rust-vmm's kvm-ioctls layout)::
 
     from pykvm import guest
-    from pykvm.kvm import KvmMachine
+    from pykvm.devkvm import KvmMachine
 
     @guest.program
     def image(a):
@@ -21,10 +21,10 @@ simulated machine. One class per fd level (rust-vmm's kvm-ioctls layout)::
 Every ioctl failure raises pykvm.errors.KvmIoctlError(errno, what was being done);
 closing the machine closes its VMs, vCPUs and mappings.
 """
-from pykvm.kvm.runloop import PortDevices
-from pykvm.kvm.system import CpuidEntry, KvmMachine, vendor_modules
-from pykvm.kvm.vcpu import KvmVcpu, RunLoopResult
-from pykvm.kvm.vm import GuestMemory, KvmVm, MemorySlot, MsrFilterRange
+from pykvm.devkvm.runloop import PortDevices
+from pykvm.devkvm.system import CpuidEntry, KvmMachine, vendor_modules
+from pykvm.devkvm.vcpu import KvmVcpu, RunLoopResult
+from pykvm.devkvm.vm import GuestMemory, KvmVm, MemorySlot, MsrFilterRange
 
 __all__ = ["KvmMachine", "KvmVm", "KvmVcpu", "CpuidEntry", "GuestMemory", "MemorySlot",
            "MsrFilterRange", "PortDevices", "RunLoopResult", "vendor_modules"]

@@ -11,9 +11,9 @@ from dataclasses import dataclass, fields
 from pykvm import exits as X
 from pykvm.vcpu_base import VcpuBase, answer_bytes
 from pykvm.errors import InvalidConfiguration, InvalidMsr, KvmIoctlError
-from pykvm.kvm import uapi
-from pykvm.kvm._native import address_of, ioctl, native
-from pykvm.kvm.system import pack_cpuid, unpack_cpuid
+from pykvm.devkvm import uapi
+from pykvm.devkvm._native import address_of, ioctl, native
+from pykvm.devkvm.system import pack_cpuid, unpack_cpuid
 from pykvm.regs import GPR_NAMES, DTable, Regs, Segment, Sregs
 
 _REGS_FIELDS = GPR_NAMES + ("rip", "rflags")
@@ -233,7 +233,7 @@ class KvmVcpu(VcpuBase):
         """KVM_RUN from C, again and again: port I/O to `devices` (a PortDevices) is
         answered there without coming back to Python. Returns RunLoopResult after any
         other exit, or with exit None once `max_exits` (0 = no limit) were handled."""
-        from pykvm.kvm.runloop import PortDevices
+        from pykvm.devkvm.runloop import PortDevices
         self._check_open()
         if devices is not None and not isinstance(devices, PortDevices):
             raise TypeError(f"devices must be PortDevices, got {devices!r}")
