@@ -31,7 +31,7 @@ setup(
         ],
     },
     entry_points={
-        "console_scripts": ["pykvm = pykvm.cli:main"],
+        "console_scripts": ["pykvm = pykvm.cli:entry"],
         "pykvm.vendors": [
             "vmx = pykvm.vendors.vmx:VENDOR",
             "svm = pykvm.vendors.svm:VENDOR",

@@ -17,12 +17,14 @@ if _built != VERSION:  # pragma: no cover
 
 
 def ensure(ret, what, exc=errors.PykvmError):
-    """Raise `exc` naming `what` when a C call returned a negative errno."""
+    """Raise `exc` naming `what` when a C call returned a negative errno, with the reason
+    the C side recorded for it (pk_last_error), if any."""
     if ret < 0:
         import errno
         import os
         name = errno.errorcode.get(-ret, str(-ret))
-        raise exc(f"{what}: {name} ({os.strerror(-ret)})")
+        why = ffi.string(lib.pk_last_error()).decode()
+        raise exc(f"{what}: {why + ' ' if why else ''}({name}: {os.strerror(-ret)})")
     return ret
 
 

@@ -17,6 +17,7 @@ from ._lib import MSR_SLOTS, OPS, PATHS, ensure, ffi, lib
 from .errors import InvalidConfiguration, InvalidMemory, InvalidMsr
 from .regs import Regs, Segment, DTable, Sregs
 from .vcpu_base import VcpuBase, answer_bytes
+from .params import resolve as resolve_params
 from .vendors import get_vendor
 
 log = structlog.get_logger("pykvm")
@@ -65,7 +66,10 @@ class Machine:
             raise InvalidConfiguration(
                 f"{vendor} has no preset {preset!r}; it has {', '.join(presets)}")
         self.preset = preset or next(iter(presets), None)
-        self.params = dict(presets.get(self.preset, {}), **(params or {}))
+        # Parsed as the kernel parses module parameters (pykvm.params); the preset first,
+        # then what the caller sets on top.
+        self.params = {**resolve_params(self.vendor, presets.get(self.preset, {})),
+                       **resolve_params(self.vendor, params)}
         self.vendor.load(self, self.params)
         self.vms = []
         if profile is not None:

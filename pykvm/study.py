@@ -33,7 +33,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 
@@ -42,7 +41,7 @@ from . import workloads as W
 from .errors import InvalidConfiguration
 
 __all__ = ["Variant", "Row", "CompareRow", "run_study", "compare", "write_outputs",
-           "write_compare", "plan", "add_parser", "REPORTED_OPS", "METRICS", "NOT_CHECKED"]
+           "write_compare", "plan", "REPORTED_OPS", "METRICS", "NOT_CHECKED", "EVENT_NAMES"]
 
 REPORTED_OPS = ("RDMSR", "WRMSR", "VMREAD", "VMWRITE", "VMLOAD", "VMSAVE")
 # The primary event of a workload -> the row attribute holding cycles per that event.
@@ -66,15 +65,6 @@ def _paths():
 
 # ---- variants -----------------------------------------------------------------------
 
-def _value(text):
-    low = text.strip().lower()
-    if low in ("1", "true", "yes", "on", "y"):
-        return True
-    if low in ("0", "false", "no", "off", "n"):
-        return False
-    return text.strip()
-
-
 @dataclass(frozen=True)
 class Variant:
     """What runs: a vendor module, one of its presets (None: its first), parameters on
@@ -94,19 +84,20 @@ class Variant:
         params, cpu_model = {}, None
         if len(parts) > 2 and parts[2]:
             for item in parts[2].split(","):
-                if "=" not in item:
-                    raise InvalidConfiguration(f"variant {spec!r}: {item!r} is not name=value")
-                k, v = item.split("=", 1)
-                if k.strip() == "cpu_model":
-                    cpu_model = v.strip()
+                name, eq, value = item.partition("=")
+                if name.strip() == "cpu_model":
+                    cpu_model = value.strip()
                 else:
-                    params[k.strip()] = _value(v)
+                    params[name.strip()] = value if eq else None
+        # Parsed as the kernel parses module parameters: the label echoes what runs.
+        from .params import resolve
+        params = resolve(parts[0], params)
         return cls(parts[0], preset, tuple(sorted(params.items())), cpu_model)
 
     @property
     def label(self):
         s = f"{self.vendor}:{self.preset or '-'}"
-        extra = [f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in self.params]
+        extra = [f"{k}={int(v)}" for k, v in self.params]
         if self.cpu_model:
             extra.append(f"cpu_model={self.cpu_model}")
         return s + (":" + ",".join(extra) if extra else "")
@@ -213,8 +204,7 @@ class Row:
     def flat(self):
         """One CSV line: scalars, per-metric cycles, per-path cycles and counts."""
         out = {"variant": self.variant, "vendor": self.vendor, "preset": self.preset or "",
-               "params": ",".join(f"{k}={int(v) if isinstance(v, bool) else v}"
-                                  for k, v in sorted(self.params.items())),
+               "params": ",".join(f"{k}={int(v)}" for k, v in sorted(self.params.items())),
                "cpu_model": self.cpu_model, "profile": self.profile,
                "workload": self.workload, "event": self.event, "iterations": self.iterations}
         for ev in W.EVENTS:
@@ -579,7 +569,7 @@ def chart(rows, path):
             ax.bar(xs, vals, bottom=base, color=colors(i % 10), label=p, width=0.7)
             bottom_pos = [b + max(v, 0) for b, v in zip(bottom_pos, vals)]
             bottom_neg = [b + min(v, 0) for b, v in zip(bottom_neg, vals)]
-        ax.set_title(f"{wl}: cycles per {_METRIC_HEAD[rs[0].event]}", fontsize=9)
+        ax.set_title(f"{wl}: cycles per {EVENT_NAMES[rs[0].event]}", fontsize=9)
         ax.set_xticks(list(xs))
         ax.set_xticklabels([r.variant for r in rs], rotation=30, ha="right", fontsize=7)
         ax.tick_params(axis="y", labelsize=7)
@@ -601,179 +591,7 @@ def chart(rows, path):
     return path
 
 
-# ---- terminal -----------------------------------------------------------------------
-
-_PATH_ABBR = {"OTHER": "O", "HARDWARE": "H", "VCPU_LOAD": "L", "PREPARE_SWITCH": "P",
-              "VCPU_RUN": "R", "FASTPATH": "F", "HANDLE_EXIT": "X", "VCPU_PUT": "T",
-              "USER_RETURN": "U", "IOCTL": "I"}
-_METRIC_HEAD = {"fastpath_exits": "fast-path exit", "userspace_exits": "userspace RT",
-                "preemptions": "preemption", "kernel_exits": "in-kernel exit",
-                "migrations": "migration", "guest_switches": "guest switch"}
-
-
-def _fmt(x):
-    if x is None:
-        return ""
-    x = _num(x)
-    return f"{x:,}" if isinstance(x, int) else f"{x:,.2f}"
-
-
-def _by_path(row, op):
-    d = row.ops(op)
-    if not d:
-        return ""
-    return " ".join(f"{_PATH_ABBR.get(p, p)}{_fmt(v)}" for p, v in d.items())
-
-
-def table(rows, title="pykvm study"):
-    """A rich Table of the rows: cycles per the workload's event, then operations per
-    event by path (only operations that occur)."""
-    from rich.table import Table
-    ops = [op for op in REPORTED_OPS if any(r.ops(op) for r in rows)]
-    t = Table(title=title, caption="operations per event by path: " + ", ".join(
-        f"{a}={p}" for p, a in _PATH_ABBR.items()) + ". est: share of the cycles priced "
-        "by figures that rest on estimates.")
-    t.add_column("variant")
-    t.add_column("workload")
-    t.add_column("cycles", justify="right")
-    t.add_column("per")
-    for op in ops:
-        t.add_column(op)
-    t.add_column("est", justify="right")
-    t.add_column("verdict")
-    last = None
-    for r in rows:
-        if last is not None and r.variant != last:
-            t.add_section()
-        last = r.variant
-        if r.skipped:
-            t.add_row(r.variant, r.workload, "", "", *[""] * len(ops), "",
-                      f"[yellow]skipped: {r.skipped}")
-            continue
-        t.add_row(r.variant, r.workload, _fmt(r.cycles), _METRIC_HEAD[r.event],
-                  *[_by_path(r, op) for op in ops], f"{100 * r.estimate_share:.0f}%",
-                  r.verdict)
-    return t
-
-
-def compare_table(crows):
-    from rich.table import Table
-    a = crows[0].a.variant if crows else "A"
-    b = crows[0].b.variant if crows else "B"
-    t = Table(title=f"{a} (A) vs {b} (B): cycles per event and operations per path")
-    for col, just in (("workload", "left"), ("per", "left"), ("A", "right"),
-                      ("B", "right"), ("B - A", "right"), ("%", "right"),
-                      ("operations B - A", "left")):
-        t.add_column(col, justify=just)
-    for c in crows:
-        ops = "; ".join(f"{op} " + " ".join(f"{_PATH_ABBR.get(p, p)}{_fmt(v):>}"
-                                             if v < 0 else f"{_PATH_ABBR.get(p, p)}+{_fmt(v)}"
-                                             for p, v in d.items())
-                        for op, d in c.op_deltas().items())
-        pct = c.delta_pct
-        t.add_row(c.workload, _METRIC_HEAD[c.event],
-                  "skipped" if c.a.skipped else _fmt(c.a.cycles),
-                  "skipped" if c.b.skipped else _fmt(c.b.cycles),
-                  "" if c.delta is None else (("+" if c.delta > 0 else "") + _fmt(c.delta)),
-                  "" if pct is None else f"{pct:+.1f}%", ops)
-    return t
-
-
-# ---- command line -------------------------------------------------------------------
-
-def add_parser(subparsers, verdict_fn=None):
-    """The `study` subcommand on an argparse subparsers object; `verdict_fn` (row -> str)
-    fills the verdict column."""
-    import argparse
-    p = subparsers.add_parser(
-        "study", help="cycles per event and operations per path: vendors x presets x "
-                      "workloads", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-               "  pykvm study                                  every vendor, preset, workload\n"
-               "  pykvm study --vendor svm --workload pio --workload fastpath\n"
-               "  pykvm study --compare svm:upstream svm:v5.10\n"
-               "  pykvm study --compare vmx:upstream vmx:upstream:user_return_msrs=0\n"
-               "  pykvm study --compare svm:upstream svm:upstream:cpu_model=zen4\n"
-               "  pykvm study --vendor vmx --profile ./my-cpu.toml")
-    p.add_argument("--vendor", action="append", help="vmx, svm (default: both)")
-    p.add_argument("--preset", action="append",
-                   help="kernel era(s) of each vendor (default: every preset)")
-    p.add_argument("--workload", action="append",
-                   help=f"default: every workload ({', '.join(W.names())})")
-    p.add_argument("--profile", help="a built-in profile (" + ", ".join(P.list_profiles())
-                   + ") or a .toml path, for every vendor (default: each vendor's own)")
-    p.add_argument("--iterations", type=int, default=None,
-                   help="iterations per measured phase (default: per workload)")
-    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                   help="worker processes (default: %(default)s)")
-    p.add_argument("--out", default=DEFAULT_OUT,
-                   help="directory for study.csv/.json/.png (default: %(default)s)")
-    p.add_argument("--no-png", action="store_true", help="skip the chart")
-    p.add_argument("--compare", nargs=2, metavar=("A", "B"),
-                   help="two variants side by side: vendor:preset[:name=value,...]")
-    p.set_defaults(func=lambda args: cmd_study(args, verdict_fn))
-    return p
-
-
-def cmd_study(args, verdict_fn=None):
-    from rich.console import Console
-    from rich.progress import Progress
-    console = Console()
-    t0 = time.monotonic()
-    with Progress(transient=True, console=console) as progress:
-        task = progress.add_task("study", total=None)
-
-        def tick(done, total, row):
-            progress.update(task, completed=done, total=total,
-                            description=f"{row.variant} {row.workload}")
-        if args.compare:
-            crows = compare(args.compare[0], args.compare[1], workloads=args.workload,
-                            profile=args.profile, progress=tick, iterations=args.iterations,
-                            jobs=args.jobs, verdict_fn=verdict_fn)
-        else:
-            rows = run_study(vendors=args.vendor, presets=args.preset,
-                             workloads=args.workload, profile=args.profile, progress=tick,
-                             iterations=args.iterations, jobs=args.jobs,
-                             verdict_fn=verdict_fn)
-    if args.compare:
-        console.print(compare_table(crows))
-        paths = write_compare(crows, args.out, png=not args.no_png)
-        rows = [r for c in crows for r in (c.a, c.b)]
-    else:
-        console.print(table(rows))
-        paths = write_outputs(rows, args.out, png=not args.no_png)
-    _print_estimates(console, rows)
-    console.print(f"wrote {', '.join(paths.values())} in {time.monotonic() - t0:.1f}s")
-    return 0
-
-
-def _print_estimates(console, rows):
-    seen = {}
-    for r in rows:
-        seen.setdefault(r.profile, set()).update(r.estimates)
-    for name, keys in seen.items():
-        if not keys:
-            continue
-        p = P.load_profile(name)
-        console.print(f"[bold]{name}[/] figures these rows use that rest on estimates "
-                      f"(reasoning in {p.path}): " + ", ".join(
-                          f"{k}={p.entries[k].cycles}" for k in sorted(keys)))
-
-
-def main(argv=None):
-    """`python -m pykvm.study` (the same as `pykvm study`)."""
-    import argparse
-
-    import structlog
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
-    ap = argparse.ArgumentParser(prog="pykvm")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    add_parser(sub)
-    args = ap.parse_args(["study", *(argv or [])])
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    import sys
-    sys.exit(main(sys.argv[1:]))
+# The primary event of a workload, as a column head says it.
+EVENT_NAMES = {"fastpath_exits": "fast-path exit", "userspace_exits": "userspace RT",
+               "preemptions": "preemption", "kernel_exits": "in-kernel exit",
+               "migrations": "migration", "guest_switches": "guest switch"}

@@ -249,8 +249,12 @@ def test_variant_parse():
     assert v.label == "vmx:upstream:forget_star=1,user_return_msrs=0,cpu_model=icelake"
     assert study.Variant.parse("svm").preset is None
     assert study.Variant.parse("svm:-").label == "svm:-"
-    with pytest.raises(ValueError, match="not name=value"):
+    with pytest.raises(ValueError, match="no parameter 'oops'"):
         study.Variant.parse("vmx:upstream:oops")
+    with pytest.raises(ValueError, match="'banana' is not a bool"):
+        study.Variant.parse("vmx:upstream:user_return_msrs=banana")
+    with pytest.raises(ValueError, match="no parameter .user_return_msrs. in kernel, kvm, kvm_amd"):
+        study.Variant.parse("svm:upstream:user_return_msrs=0")
 
 
 def test_variant_errors_are_clear():
@@ -330,7 +334,8 @@ def test_table_renders(small_study):
     from rich.console import Console
     rows, _ = small_study
     console = Console(record=True, width=200)
-    console.print(study.table(rows))
+    from pykvm.cli.study import table
+    console.print(table(rows))
     text = console.export_text()
     assert "fast-path exit" in text and "P4 T1 U3" in text and "ok svm:upstream" in text
 
@@ -359,7 +364,8 @@ def test_compare_shows_deltas(tmp_path):
 def _cli(argv):
     ap = argparse.ArgumentParser(prog="pykvm")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    study.add_parser(sub, verdict_fn=lambda row: "checked")
+    from pykvm.cli.study import add_parser
+    add_parser(sub, verdict_fn=lambda row: "checked")
     args = ap.parse_args(argv)
     return args.func(args)
 

@@ -81,12 +81,6 @@ const struct pk_param *pk_host_params(int *n)
 	return host_param_table;
 }
 
-int pk_host_param_set(struct pk_machine *m, const char *name, bool v)
-{
-	return pk_param_set(&m->host.params, host_param_table, ARRAY_SIZE(host_param_table),
-			    name, v);
-}
-
 /*
  * An NMI in host mode. The paranoid entry cannot trust the GS state it finds: it reads
  * GS_BASE and SWAPGSes if that is not a kernel address (or, in the RDPID variant,

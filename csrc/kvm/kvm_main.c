@@ -127,8 +127,10 @@ int pk_kvm_load(struct pk_machine *m, const char *vendor, const char *params)
 	return init ? pk_kvm_load_ops(m, init, params) : -ENOENT;
 }
 
-/* Parameter i of a module ("kernel", "kvm", or a vendor): name, upstream value, doc. */
-int pk_param_info(const char *module, int i, const char **name, bool *upstream, const char **doc)
+/* Parameter i of a module ("kernel", "kvm", or a vendor): its name, type, upstream
+ * value and meaning, and the kernel module it belongs to ("kvm_intel" for "vmx"). */
+int pk_param_info(const char *module, int i, const char **owner, const char **name,
+		  u32 *type, u64 *upstream, const char **doc)
 {
 	const struct kvm_x86_init_ops *init = pk_builtin_vendor(module);
 	const struct pk_param *t;
@@ -137,16 +139,20 @@ int pk_param_info(const char *module, int i, const char **name, bool *upstream, 
 	if (init) {
 		t = init->params;
 		n = init->nr_params;
+		*owner = init->module;
 	} else if (!strcmp(module, "kvm")) {
 		t = pk_kvm_params(&n);
+		*owner = "kvm";
 	} else if (!strcmp(module, "kernel")) {
 		t = pk_host_params(&n);
+		*owner = "kernel";
 	} else {
 		return -ENOENT;
 	}
 	if (i < 0 || i >= n)
 		return -ENOENT;
 	*name = t[i].name;
+	*type = t[i].type;
 	*upstream = t[i].upstream;
 	*doc = t[i].doc;
 	return 0;

@@ -203,39 +203,21 @@ void kvm_arch_disable_virtualization_cpu(void)
  * Vendor registration (kvm_x86_vendor_init): every mandatory op must be set.
  * ---------------------------------------------------------------------------------- */
 
-/* Parse "name=0,name=1" (names may carry a module prefix: "kvm_intel.name"). */
+/* kvm.*, the vendor module's and kernel.* parameters, as "module.name=value" items. */
 static int kvm_apply_params(struct pk_machine *m, const struct kvm_x86_init_ops *init,
 			    const char *params)
 {
 	struct kvm_x86_global *g = m->kvm_global;
-	char buf[1024], *save = NULL;
+	int n;
+	const struct pk_param *host = pk_host_params(&n);
+	struct pk_param_module mods[] = {
+		{ "kvm", kvm_param_table, ARRAY_SIZE(kvm_param_table), &g->params },
+		{ init->module, init->params, init->nr_params,
+		  (u8 *)m->vendor_global + init->params_offset },
+		{ "kernel", host, n, &m->host.params },
+	};
 
-	if (!params || !*params)
-		return 0;
-	if (strlen(params) >= sizeof(buf))
-		return -E2BIG;
-	strcpy(buf, params);
-	for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		char *eq = strchr(tok, '='), *name = tok, *dot;
-		bool v;
-
-		if (!eq || (eq[1] != '0' && eq[1] != '1') || eq[2])
-			return -EINVAL;
-		*eq = 0;
-		v = eq[1] == '1';
-		dot = strchr(name, '.');
-		if (dot)
-			name = dot + 1;
-		if (!pk_param_set(&g->params, kvm_param_table, ARRAY_SIZE(kvm_param_table), name, v))
-			continue;
-		if (init->params && !pk_param_set((u8 *)m->vendor_global + init->params_offset,
-						  init->params, init->nr_params, name, v))
-			continue;
-		if (!pk_host_param_set(m, name, v))
-			continue;
-		return -ENOENT;
-	}
-	return 0;
+	return pk_params_apply(mods, ARRAY_SIZE(mods), params);
 }
 
 int kvm_x86_vendor_init(struct pk_machine *m, const struct kvm_x86_init_ops *init,

@@ -198,7 +198,9 @@ struct kvm_x86_init_ops {
 	void (*hardware_unsetup)(void);
 	const struct kvm_x86_ops *runtime_ops;
 	unsigned int global_size;		/* the vendor module's globals (in kmem) */
-	/* Module parameters: a table over a bool struct at params_offset in the globals. */
+	/* The module's parameters: its name (kvm_intel), a table over the struct at
+	 * params_offset in the globals. */
+	const char *module;
 	const struct pk_param *params;
 	int nr_params;
 	unsigned int params_offset;

@@ -4,6 +4,7 @@
 #define _PYKVM_API_H
 
 #include "pykvm/host.h"
+#include "pykvm/printk.h"
 
 struct pk_machine *pk_machine_create(u32 nr_cpus, const struct pk_cpu_model *model);
 void pk_machine_destroy(struct pk_machine *m);

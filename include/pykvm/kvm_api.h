@@ -25,7 +25,8 @@ struct pk_sregs {
 int pk_kvm_load(struct pk_machine *m, const char *vendor, const char *params);
 int pk_kvm_load_ops(struct pk_machine *m, const struct kvm_x86_init_ops *init_ops,
 		    const char *params);
-int pk_param_info(const char *module, int i, const char **name, bool *upstream, const char **doc);
+int pk_param_info(const char *module, int i, const char **owner, const char **name,
+		  u32 *type, u64 *upstream, const char **doc);
 const struct pk_param *pk_kvm_params(int *n);
 const char *pk_kvm_vendor_name(struct pk_machine *m);
 

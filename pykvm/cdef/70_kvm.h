@@ -45,7 +45,10 @@ struct kvm_vcpu_stat {
 };
 
 int pk_kvm_load(struct pk_machine *m, const char *vendor, const char *params);
-int pk_param_info(const char *module, int i, const char **name, bool *upstream, const char **doc);
+int pk_param_info(const char *module, int i, const char **owner, const char **name,
+		  uint32_t *type, uint64_t *upstream, const char **doc);
+int pk_param_parse(uint32_t type, const char *val, uint64_t *out);
+const char *pk_last_error(void);
 const char *pk_kvm_vendor_name(struct pk_machine *m);
 int pk_create_vm(struct pk_machine *m, struct kvm **out);
 int pk_vm_set_memslot(struct kvm *kvm, uint32_t slot, uint64_t gpa, uint64_t size, void *hva);

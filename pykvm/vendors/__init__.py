@@ -5,9 +5,11 @@ A vendor plugin is an object with:
   kernel_module the Linux module it mirrors (``"kvm_intel"``)
   cpu_vendor    "intel" or "amd": the simulated CPU it needs
   cpu_models    {name: CpuModel}: CPU presets, first is the default
-  params        {name: Param}: its module parameters plus kvm.* and kernel.* ones
+  params        {name: pykvm.params.Param}: its module parameters plus kvm.* and
+                kernel.* ones
   presets       {era: {param: value}}: kernel eras, upstream first
-  load(machine, params) loads the vendor's ops into a machine (C), raising on failure
+  load(machine, params) loads the vendor's ops into a machine (C) with parameters
+                already parsed by pykvm.params.resolve, raising on failure
 """
 from dataclasses import dataclass, fields
 from importlib.metadata import entry_points
@@ -43,40 +45,6 @@ class CpuModel:
         return c
 
 
-@dataclass(frozen=True)
-class Param:
-    """A module parameter: its module, upstream value and meaning."""
-    module: str
-    name: str
-    upstream: bool
-    doc: str
-
-
-def module_params(module):
-    """[Param] of a C module: "kernel", "kvm", or a built-in vendor ("vmx", "svm")."""
-    from .._lib import ffi, lib
-    out, i = [], 0
-    name, up, doc = ffi.new("char **"), ffi.new("bool *"), ffi.new("char **")
-    while lib.pk_param_info(module.encode(), i, name, up, doc) == 0:
-        out.append(Param(module, ffi.string(name[0]).decode(), bool(up[0]),
-                         ffi.string(doc[0]).decode()))
-        i += 1
-    return out
-
-
-def params_string(values, known):
-    """"name=1,name=0" for C, refusing names the modules do not have."""
-    from ..errors import InvalidConfiguration
-    parts = []
-    for k, v in values.items():
-        name = k.split(".")[-1]
-        if name not in known:
-            raise InvalidConfiguration(
-                f"unknown parameter {k!r}; known: {', '.join(sorted(known))}")
-        parts.append(f"{name}={int(bool(v))}")
-    return ",".join(parts)
-
-
 class BuiltinVendor:
     """A vendor module compiled into pykvm's C (csrc/kvm/<name>/)."""
     name = kernel_module = cpu_vendor = None
@@ -86,12 +54,14 @@ class BuiltinVendor:
     @property
     def params(self):
         """{name: Param} of kernel.*, kvm.* and this module's own."""
+        from ..params import module_params
         return {p.name: p for m in ("kernel", "kvm", self.name) for p in module_params(m)}
 
     def load(self, machine, params=None):
         from .._lib import ensure, lib
         from ..errors import InvalidConfiguration
-        s = params_string(params or {}, self.params).encode()
+        from ..params import to_c
+        s = to_c(self, params or {}).encode()
         ensure(lib.pk_kvm_load(machine._m, self.name.encode(), s),
                f"loading {self.kernel_module}", InvalidConfiguration)
 

@@ -707,6 +707,7 @@ const struct kvm_x86_init_ops svm_init_ops = {
 	.hardware_setup = svm_hardware_setup,
 	.runtime_ops = &svm_x86_ops,
 	.global_size = sizeof(struct svm_global),
+	.module = "kvm_amd",
 	.params = svm_param_table,
 	.nr_params = ARRAY_SIZE(svm_param_table),
 	.params_offset = offsetof(struct svm_global, params),

@@ -1010,6 +1010,7 @@ const struct kvm_x86_init_ops vmx_init_ops = {
 	.hardware_setup = vmx_hardware_setup,
 	.runtime_ops = &vmx_x86_ops,
 	.global_size = sizeof(struct vmx_global),
+	.module = "kvm_intel",
 	.params = vmx_param_table,
 	.nr_params = ARRAY_SIZE(vmx_param_table),
 	.params_offset = offsetof(struct vmx_global, params),

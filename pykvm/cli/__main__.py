@@ -1,0 +1,4 @@
+"""`python -m pykvm.cli` is the `pykvm` command."""
+from . import entry
+
+entry()
