@@ -49,6 +49,7 @@ struct msr_data {
 	u64 data;
 };
 
+/* cffi:begin */
 struct kvm_segment {
 	u64 base;
 	u32 limit;
@@ -57,11 +58,14 @@ struct kvm_segment {
 	u8 unusable;
 	u8 padding;
 };
+/* cffi:end */
 
+/* cffi:begin */
 struct desc_ptr {
 	u16 size;
 	u64 address;
 };
+/* cffi:end */
 
 /* Per-CPU user-return state (kernel: struct kvm_user_return_msrs in x86.c). */
 struct kvm_user_return_msrs {
@@ -115,6 +119,7 @@ struct kvm_vcpu_arch {
 	u64 run_budget;				/* guest instructions before the run's signal */
 };
 
+/* cffi:begin */
 struct kvm_vcpu_stat {
 	u64 exits;
 	u64 fastpath_exits;
@@ -128,6 +133,7 @@ struct kvm_vcpu_stat {
 	u64 preemptions;
 	u64 migrations;
 };
+/* cffi:end */
 
 struct kvm_vcpu {
 	struct kvm *kvm;

@@ -5,6 +5,7 @@
 
 #include "pykvm/types.h"
 
+/* cffi:begin */
 #define KVM_EXIT_UNKNOWN	0
 #define KVM_EXIT_EXCEPTION	1
 #define KVM_EXIT_IO		2
@@ -62,13 +63,17 @@ struct kvm_run {
 	/* KVM puts PIO data in the page after kvm_run; the model keeps it right here. */
 	u8 pio_data[KVM_PIO_DATA_SIZE];
 };
+/* cffi:end */
 
+/* cffi:begin */
 struct kvm_msr_entry {
 	u32 index;
 	u32 reserved;
 	u64 data;
 };
+/* cffi:end */
 
+/* cffi:begin */
 struct kvm_cpuid_entry2 {
 	u32 function;
 	u32 index;
@@ -76,5 +81,6 @@ struct kvm_cpuid_entry2 {
 	u32 eax, ebx, ecx, edx;
 	u32 padding[3];
 };
+/* cffi:end */
 
 #endif

@@ -10,6 +10,8 @@
 #include "pykvm/kvm_api.h"
 #include "pykvm/events.h"
 
+/* cffi:begin */
+
 #define PK_CHECK_MAX_VCPUS	4
 #define PK_CHECK_MAX_REGS	16
 #define PK_CHECK_MAX_STEPS	64
@@ -70,5 +72,6 @@ int pk_checker_replay(struct pk_checker *c, const struct pk_step *steps, u32 n,
 		      struct pk_violation *v, bool trace);
 int pk_checker_explore(struct pk_checker *c, u32 bound, u64 max_states, u64 walks,
 		       u32 walk_len, u64 seed, double seconds, struct pk_check_result *res);
+/* cffi:end */
 
 #endif

@@ -8,6 +8,7 @@
 
 #include "pykvm/host.h"
 
+/* cffi:begin */
 enum pk_inject_kind {
 	PK_INJ_NONE,
 	PK_INJ_NMI,		/* an NMI (held while GIF = 0) */
@@ -22,6 +23,7 @@ void pk_inject_arm(struct pk_machine *m, u32 cpu, u32 n, u32 kind);
 void pk_inject_arm_patient(struct pk_machine *m, u32 cpu, u32 n, u32 kind);
 void pk_inject_disarm(struct pk_machine *m);
 void pk_machine_set_trace(struct pk_machine *m, struct pk_trace *t);
+/* cffi:end */
 
 /*
  * A point where the host can be interrupted that is not a host instruction (a plain
@@ -35,6 +37,7 @@ static inline void pk_interrupt_window(void)
 		pk_inject_point(cpu);
 }
 
+/* cffi:begin */
 enum pk_trace_kind {
 	PK_TR_KVM_ENTRY,		/* a: vcpu id, b: rip */
 	PK_TR_KVM_EXIT,			/* a: exit reason, b: rip */
@@ -63,6 +66,7 @@ struct pk_trace {
 	u32 dropped;
 	struct pk_trace_rec rec[PK_TRACE_CAP];
 };
+/* cffi:end */
 
 static inline void pk_trace(struct pk_machine *m, u32 kind, u32 cpu, u64 a, u64 b)
 {

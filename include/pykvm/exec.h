@@ -10,6 +10,8 @@
 
 #include "pykvm/machine.h"
 
+/* cffi:begin */
+
 /* The architectural state a test sets and checks (selectors, hidden parts: VMX layout). */
 struct pk_bare_state {
 	u64 regs[NR_VCPU_GPRS];
@@ -65,5 +67,6 @@ u64 pk_bare_icache_ptr(struct pk_machine *m, u32 cpu);
 void pk_bare_set_icache_ptr(struct pk_machine *m, u32 cpu, u64 ptr);
 /* Guest instructions retired on the machine (cost accounting, PK_OP_GUEST_INSN). */
 u64 pk_bare_retired(struct pk_machine *m);
+/* cffi:end */
 
 #endif

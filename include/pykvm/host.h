@@ -48,7 +48,9 @@ void pk_context_switch(int cpu, int next);
 int pk_migrate_task(int task, int cpu);
 /* Host IRQ handler of the timer tick that ends a guest instruction budget. */
 void pk_host_timer_interrupt(void);
+/* cffi:begin */
 int pk_host_run_other(struct pk_machine *m, u32 cpu);
+/* cffi:end */
 
 u64 x86_gsbase_read_inactive(void);
 void x86_gsbase_write_inactive(u64 gsbase);

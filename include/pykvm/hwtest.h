@@ -8,12 +8,13 @@
  * Nothing here is pykvm API: the package and the KVM model never call these. Names are
  * looked up by string (pk_hwtest_const) so that this cdef declares no enum or constant
  * that another area's cdef could also declare.
- * Mirrored for cffi in pykvm/cdef/10_hwtest.h: keep the two identical.
  */
 #ifndef _PYKVM_HWTEST_H
 #define _PYKVM_HWTEST_H
 
 #include "pykvm/cpu.h"
+
+/* cffi:begin */
 
 struct pk_hwtest_seg {
 	uint64_t base;
@@ -113,5 +114,6 @@ void pk_hwtest_reset_costs(struct pk_machine *m);
 void pk_hwtest_set_path(struct pk_machine *m, uint32_t path);
 void pk_hwtest_set_op_cost(struct pk_machine *m, uint32_t op, uint32_t cycles);
 void pk_hwtest_set_msr_cost(struct pk_machine *m, uint32_t dir, uint32_t slot, uint32_t cycles);
+/* cffi:end */
 
 #endif

@@ -9,6 +9,12 @@
 
 #include "asm/kvm_host.h"
 
+/* Load kvm.ko with a plugin's init ops (kvm_x86_vendor_init, its parameters). */
+int pk_kvm_load_ops(struct pk_machine *m, const struct kvm_x86_init_ops *init_ops,
+		    const char *params);
+const struct pk_param *pk_kvm_params(int *n);
+
+/* cffi:begin */
 struct pk_regs {
 	u64 gpr[NR_VCPU_GPRS];			/* x86 encoding order */
 	u64 rip;
@@ -21,13 +27,10 @@ struct pk_sregs {
 	u64 cr0, cr2, cr3, cr4, efer, apic_base;
 };
 
-/* Load kvm.ko with a vendor module: "vmx", "svm", or a plugin's init ops. */
+/* Load kvm.ko with a built-in vendor module: "vmx" or "svm". */
 int pk_kvm_load(struct pk_machine *m, const char *vendor, const char *params);
-int pk_kvm_load_ops(struct pk_machine *m, const struct kvm_x86_init_ops *init_ops,
-		    const char *params);
 int pk_param_info(const char *module, int i, const char **owner, const char **name,
 		  u32 *type, u64 *upstream, const char **doc);
-const struct pk_param *pk_kvm_params(int *n);
 const char *pk_kvm_vendor_name(struct pk_machine *m);
 
 int pk_create_vm(struct pk_machine *m, struct kvm **out);
@@ -83,5 +86,6 @@ struct pk_vmm_devs;
 struct pk_vmm_loop_result;
 int pk_sim_run_loop(struct kvm_vcpu *vcpu, struct pk_vmm_devs *devs, u64 max_exits,
 		    u64 max_insns, struct pk_vmm_loop_result *res);
+/* cffi:end */
 
 #endif

@@ -22,6 +22,7 @@
 #define PK_KMEM_SIZE		(768 * 1024)
 #define PK_PHYS_BASE		0x100000000ULL	/* host PA of byte 0 of the machine */
 
+/* cffi:begin */
 /* General-purpose registers, in x86 encoding order (kernel: enum kvm_reg). */
 enum {
 	VCPU_REGS_RAX, VCPU_REGS_RCX, VCPU_REGS_RDX, VCPU_REGS_RBX,
@@ -34,6 +35,7 @@ enum {
 /* Segment registers (kernel: enum kvm_reg / VCPU_SREG_*). */
 enum { VCPU_SREG_ES, VCPU_SREG_CS, VCPU_SREG_SS, VCPU_SREG_DS, VCPU_SREG_FS,
        VCPU_SREG_GS, VCPU_SREG_TR, VCPU_SREG_LDTR, NR_VCPU_SREGS };
+/* cffi:end */
 
 /* A segment register: selector and hidden part. ar uses the VMX access-rights layout
  * (type 3:0, S 4, DPL 6:5, P 7, AVL 12, L 13, DB 14, G 15, unusable 16). */
@@ -83,6 +85,7 @@ enum pk_msr { PK_MSRS(__PK_MSR_ENUM) PK_NR_MSRS };
 #undef __PK_MSR_ENUM
 
 /* What a CPU model has; decides MSR rules, instruction availability and VMX/SVM features. */
+/* cffi:begin */
 enum pk_vendor { PK_VENDOR_INTEL, PK_VENDOR_AMD };
 struct pk_cpu_model {
 	u32 vendor;			/* enum pk_vendor */
@@ -99,6 +102,7 @@ struct pk_cpu_model {
 	bool has_load_efer;		/* VMX "load IA32_EFER" entry/exit controls */
 	bool has_eibrs;			/* enhanced IBRS: the host keeps IBRS set */
 };
+/* cffi:end */
 
 /* Cost accounting: every host-side operation, by kind and by world-switch path. */
 #define PK_OPS(O)							\

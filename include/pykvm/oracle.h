@@ -9,6 +9,7 @@
 
 #include "pykvm/machine.h"
 
+/* cffi:begin */
 enum pk_obs {
 	PK_OBS_USER,		/* a host task in user mode */
 	PK_OBS_PERCPU,		/* kernel code reading per-cpu data through GS */
@@ -20,7 +21,9 @@ enum pk_obs {
 	PK_OBS_HOST_BUG,	/* a host WARN: a faulting WRMSR, a VMX instruction failing */
 	PK_NR_OBS
 };
+/* cffi:end */
 
+/* cffi:begin */
 /* Pseudo register numbers for what is not an MSR. */
 #define PK_REG_GDTR_BASE	0x10000001
 #define PK_REG_GDTR_LIMIT	0x10000002
@@ -37,6 +40,7 @@ struct pk_violation {
 	u64 expected;
 	u64 actual;
 };
+/* cffi:end */
 
 struct pk_oracle {
 	u64 nr_violations;
@@ -44,9 +48,11 @@ struct pk_oracle {
 	bool enabled;
 };
 
+/* cffi:begin */
 void pk_oracle_enable(struct pk_machine *m, bool on);
 int pk_oracle_result(struct pk_machine *m, struct pk_violation *first, u64 *count);
 void pk_oracle_reset(struct pk_machine *m);
+/* cffi:end */
 void pk_oracle_violation(struct pk_machine *m, u32 obs, u32 cpu, u32 reg, u64 exp, u64 act);
 void pk_observe_user(struct pk_cpu *cpu);
 void pk_observe_ret(struct pk_cpu *cpu);

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <string.h>
 
+/* cffi:begin */
 typedef uint8_t u8;
 typedef uint16_t u16;
 typedef uint32_t u32;
@@ -16,6 +17,7 @@ typedef int8_t s8;
 typedef int16_t s16;
 typedef int32_t s32;
 typedef int64_t s64;
+/* cffi:end */
 
 #define BIT(n)		(1U << (n))
 #define BIT_ULL(n)	(1ULL << (n))

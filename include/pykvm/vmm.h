@@ -12,6 +12,8 @@
 
 #include <stdint.h>
 
+/* cffi:begin */
+
 #define PK_VMM_MAX_PORT_DEVS	16
 
 /* Device kinds */
@@ -56,5 +58,6 @@ int pk_vmm_run_loop(int vcpu_fd, void *run, struct pk_vmm_devs *devs, uint64_t m
 
 /* One KVM_RUN, nothing else: 0 or -errno (the C side of the round-trip benchmark). */
 int pk_vmm_kvm_run(int vcpu_fd);
+/* cffi:end */
 
 #endif
