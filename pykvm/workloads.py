@@ -54,6 +54,13 @@ SINK_PORT = 0xE1                  # OUT here: an exit to userspace the C loop an
 MMIO_ADDR = 0x4000_0000           # outside every memory slot: an MMIO exit
 COUNT_ADDR = L.USER_DATA          # u32: batch size, written by the host before each batch
 EXITS_PER_MIGRATION = 4           # migrate: exits to userspace on each pCPU between moves
+# overcommit: the preemption waits for the first preemptible point from this host
+# instruction on. The instructions before the guest state is loaded are: vcpu_load's
+# (VMX: RDMSR DEBUGCTL) and the FPU swap's (XSAVES, XRSTORS), none preemptible, then the
+# completion of the last OUT (VMX: VMREAD of the instruction length and the interrupt
+# shadow), preemptible. From the 6th on, the first preemptible point is after the CPUID
+# exit on every preset (tests/test_study.py checks the preemption puts loaded state).
+OVERCOMMIT_AFTER = 6
 GUEST_TSC_AUX = 7                 # getcpu() of "vCPU 7": no pCPU of a small host has it
 GUEST_SYSCALL_MASK = 0x47700      # Linux's: TF|DF|IF|IOPL|AC|NT
 GUEST_KERNEL_GS = 0xFFFF888000200000   # the guest kernel's per-cpu base (GS in kernel mode)
@@ -221,9 +228,10 @@ def _overcommit(s, n, extra=True):
     preempted = 0
     for _ in range(n):
         if extra:
-            # From the 2nd host instruction on: past the completion of the last OUT, so
-            # the preemption finds the guest state loaded (after the CPUID exit).
-            ex, hit = s.vcpu.run_preempted(2)
+            # At the first preemptible point from the OVERCOMMIT_AFTER-th host instruction
+            # on: past the completion of the last OUT, so the preemption finds the guest
+            # state loaded (after the CPUID exit).
+            ex, hit = s.vcpu.run_preempted(OVERCOMMIT_AFTER)
             preempted += hit
         else:
             ex = s.vcpu.run()
@@ -256,12 +264,17 @@ class Workload:
     iterate: object               # (session, n[, extra]) -> runner-side events
     default_n: int = 32
     needs: tuple = ()             # Machine attributes it depends on
+    requires: object = None       # machine -> (ok, reason): what the loaded KVM must do
 
     def available(self, machine):
         """(ok, reason): whether this pykvm's Machine can run the workload."""
         missing = [n for n in self.needs if not hasattr(machine, n)]
         if missing:
             return False, f"needs Machine.{', Machine.'.join(missing)} (not in this pykvm)"
+        if self.requires is not None:
+            ok, why = self.requires(machine)
+            if not ok:
+                return False, why
         if self.method == "extra" and self.primary == "migrations" and machine.nr_cpus < 2:
             return False, "needs 2 pCPUs"
         return True, ""
@@ -336,6 +349,16 @@ class Session:
         return f"<Session {self.workload.name} on {self.machine!r}, pCPU {self.vcpu.cpu}>"
 
 
+def _hv_timer(machine):
+    """The TSC-deadline fast path needs a hypervisor timer (kernel:
+    handle_fastpath_set_tscdeadline -> kvm_can_use_hv_timer). SVM has none: there the
+    WRMSR takes the full in-kernel exit path."""
+    if machine.has_hv_timer:
+        return True, ""
+    return False, (f"{machine.vendor.name} has no hypervisor timer (VMX preemption timer): "
+                   f"KVM handles WRMSR TSC_DEADLINE as a full in-kernel exit, no fast path")
+
+
 def _w(name, summary, primary, method, promises, program, iterate, **kw):
     return Workload(name, summary, primary, method, tuple(promises), program, iterate, **kw)
 
@@ -357,7 +380,8 @@ WORKLOADS = {w.name: w for w in (
        lambda a, v: (_mmio_prologue(a, v), _loop(_mmio)(a, v)), _run_python(X.Mmio)),
     _w("fastpath", "WRMSR TSC_DEADLINE loop: the fast path, one OUT per batch",
        "fastpath_exits", "scale", ["fastpath_exits", "userspace_exits"],
-       _batched(_tsc_deadline_prologue, _wrmsr), _run_batch, default_n=64),
+       _batched(_tsc_deadline_prologue, _wrmsr), _run_batch, default_n=64,
+       requires=_hv_timer),
     _w("guest-ctxsw", "the guest switches its own tasks (WRMSR KERNEL_GS_BASE, SWAPGS, "
        "SYSRETQ/SYSCALL), one OUT per batch", "guest_switches", "scale",
        ["guest_switches", "userspace_exits"], _batched(_ctxsw_prologue, _ctxsw),

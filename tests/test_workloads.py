@@ -4,10 +4,17 @@ import pytest
 
 import pykvm
 from pykvm import workloads as W
+from pykvm.errors import InvalidConfiguration
 
 
 def _start(vendor, name):
     m = pykvm.Machine(cpus=2, vendor=vendor)
+    if vendor == "svm" and name == "fastpath":
+        # No hypervisor timer on SVM: the TSC-deadline WRMSR is an ordinary in-kernel
+        # exit upstream (handle_fastpath_set_tscdeadline), so the workload refuses to run.
+        with pytest.raises(InvalidConfiguration, match="no hypervisor timer"):
+            W.get(name).start(m)
+        return m, None
     return m, W.get(name).start(m)
 
 
@@ -15,6 +22,8 @@ def _start(vendor, name):
 def test_workload_produces_its_events(vendor, name):
     w = W.get(name)
     m, s = _start(vendor, name)
+    if s is None:
+        return
     n = 6
     ev = s.run(n)
     assert ev["iterations"] == n
@@ -46,6 +55,8 @@ def test_workload_produces_its_events(vendor, name):
 ])
 def test_exact_event_counts(vendor, name, expect):
     m, s = _start(vendor, name)
+    if s is None:
+        return
     ev = s.run(5)
     for k in W.EVENTS:
         assert ev[k] == expect.get(k, 5 if k == "iterations" else 0), (k, ev)
@@ -119,6 +130,8 @@ def test_upstream_leaks_nothing_in_any_workload(vendor, name):
     """The oracle (Machine.check) sees no host or guest state out of place while the
     upstream switch runs the workload, with and without its host behaviour."""
     m, s = _start(vendor, name)
+    if s is None:
+        return
     s.run(4)
     if W.get(name).method == "extra":
         s.run(4, extra=False)

@@ -90,7 +90,7 @@ void pk_observe_ret(struct pk_cpu *cpu)
 
 	if (!m->oracle)
 		return;
-	expect(m, PK_OBS_RET, cpu->id, MSR_IA32_SPEC_CTRL, m->host.spec_ctrl,
+	expect(m, PK_OBS_RET, cpu->id, MSR_IA32_SPEC_CTRL, pk_host_kernel_spec_ctrl(m),
 	       cpu->msr[PK_MSR_SPEC_CTRL]);
 	if (m->host.params.ret_uses_percpu)
 		pk_observe_percpu(cpu, PK_OBS_RET);

@@ -22,6 +22,11 @@
 
 void pk_host_init(struct pk_machine *m);
 const struct pk_param *pk_host_params(int *n);
+/* Mitigations the host kernel applies: its parameter and the CPU's bug or feature. */
+bool pk_host_kernel_ibrs(const struct pk_machine *m);	/* X86_FEATURE_KERNEL_IBRS */
+bool pk_host_pti(const struct pk_machine *m);		/* X86_FEATURE_PTI */
+bool pk_host_mds_clear(const struct pk_machine *m);	/* mds_user_clear */
+u64 pk_host_kernel_spec_ctrl(const struct pk_machine *m);	/* x86_spec_ctrl_current */
 /* The host NMI handler (paranoid entry, then per-cpu data through GS). */
 void pk_host_nmi(struct pk_cpu *cpu);
 int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread);

@@ -9,9 +9,9 @@ from .. import workloads as W
 from ..study import (DEFAULT_OUT, EVENT_NAMES, REPORTED_OPS, _num, compare, run_study,
                      write_compare, write_outputs)
 
-_PATH_ABBR = {"OTHER": "O", "HARDWARE": "H", "VCPU_LOAD": "L", "PREPARE_SWITCH": "P",
-              "VCPU_RUN": "R", "FASTPATH": "F", "HANDLE_EXIT": "X", "VCPU_PUT": "T",
-              "USER_RETURN": "U", "IOCTL": "I"}
+_PATH_ABBR = {"OTHER": "O", "HARDWARE": "H", "SYSCALL": "S", "IOCTL": "I", "VCPU_LOAD": "L",
+              "PREPARE_SWITCH": "P", "VCPU_RUN": "R", "FASTPATH": "F", "HANDLE_EXIT": "X",
+              "VCPU_PUT": "T", "USER_RETURN": "U"}
 
 
 def _fmt(x):
@@ -19,6 +19,12 @@ def _fmt(x):
         return ""
     x = _num(x)
     return f"{x:,}" if isinstance(x, int) else f"{x:,.2f}"
+
+
+def _cycles(row):
+    """Cycles per event and the range its grades give: "1,234 (900-1,600)"."""
+    return (f"{_fmt(round(row.cycles))} "
+            f"({_fmt(round(row.cycles_lo))}-{_fmt(round(row.cycles_hi))})")
 
 
 def _by_path(row, op):
@@ -34,8 +40,9 @@ def table(rows, title="pykvm study"):
     from rich.table import Table
     ops = [op for op in REPORTED_OPS if any(r.ops(op) for r in rows)]
     t = Table(title=title, caption="operations per event by path: " + ", ".join(
-        f"{a}={p}" for p, a in _PATH_ABBR.items()) + ". est: share of the cycles priced "
-        "by figures that rest on estimates.")
+        f"{a}={p}" for p, a in _PATH_ABBR.items()) + ". cycles (low-high): the range the "
+        "profile's grades allow. est: share of the cycles priced by figures that rest on "
+        "estimates.")
     t.add_column("variant")
     t.add_column("workload")
     t.add_column("cycles", justify="right")
@@ -53,7 +60,7 @@ def table(rows, title="pykvm study"):
             t.add_row(r.variant, r.workload, "", "", *[""] * len(ops), "",
                       f"[yellow]skipped: {r.skipped}")
             continue
-        t.add_row(r.variant, r.workload, _fmt(r.cycles), EVENT_NAMES[r.event],
+        t.add_row(r.variant, r.workload, _cycles(r), EVENT_NAMES[r.event],
                   *[_by_path(r, op) for op in ops], f"{100 * r.estimate_share:.0f}%",
                   r.verdict)
     return t
