@@ -522,7 +522,9 @@ def _profiles_meta(rows):
         p = P.load_profile(r.profile)
         out[r.profile] = {
             "path": p.path, "vendor": p.vendor, "cpu": p.cpu,
+            "grade_range": P.GRADE_RANGE,
             "figures": {k: {"cycles": e.cycles, "grade": e.grade, "source": e.source,
+                            "range": list(p.range(k)),
                             "rests_on_estimate": p.rests_on_estimate(k)}
                         for k, e in p.entries.items()}}
     return out
