@@ -25,6 +25,7 @@ from .guest.asm import Asm, mem, qword
 from .guest.layout import initial_regs, initial_sregs
 from .machine import Machine
 from .oracle import Violation, reg_name
+from .tracepoints import exit_reason_name, userspace_exit_reason
 
 STEP_KINDS = ("run", "set_msrs", "get_msrs", "migrate", "other_task", "virt_off_on")
 INJECTS = ("", "nmi", "disable_ipi", "preempt", "mc")
@@ -143,7 +144,8 @@ class CheckResult:
 
     def report(self):
         lines = [f"{self.vendor} ({self.preset}, {_params_str(self.params)}): {self.verdict}; "
-                 f"{self.events} steps ({self.exits} VM-exits in them), {self.states} states, "
+                 f"{self.events} step{'s' if self.events != 1 else ''} "
+                 f"({self.exits} VM-exits in them), {self.states} states, "
                  f"exhaustive to depth "
                  f"{self.depth_done}, {self.walks} random walks, {self.seconds:.1f} s"]
         if self.violation:
@@ -151,7 +153,7 @@ class CheckResult:
             lines.append("steps:")
             lines += [f"  {i + 1}. {s}" for i, s in enumerate(self.steps)]
             lines.append("trace:")
-            lines += ["  " + t for t in _format_trace(self.trace())]
+            lines += ["  " + t for t in _format_trace(self.trace(), self.vendor)]
         return "\n".join(lines)
 
     def to_json(self):
@@ -199,9 +201,9 @@ def _violation_text(a, b):
 # kvm tracepoint-shaped text of each record kind (a, b as events.h says).
 _TRACE_FORMAT = {
     "kvm_entry": lambda a, b: f"vcpu {a}, rip 0x{b:x}",
-    "kvm_exit": lambda a, b: f"reason 0x{a:x} rip 0x{b:x}",
+    "kvm_exit": lambda a, b: f"reason 0x{a:x} rip 0x{b:x}",   # named in _format_trace
     "kvm_msr": lambda a, b: f"msr_{'write' if a >> 32 else 'read'} {a & 0xffffffff:x} = 0x{b:x}",
-    "kvm_userspace_exit": lambda a, b: f"reason {a}",
+    "kvm_userspace_exit": lambda a, b: f"reason {userspace_exit_reason(a)}",
     "sched_switch": lambda a, b: f"prev_pid={a} ==> next_pid={b}",
     "user_return": lambda a, b: f"pid={a} notifiers={'yes' if b else 'no'}",
     "nmi": lambda a, b: "machine check" if a == 2 else "held (GIF=0)" if a else "taken",
@@ -210,11 +212,14 @@ _TRACE_FORMAT = {
 }
 
 
-def _format_trace(recs):
+def _format_trace(recs, vendor="vmx"):
     out = []
     for kind, cpu, a, b in recs:
         if kind == "step":
             out.append(f"--- step {a + 1}")
+        elif kind == "kvm_exit":      # the hardware reason, named as the kernel names it
+            out.append(f"[{cpu:03d}] kvm_exit: reason {exit_reason_name(vendor, a)} "
+                       f"rip 0x{b:x}")
         else:
             out.append(f"[{cpu:03d}] {kind}: " + _TRACE_FORMAT.get(kind, lambda a, b: str(a))(a, b))
     return out
@@ -383,8 +388,10 @@ def replay(data):
     c = Checker(**data["config"])
     v, recs = c.replay(steps, trace=True)
     v = c.attribute(v)
+    exits = sum(1 for r in recs if r[0] == "kvm_exit")     # the replay's own VM-exits
     return CheckResult(data["vendor"], c.m.preset, c.m.params, "violation" if v else "pass",
-                       v, steps, len(steps), 0, 0, 0, 0.0, config=c.config, _trace=recs)
+                       v, steps, len(steps), 0, 0, 0, 0.0, config=c.config, exits=exits,
+                       _trace=recs)
 
 
 DEFAULT_BOUND = 3
