@@ -16,7 +16,7 @@ from .. import study as _study
 from .. import workloads as W
 from ..study import (DEFAULT_OUT, EVENT_NAMES, REPORTED_OPS, _num, compare, run_study,
                      write_compare, write_outputs)
-from . import _progress
+from . import _complete, _progress
 
 FORMATS = ("table", "csv", "json", "markdown")
 
@@ -407,18 +407,18 @@ def add_parser(subparsers, verdict_fn=None):
     p.add_argument("--workload", action="append", choices=W.names(), metavar="WORKLOAD",
                    help="workload(s), repeatable (default: all: "
                         f"{', '.join(W.names())}); e.g. --workload pio")
-    p.add_argument("--profile", metavar="NAME|PATH",
+    _complete.file(p.add_argument("--profile", metavar="NAME|PATH",
                    help="cost profile for every vendor: a built-in name ("
                         + ", ".join(P.list_profiles()) + ") or a .toml file (default: each "
-                        "vendor's own); e.g. --profile ./my-cpu.toml")
+                        "vendor's own); e.g. --profile ./my-cpu.toml"))
     p.add_argument("--iterations", type=int, default=None, metavar="N",
                    help="iterations per measured phase (default: per workload); "
                         "e.g. --iterations 8")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
                    help="worker processes (default: %(default)s); e.g. --jobs 1")
-    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+    _complete.directory(p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help="directory for study.csv/.json/.png or compare.* (default: "
-                        "%(default)s); e.g. --out /tmp/s")
+                        "%(default)s); e.g. --out /tmp/s"))
     p.add_argument("--no-png", action="store_true", help="skip the chart")
     p.add_argument("--format", choices=FORMATS, default="table",
                    help="what goes to stdout: a terminal table (default), or the same data "
