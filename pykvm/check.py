@@ -314,10 +314,19 @@ class Checker:
         return (Violation.from_c(v, 1) if hit else None), recs
 
     def explore(self, bound=3, max_states=200_000, walks=2000, walk_len=12, seed=1,
-                seconds=None):
+                seconds=None, progress=None):
+        """progress: called about 5 times a second, from another thread, with a dict of
+        the counters so far (events, exits, states, walks) while the C explorer runs."""
         res = ffi.new("struct pk_check_result *")
-        r = lib.pk_checker_explore(self._c, bound, max_states, walks, walk_len, seed,
-                                   float(seconds or 0), res)
+        watcher = _Watcher(res, progress) if progress else None
+        try:
+            # The C call releases the GIL (cffi API mode): the watcher reads the counters
+            # the explorer updates as it goes.
+            r = lib.pk_checker_explore(self._c, bound, max_states, walks, walk_len, seed,
+                                       float(seconds or 0), res)
+        finally:
+            if watcher:
+                watcher.stop()
         if r < 0:
             raise InvalidConfiguration(f"explore: bound and walk length must be <= 64 (got {r})")
         steps = [Step.from_c(res.steps[i]) for i in range(res.nr_steps)]
@@ -360,14 +369,40 @@ class Checker:
         return steps
 
 
+class _Watcher:
+    """Calls progress(counters) every 0.2 s until stopped, from a daemon thread."""
+
+    def __init__(self, res, progress, period=0.2):
+        import threading
+        self.res, self.progress, self.period = res, progress, period
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def counters(self):
+        r = self.res
+        return {"events": r.events, "exits": r.exits, "states": r.states,
+                "walks": r.walks, "depth_done": r.depth_done}
+
+    def _run(self):
+        while not self.done.wait(self.period):
+            self.progress(self.counters())
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+        self.progress(self.counters())
+
+
 def check(vendor="vmx", *, preset=None, params=None, cpu_model=None, cpus=2, vcpus=1,
           bound=3, max_states=200_000, walks=2000, walk_len=12, seed=1, seconds=None,
-          steps=None, injections=None):
-    """Explore, and shrink any violation to a minimal sequence. Returns a CheckResult."""
+          steps=None, injections=None, progress=None):
+    """Explore, and shrink any violation to a minimal sequence. Returns a CheckResult.
+    progress: see Checker.explore."""
     c = Checker(vendor, preset, params, cpu_model, cpus, vcpus, steps, injections)
     t0 = time.perf_counter()
     v, found, events, states, depth, nwalks = c.explore(bound, max_states, walks, walk_len,
-                                                        seed, seconds)
+                                                        seed, seconds, progress)
     elapsed = time.perf_counter() - t0
     exits = c.last_exits
     if v is not None:

@@ -68,3 +68,12 @@ def test_conform_cell_names_only_what_went_wrong(monkeypatch):
     assert "RDMSR" not in r.observed and "WRMSR 1 ok (want #GP)" in r.observed
     monkeypatch.setattr(conform, "_syncs", lambda vcpu, image, n: [(gp, gp, 0)])
     assert conform.case_pred_cmd(_fake_backend(ibpb=False)).status == "pass"
+
+
+def test_check_reports_progress_while_it_explores():
+    seen = []
+    r = check.check("vmx", bound=2, walks=3000, progress=seen.append)
+    assert seen, "no progress reported"
+    last = seen[-1]
+    assert last["events"] == r.events and last["walks"] == r.walks == 3000
+    assert all(a["events"] <= b["events"] for a, b in zip(seen, seen[1:]))

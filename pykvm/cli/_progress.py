@@ -8,12 +8,12 @@ from rich.text import Text
 
 
 class RateColumn(ProgressColumn):
-    """Items per second, in the task's own unit (field `unit`, default "/s")."""
+    """Items per second in the task's unit (field `unit`; none for a task counting time)."""
 
     def render(self, task):
         speed = task.finished_speed or task.speed
-        unit = task.fields.get("unit", "")
-        if speed is None:
+        unit = task.fields.get("unit")
+        if speed is None or unit is None:
             return Text("", style="progress.data.speed")
         if speed >= 10_000:
             s = f"{speed / 1000:,.0f}k"
@@ -21,7 +21,7 @@ class RateColumn(ProgressColumn):
             s = f"{speed:,.0f}"
         else:
             s = f"{speed:.1f}"
-        return Text(f"{s} {unit}/s".replace(" /s", "/s"), style="progress.data.speed")
+        return Text(f"{s} {unit}/s", style="progress.data.speed")
 
 
 def stderr_console():

@@ -1,10 +1,9 @@
 """`pykvm check`: explore event sequences for host/guest state leaks."""
 import argparse
 import json
+import time
 
-from rich.console import Console
-
-from . import _complete
+from . import _complete, _progress
 from . import params as cli_params
 
 
@@ -66,14 +65,29 @@ def add_parser(sub):
 
 def run(args):
     from .. import check
-    console = Console()
     params = cli_params.parse(args)
-    with console.status(f"checking {args.vendor} to depth {args.bound}, then "
-                        f"{args.walks} random walks"):
+    with _progress.progress() as bar:
+        exhaustive = bar.add_task(f"{args.vendor} to depth {args.bound}", total=None,
+                                  unit="steps")
+        walks = bar.add_task("random walks", total=args.walks or None, unit="walks",
+                             visible=False)
+        timed = (bar.add_task(f"time limit {args.seconds:g} s", total=args.seconds)
+                 if args.seconds else None)
+        t0 = time.monotonic()
+
+        def tick(n):
+            bar.update(exhaustive, completed=n["events"] if not n["walks"] else None,
+                       description=f"{args.vendor} to depth {args.bound}: "
+                                   f"{n['states']:,} states")
+            if n["walks"]:
+                bar.update(exhaustive, total=1, completed=1)
+                bar.update(walks, completed=n["walks"], visible=True)
+            if timed is not None:
+                bar.update(timed, completed=min(args.seconds, time.monotonic() - t0))
         r = check.check(args.vendor, preset=args.preset, params=params,
                         cpu_model=args.cpu_model, cpus=args.cpus, vcpus=args.vcpus,
                         bound=args.bound, walks=args.walks, seed=args.seed,
-                        seconds=args.seconds)
+                        seconds=args.seconds, progress=tick)
     print(r.report())
     if r.violation is not None:
         if args.save:
