@@ -1,4 +1,4 @@
-"""Guest-visible MSR conformance (CONFORMANCE.md) on every backend, side by side.
+"""Guest-visible MSR conformance (docs/conformance.md) on every backend, side by side.
 
 Each case runs a guest program through the guest runtime (rdmsr_safe/wrmsr_safe through an
 IDT stub, results by ucall) and, where the case says so, the host-side KVM_GET/SET_MSRS.
