@@ -5,6 +5,7 @@
  * vmenter path (WORLD-SWITCH.md section 5).
  */
 #include "svm.h"
+#include "pykvm/module.h"
 
 /* ---- module parameters (kvm_amd.*); upstream values are the defaults ---- */
 
@@ -30,6 +31,7 @@ static const struct pk_param svm_param_table[] = {
 	PK_PARAM(struct svm_params, forget_host_vmload, false,
 		 "never VMLOAD the host save area: host FS/GS/KERNEL_GS_BASE/SYSCALL MSRs stay the guest's"),
 	PK_PARAM(struct svm_params, forget_spec_ctrl, false, "never restore the host SPEC_CTRL"),
+	{ }		/* end */
 };
 
 /* ---- MSR permission map (APM 15.11; kernel: svm_msrpm_offset) ---- */
@@ -703,12 +705,27 @@ static const struct kvm_x86_ops svm_x86_ops = {
 	.vcpu_after_set_cpuid = svm_vcpu_after_set_cpuid,
 };
 
-const struct kvm_x86_init_ops svm_init_ops = {
+static const struct kvm_x86_init_ops svm_init_ops = {
 	.hardware_setup = svm_hardware_setup,
 	.runtime_ops = &svm_x86_ops,
 	.global_size = sizeof(struct svm_global),
 	.module = "kvm_amd",
-	.params = svm_param_table,
-	.nr_params = ARRAY_SIZE(svm_param_table),
 	.params_offset = offsetof(struct svm_global, params),
 };
+
+/* svm_init(): the vendor setup, then kvm_init() for the generic part (upstream keeps
+ * SVM's ops table and module_init at the end of svm.c; there is no svm/main.c). */
+static int svm_init(struct pk_machine *m, const char *params)
+{
+	int r = kvm_x86_vendor_init(m, &svm_init_ops, params);
+
+	return r ? r : kvm_init(m);
+}
+
+static struct pk_module svm_module = {
+	.name = "kvm_amd",
+	.alias = "svm",
+	.kp = svm_param_table,
+	.init = svm_init,
+};
+module_init(svm_module);
