@@ -241,6 +241,15 @@ static void svm_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
 	svm->guest_state_loaded = true;
 }
 
+/*
+ * Upstream: only the flag. Host state comes back through the VMLOAD after every #VMEXIT
+ * and TSC_AUX on return to user mode; the older schemes below add their own work.
+ */
+static void svm_prepare_host_switch(struct kvm_vcpu *vcpu)
+{
+	to_svm(vcpu)->guest_state_loaded = false;
+}
+
 static void svm_vcpu_put(struct kvm_vcpu *vcpu)
 {
 	struct vcpu_svm *svm = to_svm(vcpu);
@@ -260,7 +269,7 @@ static void svm_vcpu_put(struct kvm_vcpu *vcpu)
 	}
 	if (!svm_param()->tsc_aux_user_return && svm_global()->tsc_aux_uret_slot >= 0)
 		wrmsrl(MSR_TSC_AUX, h->tsc_aux);
-	svm->guest_state_loaded = false;
+	svm_prepare_host_switch(vcpu);
 }
 
 /* ---- registers and segments ---- */
@@ -537,6 +546,14 @@ static void svm_restore_host_gs_before_stgi(struct vcpu_svm *svm)
 		pk_vmload(__pa(&svm_global()->svm_data[this_cpu()->id]->save_area));
 }
 
+/* The guest runs between guest_state_enter_irqoff() and guest_state_exit_irqoff()
+ * upstream (context tracking, not modelled); __svm_vcpu_run is the vmenter path. */
+static void svm_vcpu_enter_exit(struct kvm_vcpu *vcpu, bool spec_ctrl_intercepted)
+{
+	__svm_vcpu_run(to_svm(vcpu), spec_ctrl_intercepted);
+	pk_observe_ret(this_cpu());		/* __svm_vcpu_run's RET */
+}
+
 static fastpath_t svm_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 {
 	struct vcpu_svm *svm = to_svm(vcpu);
@@ -551,8 +568,7 @@ static fastpath_t svm_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 	pk_clgi();
 	if (!svm_param()->spec_ctrl_in_vmenter)
 		svm_spec_ctrl_set_guest(svm);
-	__svm_vcpu_run(svm, spec_ctrl_intercepted);
-	pk_observe_ret(this_cpu());		/* __svm_vcpu_run's RET */
+	svm_vcpu_enter_exit(vcpu, spec_ctrl_intercepted);
 	if (!svm_param()->spec_ctrl_in_vmenter)
 		svm_spec_ctrl_restore_host(svm, spec_ctrl_intercepted);
 	svm_restore_host_gs_before_stgi(svm);

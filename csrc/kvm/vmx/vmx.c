@@ -351,6 +351,32 @@ static int vmx_set_guest_uret_msr(struct vcpu_vmx *vmx, struct vmx_uret_msr *msr
 
 /* ---- the host-state switch ---- */
 
+/*
+ * The host FS/GS selectors and bases VM-exit will load, written only when they changed
+ * since the last write to this VMCS. A selector with RPL or TI bits cannot be a VMCS host
+ * selector: the VMCS gets 0 and the cache keeps the real one for vcpu_put to reload.
+ */
+void vmx_set_host_fs_gs(struct vmcs_host_state *host, u16 fs_sel, u16 gs_sel,
+			u64 fs_base, u64 gs_base)
+{
+	if (unlikely(fs_sel != host->fs_sel)) {
+		vmcs_write16(HOST_FS_SELECTOR, (fs_sel & 7) ? 0 : fs_sel);
+		host->fs_sel = fs_sel;
+	}
+	if (unlikely(gs_sel != host->gs_sel)) {
+		vmcs_write16(HOST_GS_SELECTOR, (gs_sel & 7) ? 0 : gs_sel);
+		host->gs_sel = gs_sel;
+	}
+	if (unlikely(fs_base != host->fs_base) && !vmx_param()->forget_host_fs_base) {
+		vmcs_writel(HOST_FS_BASE, fs_base);
+		host->fs_base = fs_base;
+	}
+	if (unlikely(gs_base != host->gs_base) && !vmx_param()->forget_host_gs_base) {
+		vmcs_writel(HOST_GS_BASE, gs_base);
+		host->gs_base = gs_base;
+	}
+}
+
 void vmx_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
@@ -387,26 +413,7 @@ void vmx_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
 	/* The guest's KERNEL_GS_BASE goes into hardware now; VM-exit does not touch it. */
 	wrmsrl(MSR_KERNEL_GS_BASE, vmx->msr_guest_kernel_gs_base);
 
-	/*
-	 * vmx_set_host_fs_gs(): a selector with RPL or TI bits cannot be a VMCS host
-	 * selector, so the VMCS gets 0 and the cache keeps the real one for put to reload.
-	 */
-	if (fs_sel != host_state->fs_sel) {
-		vmcs_write16(HOST_FS_SELECTOR, (fs_sel & 7) ? 0 : fs_sel);
-		host_state->fs_sel = fs_sel;
-	}
-	if (gs_sel != host_state->gs_sel) {
-		vmcs_write16(HOST_GS_SELECTOR, (gs_sel & 7) ? 0 : gs_sel);
-		host_state->gs_sel = gs_sel;
-	}
-	if (fs_base != host_state->fs_base && !vmx_param()->forget_host_fs_base) {
-		vmcs_writel(HOST_FS_BASE, fs_base);
-		host_state->fs_base = fs_base;
-	}
-	if (gs_base != host_state->gs_base && !vmx_param()->forget_host_gs_base) {
-		vmcs_writel(HOST_GS_BASE, gs_base);
-		host_state->gs_base = gs_base;
-	}
+	vmx_set_host_fs_gs(host_state, fs_sel, gs_sel, fs_base, gs_base);
 	vmx->guest_state_loaded = true;
 }
 
@@ -438,8 +445,10 @@ static void vmx_prepare_switch_to_host(struct vcpu_vmx *vmx)
 		loadsegment(VCPU_SREG_ES, host_state->es_sel);
 	}
 	/*
-	 * VM-exit left TR's limit at 0x67: invalidate_tss_limit() + the GDT reload make the
-	 * next IO-bitmap user fault in a full reload (kernel: load_fixmap_gdt()).
+	 * invalidate_tss_limit() comes here upstream: VM-exit left TR's limit at 0x67, and a
+	 * task with an I/O bitmap (TIF_IO_BITMAP) gets TR reloaded (force_reload_TR), the
+	 * others only have the TSS's I/O bitmap marked invalid. The VMM threads modelled have
+	 * no I/O bitmap, so that is a per-cpu store touching no switched state: not modelled.
 	 */
 	if (!vmx_param()->forget_kernel_gs_base)
 		wrmsrl(MSR_KERNEL_GS_BASE, vmx->msr_host_kernel_gs_base);
@@ -827,6 +836,19 @@ static fastpath_t vmx_exit_handlers_fastpath(struct kvm_vcpu *vcpu)
 	}
 }
 
+/* How __vmx_vcpu_run enters (VMRESUME or VMLAUNCH) and whether it saves the guest's
+ * SPEC_CTRL after exit (only when the guest may write it without a VM-exit). */
+unsigned int __vmx_vcpu_run_flags(struct vcpu_vmx *vmx)
+{
+	unsigned int flags = 0;
+
+	if (vmx->loaded_vmcs->launched)
+		flags |= VMX_RUN_VMRESUME;
+	if (!vmx_msr_write_intercepted(vmx, MSR_IA32_SPEC_CTRL))
+		flags |= VMX_RUN_SAVE_SPEC_CTRL;
+	return flags;
+}
+
 static void vmx_vcpu_enter_exit(struct kvm_vcpu *vcpu, unsigned int flags)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
@@ -849,7 +871,6 @@ fastpath_t vmx_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
 	struct vmcs_host_state *hs = &vmx->loaded_vmcs->host_state;
-	unsigned int flags = 0;
 	u64 cr3, cr4;
 
 	if (vcpu->arch.regs_dirty & BIT(VCPU_REGS_RSP))
@@ -873,11 +894,7 @@ fastpath_t vmx_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 		hs->cr4 = cr4;
 	}
 
-	if (vmx->loaded_vmcs->launched)
-		flags |= VMX_RUN_VMRESUME;
-	if (!vmx_msr_write_intercepted(vmx, MSR_IA32_SPEC_CTRL))
-		flags |= VMX_RUN_SAVE_SPEC_CTRL;
-	vmx_vcpu_enter_exit(vcpu, flags);
+	vmx_vcpu_enter_exit(vcpu, __vmx_vcpu_run_flags(vmx));
 
 	if (unlikely(vmx->fail) || (vmx->exit_reason & VMX_EXIT_REASONS_FAILED_VMENTRY))
 		return EXIT_FASTPATH_NONE;
