@@ -10,6 +10,7 @@
 #include "x86.h"
 #include "pykvm/events.h"
 #include "pykvm/module.h"
+#include "pykvm/printk.h"
 
 int kvm_arch_enable_virtualization_cpu(void);
 void kvm_arch_disable_virtualization_cpu(void);

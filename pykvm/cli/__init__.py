@@ -43,10 +43,8 @@ def build_parser():
 
 def _configure_logging(debug):
     import logging
-
-    import structlog
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(
-        logging.DEBUG if debug else logging.WARNING))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(name)s: %(message)s")
 
 
 def main(argv=None):
