@@ -5,6 +5,7 @@
  * context switch of FS/GS bases (arch/x86/kernel/process_64.c), tasks on CPUs.
  */
 #include "pykvm/events.h"
+#include "pykvm/module.h"
 
 /* Canonical kernel addresses, shaped like Linux's, distinct per CPU. */
 #define HOST_PER_CPU_BASE	0xffff88807fc00000ULL
@@ -83,7 +84,15 @@ static const struct pk_param host_param_table[] = {
 	PK_PARAM(struct pk_host_params, mds, true,
 		 "MDS mitigation on affected CPUs (mds=full, v5.2+): VERW before returning to user "
 		 "mode (and before VM-entry, in KVM)"),
+	{ }		/* end */
 };
+
+/* Built-in parameters of the host kernel (the boot command line's kernel.*): no init. */
+static struct pk_module kernel_module = {
+	.name = "kernel",
+	.kp = host_param_table,
+};
+module_init(kernel_module);
 
 bool pk_host_kernel_ibrs(const struct pk_machine *m)
 {
@@ -107,12 +116,6 @@ bool pk_host_mds_clear(const struct pk_machine *m)
 u64 pk_host_kernel_spec_ctrl(const struct pk_machine *m)
 {
 	return m->host.spec_ctrl | (pk_host_kernel_ibrs(m) ? SPEC_CTRL_IBRS : 0);
-}
-
-const struct pk_param *pk_host_params(int *n)
-{
-	*n = ARRAY_SIZE(host_param_table);
-	return host_param_table;
 }
 
 /*
@@ -159,7 +162,7 @@ void pk_host_init(struct pk_machine *m)
 	struct pk_host *h = &m->host;
 	bool intel = m->model.vendor == PK_VENDOR_INTEL;
 
-	pk_params_init(&h->params, host_param_table, ARRAY_SIZE(host_param_table));
+	pk_params_init(&h->params, host_param_table, ARRAY_SIZE(host_param_table) - 1);
 	m->nmi_handler = pk_host_nmi;
 	h->idt_base = HOST_IDT_BASE;
 	h->efer = EFER_SCE | EFER_LME | EFER_LMA | EFER_NX;

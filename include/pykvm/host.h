@@ -21,7 +21,6 @@
 #define __TSS_SEL	(GDT_ENTRY_TSS * 8)
 
 void pk_host_init(struct pk_machine *m);
-const struct pk_param *pk_host_params(int *n);
 /* Mitigations the host kernel applies: its parameter and the CPU's bug or feature. */
 bool pk_host_kernel_ibrs(const struct pk_machine *m);	/* X86_FEATURE_KERNEL_IBRS */
 bool pk_host_pti(const struct pk_machine *m);		/* X86_FEATURE_PTI */
