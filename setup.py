@@ -12,7 +12,7 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     packages=find_packages(include=["pykvm", "pykvm.*"]),
-    package_data={"pykvm": ["profiles/*.toml"]},
+    package_data={"pykvm": ["profiles/*.toml", "validation/*.toml"]},
     setup_requires=["cffi>=1.16"],
     cffi_modules=CFFI_MODULES,
     install_requires=[
