@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Subcommands, in the order `pykvm --help` lists them: the main job first.
-COMMANDS = ("study", "check", "replay", "conform", "run", "validate")
+COMMANDS = ("study", "check", "replay", "conform", "run", "validate", "profile")
 
 EXIT_PASS, EXIT_FINDING, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 

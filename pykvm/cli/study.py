@@ -152,13 +152,14 @@ def run(args, verdict_fn=None):
 
 
 def _print_estimates(console, rows):
-    seen = {}
+    seen, rep = {}, {}
     for r in rows:
         seen.setdefault(r.profile, set()).update(r.estimates)
+        rep.setdefault(r.profile, r)
     for name, keys in seen.items():
         if not keys:
             continue
-        p = P.load_profile(name)
+        p = _study.profile_of(rep[name])
         console.print(f"[bold]{name}[/] figures these rows use that rest on estimates "
                       f"(reasoning in {p.path}): " + ", ".join(
                           f"{k}={p.entries[k].cycles}" for k in sorted(keys)))
