@@ -707,44 +707,43 @@ def _identifiability(A, tol=1e-9):
     return rank, ident, list(groups.values())
 
 
-def _nnls(A, b, sigma, prior, scale, weak=1e-3):
-    """NNLS of the weighted rows plus a weak pull of each unknown toward its prior (it only
-    decides what the data leave open: directions of A's null space)."""
+def _nnls(A, b, sigma):
+    """Non-negative least squares of the rows weighted by 1/sigma. Unknowns the rows
+    identify come out unique; the others are settled by `_split_groups`."""
     from scipy.optimize import nnls
-    W = A / sigma[:, None]
-    y = b / sigma
-    P = np.diag(weak / scale)
-    Aa = np.vstack([W, P])
-    ya = np.concatenate([y, weak * prior / scale])
-    x, _ = nnls(Aa, ya, maxiter=50 * Aa.shape[1])
+    x, _ = nnls(A / sigma[:, None], b / sigma, maxiter=50 * A.shape[1])
     return x
 
 
-def _split_groups(A, b, sigma, x, ident, x0, weak=1e-2):
-    """The unknowns the data identify only in combination: keep the combinations the
-    data fix, and otherwise stay as close as possible to the base profile in ratio (each
-    x_j = x0_j * exp(t_j), the t_j as small as the data allow): members that always
-    occur together scale together. Identified unknowns keep their NNLS values."""
+def _split_groups(A, b, sigma, x, ident, x0):
+    """The unknowns the rows identify only in combination: the closest figures to the
+    base profile's (least relative entropy) that fit the rows, which has the form
+    x_j = x0_j * exp(sum_i lambda_i A_ij): unknowns that occur together in a row scale
+    together, in the base's proportions. Identified unknowns keep their NNLS values."""
     from scipy.optimize import least_squares
     js = [j for j in range(len(x)) if not ident[j] and x0[j] > 0]
     if not js:
         return x
     fixed = x.copy()
     fixed[js] = 0.0
-    rest = b - A @ fixed
-    Ag = A[:, js] / sigma[:, None]
-    yg = rest / sigma
-    lx0 = np.log(x0[js])
+    rows = np.nonzero(np.any(A[:, js] != 0, axis=1))[0]
+    Ag = A[np.ix_(rows, js)]
+    rest = (b - A @ fixed)[rows]
+    sg = sigma[rows]
+    x0g = x0[js]
 
-    def resid(t):
-        return np.concatenate([Ag @ np.exp(lx0 + t) - yg, weak * t])
-    t = least_squares(resid, np.zeros(len(js)), method="trf").x
+    def xg(lam):
+        return x0g * np.exp(np.clip(Ag.T @ lam, -60.0, 60.0))
+
+    def resid(lam):
+        return np.concatenate([(Ag @ xg(lam) - rest) / sg, 1e-6 * lam])
+    lam = least_squares(resid, np.zeros(len(rows)), method="trf").x
     out = x.copy()
-    out[js] = x0[js] * np.exp(t)
+    out[js] = xg(lam)
     return out
 
 
-def solve(eqs, prior=None, bootstrap=None, rng=None):
+def solve(eqs, prior=None, bootstrap=None):
     """Solve `eqs` ([Equation]) for their unknowns: NNLS (scipy.optimize.nnls) for what
     they identify; what they identify only in combination is split in the proportions of
     `prior` ({column: cycles}, the base profile; `_split_groups`). `bootstrap`: resampled
@@ -758,14 +757,11 @@ def solve(eqs, prior=None, bootstrap=None, rng=None):
             A[i, ci[c]] = v
     b = np.array([e.value for e in eqs])
     sigma = np.array([e.sigma for e in eqs])
-    known = [v for v in prior.values() if v > 0]
-    typical = float(np.median(known)) if known else float(np.median(np.abs(b)) or 1.0)
     x0 = np.array([float(prior.get(c, 0.0)) for c in cols])
-    scale = np.where(x0 > 0, x0, typical)
     rank, ident, groups = _identifiability(A / sigma[:, None])
-    x = _split_groups(A, b, sigma, _nnls(A, b, sigma, x0, scale), ident, x0)
+    x = _split_groups(A, b, sigma, _nnls(A, b, sigma), ident, x0)
     # Non-negativity binding an identified unknown: its unconstrained estimate is < 0.
-    bound = [cols[j] for j in range(len(cols)) if ident[j] and x[j] == 0.0 and x0[j] != 0]
+    bound = [cols[j] for j in range(len(cols)) if ident[j] and x[j] == 0.0]
     fit = A @ x
     sol = Solution(columns=cols, values={c: float(x[ci[c]]) for c in cols},
                    identified={c: ident[ci[c]] for c in cols},
@@ -774,7 +770,7 @@ def solve(eqs, prior=None, bootstrap=None, rng=None):
                               for i, e in enumerate(eqs)})
     if bootstrap:
         xs = np.array([_split_groups(A, np.asarray(bb), sigma,
-                                     _nnls(A, np.asarray(bb), sigma, x0, scale), ident, x0)
+                                     _nnls(A, np.asarray(bb), sigma), ident, x0)
                        for bb in bootstrap])
         lo, hi = np.percentile(xs, [5, 95], axis=0)
         sol.interval = {c: (float(lo[ci[c]]), float(hi[ci[c]])) for c in cols}
