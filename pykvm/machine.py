@@ -10,17 +10,16 @@
 """
 import mmap
 
-import structlog
-
 from . import exits as X
 from ._lib import MSR_SLOTS, OPS, PATHS, ensure, ffi, lib
 from .errors import InvalidConfiguration, InvalidMemory, InvalidMsr
+from .log import get_logger
 from .regs import Regs, Segment, DTable, Sregs
 from .vcpu_base import VcpuBase, answer_bytes
 from .params import resolve as resolve_params
 from .vendors import get_vendor
 
-log = structlog.get_logger("pykvm")
+log = get_logger("pykvm")
 
 PAGE_SIZE = 4096
 MAX_CPUS = 8
@@ -75,6 +74,12 @@ class Machine:
         if profile is not None:
             self.set_profile(profile)
         log.debug("machine", cpus=cpus, vendor=vendor, cpu_model=name)
+
+    @staticmethod
+    def kvm(**kw):
+        """The host's /dev/kvm, with the same VM/vCPU API (pykvm.devkvm.KvmMachine)."""
+        from .devkvm import KvmMachine
+        return KvmMachine(**kw)
 
     def create_vm(self):
         return Vm(self)

@@ -6,13 +6,13 @@ import errno
 import os
 from dataclasses import dataclass
 
-import structlog
 
 from pykvm.errors import KvmIoctlError, KvmUnavailable
+from pykvm.log import get_logger
 from pykvm.devkvm import uapi
 from pykvm.devkvm._native import ioctl
 
-log = structlog.get_logger("pykvm.devkvm")
+log = get_logger("pykvm.devkvm")
 
 KVM_PATH = "/dev/kvm"
 # The vendor modules that can back /dev/kvm; with several loaded, the first one wins
