@@ -231,3 +231,19 @@ def test_cli_refuses_a_bad_file_with_status_2(tmp_path, capsys):
     assert main(["validate", "--file", str(_write(tmp_path, "[stuff]\n"))]) == 2
     assert "unknown table" in capsys.readouterr().err
     assert main(["validate", "--entry", "no_such_entry"]) == 2
+
+
+def test_a_need_is_met_once_the_recipe_runs_in_this_pykvm(tmp_path):
+    ok = ('needs = "a pio workload"\nworkload = "pio"\nvariant = "vmx:upstream"\n'
+          'profile = "skylake-sp"\nmisses = "x"')
+    missing = ok.replace('workload = "pio"', 'workload = "no-such-workload"')
+    bad_preset = ok.replace('"vmx:upstream"', '"vmx:v1.0"')
+    es = V.load_entries(_write(tmp_path, entry_text("met", recipe=ok) +
+                               entry_text("unmet", recipe=missing) +
+                               entry_text("era", recipe=bad_preset)))
+    met, unmet, era = V.validate(es).results
+    assert met.predicted_ok and met.predicted == pytest.approx(
+        study.measure("vmx:upstream", "pio", "skylake-sp").cycles)
+    assert not unmet.predicted_ok and unmet.needs == "a pio workload"
+    assert not era.predicted_ok
+    assert V.unmet_need(es[2].recipe) == "a pio workload"

@@ -36,7 +36,7 @@ from ..errors import InvalidConfiguration
 
 __all__ = ["ValidationEntry", "Recipe", "Result", "Report", "ValidationDataError",
            "DATA_FILE", "TOLERANCE", "MEDIAN_GOAL", "load_entries", "validate", "predict",
-           "provenance_overlaps", "entry_identifiers"]
+           "provenance_overlaps", "entry_identifiers", "unmet_need"]
 
 DATA_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "published.toml")
 TOLERANCE = 0.25          # the issue's goal: every entry within 25% ...
@@ -59,7 +59,10 @@ class ValidationDataError(InvalidConfiguration):
 
 @dataclass(frozen=True)
 class Recipe:
-    """How the model predicts an entry. `needs` (non-empty) means it cannot yet."""
+    """How the model predicts an entry. `needs` says what the model lacked when the entry
+    was written; with a complete recipe beside it (workload, variants, profile), the entry
+    is predicted as soon as that workload and those presets and parameters exist in the
+    installed pykvm (`unmet_need`)."""
     workload: str | None = None
     variant: str | None = None          # absolute entries
     before: str | None = None           # delta entries: prediction = before - after
@@ -201,7 +204,7 @@ def _recipe(raw, kind, fail):
                before=raw.get("before"), after=raw.get("after"), profile=raw.get("profile"),
                paths=tuple(paths), assumes=raw.get("assumes", ""),
                misses=raw.get("misses", ""), needs=raw.get("needs", "").strip())
-    if r.needs:
+    if r.needs and not r.workload:
         return r
     if not r.workload or not r.profile:
         fail("[predict]: a recipe needs workload and profile (or needs = \"...\")")
@@ -216,6 +219,38 @@ def _recipe(raw, kind, fail):
 
 
 # ---- predicting ---------------------------------------------------------------------
+
+def unmet_need(recipe):
+    """"" if this pykvm can run the recipe, else what it lacks (the recipe's `needs`, or
+    why its workload, variants or profile do not resolve)."""
+    if not recipe.workload:
+        return recipe.needs or "a recipe"
+    from .. import workloads as W
+    from ..profiles import ProfileError, load_profile
+    from ..study import Variant
+    from ..vendors import get_vendor
+    why = []
+    if recipe.workload not in W.names():
+        why.append(f"workload {recipe.workload!r}")
+    for spec in (recipe.variant, recipe.before, recipe.after):
+        if not spec:
+            continue
+        try:
+            v = Variant.parse(spec)
+            presets = getattr(get_vendor(v.vendor), "presets", {}) or {}
+            if v.preset is not None and v.preset not in presets:
+                why.append(f"preset {v.vendor}:{v.preset}")
+            if v.cpu_model and v.cpu_model not in get_vendor(v.vendor).cpu_models:
+                why.append(f"CPU model {v.cpu_model}")
+        except InvalidConfiguration as e:
+            why.append(f"variant {spec} ({e})")
+    try:
+        load_profile(recipe.profile)
+    except ProfileError:
+        why.append(f"profile {recipe.profile}")
+    if not why:
+        return ""
+    return recipe.needs or f"{', '.join(why)}, not in this pykvm"
 
 @dataclass
 class Result:
@@ -339,6 +374,7 @@ def predict(entry, profile_override=(), cache=None):
                  published=entry.figure_cycles, unit="cycles", workload=rc.workload or "",
                  paths=rc.paths, assumes=rc.assumes, misses=rc.misses, needs=rc.needs,
                  source=entry.source, measured=entry.measured)
+    res.needs = unmet_need(rc)
     if res.published is None:
         res.published = float(entry.figure)
         res.unit = entry.unit
