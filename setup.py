@@ -21,6 +21,8 @@ setup(
         "structlog>=24",     # structured logs
         "rich>=13",          # terminal tables and progress bars
         "matplotlib>=3.8",   # plots as PNG
+        "numpy>=1.26",       # profile measure: samples, medians, the design matrix
+        "scipy>=1.11",       # profile measure: NNLS (optimize.nnls), Theil-Sen TSC fit
     ],
     extras_require={
         "test": [
