@@ -37,6 +37,22 @@ from .errors import (GuestAssertion, InvalidConfiguration, InvalidMemory, Invali
                      KvmIoctlError, KvmUnavailable, PykvmError, UnknownVendor)
 from .machine import Machine, Vcpu, Vm
 
+# Subpackages loaded on first use, so that `pykvm.devkvm.KvmMachine` or
+# `pykvm.study.run_study` work after a bare `import pykvm` without paying for them at import.
+_LAZY = ("check", "conform", "devkvm", "oracle", "params", "profiles", "study", "vendors",
+         "workloads")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 __version__ = "0.1.0"
 __all__ = ["Machine", "Vm", "Vcpu", "exits", "guest", "regs", "PykvmError", "InvalidMsr",
            "InvalidConfiguration", "InvalidMemory", "UnknownVendor", "KvmIoctlError",

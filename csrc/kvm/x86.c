@@ -14,7 +14,7 @@
 static const struct pk_param kvm_param_table[] = {
 	PK_PARAM(struct kvm_params, uret_irqs_off, true,
 		 "kvm_set_user_return_msr() writes the MSR and records it with IRQs off, so a "
-		 "virtualization-disable IPI cannot fall in between (WORLD-SWITCH.md 7.3)"),
+		 "virtualization-disable IPI cannot fall in between (docs/world-switch.md, bug 3)"),
 	PK_PARAM(struct kvm_params, forget_star, false, "never restore the host STAR"),
 	PK_PARAM(struct kvm_params, forget_lstar, false, "never restore the host LSTAR"),
 	PK_PARAM(struct kvm_params, forget_syscall_mask, false, "never restore the host SYSCALL_MASK"),

@@ -11,17 +11,32 @@ import importlib
 import sys
 
 # Subcommands, in the order `pykvm --help` lists them: the main job first.
-COMMANDS = ("study", "check", "replay", "conform", "run", "validate", "profile")
+COMMANDS = ("study", "check", "replay", "conform", "run", "validate", "profile", "list",
+            "completion")
 
 EXIT_PASS, EXIT_FINDING, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 130, 141
 
 DESCRIPTION = """\
 KVM's x86 world switch, in user space. pykvm mirrors the part of Linux KVM that
 switches host and guest state (MSRs, FS/GS bases, KERNEL_GS_BASE, TSC_AUX, SPEC_CTRL,
-VMCS/VMCB host state) on a simulated x86-64 machine, prices each path in cycles, and
-checks that no host or guest state leaks."""
+VMCS/VMCB host state) on a simulated x86-64 machine, for VMX and SVM in each kernel era
+it models. It prices every path in cycles (study), searches event sequences for host or
+guest state that leaks (check, replay), holds the model and the host's /dev/kvm to the
+guest-visible MSR cases (conform), and runs your own guest code (run). It checks its
+cycles against published measurements (validate) and measures this host's costs through
+/dev/kvm into a profile (profile measure)."""
 
 EPILOG = """\
+examples:
+  pykvm study                                   cycles per event and a verdict, every era
+  pykvm study --compare svm:upstream svm:v5.10  two variants side by side
+  pykvm check --vendor vmx --param kvm.forget_lstar=1
+  pykvm replay pykvm-violation.json
+  pykvm conform --kvm
+  pykvm run code.bin
+  pykvm list params --vendor svm                what --param takes, with upstream values
+  pykvm COMMAND --help                          each command's options and examples
+
 exit status: 0 pass, 1 a finding (a leak, a model failure, a guest that died),
 2 bad usage or input, 130 interrupted (Ctrl-C), 141 output pipe closed."""
 

@@ -59,11 +59,15 @@ def vendor_modules(sys_module=_SYS_MODULE):
 class KvmMachine:
     """The host's real KVM, opened from /dev/kvm.
 
+    >>> from pykvm import guest
+    >>> image = guest.program(lambda a: (a.sync(), a.done()))
     >>> with KvmMachine() as m:
     ...     vm = m.create_vm()
     ...     vcpu = vm.create_vcpu()
     ...     vcpu.load(image)
     ...     exit = vcpu.run()
+    >>> exit.port == guest.UCALL_PORT
+    True
 
     Closing the machine closes every VM (and vCPU, and mapping) created from it.
     """

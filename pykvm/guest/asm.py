@@ -230,7 +230,7 @@ class Asm:
 
     >>> a = Asm(0x10000)
     >>> top = a.here("top")
-    >>> a.out(0xE1, "al"); a.jmp(top)
+    >>> _ = a.out(0xE1, "al"), a.jmp(top)
     >>> a.assemble().code.hex()
     'e6e1ebfc'
     """
