@@ -7,9 +7,14 @@ from .. import profiles as P
 
 
 def add_parser(subparsers):
-    p = subparsers.add_parser("profile", help="cost profiles: measure this host's",
-                              description=__doc__)
-    sub = p.add_subparsers(dest="profile_cmd", required=True, metavar="SUBCOMMAND")
+    p = subparsers.add_parser(
+        "profile", help="cost profiles: measure this host's", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  pykvm profile measure --out my-cpu.toml\n"
+               "  pykvm list profiles                            the built-in ones")
+    sub = p.add_subparsers(dest="profile_cmd", required=True, metavar="SUBCOMMAND",
+                           help="measure: this host's profile through /dev/kvm")
     m = sub.add_parser(
         "measure", help="guest micro-benchmarks on /dev/kvm solved into a profile",
         description=M.__doc__.split("\n\n")[0],
