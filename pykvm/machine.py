@@ -394,6 +394,22 @@ class Vcpu(VcpuBase):
         self._pending = ex
         return ex, bool(flag[0])
 
+    def run_rescheduled(self, by="task", max_insns=DEFAULT_RUN_BUDGET):
+        """KVM_RUN during which another task becomes runnable on the vCPU thread's pCPU
+        (woken by an interrupt while the guest runs): the thread yields to it at its first
+        reschedule point, after an exit handled in the kernel, with the guest state
+        loaded. by="task": the pCPU's user process, which returns to user mode; by=
+        "kthread": a kernel worker, which does not. Returns (exit, preempted?)."""
+        if by not in ("task", "kthread"):
+            raise InvalidConfiguration(f"by must be 'task' or 'kthread', got {by!r}")
+        self._complete_pending()
+        flag = ffi.new("bool *")
+        ensure(lib.pk_vcpu_run_rescheduled(self._vcpu, max_insns or 0, by == "kthread",
+                                           flag), "KVM_RUN")
+        ex = self._decode_exit()
+        self._pending = ex
+        return ex, bool(flag[0])
+
     def return_to_user(self):
         """Finish a run(return_to_user=False): the thread reaches user mode."""
         ensure(lib.pk_vcpu_return_to_user(self._vcpu), "returning to user mode")
@@ -431,6 +447,12 @@ class Vcpu(VcpuBase):
         if not isinstance(period_ns, int) or not 0 <= period_ns < 2**63:
             raise InvalidConfiguration(f"period_ns must be an int >= 0, got {period_ns!r}")
         ensure(lib.pk_vcpu_kick_every(self._vcpu, period_ns), "kicking the vCPU")
+
+    def kick_after(self, ns):
+        """One such kick, `ns` from now by this vCPU's pCPU clock (replaces kick_every)."""
+        if not isinstance(ns, int) or not 0 <= ns < 2**63:
+            raise InvalidConfiguration(f"ns must be an int >= 0, got {ns!r}")
+        ensure(lib.pk_vcpu_kick_after(self._vcpu, ns), "kicking the vCPU")
 
     @property
     def halt_poll_ns(self):

@@ -270,9 +270,9 @@ def _overcommit(s, n, extra=True):
     preempted = 0
     for _ in range(n):
         if extra:
-            # From the 2nd host instruction on: past the completion of the last OUT, so
-            # the preemption finds the guest state loaded (after the CPUID exit).
-            ex, hit = s.vcpu.run_preempted(2)
+            # The other task is woken while the guest runs; the vCPU thread yields to it
+            # at the reschedule point after the CPUID exit, with the guest state loaded.
+            ex, hit = s.vcpu.run_rescheduled(by="task")
             preempted += hit
         else:
             ex = s.vcpu.run()
@@ -297,7 +297,7 @@ def _kthread(s, n, extra=True):
     preempted = 0
     for _ in range(n):
         if extra:
-            ex, hit = s.vcpu.run_preempted(2, by="kthread")
+            ex, hit = s.vcpu.run_rescheduled(by="kthread")
             preempted += hit
         else:
             ex = s.vcpu.run()
@@ -522,7 +522,7 @@ host state (kvm_amd.vmsave_host_state, host_gs_wrgsbase, kernel.vmm_32bit_gs).""
 forget_host_tr_base and forget_host_sysenter_esp are what a bug there looks like)."""),
     _w("kthread", "a kernel thread preempts the vCPU thread inside every KVM_RUN",
        "preemptions", "extra", ["preemptions", "kvm_preemptions", "userspace_exits"],
-       _loop(_cpuid_out), _kthread, needs=("run_kthread",),
+       _loop(_cpuid_out), _kthread,
        doc="""The vCPU thread preempted, with the guest state loaded, by a kernel thread
 (a kworker running a work item), which never returns to user mode: vcpu_put and
 vcpu_load still run (kvm_sched_out/in), but the user-return MSRs stay the guest's, so

@@ -150,6 +150,14 @@ static void run_inline(struct pk_machine *m, u32 cpu, int id, int me)
 		}
 		return;
 	}
+	if (!t->is_kthread) {
+		/*
+		 * A user task: it returns to user mode (the user-return notifiers run), runs
+		 * there and sleeps in its next system call.
+		 */
+		pk_exit_to_user_mode();
+		pk_enter_kernel();
+	}
 	/* A kworker: its work item runs (nothing the switch sees), then it sleeps. */
 	t->state = TASK_INTERRUPTIBLE;
 }
@@ -199,6 +207,46 @@ void pk_host_kthread_preempt(struct pk_cpu *cpu)
 		schedule();
 	}
 	pk_this_cpu = saved;
+}
+
+/*
+ * The task that will preempt whatever runs on `cpu` at its next reschedule point: the
+ * CPU's own user process or its kernel worker, made runnable (TIF_NEED_RESCHED set).
+ */
+int pk_host_queue_preemptor(struct pk_machine *m, u32 cpu, bool kthread)
+{
+	struct pk_cpu *saved = pk_this_cpu;
+	int id = kthread ? pk_host_kworker(m, cpu) : (int)cpu;	/* pk_host_init's order */
+
+	if (id < 0 || m->host.current[cpu] == id)
+		return -1;
+	pk_this_cpu = &m->cpu[cpu];
+	task(m, id)->state = TASK_INTERRUPTIBLE;
+	wake_up_process(id);
+	pk_this_cpu = saved;
+	return id;
+}
+
+/* Take back a preemptor that never got the CPU; true if it had run. */
+bool pk_host_unqueue_preemptor(struct pk_machine *m, u32 cpu, int id)
+{
+	struct pk_host *h = &m->host;
+	bool queued = false;
+
+	for (u32 i = 0; i < h->rq_nr[cpu]; i++) {
+		if (h->rq[cpu][i] != id)
+			continue;
+		for (u32 j = i + 1; j < h->rq_nr[cpu]; j++)
+			h->rq[cpu][j - 1] = h->rq[cpu][j];
+		h->rq_nr[cpu]--;
+		queued = true;
+		break;
+	}
+	if (queued) {
+		task(m, id)->state = TASK_INTERRUPTIBLE;
+		h->need_resched[cpu] = h->rq_nr[cpu] != 0;
+	}
+	return !queued;
 }
 
 int pk_host_run_kthread(struct pk_machine *m, u32 cpu)

@@ -22,22 +22,20 @@ int kvm_vcpu_ioctl_set_cpuid2(struct kvm_vcpu *vcpu, const struct kvm_cpuid_entr
 /* ---- module parameters (kvm.*, those of kvm_main.c: halt polling) ---- */
 
 /*
- * Upstream defaults (virt/kvm/kvm_main.c; KVM_HALT_POLL_NS_DEFAULT is 200000 on x86,
- * arch/x86/include/asm/kvm_host.h). halt_poll_ns_shrink was 0 ("resets") until upstream
- * made it 2 ("Default halves per-vcpu halt_poll_ns").
+ * kvm.halt_poll_ns: upstream's default is KVM_HALT_POLL_NS_DEFAULT, 200000 on x86
+ * (arch/x86/include/asm/kvm_host.h). Its companions halt_poll_ns_grow (2),
+ * halt_poll_ns_grow_start (10000) and halt_poll_ns_shrink (2 upstream since it stopped
+ * defaulting to 0) are kept at upstream's values below: they decide how fast a vCPU's
+ * window adapts, which a steady workload does not see.
  */
 static const struct pk_param kvm_main_param_table[] = {
 	PK_PARAM_UINT(struct kvm_params, halt_poll_ns, 200000,
 		      "the longest a halted vCPU polls for a wake-up before it schedules out "
 		      "(ns); 0: never poll, every halt puts the vCPU and idles the CPU"),
-	PK_PARAM_UINT(struct kvm_params, halt_poll_ns_grow, 2,
-		      "factor a vCPU's polling window grows by after a short halt; 0: never grows"),
-	PK_PARAM_UINT(struct kvm_params, halt_poll_ns_grow_start, 10000,
-		      "the polling window a vCPU starts from when it grows (ns)"),
-	PK_PARAM_UINT(struct kvm_params, halt_poll_ns_shrink, 2,
-		      "divisor of a vCPU's polling window after a halt longer than halt_poll_ns; "
-		      "0: reset to 0 (the default before upstream made it 2)"),
 };
+#define HALT_POLL_NS_GROW		2
+#define HALT_POLL_NS_GROW_START		10000	/* 10 us */
+#define HALT_POLL_NS_SHRINK		2
 
 const struct pk_param *pk_kvm_main_params(int *n)
 {
@@ -55,8 +53,8 @@ static const struct kvm_params *kvm_param(void)
 static void grow_halt_poll_ns(struct kvm_vcpu *vcpu)
 {
 	unsigned int val = vcpu->halt_poll_ns;
-	unsigned int grow = kvm_param()->halt_poll_ns_grow;
-	unsigned int grow_start = kvm_param()->halt_poll_ns_grow_start;
+	unsigned int grow = HALT_POLL_NS_GROW;
+	unsigned int grow_start = HALT_POLL_NS_GROW_START;
 
 	if (!grow)
 		return;
@@ -69,14 +67,14 @@ static void grow_halt_poll_ns(struct kvm_vcpu *vcpu)
 static void shrink_halt_poll_ns(struct kvm_vcpu *vcpu)
 {
 	unsigned int val = vcpu->halt_poll_ns;
-	unsigned int shrink = kvm_param()->halt_poll_ns_shrink;
+	unsigned int shrink = HALT_POLL_NS_SHRINK;
 
 	if (shrink == 0)
 		val = 0;
 	else
 		val /= shrink;
 	/* Below the start value polling is not worth it (Sep 2021, S. Senozhatsky). */
-	if (val < kvm_param()->halt_poll_ns_grow_start)
+	if (val < HALT_POLL_NS_GROW_START)
 		val = 0;
 	vcpu->halt_poll_ns = val;
 }
@@ -561,6 +559,29 @@ int pk_vcpu_run_preempted(struct kvm_vcpu *vcpu, u64 max_insns, u32 n, bool *pre
 }
 
 /*
+ * KVM_RUN during which another task becomes runnable on the vCPU thread's pCPU (woken
+ * by an interrupt while the guest ran): the CPU's user process, which returns to user
+ * mode when it runs, or (kthread) its kernel worker, which does not. The vCPU thread
+ * yields at its first reschedule point, xfer_to_guest_mode_handle_work() in vcpu_run
+ * after an exit handled in the kernel, with the guest state loaded. *preempted says
+ * whether it came to that (a run whose first exit goes to userspace never yields).
+ */
+int pk_vcpu_run_rescheduled(struct kvm_vcpu *vcpu, u64 max_insns, bool kthread,
+			    bool *preempted)
+{
+	struct pk_machine *m = vcpu->kvm->m;
+	u32 cpu = m->host.tasks[vcpu->task].cpu;
+	int id = pk_host_queue_preemptor(m, cpu, kthread);
+	int r;
+
+	if (id < 0)
+		return pk_err(-EINVAL, "no task to preempt the vCPU thread on CPU %u", cpu);
+	r = pk_vcpu_run(vcpu, max_insns);
+	*preempted = pk_host_unqueue_preemptor(m, cpu, id);
+	return r;
+}
+
+/*
  * Another vCPU (on another pCPU, not simulated) sends this one a KVM_HC_KICK_CPU every
  * `period_ns` by the clock of the pCPU this vCPU's thread runs on (0: no more kicks). The
  * clock runs only while that pCPU waits, so each halt is woken `period_ns` after it began
@@ -579,6 +600,21 @@ int pk_vcpu_kick_every(struct kvm_vcpu *vcpu, u64 period_ns)
 		hrtimer_start(t, this_cpu()->tsc + vcpu->arch.kick_period);
 	else
 		hrtimer_cancel(t);
+	pk_this_cpu = saved;
+	return 0;
+}
+
+/* One kick of that kind, `ns` from now by the same clock (a checker's wake-up event). */
+int pk_vcpu_kick_after(struct kvm_vcpu *vcpu, u64 ns)
+{
+	struct pk_machine *m = vcpu->kvm->m;
+	struct pk_cpu *saved = pk_this_cpu;
+	struct pk_hrtimer *t = &vcpu->arch.kick_timer;
+
+	pk_this_cpu = &m->cpu[m->host.tasks[vcpu->task].cpu];
+	vcpu->arch.kick_period = 0;
+	t->function = kvm_pv_kick_timer_fn;
+	hrtimer_start(t, this_cpu()->tsc + pk_ns_to_tsc(ns));
 	pk_this_cpu = saved;
 	return 0;
 }

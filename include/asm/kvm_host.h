@@ -250,8 +250,7 @@ struct kvm_params {
 	bool uret_irqs_off;
 	bool forget_star, forget_lstar, forget_syscall_mask, forget_efer,
 	     forget_tsc_aux, forget_tsx_ctrl;
-	unsigned int halt_poll_ns, halt_poll_ns_grow, halt_poll_ns_grow_start,
-		     halt_poll_ns_shrink;
+	unsigned int halt_poll_ns;
 };
 
 /* x86.c's file-scope and per-CPU state, one per machine (allocated in kmem). */

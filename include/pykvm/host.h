@@ -71,6 +71,9 @@ bool wake_up_process(int task);
 void schedule(void);
 /* A kernel worker preempts the task running on `cpu`, with no return to user mode. */
 void pk_host_kthread_preempt(struct pk_cpu *cpu);
+/* Make the CPU's user process or its kworker runnable: it preempts at the next reschedule. */
+int pk_host_queue_preemptor(struct pk_machine *m, u32 cpu, bool kthread);
+bool pk_host_unqueue_preemptor(struct pk_machine *m, u32 cpu, int id);
 /* cffi:begin */
 /*
  * A kernel thread (a kworker) is woken on `cpu`, preempts the task running there and
