@@ -137,24 +137,15 @@ static int apply_one(const struct pk_param_module *mods, int nr_mods, char *item
 		*eq = 0;
 	dot = strchr(name, '.');
 	if (dot) {
-		const struct pk_param_module *first = NULL;
-
-		/* A module may bring several tables (kvm.ko: x86.c's and kvm_main.c's). */
-		for (int i = 0; i < nr_mods && !p; i++) {
-			if (strlen(mods[i].name) != (size_t)(dot - name) ||
-			    strncmp(mods[i].name, name, dot - name))
-				continue;
-			if (!first)
-				first = &mods[i];
-			mod = &mods[i];
-			p = find_param(mod, dot + 1, strlen(dot + 1));
-		}
-		if (!first)
+		for (int i = 0; i < nr_mods && !mod; i++)
+			if (strlen(mods[i].name) == (size_t)(dot - name) &&
+			    !strncmp(mods[i].name, name, dot - name))
+				mod = &mods[i];
+		if (!mod)
 			return pk_err(-ENOENT, "module '%.*s' is not loaded here", (int)(dot - name),
 				      name);
-		if (!p)
-			mod = first;
 		name = dot + 1;
+		p = find_param(mod, name, strlen(name));
 	} else {
 		for (int i = 0; i < nr_mods && !p; i++) {
 			p = find_param(&mods[i], name, strlen(name));

@@ -21,7 +21,6 @@
 #define __TSS_SEL	(GDT_ENTRY_TSS * 8)
 
 void pk_host_init(struct pk_machine *m);
-const struct pk_param *pk_host_params(int *n);
 const char *pk_host_params_invalid(struct pk_machine *m);
 u64 pk_host_spec_ctrl_kernel(const struct pk_machine *m);
 u64 pk_host_spec_ctrl_user(const struct pk_machine *m);
