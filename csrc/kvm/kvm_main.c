@@ -57,7 +57,8 @@ static void shrink_halt_poll_ns(struct kvm_vcpu *vcpu)
 		val = 0;
 	else
 		val /= shrink;
-	/* Below the start value polling is not worth it (Sep 2021, S. Senozhatsky). */
+	/* Below the start value polling is not worth it (S. Senozhatsky, Message-Id
+	 * <20210902031100.252080-1-senozhatsky@chromium.org>). */
 	if (val < HALT_POLL_NS_GROW_START)
 		val = 0;
 	vcpu->halt_poll_ns = val;
@@ -124,13 +125,13 @@ void kvm_vcpu_halt(struct kvm_vcpu *vcpu)
 	unsigned int max_halt_poll_ns = kvm_vcpu_max_halt_poll_ns(vcpu);
 	bool waited = false;
 	bool do_halt_poll;
-	u64 start, cur, poll_end, halt_ns;
+	u64 start, cur, halt_ns;
 
 	if (vcpu->halt_poll_ns > max_halt_poll_ns)
 		vcpu->halt_poll_ns = max_halt_poll_ns;
 	do_halt_poll = vcpu->halt_poll_ns != 0;		/* kvm_arch_no_poll(): never on x86 here */
 
-	start = cur = poll_end = ktime_get();
+	start = cur = ktime_get();
 	if (do_halt_poll) {
 		u64 stop = start + vcpu->halt_poll_ns;
 
@@ -139,7 +140,7 @@ void kvm_vcpu_halt(struct kvm_vcpu *vcpu)
 				goto out;
 			/* cpu_relax(): time passes up to the next timer on this CPU, or the end. */
 			pk_hrtimer_run_next(this_cpu(), pk_ns_to_tsc(stop));
-			poll_end = cur = ktime_get();
+			cur = ktime_get();
 		} while (kvm_vcpu_can_poll(cur, stop));
 	}
 	waited = kvm_vcpu_block(vcpu);
@@ -153,7 +154,6 @@ out:
 		if (!waited)
 			++vcpu->stat.halt_successful_poll;
 	}
-	(void)poll_end;
 	max_halt_poll_ns = kvm_vcpu_max_halt_poll_ns(vcpu);
 	if (max_halt_poll_ns) {
 		if (halt_ns <= vcpu->halt_poll_ns)
