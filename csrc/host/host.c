@@ -75,9 +75,10 @@ static const struct pk_param host_param_table[] = {
 		 "a RET touches per-cpu data (call depth tracking, v6.2+), so the first RET after "
 		 "a VM-exit needs the host GS base"),
 	PK_PARAM(struct pk_host_params, kernel_ibrs, true,
-		 "legacy IBRS in the kernel (X86_FEATURE_KERNEL_IBRS, spectre_v2=ibrs; the v5.19+ "
-		 "default on Intel CPUs with IBRS but no eIBRS): SPEC_CTRL.IBRS written on every "
-		 "kernel entry, cleared on exit to user mode; 0: retpolines only"),
+		 "legacy IBRS: the host kernel sets SPEC_CTRL.IBRS on every kernel entry and "
+		 "clears it on the way back to user mode (spectre_v2=ibrs, X86_FEATURE_KERNEL_IBRS, "
+		 "2dbb887e875b, v5.19; the spectre_v2=auto choice on Intel CPUs with retbleed), "
+		 "where the CPU has IBRS and no eIBRS: a Skylake host; 0: retpolines only"),
 	PK_PARAM(struct pk_host_params, pti, true,
 		 "page-table isolation on CPUs with Meltdown (pti=auto, v4.15+): a CR3 switch on "
 		 "every kernel entry and exit to user mode"),
@@ -94,6 +95,18 @@ static struct pk_module kernel_module = {
 };
 module_init(kernel_module);
 
+/*
+ * A kernel.* parameter set the host cannot have: the reason, or NULL. None is refused
+ * today: each mitigation parameter applies where the CPU has the bug or the feature it
+ * is about (pk_host_kernel_ibrs, pk_host_pti, pk_host_mds_clear), as the kernel's =auto.
+ */
+const char *pk_host_params_invalid(struct pk_machine *m)
+{
+	(void)m;
+	return NULL;
+}
+
+/* X86_FEATURE_KERNEL_IBRS: asked for, and an Intel CPU with IBRS and without eIBRS. */
 bool pk_host_kernel_ibrs(const struct pk_machine *m)
 {
 	const struct pk_cpu_model *cm = &m->model;
@@ -112,10 +125,18 @@ bool pk_host_mds_clear(const struct pk_machine *m)
 	return m->host.params.mds && m->model.bug_mds;
 }
 
-/* x86_spec_ctrl_current while in the kernel: the base value, with IBRS for legacy IBRS. */
-u64 pk_host_kernel_spec_ctrl(const struct pk_machine *m)
+/*
+ * SPEC_CTRL while in the kernel (x86_spec_ctrl_current, what KVM restores after a
+ * VM-exit) and in user mode: they differ only on a legacy-IBRS host.
+ */
+u64 pk_host_spec_ctrl_kernel(const struct pk_machine *m)
 {
 	return m->host.spec_ctrl | (pk_host_kernel_ibrs(m) ? SPEC_CTRL_IBRS : 0);
+}
+
+u64 pk_host_spec_ctrl_user(const struct pk_machine *m)
+{
+	return m->host.spec_ctrl;
 }
 
 /*
@@ -177,7 +198,7 @@ void pk_host_init(struct pk_machine *m)
 	/*
 	 * x86_spec_ctrl_base, the value in user mode: eIBRS hosts keep IBRS set; others run
 	 * with 0 (or SSBD per task). Legacy kernel IBRS adds IBRS in the kernel only
-	 * (pk_host_kernel_spec_ctrl).
+	 * (pk_host_spec_ctrl_kernel).
 	 */
 	h->spec_ctrl = m->model.has_eibrs ? SPEC_CTRL_IBRS : 0;
 	h->kernel_cs = __KERNEL_CS;
@@ -203,6 +224,9 @@ void pk_host_init(struct pk_machine *m)
 		host_cpu_init(m, &m->cpu[i]);
 		host_cpu_enter_user(&m->cpu[i], &h->tasks[t]);
 	}
+	/* Kernel threads come into being when first needed (csrc/host/sched.c). */
+	for (u32 i = 0; i < PK_MAX_CPUS; i++)
+		h->idle_task[i] = h->kworker[i] = -1;
 }
 
 int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread)
@@ -225,6 +249,7 @@ int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread)
 		t->gsindex = __USER_DS;
 	t->cr3 = 0x1000000ULL + ((u64)t->id << 12);
 	t->timer_budget = UINT64_MAX;
+	t->state = TASK_RUNNING;
 	return (int)h->nr_tasks++;
 }
 
@@ -281,8 +306,9 @@ void pk_enter_kernel(void)
 	native_swapgs();
 	if (pk_host_pti(m))
 		pk_pti_switch_cr3();
+	/* IBRS_ENTER (arch/x86/entry/calling.h): legacy IBRS is on while in the kernel. */
 	if (pk_host_kernel_ibrs(m))
-		wrmsrl(MSR_IA32_SPEC_CTRL, pk_host_kernel_spec_ctrl(m));
+		wrmsrl(MSR_IA32_SPEC_CTRL, pk_host_spec_ctrl_kernel(m));
 	m->host.in_user[this_cpu()->id] = false;
 	pk_sw(PK_OP_SW_SYSCALL_ENTRY);
 	pk_path_leave(m, old);
@@ -313,8 +339,9 @@ void pk_exit_to_user_mode(void)
 	old = pk_path_enter(m, PK_PATH_SYSCALL);
 	if (pk_host_mds_clear(m))
 		pk_verw();
+	/* IBRS_EXIT: user mode runs without IBRS. */
 	if (pk_host_kernel_ibrs(m))
-		wrmsrl(MSR_IA32_SPEC_CTRL, m->host.spec_ctrl);
+		wrmsrl(MSR_IA32_SPEC_CTRL, pk_host_spec_ctrl_user(m));
 	if (pk_host_pti(m))
 		pk_pti_switch_cr3();
 	native_swapgs();
@@ -438,6 +465,12 @@ void pk_context_switch(int cpu_id, int next)
 	if (n->gsindex != p->gsindex)
 		load_gs_index(n->gsindex);
 	x86_gsbase_write_inactive(n->gsbase);
+	/*
+	 * switch_mm_irqs_off(): a kernel thread has no mm and borrows the one loaded (lazy
+	 * TLB), so switching to it, or back to the task whose mm it borrowed, leaves CR3.
+	 */
+	if (n->is_kthread)
+		n->cr3 = p->cr3;
 	if (n->cr3 != p->cr3)
 		native_write_cr3(n->cr3);
 	/* propagate_user_return_notify() */

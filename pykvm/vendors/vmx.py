@@ -2,6 +2,13 @@
 from . import ModuleVendor, CpuModel
 
 
+# What the 2.6-era presets lack besides their own commits: the 2018+ host mitigations
+# (legacy kernel IBRS, PTI, the MDS VERW, the L1TF flush), PML (4.2), the VMX
+# preemption timer (4.10); and the guest FPU was loaded lazily (eager since 4.6/4.14).
+_PRE_2018 = {"kernel_ibrs": False, "pti": False, "mds": False, "vmentry_l1d_flush": 0,
+             "enable_pml": False, "enable_preemption_timer": False, "lazy_fpu": True}
+
+
 class VmxVendor(ModuleVendor):
     name = "vmx"
     kernel_module = "kvm_intel"
@@ -32,14 +39,26 @@ class VmxVendor(ModuleVendor):
         "v4.18": {"spec_ctrl_in_vmenter": False, "lazy_kernel_gs_base": False,
                   "global_host_idt": False, "kernel_ibrs": False, "mds": False,
                   "vmentry_l1d_flush": 0},
-        # Before the user-return MSR infrastructure (2009): host MSRs back on every put.
+        # Before the user-return MSR infrastructure (26bb0981b3ff, 2.6.32): every guest
+        # MSR value written on each load, read back and replaced by the host's on each
+        # put (vmx_save_host_state / vmx_load_host_state of 2.6.31); EFER by hand.
         # No Spectre/Meltdown-era mitigations, no PML (4.2), no preemption timer (4.10),
         # the guest FPU loaded lazily.
         "v2.6.31": {"spec_ctrl_in_vmenter": False, "lazy_kernel_gs_base": False,
                     "global_host_idt": False, "user_return_msrs": False,
-                    "efer_load_controls": False, "kernel_ibrs": False, "pti": False,
-                    "mds": False, "vmentry_l1d_flush": 0, "enable_pml": False,
-                    "enable_preemption_timer": False, "lazy_fpu": True},
+                    "efer_load_controls": False, **_PRE_2018},
+        # drivers/kvm/vmx.c as of 2.6.23 (torvalds/linux 002c7f7c32a6): no MSR bitmaps,
+        # so every guest RDMSR/WRMSR exits, KERNEL_GS_BASE included.
+        "v2.6.23": {"spec_ctrl_in_vmenter": False, "lazy_kernel_gs_base": False,
+                    "global_host_idt": False, "user_return_msrs": False,
+                    "efer_load_controls": False, "msr_bitmaps": False, **_PRE_2018},
+        # The first release (2.6.20, Feb 2007): host state saved before every VM-entry and
+        # restored after every VM-exit (before e6adf28365b2), every host MSR value read
+        # on every entry (before 2345df8c555e: "~900 cycles (10%) on x86_64").
+        "v2.6.20": {"spec_ctrl_in_vmenter": False, "lazy_kernel_gs_base": False,
+                    "global_host_idt": False, "user_return_msrs": False,
+                    "efer_load_controls": False, "msr_bitmaps": False,
+                    "lightweight_exit": False, "host_msrs_snapshot": False, **_PRE_2018},
     }
 
 
