@@ -188,7 +188,7 @@ def _params_str(params):
 
 _TRACE_KINDS = ("kvm_entry", "kvm_exit", "kvm_msr", "kvm_userspace_exit", "sched_switch",
                 "user_return", "nmi", "virt_disable", "vcpu_load", "vcpu_put", "step",
-                "nmi_handler", "violation")
+                "nmi_handler", "violation", "irq", "cr3", "inject", "task")
 
 
 def _violation_text(a, b):

@@ -3,7 +3,8 @@ point, named by register, place, expected and actual value, and whose value leak
 from dataclasses import dataclass
 
 OBS = ("host user mode", "per-cpu access", "NMI/#MC handler", "first RET after VM-exit",
-       "virtualization disabled", "guest read", "KVM_GET_MSRS", "host WARN")
+       "virtualization disabled", "guest read", "KVM_GET_MSRS", "host WARN",
+       "unexpected exit", "host interrupt")
 
 REG_NAMES = {
     0xC0000080: "EFER", 0xC0000081: "STAR", 0xC0000082: "LSTAR", 0xC0000083: "CSTAR",
@@ -12,6 +13,10 @@ REG_NAMES = {
     0x122: "TSX_CTRL", 0x174: "SYSENTER_CS", 0x175: "SYSENTER_ESP", 0x176: "SYSENTER_EIP",
     0x10000001: "GDTR.base", 0x10000002: "GDTR.limit", 0x10000003: "TR.base",
     0x10000004: "FS selector", 0x10000005: "GS selector", 0x10000006: "CR3",
+    0x10000007: "DS selector", 0x10000008: "ES selector", 0x10000009: "SS selector",
+    0x1000000A: "CS selector", 0x1000000B: "LDTR selector", 0x1000000C: "IDTR.base",
+    0x1000000D: "IDTR.limit", 0x1000000E: "TR.limit", 0x1000000F: "TR selector",
+    0x10000010: "CR4", 0x10000011: "RIP after SYSCALL", 0x10000012: "EFER.SCE",
 }
 
 

@@ -128,9 +128,10 @@ SVM_KERNEL_EXIT_V510 = {"VCPU_RUN": SVM_PIO_V510["VCPU_RUN"]}
 # What one preemption adds (overcommit: the vCPU thread preempted inside KVM_RUN right
 # after its in-kernel CPUID exit, guest state loaded, vs no preemption): two context
 # switches, each saving and loading user FS/GS (RDFSBASE, WRFSBASE, savesegment FS and GS,
-# the inactive GS base by SWAPGS + RD/WRGSBASE + SWAPGS on these FSGSBASE hosts) and CR3,
-# and the other task's return to user mode and next kernel entry (2 SWAPGS)...
-CTX_SWITCHES_2 = {"RDFSBASE": 2, "WRFSBASE": 2, "MOV_SREG": 4, "SWAPGS": 8, "RDGSBASE": 2,
+# the inactive GS base by SWAPGS + RD/WRGSBASE + SWAPGS on these FSGSBASE hosts), DS and
+# ES (saved, and reloaded since both tasks hold __USER_DS there) and CR3, and the other
+# task's return to user mode and next kernel entry (2 SWAPGS)...
+CTX_SWITCHES_2 = {"RDFSBASE": 2, "WRFSBASE": 2, "MOV_SREG": 12, "SWAPGS": 8, "RDGSBASE": 2,
                   "WRGSBASE": 2, "MOV_CR": 2}
 PREEMPT_HOST = dict(CTX_SWITCHES_2, SWAPGS=CTX_SWITCHES_2["SWAPGS"] + 2)
 # ... plus KVM's part: kvm_sched_out -> vcpu_put puts the host state back (VMX: the

@@ -666,6 +666,14 @@ void native_write_cr3(u64 val)
 	cpu->cr3 = val;
 }
 
+void native_write_cr4(u64 val)
+{
+	struct pk_cpu *cpu = this_cpu();
+
+	pk_account(cpu, PK_OP_MOV_CR);
+	cpu->cr4 = val;
+}
+
 void pk_lfence(void)
 {
 	pk_account(this_cpu(), PK_OP_LFENCE);

@@ -39,6 +39,7 @@
 
 #define X86_CR0_PE	BIT(0)
 #define X86_CR0_PG	BIT(31)
+#define X86_CR4_TSD	BIT(2)
 #define X86_CR4_PAE	BIT(5)
 #define X86_CR4_FSGSBASE BIT(16)
 
@@ -72,6 +73,7 @@ u64 native_read_cr0(void);
 u64 native_read_cr3(void);
 u64 native_read_cr4(void);
 void native_write_cr3(u64 val);
+void native_write_cr4(u64 val);
 void pk_lfence(void);
 void pk_fill_return_buffer(void);
 

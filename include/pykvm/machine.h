@@ -235,10 +235,18 @@ struct pk_task {
 	bool is_vcpu_thread;
 	u64 fsbase, gsbase;			/* user FS/GS base (thread.fsbase/gsbase) */
 	u16 fsindex, gsindex, ds, es;
-	u64 cr3;				/* its mm */
+	u16 ldt;				/* its mm's LDT selector (modify_ldt), or 0 */
+	u64 cr3;				/* its mm, with the PCID it has now */
+	bool notsc;				/* TIF_NOTSC (prctl PR_SET_TSC): CR4.TSD while it runs */
 	bool tif_user_return_notify;
 	bool signal_pending;
 	u64 timer_budget;			/* guest instructions until its timer signal */
+	/*
+	 * The oracle's reference, not kernel state: the user FS/GS bases as the task itself
+	 * last set them (arch_prctl, or WRFSBASE/WRGSBASE in user mode, which the kernel
+	 * sees only at the next context switch).
+	 */
+	u64 user_fsbase, user_gsbase;
 };
 
 struct user_return_notifier {
@@ -258,6 +266,7 @@ struct pk_host_params {
 	bool vmm_32bit_gs;			/* vCPU threads hold a user GS selector */
 	bool paranoid_entry_fsgsbase;		/* NMI/#MC entry sets GS from the CPU number */
 	bool ret_uses_percpu;			/* RETs touch per-cpu data (call depth tracking) */
+	bool vmm_ldt;				/* vCPU threads' mm has an LDT */
 };
 
 struct pk_host {
@@ -280,6 +289,16 @@ struct pk_host {
 	struct preempt_notifier *preempt_notifiers[PK_MAX_PREEMPT_NOTIFIERS];
 	u32 preempt_count[PK_MAX_CPUS];
 	bool irqs_enabled[PK_MAX_CPUS];
+	/* cpu_tlbstate: the CR3 the kernel has loaded (mm + PCID), and the CR4 shadow. */
+	u64 loaded_cr3[PK_MAX_CPUS];
+	u64 cr4_shadow[PK_MAX_CPUS];
+	u64 poking_cr3;				/* text_poke's temporary mm */
+	/*
+	 * Between guest_state_enter_irqoff() and guest_state_exit_irqoff(): the noinstr
+	 * code around VM-entry, where the host knowingly runs with guest values
+	 * (SPEC_CTRL until its restore; on SVM, the guest's TR between the VMLOADs).
+	 */
+	bool guest_ctx[PK_MAX_CPUS];
 };
 
 struct pk_machine {
@@ -305,9 +324,13 @@ struct pk_machine {
 		bool fired;
 		bool patient;			/* wait from the point on until the event can fire */
 		bool dead;			/* a CPU was taken down mid-path: end of branch */
+		bool other_ran;			/* PK_INJ_PREEMPT_VM ran the other VM's vCPU */
+		u32 refused;			/* reached where the kernel would not take it */
 		/* While counting: the points where IRQs were on / the thread preemptible. */
 		u64 irq_ok[4], preempt_ok[4];
 	} inject;
+	struct kvm_vcpu *inject_other_vcpu;	/* PK_INJ_PREEMPT_VM's vCPU, or NULL */
+	u64 inject_other_budget;
 	void (*virt_disable_ipi)(struct pk_machine *m, u32 cpu);	/* KVM's handler */
 	struct pk_trace *trace;			/* tracepoint buffer, or NULL: not state */
 	struct pk_oracle_state {		/* storage behind `oracle` (struct pk_oracle) */
@@ -332,18 +355,25 @@ extern __thread struct pk_cpu *pk_this_cpu __attribute__((tls_model("initial-exe
 static inline struct pk_cpu *this_cpu(void) { return pk_this_cpu; }
 static inline struct pk_machine *this_machine(void) { return pk_this_cpu->m; }
 void pk_percpu_read(struct pk_cpu *cpu);	/* csrc/check/oracle.c: a per-cpu access via GS */
-/* Reads the CPU number from per-cpu data, as Linux does: an observation point. */
+/*
+ * Reads the CPU number from per-cpu data, as Linux does: an observation point. Kernel
+ * code here relies on the per-cpu base in GS, on its page tables (CR3) and on the
+ * descriptor tables interrupts would be delivered through.
+ */
 static inline int smp_processor_id(void)
 {
 	struct pk_cpu *c = pk_this_cpu;
-
 	struct pk_machine *m = c->m;
+	const struct pk_host *h = &m->host;
+	u32 id = c->id;
 
-	/* Kernel mode with a GS base that is not this CPU's per-cpu base: tell the oracle. */
-	if (unlikely(c->seg[VCPU_SREG_GS].base != m->host.per_cpu_offset[c->id]) &&
-	    m->oracle && c->mode == PK_MODE_HOST && !m->host.in_user[c->id])
+	if (unlikely(m->oracle != NULL) && c->mode == PK_MODE_HOST && !h->in_user[id] &&
+	    unlikely(((c->seg[VCPU_SREG_GS].base ^ h->per_cpu_offset[id]) |
+		      (c->cr3 ^ h->loaded_cr3[id]) |
+		      (c->seg[VCPU_SREG_TR].base ^ h->tss_base[id]) |
+		      (c->gdtr.base ^ h->gdt_base[id]) | (c->idtr.base ^ h->idt_base)) != 0))
 		pk_percpu_read(c);
-	return (int)c->id;
+	return (int)id;
 }
 
 /* Host physical addresses: offsets into the machine object. */

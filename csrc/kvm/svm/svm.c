@@ -549,11 +549,14 @@ static fastpath_t svm_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 	pk_clgi();
 	if (!svm_param()->spec_ctrl_in_vmenter)
 		svm_spec_ctrl_set_guest(svm);
+	/* svm_vcpu_enter_exit(): its host VMLOAD was inside the window before 2022 too. */
+	guest_state_enter_irqoff();
 	__svm_vcpu_run(svm, spec_ctrl_intercepted);
 	pk_observe_ret(this_cpu());		/* __svm_vcpu_run's RET */
 	if (!svm_param()->spec_ctrl_in_vmenter)
 		svm_spec_ctrl_restore_host(svm, spec_ctrl_intercepted);
 	svm_restore_host_gs_before_stgi(svm);
+	guest_state_exit_irqoff();
 
 	vcpu->arch.cr2 = svm->vmcb->save.cr2;
 	vcpu->arch.regs[VCPU_REGS_RAX] = svm->vmcb->save.rax;

@@ -830,6 +830,7 @@ static void vmx_vcpu_enter_exit(struct kvm_vcpu *vcpu, unsigned int flags)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
 
+	guest_state_enter_irqoff();
 	vmx->fail = __vmx_vcpu_run(vmx, flags);
 	pk_observe_ret(this_cpu());		/* __vmx_vcpu_run's RET */
 	if (!vmx_param()->spec_ctrl_in_vmenter)
@@ -837,11 +838,13 @@ static void vmx_vcpu_enter_exit(struct kvm_vcpu *vcpu, unsigned int flags)
 	vcpu->arch.regs_avail &= ~(BIT(VCPU_REGS_RSP) | BIT(VCPU_REGS_RIP));
 	if (unlikely(vmx->fail)) {
 		vmx->exit_reason = 0xdead;
-		return;
+		goto out;
 	}
 	vmx->exit_reason = vmcs_read32(VM_EXIT_REASON);
 	if (likely(!(vmx->exit_reason & VMX_EXIT_REASONS_FAILED_VMENTRY)))
 		vmx->loaded_vmcs->launched = true;
+out:
+	guest_state_exit_irqoff();
 }
 
 static fastpath_t vmx_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
