@@ -38,7 +38,7 @@ VARIANTS = [
     ("vmx", {"forget_syscall_mask": True}, None, "SYSCALL_MASK", "host user mode"),
     ("vmx", {"forget_tsc_aux": True}, None, "TSC_AUX", "host user mode"),
     ("svm", {"forget_tsc_aux": True}, None, "TSC_AUX", "host user mode"),
-    ("vmx", {"forget_tsx_ctrl": True}, None, "TSX_CTRL", "host user mode"),
+    ("vmx", {"forget_tsx_ctrl": True}, None, "TSX_CTRL", "virtualization disabled"),
     ("vmx", {"forget_efer": True}, "skylake-noloadefer", "EFER", "host user mode"),
     ("vmx", {"forget_kernel_gs_base": True}, None, "GS_BASE", "host user mode"),
     ("vmx", {"forget_host_fs_base": True}, None, "FS_BASE", "host user mode"),

@@ -178,7 +178,7 @@ void pk_inject_point(struct pk_cpu *cpu)
 		u32 p = in->points - 1;
 
 		/* Counting: note where an interrupt or a preemption could be taken. */
-		if (p < 256 && irq_allowed(m, id)) {
+		if (p < PK_INJ_OK_POINTS && irq_allowed(m, id)) {
 			in->irq_ok[p / 64] |= 1ULL << (p % 64);
 			if (preempt_allowed(m, id))
 				in->preempt_ok[p / 64] |= 1ULL << (p % 64);

@@ -21,6 +21,9 @@
 #define PK_MAX_PREEMPT_NOTIFIERS 8
 #define PK_KMEM_SIZE		(768 * 1024)
 #define PK_PHYS_BASE		0x100000000ULL	/* host PA of byte 0 of the machine */
+/* Host points of one run whose IRQ/preemption eligibility is recorded while counting. */
+#define PK_INJ_OK_POINTS	1024
+#define PK_INJ_OK_WORDS		16	/* PK_INJ_OK_POINTS / 64 */
 
 /* cffi:begin */
 /* General-purpose registers, in x86 encoding order (kernel: enum kvm_reg). */
@@ -327,7 +330,7 @@ struct pk_machine {
 		bool other_ran;			/* PK_INJ_PREEMPT_VM ran the other VM's vCPU */
 		u32 refused;			/* reached where the kernel would not take it */
 		/* While counting: the points where IRQs were on / the thread preemptible. */
-		u64 irq_ok[4], preempt_ok[4];
+		u64 irq_ok[PK_INJ_OK_WORDS], preempt_ok[PK_INJ_OK_WORDS];
 	} inject;
 	struct kvm_vcpu *inject_other_vcpu;	/* PK_INJ_PREEMPT_VM's vCPU, or NULL */
 	u64 inject_other_budget;

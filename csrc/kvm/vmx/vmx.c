@@ -307,7 +307,12 @@ static bool update_transition_efer(struct vcpu_vmx *vmx)
 		return false;
 	uret->data = guest_efer & ~ignore_bits;
 	uret->mask = ~ignore_bits;
-	return ((guest_efer ^ host_efer) & ~ignore_bits) != 0;
+	/*
+	 * Always loaded, as upstream does: were the slot dropped when the guest's value
+	 * came to equal the host's, the guest's previous value would stay in hardware (a
+	 * guest that sets EFER.SCE and then executes SYSCALL in the same run got #UD).
+	 */
+	return true;
 }
 
 static void vmx_setup_uret_msrs(struct vcpu_vmx *vmx)
