@@ -139,7 +139,50 @@ def _guest_program(regs, features):
         reports.append((lab, reg, exp, act, user))
         return lab
 
+    kentry = a.label("kentry")
+    sync = a.label("sync")
+    user = a.label("user")
+    after = []                            # where kentry returns to, per observation block
+
+    def observe(n):
+        """Direct observations (nothing here exits); block n of the pass."""
+        if 0xC0000103 in idx:
+            if features["rdpid"]:
+                a.rdpid("rax")
+                a.cmp("rax", t(0xC0000103))
+                a.jne(report(0xC0000103, t(0xC0000103), "rax"))
+            if features["rdtscp"]:
+                a.rdtscp()
+                a.mov("eax", "ecx")
+                a.cmp("rax", t(0xC0000103))
+                a.jne(report(0xC0000103, t(0xC0000103), "rax"))
+        if features["fsgsbase"]:
+            for msr, insn in ((0xC0000100, a.rdfsbase), (0xC0000101, a.rdgsbase)):
+                insn("rax")
+                a.cmp("rax", t(msr))
+                a.jne(report(msr, t(msr), "rax"))
+            a.swapgs()
+            a.rdgsbase("rax")
+            a.swapgs()
+            a.cmp("rax", t(0xC0000102))
+            a.jne(report(0xC0000102, t(0xC0000102), "rax"))
+        no_sce, done = a.label(f"no_sce{n}"), a.label(f"done{n}")
+        after.append(done)
+        a.mov("r14", n)                   # which block kentry returns to
+        a.test(t(0xC0000080), 1)
+        a.jz(no_sce)
+        # EFER.SCE set: SYSRETQ to the user part, which comes back with SYSCALL.
+        a.mov(mark, MARK_SYSRET)
+        a.mov("rcx", user)
+        a.mov("r11", USER_FLAGS)
+        a.emit("sysretq")
+        a.bind(no_sce)
+        a.mov(mark, MARK_SYSCALL_UD)
+        a.syscall()                       # #UD: the handler skips it
+        a.bind(done)
+
     top = a.here("top")
+    observe(0)                            # what the entry loaded: the values of the last pass
     for i, msr in enumerate(regs):
         a.mov("ecx", msr)
         a.rdmsr()
@@ -153,38 +196,8 @@ def _guest_program(regs, features):
         a.mov("rdx", "rax")
         a.shr("rdx", 32)
         a.wrmsr()
-    # Direct observations: none of these instructions exits.
-    if 0xC0000103 in idx:
-        if features["rdpid"]:
-            a.rdpid("rax")
-            a.cmp("rax", t(0xC0000103))
-            a.jne(report(0xC0000103, t(0xC0000103), "rax"))
-        if features["rdtscp"]:
-            a.rdtscp()
-            a.mov("eax", "ecx")
-            a.cmp("rax", t(0xC0000103))
-            a.jne(report(0xC0000103, t(0xC0000103), "rax"))
-    if features["fsgsbase"]:
-        for msr, insn in ((0xC0000100, a.rdfsbase), (0xC0000101, a.rdgsbase)):
-            insn("rax")
-            a.cmp("rax", t(msr))
-            a.jne(report(msr, t(msr), "rax"))
-        a.swapgs()
-        a.rdgsbase("rax")
-        a.swapgs()
-        a.cmp("rax", t(0xC0000102))
-        a.jne(report(0xC0000102, t(0xC0000102), "rax"))
-    sync = a.label("sync")
-    no_sce = a.label("no_sce")
-    user = a.label("user")
-    kentry = a.label("kentry")
-    a.test(t(0xC0000080), 1)
-    a.jz(no_sce)
-    # EFER.SCE set in this very run: SYSRETQ to the user part, SYSCALL back.
-    a.mov(mark, MARK_SYSRET)
-    a.mov("rcx", user)
-    a.mov("r11", USER_FLAGS)
-    a.emit("sysretq")
+    observe(1)                            # in the run that wrote them (EFER.SCE included)
+    a.jmp(sync)
     a.bind(user)                          # CPL 3
     a.int3()                              # the #BP handler checks STAR's user CS/SS
     a.mov(mark, MARK_SYSCALL)
@@ -192,10 +205,6 @@ def _guest_program(regs, features):
     a.popfq()
     a.syscall()
     a.jmp(user)                           # not reached: SYSCALL does not come back here
-    a.bind(no_sce)
-    a.mov(mark, MARK_SYSCALL_UD)
-    a.syscall()                           # #UD: the handler skips it
-    a.jmp(sync)
     # The kernel side of SYSCALL (CPL 0); the LSTAR stubs jump here with their address.
     a.bind(kentry)
     a.pushfq()
@@ -213,6 +222,9 @@ def _guest_program(regs, features):
     a.and_("rax", "r11")
     a.cmp("rax", "rbx")
     a.jne(report(0xC0000084, "rax", "rbx"))
+    a.test("r14", "r14")
+    a.jz(after[0])
+    a.jmp(after[1])
     a.bind(sync)
     a.out(SYNC_PORT, "al")
     a.jmp(top)

@@ -20,6 +20,11 @@ static const struct pk_param kvm_param_table[] = {
 	PK_PARAM(struct kvm_params, forget_efer, false, "never restore the host EFER (user return)"),
 	PK_PARAM(struct kvm_params, forget_tsc_aux, false, "never restore the host TSC_AUX"),
 	PK_PARAM(struct kvm_params, forget_tsx_ctrl, false, "never restore the host TSX_CTRL"),
+	PK_PARAM(struct kvm_params, bug_uret_curr_stale, false,
+		 "a stale user-return cache: kvm_on_user_return() writes the host values back "
+		 "but leaves each slot's `curr` at the guest's, so the next "
+		 "kvm_set_user_return_msr() of that value skips its WRMSR and the guest runs "
+		 "with the host's"),
 };
 
 /* A variant that leaves this user-return MSR's guest value in hardware. */
@@ -78,7 +83,8 @@ static void kvm_on_user_return(struct user_return_notifier *urn)
 			if (kvm_uret_forgotten(g->kvm_uret_msrs_list[slot]))
 				continue;
 			wrmsrl(g->kvm_uret_msrs_list[slot], values->host);
-			values->curr = values->host;
+			if (!g->params.bug_uret_curr_stale)
+				values->curr = values->host;
 		}
 	}
 }

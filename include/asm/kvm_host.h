@@ -217,6 +217,7 @@ struct kvm_params {
 	bool uret_irqs_off;
 	bool forget_star, forget_lstar, forget_syscall_mask, forget_efer,
 	     forget_tsc_aux, forget_tsx_ctrl;
+	bool bug_uret_curr_stale;
 };
 
 /* x86.c's file-scope and per-CPU state, one per machine (allocated in kmem). */

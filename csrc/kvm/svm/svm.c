@@ -30,6 +30,10 @@ static const struct pk_param svm_param_table[] = {
 	PK_PARAM(struct svm_params, forget_host_vmload, false,
 		 "never VMLOAD the host save area: host FS/GS/KERNEL_GS_BASE/SYSCALL MSRs stay the guest's"),
 	PK_PARAM(struct svm_params, forget_spec_ctrl, false, "never restore the host SPEC_CTRL"),
+	PK_PARAM(struct svm_params, bug_guest_state_loaded_kept_across_put, false,
+		 "a 'loaded' flag kept across put: svm_vcpu_put() leaves guest_state_loaded set, "
+		 "so the next entry skips the VMSAVE of the host save area (on a new CPU: never "
+		 "saved) and the guest TSC_AUX reload"),
 };
 
 /* ---- MSR permission map (APM 15.11; kernel: svm_msrpm_offset) ---- */
@@ -258,7 +262,8 @@ static void svm_vcpu_put(struct kvm_vcpu *vcpu)
 	}
 	if (!svm_param()->tsc_aux_user_return && svm_global()->tsc_aux_uret_slot >= 0)
 		wrmsrl(MSR_TSC_AUX, h->tsc_aux);
-	svm->guest_state_loaded = false;
+	if (!svm_param()->bug_guest_state_loaded_kept_across_put)
+		svm->guest_state_loaded = false;
 }
 
 /* ---- registers and segments ---- */

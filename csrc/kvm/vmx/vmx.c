@@ -31,6 +31,32 @@ static const struct pk_param vmx_param_table[] = {
 		 "never update HOST_TR_BASE when the VMCS moves to another CPU"),
 	PK_PARAM(struct vmx_params, forget_host_sysenter_esp, false,
 		 "never update HOST_IA32_SYSENTER_ESP when the VMCS moves to another CPU"),
+	PK_PARAM(struct vmx_params, bug_uret_loaded_kept_across_put, false,
+		 "a 'loaded' flag kept across put: vmx_prepare_switch_to_host() leaves "
+		 "guest_uret_msrs_loaded set, so after user return restores the host values the "
+		 "next entry does not load the guest's"),
+	PK_PARAM(struct vmx_params, bug_uret_reload_below_loaded_check, false,
+		 "vmx_prepare_switch_to_guest() returns early while guest state is loaded before "
+		 "reloading the user-return MSRs: a guest that sets EFER.SCE runs its SYSCALL "
+		 "with the host's LSTAR/STAR/SYSCALL_MASK"),
+	PK_PARAM(struct vmx_params, forget_host_cr3_refresh, false,
+		 "HOST_CR3 written once with the constant host state, never refreshed before "
+		 "VM-entry: a CR3 change without a reschedule leaves it stale"),
+	PK_PARAM(struct vmx_params, forget_host_cr4_refresh, false,
+		 "HOST_CR4 written once, never refreshed before VM-entry: prctl(PR_SET_TSC) "
+		 "changing CR4.TSD leaves it stale"),
+	PK_PARAM(struct vmx_params, bug_host_cr3_refresh_in_prepare, false,
+		 "HOST_CR3/CR4 refreshed in vmx_prepare_switch_to_guest(), with IRQs still on, "
+		 "instead of right before VM-entry: an IPI in between changes CR3"),
+	PK_PARAM(struct vmx_params, forget_host_ds_es, false,
+		 "DS not restored: vmx_prepare_switch_to_host() leaves DS/ES as VM-exit loaded "
+		 "them (0) instead of the host's user selectors"),
+	PK_PARAM(struct vmx_params, forget_ldt_reload, false,
+		 "the host LDT not reloaded on put (VM-exit leaves LDTR unusable): a VMM with an "
+		 "LDT (kernel.vmm_ldt) returns to user mode without it"),
+	PK_PARAM(struct vmx_params, bug_no_current_save_fsgs, false,
+		 "host FS/GS bases taken from thread.fsbase/gsbase without current_save_fsgs(): "
+		 "stale once the VMM wrote them with WRFSBASE/WRGSBASE in user mode"),
 };
 
 /* User-return MSRs, registered in this order at setup (kernel: vmx_uret_msrs_list). */
@@ -355,6 +381,28 @@ static int vmx_set_guest_uret_msr(struct vcpu_vmx *vmx, struct vmx_uret_msr *msr
 
 /* ---- the host-state switch ---- */
 
+/*
+ * HOST_CR3/CR4 right before VM-entry, IRQs off (vmx_vcpu_run): a CR3 change without a
+ * reschedule (text_poke's temporary mm, an IPI rewriting CR3, a kthread's lazy mm) or a
+ * CR4 change (prctl(PR_SET_TSC)) must not leave them stale.
+ */
+static void vmx_refresh_host_cr3_cr4(struct vcpu_vmx *vmx)
+{
+	struct vmcs_host_state *hs = &vmx->loaded_vmcs->host_state;
+	u64 cr3, cr4;
+
+	cr3 = __get_current_cr3_fast();
+	if (unlikely(cr3 != hs->cr3) && !vmx_param()->forget_host_cr3_refresh) {
+		vmcs_writel(HOST_CR3, cr3);
+		hs->cr3 = cr3;
+	}
+	cr4 = cr4_read_shadow();
+	if (unlikely(cr4 != hs->cr4) && !vmx_param()->forget_host_cr4_refresh) {
+		vmcs_writel(HOST_CR4, cr4);
+		hs->cr4 = cr4;
+	}
+}
+
 static void vmx_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
@@ -364,6 +412,10 @@ static void vmx_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
 	u16 fs_sel, gs_sel;
 	u64 fs_base, gs_base;
 
+	if (vmx_param()->bug_uret_reload_below_loaded_check && vmx->guest_state_loaded)
+		return;
+	if (vmx_param()->bug_host_cr3_refresh_in_prepare)
+		vmx_refresh_host_cr3_cr4(vmx);
 	/* Guest user-return MSRs go into hardware once per load; restored on user return. */
 	if (!vmx->guest_uret_msrs_loaded) {
 		vmx->guest_uret_msrs_loaded = true;
@@ -383,9 +435,14 @@ static void vmx_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
 	host_state->es_sel = savesegment(VCPU_SREG_ES);
 	gs_sel = savesegment(VCPU_SREG_GS);
 	fs_sel = savesegment(VCPU_SREG_FS);
-	fs_base = rdfsbase();
-	/* current_save_fsgs(): in the kernel, the user's GS base is the inactive one. */
-	vmx->msr_host_kernel_gs_base = x86_gsbase_read_inactive();
+	if (vmx_param()->bug_no_current_save_fsgs) {
+		fs_base = current_task()->fsbase;
+		vmx->msr_host_kernel_gs_base = current_task()->gsbase;
+	} else {
+		/* current_save_fsgs(): in the kernel, the user's GS base is the inactive one. */
+		fs_base = rdfsbase();
+		vmx->msr_host_kernel_gs_base = x86_gsbase_read_inactive();
+	}
 	gs_base = m->host.per_cpu_offset[cpu];
 
 	/* The guest's KERNEL_GS_BASE goes into hardware now; VM-exit does not touch it. */
@@ -428,7 +485,8 @@ static void vmx_prepare_switch_to_host(struct vcpu_vmx *vmx)
 	if (!vmx_param()->bug_kgs_saved_after_load_gs_index)
 		vmx->msr_guest_kernel_gs_base = rdmsrl(MSR_KERNEL_GS_BASE);
 	if (host_state->ldt_sel || (host_state->gs_sel & 7)) {
-		native_lldt(host_state->ldt_sel);
+		if (!vmx_param()->forget_ldt_reload)
+			native_lldt(host_state->ldt_sel);
 		load_gs_index(host_state->gs_sel);
 	} else if (savesegment(VCPU_SREG_GS) != host_state->gs_sel) {
 		load_gs_index(host_state->gs_sel);
@@ -437,7 +495,7 @@ static void vmx_prepare_switch_to_host(struct vcpu_vmx *vmx)
 		vmx->msr_guest_kernel_gs_base = rdmsrl(MSR_KERNEL_GS_BASE);
 	if (host_state->fs_sel & 7)
 		loadsegment(VCPU_SREG_FS, host_state->fs_sel);
-	if (host_state->ds_sel | host_state->es_sel) {
+	if ((host_state->ds_sel | host_state->es_sel) && !vmx_param()->forget_host_ds_es) {
 		loadsegment(VCPU_SREG_DS, host_state->ds_sel);
 		loadsegment(VCPU_SREG_ES, host_state->es_sel);
 	}
@@ -456,7 +514,8 @@ static void vmx_prepare_switch_to_host(struct vcpu_vmx *vmx)
 	if (!vmx_param()->user_return_msrs)
 		drop_user_return_notifiers();
 	vmx->guest_state_loaded = false;
-	vmx->guest_uret_msrs_loaded = false;
+	if (!vmx_param()->bug_uret_loaded_kept_across_put)
+		vmx->guest_uret_msrs_loaded = false;
 }
 
 /* Guest KERNEL_GS_BASE is live in hardware only while guest state is loaded (678e315e78a7). */
@@ -855,9 +914,7 @@ out:
 static fastpath_t vmx_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
-	struct vmcs_host_state *hs = &vmx->loaded_vmcs->host_state;
 	unsigned int flags = 0;
-	u64 cr3, cr4;
 
 	if (vcpu->arch.regs_dirty & BIT(VCPU_REGS_RSP))
 		vmcs_writel(GUEST_RSP, vcpu->arch.regs[VCPU_REGS_RSP]);
@@ -865,20 +922,8 @@ static fastpath_t vmx_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 		vmcs_writel(GUEST_RIP, vcpu->arch.regs[VCPU_REGS_RIP]);
 	vcpu->arch.regs_dirty = 0;
 
-	/*
-	 * HOST_CR3 right before VM-entry: a CR3 change without a reschedule (e.g. a
-	 * kthread's lazy mm switch) must not leave it stale.
-	 */
-	cr3 = __get_current_cr3_fast();
-	if (unlikely(cr3 != hs->cr3)) {
-		vmcs_writel(HOST_CR3, cr3);
-		hs->cr3 = cr3;
-	}
-	cr4 = cr4_read_shadow();
-	if (unlikely(cr4 != hs->cr4)) {
-		vmcs_writel(HOST_CR4, cr4);
-		hs->cr4 = cr4;
-	}
+	if (!vmx_param()->bug_host_cr3_refresh_in_prepare)
+		vmx_refresh_host_cr3_cr4(vmx);
 
 	if (vmx->loaded_vmcs->launched)
 		flags |= VMX_RUN_VMRESUME;

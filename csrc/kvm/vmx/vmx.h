@@ -52,6 +52,14 @@ struct vmx_params {
 	bool forget_host_tr_base;
 	bool forget_host_sysenter_esp;
 	bool bug_kgs_saved_after_load_gs_index;
+	bool bug_uret_loaded_kept_across_put;
+	bool bug_uret_reload_below_loaded_check;
+	bool forget_host_cr3_refresh;
+	bool forget_host_cr4_refresh;
+	bool bug_host_cr3_refresh_in_prepare;
+	bool forget_host_ds_es;
+	bool forget_ldt_reload;
+	bool bug_no_current_save_fsgs;
 };
 
 /* Module parameters (kvm_intel.*) and hardware-setup results, one per machine. */
