@@ -19,6 +19,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 
+from . import events
 from ._lib import ffi, lib
 from .errors import InvalidConfiguration
 from .guest.asm import Asm, mem, qword
@@ -532,14 +533,27 @@ class Checker:
         None if an earlier step ends the branch."""
         irq = ffi.new("uint64_t[]", lib.PK_INJ_OK_WORDS)
         pre = ffi.new("uint64_t[]", lib.PK_INJ_OK_WORDS)
-        n = lib.pk_checker_points(self._c, self._c_steps(steps), idx, irq, pre)
+        log = events.point_log()
+        lib.pk_machine_set_point_log(self.m._m, log)
+        try:
+            n = lib.pk_checker_points(self._c, self._c_steps(steps), idx, irq, pre)
+        finally:
+            lib.pk_machine_set_point_log(self.m._m, ffi.NULL)
         if n < 0:
             return None
+        self._last_points = events.points_of(log)
 
         def ats(words):
             return {p + 1 for p in range(min(n, 64 * len(words)))
                     if words[p // 64] >> (p % 64) & 1}
         return n, ats(irq), ats(pre)
+
+    def point_names(self, steps, idx):
+        """The host points of run step `idx` (after steps[:idx]) as pykvm.events.HostPoint:
+        what `Step.at` and pykvm.events.Inject name."""
+        if self.points(steps, idx) is None:
+            return []
+        return self._last_points
 
     def explore(self, bound=3, max_states=200_000, walks=2000, walk_len=12, seed=1,
                 seconds=None):

@@ -140,6 +140,14 @@ class Machine:
             raise InvalidConfiguration(f"cpu {cpu} out of range 0..{self.nr_cpus - 1}")
         lib.pk_host_run_other(self._m, cpu)
 
+    def host_user_insns(self, cpu):
+        """The task in user mode on pCPU `cpu` executes RDTSCP, RDPID, RDFSBASE,
+        RDGSBASE and a SYSCALL that returns with SYSRETQ: what a wrong TSC_AUX, LSTAR,
+        STAR, SYSCALL_MASK or FS/GS base does to a host program (see check())."""
+        if not 0 <= cpu < self.nr_cpus:
+            raise InvalidConfiguration(f"cpu {cpu} out of range 0..{self.nr_cpus - 1}")
+        ensure(lib.pk_host_user_insns(self._m, cpu) and -22, f"CPU {cpu} is not in user mode")
+
     def read_cpu_msr(self, cpu, index):
         """What pCPU `cpu` holds in MSR `index` right now (hardware view)."""
         v = ffi.new("uint64_t *")
@@ -322,13 +330,23 @@ class Vcpu(VcpuBase):
             dest = self._run.pio_data if isinstance(pend, X.Io) else self._run.mmio.data
             ffi.memmove(dest, data, len(data))
 
-    def run(self, max_insns=DEFAULT_RUN_BUDGET, return_to_user=True):
+    def run(self, max_insns=DEFAULT_RUN_BUDGET, return_to_user=True, inject=None):
         """KVM_RUN until an exit to userspace; returns a pykvm.exits type. `max_insns`
         bounds guest instructions (a host timer signal: Intr) so a runaway guest ends.
         With return_to_user=False the vCPU thread stops on its way out of the kernel,
-        before user-return notifiers run; `return_to_user()` completes it."""
+        before user-return notifiers run; `return_to_user()` completes it.
+        `inject`: a pykvm.events.Inject, a host event placed in this run (whether it
+        fired: `last_injection_fired`)."""
         self._complete_pending()
-        lib.pk_vcpu_run_ex(self._vcpu, max_insns or 0, return_to_user is False)
+        if inject is not None:
+            from . import events
+            events.arm(self._m, self.cpu, inject, max_insns or 0)
+        try:
+            lib.pk_vcpu_run_ex(self._vcpu, max_insns or 0, return_to_user is False)
+        finally:
+            if inject is not None:
+                self.last_injection_fired = bool(lib.pk_inject_fired(self._m))
+                lib.pk_inject_disarm(self._m)
         ex = self._decode_exit()
         self._pending = ex
         return ex
@@ -398,6 +416,17 @@ class Vcpu(VcpuBase):
     def cpu(self):
         """The pCPU the vCPU thread runs on."""
         return lib.pk_vcpu_cpu(self._vcpu)
+
+    def change_task(self, how):
+        """The vCPU's thread, in user mode, changes its own state between ioctls:
+        "arch_prctl" (ARCH_SET_FS/ARCH_SET_GS), "wrfsbase" (WRFSBASE/WRGSBASE in user
+        mode, which the kernel learns at its next context switch) or "set_tsc"
+        (prctl(PR_SET_TSC): CR4.TSD while it runs)."""
+        hows = ("arch_prctl", "wrfsbase", "set_tsc")
+        if how not in hows:
+            raise InvalidConfiguration(f"how must be one of {hows}, got {how!r}")
+        ensure(lib.pk_host_task_change(self._m, lib.pk_vcpu_task(self._vcpu), hows.index(how))
+               and -22, "changing the vCPU thread's state")
 
     def migrate(self, cpu):
         """Move the vCPU thread to pCPU `cpu` (from its next ioctl on)."""

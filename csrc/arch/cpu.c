@@ -301,7 +301,7 @@ static void account_msr(struct pk_cpu *cpu, int dir, u32 index)
 	u32 cycles = m->profile.op[op];
 
 	if (unlikely(m->inject.armed))
-		pk_inject_point(cpu);
+		pk_inject_point(cpu, op, index);
 
 	if (slot >= 0) {
 		u32 per_msr = dir ? m->profile.wrmsr[slot] : m->profile.rdmsr[slot];

@@ -43,10 +43,13 @@ static void snap_save(struct pk_checker *c, u8 *buf)
 static void snap_restore(struct pk_checker *c, const u8 *buf)
 {
 	struct pk_trace *trace = c->m->trace;
+	struct pk_point_log *log = c->m->point_log;
 
 	memcpy(c->m, buf, c->mach_bytes);
 	memcpy(c->cfg.gmem + c->cfg.gmem_dirty_lo, buf + c->mach_bytes, c->gmem_bytes);
+	/* Recorders, not state. */
 	c->m->trace = trace;
+	c->m->point_log = log;
 }
 
 /* Fields that count rather than describe: cleared so equal states hash equal. */

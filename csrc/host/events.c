@@ -54,6 +54,22 @@ void pk_inject_disarm(struct pk_machine *m)
 	m->inject.armed = 0;
 }
 
+void pk_inject_arm_named(struct pk_machine *m, u32 cpu, u32 kind, u32 path, u32 op, u32 msr,
+			 u32 nth)
+{
+	pk_inject_arm(m, cpu, 0, kind);
+	m->inject.by_name = true;
+	m->inject.name_path = path;
+	m->inject.name_op = op;
+	m->inject.name_msr = msr;
+	m->inject.name_nth = nth ? nth : 1;
+}
+
+void pk_machine_set_point_log(struct pk_machine *m, struct pk_point_log *log)
+{
+	m->point_log = log;
+}
+
 int pk_inject_fired(struct pk_machine *m)
 {
 	return m->inject.fired;
@@ -164,7 +180,7 @@ static void inject_cr3_change(struct pk_cpu *cpu)
 	pk_path_leave(m, old);
 }
 
-void pk_inject_point(struct pk_cpu *cpu)
+void pk_inject_point(struct pk_cpu *cpu, u32 op, u32 msr)
 {
 	struct pk_machine *m = cpu->m;
 	struct pk_inject *in = &m->inject;
@@ -174,6 +190,15 @@ void pk_inject_point(struct pk_cpu *cpu)
 	if (cpu->mode != PK_MODE_HOST || id != in->cpu || m->host.in_user[id])
 		return;
 	in->points++;
+	if (unlikely(m->point_log) && m->point_log->n < PK_INJ_OK_POINTS)
+		m->point_log->rec[m->point_log->n++] =
+			(struct pk_point_name){ (u16)m->costs.path, (u16)op, msr };
+	if (in->by_name && (in->name_path == ~0U || in->name_path == m->costs.path) &&
+	    (in->name_op == 0xffff || in->name_op == op) &&
+	    (!in->name_msr || in->name_msr == msr) && !--in->name_nth) {
+		in->by_name = false;
+		in->countdown = 1;
+	}
 	if (in->countdown == 0) {
 		u32 p = in->points - 1;
 

@@ -38,6 +38,25 @@ u32 pk_inject_class(u32 kind);
 void pk_inject_arm(struct pk_machine *m, u32 cpu, u32 n, u32 kind);
 void pk_inject_arm_patient(struct pk_machine *m, u32 cpu, u32 n, u32 kind);
 void pk_inject_disarm(struct pk_machine *m);
+/*
+ * Arm by name: before the nth (1-based) host point of instruction `op` (enum pk_op; an
+ * MSR access names its MSR, 0: any) in path `path` (enum pk_path; ~0: any path).
+ */
+void pk_inject_arm_named(struct pk_machine *m, u32 cpu, u32 kind, u32 path, u32 op, u32 msr,
+			 u32 nth);
+
+/* The host points a counting run passes, by name (path, instruction, MSR). */
+struct pk_point_name {
+	u16 path;
+	u16 op;			/* enum pk_op; PK_NR_OPS: a window between two stores */
+	u32 msr;
+};
+struct pk_point_log {
+	u32 n;
+	struct pk_point_name rec[1024];
+};
+void pk_machine_set_point_log(struct pk_machine *m, struct pk_point_log *log);
+
 /* Whether the armed event fired, and how many were refused where the kernel forbids them. */
 int pk_inject_fired(struct pk_machine *m);
 /* The vCPU (of another VM) whose thread PK_INJ_PREEMPT_VM runs, and its run budget. */
@@ -69,7 +88,7 @@ static inline void pk_interrupt_window(void)
 	struct pk_cpu *cpu = pk_this_cpu;
 
 	if (unlikely(cpu->m->inject.armed))
-		pk_inject_point(cpu);
+		pk_inject_point(cpu, PK_NR_OPS, 0);
 }
 
 /* cffi:begin */

@@ -42,6 +42,7 @@ int pk_vcpu_run_ex(struct kvm_vcpu *vcpu, u64 max_insns, bool stay_in_kernel);
 int pk_vcpu_return_to_user(struct kvm_vcpu *vcpu);
 int pk_vcpu_run_preempted(struct kvm_vcpu *vcpu, u64 max_insns, u32 n, bool *preempted);
 struct kvm_run *pk_vcpu_run_struct(struct kvm_vcpu *vcpu);
+int pk_vcpu_task(struct kvm_vcpu *vcpu);
 int pk_vcpu_get_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u32 n);
 int pk_vcpu_set_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u32 n);
 int pk_vcpu_get_regs(struct kvm_vcpu *vcpu, struct pk_regs *regs);

@@ -328,11 +328,15 @@ struct pk_machine {
 		bool patient;			/* wait from the point on until the event can fire */
 		bool dead;			/* a CPU was taken down mid-path: end of branch */
 		bool other_ran;			/* PK_INJ_PREEMPT_VM ran the other VM's vCPU */
+		/* Armed by name: the nth point of (path, op, msr); ~0 matches any path. */
+		bool by_name;
+		u32 name_path, name_op, name_msr, name_nth;
 		u32 refused;			/* reached where the kernel would not take it */
 		/* While counting: the points where IRQs were on / the thread preemptible. */
 		u64 irq_ok[PK_INJ_OK_WORDS], preempt_ok[PK_INJ_OK_WORDS];
 	} inject;
 	struct kvm_vcpu *inject_other_vcpu;	/* PK_INJ_PREEMPT_VM's vCPU, or NULL */
+	struct pk_point_log *point_log;		/* names of the points counted, or NULL: not state */
 	u64 inject_other_budget;
 	void (*virt_disable_ipi)(struct pk_machine *m, u32 cpu);	/* KVM's handler */
 	struct pk_trace *trace;			/* tracepoint buffer, or NULL: not state */
@@ -397,14 +401,15 @@ static inline void *pk_hva(struct pk_machine *m, u64 pa, u64 len)
 void *pk_kzalloc(struct pk_machine *m, size_t size, size_t align);
 
 /* Cost accounting */
-void pk_inject_point(struct pk_cpu *cpu);	/* csrc/host/events.c */
+/* Before a host instruction `op` (PK_NR_OPS: a window between stores); csrc/host/events.c */
+void pk_inject_point(struct pk_cpu *cpu, u32 op, u32 msr);
 
 static inline void pk_account(struct pk_cpu *cpu, enum pk_op op)
 {
 	struct pk_machine *m = cpu->m;
 
 	if (unlikely(m->inject.armed))
-		pk_inject_point(cpu);
+		pk_inject_point(cpu, op, 0);
 	m->costs.ops[m->costs.path][op]++;
 	m->costs.cycles[m->costs.path] += m->profile.op[op];
 }
