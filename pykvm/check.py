@@ -15,6 +15,7 @@ also with an NMI, a disable IPI or a preemption before each of its host instruct
 then random walks. A violation is shrunk to a minimal sequence and replayed with
 tracepoints on.
 """
+import functools
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -113,6 +114,12 @@ class Step:
     def plain(self):
         """The same step without its injected event."""
         return replace(self, inject="", at=0)
+
+
+@functools.lru_cache(maxsize=16)
+def _guest_program_cached(regs, features):
+    code, symbols, ud, bp, kentry = _guest_program(list(regs), dict(features))
+    return code, symbols, ud.address, bp.address, kentry.address
 
 
 def _guest_program(regs, features):
@@ -435,7 +442,8 @@ class Checker:
         self.regs = [msr for msr, _ in regs]
         features = {"rdpid": model.has_rdpid, "rdtscp": model.has_rdtscp,
                     "fsgsbase": model.has_fsgsbase}
-        code, self.symbols, ud, bp, kentry = _guest_program(self.regs, features)
+        code, self.symbols, ud, bp, kentry = _guest_program_cached(
+            tuple(self.regs), tuple(sorted(features.items())))
         nr = vcpus + vms - 1
         vm = self.m.create_vm()
         slot = vm.add_memory(0, GMEM)
@@ -449,10 +457,10 @@ class Checker:
             self.vms.append(vm2)
             vm_of.append(1)
         vm.memory.write(CODE, code)
-        for at, stub in _lstar_stubs(kentry.address, nr).items():
+        for at, stub in _lstar_stubs(kentry, nr).items():
             vm.memory.write(at, stub)
-        vm.memory.write(IDT + 3 * 16, idt_gate(bp.address, dpl=3))   # INT3 from user mode
-        vm.memory.write(IDT + 6 * 16, idt_gate(ud.address))
+        vm.memory.write(IDT + 3 * 16, idt_gate(bp, dpl=3))   # INT3 from user mode
+        vm.memory.write(IDT + 6 * 16, idt_gate(ud))
         vm.memory.write(TSS, tss_bytes(RSP0))
         sregs = initial_sregs()
         sregs.idt.base, sregs.idt.limit = IDT, 7 * 16 - 1   # beyond #UD: a triple fault
