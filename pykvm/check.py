@@ -418,10 +418,12 @@ class Checker:
 
     `vms=2` adds a second VM with one vCPU (the last index), running the same guest
     program on its own table: it can preempt the others (injection "preempt_vm") and be
-    stepped like them."""
+    stepped like them. `setup(checker)` runs once before the initial state is taken (a
+    scenario of one's own: e.g. a CPUID without some feature)."""
 
     def __init__(self, vendor="vmx", preset=None, params=None, cpu_model=None, cpus=2,
-                 vcpus=1, steps=None, injections=None, run_budget=100_000, vms=1):
+                 vcpus=1, steps=None, injections=None, run_budget=100_000, vms=1,
+                 setup=None):
         if vms not in (1, 2):
             raise InvalidConfiguration(f"vms must be 1 or 2, got {vms}")
         if not 1 <= vcpus + vms - 1 <= 4:
@@ -511,6 +513,8 @@ class Checker:
                 raise InvalidConfiguration(f"unknown injection {k!r}; known: {INJECTS[1:]}")
         cfg.inject_mask = sum(1 << INJECTS.index(k) for k in inj)
         self._cfg = cfg
+        if setup is not None:       # the caller's own scenario: part of the initial state
+            setup(self)
         self._c = ffi.gc(lib.pk_checker_new(self.m._m, cfg), lib.pk_checker_free)
         if self._c == ffi.NULL:
             raise InvalidConfiguration("the checker could not be set up")

@@ -47,12 +47,17 @@ class Machine:
             raise InvalidConfiguration(f"cpus must be 1..{MAX_CPUS}, got {cpus!r}")
         self.vendor = get_vendor(vendor)
         models = self.vendor.cpu_models
-        name = cpu_model or next(iter(models))
-        if name not in models:
-            raise InvalidConfiguration(
-                f"{vendor} has no CPU model {name!r}; it has {', '.join(models)}")
+        from .vendors import CpuModel
+        if isinstance(cpu_model, CpuModel):     # a model of one's own (e.g. without FSGSBASE)
+            name, model = "custom", cpu_model
+        else:
+            name = cpu_model or next(iter(models))
+            if name not in models:
+                raise InvalidConfiguration(
+                    f"{vendor} has no CPU model {name!r}; it has {', '.join(models)}")
+            model = models[name]
         self.cpu_model_name = name
-        self.cpu_model = models[name]
+        self.cpu_model = model
         if self.cpu_model.vendor != self.vendor.cpu_vendor:
             raise InvalidConfiguration(
                 f"{vendor} needs an {self.vendor.cpu_vendor} CPU, {name} is {self.cpu_model.vendor}")

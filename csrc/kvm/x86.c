@@ -741,6 +741,24 @@ static void kvm_complete_mmio_read(struct kvm_vcpu *vcpu)
 	vcpu->arch.mmio_read_pending = false;
 }
 
+/*
+ * RIP for a tracepoint. Tracing must not change what runs: no host point for the
+ * checker's injections, and the register cache left as it was (a cached RIP would
+ * spare a later VMREAD and shift every host point after it).
+ */
+static u64 kvm_trace_rip(struct kvm_vcpu *vcpu)
+{
+	struct pk_machine *m = vcpu->kvm->m;
+	u32 armed = m->inject.armed, avail = vcpu->arch.regs_avail;
+	u64 rip;
+
+	m->inject.armed = 0;
+	rip = kvm_rip_read(vcpu);
+	vcpu->arch.regs_avail = avail;
+	m->inject.armed = armed;
+	return rip;
+}
+
 static int vcpu_enter_guest(struct kvm_vcpu *vcpu)
 {
 	struct pk_machine *m = vcpu->kvm->m;
@@ -771,14 +789,18 @@ static int vcpu_enter_guest(struct kvm_vcpu *vcpu)
 	for (;;) {
 		if (unlikely(m->trace))
 			pk_trace(m, PK_TR_KVM_ENTRY, smp_processor_id(), vcpu->vcpu_id,
-				 kvm_rip_read(vcpu));
+				 kvm_trace_rip(vcpu));
 		exit_fastpath = kvm_x86_call(vcpu_run)(vcpu, 0);
 		if (unlikely(m->trace)) {
-			u32 reason;
+			u32 reason, armed = m->inject.armed;
 			u64 info1, info2;
 
+			/* The tracepoint's VMREADs are not host points: a traced replay places
+			 * its injections where the untraced run did. */
+			m->inject.armed = 0;
 			kvm_x86_call(get_exit_info)(vcpu, &reason, &info1, &info2);
-			pk_trace(m, PK_TR_KVM_EXIT, smp_processor_id(), reason, kvm_rip_read(vcpu));
+			m->inject.armed = armed;
+			pk_trace(m, PK_TR_KVM_EXIT, smp_processor_id(), reason, kvm_trace_rip(vcpu));
 		}
 		if (likely(exit_fastpath != EXIT_FASTPATH_REENTER_GUEST))
 			break;
