@@ -194,3 +194,117 @@ def test_upstream_passes_on_every_cpu_model(vendor, cpu_model):
     user-return MSRs (no load-EFER controls): upstream is clean on each."""
     r = check.check(vendor, cpu_model=cpu_model, bound=BOUND, walks=300)
     assert r.verdict == "pass", r.report()
+
+
+# ---- the explorer's rules, its detectors, and paths nothing else reaches ----------------
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_explorer_takes_events_only_where_the_kernel_allows_them(vendor):
+    """Every kind of host event is taken during exploration and none is tried where the
+    kernel forbids it: no interrupt with IRQs off, no preemption with preemption or IRQs
+    off (inside __schedule, whose sched_out runs with both off)."""
+    c = check.Checker(vendor, vms=2)
+    v, *_ = c.explore(bound=2, walks=0)
+    assert v is None
+    assert c.last_refused == 0
+    assert all(n > 0 for n in c.last_injected.values()), c.last_injected
+    # The rules are not vacuous: inside a run that switches the vCPU thread back in (its
+    # CPU ran another task), some points refuse a preemption and every preemption that
+    # fired did so with preempt_count 0 and IRQs on.
+    steps = [check.Step("other_task", cpu=0), check.Step("run")]
+    n, irq_ok, preempt_ok = c.points(steps, 1)
+    assert set(range(1, n + 1)) - preempt_ok and irq_ok - preempt_ok
+    for at in range(1, n + 1):
+        _, recs = c.replay(steps[:1] + [check.Step("run", inject="preempt", at=at)], trace=True)
+        fired = [b for kind, _, a, b in recs if kind == "inject"]
+        assert bool(fired) == (at in preempt_ok), at
+        for flags in fired:
+            assert flags == 1 << 31, (at, hex(flags))   # preempt_count 0, IRQs on
+
+
+def test_detector_get_msrs_wrong_value():
+    """KVM_GET_MSRS answers a value the guest never wrote (7.1's lost KERNEL_GS_BASE)."""
+    c = check.Checker("vmx", params={"vmm_32bit_gs": True,
+                                     "bug_kgs_saved_after_load_gs_index": True},
+                      steps=["run", "get_msrs"], injections=[])
+    v, _ = c.replay([check.Step("get_msrs"), check.Step("run"), check.Step("get_msrs")])
+    assert (v.obs, v.reg) == ("KVM_GET_MSRS", "KERNEL_GS_BASE"), v
+
+
+def test_detector_set_msrs_short_count():
+    """KVM_SET_MSRS processes fewer entries than given (a vCPU whose CPUID lost long
+    mode refuses STAR)."""
+    def no_long_mode(c):
+        vcpu = c.vcpus[0]
+        vcpu.set_cpuid([e if e.function != 0x80000001 else
+                        type(e)(**{**e.__dict__, "edx": e.edx & ~(1 << 29)})
+                        for e in c.m.get_supported_cpuid()])
+    c = check.Checker("vmx", setup=no_long_mode)
+    v, _ = c.replay([check.Step("set_msrs")])
+    assert v.obs == "KVM_GET_MSRS" and v.expected == len(c.regs) and v.actual == 0, v
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_detectors_unexpected_exit_and_host_warn(vendor):
+    """Virtualization switched off under KVM (no re-enable): the entry fails (VMX: VMfail,
+    SVM: VMRUN faults), the guest's run ends in KVM_EXIT_FAIL_ENTRY, an exit its program
+    never takes; on VMX a KVM_SET_MSRS then WARNs (VMPTRLD/VMWRITE fail)."""
+    c = check.Checker(vendor, setup=lambda c: c.m.disable_virtualization(0))
+    v, recs = c.replay([check.Step("run")], trace=True)
+    assert (v.obs, v.reg, v.actual) == ("unexpected exit", "MSR 0x0", 9), v  # FAIL_ENTRY
+    assert ("kvm_userspace_exit", 0, 9, 0) in recs
+    if vendor == "vmx":
+        v, _ = c.replay([check.Step("set_msrs")])
+        assert v.obs == "host WARN", v
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_a_syscall_into_a_foreign_lstar_names_lstar(vendor):
+    """The guest's SYSCALL lands where LSTAR points; at the host's entry_SYSCALL_64 (not
+    guest memory) the run ends in an MMIO exit at that address, and its mark names LSTAR."""
+    def host_lstar(c):
+        for v in c.vcpus:            # a guest LSTAR outside its memory (KVM_SET_MSRS)
+            assert v.set_msrs({0xC0000082: 0xFFFFFFFF81E00080}) == 1
+        c.vms[0].memory.write_u64(check.TABLES + 8 * c.regs.index(0xC0000082),
+                                  0xFFFFFFFF81E00080)
+    c = check.Checker(vendor, setup=host_lstar)
+    v, _ = c.replay([check.Step("run")])
+    assert (v.obs, v.reg, v.actual) == ("unexpected exit", "LSTAR", 0xFFFFFFFF81E00080), v
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_svm_and_vmx_tracepoints_name_their_exits(vendor):
+    """kvm_exit carries the vendor's own code: VMX reason 0x1e (I/O), SVM 0x7b (IOIO)."""
+    c = check.Checker(vendor)
+    _, recs = c.replay([check.Step("run")], trace=True)
+    reasons = {a for kind, _, a, _ in recs if kind == "kvm_exit"}
+    assert (0x1E if vendor == "vmx" else 0x7B) in reasons, reasons
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_hosts_without_fsgsbase(vendor):
+    """A CPU without FSGSBASE: the host switches the inactive GS base with RDMSR/WRMSR,
+    the paranoid entry tests the GS_BASE sign; upstream is clean and a bug is found."""
+    import dataclasses
+    from pykvm.vendors import get_vendor
+    model = dataclasses.replace(next(iter(get_vendor(vendor).cpu_models.values())),
+                                has_fsgsbase=False)
+    params = {"paranoid_entry_fsgsbase": False}
+    # Without FSGSBASE, a machine check in SVM's VMRUN window is found (the test of it
+    # below); everything else is clean.
+    inj = [k for k in check.INJECTS[1:] if k != "mc" or vendor == "vmx"]
+    r = check.check(vendor, cpu_model=model, params=params, bound=2, walks=100, injections=inj)
+    assert r.verdict == "pass", r.report()
+    r = check.check(vendor, cpu_model=model, params={**params, "forget_spec_ctrl": True},
+                    bound=2, walks=0)
+    assert r.violation.reg == "SPEC_CTRL", r.report()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=check.steps_strategy(vcpus=2, cpus=2, max_steps=6))
+def test_property_upstream_svm_never_leaks(steps):
+    """The same property on SVM."""
+    if "svm" not in _checkers:
+        _checkers["svm"] = check.Checker("svm", vcpus=2)
+    violation, _ = _checkers["svm"].replay(steps)
+    assert violation is None, [str(s) for s in steps]
