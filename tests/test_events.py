@@ -68,8 +68,9 @@ def test_failed_vm_entry(vendor):
     """Virtualization off under KVM: the entry fails (VMX: VMfail; SVM: VMRUN faults,
     SVM_EXIT_ERR), and userspace gets KVM_EXIT_FAIL_ENTRY."""
     m = pykvm.Machine(cpus=1, vendor=vendor)
+    vcpu = _vcpu(m)
     m.disable_virtualization(0)
-    ex = _vcpu(m).run()
+    ex = vcpu.run()
     assert isinstance(ex, X.FailEntry), ex
     assert m.host_bugs > 0          # a VMX instruction failing / VMRUN faulting: a WARN
 
