@@ -581,18 +581,17 @@ class Checker:
         self.last_refused = res.refused
         return v, steps, res.events, res.states, res.depth_done, res.walks
 
-    def attribute(self, violation):
-        """Name whose value was found: a vCPU's guest value, or another host task's."""
-        if violation is None:
-            return None
-        for v in range(len(self.vcpus)):
-            for msr, f, d in REGS:
-                start = f(v)
-                if violation.actual in (start, start ^ d):
-                    return replace(violation, owner=f"vcpu{v}'s guest {reg_name(msr)}")
-        if violation.actual == 0:
-            return replace(violation, owner="zeroed")
-        return violation
+    def attribute(self, steps):
+        """Replay `steps` with attribution by last write on: the Violation whose `cause`
+        names the write that put the wrong value there (instruction, kernel function,
+        CPU, step), or None."""
+        from ._lib import ensure
+        ensure(lib.pk_attr_enable(self.m._m, True), "attribution")
+        try:
+            v, _ = self.replay(steps)
+        finally:
+            lib.pk_attr_enable(self.m._m, False)
+        return v
 
     # ---- shrinking ------------------------------------------------------------------
 
@@ -695,8 +694,7 @@ def check(vendor="vmx", *, preset=None, params=None, cpu_model=None, cpus=2, vcp
     exits = c.last_exits
     if v is not None:
         found = c.shrink(found, v)
-        v, _ = c.replay(found)
-        v = c.attribute(v)
+        v = c.attribute(found)
     return CheckResult(vendor, c.m.preset, c.m.params, "violation" if v else "pass", v,
                        found if v else [], events, states, depth, nwalks, elapsed,
                        config=c.config, exits=exits)
@@ -709,8 +707,8 @@ def replay(data):
             data = json.load(f)
     steps = [Step(**s) for s in data["steps"]]
     c = Checker(**data["config"])
-    v, recs = c.replay(steps, trace=True)
-    v = c.attribute(v)
+    _, recs = c.replay(steps, trace=True)
+    v = c.attribute(steps)
     return CheckResult(data["vendor"], c.m.preset, c.m.params, "violation" if v else "pass",
                        v, steps, len(steps), 0, 0, 0, 0.0, config=c.config, _trace=recs)
 

@@ -24,6 +24,26 @@ def reg_name(reg):
     return REG_NAMES.get(reg, f"MSR {reg:#x}")
 
 
+_GUEST_ENTRIES = ("VMLAUNCH", "VMRESUME", "VMRUN")
+
+
+def cause_text(rec):
+    """The last write of a register as attribution recorded it (struct pk_attr_rec), in
+    words; "" if attribution was off."""
+    from ._lib import OPS, PATHS, ffi
+    if rec.valid != 1:
+        return "not written since the initial state" if rec.valid else ""
+    fn = ffi.string(rec.fn).decode() if rec.fn != ffi.NULL else "?"
+    op = OPS[rec.op] if rec.op < len(OPS) else None
+    where = f"on CPU {rec.cpu}, step {rec.step + 1}"
+    if op is None:
+        return f"last written by {fn} {where}"
+    if op in _GUEST_ENTRIES:
+        return f"last written during {op} in {fn} (the guest or its exit) {where}"
+    path = PATHS[rec.path] if rec.path < len(PATHS) else "?"
+    return f"last written by {op} in {fn} ({path}) {where}"
+
+
 @dataclass(frozen=True)
 class Violation:
     obs: str
@@ -33,15 +53,15 @@ class Violation:
     actual: int
     task: int
     count: int
-    owner: str = ""
+    cause: str = ""             # the register's last write (attribution), if it was on
 
     @classmethod
     def from_c(cls, v, count, machine=None):
         return cls(OBS[v.obs] if v.obs < len(OBS) else str(v.obs), v.cpu, reg_name(v.reg),
-                   v.expected, v.actual, v.task, count)
+                   v.expected, v.actual, v.task, count, cause_text(v.cause))
 
     def __str__(self):
         return (f"{self.reg} on CPU {self.cpu} at {self.obs} (task {self.task}): expected "
                 f"{self.expected:#x}, found {self.actual:#x}"
-                + (f": {self.owner}" if self.owner else "")
+                + (f"; {self.cause}" if self.cause else "")
                 + (f"; {self.count} violations in all" if self.count > 1 else ""))

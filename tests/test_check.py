@@ -181,10 +181,24 @@ def test_machine_check_in_the_vmrun_window_on_a_pre_fsgsbase_host():
     assert r.steps[-1].inject == "mc"
 
 
-def test_violation_names_whose_value_leaked():
+def test_violation_names_the_write_that_caused_it():
+    """Attribution names the last write of the register, never a value that matches."""
     r = check.check("vmx", params={"forget_lstar": True}, bound=1, walks=0)
-    assert r.violation.owner == "vcpu0's guest LSTAR"
-    assert "vcpu0's guest LSTAR" in str(r.violation)
+    # The guest's WRMSR LSTAR is intercepted: KVM loaded it (prepare_switch_to_guest's
+    # kvm_set_user_return_msr), and no user-return notifier ever put the host's back.
+    assert r.violation.cause.startswith("last written by WRMSR in kvm_set_user_return_msr"), \
+        r.violation.cause
+    assert r.violation.cause in str(r.violation)
+    # The issue's example: a GS base of 0 loaded from a host save area never saved (the
+    # 'loaded' flag kept across put skips the VMSAVE on the new CPU) was blamed on a guest
+    # register whose value happened to match. Now: the host VMLOAD that loaded it.
+    c = check.Checker("svm", params={"bug_guest_state_loaded_kept_across_put": True})
+    v = c.attribute([check.Step("run"), check.Step("migrate", cpu=1), check.Step("run")])
+    assert (v.reg, v.actual, v.obs) == ("GS_BASE", 0, "first RET after VM-exit"), v
+    assert v.cause == "last written by VMLOAD in __svm_vcpu_run (VCPU_RUN) on CPU 1, step 3"
+    # Never a value that happens to match: a value from before the initial state says so.
+    r = check.check("vmx", params={"forget_tsx_ctrl": True}, bound=1, walks=0)
+    assert r.violation.cause == "not written since the initial state", r.report()
 
 
 @pytest.mark.parametrize("vendor, cpu_model", [("svm", "zen4"), ("vmx", "icelake"),

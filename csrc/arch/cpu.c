@@ -11,6 +11,7 @@
  * The kernel-named wrappers below them (rdmsrl_safe, native_swapgs, ...) run on
  * this_cpu() and account one operation each in the cost model (COSTS.md).
  */
+#define PK_CPU_IMPL		/* defines host instructions cpu.h wraps for attribution */
 #include "pykvm/cpu.h"
 #include "asm/vmx.h"		/* VMX_AR_UNUSABLE_MASK: the segment AR format */
 
@@ -300,7 +301,7 @@ static void account_msr(struct pk_cpu *cpu, int dir, u32 index)
 	enum pk_op op = dir ? PK_OP_WRMSR : PK_OP_RDMSR;
 	u32 cycles = m->profile.op[op];
 
-	if (unlikely(m->inject.armed))
+	if (unlikely(m->inject.armed | (m->attr != NULL)))
 		pk_inject_point(cpu, op, index);
 
 	if (slot >= 0) {

@@ -44,12 +44,14 @@ static void snap_restore(struct pk_checker *c, const u8 *buf)
 {
 	struct pk_trace *trace = c->m->trace;
 	struct pk_point_log *log = c->m->point_log;
+	struct pk_attr *attr = c->m->attr;
 
 	memcpy(c->m, buf, c->mach_bytes);
 	memcpy(c->cfg.gmem + c->cfg.gmem_dirty_lo, buf + c->mach_bytes, c->gmem_bytes);
 	/* Recorders, not state. */
 	c->m->trace = trace;
 	c->m->point_log = log;
+	c->m->attr = attr;
 }
 
 /* Fields that count rather than describe: cleared so equal states hash equal. */
@@ -437,6 +439,7 @@ int pk_checker_replay(struct pk_checker *c, const struct pk_step *steps, u32 n,
 	for (u32 i = 0; i < n && r == 0; i++) {
 		if (trace)
 			pk_trace(m, PK_TR_STEP, 0, i, steps[i].kind);
+		pk_attr_reset(m, i);
 		r = apply(c, &steps[i], NULL);
 	}
 	if (r == 1 && v)

@@ -20,6 +20,8 @@ void pk_oracle_violation(struct pk_machine *m, u32 obs, u32 cpu, u32 reg, u64 ex
 		o->first.task = m->host.current[cpu];
 		o->first.expected = exp;
 		o->first.actual = act;
+		memset(&o->first.cause, 0, sizeof(o->first.cause));
+		pk_attr_cause(m, &o->first);
 	}
 }
 

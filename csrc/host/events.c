@@ -187,6 +187,11 @@ void pk_inject_point(struct pk_cpu *cpu, u32 op, u32 msr)
 	struct pk_cpu *saved;
 	u32 id = cpu->id;
 
+	if (unlikely(m->attr != NULL)) {
+		pk_attr_point(m, cpu, op);
+		if (!in->armed)
+			return;
+	}
 	if (cpu->mode != PK_MODE_HOST || id != in->cpu || m->host.in_user[id])
 		return;
 	in->points++;
@@ -375,6 +380,7 @@ int pk_host_task_change(struct pk_machine *m, u32 task, u32 how)
 	gs_new = gs ? t->user_gsbase ^ 0x200000 : t->user_gsbase;
 	if (how == PK_TASK_WRFSBASE && (cpu->cr4 & X86_CR4_FSGSBASE)) {
 		/* User mode: the kernel learns the new bases only at the next context switch. */
+		pk_attr_mark(cpu, "WRFSBASE/WRGSBASE in user mode");
 		cpu->seg[VCPU_SREG_FS].base = fs_new;
 		t->user_fsbase = fs_new;
 		if (gs) {

@@ -302,6 +302,7 @@ static void host_syscall_segments(struct pk_cpu *cpu, bool to_user)
 {
 	u16 sel = (u16)(cpu->msr[PK_MSR_STAR] >> (to_user ? 48 : 32));
 
+	pk_attr_mark(cpu, to_user ? "SYSRETQ (exit to user mode)" : "SYSCALL (kernel entry)");
 	if (to_user) {
 		cpu->seg[VCPU_SREG_CS].selector = (u16)((sel + 16) | 3);
 		cpu->seg[VCPU_SREG_SS].selector = (u16)((sel + 8) | 3);

@@ -337,11 +337,13 @@ struct pk_machine {
 	} inject;
 	struct kvm_vcpu *inject_other_vcpu;	/* PK_INJ_PREEMPT_VM's vCPU, or NULL */
 	struct pk_point_log *point_log;		/* names of the points counted, or NULL: not state */
+	struct pk_attr *attr;			/* attribution by last write, or NULL: not state */
+	const char *attr_site;			/* the kernel function at the current host point */
 	u64 inject_other_budget;
 	void (*virt_disable_ipi)(struct pk_machine *m, u32 cpu);	/* KVM's handler */
 	struct pk_trace *trace;			/* tracepoint buffer, or NULL: not state */
 	struct pk_oracle_state {		/* storage behind `oracle` (struct pk_oracle) */
-		u64 words[8];
+		u64 words[16];
 	} oracle_storage;
 	void (*nmi_handler)(struct pk_cpu *cpu);	/* host NMI handler (host kernel model) */
 
@@ -408,7 +410,7 @@ static inline void pk_account(struct pk_cpu *cpu, enum pk_op op)
 {
 	struct pk_machine *m = cpu->m;
 
-	if (unlikely(m->inject.armed))
+	if (unlikely(m->inject.armed | (m->attr != NULL)))
 		pk_inject_point(cpu, op, 0);
 	m->costs.ops[m->costs.path][op]++;
 	m->costs.cycles[m->costs.path] += m->profile.op[op];
