@@ -1,10 +1,17 @@
 """Host events a scenario places itself: the checker's events without its explorer.
 
+    import pykvm
+    from pykvm import guest
     from pykvm.events import Inject
-    ex = vcpu.run(inject=Inject("nmi", "VCPU_RUN:WRMSR SPEC_CTRL"))   # a named host point
-    ex = vcpu.run(inject=Inject("cr3", 11))                            # before instruction 11
-    ex = vcpu.run(inject=Inject("preempt_vm", "HANDLE_EXIT:*", other=vcpu_of_vm2))
-    m.check()                                                          # what the oracle saw
+
+    m = pykvm.Machine(cpus=1, vendor="vmx")
+    vcpu = m.create_vm().create_vcpu(cpu=0)
+    vcpu.load(guest.program(lambda a: (a.sync(), a.sync(), a.done())))
+    other = m.create_vm().create_vcpu(cpu=0)          # another VM's vCPU
+    other.load(guest.program(lambda a: (a.sync(), a.done())))
+    vcpu.run(inject=Inject("nmi", "VCPU_RUN:VMLAUNCH"))       # at a named host point
+    vcpu.run(inject=Inject("preempt_vm", "HANDLE_EXIT:*", other=other))
+    assert vcpu.last_injection_fired and m.check() is None     # the oracle saw nothing
 
 An event fires once, before the chosen host instruction of that run on the vCPU's pCPU,
 and only if the kernel takes it there (csrc/host/events.c): an NMI or machine check

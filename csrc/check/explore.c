@@ -32,6 +32,21 @@ struct pk_checker {
 	u64 refused;			/* armed where the kernel would not take them */
 };
 
+/* ---- another VM's vCPU preempting (PK_INJ_PREEMPT_VM): its userspace's KVM_RUN ---- */
+
+static __thread u64 other_budget;	/* the run budget of the caller's checker */
+
+static void run_other_vcpu(struct pk_machine *m, void *vcpu)
+{
+	pk_vcpu_run_ex(vcpu, other_budget, false);
+}
+
+void pk_inject_set_other_vcpu(struct pk_machine *m, struct kvm_vcpu *vcpu, u64 budget)
+{
+	other_budget = budget;
+	pk_inject_set_other(m, vcpu ? pk_vcpu_task(vcpu) : -1, run_other_vcpu, vcpu);
+}
+
 /* ---- snapshots ---- */
 
 static void snap_save(struct pk_checker *c, u8 *buf)

@@ -12,10 +12,6 @@
 #include "pykvm/events.h"
 #include "pykvm/oracle.h"
 
-/* kernel/sched, virt/kvm: the other VM's vCPU thread runs a KVM_RUN (kvm_main.c). */
-int pk_vcpu_run_ex(struct kvm_vcpu *vcpu, u64 max_insns, bool stay_in_kernel);
-int pk_vcpu_task(struct kvm_vcpu *vcpu);
-
 /* Interrupt vectors the model's host uses (arch/x86/include/asm/irq_vectors.h). */
 #define REBOOT_VECTOR		0xf8
 #define LOCAL_TIMER_VECTOR	0xec
@@ -75,10 +71,12 @@ int pk_inject_fired(struct pk_machine *m)
 	return m->inject.fired;
 }
 
-void pk_inject_set_other_vcpu(struct pk_machine *m, struct kvm_vcpu *vcpu, u64 budget)
+void pk_inject_set_other(struct pk_machine *m, int task,
+			 void (*run)(struct pk_machine *m, void *arg), void *arg)
 {
-	m->inject_other_vcpu = vcpu;
-	m->inject_other_budget = budget;
+	m->inject_other_task = task;
+	m->inject_other_run = run;
+	m->inject_other_arg = arg;
 }
 
 /* IRQs on in host kernel mode: an interrupt can be taken. */
@@ -125,14 +123,10 @@ static void inject_preempt(struct pk_cpu *cpu)
 static bool inject_preempt_by_vcpu(struct pk_cpu *cpu)
 {
 	struct pk_machine *m = cpu->m;
-	struct kvm_vcpu *other = m->inject_other_vcpu;
-	int prev = m->host.current[cpu->id], task;
+	int prev = m->host.current[cpu->id], task = m->inject_other_task;
 	u32 old;
 
-	if (!other)
-		return false;
-	task = pk_vcpu_task(other);
-	if (task < 0 || task == prev)
+	if (task < 0 || (u32)task >= m->host.nr_tasks || task == prev || !m->inject_other_run)
 		return false;
 	old = pk_path_enter(m, PK_PATH_OTHER);
 	for (u32 c = 0; c < m->nr_cpus; c++)
@@ -142,7 +136,7 @@ static bool inject_preempt_by_vcpu(struct pk_cpu *cpu)
 	pk_migrate_task(task, (int)cpu->id);
 	pk_context_switch((int)cpu->id, task);
 	pk_exit_to_user_mode();
-	pk_vcpu_run_ex(other, m->inject_other_budget, false);
+	m->inject_other_run(m, m->inject_other_arg);
 	pk_this_cpu = cpu;
 	pk_enter_kernel();
 	pk_context_switch((int)cpu->id, prev);

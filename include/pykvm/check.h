@@ -86,6 +86,9 @@ struct pk_check_result {
 	u64 refused;			/* events not taken: the kernel forbids them there */
 };
 
+/* The vCPU (of another VM) whose thread PK_INJ_PREEMPT_VM runs, and its run budget. */
+void pk_inject_set_other_vcpu(struct pk_machine *m, struct kvm_vcpu *vcpu, u64 budget);
+
 struct pk_checker;
 struct pk_checker *pk_checker_new(struct pk_machine *m, const struct pk_check_cfg *cfg);
 void pk_checker_free(struct pk_checker *c);

@@ -59,8 +59,14 @@ void pk_machine_set_point_log(struct pk_machine *m, struct pk_point_log *log);
 
 /* Whether the armed event fired, and how many were refused where the kernel forbids them. */
 int pk_inject_fired(struct pk_machine *m);
-/* The vCPU (of another VM) whose thread PK_INJ_PREEMPT_VM runs, and its run budget. */
-void pk_inject_set_other_vcpu(struct pk_machine *m, struct kvm_vcpu *vcpu, u64 budget);
+/* cffi:end */
+/*
+ * The task PK_INJ_PREEMPT_VM switches to, and what its userspace does once it returns
+ * there (csrc/check: a KVM_RUN of another VM's vCPU). task < 0: none.
+ */
+void pk_inject_set_other(struct pk_machine *m, int task,
+			 void (*run)(struct pk_machine *m, void *arg), void *arg);
+/* cffi:begin */
 void pk_machine_set_trace(struct pk_machine *m, struct pk_trace *t);
 
 /*

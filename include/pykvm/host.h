@@ -22,7 +22,6 @@
 #define __TSS_SEL	(GDT_ENTRY_TSS * 8)
 
 void pk_host_init(struct pk_machine *m);
-const struct pk_param *pk_host_params(int *n);
 /* The host NMI handler (paranoid entry, then per-cpu data through GS). */
 void pk_host_nmi(struct pk_cpu *cpu);
 void pk_host_machine_check(struct pk_cpu *cpu);

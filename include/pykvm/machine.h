@@ -335,11 +335,13 @@ struct pk_machine {
 		/* While counting: the points where IRQs were on / the thread preemptible. */
 		u64 irq_ok[PK_INJ_OK_WORDS], preempt_ok[PK_INJ_OK_WORDS];
 	} inject;
-	struct kvm_vcpu *inject_other_vcpu;	/* PK_INJ_PREEMPT_VM's vCPU, or NULL */
+	/* PK_INJ_PREEMPT_VM: the preempting task and its userspace's KVM_RUN (csrc/check). */
+	int inject_other_task;			/* -1: none */
+	void (*inject_other_run)(struct pk_machine *m, void *arg);
+	void *inject_other_arg;
 	struct pk_point_log *point_log;		/* names of the points counted, or NULL: not state */
 	struct pk_attr *attr;			/* attribution by last write, or NULL: not state */
 	const char *attr_site;			/* the kernel function at the current host point */
-	u64 inject_other_budget;
 	void (*virt_disable_ipi)(struct pk_machine *m, u32 cpu);	/* KVM's handler */
 	struct pk_trace *trace;			/* tracepoint buffer, or NULL: not state */
 	struct pk_oracle_state {		/* storage behind `oracle` (struct pk_oracle) */
