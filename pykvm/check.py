@@ -31,10 +31,11 @@ from .tracepoints import exit_reason_name, userspace_exit_reason
 
 STEP_KINDS = ("run", "set_msrs", "get_msrs", "migrate", "other_task", "virt_off_on",
               "user_insns", "vmm_task")
-INJECTS = ("", "nmi", "disable_ipi", "preempt", "mc", "softirq", "cr3", "preempt_vm")
+INJECTS = ("", "nmi", "disable_ipi", "preempt", "mc", "preempt_kthread", "softirq", "cr3",
+           "preempt_vm")
 # Injections taken with IRQs on / only where the vCPU thread is preemptible (events.h).
 IRQ_INJECTS = frozenset({"disable_ipi", "softirq", "cr3"})
-PREEMPT_INJECTS = frozenset({"preempt", "preempt_vm"})
+PREEMPT_INJECTS = frozenset({"preempt", "preempt_kthread", "preempt_vm"})
 # What a vmm_task step changes (Step.arg): events.h PK_TASK_*.
 TASK_CHANGES = ("arch_prctl", "wrfsbase", "set_tsc")
 SYNC_PORT, VIOLATION_PORT = 0xE0, 0xE2

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from ._lib import MSR_SLOTS, OPS, PATHS, ffi, lib
 from .errors import InvalidConfiguration
 
-KINDS = ("nmi", "disable_ipi", "preempt", "mc", "softirq", "cr3", "preempt_vm")
+KINDS = ("nmi", "disable_ipi", "preempt", "mc", "preempt_kthread", "softirq", "cr3",
+         "preempt_vm")
 WINDOW = "window"
 _NAME = re.compile(r"^\s*([A-Z_*]+)\s*:\s*([A-Za-z_*]+)(?:\s+([A-Za-z_0-9]+))?\s*(?:#(\d+))?\s*$")
 

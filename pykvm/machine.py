@@ -183,6 +183,20 @@ class Machine:
         if not 0 <= cpu < self.nr_cpus:
             raise InvalidConfiguration(f"cpu {cpu} out of range 0..{self.nr_cpus - 1}")
         ensure(lib.pk_host_user_insns(self._m, cpu) and -22, f"CPU {cpu} is not in user mode")
+    def run_kthread(self, cpu):
+        """A kernel thread (a kworker) preempts the task on pCPU `cpu` and gives the CPU
+        back: no task returns to user mode in between (unless the preempted task was in
+        user mode, which then returns to it)."""
+        if not 0 <= cpu < self.nr_cpus:
+            raise InvalidConfiguration(f"cpu {cpu} out of range 0..{self.nr_cpus - 1}")
+        ensure(lib.pk_host_run_kthread(self._m, cpu), f"running a kernel thread on CPU {cpu}")
+
+    def cpu_tsc(self, cpu):
+        """pCPU `cpu`'s TSC: the simulated clock (2.1 GHz), which advances only while
+        the CPU waits (halt polling, idle)."""
+        if not 0 <= cpu < self.nr_cpus:
+            raise InvalidConfiguration(f"cpu {cpu} out of range 0..{self.nr_cpus - 1}")
+        return lib.pk_host_cpu_tsc(self._m, cpu)
 
     def read_cpu_msr(self, cpu, index):
         """What pCPU `cpu` holds in MSR `index` right now (hardware view)."""
@@ -269,6 +283,11 @@ class Vm:
         s._hva = hva  # keeps the buffer pinned while the VM references it
         self.slots.append(s)
         return s
+
+    def create_irqchip(self):
+        """KVM_CREATE_IRQCHIP: the LAPIC in the kernel, so a guest HLT halts the vCPU in
+        KVM (polling, then blocking) instead of exiting to userspace. Before any vCPU."""
+        ensure(lib.pk_vm_create_irqchip(self._kvm), "KVM_CREATE_IRQCHIP", InvalidConfiguration)
 
     def _ensure_memory(self, size):
         if not any(s.contains(0, size) for s in self.slots):
@@ -432,15 +451,36 @@ class Vcpu(VcpuBase):
             return X.InternalError(r.internal.suberror, tuple(r.internal.data[0:n]))
         return X.Unsupported(reason)
 
-    def run_preempted(self, after=1, max_insns=DEFAULT_RUN_BUDGET):
-        """KVM_RUN in which the vCPU thread is preempted once (another host task runs on
-        its pCPU and returns to user mode), at the first preemptible point from its
-        `after`-th host instruction on. Returns (exit, preempted?)."""
+    def run_preempted(self, after=1, max_insns=DEFAULT_RUN_BUDGET, by="task"):
+        """KVM_RUN in which the vCPU thread is preempted once, at the first preemptible
+        point from its `after`-th host instruction on: by="task", another host process
+        runs on its pCPU and returns to user mode; by="kthread", a kernel thread runs
+        there and nothing returns to user mode. Returns (exit, preempted?)."""
         if not isinstance(after, int) or after < 1:
             raise InvalidConfiguration(f"after must be an int >= 1, got {after!r}")
+        kinds = {"task": lib.PK_INJ_PREEMPT, "kthread": lib.PK_INJ_PREEMPT_KTHREAD}
+        if by not in kinds:
+            raise InvalidConfiguration(f"by must be one of {', '.join(kinds)}, got {by!r}")
         self._complete_pending()
         flag = ffi.new("bool *")
-        lib.pk_vcpu_run_preempted(self._vcpu, max_insns or 0, after, flag)
+        ensure(lib.pk_vcpu_run_preempted_by(self._vcpu, max_insns or 0, after, kinds[by],
+                                            flag), "KVM_RUN")
+        ex = self._decode_exit()
+        self._pending = ex
+        return ex, bool(flag[0])
+
+    def run_rescheduled(self, by="task", max_insns=DEFAULT_RUN_BUDGET):
+        """KVM_RUN during which another task becomes runnable on the vCPU thread's pCPU
+        (woken by an interrupt while the guest runs): the thread yields to it at its first
+        reschedule point, after an exit handled in the kernel, with the guest state
+        loaded. by="task": the pCPU's user process, which returns to user mode; by=
+        "kthread": a kernel worker, which does not. Returns (exit, preempted?)."""
+        if by not in ("task", "kthread"):
+            raise InvalidConfiguration(f"by must be 'task' or 'kthread', got {by!r}")
+        self._complete_pending()
+        flag = ffi.new("bool *")
+        ensure(lib.pk_vcpu_run_rescheduled(self._vcpu, max_insns or 0, by == "kthread",
+                                           flag), "KVM_RUN")
         ex = self._decode_exit()
         self._pending = ex
         return ex, bool(flag[0])
@@ -485,6 +525,24 @@ class Vcpu(VcpuBase):
             raise InvalidConfiguration(f"how must be one of {hows}, got {how!r}")
         ensure(lib.pk_host_task_change(self._m, lib.pk_vcpu_task(self._vcpu), hows.index(how))
                and -22, "changing the vCPU thread's state")
+    def kick_every(self, period_ns):
+        """Another vCPU (on another pCPU, not simulated) kicks this one (KVM_HC_KICK_CPU)
+        every `period_ns` of this vCPU's pCPU clock, which runs only while it waits: each
+        halt is woken `period_ns` after it began. 0 stops the kicks."""
+        if not isinstance(period_ns, int) or not 0 <= period_ns < 2**63:
+            raise InvalidConfiguration(f"period_ns must be an int >= 0, got {period_ns!r}")
+        ensure(lib.pk_vcpu_kick_every(self._vcpu, period_ns), "kicking the vCPU")
+
+    def kick_after(self, ns):
+        """One such kick, `ns` from now by this vCPU's pCPU clock (replaces kick_every)."""
+        if not isinstance(ns, int) or not 0 <= ns < 2**63:
+            raise InvalidConfiguration(f"ns must be an int >= 0, got {ns!r}")
+        ensure(lib.pk_vcpu_kick_after(self._vcpu, ns), "kicking the vCPU")
+
+    @property
+    def halt_poll_ns(self):
+        """The vCPU's current halt-polling window (it grows and shrinks with its halts)."""
+        return lib.pk_vcpu_halt_poll_ns(self._vcpu)
 
     def migrate(self, cpu):
         """Move the vCPU thread to pCPU `cpu` (from its next ioctl on)."""
@@ -497,7 +555,9 @@ class Vcpu(VcpuBase):
         lib.pk_vcpu_get_stat(self._vcpu, s)
         return {f: getattr(s, f) for f in ("exits", "fastpath_exits", "userspace_exits",
                                            "io_exits", "mmio_exits", "halt_exits", "msr_exits",
-                                           "cpuid_exits", "irq_exits", "preemptions", "migrations")}
+                                           "cpuid_exits", "irq_exits", "preemptions", "migrations",
+                                           "halt_successful_poll", "halt_attempted_poll",
+                                           "halt_wakeup")}
 
 
 def _msr_index(idx):

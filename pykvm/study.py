@@ -52,6 +52,9 @@ METRICS = {
     "kernel_exits": "cyc_per_kernel_exit",
     "migrations": "cyc_per_migration",
     "guest_switches": "cyc_per_guest_switch",
+    "halts": "cyc_per_halt",
+    "msr_ioctls": "cyc_per_msr_ioctl",
+    "vcpu_creations": "cyc_per_vcpu_creation",
 }
 NOT_CHECKED = "not checked"
 DEFAULT_OUT = "study-out"
@@ -204,6 +207,18 @@ class Row:
     @property
     def cyc_per_guest_switch(self):
         return self.metric("guest_switches")
+
+    @property
+    def cyc_per_halt(self):
+        return self.metric("halts")
+
+    @property
+    def cyc_per_msr_ioctl(self):
+        return self.metric("msr_ioctls")
+
+    @property
+    def cyc_per_vcpu_creation(self):
+        return self.metric("vcpu_creations")
 
     def ops(self, op):
         """{path: count per event} of one operation, non-zero paths only."""
@@ -742,4 +757,5 @@ def compare_chart(crows, path):
 # The primary event of a workload, as a column head says it.
 EVENT_NAMES = {"fastpath_exits": "fast-path exit", "userspace_exits": "userspace RT",
                "preemptions": "preemption", "kernel_exits": "in-kernel exit",
-               "migrations": "migration", "guest_switches": "guest switch"}
+               "migrations": "migration", "guest_switches": "guest switch",
+               "halts": "halt", "msr_ioctls": "MSR get+set", "vcpu_creations": "vCPU created"}

@@ -25,6 +25,7 @@ u32 pk_inject_class(u32 kind)
 	case PK_INJ_CR3:
 		return PK_INJ_CLASS_IRQ;
 	case PK_INJ_PREEMPT:
+	case PK_INJ_PREEMPT_KTHREAD:
 	case PK_INJ_PREEMPT_VM:
 		return PK_INJ_CLASS_PREEMPT;
 	default:
@@ -262,6 +263,10 @@ void pk_inject_point(struct pk_cpu *cpu, u32 op, u32 msr)
 		break;
 	case PK_INJ_PREEMPT:
 		inject_preempt(cpu);
+		in->fired = true;
+		break;
+	case PK_INJ_PREEMPT_KTHREAD:
+		pk_host_kthread_preempt(cpu);		/* csrc/host/sched.c */
 		in->fired = true;
 		break;
 	case PK_INJ_PREEMPT_VM:

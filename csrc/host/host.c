@@ -87,6 +87,10 @@ static const struct pk_param host_param_table[] = {
 	PK_PARAM(struct pk_host_params, ret_uses_percpu, true,
 		 "a RET touches per-cpu data (call depth tracking, v6.2+), so the first RET after "
 		 "a VM-exit needs the host GS base"),
+	PK_PARAM(struct pk_host_params, kernel_ibrs, false,
+		 "legacy IBRS: the host kernel sets SPEC_CTRL.IBRS on every kernel entry and "
+		 "clears it on the way back to user mode (spectre_v2=ibrs, X86_FEATURE_KERNEL_IBRS, "
+		 "2dbb887e875b, v5.19), as a Skylake host without eIBRS does; needs IBRS"),
 	{ }		/* end */
 };
 
@@ -96,6 +100,28 @@ static struct pk_module kernel_module = {
 	.kp = host_param_table,
 };
 module_init(kernel_module);
+
+/* A kernel.* parameter set the host cannot have: the reason, or NULL. */
+const char *pk_host_params_invalid(struct pk_machine *m)
+{
+	if (m->host.params.kernel_ibrs && !m->model.has_ibrs)
+		return "kernel.kernel_ibrs needs a CPU with IBRS";
+	return NULL;
+}
+
+/*
+ * SPEC_CTRL while in the kernel (x86_spec_ctrl_current, what KVM restores after a
+ * VM-exit) and in user mode: they differ only on a legacy-IBRS host.
+ */
+u64 pk_host_spec_ctrl_kernel(const struct pk_machine *m)
+{
+	return m->host.spec_ctrl | (m->host.params.kernel_ibrs ? SPEC_CTRL_IBRS : 0);
+}
+
+u64 pk_host_spec_ctrl_user(const struct pk_machine *m)
+{
+	return m->host.spec_ctrl;
+}
 
 /*
  * The CPU number as the paranoid entry finds it with FSGSBASE (GET_PERCPU_BASE: LSL of
@@ -225,6 +251,9 @@ void pk_host_init(struct pk_machine *m)
 		host_cpu_init(m, &m->cpu[i]);
 		host_cpu_enter_user(&m->cpu[i], &h->tasks[t]);
 	}
+	/* Kernel threads come into being when first needed (csrc/host/sched.c). */
+	for (u32 i = 0; i < PK_MAX_CPUS; i++)
+		h->idle_task[i] = h->kworker[i] = -1;
 }
 
 int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread)
@@ -254,6 +283,7 @@ int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread)
 	/* Page aligned: the low 12 bits are the PCID (ASID) the mm has on its CPU. */
 	t->cr3 = 0x1000000ULL + ((u64)t->id << 12);
 	t->timer_budget = UINT64_MAX;
+	t->state = TASK_RUNNING;
 	return (int)h->nr_tasks++;
 }
 
@@ -323,6 +353,9 @@ void pk_enter_kernel(void)
 	host_syscall_segments(this_cpu(), false);
 	native_swapgs();
 	m->host.in_user[this_cpu()->id] = false;
+	/* IBRS_ENTER (arch/x86/entry/calling.h): legacy IBRS is on while in the kernel. */
+	if (m->host.params.kernel_ibrs)
+		wrmsrl(MSR_IA32_SPEC_CTRL, pk_host_spec_ctrl_kernel(m));
 	pk_path_leave(m, old);
 }
 
@@ -341,6 +374,9 @@ void pk_exit_to_user_mode(void)
 		pk_path_leave(m, old);
 	}
 	old = pk_path_enter(m, PK_PATH_OTHER);
+	/* IBRS_EXIT: user mode runs without IBRS. */
+	if (m->host.params.kernel_ibrs)
+		wrmsrl(MSR_IA32_SPEC_CTRL, pk_host_spec_ctrl_user(m));
 	native_swapgs();
 	host_syscall_segments(this_cpu(), true);
 	m->host.in_user[this_cpu()->id] = true;
@@ -433,6 +469,12 @@ static void switch_mm_irqs_off(struct pk_task *p, struct pk_task *n)
 	struct pk_host *h = &this_machine()->host;
 	u32 id = this_cpu()->id;
 
+	/*
+	 * A kernel thread has no mm and borrows the one loaded (lazy TLB), so switching to
+	 * it, or back to the task whose mm it borrowed, leaves CR3.
+	 */
+	if (n->is_kthread)
+		n->cr3 = h->loaded_cr3[id];
 	if (n->cr3 != h->loaded_cr3[id]) {
 		native_write_cr3(n->cr3);
 		h->loaded_cr3[id] = n->cr3;

@@ -23,6 +23,7 @@ enum pk_inject_kind {
 	PK_INJ_DISABLE_IPI,	/* virtualization disable by IPI (reboot, kexec): IRQs on */
 	PK_INJ_PREEMPT,		/* preemption: another task runs and returns to user mode */
 	PK_INJ_MC,		/* a machine check: like an NMI, but not held by GIF = 0 */
+	PK_INJ_PREEMPT_KTHREAD,	/* preemption by a kernel thread: no return to user mode */
 	PK_INJ_SOFTIRQ,		/* a device interrupt that runs softirqs on its way out */
 	PK_INJ_CR3,		/* the task's CR3 changes without a reschedule: text_poke's
 				 * temporary mm (preemptible), else a LAM-enable IPI */

@@ -15,10 +15,11 @@
 #include "asm/msr-index.h"
 
 #define PK_MAX_CPUS		8
-#define PK_MAX_TASKS		32
+#define PK_MAX_TASKS		64
 #define PK_MAX_MEMSLOTS		8
 #define PK_MAX_RETURN_NOTIFIERS	4
 #define PK_MAX_PREEMPT_NOTIFIERS 8
+#define PK_MAX_HRTIMERS		8	/* armed host timers per CPU */
 #define PK_KMEM_SIZE		(768 * 1024)
 #define PK_PHYS_BASE		0x100000000ULL	/* host PA of byte 0 of the machine */
 /* Host points of one run whose IRQ/preemption eligibility is recorded while counting. */
@@ -236,6 +237,9 @@ struct pk_task {
 	u32 id;
 	u32 cpu;
 	bool is_vcpu_thread;
+	bool is_kthread;			/* no user mode, no mm of its own (PF_KTHREAD) */
+	bool is_idle;				/* this CPU's idle task (swapper/N) */
+	u32 state;				/* TASK_RUNNING or TASK_INTERRUPTIBLE */
 	u64 fsbase, gsbase;			/* user FS/GS base (thread.fsbase/gsbase) */
 	u16 fsindex, gsindex, ds, es;
 	u16 ldt;				/* its mm's LDT selector (modify_ldt), or 0 */
@@ -257,6 +261,17 @@ struct user_return_notifier {
 	bool registered;
 };
 
+/*
+ * A host high-resolution timer (kernel: struct hrtimer): it fires on its CPU when that
+ * CPU's clock (the TSC, PK_TSC_KHZ) reaches `expires`.
+ */
+struct pk_hrtimer {
+	u64 expires;				/* TSC value */
+	void (*function)(struct pk_hrtimer *timer);
+	int cpu;
+	bool armed;
+};
+
 struct preempt_notifier {
 	void (*sched_in)(struct preempt_notifier *pn, int cpu);
 	void (*sched_out)(struct preempt_notifier *pn);
@@ -270,6 +285,7 @@ struct pk_host_params {
 	bool paranoid_entry_fsgsbase;		/* NMI/#MC entry sets GS from the CPU number */
 	bool ret_uses_percpu;			/* RETs touch per-cpu data (call depth tracking) */
 	bool vmm_ldt;				/* vCPU threads' mm has an LDT */
+	bool kernel_ibrs;			/* SPEC_CTRL.IBRS set while in the kernel */
 };
 
 struct pk_host {
@@ -302,6 +318,18 @@ struct pk_host {
 	 * (SPEC_CTRL until its restore; on SVM, the guest's TR between the VMLOADs).
 	 */
 	bool guest_ctx[PK_MAX_CPUS];
+
+	/*
+	 * The scheduler, only as far as KVM meets it (csrc/host/sched.c): per CPU the idle
+	 * task and a kernel worker thread (created on first use, -1 until then), the
+	 * runnable tasks waiting for the CPU, TIF_NEED_RESCHED, and the armed host timers.
+	 */
+	int idle_task[PK_MAX_CPUS];
+	int kworker[PK_MAX_CPUS];
+	int rq[PK_MAX_CPUS][PK_MAX_TASKS];
+	u32 rq_nr[PK_MAX_CPUS];
+	bool need_resched[PK_MAX_CPUS];
+	struct pk_hrtimer *hrtimers[PK_MAX_CPUS][PK_MAX_HRTIMERS];
 };
 
 struct pk_machine {

@@ -480,6 +480,16 @@ static int svm_set_msr(struct kvm_vcpu *vcpu, struct msr_data *msr)
 		svm->sysenter_esp_hi = vcpu->arch.cap_intel_compatible ? data >> 32 : 0;
 		return 0;
 	case MSR_TSC_AUX:
+		/*
+		 * Before "Delay restoration of host MSR_TSC_AUX until return to userspace"
+		 * (2021) the guest's value was in hardware whenever the vCPU was loaded:
+		 * "This is rare, so we update the MSR here" (svm_set_msr, v5.10).
+		 */
+		if (!svm_param()->tsc_aux_user_return) {
+			svm->tsc_aux = data;
+			wrmsrl(MSR_TSC_AUX, data);
+			return 0;
+		}
 		/* Changed rarely and never read by the host directly: switch it via user return. */
 		preempt_disable();
 		ret = kvm_set_user_return_msr(svm_global()->tsc_aux_uret_slot, data, -1ULL);

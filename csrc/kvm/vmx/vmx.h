@@ -44,6 +44,9 @@ struct vmx_params {
 	bool user_return_msrs;
 	bool efer_load_controls;
 	bool spec_ctrl_in_vmenter;
+	bool lightweight_exit;
+	bool host_msrs_snapshot;
+	bool msr_bitmaps;
 	bool forget_kernel_gs_base;
 	bool forget_host_fs_base;
 	bool forget_host_gs_base;
@@ -80,6 +83,7 @@ struct vcpu_vmx {
 	bool guest_state_loaded;
 	bool guest_uret_msrs_loaded;
 	struct vmx_uret_msr guest_uret_msrs[KVM_MAX_NR_USER_RETURN_MSRS];
+	u64 host_msrs[KVM_MAX_NR_USER_RETURN_MSRS];	/* before user-return MSRs (2.6.31) */
 	u64 msr_host_kernel_gs_base;
 	u64 msr_guest_kernel_gs_base;
 	u64 spec_ctrl;
