@@ -30,7 +30,7 @@ from .oracle import Violation, reg_name
 from .tracepoints import exit_reason_name, userspace_exit_reason
 
 STEP_KINDS = ("run", "set_msrs", "get_msrs", "migrate", "other_task", "virt_off_on",
-              "user_insns", "vmm_task")
+              "user_insns", "vmm_task", "kthread")
 INJECTS = ("", "nmi", "disable_ipi", "preempt", "mc", "preempt_kthread", "softirq", "cr3",
            "preempt_vm")
 # Injections taken with IRQs on / only where the vCPU thread is preemptible (events.h).
@@ -57,6 +57,9 @@ REG_EFER_SCE, REG_UD = 0x10000012, 0x10000013
 # there) and AC. The guest's SYSCALL_MASKs clear some of the arithmetic flags and DF; the
 # host's (TF IF DF IOPL NT AC) clears IOPL and AC: a leak shows.
 USER_FLAGS = 0x43CD7
+# The guest's halts: its TSC-deadline timer 1 ms ahead (at the simulated 2.1 GHz), past
+# halt polling's default window (200 us).
+HALT_TSC = 2_100_000
 
 # Switched registers the guest owns, with per-vCPU starting values none of the host's,
 # and the bits it flips in each between runs (also what KVM_SET_MSRS steps flip).
@@ -99,6 +102,7 @@ class Step:
                 "virt_off_on": f"virtualization off/on on CPU {self.cpu}",
                 "user_insns": f"the task in user mode on CPU {self.cpu} runs RDTSCP, RDPID, "
                               f"RD*BASE, SYSCALL",
+                "kthread": f"a kernel thread runs on CPU {self.cpu}",
                 "vmm_task": f"vcpu{self.vcpu}'s thread: "
                             + {0: "arch_prctl(ARCH_SET_FS/GS)", 1: "WRFSBASE/WRGSBASE",
                                2: "prctl(PR_SET_TSC)"}.get(self.arg, str(self.arg)),
@@ -207,6 +211,22 @@ def _guest_program(regs, features):
         a.shr("rdx", 32)
         a.wrmsr()
     observe(1)                            # in the run that wrote them (EFER.SCE included)
+    if features.get("halt"):
+        # Every other pass the vCPU halts in the kernel until its TSC-deadline timer,
+        # armed past the halt-polling window: it blocks, the pCPU idles (no return to
+        # user mode), the timer wakes it, and it goes on in the same run.
+        a.test(t(0xC0000080), 1)
+        a.jnz(sync)
+        a.rdtsc()
+        a.shl("rdx", 32)
+        a.or_("rax", "rdx")
+        a.mov("rdx", HALT_TSC)
+        a.add("rax", "rdx")
+        a.mov("rdx", "rax")
+        a.shr("rdx", 32)
+        a.mov("ecx", 0x6E0)               # TSC_DEADLINE
+        a.wrmsr()
+        a.hlt()
     a.jmp(sync)
     a.bind(user)                          # CPL 3
     a.int3()                              # the #BP handler checks STAR's user CS/SS
@@ -433,11 +453,13 @@ class Checker:
     `vms=2` adds a second VM with one vCPU (the last index), running the same guest
     program on its own table: it can preempt the others (injection "preempt_vm") and be
     stepped like them. `setup(checker)` runs once before the initial state is taken (a
-    scenario of one's own: e.g. a CPUID without some feature)."""
+    scenario of one's own: e.g. a CPUID without some feature). With `halt` (default) the
+    VMs have an in-kernel LAPIC and the guest halts every other pass until its own timer:
+    the vCPU blocks in KVM and the pCPU's idle task runs."""
 
     def __init__(self, vendor="vmx", preset=None, params=None, cpu_model=None, cpus=2,
                  vcpus=1, steps=None, injections=None, run_budget=100_000, vms=1,
-                 setup=None):
+                 setup=None, halt=True):
         if vms not in (1, 2):
             raise InvalidConfiguration(f"vms must be 1 or 2, got {vms}")
         if not 1 <= vcpus + vms - 1 <= 4:
@@ -448,7 +470,7 @@ class Checker:
                            cpu_model=cpu_model, cpus=cpus, vcpus=vcpus,
                            steps=list(steps) if steps else None,
                            injections=list(injections) if injections is not None else None,
-                           run_budget=run_budget, vms=vms)
+                           run_budget=run_budget, vms=vms, halt=halt)
         self.m = Machine(cpus=cpus, vendor=vendor, cpu_model=cpu_model, preset=preset,
                          params=params)
         model = self.m.cpu_model
@@ -457,17 +479,21 @@ class Checker:
                 and (msr != 0x48 or model.has_ibrs) and (msr != 0x122 or model.has_rtm)]
         self.regs = [msr for msr, _ in regs]
         features = {"rdpid": model.has_rdpid, "rdtscp": model.has_rdtscp,
-                    "fsgsbase": model.has_fsgsbase}
+                    "fsgsbase": model.has_fsgsbase, "halt": halt}
         code, self.symbols, ud, bp, kentry = _guest_program_cached(
             tuple(self.regs), tuple(sorted(features.items())))
         nr = vcpus + vms - 1
         vm = self.m.create_vm()
+        if halt:
+            vm.create_irqchip()      # the LAPIC in the kernel: HLT blocks in KVM
         slot = vm.add_memory(0, GMEM)
         self.vms = [vm]
         vm_of = [0] * vcpus
         if vms == 2:
             # A second VM backed by the same host memory (two VMs mapping one memfd).
             vm2 = self.m.create_vm()
+            if halt:
+                vm2.create_irqchip()
             from ._lib import ensure
             ensure(lib.pk_vm_set_memslot(vm2._kvm, 0, 0, GMEM, slot._hva), "memslot")
             self.vms.append(vm2)

@@ -236,6 +236,21 @@ def test_explorer_takes_events_only_where_the_kernel_allows_them(vendor):
             assert flags == 1 << 31, (at, hex(flags))   # preempt_count 0, IRQs on
 
 
+def test_kernel_threads_and_the_idle_task_run_between_entries():
+    """A halting pass blocks the vCPU in KVM: the idle task takes the pCPU and the vCPU
+    comes back in the same run, with no return to user mode in between; a kernel thread
+    can take the CPU between ioctls or preempt the vCPU thread inside KVM_RUN."""
+    c = check.Checker("vmx")
+    _, recs = c.replay([check.Step("run")], trace=True)
+    switches = [(a, b) for kind, _, a, b in recs if kind == "sched_switch"]
+    user = [i for i, r in enumerate(recs) if r[0] == "user_return"]
+    assert len(switches) == 2 and switches[0] == switches[1][::-1]   # vcpu -> idle -> vcpu
+    assert user and recs.index(("sched_switch", 0, *switches[1])) < user[0]
+    v, _ = c.replay([check.Step("kthread", cpu=0), check.Step("run"),
+                     check.Step("run", inject="preempt_kthread", at=20)])
+    assert v is None
+
+
 def test_detector_get_msrs_wrong_value():
     """KVM_GET_MSRS answers a value the guest never wrote (7.1's lost KERNEL_GS_BASE)."""
     c = check.Checker("vmx", params={"vmm_32bit_gs": True,

@@ -300,6 +300,8 @@ static int apply(struct pk_checker *c, const struct pk_step *s, u32 *points)
 		return 2;
 	if (s->kind != PK_STEP_VMM_TASK && s->kind >= PK_STEP_MIGRATE && s->cpu >= m->nr_cpus)
 		return 2;
+	if (s->kind == PK_STEP_KTHREAD && pk_host_run_kthread(m, s->cpu))
+		return 2;
 	switch (s->kind) {
 	case PK_STEP_RUN:
 		apply_run(c, s, points);
@@ -336,6 +338,8 @@ static int apply(struct pk_checker *c, const struct pk_step *s, u32 *points)
 	case PK_STEP_VMM_TASK:
 		if (pk_host_task_change(m, (u32)pk_vcpu_task(vcpu), s->arg))
 			return 2;
+		break;
+	case PK_STEP_KTHREAD:		/* applied above */
 		break;
 	default:
 		return 2;
@@ -377,6 +381,8 @@ static u32 base_steps(struct pk_checker *c, struct pk_step *out)
 			STEP(PK_STEP_DISABLE, 0, cpu, 0);
 		if (mask & BIT(PK_STEP_USER_INSNS))
 			STEP(PK_STEP_USER_INSNS, 0, cpu, 0);
+		if (mask & BIT(PK_STEP_KTHREAD))
+			STEP(PK_STEP_KTHREAD, 0, cpu, 0);
 	}
 #undef STEP
 	return n;

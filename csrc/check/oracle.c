@@ -119,8 +119,8 @@ void pk_observe_user(struct pk_cpu *cpu)
 	/* Segments: SYSRETQ's CS/SS, the task's own DS/ES/FS/GS and LDT. */
 	expect(m, PK_OBS_USER, id, PK_REG_CS_SEL, __USER_CS, cpu->seg[VCPU_SREG_CS].selector);
 	expect(m, PK_OBS_USER, id, PK_REG_SS_SEL, __USER_DS, cpu->seg[VCPU_SREG_SS].selector);
-	expect(m, PK_OBS_USER, id, PK_REG_DS_SEL, t->ds, cpu->seg[VCPU_SREG_DS].selector);
-	expect(m, PK_OBS_USER, id, PK_REG_ES_SEL, t->es, cpu->seg[VCPU_SREG_ES].selector);
+	expect(m, PK_OBS_USER, id, PK_REG_DS_SEL, t->user_ds, cpu->seg[VCPU_SREG_DS].selector);
+	expect(m, PK_OBS_USER, id, PK_REG_ES_SEL, t->user_es, cpu->seg[VCPU_SREG_ES].selector);
 	expect(m, PK_OBS_USER, id, PK_REG_FS_SEL, t->fsindex, cpu->seg[VCPU_SREG_FS].selector);
 	expect(m, PK_OBS_USER, id, PK_REG_GS_SEL, t->gsindex, cpu->seg[VCPU_SREG_GS].selector);
 	expect(m, PK_OBS_USER, id, PK_REG_LDTR_SEL, t->ldt, cpu->seg[VCPU_SREG_LDTR].selector);

@@ -278,6 +278,7 @@ int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread)
 	t->user_gsbase = t->gsbase;
 	/* start_thread(): DS and ES hold the user data selector. */
 	t->ds = t->es = __USER_DS;
+	t->user_ds = t->user_es = __USER_DS;
 	if (is_vcpu_thread && m->host.params.vmm_ldt)
 		t->ldt = GDT_ENTRY_LDT * 8;
 	/* Page aligned: the low 12 bits are the PCID (ASID) the mm has on its CPU. */

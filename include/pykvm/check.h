@@ -27,6 +27,7 @@ enum pk_step_kind {
 	PK_STEP_DISABLE,	/* virtualization off and on again on a CPU, between ioctls */
 	PK_STEP_USER_INSNS,	/* the task in user mode on a CPU runs RDTSCP, RDPID, RD*BASE, SYSCALL */
 	PK_STEP_VMM_TASK,	/* the vCPU's thread changes its FS/GS base or TSC mode (arg) */
+	PK_STEP_KTHREAD,	/* a kernel thread preempts the task on a CPU and gives it back */
 	PK_NR_STEP_KINDS
 };
 

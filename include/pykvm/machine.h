@@ -251,9 +251,11 @@ struct pk_task {
 	/*
 	 * The oracle's reference, not kernel state: the user FS/GS bases as the task itself
 	 * last set them (arch_prctl, or WRFSBASE/WRGSBASE in user mode, which the kernel
-	 * sees only at the next context switch).
+	 * sees only at the next context switch), and its DS/ES (the context switch saves
+	 * whatever the CPU holds: a selector lost in the kernel stays lost).
 	 */
 	u64 user_fsbase, user_gsbase;
+	u16 user_ds, user_es;
 };
 
 struct user_return_notifier {

@@ -359,10 +359,14 @@ static bool update_transition_efer(struct vcpu_vmx *vmx)
 	uret->data = guest_efer & ~ignore_bits;
 	uret->mask = ~ignore_bits;
 	/*
-	 * Always loaded, as upstream does: were the slot dropped when the guest's value
-	 * came to equal the host's, the guest's previous value would stay in hardware (a
-	 * guest that sets EFER.SCE and then executes SYSCALL in the same run got #UD).
+	 * Loaded even when equal to the host's, as upstream has done since the user-return
+	 * MSRs: were the slot dropped when the guest's value came to equal the host's, the
+	 * guest's previous value would stay in hardware until user return (a guest that sets
+	 * EFER.SCE and executes SYSCALL in the same run got #UD). The 2.6 kernels before
+	 * them skipped an equal EFER (every put restored the host's MSRs anyway).
 	 */
+	if (!vmx_param()->user_return_msrs)
+		return ((guest_efer ^ host_efer) & ~ignore_bits) != 0;
 	return true;
 }
 
