@@ -21,6 +21,16 @@ KVM_EXIT_X86_WRMSR = 30
 KVM_EXIT_IO_IN = 0
 KVM_EXIT_IO_OUT = 1
 
+# kvm_run.msr.reason of an MSR exit; also KVM_CAP_X86_USER_SPACE_MSR's argument, saying
+# which failed guest accesses go to userspace.
+KVM_MSR_EXIT_REASON_INVAL = 1 << 0      # KVM refused the access (it would be a #GP)
+KVM_MSR_EXIT_REASON_UNKNOWN = 1 << 1    # KVM does not know the MSR
+KVM_MSR_EXIT_REASON_FILTER = 1 << 2     # the VM's MSR filter denies the access
+KVM_MSR_EXIT_REASON_VALID_MASK = 0x7
+MSR_EXIT_REASON_NAMES = {KVM_MSR_EXIT_REASON_INVAL: "INVAL",
+                         KVM_MSR_EXIT_REASON_UNKNOWN: "UNKNOWN",
+                         KVM_MSR_EXIT_REASON_FILTER: "FILTER"}
+
 
 @dataclass
 class Exit:
@@ -120,11 +130,14 @@ class InternalError(Exit):
 
 @dataclass
 class RdMsr(Exit):
-    """Corresponds to KVM_EXIT_X86_RDMSR (userspace MSR exits). Set `data`, or `error`
-    to inject #GP, before the next run."""
+    """Corresponds to KVM_EXIT_X86_RDMSR: a guest RDMSR KVM did not complete, handed to
+    userspace (KVM_CAP_X86_USER_SPACE_MSR). `msr_reason` says why (KVM_MSR_EXIT_REASON_*;
+    `reason` stays the KVM_EXIT_* number, as for every exit). Before the next run set
+    `data` to the value the guest reads, or `error` to 1 to give the guest a #GP."""
     index: int
     data: int = 0
     error: int = 0
+    msr_reason: int = 0
 
     def __post_init__(self):
         self.reason = KVM_EXIT_X86_RDMSR
@@ -132,10 +145,13 @@ class RdMsr(Exit):
 
 @dataclass
 class WrMsr(Exit):
-    """Corresponds to KVM_EXIT_X86_WRMSR. Set `error` to inject #GP."""
+    """Corresponds to KVM_EXIT_X86_WRMSR: `data` is what the guest wrote, `msr_reason`
+    why KVM handed it over. Set `error` to 1 before the next run to give the guest a
+    #GP; otherwise the WRMSR completes."""
     index: int
     data: int = 0
     error: int = 0
+    msr_reason: int = 0
 
     def __post_init__(self):
         self.reason = KVM_EXIT_X86_WRMSR

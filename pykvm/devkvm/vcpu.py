@@ -154,6 +154,56 @@ class KvmVcpu(VcpuBase):
         ioctl(self.fd, uapi.KVM_GET_CPUID2, buf, "KVM_GET_CPUID2")
         return unpack_cpuid(buf)
 
+    # ---- machine checks, ONE_REG, MP state -----------------------------------------------
+    def setup_mce(self, mcg_cap):
+        """KVM_X86_SETUP_MCE: the guest's IA32_MCG_CAP (bank count in bits 7:0)."""
+        ioctl(self.fd, uapi.KVM_X86_SETUP_MCE, bytearray(uapi.u64.pack(_u64(mcg_cap, "mcg_cap"))),
+              "KVM_X86_SETUP_MCE")
+
+    def _one_reg(self, request, reg_id, value, what):
+        ffi = self._ffi
+        val = ffi.new("uint64_t *", value)
+        arg = bytearray(uapi.kvm_one_reg.pack(_u64(reg_id, "register id"),
+                                              int(ffi.cast("uintptr_t", val))))
+        ioctl(self.fd, request, arg, f"{what}({reg_id:#x})")
+        return val[0]
+
+    def get_one_reg(self, reg_id):
+        """KVM_GET_ONE_REG of a u64 register (uapi.KVM_X86_REG_MSR(index) for an MSR)."""
+        return self._one_reg(uapi.KVM_GET_ONE_REG, reg_id, 0, "KVM_GET_ONE_REG")
+
+    def set_one_reg(self, reg_id, value):
+        """KVM_SET_ONE_REG of a u64 register."""
+        self._one_reg(uapi.KVM_SET_ONE_REG, reg_id, _u64(value, "register value"),
+                      "KVM_SET_ONE_REG")
+
+    def get_reg_list(self):
+        """KVM_GET_REG_LIST: the ids of the registers ONE_REG has beyond the MSRs."""
+        n = 0
+        while True:
+            buf = bytearray(uapi.kvm_reg_list.pack(n)) + bytes(8 * n)
+            try:
+                ioctl(self.fd, uapi.KVM_GET_REG_LIST, buf, "KVM_GET_REG_LIST")
+            except KvmIoctlError as e:
+                wanted = uapi.kvm_reg_list.unpack_from(buf)[0]
+                if e.errno != errno.E2BIG or wanted <= n or wanted > 4096:
+                    raise
+                n = wanted
+                continue
+            count = uapi.kvm_reg_list.unpack_from(buf)[0]
+            return list(struct.unpack_from(f"<{count}Q", buf, 8))
+
+    def get_mp_state(self):
+        """KVM_GET_MP_STATE: a KVM_MP_STATE_* number."""
+        buf = bytearray(uapi.kvm_mp_state.size)
+        ioctl(self.fd, uapi.KVM_GET_MP_STATE, buf, "KVM_GET_MP_STATE")
+        return uapi.kvm_mp_state.unpack(buf)[0]
+
+    def set_mp_state(self, state):
+        """KVM_SET_MP_STATE (e.g. KVM_MP_STATE_RUNNABLE to start an AP)."""
+        ioctl(self.fd, uapi.KVM_SET_MP_STATE, bytearray(uapi.kvm_mp_state.pack(state)),
+              f"KVM_SET_MP_STATE({state})")
+
     # ---- running -------------------------------------------------------------------------
     def _complete_pending(self):
         """Copy what the caller answered for the last exit into kvm_run."""
@@ -202,11 +252,11 @@ class KvmVcpu(VcpuBase):
             data = struct.unpack_from(f"<{ndata}Q", run, base + 8)
             return X.InternalError(suberror, tuple(data))
         if reason in (X.KVM_EXIT_X86_RDMSR, X.KVM_EXIT_X86_WRMSR):
-            _err, _why, index, data = uapi.kvm_run_msr.unpack_from(run, base)
+            _err, why, index, data = uapi.kvm_run_msr.unpack_from(run, base)
             if reason == X.KVM_EXIT_X86_RDMSR:
-                ex = X.RdMsr(index)
+                ex = X.RdMsr(index, msr_reason=why)
             else:
-                ex = X.WrMsr(index, data)
+                ex = X.WrMsr(index, data, msr_reason=why)
             self._pending = (ex, base)
             return ex
         if reason == X.KVM_EXIT_HYPERCALL:
