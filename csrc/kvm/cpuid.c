@@ -97,8 +97,16 @@ void kvm_set_cpu_caps(void)
 		caps[CPUID_7_0_EBX] |= feature_bit(X86_FEATURE_RTM);
 	if (cm->has_rdpid)
 		caps[CPUID_7_ECX] |= feature_bit(X86_FEATURE_RDPID);
-	/* The model keeps each vendor's speculation bits in that vendor's leaf. */
+	/*
+	 * Speculation controls (kvm-x86/linux arch/x86/kvm/cpuid.c 1a27afa0511e,
+	 * kvm_initialize_cpu_caps). The CPU model's has_* flags stand for the kernel's
+	 * synthetic X86_FEATURE_IBPB/IBRS/STIBP/SSBD, which init_speculation_control()
+	 * sets from either vendor's CPUID bits; the raw bits are the vendor's own leaf.
+	 * KVM then offers each control in BOTH vendors' leaves: F() keeps the raw bits,
+	 * kvm_cpu_cap_set() adds the other vendor's.
+	 */
 	if (intel) {
+		/* F(SPEC_CTRL), F(SPEC_CTRL_SSBD), F(INTEL_STIBP) of CPUID_7_EDX. */
 		if (cm->has_ibrs && cm->has_ibpb)
 			caps[CPUID_7_EDX] |= feature_bit(X86_FEATURE_SPEC_CTRL);
 		if (cm->has_stibp)
@@ -106,6 +114,7 @@ void kvm_set_cpu_caps(void)
 		if (cm->has_ssbd)
 			caps[CPUID_7_EDX] |= feature_bit(X86_FEATURE_SPEC_CTRL_SSBD);
 	} else {
+		/* F(AMD_IBPB), F(AMD_IBRS), F(AMD_SSBD), F(AMD_STIBP) of CPUID_8000_0008_EBX. */
 		if (cm->has_ibpb)
 			caps[CPUID_8000_0008_EBX] |= feature_bit(X86_FEATURE_AMD_IBPB);
 		if (cm->has_ibrs)
@@ -114,7 +123,23 @@ void kvm_set_cpu_caps(void)
 			caps[CPUID_8000_0008_EBX] |= feature_bit(X86_FEATURE_AMD_STIBP);
 		if (cm->has_ssbd)
 			caps[CPUID_8000_0008_EBX] |= feature_bit(X86_FEATURE_AMD_SSBD);
+		/*
+		 * SPEC_CTRL needs AMD_IBPB_RET as well as AMD_IBPB and AMD_IBRS; no
+		 * model CPU has IBPB_RET, so an AMD guest sees SPEC_CTRL only in 8000_0008.
+		 */
+		if (cm->has_stibp)		/* boot_cpu_has(X86_FEATURE_STIBP) */
+			caps[CPUID_7_EDX] |= feature_bit(X86_FEATURE_INTEL_STIBP);
+		if (cm->has_ssbd)		/* boot_cpu_has(X86_FEATURE_AMD_SSBD) */
+			caps[CPUID_7_EDX] |= feature_bit(X86_FEATURE_SPEC_CTRL_SSBD);
 	}
+	if (cm->has_ibpb)			/* boot_cpu_has(X86_FEATURE_IBPB) */
+		caps[CPUID_8000_0008_EBX] |= feature_bit(X86_FEATURE_AMD_IBPB);
+	if (cm->has_ibrs)			/* boot_cpu_has(X86_FEATURE_IBRS) */
+		caps[CPUID_8000_0008_EBX] |= feature_bit(X86_FEATURE_AMD_IBRS);
+	if (cm->has_stibp)			/* boot_cpu_has(X86_FEATURE_STIBP) */
+		caps[CPUID_8000_0008_EBX] |= feature_bit(X86_FEATURE_AMD_STIBP);
+	if (intel && cm->has_ssbd)		/* boot_cpu_has(X86_FEATURE_SPEC_CTRL_SSBD) */
+		caps[CPUID_8000_0008_EBX] |= feature_bit(X86_FEATURE_AMD_SSBD);
 	caps[CPUID_8000_0001_ECX] = feature_bit(X86_FEATURE_LAHF_LM);
 	caps[CPUID_8000_0001_EDX] = feature_bit(X86_FEATURE_SYSCALL) | feature_bit(X86_FEATURE_NX) |
 				    feature_bit(X86_FEATURE_LM) |

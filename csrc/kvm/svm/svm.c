@@ -410,8 +410,8 @@ static void svm_vcpu_after_set_cpuid(struct kvm_vcpu *vcpu)
 	/* An Intel-compatible guest keeps SYSENTER bits 63:32, which the CPU drops. */
 	set_msr_interception(svm, MSR_IA32_SYSENTER_EIP, intel, intel);
 	set_msr_interception(svm, MSR_IA32_SYSENTER_ESP, intel, intel);
-	if (vcpu->arch.cap_ibpb)
-		set_msr_interception(svm, MSR_IA32_PRED_CMD, true, false);
+	/* Both ways: a later KVM_SET_CPUID2 may take IBPB away (guest_has_pred_cmd_msr). */
+	set_msr_interception(svm, MSR_IA32_PRED_CMD, true, !vcpu->arch.cap_ibpb);
 	if (vcpu->arch.cap_rdtscp)
 		svm_clr_intercept(svm, INTERCEPT_RDTSCP);
 	else

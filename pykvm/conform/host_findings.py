@@ -1,0 +1,120 @@
+"""What the host's KVM module is known to do differently, case by case, with the evidence.
+
+Every case a host module does not pass has an entry here: the result it gives (status and
+a distinctive part of what the case observed) and why that is the module's doing, not
+the port's: what was measured, and what upstream KVM does (file and function). A case
+without an entry is expected to pass. `pykvm conform --kvm` labels each host result
+known (matches its entry), new (a failure without an entry, or a different one) or fixed
+(an entry, but the case now passes), and tests/test_conform.py asserts them all, so a
+change of the host module is noticed.
+
+Two kinds: a *deviation* is behaviour upstream KVM would not show on this CPU; a
+*limitation* is a case the port cannot run on this host (a feature the module does not
+offer, or a module parameter that is off), reported as unsupported with the reason.
+
+Measured on an AMD EPYC host (its /proc/cpuinfo lists rdtscp, rdpid, ibrs, ibpb, stibp,
+ssbd; no flush_l1d), Linux 6.18, module kvm_pvm, kvm.force_emulation_prefix=0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Finding:
+    status: str                 # the host's Result.status: "fail" or "unsupported"
+    observed: str               # a part of Result.observed that identifies it
+    evidence: str               # what was measured, and what upstream does instead
+    kind: str = "deviation"     # or "limitation"
+
+    def matches(self, result):
+        return result.status == self.status and self.observed in result.observed
+
+
+# ---- the evidence, one text per behaviour (several cases show the same one) ----------
+
+_SYSENTER = (
+    "The vCPU's CPUID vendor is the host's (AuthenticAMD); a guest WRMSR of "
+    "0x123456789abc / 0x123456789000 to SYSENTER_ESP/EIP reads back all 64 bits. "
+    "Upstream SVM keeps bits 63:32 only for an Intel-compatible guest "
+    "(arch/x86/kvm/svm/svm.c svm_set_msr: sysenter_esp_hi/sysenter_eip_hi = "
+    "guest_cpuid_is_intel_compatible() ? data >> 32 : 0), so an AMD guest reads 32 bits.")
+_SPEC_CTRL_DROPPED = (
+    "KVM_GET_SUPPORTED_CPUID offers AMD_IBRS, AMD_STIBP, AMD_SSBD (and leaf-7 STIBP, SSBD); "
+    "a guest WRMSR(SPEC_CTRL) of 1, 2 or 4 does not fault but RDMSR and the host's "
+    "KVM_GET_MSRS both read 0. Upstream stores the value and returns it "
+    "(svm/svm.c svm_set_msr/svm_get_msr MSR_IA32_SPEC_CTRL, after "
+    "kvm_spec_ctrl_test_value).")
+_SPEC_CTRL_NO_GP = (
+    "With a CPUID without any SPEC_CTRL feature (qemu64: no leaf-7 EDX, no 0x80000008 "
+    "EBX bits), guest RDMSR(SPEC_CTRL) and WRMSR(SPEC_CTRL, 1/2/4/0) do not fault (reads "
+    "give 0). Upstream: #GP unless guest_has_spec_ctrl_msr() (svm/svm.c svm_get_msr, "
+    "svm_set_msr MSR_IA32_SPEC_CTRL, !host_initiated).")
+_FLUSH_CMD = (
+    "Neither the host CPU nor the guest's CPUID has FLUSH_L1D, yet guest WRMSR(FLUSH_CMD) "
+    "of 0, 1 and even reserved bit 1 (2) do not fault; RDMSR faults. Upstream: #GP "
+    "without guest FLUSH_L1D, and for any value but L1D_FLUSH "
+    "(arch/x86/kvm/x86.c kvm_set_msr_common MSR_IA32_FLUSH_CMD).")
+_MISC_ENABLE = (
+    "A fresh vCPU's MISC_ENABLE (KVM_GET_MSRS 0x1a0) is 0x1 (FAST_STRING). Upstream resets "
+    "it to PEBS_UNAVAIL | BTS_UNAVAIL = 0x1800 (arch/x86/kvm/x86.c kvm_vcpu_reset, "
+    "!init_event), the reset value msrs_test.c checks first.")
+_NO_RDTSCP = (
+    "The host CPU has rdtscp and rdpid (/proc/cpuinfo), but kvm_pvm's "
+    "KVM_GET_SUPPORTED_CPUID offers neither (upstream kvm_initialize_cpu_caps: F(RDTSCP), "
+    "F(RDPID), masked only by the host CPUID and MSR_TSC_AUX support). The case needs "
+    "them; CONFORMANCE.md also records RDTSCP as KVM_EXIT_INTERNAL_ERROR there.")
+_NO_FEP = (
+    "kvm.force_emulation_prefix is 0 on this host (/sys/module/kvm/parameters): upstream "
+    "skips the forced-emulation checks too (is_fep_available / "
+    "is_forced_emulation_enabled).")
+
+_RDMSR_MISC = "Wanted 0x1800 from RDMSR(0x1a0)): expected 0x1800, got 0x1"
+
+
+def _sysenter(msr):
+    return f"Wanted 0x56789000 from RDMSR({msr})): expected 0x56789000, got 0x123456789000"
+
+
+HOST_FINDINGS = {
+    "kvm_pvm": {
+        # the CONFORMANCE.md table
+        2: Finding("fail", "got 0x123456789abc, want 0x56789abc", _SYSENTER),
+        10: Finding("unsupported", "no RDTSCP in CPUID", _NO_RDTSCP, "limitation"),
+        11: Finding("unsupported", "no RDPID in CPUID", _NO_RDTSCP, "limitation"),
+        12: Finding("unsupported", "no RDTSCP in CPUID", _NO_RDTSCP, "limitation"),
+        13: Finding("fail", "write 0x1: got 0x0, want 0x1", _SPEC_CTRL_DROPPED),
+        # kvm-unit-tests x86/msr.c
+        "msr-23": Finding("fail", "SPEC_CTRL = 1: read back 0x0, wrote 0x1", _SPEC_CTRL_DROPPED),
+        "msr-25": Finding("fail", "WRMSR(FLUSH_CMD, 0x0): no fault", _FLUSH_CMD),
+        "msr-26": Finding("unsupported", "force_emulation_prefix=0", _NO_FEP, "limitation"),
+        "msr-49": Finding("fail", "RDMSR(SPEC_CTRL): no fault", _SPEC_CTRL_NO_GP),
+        "msr-51": Finding("fail", "WRMSR(FLUSH_CMD, 0x0): no fault", _FLUSH_CMD),
+        "msr-52": Finding("unsupported", "force_emulation_prefix=0", _NO_FEP, "limitation"),
+        # selftests x86/msrs_test.c (both passes)
+        "msrs-2": Finding("fail", _RDMSR_MISC, _MISC_ENABLE),
+        "msrs-7": Finding("fail", _sysenter("0x175"), _SYSENTER),
+        "msrs-8": Finding("fail", _sysenter("0x176"), _SYSENTER),
+        "msrs-27": Finding("fail", _RDMSR_MISC, _MISC_ENABLE),
+        "msrs-32": Finding("fail", _sysenter("0x175"), _SYSENTER),
+        "msrs-33": Finding("fail", _sysenter("0x176"), _SYSENTER),
+        # selftests x86/userspace_msr_exit_test.c
+        "userspace-msr-2": Finding("unsupported", "this host does not set", _NO_FEP,
+                                   "limitation"),
+    },
+}
+
+
+def host_finding(module, case_id):
+    """The recorded finding for a case on a host module, or None (expected to pass)."""
+    return HOST_FINDINGS.get(module, {}).get(case_id)
+
+
+def classify(module, case_id, result):
+    """How a host result compares with the record: "pass", "known" (matches its
+    finding), "new" (not a pass and not the recorded finding), or "fixed" (a finding is
+    recorded but the case passes)."""
+    f = host_finding(module, case_id)
+    if result.status == "pass":
+        return "fixed" if f else "pass"
+    return "known" if f and f.matches(result) else "new"
