@@ -2,10 +2,11 @@
 the guest-side recorder that leaves each access's outcome in guest memory."""
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
 from .. import guest
-from ..guest import NO_VECTOR, USER_DATA, qword
+from ..guest import NO_VECTOR, USER_DATA, dword, mem, qword
 
 NC = 0xAAAAAAAAAAAAAAAA          # kvm-unit-tests' NONCANONICAL; selftests' too
 A64 = 0x0000123456789ABC
@@ -198,6 +199,49 @@ class Recorder:
         self.a.xor("eax", "eax")
         return self._store(label or ("wr", msr, value))
 
+    def batch(self, ops):
+        """Many plain accesses, ("rd", msr) or ("wr", msr, value), made by one guest loop
+        over a table emitted with the code: hundreds of probes cost a few instructions
+        to assemble, not hundreds of blocks. Each fills a slot as rd/wr do (wr: value
+        0). Returns the first slot; the rest follow in order."""
+        a = self.a
+        first = self.n
+        if not ops:
+            return first
+        table, over = a.label(), a.label()
+        a.jmp(over)
+        a.bind(table)
+        a.db(b"".join(struct.pack("<IIQ", op[1], op[0] == "wr",
+                                  (op[2] if op[0] == "wr" else 0) & (2**64 - 1))
+                      for op in ops))
+        a.bind(over)
+        # RBX walks the table, R15 the slots, R14 counts down.
+        a.lea("rbx", mem(table))
+        a.mov("r15", self.base + SLOT * first)
+        a.mov("r14", len(ops))
+        top, do_wr, store = a.here(), a.label(), a.label()
+        a.mov("ecx", dword("rbx", 0))
+        a.cmp(dword("rbx", 4), 0)
+        a.jne(do_wr)
+        a.rdmsr_safe()
+        a.jmp(store)
+        a.bind(do_wr)
+        a.mov("eax", dword("rbx", 8))
+        a.mov("edx", dword("rbx", 12))
+        a.wrmsr_safe()
+        a.xor("eax", "eax")
+        a.bind(store)
+        a.mov(qword("r15", 0), "r9")
+        a.mov(qword("r15", 8), "rax")
+        a.add("rbx", 16)
+        a.add("r15", SLOT)
+        a.dec("r14")
+        a.jnz(top)
+        for op in ops:
+            self.labels.append(tuple(op))
+        self.n += len(ops)
+        return first
+
     def rw(self, msr, value, keep=0, or_orig=False, label=None):
         """kvm-unit-tests' __test_msr_rw: read the original, write `value` (the `keep`
         bits taken from the original; or_orig: value | original, the EFER rule), read it
@@ -269,17 +313,23 @@ class SimBackend:
 
     is_model = True
 
-    def __init__(self, vendor, cpu_model=None):
+    def __init__(self, vendor, cpu_model=None, params=None):
         from ..machine import Machine
         self.name = vendor
         self.module = None
-        self._make = lambda cpus=1: Machine(cpus=cpus, vendor=vendor, cpu_model=cpu_model)
+        self._make = lambda cpus=1: Machine(cpus=cpus, vendor=vendor, cpu_model=cpu_model,
+                                            params=params)
         self._system = self._make()
         self.features = Features.from_cpuid(self._system.get_supported_cpuid())
 
     def system(self):
         """What /dev/kvm answers: capabilities, supported CPUID, MSR lists."""
         return self._system
+
+    @property
+    def params(self):
+        """The module parameters every machine of this backend gets (parsed)."""
+        return self._system.params
 
     def vm(self, cpus=1):
         """A VM on a fresh machine with `cpus` pCPUs."""

@@ -45,11 +45,14 @@ _SPEC_CTRL_DROPPED = (
     "KVM_GET_MSRS both read 0. Upstream stores the value and returns it "
     "(svm/svm.c svm_set_msr/svm_get_msr MSR_IA32_SPEC_CTRL, after "
     "kvm_spec_ctrl_test_value).")
-_SPEC_CTRL_NO_GP = (
-    "With a CPUID without any SPEC_CTRL feature (qemu64: no leaf-7 EDX, no 0x80000008 "
-    "EBX bits), guest RDMSR(SPEC_CTRL) and WRMSR(SPEC_CTRL, 1/2/4/0) do not fault (reads "
-    "give 0). Upstream: #GP unless guest_has_spec_ctrl_msr() (svm/svm.c svm_get_msr, "
-    "svm_set_msr MSR_IA32_SPEC_CTRL, !host_initiated).")
+_SPEC_CTRL_QEMU64 = (
+    "The VMM sets qemu64's CPUID (no leaf-7 features, no 0x80000008 EBX bits), but "
+    "kvm_pvm replaces leaves 1 and 7 with values of its own (KVM_GET_CPUID2 and the "
+    "guest's CPUID both show leaf 7 EDX = 0x88000010: STIBP, SSBD), so msr.c's "
+    "this_cpu_has() sees STIBP and SSBD; then SPEC_CTRL writes are dropped as in the msr "
+    "configuration (write 2, read 0). Upstream keeps the CPUID userspace set "
+    "(kvm_set_cpuid) and, for this CPUID, would #GP every SPEC_CTRL access "
+    "(guest_has_spec_ctrl_msr() counts only SPEC_CTRL and the AMD_* bits).")
 _FLUSH_CMD = (
     "Neither the host CPU nor the guest's CPUID has FLUSH_L1D, yet guest WRMSR(FLUSH_CMD) "
     "of 0, 1 and even reserved bit 1 (2) do not fault; RDMSR faults. Upstream: #GP "
@@ -88,7 +91,7 @@ HOST_FINDINGS = {
         "msr-23": Finding("fail", "SPEC_CTRL = 1: read back 0x0, wrote 0x1", _SPEC_CTRL_DROPPED),
         "msr-25": Finding("fail", "WRMSR(FLUSH_CMD, 0x0): no fault", _FLUSH_CMD),
         "msr-26": Finding("unsupported", "force_emulation_prefix=0", _NO_FEP, "limitation"),
-        "msr-49": Finding("fail", "RDMSR(SPEC_CTRL): no fault", _SPEC_CTRL_NO_GP),
+        "msr-49": Finding("fail", "SPEC_CTRL = 2: read back 0x0, wrote 0x2", _SPEC_CTRL_QEMU64),
         "msr-51": Finding("fail", "WRMSR(FLUSH_CMD, 0x0): no fault", _FLUSH_CMD),
         "msr-52": Finding("unsupported", "force_emulation_prefix=0", _NO_FEP, "limitation"),
         # selftests x86/msrs_test.c (both passes)
@@ -101,6 +104,28 @@ HOST_FINDINGS = {
         # selftests x86/userspace_msr_exit_test.c
         "userspace-msr-2": Finding("unsupported", "this host does not set", _NO_FEP,
                                    "limitation"),
+    },
+}
+
+
+# Behaviour of the module's ioctls that tests/test_msr_api.py asserts, by name.
+HOST_API_FINDINGS = {
+    "kvm_pvm": {
+        "cpuid_rewritten": Finding(
+            "fail", "KVM_GET_CPUID2 differs from KVM_SET_CPUID2",
+            "After KVM_SET_CPUID2 of KVM_GET_SUPPORTED_CPUID, KVM_GET_CPUID2 (and the "
+            "guest's CPUID) give other leaf 1 ECX/EDX and leaf 7 EBX/ECX/EDX values (e.g. "
+            "leaf 1 ECX 0x81202000 -> 0xf7f83203, leaf 7 EBX 0x1800002 -> 0x219c03ab); after the first run "
+            "KVM_SET_CPUID2 of the very entries set before fails EINVAL, while the "
+            "entries KVM_GET_CPUID2 gives are accepted. Upstream holds what was set, with "
+            "only its runtime bits updated (kvm_set_cpuid, kvm_update_cpuid_runtime), "
+            "and accepts the same CPUID again (kvm_cpuid_check_equal)."),
+        "feature_msr_non_feature": Finding(
+            "fail", "KVM_GET_MSRS on /dev/kvm reads SYSENTER_CS",
+            "System-fd KVM_GET_MSRS processes MSR 0x174 (not in "
+            "KVM_GET_MSR_FEATURE_INDEX_LIST). Upstream stops at it: kvm_get_feature_msr "
+            "falls to the vendor's get_feature_msr, which returns KVM_MSR_RET_UNSUPPORTED "
+            "(arch/x86/kvm/x86.c do_get_feature_msr, svm_get_feature_msr)."),
     },
 }
 

@@ -191,7 +191,7 @@ def _errno(exc):
 def ignore_msrs(b):
     """kvm.ignore_msrs on the backend (kvm_is_ignore_msrs())."""
     if b.is_model:
-        return False        # a fresh machine per case, with the parameter's default
+        return bool(b.params.get("ignore_msrs"))
     try:
         with open("/sys/module/kvm/parameters/ignore_msrs") as f:
             return f.read().strip() in ("Y", "1")
