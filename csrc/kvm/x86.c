@@ -278,7 +278,8 @@ int kvm_x86_vendor_init(struct pk_machine *m, const struct kvm_x86_init_ops *ini
  * (kernel: msrs_to_save_base, emulated_msrs_all, msr_based_features_all_except_vmx and
  * kvm_init_msr_lists, read at kvm-x86/linux 042007c262e5). Each list keeps, of
  * upstream's, the MSRs this model implements: no PMU, Hyper-V, kvmclock, MTRR, XSAVE,
- * CET, nested-VMX or TSC-offset MSRs.
+ * nested-VMX or TSC-offset MSRs. The CET MSRs stay (their checks are modelled); like
+ * every CPUID-dependent MSR, kvm_init_msr_lists drops them without SHSTK or IBT.
  * ---------------------------------------------------------------------------------- */
 
 static const u32 msrs_to_save_base[] = {
