@@ -150,3 +150,13 @@ def test_host_kvm_result_is_the_recorded_one(host, case):
     assert label in ("pass", "known"), (
         f"{case.id} on {host.name}: {label}: got {r.status} {r.observed!r}; recorded: "
         + (f"{f.status} {f.observed!r} ({f.evidence})" if f else "pass"))
+
+
+def test_conformance_doc_python_blocks_run():
+    import pathlib
+    import re
+    doc = pathlib.Path(__file__).resolve().parent.parent / "docs" / "conformance.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
+    assert len(blocks) >= 2
+    for b in blocks:
+        exec(compile(b, str(doc), "exec"), {})

@@ -7,6 +7,7 @@
  */
 #include "x86.h"
 #include "lapic.h"
+#include "pykvm/printk.h"
 
 /* ---- lookups ---- */
 

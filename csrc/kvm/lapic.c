@@ -11,6 +11,7 @@
  */
 #include "x86.h"
 #include "lapic.h"
+#include "pykvm/printk.h"
 
 #define LVT_MASK	(APIC_LVT_MASKED | APIC_SEND_PENDING | APIC_VECTOR_MASK)
 #define LINT_MASK	(LVT_MASK | APIC_MODE_MASK | APIC_INPUT_POLARITY | \

@@ -1,4 +1,5 @@
 """`pykvm conform`: the MSR conformance suites on every backend."""
+import argparse
 import json
 import sys
 
@@ -11,7 +12,7 @@ _HOST_LABEL = {"known": "[dim](known)", "new": "[bold red](NEW)", "fixed": "[bol
                "pass": ""}
 _SUITES = ("table", "msr", "msrs", "userspace-msr", "all")
 _TITLES = {
-    "table": "MSR conformance (CONFORMANCE.md)",
+    "table": "MSR conformance (docs/conformance.md)",
     "msr": "kvm-unit-tests x86/msr.c",
     "msrs": "KVM selftests x86/msrs_test.c",
     "userspace-msr": "KVM selftests x86/userspace_msr_exit_test.c",
@@ -21,20 +22,28 @@ _TITLES = {
 
 def add_parser(sub):
     c = sub.add_parser(
-        "conform", help="MSR conformance suites on every backend",
+        "conform", help="the guest-visible MSR cases and suites on every backend, side by side",
         description="Run guest-visible MSR cases on the simulated vendors and, with --kvm, "
-                    "the host's /dev/kvm. --suite picks the cases: the CONFORMANCE.md table "
-                    "(default), or our ports of kvm-unit-tests x86/msr.c (msr) and the KVM "
-                    "selftests msrs_test.c (msrs) and userspace_msr_exit_test.c "
-                    "(userspace-msr), or all of them. A host result is labelled known, NEW "
-                    "or FIXED? against the host module's recorded findings.")
+                    "the host's /dev/kvm. --suite picks the cases: the docs/conformance.md "
+                    "table (default), our ports of kvm-unit-tests x86/msr.c (msr) and of the "
+                    "KVM selftests msrs_test.c (msrs) and userspace_msr_exit_test.c "
+                    "(userspace-msr), or all of them. Each host result is labelled known, "
+                    "NEW or FIXED? against the host module's recorded findings "
+                    "(pykvm/conform/host_findings.py).",
+        epilog="exit status: 1 if the model fails a case (the host's answers are findings, "
+               "not failures).\n\nexamples:\n"
+               "  pykvm conform\n  pykvm conform --kvm\n"
+               "  pykvm conform --suite msrs --kvm\n"
+               "  pykvm conform --suite all --vendor svm --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--suite", choices=_SUITES, default="table",
-                   help="which cases to run (default: table, the 19 CONFORMANCE.md cases)")
+                   help="which cases to run (default: table, the 19 docs/conformance.md cases)")
     c.add_argument("--json", action="store_true", help="JSON instead of a table")
     c.add_argument("--kvm", action="store_true",
                    help="add the host's /dev/kvm as a column (findings about the host)")
-    c.add_argument("--vendor", action="append", default=None, choices=("vmx", "svm"),
-                   help="simulated vendor(s) to include (default: vmx and svm)")
+    c.add_argument("--vendor", action="append", default=None,
+                   help="simulated vendor(s) to include, repeatable (default: vmx and "
+                        "svm); e.g. --vendor svm")
     c.set_defaults(func=run)
 
 

@@ -2,7 +2,7 @@
 
 Suites (`pykvm conform --suite NAME`):
 
-- ``table``: the CONFORMANCE.md table (19 cases; the default).
+- ``table``: the docs/conformance.md table (19 cases; the default).
 - ``msr``: kvm-unit-tests x86/msr.c, in its two unittests.cfg configurations.
 - ``msrs``: the KVM selftests' x86/msrs_test.c, through KVM_SET_MSRS and through ONE_REG.
 - ``userspace-msr``: the KVM selftests' x86/userspace_msr_exit_test.c.

@@ -30,7 +30,7 @@ class CaseFailed(Exception):
 @dataclass
 class Case:
     """One conformance case. `upstream` names the file and the check it mirrors (empty
-    for the CONFORMANCE.md table); `suite` is the suite's name (`pykvm conform --suite`)."""
+    for the docs/conformance.md table); `suite` is the suite's name (`pykvm conform --suite`)."""
     number: int
     title: str
     expect: str
@@ -136,7 +136,7 @@ def is_amd(entries):
 
 @dataclass
 class Features:
-    """What the vCPU's CPUID says (the preconditions of the CONFORMANCE.md cases)."""
+    """What the vCPU's CPUID says (the preconditions of the docs/conformance.md cases)."""
     intel: bool
     lm: bool = False
     rdtscp: bool = False

@@ -66,7 +66,7 @@ _NO_RDTSCP = (
     "The host CPU has rdtscp and rdpid (/proc/cpuinfo), but kvm_pvm's "
     "KVM_GET_SUPPORTED_CPUID offers neither (upstream kvm_initialize_cpu_caps: F(RDTSCP), "
     "F(RDPID), masked only by the host CPUID and MSR_TSC_AUX support). The case needs "
-    "them; CONFORMANCE.md also records RDTSCP as KVM_EXIT_INTERNAL_ERROR there.")
+    "them; docs/conformance.md also records RDTSCP as KVM_EXIT_INTERNAL_ERROR there.")
 _NO_FEP = (
     "kvm.force_emulation_prefix is 0 on this host (/sys/module/kvm/parameters): upstream "
     "skips the forced-emulation checks too (is_fep_available / "
@@ -81,7 +81,7 @@ def _sysenter(msr):
 
 HOST_FINDINGS = {
     "kvm_pvm": {
-        # the CONFORMANCE.md table
+        # the docs/conformance.md table
         2: Finding("fail", "got 0x123456789abc, want 0x56789abc", _SYSENTER),
         10: Finding("unsupported", "no RDTSCP in CPUID", _NO_RDTSCP, "limitation"),
         11: Finding("unsupported", "no RDPID in CPUID", _NO_RDTSCP, "limitation"),
@@ -91,7 +91,8 @@ HOST_FINDINGS = {
         "msr-23": Finding("fail", "SPEC_CTRL = 1: read back 0x0, wrote 0x1", _SPEC_CTRL_DROPPED),
         "msr-25": Finding("fail", "WRMSR(FLUSH_CMD, 0x0): no fault", _FLUSH_CMD),
         "msr-26": Finding("unsupported", "force_emulation_prefix=0", _NO_FEP, "limitation"),
-        "msr-49": Finding("fail", "SPEC_CTRL = 2: read back 0x0, wrote 0x2", _SPEC_CTRL_QEMU64),
+        "msr-49": Finding("fail", "SPEC_CTRL = 2: read back 0x0, wrote 0x2",
+                          _SPEC_CTRL_QEMU64),
         "msr-51": Finding("fail", "WRMSR(FLUSH_CMD, 0x0): no fault", _FLUSH_CMD),
         "msr-52": Finding("unsupported", "force_emulation_prefix=0", _NO_FEP, "limitation"),
         # selftests x86/msrs_test.c (both passes)
@@ -115,9 +116,9 @@ HOST_API_FINDINGS = {
             "fail", "KVM_GET_CPUID2 differs from KVM_SET_CPUID2",
             "After KVM_SET_CPUID2 of KVM_GET_SUPPORTED_CPUID, KVM_GET_CPUID2 (and the "
             "guest's CPUID) give other leaf 1 ECX/EDX and leaf 7 EBX/ECX/EDX values (e.g. "
-            "leaf 1 ECX 0x81202000 -> 0xf7f83203, leaf 7 EBX 0x1800002 -> 0x219c03ab); after the first run "
-            "KVM_SET_CPUID2 of the very entries set before fails EINVAL, while the "
-            "entries KVM_GET_CPUID2 gives are accepted. Upstream holds what was set, with "
+            "leaf 1 ECX 0x81202000 -> 0xf7f83203, leaf 7 EBX 0x1800002 -> 0x219c03ab); "
+            "after the first run KVM_SET_CPUID2 of the very entries set before fails "
+            "EINVAL, while the entries KVM_GET_CPUID2 gives are accepted. Upstream holds what was set, with "
             "only its runtime bits updated (kvm_set_cpuid, kvm_update_cpuid_runtime), "
             "and accepts the same CPUID again (kvm_cpuid_check_equal)."),
         "feature_msr_non_feature": Finding(

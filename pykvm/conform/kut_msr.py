@@ -19,9 +19,9 @@ from __future__ import annotations
 from .. import guest
 from ..guest import NO_VECTOR
 from ..guest.layout import APIC_BASE_ADDR
-from .common import (A64, GENUINE_INTEL, NC, Case, Recorder, check, cpuid_entry,
-                     cpuid_has, cpuid_with_vendor, fault_outcome, need, ok_outcome,
-                     run_to_done, rw_outcome, vec)
+from .common import (A64, GENUINE_INTEL, NC, Case, Recorder, check, cpuid_has,
+                     cpuid_with_vendor, fault_outcome, need, ok_outcome, run_to_done,
+                     rw_outcome, vec)
 
 UPSTREAM = "kvm-unit-tests x86/msr.c"
 
