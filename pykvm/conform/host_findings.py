@@ -118,9 +118,9 @@ HOST_API_FINDINGS = {
             "guest's CPUID) give other leaf 1 ECX/EDX and leaf 7 EBX/ECX/EDX values (e.g. "
             "leaf 1 ECX 0x81202000 -> 0xf7f83203, leaf 7 EBX 0x1800002 -> 0x219c03ab); "
             "after the first run KVM_SET_CPUID2 of the very entries set before fails "
-            "EINVAL, while the entries KVM_GET_CPUID2 gives are accepted. Upstream holds what was set, with "
-            "only its runtime bits updated (kvm_set_cpuid, kvm_update_cpuid_runtime), "
-            "and accepts the same CPUID again (kvm_cpuid_check_equal)."),
+            "EINVAL, while the entries KVM_GET_CPUID2 gives are accepted. Upstream "
+            "holds what was set, with only its runtime bits updated (kvm_set_cpuid, "
+            "kvm_update_cpuid_runtime), and accepts the same CPUID again (kvm_cpuid_check_equal)."),
         "feature_msr_non_feature": Finding(
             "fail", "KVM_GET_MSRS on /dev/kvm reads SYSENTER_CS",
             "System-fd KVM_GET_MSRS processes MSR 0x174 (not in "
