@@ -278,3 +278,40 @@ def test_msr_filter_validation_and_default_deny(system):
     for _ in range(2):
         assert guest.run_ucall(vcpu, image, guest.UcallCmd.SYNC).args[0] == 13
     assert vcpu.get_msr(MSR_FS_BASE) == 0x1000
+
+
+def test_every_x86_exit_reason_has_its_type():
+    """One typed exit per KVM_EXIT_* an x86 KVM gives, decoded from struct kvm_run's
+    union as the kernel lays it out (the /dev/kvm decoder; the model shares the types)."""
+    import struct
+
+    from pykvm.devkvm.vcpu import _decode_other_exit
+    base = uapi.KVM_RUN_EXIT
+    run = bytearray(base + 256)
+
+    def decode(reason, fmt="", *vals):
+        run[base:] = bytes(256)
+        if fmt:
+            struct.pack_into(fmt, run, base, *vals)
+        return _decode_other_exit(reason, run, base)
+
+    assert decode(X.KVM_EXIT_UNKNOWN, "<Q", 0x30) == X.UnknownExit(0x30)
+    assert decode(X.KVM_EXIT_EXCEPTION, "<II", 13, 4) == X.GuestException(13, 4)
+    assert decode(X.KVM_EXIT_DEBUG, "<IIQQQ", 1, 0, 0x1000, 0xFFFF0FF0, 0x400) == \
+        X.Debug(1, 0x1000, 0xFFFF0FF0, 0x400)
+    ev = decode(X.KVM_EXIT_SYSTEM_EVENT, "<IIQQ", 2, 2, 7, 9)
+    assert ev == X.SystemEvent(2, (7, 9)) and ev.reason == X.KVM_EXIT_SYSTEM_EVENT
+    assert decode(X.KVM_EXIT_IOAPIC_EOI, "<B", 0x31) == X.IoapicEoi(0x31)
+    assert decode(X.KVM_EXIT_NOTIFY, "<I", 1) == X.Notify(1)
+    assert decode(X.KVM_EXIT_MEMORY_FAULT, "<QQQ", 8, 0x5000, 0x1000) == \
+        X.MemoryFault(8, 0x5000, 0x1000)
+    assert decode(X.KVM_EXIT_HYPERV, "<I", 1).type == 1
+    assert decode(X.KVM_EXIT_XEN, "<I", 1).type == 1
+    assert isinstance(decode(X.KVM_EXIT_TDX), X.Tdx)
+    for reason, cls in ((7, X.IrqWindowOpen), (11, X.SetTpr), (12, X.TprAccess),
+                        (16, X.Nmi), (31, X.DirtyRingFull), (32, X.ApResetHold),
+                        (33, X.X86BusLock)):
+        ex = decode(reason)
+        assert isinstance(ex, cls) and ex.reason == reason
+        assert X.exit_name(reason).split()[0] != "UNKNOWN"
+    assert decode(0x1234) == X.Unsupported(0x1234)          # another architecture's

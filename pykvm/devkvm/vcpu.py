@@ -44,6 +44,43 @@ def _msr_index(i):
     return i
 
 
+_NO_PAYLOAD = {X.KVM_EXIT_IRQ_WINDOW_OPEN: X.IrqWindowOpen, X.KVM_EXIT_SET_TPR: X.SetTpr,
+               X.KVM_EXIT_TPR_ACCESS: X.TprAccess, X.KVM_EXIT_NMI: X.Nmi,
+               X.KVM_EXIT_DIRTY_RING_FULL: X.DirtyRingFull,
+               X.KVM_EXIT_AP_RESET_HOLD: X.ApResetHold, X.KVM_EXIT_X86_BUS_LOCK: X.X86BusLock}
+_UNION = 256                # sizeof kvm_run's exit union (its char padding[256])
+
+
+def _decode_other_exit(reason, run, base):
+    """The exits that need no answer from userspace, from struct kvm_run's union."""
+    if reason in _NO_PAYLOAD:
+        return _NO_PAYLOAD[reason]()
+    if reason == X.KVM_EXIT_UNKNOWN:
+        return X.UnknownExit(*struct.unpack_from("<Q", run, base))
+    if reason == X.KVM_EXIT_EXCEPTION:
+        return X.GuestException(*struct.unpack_from("<II", run, base))
+    if reason == X.KVM_EXIT_DEBUG:                      # struct kvm_debug_exit_arch
+        exception, _pad, pc, dr6, dr7 = struct.unpack_from("<IIQQQ", run, base)
+        return X.Debug(exception, pc, dr6, dr7)
+    if reason == X.KVM_EXIT_SYSTEM_EVENT:
+        type_, ndata = struct.unpack_from("<II", run, base)
+        ndata = min(ndata, 16)
+        return X.SystemEvent(type_, struct.unpack_from(f"<{ndata}Q", run, base + 8))
+    if reason == X.KVM_EXIT_IOAPIC_EOI:
+        return X.IoapicEoi(run[base])
+    if reason == X.KVM_EXIT_HYPERV:
+        return X.Hyperv(_U32.unpack_from(run, base)[0], bytes(run[base + 8:base + _UNION]))
+    if reason == X.KVM_EXIT_XEN:
+        return X.Xen(_U32.unpack_from(run, base)[0], bytes(run[base + 8:base + _UNION]))
+    if reason == X.KVM_EXIT_NOTIFY:
+        return X.Notify(_U32.unpack_from(run, base)[0])
+    if reason == X.KVM_EXIT_MEMORY_FAULT:
+        return X.MemoryFault(*struct.unpack_from("<QQQ", run, base))
+    if reason == X.KVM_EXIT_TDX:
+        return X.Tdx(bytes(run[base:base + _UNION]))
+    return X.Unsupported(reason)
+
+
 class KvmVcpu(VcpuBase):
     """A vCPU on the host's KVM (from `KvmVm.create_vcpu`)."""
 
@@ -262,7 +299,7 @@ class KvmVcpu(VcpuBase):
         if reason == X.KVM_EXIT_HYPERCALL:
             nr, *rest = uapi.kvm_run_hypercall.unpack_from(run, base)
             return X.Hypercall(nr, tuple(rest[:6]))
-        return X.Unsupported(reason)
+        return _decode_other_exit(reason, run, base)
 
     def run(self):
         """KVM_RUN once; returns the typed exit. Answer an Io IN (`exit.data`), MMIO read,
