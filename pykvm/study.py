@@ -125,11 +125,22 @@ def _presets(vendor):
     return list(getattr(get_vendor(vendor), "presets", {}) or {}) or [None]
 
 
+# Profiles loaded for rows, by name: a row names its profile, which may be a file (e.g.
+# one `pykvm profile measure` wrote) that load_profile cannot find by that name.
+_LOADED = {}
+
+
+def profile_of(row):
+    """The Profile `row` was priced with."""
+    return _LOADED.get(row.profile) or P.load_profile(row.profile)
+
+
 def _profile_for(vendor, profile):
     from .vendors import get_vendor
     if isinstance(profile, dict):
         profile = profile.get(vendor)
     p = P.load_profile(profile if profile is not None else P.default_profile(vendor))
+    _LOADED[p.name] = p
     want = get_vendor(vendor).cpu_vendor
     if p.vendor != want:
         raise InvalidConfiguration(f"profile {p.name} prices an {p.vendor} CPU; vendor "
@@ -493,7 +504,7 @@ def _profiles_meta(rows):
     for r in rows:
         if r.profile in out:
             continue
-        p = P.load_profile(r.profile)
+        p = profile_of(r)
         out[r.profile] = {
             "path": p.path, "vendor": p.vendor, "cpu": p.cpu,
             "figures": {k: {"cycles": e.cycles, "grade": e.grade, "source": e.source,

@@ -482,13 +482,15 @@ def run(args, verdict_fn=None):
 
 def _print_estimates(console, rows):
     from rich.text import Text
-    seen = {}
+    seen, rep = {}, {}
     for r in rows:
         seen.setdefault(r.profile, set()).update(r.estimates)
+        rep.setdefault(r.profile, r)
     for name, keys in seen.items():
         if not keys:
             continue
-        path = P.load_profile(name).path
+        # The row's own profile: it may be a file, which load_profile cannot find by name.
+        path = _study.profile_of(rep[name]).path
         rel = os.path.relpath(path)
         console.print(Text(f"{name}: {len(keys)} of its figures used here rest on "
                            f"estimates ({', '.join(sorted(k.split('.', 1)[1] for k in keys))})"
