@@ -38,6 +38,9 @@ KVM_X86_OP(inject_exception)
 KVM_X86_OP(handle_exit_irqoff)
 KVM_X86_OP(get_exit_info)
 KVM_X86_OP(vcpu_after_set_cpuid)
+KVM_X86_OP(recalc_intercepts)
+KVM_X86_OP(complete_emulated_msr)
+KVM_X86_OP(has_emulated_msr)
 KVM_X86_OP_OPTIONAL(vcpu_free)
 
 #undef KVM_X86_OP

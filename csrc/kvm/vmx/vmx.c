@@ -84,9 +84,24 @@ static void vmx_set_msr_bitmap(u8 *bitmap, u32 msr, bool read, bool write, bool 
 	}
 }
 
+/*
+ * Let the guest access an MSR directly, unless the VM's MSR filter denies that access:
+ * then it stays intercepted so KVM can apply the filter (kernel:
+ * vmx_disable_intercept_for_msr).
+ */
 static void vmx_disable_intercept_for_msr(struct vcpu_vmx *vmx, u32 msr, bool r, bool w)
 {
-	vmx_set_msr_bitmap(vmx->vmcs01.msr_bitmap, msr, r, w, false);
+	u8 *bitmap = vmx->vmcs01.msr_bitmap;
+
+	if (r && !kvm_msr_allowed(&vmx->vcpu, msr, KVM_MSR_FILTER_READ)) {
+		vmx_set_msr_bitmap(bitmap, msr, true, false, true);
+		r = false;
+	}
+	if (w && !kvm_msr_allowed(&vmx->vcpu, msr, KVM_MSR_FILTER_WRITE)) {
+		vmx_set_msr_bitmap(bitmap, msr, false, true, true);
+		w = false;
+	}
+	vmx_set_msr_bitmap(bitmap, msr, r, w, false);
 }
 
 bool vmx_msr_write_intercepted(struct vcpu_vmx *vmx, u32 msr)
@@ -124,6 +139,11 @@ int vmx_hardware_setup(void)
 
 	for (unsigned int i = 0; i < ARRAY_SIZE(vmx_uret_msrs_list); ++i)
 		kvm_add_user_return_msr(vmx_uret_msrs_list[i]);
+	/*
+	 * Intel adds CMCI (MCi_CTL2, LVT CMCI). Upstream also adds MCG_LMCE_P, which needs
+	 * IA32_FEATURE_CONTROL and MCG_EXT_CTL: not modelled, so not offered.
+	 */
+	kvm_global()->supported_mce_cap |= MCG_CMCI_P;
 	return 0;
 }
 
@@ -242,6 +262,17 @@ static void init_vmcs(struct vcpu_vmx *vmx)
 	vmcs_write32(GUEST_ACTIVITY_STATE, GUEST_ACTIVITY_ACTIVE);
 }
 
+/* The guest owns these outright; FS/GS bases travel in the VMCS. */
+static void vmx_pass_through_own_msrs(struct vcpu_vmx *vmx)
+{
+	vmx_disable_intercept_for_msr(vmx, MSR_FS_BASE, true, true);
+	vmx_disable_intercept_for_msr(vmx, MSR_GS_BASE, true, true);
+	vmx_disable_intercept_for_msr(vmx, MSR_KERNEL_GS_BASE, true, true);
+	vmx_disable_intercept_for_msr(vmx, MSR_IA32_SYSENTER_CS, true, true);
+	vmx_disable_intercept_for_msr(vmx, MSR_IA32_SYSENTER_ESP, true, true);
+	vmx_disable_intercept_for_msr(vmx, MSR_IA32_SYSENTER_EIP, true, true);
+}
+
 int vmx_vcpu_create(struct kvm_vcpu *vcpu)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
@@ -256,13 +287,7 @@ int vmx_vcpu_create(struct kvm_vcpu *vcpu)
 	memset(vmx->vmcs01.msr_bitmap, 0xff, 4096);
 	vmx->loaded_vmcs = &vmx->vmcs01;
 
-	/* The guest owns these outright; FS/GS bases travel in the VMCS. */
-	vmx_disable_intercept_for_msr(vmx, MSR_FS_BASE, true, true);
-	vmx_disable_intercept_for_msr(vmx, MSR_GS_BASE, true, true);
-	vmx_disable_intercept_for_msr(vmx, MSR_KERNEL_GS_BASE, true, true);
-	vmx_disable_intercept_for_msr(vmx, MSR_IA32_SYSENTER_CS, true, true);
-	vmx_disable_intercept_for_msr(vmx, MSR_IA32_SYSENTER_ESP, true, true);
-	vmx_disable_intercept_for_msr(vmx, MSR_IA32_SYSENTER_EIP, true, true);
+	vmx_pass_through_own_msrs(vmx);
 
 	for (int i = 0; i < kvm_global()->kvm_nr_uret_msrs; ++i)
 		vmx->guest_uret_msrs[i].mask = -1ULL;
@@ -816,6 +841,36 @@ void vmx_vcpu_after_set_cpuid(struct kvm_vcpu *vcpu)
 	if (vcpu->arch.cap_ibpb)
 		vmx_disable_intercept_for_msr(vmx, MSR_IA32_PRED_CMD, false, true);
 	vmx_setup_uret_msrs(vmx);
+}
+
+/*
+ * After an MSR filter or CPUID change (kernel: vmx_recalc_msr_intercepts): intercept
+ * every MSR the guest may own, then let it have again what it owns and the filter
+ * allows. SPEC_CTRL stays the guest's once it has used it (written non-zero).
+ */
+void vmx_recalc_msr_intercepts(struct kvm_vcpu *vcpu)
+{
+	static const u32 passthrough[] = {
+		MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE, MSR_IA32_SYSENTER_CS,
+		MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP, MSR_IA32_PRED_CMD,
+		MSR_IA32_SPEC_CTRL,
+	};
+	struct vcpu_vmx *vmx = to_vmx(vcpu);
+	bool spec_ctrl_owned = vmx->spec_ctrl || !vmx_msr_write_intercepted(vmx, MSR_IA32_SPEC_CTRL);
+
+	for (unsigned int i = 0; i < ARRAY_SIZE(passthrough); i++)
+		vmx_set_msr_bitmap(vmx->vmcs01.msr_bitmap, passthrough[i], true, true, true);
+	vmx_pass_through_own_msrs(vmx);
+	if (vcpu->arch.cap_ibpb)
+		vmx_disable_intercept_for_msr(vmx, MSR_IA32_PRED_CMD, false, true);
+	if (spec_ctrl_owned)
+		vmx_disable_intercept_for_msr(vmx, MSR_IA32_SPEC_CTRL, true, true);
+}
+
+/* Every MSR of KVM's emulated list is emulated for VMX guests too. */
+bool vmx_has_emulated_msr(struct kvm *kvm, u32 index)
+{
+	return true;
 }
 
 /* ---- MSRs ---- */

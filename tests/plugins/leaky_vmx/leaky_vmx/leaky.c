@@ -47,6 +47,9 @@ static const struct kvm_x86_ops leaky_x86_ops = {
 	.handle_exit_irqoff = vmx_handle_exit_irqoff,
 	.get_exit_info = vmx_get_exit_info,
 	.vcpu_after_set_cpuid = vmx_vcpu_after_set_cpuid,
+	.recalc_intercepts = vmx_recalc_msr_intercepts,
+	.complete_emulated_msr = kvm_complete_insn_gp,
+	.has_emulated_msr = vmx_has_emulated_msr,
 };
 
 static const struct kvm_x86_init_ops leaky_init_ops = {
