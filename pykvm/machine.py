@@ -12,7 +12,7 @@ import errno
 import mmap
 
 from . import exits as X
-from ._lib import MSR_SLOTS, OPS, PATHS, ensure, ffi, lib
+from ._lib import OPS, PATHS, PRICED_MSRS, ensure, ffi, lib
 from .errors import InvalidConfiguration, InvalidMemory, InvalidMsr
 from .log import get_logger
 from .regs import Regs, Segment, DTable, Sregs
@@ -109,7 +109,7 @@ class Machine:
         else:
             self.profile = _load_profile(self.vendor, profile)
             profile = self.profile.costs
-        slot = {name: i for i, (name, _) in enumerate(MSR_SLOTS)}
+        slot = {name: i for i, (name, _) in enumerate(PRICED_MSRS)}
         tables = ((0, "op", {n: i for i, n in enumerate(OPS)}), (1, "rdmsr", slot),
                   (2, "wrmsr", slot))
         for _, table, names in tables:
@@ -131,10 +131,10 @@ class Machine:
             ops = {k: v for k, v in ops.items() if v}
             msrs = {}
             for w, verb in ((0, "RDMSR"), (1, "WRMSR")):
-                for s in range(len(MSR_SLOTS) + 1):
+                for s in range(len(PRICED_MSRS) + 1):
                     n = lib.pk_cost_msr_ops(self._m, p, w, s)
                     if n:
-                        name = MSR_SLOTS[s][0] if s < len(MSR_SLOTS) else "other"
+                        name = PRICED_MSRS[s][0] if s < len(PRICED_MSRS) else "other"
                         msrs[f"{verb} {name}"] = n
             cycles = lib.pk_cost_cycles(self._m, p)
             if ops or cycles:
@@ -210,6 +210,12 @@ class Machine:
         count = ffi.new("uint64_t *")
         lib.pk_oracle_result(self._m, first, count)
         return Violation.from_c(first, count[0], self) if count[0] else None
+
+    @property
+    def has_hv_timer(self):
+        """Whether the loaded KVM has a hypervisor timer for the LAPIC's TSC deadline (the
+        VMX preemption timer): what the TSC-deadline fast path needs."""
+        return bool(lib.pk_kvm_has_hv_timer(self._m))
 
     def run_other_task(self, cpu):
         """Another host process gets pCPU `cpu` (preempting the task there), enters the

@@ -145,3 +145,16 @@ def test_init_received_stays_waiting_whatever_wakes_it(vendor):
     assert isinstance(vcpu.run(), X.Intr)
     assert vcpu.get_mp_state() == uapi.KVM_MP_STATE_INIT_RECEIVED
     assert vcpu.stats()["exits"] == 0
+
+
+def test_the_timer_follows_a_migrated_vcpu(vendor):
+    """SVM keeps the deadline on a host hrtimer while the guest runs; when the vCPU
+    thread moves, KVM_REQ_MIGRATE_TIMER re-arms it on the new pCPU, whose idle loop then
+    wakes the halt (VMX moves it there when the vCPU blocks)."""
+    m, vcpu = _vcpu(vendor, TSCDEADLINE | VECTOR)
+    vcpu.set_msrs({TSC_DEADLINE: 21_000})
+    vcpu.migrate(0)
+    ex = vcpu.run()
+    assert isinstance(ex, X.Io) and ex.port == PORT
+    assert m.cpu_tsc(0) == 21_000 and m.cpu_tsc(CPU) == 0
+    assert m.host_bugs == 0

@@ -203,6 +203,7 @@ static void kvm_sched_in(struct preempt_notifier *pn, int cpu)
 
 	vcpu->preempted = false;
 	vcpu->scheduled_out = false;
+	vcpu->arch.l1tf_flush_l1d = true;	/* kvm_arch_sched_in(): L1TF */
 	kvm_arch_vcpu_load(vcpu, cpu);
 	pk_path_leave(m, old);
 }
@@ -334,6 +335,11 @@ int pk_param_info(const char *module, int i, const char **owner, const char **na
 const char *pk_kvm_vendor_name(struct pk_machine *m)
 {
 	return m->kvm_x86_ops ? m->kvm_x86_ops->name : NULL;
+}
+
+int pk_kvm_has_hv_timer(struct pk_machine *m)
+{
+	return m->kvm_x86_ops && m->kvm_x86_ops->set_hv_timer;
 }
 
 /* kvm_enable_virtualization(): on every CPU, by IPI, the first time a VM is created. */

@@ -221,11 +221,16 @@ static int kvm_lapic_reg_read(struct kvm_lapic *apic, u32 offset, int len, u32 *
 
 /* ---- the timer: TSC-deadline mode (kernel: the timer half of lapic.c) ---- */
 
-/* No timer runs and no expiry is left (kernel: cancel_apic_timer, cancel_hv_timer). */
+static void cancel_hv_timer(struct kvm_lapic *apic);
+
+/* No timer runs and no expiry is left (kernel: cancel_apic_timer). */
 static void cancel_apic_timer(struct kvm_lapic *apic)
 {
 	hrtimer_cancel(&apic->lapic_timer.timer);
-	apic->lapic_timer.hv_timer_in_use = false;
+	preempt_disable();
+	if (apic->lapic_timer.hv_timer_in_use)
+		cancel_hv_timer(apic);
+	preempt_enable();
 	apic->lapic_timer.pending = 0;
 }
 
@@ -293,27 +298,34 @@ static void start_sw_tscdeadline(struct kvm_lapic *apic)
 
 static void cancel_hv_timer(struct kvm_lapic *apic)
 {
+	kvm_x86_call(cancel_hv_timer)(apic->vcpu);
 	apic->lapic_timer.hv_timer_in_use = false;
 }
 
 /*
- * kernel: start_hv_timer(). The guest's clock does not advance while it runs in the
- * model, so the VMX preemption timer is not programmed: the deadline is only held
- * (hv_timer_in_use), and one already past expires at once, as vmx_set_hv_timer reports.
- * Upstream only VMX has the hv timer; SVM keeps the hrtimer armed while the guest runs,
- * which comes to the same here (an hrtimer fires only while its pCPU waits).
+ * kernel: start_hv_timer(): the deadline goes to the vendor's hypervisor timer (VMX's
+ * preemption timer, programmed before each VM-entry); one already past expires at once.
+ * SVM has none: there the deadline stays on the hrtimer, armed while the guest runs.
+ * The model's hardware never runs the preemption timer (no guest time passes).
  */
 static bool start_hv_timer(struct kvm_lapic *apic)
 {
 	struct kvm_timer *ktimer = &apic->lapic_timer;
+	struct kvm_vcpu *vcpu = apic->vcpu;
+	bool expired;
 
+	if (!kvm_can_use_hv_timer(vcpu))
+		return false;
 	if (!ktimer->tscdeadline)
+		return false;
+	if (kvm_x86_call(set_hv_timer)(vcpu, ktimer->tscdeadline, &expired))
 		return false;
 	ktimer->hv_timer_in_use = true;
 	hrtimer_cancel(&ktimer->timer);
+	/* Cancel it if the hrtimer fired meanwhile, or if the deadline has passed. */
 	if (ktimer->pending) {
 		cancel_hv_timer(apic);
-	} else if (ktimer->tscdeadline <= this_cpu()->tsc) {
+	} else if (expired) {
 		apic_timer_expired(apic, false);
 		cancel_hv_timer(apic);
 	}
@@ -348,6 +360,23 @@ static void start_apic_timer(struct kvm_lapic *apic)
 bool kvm_lapic_hv_timer_in_use(struct kvm_vcpu *vcpu)
 {
 	return lapic_in_kernel(vcpu) && vcpu->arch.apic->lapic_timer.hv_timer_in_use;
+}
+
+/*
+ * kernel: __kvm_migrate_apic_timer(), on KVM_REQ_MIGRATE_TIMER after the vCPU moved: an
+ * armed hrtimer (SVM, which keeps the deadline there) is re-armed on the new CPU.
+ */
+void __kvm_migrate_apic_timer(struct kvm_vcpu *vcpu)
+{
+	struct pk_hrtimer *timer;
+
+	if (!lapic_in_kernel(vcpu))
+		return;
+	timer = &vcpu->arch.apic->lapic_timer.timer;
+	if (timer->armed && timer->cpu != (int)this_cpu()->id) {
+		hrtimer_cancel(timer);
+		hrtimer_start(timer, timer->expires);
+	}
 }
 
 /* Before the vCPU blocks: the preemption timer would not count outside guest mode. */

@@ -81,9 +81,10 @@ enum lapic_mode {
 };
 
 /*
- * The LAPIC timer (kernel: struct kvm_timer). Only TSC-deadline mode runs: the deadline
- * is held while the vCPU runs (hv_timer_in_use: the VMX preemption timer upstream) and
- * moves to the host hrtimer while the vCPU is blocked.
+ * The LAPIC timer (kernel: struct kvm_timer). Only TSC-deadline mode runs. With a
+ * hypervisor timer (VMX) the deadline is on it while the vCPU runs (hv_timer_in_use)
+ * and moves to the host hrtimer while the vCPU is blocked; without (SVM) it stays on
+ * the hrtimer.
  */
 struct kvm_timer {
 	struct pk_hrtimer timer;
@@ -144,9 +145,15 @@ int kvm_lapic_mmio_read(struct kvm_vcpu *vcpu, u64 gpa, int len, u64 *data);
 int kvm_lapic_mmio_write(struct kvm_vcpu *vcpu, u64 gpa, int len, u64 data);
 
 /* The TSC-deadline timer. */
+/* kernel: kvm_can_use_hv_timer(): the vendor has a hypervisor timer (VMX's preemption timer). */
+static inline bool kvm_can_use_hv_timer(struct kvm_vcpu *vcpu)
+{
+	return kvm_x86_call(set_hv_timer) != NULL;
+}
 u64 kvm_get_lapic_tscdeadline_msr(struct kvm_vcpu *vcpu);
 void kvm_set_lapic_tscdeadline_msr(struct kvm_vcpu *vcpu, u64 data);
 bool kvm_lapic_hv_timer_in_use(struct kvm_vcpu *vcpu);
+void __kvm_migrate_apic_timer(struct kvm_vcpu *vcpu);
 void kvm_lapic_switch_to_sw_timer(struct kvm_vcpu *vcpu);
 void kvm_lapic_switch_to_hv_timer(struct kvm_vcpu *vcpu);
 /* kernel: irq.c, the interrupt side of an expiry. */

@@ -24,6 +24,10 @@ void pk_host_init(struct pk_machine *m);
 const char *pk_host_params_invalid(struct pk_machine *m);
 u64 pk_host_spec_ctrl_kernel(const struct pk_machine *m);
 u64 pk_host_spec_ctrl_user(const struct pk_machine *m);
+/* Mitigations the host kernel applies: its parameter and the CPU's bug or feature. */
+bool pk_host_kernel_ibrs(const struct pk_machine *m);	/* X86_FEATURE_KERNEL_IBRS */
+bool pk_host_pti(const struct pk_machine *m);		/* X86_FEATURE_PTI */
+bool pk_host_mds_clear(const struct pk_machine *m);	/* mds_user_clear */
 /* The host NMI handler (paranoid entry, then per-cpu data through GS). */
 void pk_host_nmi(struct pk_cpu *cpu);
 int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread);
