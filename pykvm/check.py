@@ -315,6 +315,21 @@ def _guest_program(regs, features):
     return code.code, code.symbols, ud, bp, kentry
 
 
+KVM_MP_STATE_RUNNABLE = 0
+
+
+def _lapic_tsc_deadline_msrs(bsp):
+    """KVM_SET_MSRS values that leave a vCPU's LAPIC as pykvm.workloads' halt-idle guest
+    sets it up itself (workloads._lapic_timer_prologue)."""
+    from . import workloads as W
+    # The guest's SREGS left APIC_BASE 0 (disabled): back to the architectural base,
+    # enabled (bit 11), BSP for its VM's first vCPU (bit 8), then x2APIC (EXTD).
+    base = 0xFEE0_0000 | (1 << 11) | ((1 << 8) if bsp else 0)
+    return {W.MSR_APICBASE: base | W.APIC_BASE_EXTD,
+            W.X2APIC_SPIV: W.APIC_SPIV_APIC_ENABLED | W.SPURIOUS_VECTOR,
+            W.X2APIC_LVTT: W.APIC_LVT_TIMER_TSCDEADLINE | W.LOCAL_TIMER_VECTOR}
+
+
 def _lstar_stubs(kentry_addr, vcpus):
     """At each LSTAR value a vCPU may hold: load the stub's own address, go to kentry."""
     out = {}
@@ -521,6 +536,17 @@ class Checker:
             if n != len(values):
                 raise InvalidConfiguration(
                     f"the guest's starting value of {reg_name(self.regs[n])} was refused")
+            if halt:
+                # The LAPIC as a Linux guest leaves it before its first idle (x2APIC,
+                # enabled, LVT timer in TSC-deadline mode), set by the VMM as it would
+                # restore a migrated vCPU, so the deadline wakes the halted vCPU.
+                bsp = vm_of.index(vm_of[v]) == v
+                lapic = _lapic_tsc_deadline_msrs(bsp)
+                if vcpu.set_msrs(lapic) != len(lapic):
+                    raise InvalidConfiguration("the guest's LAPIC set-up was refused")
+                if not bsp:
+                    # An AP waits for INIT/SIPI; the VMM starts it, as a migrated one.
+                    vcpu.set_mp_state(KVM_MP_STATE_RUNNABLE)
             for i, msr in enumerate(self.regs):
                 vm.memory.write_u64(TABLES + 0x100 * v + 8 * i, values[msr])
             vm.memory.write_u64(TABLES + 0x100 * v + MARK, MARK_NONE)

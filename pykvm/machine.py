@@ -8,6 +8,7 @@
     ex = vcpu.run()                          # a pykvm.exits type
     m.costs()                                # operations and cycles by path
 """
+import errno
 import mmap
 
 from . import exits as X
@@ -152,6 +153,52 @@ class Machine:
         n = ensure(lib.pk_get_supported_cpuid(self._m, e, 32), "KVM_GET_SUPPORTED_CPUID")
         return [CpuidEntry(**{f: getattr(x, f) for f in _CPUID_FIELDS}) for x in e[0:n]]
 
+    # ---- what KVM offers (the /dev/kvm ioctls) ------------------------------------------
+    def check_extension(self, cap):
+        """KVM_CHECK_EXTENSION: 0 if unsupported, else a capability-specific value.
+        `cap` is a KVM_CAP_* number or name ("X86_USER_SPACE_MSR")."""
+        return ensure(lib.pk_check_extension(self._m, _cap_number(cap)),
+                      f"KVM_CHECK_EXTENSION({cap})")
+
+    def capabilities(self):
+        """{KVM_CAP_* name: KVM_CHECK_EXTENSION value} for the capabilities pykvm names."""
+        from .devkvm import uapi
+        return {name: self.check_extension(cap) for name, cap in uapi.CAPS.items()}
+
+    def _msr_list(self, fn, what):
+        n = ffi.new("uint32_t *", 0)
+        r = fn(self._m, ffi.NULL, n)
+        if r not in (0, -7):            # -E2BIG: the length is in *n
+            ensure(r, what)
+        indices = ffi.new("uint32_t[]", max(1, n[0]))
+        ensure(fn(self._m, indices, n), what)
+        return list(indices[0:n[0]])
+
+    def get_msr_index_list(self):
+        """KVM_GET_MSR_INDEX_LIST: the MSRs KVM_GET/SET_MSRS save and restore (FS/GS base
+        are not in it: they travel in SREGS)."""
+        return self._msr_list(lib.pk_get_msr_index_list, "KVM_GET_MSR_INDEX_LIST")
+
+    def get_msr_feature_index_list(self):
+        """KVM_GET_MSR_FEATURE_INDEX_LIST: the MSRs that describe features, as CPUID does."""
+        return self._msr_list(lib.pk_get_msr_feature_index_list,
+                              "KVM_GET_MSR_FEATURE_INDEX_LIST")
+
+    def get_feature_msrs(self, indices):
+        """KVM_GET_MSRS on /dev/kvm: (count, {index: value}); stops at the first failure."""
+        indices = list(indices)
+        e = ffi.new("struct kvm_msr_entry[]", max(1, len(indices)))
+        for i, idx in enumerate(indices):
+            e[i].index = _msr_index(idx)
+        n = ensure(lib.pk_get_feature_msrs(self._m, e, len(indices)), "KVM_GET_MSRS (features)")
+        return n, {indices[i]: e[i].data for i in range(n)}
+
+    def get_mce_cap_supported(self):
+        """KVM_X86_GET_MCE_CAP_SUPPORTED: the MCG_CAP bits KVM_X86_SETUP_MCE accepts."""
+        cap = ffi.new("uint64_t *")
+        ensure(lib.pk_get_mce_cap_supported(self._m, cap), "KVM_X86_GET_MCE_CAP_SUPPORTED")
+        return cap[0]
+
     def reset_costs(self):
         lib.pk_machine_reset_costs(self._m)
 
@@ -290,14 +337,73 @@ class Vm:
         self.slots.append(s)
         return s
 
-    def create_irqchip(self):
-        """KVM_CREATE_IRQCHIP: the LAPIC in the kernel, so a guest HLT halts the vCPU in
-        KVM (polling, then blocking) instead of exiting to userspace. Before any vCPU."""
-        ensure(lib.pk_vm_create_irqchip(self._kvm), "KVM_CREATE_IRQCHIP", InvalidConfiguration)
-
     def _ensure_memory(self, size):
         if not any(s.contains(0, size) for s in self.slots):
             self.add_memory(0, (size + PAGE_SIZE - 1) // PAGE_SIZE * PAGE_SIZE)
+
+    # ---- capabilities, irqchip, MSR policy ---------------------------------------------
+    def check_extension(self, cap):
+        """KVM_CHECK_EXTENSION on the VM."""
+        return ensure(lib.pk_vm_check_extension(self._kvm, _cap_number(cap)),
+                      f"KVM_CHECK_EXTENSION({cap})")
+
+    def enable_cap(self, cap, *args, flags=0):
+        """KVM_ENABLE_CAP on the VM with up to four arguments."""
+        if len(args) > 4:
+            raise InvalidConfiguration("KVM_ENABLE_CAP takes at most 4 arguments")
+        c = ffi.new("struct kvm_enable_cap *")
+        c.cap = _cap_number(cap)
+        c.flags = flags
+        for i, a in enumerate(args):
+            c.args[i] = a & (2**64 - 1)
+        ensure(lib.pk_vm_enable_cap(self._kvm, c), f"KVM_ENABLE_CAP({cap})",
+               InvalidConfiguration)
+
+    def enable_user_msr_exits(self, reasons=(X.KVM_MSR_EXIT_REASON_INVAL |
+                                             X.KVM_MSR_EXIT_REASON_UNKNOWN |
+                                             X.KVM_MSR_EXIT_REASON_FILTER)):
+        """KVM_CAP_X86_USER_SPACE_MSR: failed guest RDMSR/WRMSR of these kinds exit to
+        userspace as RdMsr/WrMsr (set `.data` or `.error` before the next run)."""
+        self.enable_cap(lib.KVM_CAP_X86_USER_SPACE_MSR, reasons)
+
+    def set_msr_filter(self, ranges, *, default_allow=True, flags=None):
+        """KVM_X86_SET_MSR_FILTER with up to 16 pykvm.devkvm.MsrFilterRange; [] with
+        default_allow clears the filter. `flags` sets struct kvm_msr_filter.flags as
+        given (default: KVM_MSR_FILTER_DEFAULT_ALLOW or _DENY from `default_allow`)."""
+        from .devkvm.vm import msr_filter_flags
+        ranges = list(ranges)
+        if len(ranges) > lib.KVM_MSR_FILTER_MAX_RANGES:
+            raise InvalidConfiguration(f"at most {lib.KVM_MSR_FILTER_MAX_RANGES} filter ranges")
+        f = ffi.new("struct kvm_msr_filter *")
+        f.flags = msr_filter_flags(default_allow, flags)
+        keep = []       # the bitmaps must stay alive until the call returns
+        for i, r in enumerate(ranges):
+            bm = ffi.new("uint8_t[]", r.kernel_bitmap())
+            keep.append(bm)
+            f.ranges[i].flags = r.flags
+            f.ranges[i].nmsrs = r.nmsrs
+            f.ranges[i].base = r.base
+            f.ranges[i].bitmap = bm
+        ensure(lib.pk_vm_set_msr_filter(self._kvm, f), "KVM_X86_SET_MSR_FILTER",
+               InvalidConfiguration)
+
+    def deny_msrs(self, indices, *, read=True, write=True):
+        """An MSR filter that denies `indices` (one range each) and allows the rest."""
+        from .devkvm.vm import MsrFilterRange
+        flags = (lib.KVM_MSR_FILTER_READ if read else 0) | \
+                (lib.KVM_MSR_FILTER_WRITE if write else 0)
+        self.set_msr_filter([MsrFilterRange(flags, i, 1, b"\0") for i in indices])
+
+    def create_irqchip(self):
+        """KVM_CREATE_IRQCHIP before any vCPU: each vCPU gets an in-kernel LAPIC (the
+        PIC and IOAPIC are not modelled), so a guest HLT halts the vCPU in KVM (polling,
+        then blocking until its LAPIC timer or a kick) instead of exiting to userspace.
+        APs wait for INIT/SIPI: set_mp_state(KVM_MP_STATE_RUNNABLE) starts them."""
+        ensure(lib.pk_vm_create_irqchip(self._kvm), "KVM_CREATE_IRQCHIP", InvalidConfiguration)
+
+    def enable_split_irqchip(self, ioapic_pins=24):
+        """KVM_CAP_SPLIT_IRQCHIP: the LAPICs in KVM, PIC and IOAPIC left to userspace."""
+        self.enable_cap(lib.KVM_CAP_SPLIT_IRQCHIP, ioapic_pins)
 
     def create_vcpu(self, cpu=None):
         """A vCPU whose thread runs on pCPU `cpu` (default: round robin)."""
@@ -319,7 +425,6 @@ class Vcpu(VcpuBase):
         self._vcpu = p[0]
         self._run = lib.pk_vcpu_run_struct(self._vcpu)
         self._pending = None
-        self._cpuid = None
         self.image = None
 
     # ---- registers -------------------------------------------------------------------
@@ -397,13 +502,55 @@ class Vcpu(VcpuBase):
                 setattr(e[i], f, getattr(t, f))
         ensure(lib.pk_vcpu_set_cpuid(self._vcpu, e, len(entries)), "KVM_SET_CPUID2",
                InvalidConfiguration)
-        self._cpuid = entries
 
     def get_cpuid(self):
-        """The vCPU's CPUID entries (the supported set unless set_cpuid changed them)."""
-        if self._cpuid is None:
-            self._cpuid = self.vm.machine.get_supported_cpuid()
-        return list(self._cpuid)
+        """KVM_GET_CPUID2: the vCPU's CPUID entries as KVM holds them (the supported set
+        unless set_cpuid changed them), with the bits KVM keeps up to date at runtime."""
+        from .devkvm.system import CpuidEntry
+        n = ffi.new("int *", 64)
+        e = ffi.new("struct kvm_cpuid_entry2[]", 64)
+        ensure(lib.pk_vcpu_get_cpuid(self._vcpu, e, n), "KVM_GET_CPUID2")
+        return [CpuidEntry(**{f: getattr(x, f) for f in _CPUID_FIELDS}) for x in e[0:n[0]]]
+
+    # ---- machine checks, ONE_REG, MP state ---------------------------------------------
+    def setup_mce(self, mcg_cap):
+        """KVM_X86_SETUP_MCE: the guest's IA32_MCG_CAP (bank count in bits 7:0)."""
+        ensure(lib.pk_vcpu_setup_mce(self._vcpu, mcg_cap & (2**64 - 1)), "KVM_X86_SETUP_MCE",
+               InvalidConfiguration)
+
+    def get_one_reg(self, reg_id):
+        """KVM_GET_ONE_REG of a u64 register (uapi.KVM_X86_REG_MSR(index) for an MSR)."""
+        v = ffi.new("uint64_t *")
+        ensure(lib.pk_vcpu_get_one_reg(self._vcpu, reg_id & (2**64 - 1), v),
+               f"KVM_GET_ONE_REG({reg_id:#x})", InvalidConfiguration)
+        return v[0]
+
+    def set_one_reg(self, reg_id, value):
+        """KVM_SET_ONE_REG of a u64 register."""
+        ensure(lib.pk_vcpu_set_one_reg(self._vcpu, reg_id & (2**64 - 1), value & (2**64 - 1)),
+               f"KVM_SET_ONE_REG({reg_id:#x})", InvalidConfiguration)
+
+    def get_reg_list(self):
+        """KVM_GET_REG_LIST: the ids of the registers ONE_REG has beyond the MSRs."""
+        n = ffi.new("uint64_t *", 0)
+        r = lib.pk_vcpu_get_reg_list(self._vcpu, n, ffi.NULL)
+        if r not in (0, -7):
+            ensure(r, "KVM_GET_REG_LIST")
+        regs = ffi.new("uint64_t[]", max(1, n[0]))
+        ensure(lib.pk_vcpu_get_reg_list(self._vcpu, n, regs), "KVM_GET_REG_LIST")
+        return list(regs[0:n[0]])
+
+    def get_mp_state(self):
+        """KVM_GET_MP_STATE: a KVM_MP_STATE_* number."""
+        s = ffi.new("struct kvm_mp_state *")
+        ensure(lib.pk_vcpu_get_mp_state(self._vcpu, s), "KVM_GET_MP_STATE")
+        return s.mp_state
+
+    def set_mp_state(self, state):
+        """KVM_SET_MP_STATE (e.g. KVM_MP_STATE_RUNNABLE to start an AP)."""
+        s = ffi.new("struct kvm_mp_state *", {"mp_state": state})
+        ensure(lib.pk_vcpu_set_mp_state(self._vcpu, s), f"KVM_SET_MP_STATE({state})",
+               InvalidConfiguration)
 
     # ---- loading and running ---------------------------------------------------------
     def _complete_pending(self):
@@ -412,6 +559,10 @@ class Vcpu(VcpuBase):
         if data is not None:
             dest = self._run.pio_data if isinstance(pend, X.Io) else self._run.mmio.data
             ffi.memmove(dest, data, len(data))
+        elif isinstance(pend, (X.RdMsr, X.WrMsr)):
+            self._run.msr.error = 1 if pend.error else 0
+            if isinstance(pend, X.RdMsr):
+                self._run.msr.data = pend.data & (2**64 - 1)
 
     def run(self, max_insns=DEFAULT_RUN_BUDGET, return_to_user=True, inject=None):
         """KVM_RUN until an exit to userspace; returns a pykvm.exits type. `max_insns`
@@ -425,11 +576,14 @@ class Vcpu(VcpuBase):
             from . import events
             events.arm(self._m, self.cpu, inject, max_insns or 0)
         try:
-            lib.pk_vcpu_run_ex(self._vcpu, max_insns or 0, return_to_user is False)
+            r = lib.pk_vcpu_run_ex(self._vcpu, max_insns or 0, return_to_user is False)
         finally:
             if inject is not None:
                 self.last_injection_fired = bool(lib.pk_inject_fired(self._m))
                 lib.pk_inject_disarm(self._m)
+        if r < 0 and r != -errno.EINTR:
+            # KVM_RUN failed without an exit (EAGAIN: an AP woken but still waiting).
+            ensure(r, "KVM_RUN")
         ex = self._decode_exit()
         self._pending = ex
         return ex
@@ -455,6 +609,10 @@ class Vcpu(VcpuBase):
         if reason == X.KVM_EXIT_INTERNAL_ERROR:
             n = min(r.internal.ndata, 16)
             return X.InternalError(r.internal.suberror, tuple(r.internal.data[0:n]))
+        if reason == X.KVM_EXIT_X86_RDMSR:
+            return X.RdMsr(r.msr.index, msr_reason=r.msr.reason)
+        if reason == X.KVM_EXIT_X86_WRMSR:
+            return X.WrMsr(r.msr.index, r.msr.data, msr_reason=r.msr.reason)
         return X.Unsupported(reason)
 
     def run_preempted(self, after=1, max_insns=DEFAULT_RUN_BUDGET, by="task"):
@@ -564,6 +722,17 @@ class Vcpu(VcpuBase):
                                            "cpuid_exits", "irq_exits", "preemptions", "migrations",
                                            "halt_successful_poll", "halt_attempted_poll",
                                            "halt_wakeup")}
+
+
+def _cap_number(cap):
+    """A KVM_CAP_* number from a number or a name ("X86_USER_SPACE_MSR")."""
+    if isinstance(cap, str):
+        from .devkvm import uapi
+        name = cap if cap.startswith("KVM_CAP_") else "KVM_CAP_" + cap.upper()
+        if name not in uapi.CAPS:
+            raise InvalidConfiguration(f"unknown capability {cap!r}")
+        return uapi.CAPS[name]
+    return cap
 
 
 def _msr_index(idx):

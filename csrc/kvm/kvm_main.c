@@ -8,6 +8,7 @@
  */
 #include "pykvm/kvm_api.h"
 #include "x86.h"
+#include "lapic.h"
 #include "pykvm/events.h"
 #include "pykvm/module.h"
 #include "pykvm/printk.h"
@@ -15,7 +16,6 @@
 int kvm_arch_enable_virtualization_cpu(void);
 void kvm_arch_disable_virtualization_cpu(void);
 int kvm_vcpu_ioctl_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u32 n, bool set);
-int kvm_vcpu_ioctl_set_cpuid2(struct kvm_vcpu *vcpu, const struct kvm_cpuid_entry2 *e, int n);
 
 /* ---- halting: polling, blocking, waking (kvm_vcpu_halt, kvm_vcpu_block) ---- */
 
@@ -405,7 +405,7 @@ int pk_create_vm(struct pk_machine *m, struct kvm **out)
 	if (!kvm)
 		return -ENOMEM;
 	kvm->m = m;
-	r = kvm_x86_call(vm_init)(kvm);
+	r = kvm_arch_init_vm(kvm);
 	if (r)
 		return r;
 	*out = kvm;
@@ -461,11 +461,11 @@ int pk_create_vcpu(struct kvm *kvm, int cpu, struct kvm_vcpu **out)
 
 	kvm_ioctl_enter(m, task);
 	u32 old = pk_path_enter(m, PK_PATH_HARDWARE);
-	r = kvm_x86_call(vcpu_create)(vcpu);
+	r = kvm_arch_vcpu_create(vcpu);
 	pk_path_leave(m, old);
 	if (!r) {
 		vcpu_load(vcpu);
-		kvm_x86_call(vcpu_reset)(vcpu, false);
+		kvm_vcpu_reset(vcpu, false);
 		vcpu_put(vcpu);
 		n = kvm_get_supported_cpuid(cpuid, KVM_MAX_CPUID_ENTRIES);
 		r = kvm_vcpu_ioctl_set_cpuid2(vcpu, cpuid, n);
@@ -599,13 +599,6 @@ u32 pk_vcpu_halt_poll_ns(struct kvm_vcpu *vcpu)
 	return vcpu->halt_poll_ns;
 }
 
-/* KVM_CREATE_IRQCHIP: the LAPIC (and PIC, IOAPIC) in the kernel, so HLT halts in KVM. */
-int pk_vm_create_irqchip(struct kvm *kvm)
-{
-	pk_this_cpu = &kvm->m->cpu[0];
-	return kvm_arch_vm_ioctl_create_irqchip(kvm);
-}
-
 int pk_vcpu_return_to_user(struct kvm_vcpu *vcpu)
 {
 	struct pk_machine *m = vcpu->kvm->m;
@@ -715,7 +708,10 @@ int pk_vcpu_set_sregs(struct kvm_vcpu *vcpu, const struct pk_sregs *s)
 	kvm_x86_call(set_gdt)(vcpu, &dt);
 	dt = s->idt;
 	kvm_x86_call(set_idt)(vcpu, &dt);
-	vcpu->arch.apic_base = s->apic_base;
+	/* kernel: __set_sregs_common: the APIC base goes through its checks and side effects. */
+	if (kvm_apic_set_base(vcpu, s->apic_base, true))
+		r = pk_err(-EINVAL, "KVM_SET_SREGS: APIC base %#llx is invalid for this vCPU",
+			   (unsigned long long)s->apic_base);
 	vcpu_put(vcpu);
 	kvm_ioctl_exit();
 	return r;
@@ -795,4 +791,169 @@ int pk_cpu_read_msr(struct pk_machine *m, u32 cpu, u32 index, u64 *val)
 u64 pk_host_per_cpu_offset(struct pk_machine *m, u32 cpu)
 {
 	return cpu < m->nr_cpus ? m->host.per_cpu_offset[cpu] : 0;
+}
+
+/* ---- capabilities, MSR lists, MSR filters, irqchip, MCE, ONE_REG, MP state ---- */
+
+/* Run as the machine's first CPU: the calls about the whole of KVM (/dev/kvm ioctls). */
+static int kvm_dev_enter(struct pk_machine *m)
+{
+	if (!m->kvm_global)
+		return pk_err(-ENOENT, "kvm.ko is not loaded on this machine");
+	pk_this_cpu = &m->cpu[0];
+	return 0;
+}
+
+/* KVM_CHECK_EXTENSION on /dev/kvm (kernel: kvm_vm_ioctl_check_extension_generic). */
+int pk_check_extension(struct pk_machine *m, long ext)
+{
+	int r = kvm_dev_enter(m);
+
+	if (r)
+		return r;
+	switch (ext) {
+	case KVM_CAP_USER_MEMORY:
+		return 1;
+	case KVM_CAP_NR_MEMSLOTS:
+		return PK_MAX_MEMSLOTS;
+	default:
+		return kvm_vm_ioctl_check_extension(NULL, ext);
+	}
+}
+
+int pk_vm_check_extension(struct kvm *kvm, long ext)
+{
+	return pk_check_extension(kvm->m, ext);
+}
+
+int pk_get_msr_index_list(struct pk_machine *m, u32 *indices, u32 *n)
+{
+	int r = kvm_dev_enter(m);
+
+	return r ? r : kvm_get_msr_index_list(indices, n);
+}
+
+int pk_get_msr_feature_index_list(struct pk_machine *m, u32 *indices, u32 *n)
+{
+	int r = kvm_dev_enter(m);
+
+	return r ? r : kvm_get_msr_feature_index_list(indices, n);
+}
+
+int pk_get_feature_msrs(struct pk_machine *m, struct kvm_msr_entry *entries, u32 n)
+{
+	int r = kvm_dev_enter(m);
+
+	return r ? r : kvm_get_feature_msrs(entries, n);
+}
+
+int pk_get_mce_cap_supported(struct pk_machine *m, u64 *cap)
+{
+	int r = kvm_dev_enter(m);
+
+	if (!r)
+		*cap = kvm_global()->supported_mce_cap;
+	return r;
+}
+
+/* A VM ioctl: the calling thread is in the kernel on the first CPU. */
+static int kvm_vm_enter(struct kvm *kvm)
+{
+	return kvm_dev_enter(kvm->m);
+}
+
+int pk_vm_enable_cap(struct kvm *kvm, const struct kvm_enable_cap *cap)
+{
+	int r = kvm_vm_enter(kvm);
+
+	return r ? r : kvm_vm_ioctl_enable_cap(kvm, cap);
+}
+
+int pk_vm_create_irqchip(struct kvm *kvm)
+{
+	int r = kvm_vm_enter(kvm);
+
+	return r ? r : kvm_vm_ioctl_create_irqchip(kvm);
+}
+
+int pk_vm_set_msr_filter(struct kvm *kvm, const struct kvm_msr_filter *filter)
+{
+	int r = kvm_vm_enter(kvm);
+
+	return r ? r : kvm_vm_ioctl_set_msr_filter(kvm, filter);
+}
+
+/* The vCPU ioctls below run as the vCPU thread, like the others in this file. */
+int pk_vcpu_setup_mce(struct kvm_vcpu *vcpu, u64 mcg_cap)
+{
+	int r;
+
+	kvm_ioctl_enter(vcpu->kvm->m, vcpu->task);
+	r = kvm_vcpu_ioctl_x86_setup_mce(vcpu, mcg_cap);
+	kvm_ioctl_exit();
+	return r;
+}
+
+int pk_vcpu_get_one_reg(struct kvm_vcpu *vcpu, u64 id, u64 *val)
+{
+	int r;
+
+	kvm_ioctl_enter(vcpu->kvm->m, vcpu->task);
+	r = kvm_get_one_reg(vcpu, id, val);
+	kvm_ioctl_exit();
+	return r;
+}
+
+int pk_vcpu_set_one_reg(struct kvm_vcpu *vcpu, u64 id, u64 val)
+{
+	int r;
+
+	kvm_ioctl_enter(vcpu->kvm->m, vcpu->task);
+	r = kvm_set_one_reg(vcpu, id, val);
+	kvm_ioctl_exit();
+	return r;
+}
+
+int pk_vcpu_get_reg_list(struct kvm_vcpu *vcpu, u64 *n, u64 *regs)
+{
+	int r;
+
+	kvm_ioctl_enter(vcpu->kvm->m, vcpu->task);
+	r = kvm_get_reg_list(vcpu, n, regs);
+	kvm_ioctl_exit();
+	return r;
+}
+
+int pk_vcpu_get_mp_state(struct kvm_vcpu *vcpu, struct kvm_mp_state *mp_state)
+{
+	int r;
+
+	kvm_ioctl_enter(vcpu->kvm->m, vcpu->task);
+	vcpu_load(vcpu);
+	r = kvm_arch_vcpu_ioctl_get_mpstate(vcpu, mp_state);
+	vcpu_put(vcpu);
+	kvm_ioctl_exit();
+	return r;
+}
+
+int pk_vcpu_set_mp_state(struct kvm_vcpu *vcpu, const struct kvm_mp_state *mp_state)
+{
+	int r;
+
+	kvm_ioctl_enter(vcpu->kvm->m, vcpu->task);
+	vcpu_load(vcpu);
+	r = kvm_arch_vcpu_ioctl_set_mpstate(vcpu, mp_state);
+	vcpu_put(vcpu);
+	kvm_ioctl_exit();
+	return r;
+}
+
+int pk_vcpu_get_cpuid(struct kvm_vcpu *vcpu, struct kvm_cpuid_entry2 *entries, int *n)
+{
+	int r;
+
+	kvm_ioctl_enter(vcpu->kvm->m, vcpu->task);
+	r = kvm_vcpu_ioctl_get_cpuid2(vcpu, entries, n);
+	kvm_ioctl_exit();
+	return r;
 }

@@ -53,7 +53,6 @@ int pk_vcpu_kick_every(struct kvm_vcpu *vcpu, u64 period_ns);
 /* One such kick, `ns` from now. */
 int pk_vcpu_kick_after(struct kvm_vcpu *vcpu, u64 ns);
 u32 pk_vcpu_halt_poll_ns(struct kvm_vcpu *vcpu);
-int pk_vm_create_irqchip(struct kvm *kvm);
 struct kvm_run *pk_vcpu_run_struct(struct kvm_vcpu *vcpu);
 int pk_vcpu_task(struct kvm_vcpu *vcpu);
 int pk_vcpu_get_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u32 n);
@@ -68,6 +67,28 @@ int pk_vcpu_get_stat(struct kvm_vcpu *vcpu, struct kvm_vcpu_stat *stat);
 int pk_vcpu_cpu(struct kvm_vcpu *vcpu);
 /* Move the vCPU thread to another CPU (it is preempted and scheduled in there). */
 int pk_vcpu_migrate(struct kvm_vcpu *vcpu, int cpu);
+
+/*
+ * Capabilities, MSR lists, MSR filters, the in-kernel irqchip, machine checks, ONE_REG
+ * and MP state: the /dev/kvm, VM and vCPU ioctls of the same names. A list call takes
+ * the room in *n and leaves the list's length there (-E2BIG if it did not fit).
+ */
+int pk_check_extension(struct pk_machine *m, long ext);
+int pk_vm_check_extension(struct kvm *kvm, long ext);
+int pk_get_msr_index_list(struct pk_machine *m, u32 *indices, u32 *n);
+int pk_get_msr_feature_index_list(struct pk_machine *m, u32 *indices, u32 *n);
+int pk_get_feature_msrs(struct pk_machine *m, struct kvm_msr_entry *entries, u32 n);
+int pk_get_mce_cap_supported(struct pk_machine *m, u64 *cap);
+int pk_vm_enable_cap(struct kvm *kvm, const struct kvm_enable_cap *cap);
+int pk_vm_create_irqchip(struct kvm *kvm);
+int pk_vm_set_msr_filter(struct kvm *kvm, const struct kvm_msr_filter *filter);
+int pk_vcpu_setup_mce(struct kvm_vcpu *vcpu, u64 mcg_cap);
+int pk_vcpu_get_one_reg(struct kvm_vcpu *vcpu, u64 id, u64 *val);
+int pk_vcpu_set_one_reg(struct kvm_vcpu *vcpu, u64 id, u64 val);
+int pk_vcpu_get_reg_list(struct kvm_vcpu *vcpu, u64 *n, u64 *regs);
+int pk_vcpu_get_mp_state(struct kvm_vcpu *vcpu, struct kvm_mp_state *mp_state);
+int pk_vcpu_set_mp_state(struct kvm_vcpu *vcpu, const struct kvm_mp_state *mp_state);
+int pk_vcpu_get_cpuid(struct kvm_vcpu *vcpu, struct kvm_cpuid_entry2 *entries, int *n);
 
 /* Cost counters and profile. */
 struct pk_costs *pk_machine_costs(struct pk_machine *m);

@@ -161,6 +161,27 @@ class KvmMachine:
         return self._msr_list(uapi.KVM_GET_MSR_FEATURE_INDEX_LIST,
                               "KVM_GET_MSR_FEATURE_INDEX_LIST")
 
+    def get_feature_msrs(self, indices):
+        """KVM_GET_MSRS on /dev/kvm: the host's feature MSRs. (count, {index: value}) for
+        the first `count` indices; KVM stops at the first it cannot read."""
+        indices = list(indices)
+        buf = bytearray(uapi.kvm_msrs.pack(len(indices), 0))
+        for i in indices:
+            buf += uapi.kvm_msr_entry.pack(i, 0, 0)
+        count = ioctl(self.fd, uapi.KVM_GET_FEATURE_MSRS, buf, "KVM_GET_MSRS (features)")
+        values = {}
+        for k in range(count):
+            index, _res, data = uapi.kvm_msr_entry.unpack_from(
+                buf, uapi.kvm_msrs.size + k * uapi.kvm_msr_entry.size)
+            values[index] = data
+        return count, values
+
+    def get_mce_cap_supported(self):
+        """KVM_X86_GET_MCE_CAP_SUPPORTED: the MCG_CAP bits KVM_X86_SETUP_MCE accepts."""
+        buf = bytearray(8)
+        ioctl(self.fd, uapi.KVM_X86_GET_MCE_CAP_SUPPORTED, buf, "KVM_X86_GET_MCE_CAP_SUPPORTED")
+        return uapi.u64.unpack(buf)[0]
+
     # ---- VMs -----------------------------------------------------------------------------
     def create_vm(self, vm_type=0):
         """KVM_CREATE_VM; the VM is closed with the machine at the latest."""

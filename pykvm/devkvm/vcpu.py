@@ -44,6 +44,43 @@ def _msr_index(i):
     return i
 
 
+_NO_PAYLOAD = {X.KVM_EXIT_IRQ_WINDOW_OPEN: X.IrqWindowOpen, X.KVM_EXIT_SET_TPR: X.SetTpr,
+               X.KVM_EXIT_TPR_ACCESS: X.TprAccess, X.KVM_EXIT_NMI: X.Nmi,
+               X.KVM_EXIT_DIRTY_RING_FULL: X.DirtyRingFull,
+               X.KVM_EXIT_AP_RESET_HOLD: X.ApResetHold, X.KVM_EXIT_X86_BUS_LOCK: X.X86BusLock}
+_UNION = 256                # sizeof kvm_run's exit union (its char padding[256])
+
+
+def _decode_other_exit(reason, run, base):
+    """The exits that need no answer from userspace, from struct kvm_run's union."""
+    if reason in _NO_PAYLOAD:
+        return _NO_PAYLOAD[reason]()
+    if reason == X.KVM_EXIT_UNKNOWN:
+        return X.UnknownExit(*struct.unpack_from("<Q", run, base))
+    if reason == X.KVM_EXIT_EXCEPTION:
+        return X.GuestException(*struct.unpack_from("<II", run, base))
+    if reason == X.KVM_EXIT_DEBUG:                      # struct kvm_debug_exit_arch
+        exception, _pad, pc, dr6, dr7 = struct.unpack_from("<IIQQQ", run, base)
+        return X.Debug(exception, pc, dr6, dr7)
+    if reason == X.KVM_EXIT_SYSTEM_EVENT:
+        type_, ndata = struct.unpack_from("<II", run, base)
+        ndata = min(ndata, 16)
+        return X.SystemEvent(type_, struct.unpack_from(f"<{ndata}Q", run, base + 8))
+    if reason == X.KVM_EXIT_IOAPIC_EOI:
+        return X.IoapicEoi(run[base])
+    if reason == X.KVM_EXIT_HYPERV:
+        return X.Hyperv(_U32.unpack_from(run, base)[0], bytes(run[base + 8:base + _UNION]))
+    if reason == X.KVM_EXIT_XEN:
+        return X.Xen(_U32.unpack_from(run, base)[0], bytes(run[base + 8:base + _UNION]))
+    if reason == X.KVM_EXIT_NOTIFY:
+        return X.Notify(_U32.unpack_from(run, base)[0])
+    if reason == X.KVM_EXIT_MEMORY_FAULT:
+        return X.MemoryFault(*struct.unpack_from("<QQQ", run, base))
+    if reason == X.KVM_EXIT_TDX:
+        return X.Tdx(bytes(run[base:base + _UNION]))
+    return X.Unsupported(reason)
+
+
 class KvmVcpu(VcpuBase):
     """A vCPU on the host's KVM (from `KvmVm.create_vcpu`)."""
 
@@ -154,6 +191,56 @@ class KvmVcpu(VcpuBase):
         ioctl(self.fd, uapi.KVM_GET_CPUID2, buf, "KVM_GET_CPUID2")
         return unpack_cpuid(buf)
 
+    # ---- machine checks, ONE_REG, MP state -----------------------------------------------
+    def setup_mce(self, mcg_cap):
+        """KVM_X86_SETUP_MCE: the guest's IA32_MCG_CAP (bank count in bits 7:0)."""
+        ioctl(self.fd, uapi.KVM_X86_SETUP_MCE, bytearray(uapi.u64.pack(_u64(mcg_cap, "mcg_cap"))),
+              "KVM_X86_SETUP_MCE")
+
+    def _one_reg(self, request, reg_id, value, what):
+        ffi = self._ffi
+        val = ffi.new("uint64_t *", value)
+        arg = bytearray(uapi.kvm_one_reg.pack(_u64(reg_id, "register id"),
+                                              int(ffi.cast("uintptr_t", val))))
+        ioctl(self.fd, request, arg, f"{what}({reg_id:#x})")
+        return val[0]
+
+    def get_one_reg(self, reg_id):
+        """KVM_GET_ONE_REG of a u64 register (uapi.KVM_X86_REG_MSR(index) for an MSR)."""
+        return self._one_reg(uapi.KVM_GET_ONE_REG, reg_id, 0, "KVM_GET_ONE_REG")
+
+    def set_one_reg(self, reg_id, value):
+        """KVM_SET_ONE_REG of a u64 register."""
+        self._one_reg(uapi.KVM_SET_ONE_REG, reg_id, _u64(value, "register value"),
+                      "KVM_SET_ONE_REG")
+
+    def get_reg_list(self):
+        """KVM_GET_REG_LIST: the ids of the registers ONE_REG has beyond the MSRs."""
+        n = 0
+        while True:
+            buf = bytearray(uapi.kvm_reg_list.pack(n)) + bytes(8 * n)
+            try:
+                ioctl(self.fd, uapi.KVM_GET_REG_LIST, buf, "KVM_GET_REG_LIST")
+            except KvmIoctlError as e:
+                wanted = uapi.kvm_reg_list.unpack_from(buf)[0]
+                if e.errno != errno.E2BIG or wanted <= n or wanted > 4096:
+                    raise
+                n = wanted
+                continue
+            count = uapi.kvm_reg_list.unpack_from(buf)[0]
+            return list(struct.unpack_from(f"<{count}Q", buf, 8))
+
+    def get_mp_state(self):
+        """KVM_GET_MP_STATE: a KVM_MP_STATE_* number."""
+        buf = bytearray(uapi.kvm_mp_state.size)
+        ioctl(self.fd, uapi.KVM_GET_MP_STATE, buf, "KVM_GET_MP_STATE")
+        return uapi.kvm_mp_state.unpack(buf)[0]
+
+    def set_mp_state(self, state):
+        """KVM_SET_MP_STATE (e.g. KVM_MP_STATE_RUNNABLE to start an AP)."""
+        ioctl(self.fd, uapi.KVM_SET_MP_STATE, bytearray(uapi.kvm_mp_state.pack(state)),
+              f"KVM_SET_MP_STATE({state})")
+
     # ---- running -------------------------------------------------------------------------
     def _complete_pending(self):
         """Copy what the caller answered for the last exit into kvm_run."""
@@ -202,17 +289,17 @@ class KvmVcpu(VcpuBase):
             data = struct.unpack_from(f"<{ndata}Q", run, base + 8)
             return X.InternalError(suberror, tuple(data))
         if reason in (X.KVM_EXIT_X86_RDMSR, X.KVM_EXIT_X86_WRMSR):
-            _err, _why, index, data = uapi.kvm_run_msr.unpack_from(run, base)
+            _err, why, index, data = uapi.kvm_run_msr.unpack_from(run, base)
             if reason == X.KVM_EXIT_X86_RDMSR:
-                ex = X.RdMsr(index)
+                ex = X.RdMsr(index, msr_reason=why)
             else:
-                ex = X.WrMsr(index, data)
+                ex = X.WrMsr(index, data, msr_reason=why)
             self._pending = (ex, base)
             return ex
         if reason == X.KVM_EXIT_HYPERCALL:
             nr, *rest = uapi.kvm_run_hypercall.unpack_from(run, base)
             return X.Hypercall(nr, tuple(rest[:6]))
-        return X.Unsupported(reason)
+        return _decode_other_exit(reason, run, base)
 
     def run(self):
         """KVM_RUN once; returns the typed exit. Answer an Io IN (`exit.data`), MMIO read,

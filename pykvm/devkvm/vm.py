@@ -29,11 +29,32 @@ class MemorySlot:
 
 @dataclass(frozen=True)
 class MsrFilterRange:
-    """struct kvm_msr_filter_range: `bitmap` bit i = 1 allows MSR base+i, 0 denies."""
+    """struct kvm_msr_filter_range: for the accesses in `flags` (KVM_MSR_FILTER_READ,
+    _WRITE) to MSRs base .. base+nmsrs-1, `bitmap` bit i = 1 allows MSR base+i, 0 denies."""
     flags: int
     base: int
     nmsrs: int
     bitmap: bytes
+
+    def kernel_bitmap(self):
+        """The bytes the kernel reads for this range: whole longs (BITS_TO_LONGS(nmsrs) *
+        8), the bitmap zero-padded to that. A range too large for any bitmap gets 8
+        bytes: the kernel refuses it before reading (EINVAL)."""
+        need = -(-self.nmsrs // 64) * 8
+        if need > uapi.KVM_MSR_FILTER_MAX_BITMAP_SIZE:
+            return bytes(8)
+        bitmap = bytes(self.bitmap)
+        if len(bitmap) * 8 < self.nmsrs:
+            raise ValueError(f"MSR filter range at {self.base:#x}: a bitmap of "
+                             f"{len(bitmap)} bytes cannot cover {self.nmsrs} MSRs")
+        return bitmap[:need].ljust(max(need, 8), b"\0")
+
+
+def msr_filter_flags(default_allow, flags):
+    """struct kvm_msr_filter.flags: `flags` as given, else from `default_allow`."""
+    if flags is not None:
+        return flags
+    return uapi.KVM_MSR_FILTER_DEFAULT_ALLOW if default_allow else uapi.KVM_MSR_FILTER_DEFAULT_DENY
 
 
 class GuestMemory:
@@ -155,6 +176,12 @@ class KvmVm:
         buf = bytearray(uapi.kvm_enable_cap.pack(cap, flags, *a))
         ioctl(self.fd, uapi.KVM_ENABLE_CAP, buf, f"KVM_ENABLE_CAP({cap})")
 
+    def check_extension(self, cap):
+        """KVM_CHECK_EXTENSION on the VM: 0 if unsupported, else a capability value."""
+        if isinstance(cap, str):
+            cap = uapi.CAPS[cap if cap.startswith("KVM_CAP_") else "KVM_CAP_" + cap.upper()]
+        return ioctl(self.fd, uapi.KVM_CHECK_EXTENSION, cap, f"KVM_CHECK_EXTENSION({cap})")
+
     def enable_user_msr_exits(self, reasons=(uapi.KVM_MSR_EXIT_REASON_INVAL |
                                              uapi.KVM_MSR_EXIT_REASON_UNKNOWN |
                                              uapi.KVM_MSR_EXIT_REASON_FILTER)):
@@ -164,8 +191,10 @@ class KvmVm:
             raise KvmIoctlError(errno.EOPNOTSUPP, "KVM_CAP_X86_USER_SPACE_MSR not supported")
         self.enable_cap(uapi.KVM_CAP_X86_USER_SPACE_MSR, reasons)
 
-    def set_msr_filter(self, ranges, *, default_allow=True):
-        """KVM_X86_SET_MSR_FILTER with up to 16 MsrFilterRange; [] clears the filter."""
+    def set_msr_filter(self, ranges, *, default_allow=True, flags=None):
+        """KVM_X86_SET_MSR_FILTER with up to 16 MsrFilterRange; [] with default_allow
+        clears the filter. `flags` sets struct kvm_msr_filter.flags as given (default:
+        KVM_MSR_FILTER_DEFAULT_ALLOW or _DENY from `default_allow`)."""
         ranges = list(ranges)
         if len(ranges) > uapi.KVM_MSR_FILTER_MAX_RANGES:
             raise ValueError(f"at most {uapi.KVM_MSR_FILTER_MAX_RANGES} filter ranges")
@@ -175,18 +204,23 @@ class KvmVm:
         keep = []       # the bitmaps must stay alive until the ioctl returns
         fields = []
         for r in ranges:
-            need = -(-r.nmsrs // 8)
-            if len(r.bitmap) < need or need > uapi.KVM_MSR_FILTER_MAX_BITMAP_SIZE:
-                raise ValueError(f"bitmap of {len(r.bitmap)} bytes for {r.nmsrs} MSRs")
-            bm = ffi.new("char[]", bytes(r.bitmap))
+            bm = ffi.new("char[]", r.kernel_bitmap())
             keep.append(bm)
             fields += [r.flags, r.nmsrs, r.base, int(ffi.cast("uintptr_t", bm))]
         fields += [0, 0, 0, 0] * (uapi.KVM_MSR_FILTER_MAX_RANGES - len(ranges))
-        flags = uapi.KVM_MSR_FILTER_DEFAULT_ALLOW if default_allow \
-            else uapi.KVM_MSR_FILTER_DEFAULT_DENY
-        buf = bytearray(uapi.kvm_msr_filter.pack(flags, *fields))
+        buf = bytearray(uapi.kvm_msr_filter.pack(msr_filter_flags(default_allow, flags),
+                                                 *fields))
         ioctl(self.fd, uapi.KVM_X86_SET_MSR_FILTER, buf, "KVM_X86_SET_MSR_FILTER")
         del keep
+
+    def create_irqchip(self):
+        """KVM_CREATE_IRQCHIP: an in-kernel PIC, IOAPIC and a LAPIC per vCPU (before any
+        vCPU exists). APs then wait for INIT/SIPI: set_mp_state(RUNNABLE) starts them."""
+        ioctl(self.fd, uapi.KVM_CREATE_IRQCHIP, 0, "KVM_CREATE_IRQCHIP")
+
+    def enable_split_irqchip(self, ioapic_pins=24):
+        """KVM_CAP_SPLIT_IRQCHIP: the LAPICs in KVM, PIC and IOAPIC left to userspace."""
+        self.enable_cap(uapi.KVM_CAP_SPLIT_IRQCHIP, ioapic_pins)
 
     def deny_msrs(self, indices, *, read=True, write=True):
         """An MSR filter that denies `indices` (one range each) and allows the rest."""

@@ -119,9 +119,24 @@ static void vmx_set_msr_bitmap(u8 *bitmap, u32 msr, bool read, bool write, bool 
 	}
 }
 
+/*
+ * Let the guest access an MSR directly, unless the VM's MSR filter denies that access:
+ * then it stays intercepted so KVM can apply the filter (kernel:
+ * vmx_disable_intercept_for_msr).
+ */
 static void vmx_disable_intercept_for_msr(struct vcpu_vmx *vmx, u32 msr, bool r, bool w)
 {
-	vmx_set_msr_bitmap(vmx->vmcs01.msr_bitmap, msr, r, w, false);
+	u8 *bitmap = vmx->vmcs01.msr_bitmap;
+
+	if (r && !kvm_msr_allowed(&vmx->vcpu, msr, KVM_MSR_FILTER_READ)) {
+		vmx_set_msr_bitmap(bitmap, msr, true, false, true);
+		r = false;
+	}
+	if (w && !kvm_msr_allowed(&vmx->vcpu, msr, KVM_MSR_FILTER_WRITE)) {
+		vmx_set_msr_bitmap(bitmap, msr, false, true, true);
+		w = false;
+	}
+	vmx_set_msr_bitmap(bitmap, msr, r, w, false);
 }
 
 bool vmx_msr_write_intercepted(struct vcpu_vmx *vmx, u32 msr)
@@ -157,8 +172,10 @@ int vmx_hardware_setup(void)
 	vg->l1d_flush = this_machine()->model.bug_l1tf ?
 			vg->params.vmentry_l1d_flush : VMENTER_L1D_FLUSH_NEVER;
 	/* Without the preemption timer there is no hypervisor timer (kernel: the same). */
-	if (!vg->params.enable_preemption_timer)
+	if (!vg->params.enable_preemption_timer) {
 		kvm_global()->ops.set_hv_timer = NULL;
+		kvm_global()->ops.cancel_hv_timer = NULL;
+	}
 	if (vg->l1d_flush > VMENTER_L1D_FLUSH_ALWAYS)
 		return pk_err(-EINVAL, "kvm_intel.vmentry_l1d_flush=%u: 0 never, 1 cond, 2 always",
 			      vg->l1d_flush);
@@ -169,6 +186,11 @@ int vmx_hardware_setup(void)
 
 	for (unsigned int i = 0; i < ARRAY_SIZE(vmx_uret_msrs_list); ++i)
 		kvm_add_user_return_msr(vmx_uret_msrs_list[i]);
+	/*
+	 * Intel adds CMCI (MCi_CTL2, LVT CMCI). Upstream also adds MCG_LMCE_P, which needs
+	 * IA32_FEATURE_CONTROL and MCG_EXT_CTL: not modelled, so not offered.
+	 */
+	kvm_global()->supported_mce_cap |= MCG_CMCI_P;
 	return 0;
 }
 
@@ -293,6 +315,17 @@ static void init_vmcs(struct vcpu_vmx *vmx)
 		vmcs_write16(GUEST_PML_INDEX, PML_ENTITY_NUM - 1);
 }
 
+/* The guest owns these outright; FS/GS bases travel in the VMCS. */
+static void vmx_pass_through_own_msrs(struct vcpu_vmx *vmx)
+{
+	vmx_disable_intercept_for_msr(vmx, MSR_FS_BASE, true, true);
+	vmx_disable_intercept_for_msr(vmx, MSR_GS_BASE, true, true);
+	vmx_disable_intercept_for_msr(vmx, MSR_KERNEL_GS_BASE, true, true);
+	vmx_disable_intercept_for_msr(vmx, MSR_IA32_SYSENTER_CS, true, true);
+	vmx_disable_intercept_for_msr(vmx, MSR_IA32_SYSENTER_ESP, true, true);
+	vmx_disable_intercept_for_msr(vmx, MSR_IA32_SYSENTER_EIP, true, true);
+}
+
 int vmx_vcpu_create(struct kvm_vcpu *vcpu)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
@@ -308,13 +341,7 @@ int vmx_vcpu_create(struct kvm_vcpu *vcpu)
 	memset(vmx->vmcs01.msr_bitmap, 0xff, 4096);
 	vmx->loaded_vmcs = &vmx->vmcs01;
 
-	/* The guest owns these outright; FS/GS bases travel in the VMCS. */
-	vmx_disable_intercept_for_msr(vmx, MSR_FS_BASE, true, true);
-	vmx_disable_intercept_for_msr(vmx, MSR_GS_BASE, true, true);
-	vmx_disable_intercept_for_msr(vmx, MSR_KERNEL_GS_BASE, true, true);
-	vmx_disable_intercept_for_msr(vmx, MSR_IA32_SYSENTER_CS, true, true);
-	vmx_disable_intercept_for_msr(vmx, MSR_IA32_SYSENTER_ESP, true, true);
-	vmx_disable_intercept_for_msr(vmx, MSR_IA32_SYSENTER_EIP, true, true);
+	vmx_pass_through_own_msrs(vmx);
 
 	for (int i = 0; i < kvm_global()->kvm_nr_uret_msrs; ++i)
 		vmx->guest_uret_msrs[i].mask = -1ULL;
@@ -1008,6 +1035,36 @@ void vmx_vcpu_after_set_cpuid(struct kvm_vcpu *vcpu)
 	vmx_setup_uret_msrs(vmx);
 }
 
+/*
+ * After an MSR filter or CPUID change (kernel: vmx_recalc_msr_intercepts): intercept
+ * every MSR the guest may own, then let it have again what it owns and the filter
+ * allows. SPEC_CTRL stays the guest's once it has used it (written non-zero).
+ */
+void vmx_recalc_msr_intercepts(struct kvm_vcpu *vcpu)
+{
+	static const u32 passthrough[] = {
+		MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE, MSR_IA32_SYSENTER_CS,
+		MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP, MSR_IA32_PRED_CMD,
+		MSR_IA32_SPEC_CTRL,
+	};
+	struct vcpu_vmx *vmx = to_vmx(vcpu);
+	bool spec_ctrl_owned = vmx->spec_ctrl || !vmx_msr_write_intercepted(vmx, MSR_IA32_SPEC_CTRL);
+
+	for (unsigned int i = 0; i < ARRAY_SIZE(passthrough); i++)
+		vmx_set_msr_bitmap(vmx->vmcs01.msr_bitmap, passthrough[i], true, true, true);
+	vmx_pass_through_own_msrs(vmx);
+	if (vcpu->arch.cap_ibpb)
+		vmx_disable_intercept_for_msr(vmx, MSR_IA32_PRED_CMD, false, true);
+	if (spec_ctrl_owned)
+		vmx_disable_intercept_for_msr(vmx, MSR_IA32_SPEC_CTRL, true, true);
+}
+
+/* Every MSR of KVM's emulated list is emulated for VMX guests too. */
+bool vmx_has_emulated_msr(struct kvm *kvm, u32 index)
+{
+	return true;
+}
+
 /* ---- MSRs ---- */
 
 int vmx_get_msr(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
@@ -1227,16 +1284,14 @@ out:
 /*
  * kernel: vmx_update_hv_timer(): an armed VMX preemption timer gets the time left before
  * every VM-entry (RDTSC and a VMWRITE); a disarmed one is parked at -1, once. It is armed
- * while the in-kernel LAPIC's TSC-deadline timer is pending on it (upstream disarms it in
- * cancel_hv_timer when the timer expires or moves to an hrtimer; here the LAPIC's
- * tsc_deadline, cleared on expiry, says so). The model's hardware does not run the
- * timer: a deadline reached in guest mode is seen when the vCPU next blocks.
+ * while the in-kernel LAPIC's TSC-deadline timer is on it (lapic.c start_hv_timer) and
+ * disarmed by vmx_cancel_hv_timer when the deadline expires or moves to an hrtimer. The
+ * model's hardware does not run the timer: a deadline reached in guest mode is seen when
+ * the vCPU next blocks.
  */
 static void vmx_update_hv_timer(struct vcpu_vmx *vmx)
 {
-	struct kvm_vcpu *vcpu = &vmx->vcpu;
-
-	if (vmx->hv_deadline_tsc != -1ULL && lapic_in_kernel(vcpu) && vcpu->arch.tsc_deadline) {
+	if (vmx->hv_deadline_tsc != -1ULL) {
 		u64 tscl = this_cpu()->tsc;
 		u64 delta = vmx->hv_deadline_tsc > tscl ? vmx->hv_deadline_tsc - tscl : 0;
 
@@ -1249,11 +1304,27 @@ static void vmx_update_hv_timer(struct vcpu_vmx *vmx)
 	}
 }
 
-/* kernel: vmx_set_hv_timer(), from start_hv_timer() for an in-kernel LAPIC's deadline. */
-int vmx_set_hv_timer(struct kvm_vcpu *vcpu, u64 guest_deadline_tsc)
+/*
+ * kernel: vmx_set_hv_timer(), from start_hv_timer() for an in-kernel LAPIC's deadline:
+ * *expired if it has already passed. The guest's TSC is the pCPU's (no offset, scaling
+ * or timer advance in the model), and no delta is too wide for the 32-bit timer: the
+ * preemption timer rate is the TSC's (cpu_preemption_timer_multi 0) and the model's
+ * waits are short, so -ERANGE never applies.
+ */
+int vmx_set_hv_timer(struct kvm_vcpu *vcpu, u64 guest_deadline_tsc, bool *expired)
 {
-	to_vmx(vcpu)->hv_deadline_tsc = guest_deadline_tsc ? guest_deadline_tsc : -1ULL;
+	struct vcpu_vmx *vmx = to_vmx(vcpu);
+	u64 tscl = this_cpu()->tsc;
+	u64 delta_tsc = guest_deadline_tsc > tscl ? guest_deadline_tsc - tscl : 0;
+
+	vmx->hv_deadline_tsc = tscl + delta_tsc;
+	*expired = !delta_tsc;
 	return 0;
+}
+
+void vmx_cancel_hv_timer(struct kvm_vcpu *vcpu)
+{
+	to_vmx(vcpu)->hv_deadline_tsc = -1ULL;
 }
 
 /*
