@@ -33,12 +33,14 @@ import json
 import random
 import threading
 import time
-from dataclasses import asdict, astuple
+from dataclasses import asdict, astuple, dataclass
+
+from .check import CheckResult
 
 from ._lib import ffi, lib
 from .errors import InvalidConfiguration
 
-__all__ = ["check", "exhaustive", "swarm_plan", "run_swarm", "swarm_task", "expand_task",
+__all__ = ["SpreadResult", "check", "exhaustive", "swarm_plan", "run_swarm", "swarm_task", "expand_task",
            "DEFAULT_SWARM"]
 
 DEFAULT_SWARM = 32
@@ -46,6 +48,16 @@ _CHILDREN = 4096          # children buffer of pk_checker_expand, grown on -ENOS
 _CACHE = 4                # machines a worker thread keeps, by configuration
 
 _tls = threading.local()
+
+
+@dataclass
+class SpreadResult(CheckResult):
+    """A CheckResult of a search spread over tasks: `closed` when a level of the
+    exhaustive part found no new state (the reachable space is explored completely),
+    `tasks` run, and the engine they ran on."""
+    closed: bool = False
+    tasks: int = 0
+    engine: str = ""
 
 
 # ---- on the worker ----------------------------------------------------------------------
@@ -284,7 +296,7 @@ def check(vendor="vmx", *, preset=None, params=None, cpu_model=None, cpus=2, vcp
     its counters add up every task's. progress: called as progress(phase, done, total)
     with phase "depth N" or "swarm"."""
     from . import engine as _engine
-    from .check import CheckResult, Checker, Step
+    from .check import Checker, Step
     from .oracle import Violation
     t0 = time.perf_counter()
     # Built here too: a bad configuration fails before any task goes out, and the result
@@ -315,10 +327,9 @@ def check(vendor="vmx", *, preset=None, params=None, cpu_model=None, cpus=2, vcp
                 found, fsteps = r["violation"], r["steps"]
                 break
     v = Violation(**found) if found else None
-    result = CheckResult(vendor, c.m.preset, c.m.params, "violation" if v else "pass", v,
-                         [Step(*t) for t in fsteps] if v else [], events, ex["states"],
-                         ex["depth_done"], nwalks, time.perf_counter() - t0, config=c.config,
-                         exits=exits)
-    result.closed = ex["closed"]
-    result.tasks = ex["tasks"] + len([r for r in searches if r is not None])
-    return result
+    return SpreadResult(vendor, c.m.preset, c.m.params, "violation" if v else "pass", v,
+                        [Step(*t) for t in fsteps] if v else [], events, ex["states"],
+                        ex["depth_done"], nwalks, time.perf_counter() - t0, config=c.config,
+                        exits=exits, closed=ex["closed"],
+                        tasks=ex["tasks"] + len([r for r in searches if r is not None]),
+                        engine=e.describe())

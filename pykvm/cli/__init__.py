@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Subcommands, in the order `pykvm --help` lists them: the main job first.
-COMMANDS = ("study", "check", "replay", "conform", "run", "list", "completion")
+COMMANDS = ("study", "check", "sweep", "replay", "conform", "run", "list", "completion")
 
 EXIT_PASS, EXIT_FINDING, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 130, 141
 
