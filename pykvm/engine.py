@@ -88,17 +88,20 @@ class DaskEngine(Engine):
         import logging
         self.cluster = None
         if scheduler:
-            self.client = Client(scheduler, timeout="30s")
+            self.client = Client(scheduler, timeout="30s", set_as_default=False)
         else:
             n = workers or os.cpu_count() or 1
             if n < 1:
                 raise InvalidConfiguration(f"workers must be >= 1, got {n}")
             # One thread per worker: the checker's C explorer and the study's machines are
-            # CPU-bound, and a process per core keeps them apart. No dashboard: nothing
-            # listens beyond what the cluster itself needs.
+            # CPU-bound, and a process per core keeps them apart. Everything listens on
+            # the loopback interface, on ports the system picks (several clusters, or
+            # several users of this machine, never collide on the defaults).
             self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                        dashboard_address=None, silence_logs=logging.ERROR)
-            self.client = Client(self.cluster)
+                                        host="127.0.0.1", scheduler_port=0,
+                                        dashboard_address="127.0.0.1:0",
+                                        silence_logs=logging.ERROR)
+            self.client = Client(self.cluster, set_as_default=False)
         self.workers = max(1, sum(w.get("nthreads", 1) for w in
                                   self.client.scheduler_info()["workers"].values()))
 
@@ -111,27 +114,35 @@ class DaskEngine(Engine):
         items = list(items)
         if not items:
             return []
-        futures = [self.client.submit(_call, fn, item, pure=False) for item in items]
+        # One batch to the scheduler; results come back in batches as they finish.
+        futures = self.client.map(_call, [fn] * len(items), items, pure=False)
         index = {f.key: i for i, f in enumerate(futures)}
         out = [None] * len(items)
+        missing = len(items)      # results still wanted, up to the cut
         have = [False] * len(items)
         cut = len(items) - 1      # the last task wanted
         done = 0
         try:
-            pending = as_completed(futures)
-            for f in pending:
+            # This client's loop: with several clients in one process, as_completed would
+            # otherwise wait on the default client's.
+            for f, r in as_completed(futures, loop=self.client.loop, with_results=True,
+                                     raise_errors=False):
                 i = index[f.key]
-                if i > cut:
+                if i > cut or f.cancelled():
                     continue
-                out[i], have[i] = f.result(), True
+                if f.status == "error":
+                    raise r
+                out[i], have[i] = r, True
+                missing -= 1
                 done += 1
                 if progress:
-                    progress(done, cut + 1, out[i])
-                if stop is not None and stop(out[i]):
-                    cut = i
+                    progress(done, cut + 1, r)
+                if stop is not None and stop(r):
                     self.client.cancel([g for g in futures[i + 1:] if not g.done()])
+                    missing -= sum(1 for j in range(i + 1, cut + 1) if not have[j])
                     out[i + 1:] = [None] * (len(items) - i - 1)
-                if all(have[:cut + 1]):
+                    cut = i
+                if not missing:
                     break
         finally:
             self.client.cancel([g for g in futures if not g.done()])

@@ -2,8 +2,9 @@
 as tasks for an engine (pykvm.engine: this process, or a Dask cluster)::
 
     from pykvm import engine, swarm
-    with engine.get("dask", workers=2) as e:
-        r = swarm.check("vmx", params={"forget_lstar": True}, bound=3, swarm=16, engine=e)
+    with engine.get("local") as e:     # or engine.get("dask", workers=2): the same result
+        r = swarm.check("vmx", params={"forget_host_tr_base": True}, bound=3, swarm=4,
+                        walks=100, engine=e)
     r.verdict, r.steps          # a CheckResult, as pykvm.check.check() returns
 
 Two kinds of task, both taking plain data (the checker's configuration, steps as tuples,

@@ -5,7 +5,7 @@ table in Parquet and CSV::
     from pykvm import sweep
     variants = sweep.plan(vendors=["vmx"], presets=["upstream"],
                           params={"user_return_msrs": [0, 1]}, cpu_models=["all"])
-    rows = sweep.run(variants, workloads=["pio"], engine="dask")   # study.Row each
+    rows = sweep.run(variants, workloads=["pio"])    # study.Row each; engine="dask" too
     sweep.write(rows, "sweep-out")      # sweep.parquet, sweep.csv
 
 Each row is a task (a variant and a workload out, a Row back) and each variant's verdict

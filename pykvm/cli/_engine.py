@@ -28,4 +28,11 @@ def open_engine(args):
     name = "dask" if args.scheduler else args.engine
     if name == "local" and args.workers not in (None, 1):
         raise UsageError("--workers needs --engine dask")
+    if name == "dask" and not args.debug:
+        # Dask logs every start and stop of its scheduler, nannies and workers at INFO:
+        # a command says only what went wrong (--debug shows the rest).
+        import logging
+
+        import distributed  # noqa: F401  (sets its loggers' levels on import)
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     return engine.get(name, scheduler=args.scheduler, workers=args.workers)
