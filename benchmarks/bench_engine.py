@@ -2,6 +2,9 @@
 and of 2 workers, side by side in one run (the speedup is the ratio of their times), and
 the engine's own cost per task. The clusters start before the timed rounds: their
 start-up (a few seconds) is not in the figures."""
+import os
+import time
+
 import pytest
 
 from pykvm import engine, swarm, sweep
@@ -19,6 +22,14 @@ def engines():
         e.close()
 
 
+def _conditions(benchmark, e):
+    """When, how busy the machine was (another engineer's build shares these cores), and
+    how many workers: the figures mean little without them."""
+    benchmark.extra_info.update(workers=e.workers, cores=os.cpu_count(),
+                                load_average=round(os.getloadavg()[0], 2),
+                                measured_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+
+
 def _warm(e):
     """Every worker has imported pykvm and built a checker before the clock starts."""
     e.map(swarm.expand_task, [({"vendor": "vmx", "preset": None, "params": {},
@@ -34,8 +45,8 @@ def test_check_spread(benchmark, engines, where):
     _warm(e)
     r = benchmark.pedantic(lambda: swarm.check("vmx", vcpus=2, bound=4, swarm=8, walks=800,
                                                engine=e), rounds=2, iterations=1)
-    benchmark.extra_info.update(steps=r.events, tasks=r.tasks, states=r.states,
-                                workers=e.workers)
+    benchmark.extra_info.update(steps=r.events, tasks=r.tasks, states=r.states)
+    _conditions(benchmark, e)
 
 
 @pytest.mark.parametrize("where", ENGINES)
@@ -49,7 +60,8 @@ def test_sweep_spread(benchmark, engines, where):
     rows = benchmark.pedantic(lambda: sweep.run(variants, workloads=["pio", "fastpath"],
                                                 iterations=4, engine=e),
                               rounds=2, iterations=1)
-    benchmark.extra_info.update(rows=len(rows), workers=e.workers)
+    benchmark.extra_info.update(rows=len(rows))
+    _conditions(benchmark, e)
 
 
 def _nothing(i):
@@ -64,3 +76,4 @@ def test_overhead_per_task(benchmark, engines, where):
     n = 500
     benchmark.pedantic(lambda: e.map(_nothing, list(range(n))), rounds=3, iterations=1)
     benchmark.extra_info.update(tasks=n, seconds_per_task=benchmark.stats.stats.min / n)
+    _conditions(benchmark, e)

@@ -216,12 +216,13 @@ def _chunks(seq, n):
 def exhaustive(config, bound, engine, max_states=200_000, progress=None, tasks_per_worker=4):
     """Every sequence of up to `bound` steps, breadth-first, spread level by level over
     `engine`. Returns {"events", "exits", "states", "depth_done", "closed", "violation",
-    "steps", "tasks"}; violation and steps as expand_task gives them.
+    "steps", "tasks", "levels"}; violation and steps as expand_task gives them; levels:
+    per depth expanded, (its states, steps tried, tasks, seconds).
     progress: called as progress(level, done, total) as the level's tasks finish."""
     frontier = [()]
     seen = set()
     out = {"events": 0, "exits": 0, "states": 0, "depth_done": 0, "closed": False,
-           "violation": None, "steps": [], "tasks": 0}
+           "violation": None, "steps": [], "tasks": 0, "levels": []}
     for d in range(bound):
         # The last level's children are checked, not kept: their states are not hashed
         # (a third of a step each), so a bound that cuts the search says nothing of closure.
@@ -230,6 +231,7 @@ def exhaustive(config, bound, engine, max_states=200_000, progress=None, tasks_p
         # frontier order), only how it spreads: a few tasks per worker.
         chunks = _chunks(frontier, engine.workers * tasks_per_worker)
         specs = [(config, chunk, not last) for chunk in chunks]
+        t0, before = time.perf_counter(), out["events"]
         tick = (lambda done, total, r, d=d: progress(d + 1, done, total)) if progress else None
         results = engine.map(expand_task, specs, stop=lambda r: r["violation"] is not None,
                              progress=tick)
@@ -250,6 +252,8 @@ def exhaustive(config, bound, engine, max_states=200_000, progress=None, tasks_p
                     nxt.append(chunk[i] + (tuple(step),))
         out["depth_done"] = d + 1
         out["states"] = len(seen)
+        out["levels"].append((len(frontier), out["events"] - before, len(specs),
+                              time.perf_counter() - t0))
         frontier = nxt
         if not frontier and not last:
             out["closed"] = True        # no new state: every depth is explored
