@@ -14,7 +14,7 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     packages=find_packages(include=["pykvm", "pykvm.*"]),
-    package_data={"pykvm": ["profiles/*.toml"]},
+    package_data={"pykvm": ["profiles/*.toml", "validation/*.toml"]},
     setup_requires=["cffi>=1.16"],
     cffi_modules=CFFI_MODULES,
     install_requires=[
@@ -23,6 +23,8 @@ setup(
         "structlog>=24",     # structured logs
         "rich>=13",          # terminal tables and progress bars
         "matplotlib>=3.8",   # plots as PNG
+        "numpy>=1.26",       # profile measure: samples, medians, the design matrix
+        "scipy>=1.11",       # profile measure: NNLS (optimize.nnls), Theil-Sen TSC fit
         # `pykvm completion bash|zsh|tcsh`: shtab writes a static script from the argparse
         # parser, so TAB never starts Python (argcomplete runs the program on every TAB,
         # which with the C module to load is noticeably slow).

@@ -74,6 +74,17 @@ static const struct pk_param host_param_table[] = {
 	PK_PARAM(struct pk_host_params, ret_uses_percpu, true,
 		 "a RET touches per-cpu data (call depth tracking, v6.2+), so the first RET after "
 		 "a VM-exit needs the host GS base"),
+	PK_PARAM(struct pk_host_params, kernel_ibrs, true,
+		 "legacy IBRS: the host kernel sets SPEC_CTRL.IBRS on every kernel entry and "
+		 "clears it on the way back to user mode (spectre_v2=ibrs, X86_FEATURE_KERNEL_IBRS, "
+		 "2dbb887e875b, v5.19; the spectre_v2=auto choice on Intel CPUs with retbleed), "
+		 "where the CPU has IBRS and no eIBRS: a Skylake host; 0: retpolines only"),
+	PK_PARAM(struct pk_host_params, pti, true,
+		 "page-table isolation on CPUs with Meltdown (pti=auto, v4.15+): a CR3 switch on "
+		 "every kernel entry and exit to user mode"),
+	PK_PARAM(struct pk_host_params, mds, true,
+		 "MDS mitigation on affected CPUs (mds=full, v5.2+): VERW before returning to user "
+		 "mode (and before VM-entry, in KVM)"),
 	{ }		/* end */
 };
 
@@ -83,6 +94,50 @@ static struct pk_module kernel_module = {
 	.kp = host_param_table,
 };
 module_init(kernel_module);
+
+/*
+ * A kernel.* parameter set the host cannot have: the reason, or NULL. None is refused
+ * today: each mitigation parameter applies where the CPU has the bug or the feature it
+ * is about (pk_host_kernel_ibrs, pk_host_pti, pk_host_mds_clear), as the kernel's =auto.
+ */
+const char *pk_host_params_invalid(struct pk_machine *m)
+{
+	(void)m;
+	return NULL;
+}
+
+/* X86_FEATURE_KERNEL_IBRS: asked for, and an Intel CPU with IBRS and without eIBRS. */
+bool pk_host_kernel_ibrs(const struct pk_machine *m)
+{
+	const struct pk_cpu_model *cm = &m->model;
+
+	return m->host.params.kernel_ibrs && cm->vendor == PK_VENDOR_INTEL && cm->has_ibrs &&
+	       !cm->has_eibrs;
+}
+
+bool pk_host_pti(const struct pk_machine *m)
+{
+	return m->host.params.pti && m->model.bug_meltdown;
+}
+
+bool pk_host_mds_clear(const struct pk_machine *m)
+{
+	return m->host.params.mds && m->model.bug_mds;
+}
+
+/*
+ * SPEC_CTRL while in the kernel (x86_spec_ctrl_current, what KVM restores after a
+ * VM-exit) and in user mode: they differ only on a legacy-IBRS host.
+ */
+u64 pk_host_spec_ctrl_kernel(const struct pk_machine *m)
+{
+	return m->host.spec_ctrl | (pk_host_kernel_ibrs(m) ? SPEC_CTRL_IBRS : 0);
+}
+
+u64 pk_host_spec_ctrl_user(const struct pk_machine *m)
+{
+	return m->host.spec_ctrl;
+}
 
 /*
  * An NMI in host mode. The paranoid entry cannot trust the GS state it finds: it reads
@@ -140,7 +195,11 @@ void pk_host_init(struct pk_machine *m)
 	h->cstar = 0xffffffff81e01c40ULL;	/* entry_SYSCALL_compat */
 	h->syscall_mask = 0x47700;		/* TF|DF|IF|IOPL|AC|NT */
 	h->sysenter_eip = 0xffffffff81e01b20ULL;/* entry_SYSENTER_compat */
-	/* eIBRS hosts keep IBRS set; others run with SPEC_CTRL = 0 (or SSBD per task). */
+	/*
+	 * x86_spec_ctrl_base, the value in user mode: eIBRS hosts keep IBRS set; others run
+	 * with 0 (or SSBD per task). Legacy kernel IBRS adds IBRS in the kernel only
+	 * (pk_host_spec_ctrl_kernel).
+	 */
 	h->spec_ctrl = m->model.has_eibrs ? SPEC_CTRL_IBRS : 0;
 	h->kernel_cs = __KERNEL_CS;
 	h->kernel_ds = __KERNEL_DS;
@@ -165,6 +224,9 @@ void pk_host_init(struct pk_machine *m)
 		host_cpu_init(m, &m->cpu[i]);
 		host_cpu_enter_user(&m->cpu[i], &h->tasks[t]);
 	}
+	/* Kernel threads come into being when first needed (csrc/host/sched.c). */
+	for (u32 i = 0; i < PK_MAX_CPUS; i++)
+		h->idle_task[i] = h->kworker[i] = -1;
 }
 
 int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread)
@@ -187,6 +249,7 @@ int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread)
 		t->gsindex = __USER_DS;
 	t->cr3 = 0x1000000ULL + ((u64)t->id << 12);
 	t->timer_budget = UINT64_MAX;
+	t->state = TASK_RUNNING;
 	return (int)h->nr_tasks++;
 }
 
@@ -229,16 +292,33 @@ void x86_gsbase_write_inactive(u64 gsbase)
 
 /* ---- syscall entry / exit to user mode (arch/x86/entry, kernel/entry/common.c) ---- */
 
+/*
+ * Kernel entry (entry_SYSCALL_64, and the same mitigations on an interrupt from user
+ * mode): SWAPGS, PTI's switch to the kernel page tables, IBRS_ENTER for legacy kernel
+ * IBRS (arch/x86/entry/entry_64.S, calling.h), then the C entry and the syscall dispatch.
+ * Entry code runs with IRQs off until syscall_enter_from_user_mode() turns them on.
+ */
 void pk_enter_kernel(void)
 {
 	struct pk_machine *m = this_machine();
-	u32 old = pk_path_enter(m, PK_PATH_OTHER);
+	u32 old = pk_path_enter(m, PK_PATH_SYSCALL);
 
 	native_swapgs();
+	if (pk_host_pti(m))
+		pk_pti_switch_cr3();
+	/* IBRS_ENTER (arch/x86/entry/calling.h): legacy IBRS is on while in the kernel. */
+	if (pk_host_kernel_ibrs(m))
+		wrmsrl(MSR_IA32_SPEC_CTRL, pk_host_spec_ctrl_kernel(m));
 	m->host.in_user[this_cpu()->id] = false;
+	pk_sw(PK_OP_SW_SYSCALL_ENTRY);
 	pk_path_leave(m, old);
 }
 
+/*
+ * Exit to user mode (syscall_exit_to_user_mode, then the asm return): the exit work with
+ * IRQs off (user-return notifiers among it), the MDS buffer clear, IBRS_EXIT, PTI's switch
+ * to the user page tables, SWAPGS, SYSRET.
+ */
 void pk_exit_to_user_mode(void)
 {
 	struct pk_machine *m = this_machine();
@@ -248,12 +328,22 @@ void pk_exit_to_user_mode(void)
 	pk_trace(m, PK_TR_USER_RETURN, this_cpu()->id, t->id, t->tif_user_return_notify);
 	/* exit_to_user_mode_prepare() runs the exit work, notifiers included, IRQs off. */
 	local_irq_disable();
+	old = pk_path_enter(m, PK_PATH_SYSCALL);
+	pk_sw(PK_OP_SW_SYSCALL_EXIT);
+	pk_path_leave(m, old);
 	if (t->tif_user_return_notify) {
 		old = pk_path_enter(m, PK_PATH_USER_RETURN);
 		fire_user_return_notifiers();
 		pk_path_leave(m, old);
 	}
-	old = pk_path_enter(m, PK_PATH_OTHER);
+	old = pk_path_enter(m, PK_PATH_SYSCALL);
+	if (pk_host_mds_clear(m))
+		pk_verw();
+	/* IBRS_EXIT: user mode runs without IBRS. */
+	if (pk_host_kernel_ibrs(m))
+		wrmsrl(MSR_IA32_SPEC_CTRL, pk_host_spec_ctrl_user(m));
+	if (pk_host_pti(m))
+		pk_pti_switch_cr3();
 	native_swapgs();
 	m->host.in_user[this_cpu()->id] = true;
 	local_irq_enable();
@@ -375,6 +465,12 @@ void pk_context_switch(int cpu_id, int next)
 	if (n->gsindex != p->gsindex)
 		load_gs_index(n->gsindex);
 	x86_gsbase_write_inactive(n->gsbase);
+	/*
+	 * switch_mm_irqs_off(): a kernel thread has no mm and borrows the one loaded (lazy
+	 * TLB), so switching to it, or back to the task whose mm it borrowed, leaves CR3.
+	 */
+	if (n->is_kthread)
+		n->cr3 = p->cr3;
 	if (n->cr3 != p->cr3)
 		native_write_cr3(n->cr3);
 	/* propagate_user_return_notify() */

@@ -69,9 +69,15 @@ void native_store_gdt(struct pk_dtable *dt);
 void native_load_idt(const struct pk_dtable *dt);
 void native_store_idt(struct pk_dtable *dt);
 u64 native_read_cr0(void);
+u64 native_read_cr2(void);
 u64 native_read_cr3(void);
 u64 native_read_cr4(void);
+void native_write_cr2(u64 val);
 void native_write_cr3(u64 val);
+void pk_pti_switch_cr3(void);			/* costed only: see cpu.c */
+void pk_verw(void);				/* MDS CPU-buffer clear */
+void pk_xsaves(void);				/* FPU state save/restore: costed only */
+void pk_xrstors(void);
 void pk_lfence(void);
 void pk_fill_return_buffer(void);
 

@@ -11,7 +11,8 @@ import importlib
 import sys
 
 # Subcommands, in the order `pykvm --help` lists them: the main job first.
-COMMANDS = ("study", "check", "sweep", "replay", "conform", "run", "list", "completion")
+COMMANDS = ("study", "check", "sweep", "replay", "conform", "run", "validate", "profile",
+            "list", "completion")
 
 EXIT_PASS, EXIT_FINDING, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 130, 141
 
@@ -21,7 +22,9 @@ switches host and guest state (MSRs, FS/GS bases, KERNEL_GS_BASE, TSC_AUX, SPEC_
 VMCS/VMCB host state) on a simulated x86-64 machine, for VMX and SVM in each kernel era
 it models. It prices every path in cycles (study), searches event sequences for host or
 guest state that leaks (check, replay), holds the model and the host's /dev/kvm to the
-guest-visible MSR cases (conform), and runs your own guest code (run)."""
+guest-visible MSR cases (conform), and runs your own guest code (run). It checks its
+cycles against published measurements (validate) and measures this host's costs through
+/dev/kvm into a profile (profile measure)."""
 
 EPILOG = """\
 examples:

@@ -20,9 +20,9 @@ from . import _complete, _engine, _progress
 
 FORMATS = ("table", "csv", "json", "markdown")
 
-_PATH_ABBR = {"OTHER": "O", "HARDWARE": "H", "VCPU_LOAD": "L", "PREPARE_SWITCH": "P",
-              "VCPU_RUN": "R", "FASTPATH": "F", "HANDLE_EXIT": "X", "VCPU_PUT": "T",
-              "USER_RETURN": "U", "IOCTL": "I"}
+_PATH_ABBR = {"OTHER": "O", "HARDWARE": "H", "SYSCALL": "S", "IOCTL": "I", "VCPU_LOAD": "L",
+              "PREPARE_SWITCH": "P", "VCPU_RUN": "R", "FASTPATH": "F", "HANDLE_EXIT": "X",
+              "VCPU_PUT": "T", "USER_RETURN": "U"}
 # A cell is marked when more than this share of its cycles rests on estimated prices.
 EST_MARK, EST_MARK_SHARE = "*", 0.5
 # From this width on, each cycles cell also says its estimate share in full.
@@ -488,13 +488,15 @@ def run(args, verdict_fn=None):
 
 def _print_estimates(console, rows):
     from rich.text import Text
-    seen = {}
+    seen, rep = {}, {}
     for r in rows:
         seen.setdefault(r.profile, set()).update(r.estimates)
+        rep.setdefault(r.profile, r)
     for name, keys in seen.items():
         if not keys:
             continue
-        path = P.load_profile(name).path
+        # The row's own profile: it may be a file, which load_profile cannot find by name.
+        path = _study.profile_of(rep[name]).path
         rel = os.path.relpath(path)
         console.print(Text(f"{name}: {len(keys)} of its figures used here rest on "
                            f"estimates ({', '.join(sorted(k.split('.', 1)[1] for k in keys))})"

@@ -376,6 +376,28 @@ static void svm_set_cr4(struct kvm_vcpu *vcpu, u64 cr4)
 }
 
 static u64 svm_get_rflags(struct kvm_vcpu *vcpu) { return to_svm(vcpu)->vmcb->save.rflags; }
+/* The VMCB holds these in memory: reading them costs no instruction (unlike a VMREAD). */
+static int svm_get_cpl(struct kvm_vcpu *vcpu) { return to_svm(vcpu)->vmcb->save.cpl; }
+static void svm_get_cs_db_l_bits(struct kvm_vcpu *vcpu, int *db, int *l)
+{
+	u16 attrib = to_svm(vcpu)->vmcb->save.cs.attrib;
+
+	*db = (attrib >> 10) & 1;
+	*l = (attrib >> 9) & 1;
+}
+#define SVM_INTERRUPT_SHADOW_MASK	BIT(0)
+static u32 svm_get_interrupt_shadow(struct kvm_vcpu *vcpu)
+{
+	return (to_svm(vcpu)->vmcb->control.int_state & SVM_INTERRUPT_SHADOW_MASK) ?
+	       KVM_X86_SHADOW_INT_STI | KVM_X86_SHADOW_INT_MOV_SS : 0;
+}
+static void svm_set_interrupt_shadow(struct kvm_vcpu *vcpu, int mask)
+{
+	struct vmcb_control_area *c = &to_svm(vcpu)->vmcb->control;
+
+	c->int_state = mask ? (c->int_state | SVM_INTERRUPT_SHADOW_MASK)
+			    : (c->int_state & ~SVM_INTERRUPT_SHADOW_MASK);
+}
 static void svm_set_rflags(struct kvm_vcpu *vcpu, u64 rflags) { to_svm(vcpu)->vmcb->save.rflags = rflags; }
 static void svm_cache_reg(struct kvm_vcpu *vcpu, int reg) { vcpu->arch.regs_avail |= BIT(reg); }
 
@@ -387,6 +409,7 @@ static int svm_skip_emulated_instruction(struct kvm_vcpu *vcpu)
 	if (svm->vmcb->control.next_rip != 0)
 		svm->next_rip = svm->vmcb->control.next_rip;
 	kvm_rip_write(vcpu, svm->next_rip);
+	svm_set_interrupt_shadow(vcpu, 0);
 	return 1;
 }
 
@@ -475,6 +498,16 @@ static int svm_set_msr(struct kvm_vcpu *vcpu, struct msr_data *msr)
 		svm->sysenter_esp_hi = vcpu->arch.cap_intel_compatible ? data >> 32 : 0;
 		return 0;
 	case MSR_TSC_AUX:
+		/*
+		 * Before "Delay restoration of host MSR_TSC_AUX until return to userspace"
+		 * (2021) the guest's value was in hardware whenever the vCPU was loaded:
+		 * "This is rare, so we update the MSR here" (svm_set_msr, v5.10).
+		 */
+		if (!svm_param()->tsc_aux_user_return) {
+			svm->tsc_aux = data;
+			wrmsrl(MSR_TSC_AUX, data);
+			return 0;
+		}
 		/* Changed rarely and never read by the host directly: switch it via user return. */
 		preempt_disable();
 		ret = kvm_set_user_return_msr(svm_global()->tsc_aux_uret_slot, data, -1ULL);
@@ -663,10 +696,15 @@ static int (*const svm_exit_handlers[SVM_NR_EXIT_HANDLERS])(struct kvm_vcpu *vcp
 	[SVM_EXIT_NPF]		= npf_interception,
 };
 
+/*
+ * kernel: svm_handle_exit() (svm.c): CR0/CR3 synced from the VMCB, the checks, then
+ * svm_invoke_exit_handler(); its software is one SW_HANDLE_EXIT.
+ */
 static int svm_handle_exit(struct kvm_vcpu *vcpu, fastpath_t exit_fastpath)
 {
 	u32 exit_code = to_svm(vcpu)->vmcb->control.exit_code;
 
+	pk_sw(PK_OP_SW_HANDLE_EXIT);
 	if (exit_fastpath == EXIT_FASTPATH_EXIT_HANDLED)
 		return 1;
 	if (exit_code == SVM_EXIT_ERR) {
@@ -719,6 +757,11 @@ static const struct kvm_x86_ops svm_x86_ops = {
 	.handle_exit_irqoff = svm_handle_exit_irqoff,
 	.get_exit_info = svm_get_exit_info,
 	.vcpu_after_set_cpuid = svm_vcpu_after_set_cpuid,
+	.get_cpl = svm_get_cpl,
+	.get_cs_db_l_bits = svm_get_cs_db_l_bits,
+	.get_interrupt_shadow = svm_get_interrupt_shadow,
+	.set_interrupt_shadow = svm_set_interrupt_shadow,
+	/* No hypervisor timer on SVM: the TSC-deadline fast path is VMX's (kernel: the same). */
 };
 
 static const struct kvm_x86_init_ops svm_init_ops = {
