@@ -59,12 +59,17 @@ class Machine:
         self.vendor = get_vendor(vendor)
         self.profile = _load_profile(self.vendor, profile)
         models = self.vendor.cpu_models
-        name = cpu_model or _default_cpu_model(self.vendor, self.profile)
-        if name not in models:
-            raise InvalidConfiguration(
-                f"{vendor} has no CPU model {name!r}; it has {', '.join(models)}")
+        from .vendors import CpuModel
+        if isinstance(cpu_model, CpuModel):     # a model of one's own (e.g. without FSGSBASE)
+            name, model = "custom", cpu_model
+        else:
+            name = cpu_model or _default_cpu_model(self.vendor, self.profile)
+            if name not in models:
+                raise InvalidConfiguration(
+                    f"{vendor} has no CPU model {name!r}; it has {', '.join(models)}")
+            model = models[name]
         self.cpu_model_name = name
-        self.cpu_model = models[name]
+        self.cpu_model = model
         if self.cpu_model.vendor != self.vendor.cpu_vendor:
             raise InvalidConfiguration(
                 f"{vendor} needs an {self.vendor.cpu_vendor} CPU, {name} is {self.cpu_model.vendor}")
@@ -177,6 +182,13 @@ class Machine:
             raise InvalidConfiguration(f"cpu {cpu} out of range 0..{self.nr_cpus - 1}")
         lib.pk_host_run_other(self._m, cpu)
 
+    def host_user_insns(self, cpu):
+        """The task in user mode on pCPU `cpu` executes RDTSCP, RDPID, RDFSBASE,
+        RDGSBASE and a SYSCALL that returns with SYSRETQ: what a wrong TSC_AUX, LSTAR,
+        STAR, SYSCALL_MASK or FS/GS base does to a host program (see check())."""
+        if not 0 <= cpu < self.nr_cpus:
+            raise InvalidConfiguration(f"cpu {cpu} out of range 0..{self.nr_cpus - 1}")
+        ensure(lib.pk_host_user_insns(self._m, cpu) and -22, f"CPU {cpu} is not in user mode")
     def run_kthread(self, cpu):
         """A kernel thread (a kworker) preempts the task on pCPU `cpu` and gives the CPU
         back: no task returns to user mode in between (unless the preempted task was in
@@ -401,13 +413,23 @@ class Vcpu(VcpuBase):
             dest = self._run.pio_data if isinstance(pend, X.Io) else self._run.mmio.data
             ffi.memmove(dest, data, len(data))
 
-    def run(self, max_insns=DEFAULT_RUN_BUDGET, return_to_user=True):
+    def run(self, max_insns=DEFAULT_RUN_BUDGET, return_to_user=True, inject=None):
         """KVM_RUN until an exit to userspace; returns a pykvm.exits type. `max_insns`
         bounds guest instructions (a host timer signal: Intr) so a runaway guest ends.
         With return_to_user=False the vCPU thread stops on its way out of the kernel,
-        before user-return notifiers run; `return_to_user()` completes it."""
+        before user-return notifiers run; `return_to_user()` completes it.
+        `inject`: a pykvm.events.Inject, a host event placed in this run (whether it
+        fired: `last_injection_fired`)."""
         self._complete_pending()
-        lib.pk_vcpu_run_ex(self._vcpu, max_insns or 0, return_to_user is False)
+        if inject is not None:
+            from . import events
+            events.arm(self._m, self.cpu, inject, max_insns or 0)
+        try:
+            lib.pk_vcpu_run_ex(self._vcpu, max_insns or 0, return_to_user is False)
+        finally:
+            if inject is not None:
+                self.last_injection_fired = bool(lib.pk_inject_fired(self._m))
+                lib.pk_inject_disarm(self._m)
         ex = self._decode_exit()
         self._pending = ex
         return ex
@@ -499,6 +521,16 @@ class Vcpu(VcpuBase):
         """The pCPU the vCPU thread runs on."""
         return lib.pk_vcpu_cpu(self._vcpu)
 
+    def change_task(self, how):
+        """The vCPU's thread, in user mode, changes its own state between ioctls:
+        "arch_prctl" (ARCH_SET_FS/ARCH_SET_GS), "wrfsbase" (WRFSBASE/WRGSBASE in user
+        mode, which the kernel learns at its next context switch) or "set_tsc"
+        (prctl(PR_SET_TSC): CR4.TSD while it runs)."""
+        hows = ("arch_prctl", "wrfsbase", "set_tsc")
+        if how not in hows:
+            raise InvalidConfiguration(f"how must be one of {hows}, got {how!r}")
+        ensure(lib.pk_host_task_change(self._m, lib.pk_vcpu_task(self._vcpu), hows.index(how))
+               and -22, "changing the vCPU thread's state")
     def kick_every(self, period_ns):
         """Another vCPU (on another pCPU, not simulated) kicks this one (KVM_HC_KICK_CPU)
         every `period_ns` of this vCPU's pCPU clock, which runs only while it waits: each

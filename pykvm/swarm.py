@@ -128,8 +128,7 @@ def _step(out, i):
 def _finish(c, steps, violation):
     """The violation's shrunk steps, replayed and attributed, as plain data."""
     steps = c.shrink(steps, violation)
-    v, _ = c.replay(steps)
-    v = c.attribute(v)
+    v = c.attribute(steps)
     return {"violation": asdict(v), "steps": [astuple(s) for s in steps]}
 
 
@@ -281,7 +280,7 @@ def swarm_plan(config, n=DEFAULT_SWARM, seed=1, bound=3, walks=2000, walk_len=12
         length = min(rng.choice((walk_len // 2 or 1, walk_len, 2 * walk_len)), 64 - prefix)
         plan.append({"config": dict(config, steps=mix, injections=events),
                      "seed": rng.getrandbits(48) | 1, "prefix": prefix,
-                     "bound": rng.choice((0, 1, 2)), "walks": per_task,
+                     "bound": rng.choice((0, 1)), "walks": per_task,
                      "walk_len": length, "max_states": max_states, "seconds": seconds})
     return plan
 
@@ -294,7 +293,7 @@ def run_swarm(plan, engine, progress=None):
 
 def check(vendor="vmx", *, preset=None, params=None, cpu_model=None, cpus=2, vcpus=1,
           bound=3, max_states=200_000, swarm=DEFAULT_SWARM, walks=2000, walk_len=12, seed=1,
-          seconds=None, steps=None, injections=None, engine=None, progress=None):
+          seconds=None, steps=None, injections=None, vms=1, engine=None, progress=None):
     """pykvm.check.check() spread over `engine` (default: this process): the exhaustive
     search to `bound`, breadth-first and split by level; then, unless it found a
     violation, `swarm` diversified searches sharing `walks` random walks. A CheckResult;
@@ -306,7 +305,7 @@ def check(vendor="vmx", *, preset=None, params=None, cpu_model=None, cpus=2, vcp
     t0 = time.perf_counter()
     # Built here too: a bad configuration fails before any task goes out, and the result
     # names the preset and parameters as the machine resolved them.
-    c = Checker(vendor, preset, params, cpu_model, cpus, vcpus, steps, injections)
+    c = Checker(vendor, preset, params, cpu_model, cpus, vcpus, steps, injections, vms=vms)
     config = {k: v for k, v in c.config.items() if k != "run_budget"}
     config = dict(config, params=dict(c.m.params))
     e = engine if engine is not None else _engine.LocalEngine()

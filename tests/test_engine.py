@@ -70,17 +70,18 @@ def test_a_swarm_search_from_the_initial_state_is_the_plain_check():
         assert [Step(*t) for t in r["steps"]] == plain.steps
 
 
-@pytest.mark.parametrize("vcpus, bound", [(1, 3), (2, 3)])
-def test_level_split_search_sees_the_states_the_plain_search_sees(vcpus, bound):
+@pytest.mark.parametrize("vcpus, bound, injections", [(1, 2, None), (2, 3, [])])
+def test_level_split_search_sees_the_states_the_plain_search_sees(vcpus, bound, injections):
     """Breadth-first over tasks, deduplicated by hashes equal in every process: the same
     distinct states as the plain depth-first search to the same bound."""
-    plain = check.check("vmx", vcpus=vcpus, bound=bound, walks=0)
-    r = swarm.check("vmx", vcpus=vcpus, bound=bound, swarm=0, walks=0)
+    plain = check.check("vmx", vcpus=vcpus, bound=bound, walks=0, injections=injections)
+    r = swarm.check("vmx", vcpus=vcpus, bound=bound, swarm=0, walks=0,
+                    injections=injections)
     assert (r.verdict, r.states, r.depth_done) == ("pass", plain.states, bound)
 
 
 def test_level_split_search_on_dask_equals_this_process(cluster):
-    kw = dict(vcpus=2, bound=3, swarm=6, walks=60, seed=3)
+    kw = dict(vcpus=2, bound=3, swarm=6, walks=60, seed=3, injections=["nmi"])
     here = swarm.check("vmx", **kw)
     there = swarm.check("vmx", engine=cluster, **kw)
     assert here.verdict == "pass" and here.states > 0 and here.walks == 60

@@ -300,9 +300,11 @@ def vmx_fastpath(e):
 # thread yields to it at vcpu_run's reschedule point after its in-kernel CPUID exit,
 # `if (__xfer_to_guest_mode_work_pending())` -> xfer_to_guest_mode_handle_work ->
 # schedule(), guest state loaded, vs no preemption). Two context switches (__switch_to: save_fsgs: rdfsbase, savesegment fs and
-# gs, __rdgsbase_inactive; x86_fsgsbase_load: wrfsbase, __wrgsbase_inactive; the CR3 of
-# the other mm), and the other task's exit to user mode and next kernel entry...
-CTX_SWITCHES_2 = {"RDFSBASE": 2, "WRFSBASE": 2, "MOV_SREG": 4, "SWAPGS": 8, "RDGSBASE": 2,
+# gs, __rdgsbase_inactive; x86_fsgsbase_load: wrfsbase, __wrgsbase_inactive; then
+# `savesegment(es, prev->es); if (unlikely(next->es | prev->es)) loadsegment(es, ...)` and
+# the same for ds, reloaded since both tasks hold __USER_DS; the CR3 of the other mm), and
+# the other task's exit to user mode and next kernel entry...
+CTX_SWITCHES_2 = {"RDFSBASE": 2, "WRFSBASE": 2, "MOV_SREG": 12, "SWAPGS": 8, "RDGSBASE": 2,
                   "WRGSBASE": 2, "MOV_TO_CR": 2}
 
 

@@ -11,6 +11,7 @@
  * The kernel-named wrappers below them (rdmsrl_safe, native_swapgs, ...) run on
  * this_cpu() and account one operation each in the cost model (COSTS.md).
  */
+#define PK_CPU_IMPL		/* defines host instructions cpu.h wraps for attribution */
 #include "pykvm/cpu.h"
 #include "asm/vmx.h"		/* VMX_AR_UNUSABLE_MASK: the segment AR format */
 
@@ -325,8 +326,8 @@ static void account_msr(struct pk_cpu *cpu, int dir, u32 index)
 	enum pk_op op = dir ? PK_OP_WRMSR : PK_OP_RDMSR;
 	u32 cycles = m->profile.op[op];
 
-	if (unlikely(m->inject.armed))
-		pk_inject_point(cpu);
+	if (unlikely(m->inject.armed | (m->attr != NULL)))
+		pk_inject_point(cpu, op, index);
 
 	if (msr >= 0) {
 		u32 per_msr = dir ? m->profile.wrmsr[msr] : m->profile.rdmsr[msr];
@@ -714,6 +715,14 @@ void pk_xsaves(void)
 void pk_xrstors(void)
 {
 	pk_account(this_cpu(), PK_OP_XRSTORS);
+}
+
+void native_write_cr4(u64 val)
+{
+	struct pk_cpu *cpu = this_cpu();
+
+	pk_account(cpu, PK_OP_MOV_TO_CR);
+	cpu->cr4 = val;
 }
 
 void pk_lfence(void)

@@ -743,6 +743,12 @@ int pk_vcpu_get_stat(struct kvm_vcpu *vcpu, struct kvm_vcpu_stat *stat)
 	return 0;
 }
 
+/* The host task of the vCPU's thread (the checker's preemption by another VM uses it). */
+int pk_vcpu_task(struct kvm_vcpu *vcpu)
+{
+	return vcpu->task;
+}
+
 int pk_vcpu_cpu(struct kvm_vcpu *vcpu)
 {
 	return (int)vcpu->kvm->m->host.tasks[vcpu->task].cpu;

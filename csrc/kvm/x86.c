@@ -25,6 +25,11 @@ static const struct pk_param kvm_param_table[] = {
 	PK_PARAM(struct kvm_params, forget_efer, false, "never restore the host EFER (user return)"),
 	PK_PARAM(struct kvm_params, forget_tsc_aux, false, "never restore the host TSC_AUX"),
 	PK_PARAM(struct kvm_params, forget_tsx_ctrl, false, "never restore the host TSX_CTRL"),
+	PK_PARAM(struct kvm_params, bug_uret_curr_stale, false,
+		 "a stale user-return cache: kvm_on_user_return() writes the host values back "
+		 "but leaves each slot's `curr` at the guest's, so the next "
+		 "kvm_set_user_return_msr() of that value skips its WRMSR and the guest runs "
+		 "with the host's"),
 	/*
 	 * kvm_main.c's module_param (the halt-polling code is there; kvm.ko is one module
 	 * and the model keeps one table). Upstream's default is KVM_HALT_POLL_NS_DEFAULT,
@@ -99,7 +104,8 @@ static void kvm_on_user_return(struct user_return_notifier *urn)
 			if (kvm_uret_forgotten(g->kvm_uret_msrs_list[slot]))
 				continue;
 			wrmsrl(g->kvm_uret_msrs_list[slot], values->host);
-			values->curr = values->host;
+			if (!g->params.bug_uret_curr_stale)
+				values->curr = values->host;
 		}
 	}
 }
@@ -1025,6 +1031,24 @@ static void kvm_complete_mmio_read(struct kvm_vcpu *vcpu)
 }
 
 /*
+ * RIP for a tracepoint. Tracing must not change what runs: no host point for the
+ * checker's injections, and the register cache left as it was (a cached RIP would
+ * spare a later VMREAD and shift every host point after it).
+ */
+static u64 kvm_trace_rip(struct kvm_vcpu *vcpu)
+{
+	struct pk_machine *m = vcpu->kvm->m;
+	u32 armed = m->inject.armed, avail = vcpu->arch.regs_avail;
+	u64 rip;
+
+	m->inject.armed = 0;
+	rip = kvm_rip_read(vcpu);
+	vcpu->arch.regs_avail = avail;
+	m->inject.armed = armed;
+	return rip;
+}
+
+/*
  * kernel: vcpu_enter_guest() (torvalds/linux x86.c at 8ecb10bcbfa3). Its own software,
  * outside the vendor's vcpu_run and handle_exit, is one SW_ENTER_GUEST per call: the
  * request checks, kvm_mmu_reload, preempt_disable, local_irq_disable, the guest-mode
@@ -1065,14 +1089,18 @@ static int vcpu_enter_guest(struct kvm_vcpu *vcpu)
 	for (;;) {
 		if (unlikely(m->trace))
 			pk_trace(m, PK_TR_KVM_ENTRY, smp_processor_id(), vcpu->vcpu_id,
-				 kvm_rip_read(vcpu));
+				 kvm_trace_rip(vcpu));
 		exit_fastpath = kvm_x86_call(vcpu_run)(vcpu, 0);
 		if (unlikely(m->trace)) {
-			u32 reason;
+			u32 reason, armed = m->inject.armed;
 			u64 info1, info2;
 
+			/* The tracepoint's VMREADs are not host points: a traced replay places
+			 * its injections where the untraced run did. */
+			m->inject.armed = 0;
 			kvm_x86_call(get_exit_info)(vcpu, &reason, &info1, &info2);
-			pk_trace(m, PK_TR_KVM_EXIT, smp_processor_id(), reason, kvm_rip_read(vcpu));
+			m->inject.armed = armed;
+			pk_trace(m, PK_TR_KVM_EXIT, smp_processor_id(), reason, kvm_trace_rip(vcpu));
 		}
 		if (likely(exit_fastpath != EXIT_FASTPATH_REENTER_GUEST))
 			break;

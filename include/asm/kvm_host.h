@@ -271,6 +271,7 @@ struct kvm_params {
 	bool lazy_fpu;
 	bool forget_star, forget_lstar, forget_syscall_mask, forget_efer,
 	     forget_tsc_aux, forget_tsx_ctrl;
+	bool bug_uret_curr_stale;
 	unsigned int halt_poll_ns;
 };
 

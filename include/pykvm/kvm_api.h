@@ -55,6 +55,7 @@ int pk_vcpu_kick_after(struct kvm_vcpu *vcpu, u64 ns);
 u32 pk_vcpu_halt_poll_ns(struct kvm_vcpu *vcpu);
 int pk_vm_create_irqchip(struct kvm *kvm);
 struct kvm_run *pk_vcpu_run_struct(struct kvm_vcpu *vcpu);
+int pk_vcpu_task(struct kvm_vcpu *vcpu);
 int pk_vcpu_get_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u32 n);
 int pk_vcpu_set_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u32 n);
 int pk_vcpu_get_regs(struct kvm_vcpu *vcpu, struct pk_regs *regs);

@@ -22,6 +22,9 @@
 #define PK_MAX_HRTIMERS		8	/* armed host timers per CPU */
 #define PK_KMEM_SIZE		(768 * 1024)
 #define PK_PHYS_BASE		0x100000000ULL	/* host PA of byte 0 of the machine */
+/* Host points of one run whose IRQ/preemption eligibility is recorded while counting. */
+#define PK_INJ_OK_POINTS	1024
+#define PK_INJ_OK_WORDS		16	/* PK_INJ_OK_POINTS / 64 */
 
 /* cffi:begin */
 /* General-purpose registers, in x86 encoding order (kernel: enum kvm_reg). */
@@ -299,10 +302,20 @@ struct pk_task {
 	u32 state;				/* TASK_RUNNING or TASK_INTERRUPTIBLE */
 	u64 fsbase, gsbase;			/* user FS/GS base (thread.fsbase/gsbase) */
 	u16 fsindex, gsindex, ds, es;
-	u64 cr3;				/* its mm */
+	u16 ldt;				/* its mm's LDT selector (modify_ldt), or 0 */
+	u64 cr3;				/* its mm, with the PCID it has now */
+	bool notsc;				/* TIF_NOTSC (prctl PR_SET_TSC): CR4.TSD while it runs */
 	bool tif_user_return_notify;
 	bool signal_pending;
 	u64 timer_budget;			/* guest instructions until its timer signal */
+	/*
+	 * The oracle's reference, not kernel state: the user FS/GS bases as the task itself
+	 * last set them (arch_prctl, or WRFSBASE/WRGSBASE in user mode, which the kernel
+	 * sees only at the next context switch), and its DS/ES (the context switch saves
+	 * whatever the CPU holds: a selector lost in the kernel stays lost).
+	 */
+	u64 user_fsbase, user_gsbase;
+	u16 user_ds, user_es;
 };
 
 struct user_return_notifier {
@@ -333,6 +346,7 @@ struct pk_host_params {
 	bool vmm_32bit_gs;			/* vCPU threads hold a user GS selector */
 	bool paranoid_entry_fsgsbase;		/* NMI/#MC entry sets GS from the CPU number */
 	bool ret_uses_percpu;			/* RETs touch per-cpu data (call depth tracking) */
+	bool vmm_ldt;				/* vCPU threads' mm has an LDT */
 	bool kernel_ibrs;			/* legacy IBRS in the kernel (where the CPU needs it) */
 	bool pti;				/* page-table isolation (where the CPU has Meltdown) */
 	bool mds;				/* VERW buffer clears (where the CPU has MDS) */
@@ -358,6 +372,16 @@ struct pk_host {
 	struct preempt_notifier *preempt_notifiers[PK_MAX_PREEMPT_NOTIFIERS];
 	u32 preempt_count[PK_MAX_CPUS];
 	bool irqs_enabled[PK_MAX_CPUS];
+	/* cpu_tlbstate: the CR3 the kernel has loaded (mm + PCID), and the CR4 shadow. */
+	u64 loaded_cr3[PK_MAX_CPUS];
+	u64 cr4_shadow[PK_MAX_CPUS];
+	u64 poking_cr3;				/* text_poke's temporary mm */
+	/*
+	 * Between guest_state_enter_irqoff() and guest_state_exit_irqoff(): the noinstr
+	 * code around VM-entry, where the host knowingly runs with guest values
+	 * (SPEC_CTRL until its restore; on SVM, the guest's TR between the VMLOADs).
+	 */
+	bool guest_ctx[PK_MAX_CPUS];
 
 	/*
 	 * The scheduler, only as far as KVM meets it (csrc/host/sched.c): per CPU the idle
@@ -395,13 +419,25 @@ struct pk_machine {
 		bool fired;
 		bool patient;			/* wait from the point on until the event can fire */
 		bool dead;			/* a CPU was taken down mid-path: end of branch */
+		bool other_ran;			/* PK_INJ_PREEMPT_VM ran the other VM's vCPU */
+		/* Armed by name: the nth point of (path, op, msr); ~0 matches any path. */
+		bool by_name;
+		u32 name_path, name_op, name_msr, name_nth;
+		u32 refused;			/* reached where the kernel would not take it */
 		/* While counting: the points where IRQs were on / the thread preemptible. */
-		u64 irq_ok[4], preempt_ok[4];
+		u64 irq_ok[PK_INJ_OK_WORDS], preempt_ok[PK_INJ_OK_WORDS];
 	} inject;
+	/* PK_INJ_PREEMPT_VM: the preempting task and its userspace's KVM_RUN (csrc/check). */
+	int inject_other_task;			/* -1: none */
+	void (*inject_other_run)(struct pk_machine *m, void *arg);
+	void *inject_other_arg;
+	struct pk_point_log *point_log;		/* names of the points counted, or NULL: not state */
+	struct pk_attr *attr;			/* attribution by last write, or NULL: not state */
+	const char *attr_site;			/* the kernel function at the current host point */
 	void (*virt_disable_ipi)(struct pk_machine *m, u32 cpu);	/* KVM's handler */
 	struct pk_trace *trace;			/* tracepoint buffer, or NULL: not state */
 	struct pk_oracle_state {		/* storage behind `oracle` (struct pk_oracle) */
-		u64 words[8];
+		u64 words[16];
 	} oracle_storage;
 	void (*nmi_handler)(struct pk_cpu *cpu);	/* host NMI handler (host kernel model) */
 
@@ -422,18 +458,25 @@ extern __thread struct pk_cpu *pk_this_cpu __attribute__((tls_model("initial-exe
 static inline struct pk_cpu *this_cpu(void) { return pk_this_cpu; }
 static inline struct pk_machine *this_machine(void) { return pk_this_cpu->m; }
 void pk_percpu_read(struct pk_cpu *cpu);	/* csrc/check/oracle.c: a per-cpu access via GS */
-/* Reads the CPU number from per-cpu data, as Linux does: an observation point. */
+/*
+ * Reads the CPU number from per-cpu data, as Linux does: an observation point. Kernel
+ * code here relies on the per-cpu base in GS, on its page tables (CR3) and on the
+ * descriptor tables interrupts would be delivered through.
+ */
 static inline int smp_processor_id(void)
 {
 	struct pk_cpu *c = pk_this_cpu;
-
 	struct pk_machine *m = c->m;
+	const struct pk_host *h = &m->host;
+	u32 id = c->id;
 
-	/* Kernel mode with a GS base that is not this CPU's per-cpu base: tell the oracle. */
-	if (unlikely(c->seg[VCPU_SREG_GS].base != m->host.per_cpu_offset[c->id]) &&
-	    m->oracle && c->mode == PK_MODE_HOST && !m->host.in_user[c->id])
+	if (unlikely(m->oracle != NULL) && c->mode == PK_MODE_HOST && !h->in_user[id] &&
+	    unlikely(((c->seg[VCPU_SREG_GS].base ^ h->per_cpu_offset[id]) |
+		      (c->cr3 ^ h->loaded_cr3[id]) |
+		      (c->seg[VCPU_SREG_TR].base ^ h->tss_base[id]) |
+		      (c->gdtr.base ^ h->gdt_base[id]) | (c->idtr.base ^ h->idt_base)) != 0))
 		pk_percpu_read(c);
-	return (int)c->id;
+	return (int)id;
 }
 
 /* Host physical addresses: offsets into the machine object. */
@@ -454,14 +497,15 @@ static inline void *pk_hva(struct pk_machine *m, u64 pa, u64 len)
 void *pk_kzalloc(struct pk_machine *m, size_t size, size_t align);
 
 /* Cost accounting */
-void pk_inject_point(struct pk_cpu *cpu);	/* csrc/host/events.c */
+/* Before a host instruction `op` (PK_NR_OPS: a window between stores); csrc/host/events.c */
+void pk_inject_point(struct pk_cpu *cpu, u32 op, u32 msr);
 
 static inline void pk_account(struct pk_cpu *cpu, enum pk_op op)
 {
 	struct pk_machine *m = cpu->m;
 
-	if (unlikely(m->inject.armed))
-		pk_inject_point(cpu);
+	if (unlikely(m->inject.armed | (m->attr != NULL)))
+		pk_inject_point(cpu, op, 0);
 	m->costs.ops[m->costs.path][op]++;
 	m->costs.cycles[m->costs.path] += m->profile.op[op];
 }

@@ -31,6 +31,10 @@ static const struct pk_param svm_param_table[] = {
 	PK_PARAM(struct svm_params, forget_host_vmload, false,
 		 "never VMLOAD the host save area: host FS/GS/KERNEL_GS_BASE/SYSCALL MSRs stay the guest's"),
 	PK_PARAM(struct svm_params, forget_spec_ctrl, false, "never restore the host SPEC_CTRL"),
+	PK_PARAM(struct svm_params, bug_guest_state_loaded_kept_across_put, false,
+		 "a 'loaded' flag kept across put: svm_vcpu_put() leaves guest_state_loaded set, "
+		 "so the next entry skips the VMSAVE of the host save area (on a new CPU: never "
+		 "saved) and the guest TSC_AUX reload"),
 	{ }		/* end */
 };
 
@@ -247,7 +251,8 @@ static void svm_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
  */
 static void svm_prepare_host_switch(struct kvm_vcpu *vcpu)
 {
-	to_svm(vcpu)->guest_state_loaded = false;
+	if (!svm_param()->bug_guest_state_loaded_kept_across_put)
+		to_svm(vcpu)->guest_state_loaded = false;
 }
 
 static void svm_vcpu_put(struct kvm_vcpu *vcpu)
@@ -579,8 +584,8 @@ static void svm_restore_host_gs_before_stgi(struct vcpu_svm *svm)
 		pk_vmload(__pa(&svm_global()->svm_data[this_cpu()->id]->save_area));
 }
 
-/* The guest runs between guest_state_enter_irqoff() and guest_state_exit_irqoff()
- * upstream (context tracking, not modelled); __svm_vcpu_run is the vmenter path. */
+/* __svm_vcpu_run is the vmenter path; svm_vcpu_run brackets this with the guest-state
+ * window (guest_state_enter_irqoff() .. guest_state_exit_irqoff(), pykvm/host.h). */
 static void svm_vcpu_enter_exit(struct kvm_vcpu *vcpu, bool spec_ctrl_intercepted)
 {
 	__svm_vcpu_run(to_svm(vcpu), spec_ctrl_intercepted);
@@ -601,10 +606,13 @@ static fastpath_t svm_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 	pk_clgi();
 	if (!svm_param()->spec_ctrl_in_vmenter)
 		svm_spec_ctrl_set_guest(svm);
+	/* The guest-state window; the host VMLOAD was inside it before 2022 too. */
+	guest_state_enter_irqoff();
 	svm_vcpu_enter_exit(vcpu, spec_ctrl_intercepted);
 	if (!svm_param()->spec_ctrl_in_vmenter)
 		svm_spec_ctrl_restore_host(svm, spec_ctrl_intercepted);
 	svm_restore_host_gs_before_stgi(svm);
+	guest_state_exit_irqoff();
 
 	vcpu->arch.cr2 = svm->vmcb->save.cr2;
 	vcpu->arch.regs[VCPU_REGS_RAX] = svm->vmcb->save.rax;

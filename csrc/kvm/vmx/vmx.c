@@ -55,6 +55,32 @@ const struct pk_param vmx_param_table[] = {
 	PK_PARAM_UINT(struct vmx_params, vmentry_l1d_flush, VMENTER_L1D_FLUSH_COND,
 		 "L1TF: flush L1D before VM-entry on affected CPUs (4.19+): 0 never, 1 cond "
 		 "(the first entry of a KVM_RUN, after interrupts and emulation), 2 always"),
+	PK_PARAM(struct vmx_params, bug_uret_loaded_kept_across_put, false,
+		 "a 'loaded' flag kept across put: vmx_prepare_switch_to_host() leaves "
+		 "guest_uret_msrs_loaded set, so after user return restores the host values the "
+		 "next entry does not load the guest's"),
+	PK_PARAM(struct vmx_params, bug_uret_reload_below_loaded_check, false,
+		 "vmx_prepare_switch_to_guest() returns early while guest state is loaded before "
+		 "reloading the user-return MSRs: a guest that sets EFER.SCE runs its SYSCALL "
+		 "with the host's LSTAR/STAR/SYSCALL_MASK"),
+	PK_PARAM(struct vmx_params, forget_host_cr3_refresh, false,
+		 "HOST_CR3 written once with the constant host state, never refreshed before "
+		 "VM-entry: a CR3 change without a reschedule leaves it stale"),
+	PK_PARAM(struct vmx_params, forget_host_cr4_refresh, false,
+		 "HOST_CR4 written once, never refreshed before VM-entry: prctl(PR_SET_TSC) "
+		 "changing CR4.TSD leaves it stale"),
+	PK_PARAM(struct vmx_params, bug_host_cr3_refresh_in_prepare, false,
+		 "HOST_CR3/CR4 refreshed in vmx_prepare_switch_to_guest(), with IRQs still on, "
+		 "instead of right before VM-entry: an IPI in between changes CR3"),
+	PK_PARAM(struct vmx_params, forget_host_ds_es, false,
+		 "DS not restored: vmx_prepare_switch_to_host() leaves DS/ES as VM-exit loaded "
+		 "them (0) instead of the host's user selectors"),
+	PK_PARAM(struct vmx_params, forget_ldt_reload, false,
+		 "the host LDT not reloaded on put (VM-exit leaves LDTR unusable): a VMM with an "
+		 "LDT (kernel.vmm_ldt) returns to user mode without it"),
+	PK_PARAM(struct vmx_params, bug_no_current_save_fsgs, false,
+		 "host FS/GS bases taken from thread.fsbase/gsbase without current_save_fsgs(): "
+		 "stale once the VMM wrote them with WRFSBASE/WRGSBASE in user mode"),
 	{ }		/* end */
 };
 
@@ -358,7 +384,16 @@ static bool update_transition_efer(struct vcpu_vmx *vmx)
 		return false;
 	uret->data = guest_efer & ~ignore_bits;
 	uret->mask = ~ignore_bits;
-	return ((guest_efer ^ host_efer) & ~ignore_bits) != 0;
+	/*
+	 * Loaded even when equal to the host's, as upstream has done since the user-return
+	 * MSRs: were the slot dropped when the guest's value came to equal the host's, the
+	 * guest's previous value would stay in hardware until user return (a guest that sets
+	 * EFER.SCE and executes SYSCALL in the same run got #UD). The 2.6 kernels before
+	 * them skipped an equal EFER (every put restored the host's MSRs anyway).
+	 */
+	if (!vmx_param()->user_return_msrs)
+		return ((guest_efer ^ host_efer) & ~ignore_bits) != 0;
+	return true;
 }
 
 static void vmx_setup_uret_msrs(struct vcpu_vmx *vmx)
@@ -409,6 +444,28 @@ static int vmx_set_guest_uret_msr(struct vcpu_vmx *vmx, struct vmx_uret_msr *msr
 }
 
 /* ---- the host-state switch ---- */
+
+/*
+ * HOST_CR3/CR4 right before VM-entry, IRQs off (vmx_vcpu_run): a CR3 change without a
+ * reschedule (text_poke's temporary mm, an IPI rewriting CR3, a kthread's lazy mm) or a
+ * CR4 change (prctl(PR_SET_TSC)) must not leave them stale.
+ */
+static void vmx_refresh_host_cr3_cr4(struct vcpu_vmx *vmx)
+{
+	struct vmcs_host_state *hs = &vmx->loaded_vmcs->host_state;
+	u64 cr3, cr4;
+
+	cr3 = __get_current_cr3_fast();
+	if (unlikely(cr3 != hs->cr3) && !vmx_param()->forget_host_cr3_refresh) {
+		vmcs_writel(HOST_CR3, cr3);
+		hs->cr3 = cr3;
+	}
+	cr4 = cr4_read_shadow();
+	if (unlikely(cr4 != hs->cr4) && !vmx_param()->forget_host_cr4_refresh) {
+		vmcs_writel(HOST_CR4, cr4);
+		hs->cr4 = cr4;
+	}
+}
 
 /*
  * Before the user-return MSRs (2.6.31 and older): the guest's values are written on
@@ -507,6 +564,10 @@ void vmx_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
 	u16 fs_sel, gs_sel;
 	u64 fs_base, gs_base;
 
+	if (vmx_param()->bug_uret_reload_below_loaded_check && vmx->guest_state_loaded)
+		return;
+	if (vmx_param()->bug_host_cr3_refresh_in_prepare)
+		vmx_refresh_host_cr3_cr4(vmx);
 	if (!vmx_param()->user_return_msrs) {
 		if (vmx->guest_state_loaded)
 			return;
@@ -533,9 +594,14 @@ void vmx_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
 	host_state->es_sel = savesegment(VCPU_SREG_ES);
 	gs_sel = savesegment(VCPU_SREG_GS);
 	fs_sel = savesegment(VCPU_SREG_FS);
-	fs_base = rdfsbase();
-	/* current_save_fsgs(): in the kernel, the user's GS base is the inactive one. */
-	vmx->msr_host_kernel_gs_base = x86_gsbase_read_inactive();
+	if (vmx_param()->bug_no_current_save_fsgs) {
+		fs_base = current_task()->fsbase;
+		vmx->msr_host_kernel_gs_base = current_task()->gsbase;
+	} else {
+		/* current_save_fsgs(): in the kernel, the user's GS base is the inactive one. */
+		fs_base = rdfsbase();
+		vmx->msr_host_kernel_gs_base = x86_gsbase_read_inactive();
+	}
 	gs_base = m->host.per_cpu_offset[cpu];
 
 	/* The guest's KERNEL_GS_BASE goes into hardware now; VM-exit does not touch it. */
@@ -559,7 +625,8 @@ static void vmx_prepare_switch_to_host(struct vcpu_vmx *vmx)
 	if (!vmx_param()->bug_kgs_saved_after_load_gs_index)
 		vmx->msr_guest_kernel_gs_base = rdmsrl(MSR_KERNEL_GS_BASE);
 	if (host_state->ldt_sel || (host_state->gs_sel & 7)) {
-		native_lldt(host_state->ldt_sel);
+		if (!vmx_param()->forget_ldt_reload)
+			native_lldt(host_state->ldt_sel);
 		load_gs_index(host_state->gs_sel);
 	} else if (savesegment(VCPU_SREG_GS) != host_state->gs_sel) {
 		load_gs_index(host_state->gs_sel);
@@ -568,7 +635,7 @@ static void vmx_prepare_switch_to_host(struct vcpu_vmx *vmx)
 		vmx->msr_guest_kernel_gs_base = rdmsrl(MSR_KERNEL_GS_BASE);
 	if (host_state->fs_sel & 7)
 		loadsegment(VCPU_SREG_FS, host_state->fs_sel);
-	if (host_state->ds_sel | host_state->es_sel) {
+	if ((host_state->ds_sel | host_state->es_sel) && !vmx_param()->forget_host_ds_es) {
 		loadsegment(VCPU_SREG_DS, host_state->ds_sel);
 		loadsegment(VCPU_SREG_ES, host_state->es_sel);
 	}
@@ -589,7 +656,8 @@ static void vmx_prepare_switch_to_host(struct vcpu_vmx *vmx)
 	if (!vmx_param()->user_return_msrs)
 		vmx_load_host_msrs(vmx);
 	vmx->guest_state_loaded = false;
-	vmx->guest_uret_msrs_loaded = false;
+	if (!vmx_param()->bug_uret_loaded_kept_across_put)
+		vmx->guest_uret_msrs_loaded = false;
 }
 
 /* Guest KERNEL_GS_BASE is live in hardware only while guest state is loaded (678e315e78a7). */
@@ -1126,6 +1194,7 @@ static void vmx_vcpu_enter_exit(struct kvm_vcpu *vcpu, unsigned int flags)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
 
+	guest_state_enter_irqoff();
 	if (vmx_global()->l1d_flush != VMENTER_L1D_FLUSH_NEVER)
 		vmx_l1d_flush(vcpu);		/* includes the CPU-buffer clear */
 	else if (pk_host_mds_clear(this_machine()))
@@ -1146,11 +1215,13 @@ static void vmx_vcpu_enter_exit(struct kvm_vcpu *vcpu, unsigned int flags)
 		vmx_prepare_switch_to_host(vmx);
 	if (unlikely(vmx->fail)) {
 		vmx->exit_reason = 0xdead;
-		return;
+		goto out;
 	}
 	vmx->exit_reason = vmcs_read32(VM_EXIT_REASON);
 	if (likely(!(vmx->exit_reason & VMX_EXIT_REASONS_FAILED_VMENTRY)))
 		vmx->idt_vectoring_info = vmcs_read32(IDT_VECTORING_INFO_FIELD);
+out:
+	guest_state_exit_irqoff();
 }
 
 /*
@@ -1207,8 +1278,6 @@ static void vmx_recover_nmi_blocking(struct vcpu_vmx *vmx)
 fastpath_t vmx_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
-	struct vmcs_host_state *hs = &vmx->loaded_vmcs->host_state;
-	u64 cr3, cr4;
 
 	/* Before e6adf28365b2 the host state was saved before every VM-entry (2.6.20). */
 	if (!vmx_param()->lightweight_exit)
@@ -1219,20 +1288,8 @@ fastpath_t vmx_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 		vmcs_writel(GUEST_RIP, vcpu->arch.regs[VCPU_REGS_RIP]);
 	vcpu->arch.regs_dirty = 0;
 
-	/*
-	 * HOST_CR3 right before VM-entry: a CR3 change without a reschedule (e.g. a
-	 * kthread's lazy mm switch) must not leave it stale.
-	 */
-	cr3 = __get_current_cr3_fast();
-	if (unlikely(cr3 != hs->cr3)) {
-		vmcs_writel(HOST_CR3, cr3);
-		hs->cr3 = cr3;
-	}
-	cr4 = cr4_read_shadow();
-	if (unlikely(cr4 != hs->cr4)) {
-		vmcs_writel(HOST_CR4, cr4);
-		hs->cr4 = cr4;
-	}
+	if (!vmx_param()->bug_host_cr3_refresh_in_prepare)
+		vmx_refresh_host_cr3_cr4(vmx);
 
 	if (vmx_param()->enable_preemption_timer)
 		vmx_update_hv_timer(vmx);

@@ -61,6 +61,14 @@ struct vmx_params {
 	bool enable_pml;
 	bool enable_preemption_timer;
 	u32 vmentry_l1d_flush;			/* 0 never, 1 cond, 2 always */
+	bool bug_uret_loaded_kept_across_put;
+	bool bug_uret_reload_below_loaded_check;
+	bool forget_host_cr3_refresh;
+	bool forget_host_cr4_refresh;
+	bool bug_host_cr3_refresh_in_prepare;
+	bool forget_host_ds_es;
+	bool forget_ldt_reload;
+	bool bug_no_current_save_fsgs;
 };
 
 /* kvm_intel.vmentry_l1d_flush (kernel: enum vmx_l1d_flush_state, as the param spells it). */
