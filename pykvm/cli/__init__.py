@@ -11,8 +11,8 @@ import importlib
 import sys
 
 # Subcommands, in the order `pykvm --help` lists them: the main job first.
-COMMANDS = ("study", "check", "replay", "conform", "run", "validate", "profile", "list",
-            "completion")
+COMMANDS = ("study", "check", "sweep", "replay", "conform", "run", "validate", "profile",
+            "list", "completion")
 
 EXIT_PASS, EXIT_FINDING, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 130, 141
 

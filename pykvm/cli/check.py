@@ -3,7 +3,9 @@ import argparse
 import json
 import time
 
-from . import _complete, _progress
+from ..swarm import DEFAULT_SWARM
+
+from . import _complete, _engine, _progress
 from . import params as cli_params
 
 
@@ -19,7 +21,10 @@ examples:
   pykvm check --vendor svm --preset v5.10            an older kernel era
   pykvm check --vendor vmx --param kvm.forget_lstar=1
   pykvm check --vcpus 2 --bound 4 --walks 0          deeper, exhaustive only
-  pykvm check --seconds 60 --walks 1000000           random walks for a minute"""
+  pykvm check --seconds 60 --walks 1000000           random walks for a minute
+  pykvm check --engine dask --vcpus 2 --bound 6      on a local Dask cluster: the search
+                                                     split by level, then a swarm
+  pykvm check --scheduler tcp://10.0.0.5:8786        on an existing Dask cluster"""
 
 
 def add_parser(sub):
@@ -53,6 +58,13 @@ def add_parser(sub):
     k.add_argument("--seconds", type=float, default=None, metavar="S",
                    help="stop exploring after this long (default: no limit); "
                         "e.g. --seconds 60")
+    _engine.add_arguments(k, what="searches")
+    k.add_argument("--swarm", type=int, default=None, metavar="N",
+                   help="split the search into tasks: the exhaustive part breadth-first, "
+                        "level by level, then N diversified searches (seeds, prefixes, "
+                        "depth limits, step and event mixes) sharing --walks (default with "
+                        "--engine dask: %d; without it, one search in this process); "
+                        "--seconds then limits each search" % DEFAULT_SWARM)
     _complete.file(k.add_argument(
         "--save", default="pykvm-violation.json", metavar="FILE",
         help="where a violation's replayable steps go (default: %(default)s)"))
@@ -66,6 +78,31 @@ def add_parser(sub):
 def run(args):
     from .. import check
     params = cli_params.parse(args)
+    if args.swarm is not None and args.swarm < 0:
+        from . import UsageError
+        raise UsageError(f"--swarm must be >= 0, got {args.swarm}")
+    if args.engine == "dask" or args.scheduler or args.swarm is not None:
+        r = _run_tasks(args, params)
+    else:
+        r = _run_here(args, params, check)
+    print(r.report())
+    if getattr(r, "tasks", 0):
+        print(f"{r.tasks} tasks on {r.engine}"
+              + ("; the reachable space is closed: no state within reach is left unexplored"
+                 if r.closed else ""))
+    if r.violation is not None:
+        if args.save:
+            r.save(args.save)
+            print(f"saved: {args.save} (pykvm replay {args.save})")
+        if args.perfetto:
+            with open(args.perfetto, "w") as f:
+                json.dump(r.perfetto(), f)
+            print(f"timeline: {args.perfetto} (open in ui.perfetto.dev or chrome://tracing)")
+        return 1
+    return 0
+
+
+def _run_here(args, params, check):
     with _progress.progress() as bar:
         exhaustive = bar.add_task(f"{args.vendor} to depth {args.bound}", total=None,
                                   unit="steps")
@@ -84,18 +121,26 @@ def run(args):
                 bar.update(walks, completed=n["walks"], visible=True)
             if timed is not None:
                 bar.update(timed, completed=min(args.seconds, time.monotonic() - t0))
-        r = check.check(args.vendor, preset=args.preset, params=params,
+        return check.check(args.vendor, preset=args.preset, params=params,
+                           cpu_model=args.cpu_model, cpus=args.cpus, vcpus=args.vcpus,
+                           bound=args.bound, walks=args.walks, seed=args.seed,
+                           seconds=args.seconds, progress=tick)
+
+
+def _run_tasks(args, params):
+    """The search as tasks on an engine (pykvm.swarm)."""
+    from .. import swarm
+    n = DEFAULT_SWARM if args.swarm is None else args.swarm
+    with _engine.open_engine(args) as engine, _progress.progress() as bar:
+        tasks = {}
+
+        def tick(phase, done, total):
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(f"{args.vendor} {phase}", total=total,
+                                            unit="tasks")
+            bar.update(tasks[phase], completed=done, total=total)
+        r = swarm.check(args.vendor, preset=args.preset, params=params,
                         cpu_model=args.cpu_model, cpus=args.cpus, vcpus=args.vcpus,
-                        bound=args.bound, walks=args.walks, seed=args.seed,
-                        seconds=args.seconds, progress=tick)
-    print(r.report())
-    if r.violation is not None:
-        if args.save:
-            r.save(args.save)
-            print(f"saved: {args.save} (pykvm replay {args.save})")
-        if args.perfetto:
-            with open(args.perfetto, "w") as f:
-                json.dump(r.perfetto(), f)
-            print(f"timeline: {args.perfetto} (open in ui.perfetto.dev or chrome://tracing)")
-        return 1
-    return 0
+                        bound=args.bound, swarm=n, walks=args.walks, seed=args.seed,
+                        seconds=args.seconds, engine=engine, progress=tick)
+    return r
