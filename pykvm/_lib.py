@@ -18,13 +18,16 @@ if _built != VERSION:  # pragma: no cover
 
 def ensure(ret, what, exc=errors.PykvmError):
     """Raise `exc` naming `what` when a C call returned a negative errno, with the reason
-    the C side recorded for it (pk_last_error), if any."""
+    the C side recorded for it (pk_last_error), if any. The exception's `errno` is the
+    error number, as KvmIoctlError's is on /dev/kvm."""
     if ret < 0:
         import errno
         import os
         name = errno.errorcode.get(-ret, str(-ret))
         why = ffi.string(lib.pk_last_error()).decode()
-        raise exc(f"{what}: {why + ' ' if why else ''}({name}: {os.strerror(-ret)})")
+        err = exc(f"{what}: {why + ' ' if why else ''}({name}: {os.strerror(-ret)})")
+        err.errno = -ret
+        raise err
     return ret
 
 

@@ -9,13 +9,17 @@
     m.costs()                                # operations and cycles by path
 """
 import mmap
+import threading
+import weakref
 
 import structlog
 
 from . import exits as X
 from ._lib import MSR_SLOTS, OPS, PATHS, ensure, ffi, lib
-from .errors import InvalidConfiguration, InvalidMemory, InvalidMsr
-from .regs import Regs, Segment, DTable, Sregs
+from ._weak import WeakList
+from .errors import InvalidConfiguration, InvalidMemory, InvalidMsr, PykvmError
+from .regs import (Regs, Segment, DTable, Sregs, checked_regs, checked_sregs, msr_index,
+                   msr_value, uint)
 from .vcpu_base import VcpuBase, answer_bytes
 from .params import resolve as resolve_params
 from .vendors import get_vendor
@@ -25,6 +29,10 @@ log = structlog.get_logger("pykvm")
 PAGE_SIZE = 4096
 MAX_CPUS = 8
 MAX_MEMSLOTS = 8
+# KVM's limits (include/asm/kvm_host.h): vCPUs per VM, vCPU ids, MSRs per KVM_GET/SET_MSRS.
+KVM_MAX_VCPUS = 1024
+KVM_MAX_VCPU_IDS = 4 * KVM_MAX_VCPUS
+MAX_IO_MSRS = 256
 # Default instruction budget of one run(): a guest that never exits ends with Intr.
 DEFAULT_RUN_BUDGET = 50_000_000
 
@@ -39,7 +47,25 @@ _SEG_FIELDS = ("base", "limit", "selector", "type", "present", "dpl", "db", "s",
 
 
 class Machine:
-    """A simulated x86-64 machine with KVM loaded (one vendor module)."""
+    """A simulated x86-64 machine with KVM loaded (one vendor module).
+
+    Threads: a Machine is used as a VMM uses KVM, one thread per vCPU being the normal
+    pattern; its VMs and vCPUs may be driven from several threads at once. The rule is
+    the kernel's: a pCPU runs one thing at a time. Each call into the simulated KVM runs
+    as the vCPU's thread in the kernel on its pCPU, from entry to the return to user
+    mode; calls meant for one pCPU are serialized in the order they arrive (a FIFO
+    runqueue), each keeping the pCPU until it returns to user mode -- an exit to
+    userspace, or the end of its instruction budget, the time slice that a host timer
+    tick ends -- and the scheduler switches tasks between them as a context switch does
+    (sched_out/sched_in, TIF_USER_RETURN_NOTIFY moving to the next task). vCPUs on
+    different pCPUs run in parallel (the C code runs without the GIL). Calls on one vCPU
+    are serialized (vcpu->mutex). A check() or a Checker owns its machine: do not drive
+    that machine from other threads while it explores.
+
+    Lifetime: close() (or a with block) frees the machine and every VM on it; so does
+    dropping the last reference. A VM (and its vCPUs, their threads and its guest memory)
+    is freed when it is closed or garbage-collected.
+    """
 
     def __init__(self, cpus=2, vendor="vmx", cpu_model=None, profile=None, preset=None,
                  params=None):
@@ -58,8 +84,11 @@ class Machine:
                 f"{vendor} needs an {self.vendor.cpu_vendor} CPU, {name} is {self.cpu_model.vendor}")
         m = lib.pk_machine_create(cpus, self.cpu_model.to_c(ffi))
         if m == ffi.NULL:
-            raise MemoryError("could not allocate the machine")
+            raise MemoryError(f"could not create the machine: "
+                              f"{ffi.string(lib.pk_last_error()).decode()}")
         self._m = ffi.gc(m, lib.pk_machine_destroy)
+        self._vms = WeakList()
+        self._vm_finalizers = set()
         self.nr_cpus = cpus
         presets = self.vendor.presets
         if preset is not None and preset not in presets:
@@ -71,13 +100,52 @@ class Machine:
         self.params = {**resolve_params(self.vendor, presets.get(self.preset, {})),
                        **resolve_params(self.vendor, params)}
         self.vendor.load(self, self.params)
-        self.vms = []
         if profile is not None:
             self.set_profile(profile)
         log.debug("machine", cpus=cpus, vendor=vendor, cpu_model=name)
 
     def create_vm(self):
         return Vm(self)
+
+    @property
+    def vms(self):
+        """The VMs of this machine still referenced somewhere (a dropped VM is freed)."""
+        return self._vms.alive()
+
+    def _handle(self):
+        if self._m is None:
+            raise PykvmError("the machine is closed")
+        return self._m
+
+    def close(self):
+        """Free every VM of the machine, then the machine itself. Idempotent."""
+        if self._m is None:
+            return
+        for vm in self._vms.alive():
+            vm.close()
+        for fin in list(self._vm_finalizers):
+            fin()
+        self._vm_finalizers.clear()
+        ffi.release(self._m)
+        self._m = None
+
+    @property
+    def closed(self):
+        return self._m is None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def memory(self):
+        """The simulated kernel's memory in bytes: in_use (allocated now), high_water (the
+        extent ever used), committed (made usable), reserved (what it may grow to)."""
+        vals = [ffi.new("uint64_t *") for _ in range(4)]
+        lib.pk_machine_kmem(self._handle(), *vals)
+        return dict(zip(("in_use", "high_water", "committed", "reserved"),
+                        (v[0] for v in vals)))
 
     # ---- costs -----------------------------------------------------------------------
     def set_profile(self, profile):
@@ -88,23 +156,24 @@ class Machine:
             for key, cycles in profile.get(table, {}).items():
                 if key not in names:
                     raise InvalidConfiguration(f"profile {table}: unknown name {key!r}")
-                lib.pk_profile_set(self._m, kind, names[key], int(cycles))
+                lib.pk_profile_set(self._handle(), kind, names[key], int(cycles))
 
     def costs(self):
         """{path: {"ops": {op: count}, "cycles": n, "msrs": {"WRMSR SPEC_CTRL": n}}},
         only non-zero entries."""
         out = {}
+        m = self._handle()
         for p, pname in enumerate(PATHS):
-            ops = {o: lib.pk_cost_ops(self._m, p, i) for i, o in enumerate(OPS)}
+            ops = {o: lib.pk_cost_ops(m, p, i) for i, o in enumerate(OPS)}
             ops = {k: v for k, v in ops.items() if v}
             msrs = {}
             for w, verb in ((0, "RDMSR"), (1, "WRMSR")):
                 for s in range(len(MSR_SLOTS) + 1):
-                    n = lib.pk_cost_msr_ops(self._m, p, w, s)
+                    n = lib.pk_cost_msr_ops(m, p, w, s)
                     if n:
                         name = MSR_SLOTS[s][0] if s < len(MSR_SLOTS) else "other"
                         msrs[f"{verb} {name}"] = n
-            cycles = lib.pk_cost_cycles(self._m, p)
+            cycles = lib.pk_cost_cycles(m, p)
             if ops or cycles:
                 out[pname] = {"ops": ops, "cycles": cycles, "msrs": msrs}
         return out
@@ -113,16 +182,16 @@ class Machine:
         """KVM_GET_SUPPORTED_CPUID, as pykvm.devkvm.CpuidEntry objects."""
         from .devkvm.system import CpuidEntry
         e = ffi.new("struct kvm_cpuid_entry2[]", 32)
-        n = ensure(lib.pk_get_supported_cpuid(self._m, e, 32), "KVM_GET_SUPPORTED_CPUID")
+        n = ensure(lib.pk_get_supported_cpuid(self._handle(), e, 32), "KVM_GET_SUPPORTED_CPUID")
         return [CpuidEntry(**{f: getattr(x, f) for f in _CPUID_FIELDS}) for x in e[0:n]]
 
     def reset_costs(self):
-        lib.pk_machine_reset_costs(self._m)
+        lib.pk_machine_reset_costs(self._handle())
 
     @property
     def host_bugs(self):
         """Faults of the host's non-_safe MSR accesses and VMX instruction failures (WARNs)."""
-        return lib.pk_machine_host_bugs(self._m)
+        return lib.pk_machine_host_bugs(self._handle())
 
     def check(self):
         """The oracle's verdict over everything that ran: None, or the first Violation
@@ -130,29 +199,40 @@ class Machine:
         from .oracle import Violation
         first = ffi.new("struct pk_violation *")
         count = ffi.new("uint64_t *")
-        lib.pk_oracle_result(self._m, first, count)
+        lib.pk_oracle_result(self._handle(), first, count)
         return Violation.from_c(first, count[0], self) if count[0] else None
 
     def run_other_task(self, cpu):
         """Another host process gets pCPU `cpu` (preempting the task there), enters the
         kernel and returns to user mode."""
-        if not 0 <= cpu < self.nr_cpus:
-            raise InvalidConfiguration(f"cpu {cpu} out of range 0..{self.nr_cpus - 1}")
-        lib.pk_host_run_other(self._m, cpu)
+        ensure(lib.pk_host_run_other(self._handle(), self._cpu(cpu)), "run_other_task")
+
+    def _cpu(self, cpu):
+        if not isinstance(cpu, int) or isinstance(cpu, bool) or not 0 <= cpu < self.nr_cpus:
+            raise InvalidConfiguration(f"cpu must be 0..{self.nr_cpus - 1}, got {cpu!r}")
+        return cpu
 
     def read_cpu_msr(self, cpu, index):
         """What pCPU `cpu` holds in MSR `index` right now (hardware view)."""
+        cpu, index = self._cpu(cpu), msr_index(index)
         v = ffi.new("uint64_t *")
-        if lib.pk_cpu_read_msr(self._m, cpu, index, v):
-            raise InvalidMsr(index, f"pCPU {cpu} has no MSR {index:#x}")
+        if lib.pk_cpu_read_msr(self._handle(), cpu, index, v):
+            lib.pk_last_error()
+            raise InvalidMsr(index, f"pCPU {cpu} has no MSR {index:#x} (RDMSR faults)")
         return v[0]
 
     def per_cpu_offset(self, cpu):
-        return lib.pk_host_per_cpu_offset(self._m, cpu)
+        """The host kernel's per-cpu base of pCPU `cpu` (its GS base in kernel mode)."""
+        v = ffi.new("uint64_t *")
+        ensure(lib.pk_host_per_cpu_offset(self._handle(), self._cpu(cpu), v),
+               "per_cpu_offset", InvalidConfiguration)
+        return v[0]
 
     def disable_virtualization(self, cpu):
         """hardware_disable on one CPU (CPU offline, module unload, reboot IPI)."""
-        ensure(lib.pk_kvm_disable_virtualization_cpu(self._m, cpu), f"disabling VMX/SVM on CPU {cpu}")
+        cpu = self._cpu(cpu)
+        ensure(lib.pk_kvm_disable_virtualization_cpu(self._handle(), cpu),
+               f"disabling VMX/SVM on CPU {cpu}")
 
     def __repr__(self):
         return f"<Machine {self.nr_cpus} CPUs, {self.vendor.kernel_module} on {self.cpu_model_name}>"
@@ -166,88 +246,184 @@ class _Slot:
         return self.gpa <= gpa and gpa + size <= self.gpa + self.size
 
 
+def _free_vm(machine_handle, kvm, slots):
+    """kvm_destroy_vm, then the guest memory. Holds the machine until it has run."""
+    lib.pk_destroy_vm(kvm)
+    for s in slots:
+        ffi.release(s._hva)
+        s.mapping.close()
+    slots.clear()
+
+
 class Vm:
-    """A VM on the simulated machine (Machine.create_vm)."""
+    """A VM on the simulated machine (Machine.create_vm). close() or dropping it frees
+    the VM, its vCPUs (KVM frees vCPUs with their VM) and its guest memory."""
 
     def __init__(self, machine):
         from .devkvm.vm import GuestMemory
         self.machine = machine
         p = ffi.new("struct kvm **")
-        ensure(lib.pk_create_vm(machine._m, p), "KVM_CREATE_VM", InvalidConfiguration)
+        ensure(lib.pk_create_vm(machine._handle(), p), "KVM_CREATE_VM", InvalidConfiguration)
         self._kvm = p[0]
         self.slots = []
-        self.vcpus = []
-        self.memory = GuestMemory(self)
-        machine.vms.append(self)
+        self._vcpus = WeakList()
+        self._lock = threading.Lock()
+        self.memory = GuestMemory(self.slots)
+        self._finalizer = weakref.finalize(self, _free_vm, machine._m, self._kvm, self.slots)
+        machine._vm_finalizers = {f for f in machine._vm_finalizers if f.alive}
+        machine._vm_finalizers.add(self._finalizer)
+        machine._vms.add(self)
+
+    @property
+    def vcpus(self):
+        """The vCPU objects of this VM still referenced somewhere."""
+        return self._vcpus.alive()
+
+    def _handle(self):
+        if self._kvm is None:
+            raise PykvmError("the VM is closed")
+        return self._kvm
+
+    def close(self):
+        """Free the VM: its vCPUs stop (a running one is signalled and its run ends at the
+        next timer tick), then the VM, the vCPUs and the guest memory go. Idempotent."""
+        if self._kvm is None:
+            return
+        vcpus = self._vcpus.alive()
+        for v in vcpus:
+            v.kick()
+        for v in vcpus:
+            v._invalidate()
+        self._kvm = None
+        self._finalizer()
+        self.machine._vms.discard(self)
+
+    @property
+    def closed(self):
+        return self._kvm is None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def add_memory(self, gpa, size, *, slot=None):
         """Guest-physical memory [gpa, gpa+size): page-aligned, no overlap."""
         for name, v in (("gpa", gpa), ("size", size)):
-            if not isinstance(v, int) or v < 0 or v % PAGE_SIZE:
-                raise InvalidMemory(f"{name} must be a page-aligned non-negative int, got {v!r}")
+            if not isinstance(v, int) or v < 0 or v % PAGE_SIZE or v >= 1 << 64:
+                raise InvalidMemory(f"{name} must be a page-aligned 64-bit integer, got {v!r}")
         if size == 0:
             raise InvalidMemory("size must be > 0")
-        used = {s.slot for s in self.slots}
-        if slot is None:
-            slot = next(i for i in range(MAX_MEMSLOTS + 1) if i not in used)
-        if slot >= MAX_MEMSLOTS or slot in used:
-            raise InvalidMemory(f"slot {slot} is in use or beyond the {MAX_MEMSLOTS} slots")
-        for s in self.slots:
-            if gpa < s.gpa + s.size and s.gpa < gpa + size:
-                raise InvalidMemory(f"[{gpa:#x}, {gpa + size:#x}) overlaps slot {s.slot}")
-        mapping = mmap.mmap(-1, size)
-        hva = ffi.from_buffer(mapping)
-        ensure(lib.pk_vm_set_memslot(self._kvm, slot, gpa, size, hva),
-               f"KVM_SET_USER_MEMORY_REGION slot {slot}", InvalidMemory)
-        s = _Slot(slot, gpa, size, mapping)
-        s._hva = hva  # keeps the buffer pinned while the VM references it
-        self.slots.append(s)
-        return s
+        if gpa + size > 1 << 64:
+            raise InvalidMemory(f"[{gpa:#x}, {gpa + size:#x}) wraps around")
+        with self._lock:
+            kvm = self._handle()
+            used = {s.slot for s in self.slots}
+            if slot is None:
+                slot = next(i for i in range(MAX_MEMSLOTS + 1) if i not in used)
+            if not isinstance(slot, int) or not 0 <= slot < MAX_MEMSLOTS or slot in used:
+                raise InvalidMemory(f"slot {slot!r} is in use or beyond the {MAX_MEMSLOTS} slots")
+            for s in self.slots:
+                if gpa < s.gpa + s.size and s.gpa < gpa + size:
+                    raise InvalidMemory(f"[{gpa:#x}, {gpa + size:#x}) overlaps slot {s.slot}")
+            try:
+                mapping = mmap.mmap(-1, size)
+            except (OverflowError, OSError) as e:
+                raise InvalidMemory(f"no host memory for {size:#x} bytes of guest memory: "
+                                    f"{e}") from None
+            hva = ffi.from_buffer(mapping)
+            try:
+                ensure(lib.pk_vm_set_memslot(kvm, slot, gpa, size, hva),
+                       f"KVM_SET_USER_MEMORY_REGION slot {slot}", InvalidMemory)
+            except BaseException:
+                ffi.release(hva)
+                mapping.close()
+                raise
+            s = _Slot(slot, gpa, size, mapping)
+            s._hva = hva  # keeps the buffer pinned while the VM references it
+            self.slots.append(s)
+            return s
 
     def _ensure_memory(self, size):
         if not any(s.contains(0, size) for s in self.slots):
             self.add_memory(0, (size + PAGE_SIZE - 1) // PAGE_SIZE * PAGE_SIZE)
 
-    def create_vcpu(self, cpu=None):
-        """A vCPU whose thread runs on pCPU `cpu` (default: round robin)."""
-        if cpu is not None and not 0 <= cpu < self.machine.nr_cpus:
-            raise InvalidConfiguration(f"cpu {cpu} out of range 0..{self.machine.nr_cpus - 1}")
-        v = Vcpu(self, -1 if cpu is None else cpu)
-        self.vcpus.append(v)
+    def create_vcpu(self, vcpu_id=None, *, cpu=None):
+        """KVM_CREATE_VCPU: a vCPU with id `vcpu_id` (its APIC ID; default: the lowest
+        unused one; ids live as long as the VM, as in KVM) whose thread runs on pCPU
+        `cpu` (default: round robin)."""
+        if cpu is not None:
+            cpu = self.machine._cpu(cpu)
+        if vcpu_id is not None and (not isinstance(vcpu_id, int) or isinstance(vcpu_id, bool)
+                                    or vcpu_id < 0):
+            raise InvalidConfiguration(f"vcpu_id must be an int >= 0, got {vcpu_id!r}")
+        v = Vcpu(self, -1 if cpu is None else cpu, -1 if vcpu_id is None else vcpu_id)
+        self._vcpus.add(v)
         return v
 
 
 class Vcpu(VcpuBase):
-    """A vCPU: registers, MSRs, run() -> typed exit."""
+    """A vCPU: registers, MSRs, run() -> typed exit. One thread at a time per vCPU (its
+    calls are serialized); kick() may come from any thread."""
 
-    def __init__(self, vm, cpu):
+    def __init__(self, vm, cpu, vcpu_id=-1):
         self.vm = vm
         self._m = vm.machine._m
         p = ffi.new("struct kvm_vcpu **")
-        ensure(lib.pk_create_vcpu(vm._kvm, cpu, p), "KVM_CREATE_VCPU", InvalidConfiguration)
+        if vcpu_id >= KVM_MAX_VCPU_IDS:
+            vcpu_id = min(vcpu_id, 2**31 - 1)
+        ensure(lib.pk_create_vcpu(vm._handle(), cpu, vcpu_id, p), "KVM_CREATE_VCPU",
+               InvalidConfiguration)
         self._vcpu = p[0]
+        self.id = lib.pk_vcpu_id(self._vcpu)
         self._run = lib.pk_vcpu_run_struct(self._vcpu)
+        self._lock = threading.RLock()
+        self._alive = threading.Lock()
         self._pending = None
         self._cpuid = None
         self.image = None
 
+    def _handle(self):
+        if self._vcpu is None:
+            raise PykvmError(f"vCPU {self.id}: its VM is closed")
+        return self._vcpu
+
+    def _invalidate(self):
+        """The VM goes away: wait for a call in progress, then refuse any other."""
+        with self._lock, self._alive:
+            self._vcpu = None
+            self._run = None
+
+    def kick(self):
+        """Signal the vCPU's thread (kvm_vcpu_kick): a run in progress, on any thread,
+        ends at the next host timer tick with Intr."""
+        with self._alive:
+            if self._vcpu is not None:
+                lib.pk_vcpu_kick(self._vcpu)
+
     # ---- registers -------------------------------------------------------------------
     def get_regs(self):
         r = ffi.new("struct pk_regs *")
-        lib.pk_vcpu_get_regs(self._vcpu, r)
+        with self._lock:
+            ensure(lib.pk_vcpu_get_regs(self._handle(), r), "KVM_GET_REGS")
         return Regs(**{n: r.gpr[i] for i, n in enumerate(_GPR_ORDER)}, rip=r.rip, rflags=r.rflags)
 
     def set_regs(self, regs):
+        """KVM_SET_REGS. Every value must fit in 64 bits (negative ones are taken in two's
+        complement); anything else is refused before it reaches KVM."""
+        vals = checked_regs(regs)
         r = ffi.new("struct pk_regs *")
         for i, n in enumerate(_GPR_ORDER):
-            r.gpr[i] = getattr(regs, n) & (2**64 - 1)
-        r.rip = regs.rip & (2**64 - 1)
-        r.rflags = regs.rflags & (2**64 - 1)
-        lib.pk_vcpu_set_regs(self._vcpu, r)
+            r.gpr[i] = vals[n]
+        r.rip, r.rflags = vals["rip"], vals["rflags"]
+        with self._lock:
+            ensure(lib.pk_vcpu_set_regs(self._handle(), r), "KVM_SET_REGS", InvalidConfiguration)
 
     def get_sregs(self):
         s = ffi.new("struct pk_sregs *")
-        lib.pk_vcpu_get_sregs(self._vcpu, s)
+        with self._lock:
+            ensure(lib.pk_vcpu_get_sregs(self._handle(), s), "KVM_GET_SREGS")
         segs = {n: Segment(**{f: getattr(s.seg[i], f) for f in _SEG_FIELDS})
                 for i, n in enumerate(_SREG_ORDER)}
         return Sregs(**segs, gdt=DTable(s.gdt.address, s.gdt.size),
@@ -255,6 +431,10 @@ class Vcpu(VcpuBase):
                      cr4=s.cr4, efer=s.efer, apic_base=s.apic_base)
 
     def set_sregs(self, sregs):
+        """KVM_SET_SREGS, refused whole (EINVAL) where upstream's kvm_is_valid_sregs() or
+        kvm_apic_set_base() refuses it; field values wider than their C fields never get
+        that far."""
+        sregs = checked_sregs(sregs)
         s = ffi.new("struct pk_sregs *")
         for i, n in enumerate(_SREG_ORDER):
             seg = getattr(sregs, n)
@@ -264,26 +444,34 @@ class Vcpu(VcpuBase):
         s.idt.address, s.idt.size = sregs.idt.base, sregs.idt.limit
         for f in ("cr0", "cr2", "cr3", "cr4", "efer", "apic_base"):
             setattr(s, f, getattr(sregs, f))
-        ensure(lib.pk_vcpu_set_sregs(self._vcpu, s), "KVM_SET_SREGS", InvalidConfiguration)
+        with self._lock:
+            ensure(lib.pk_vcpu_set_sregs(self._handle(), s), "KVM_SET_SREGS",
+                   InvalidConfiguration)
 
     # ---- MSRs (counts like KVM_GET/SET_MSRS) -----------------------------------------
     def get_msrs(self, indices):
         """(count, {index: value}) for the first `count` indices; stops at the first failure."""
-        indices = list(indices)
+        indices = [msr_index(i) for i in indices]
         e = ffi.new("struct kvm_msr_entry[]", max(1, len(indices)))
         for i, idx in enumerate(indices):
-            e[i].index = _msr_index(idx)
-        n = lib.pk_vcpu_get_msrs(self._vcpu, e, len(indices))
+            e[i].index = idx
+        with self._lock:
+            n = ensure(lib.pk_vcpu_get_msrs(self._handle(), e, len(indices)), "KVM_GET_MSRS",
+                       InvalidConfiguration)
         return n, {indices[i]: e[i].data for i in range(n)}
 
     def set_msrs(self, values):
-        """KVM_SET_MSRS: the number of entries processed (stops at the first failure)."""
-        items = list(values.items())
+        """KVM_SET_MSRS: the number of entries processed (stops at the first failure). A
+        value that does not fit in 64 bits is refused (InvalidMsr), never truncated."""
+        items = [(msr_index(i), v) for i, v in dict(values).items()]
+        items = [(i, msr_value(i, v)) for i, v in items]
         e = ffi.new("struct kvm_msr_entry[]", max(1, len(items)))
         for i, (idx, val) in enumerate(items):
-            e[i].index = _msr_index(idx)
-            e[i].data = val & (2**64 - 1)
-        return lib.pk_vcpu_set_msrs(self._vcpu, e, len(items))
+            e[i].index = idx
+            e[i].data = val
+        with self._lock:
+            return ensure(lib.pk_vcpu_set_msrs(self._handle(), e, len(items)), "KVM_SET_MSRS",
+                          InvalidConfiguration)
 
     def get_msr(self, index):
         """One MSR, or InvalidMsr naming the index."""
@@ -298,15 +486,17 @@ class Vcpu(VcpuBase):
 
     # ---- CPUID -----------------------------------------------------------------------
     def set_cpuid(self, entries):
-        """KVM_SET_CPUID2 with CpuidEntry objects (pykvm.devkvm.CpuidEntry)."""
+        """KVM_SET_CPUID2 with CpuidEntry objects (pykvm.devkvm.CpuidEntry): at most 256
+        entries (E2BIG); after the first run only the same table again (EINVAL)."""
         entries = list(entries)
         e = ffi.new("struct kvm_cpuid_entry2[]", max(1, len(entries)))
         for i, t in enumerate(entries):
             for f in _CPUID_FIELDS:
-                setattr(e[i], f, getattr(t, f))
-        ensure(lib.pk_vcpu_set_cpuid(self._vcpu, e, len(entries)), "KVM_SET_CPUID2",
-               InvalidConfiguration)
-        self._cpuid = entries
+                setattr(e[i], f, uint(getattr(t, f), 32, f"CPUID entry {i}: {f}"))
+        with self._lock:
+            ensure(lib.pk_vcpu_set_cpuid(self._handle(), e, len(entries)), "KVM_SET_CPUID2",
+                   InvalidConfiguration)
+            self._cpuid = entries
 
     def get_cpuid(self):
         """The vCPU's CPUID entries (the supported set unless set_cpuid changed them)."""
@@ -315,6 +505,10 @@ class Vcpu(VcpuBase):
         return list(self._cpuid)
 
     # ---- loading and running ---------------------------------------------------------
+    def load(self, image):
+        with self._lock:
+            return super().load(image)
+
     def _complete_pending(self):
         pend, self._pending = self._pending, None
         data = answer_bytes(pend)
@@ -322,16 +516,31 @@ class Vcpu(VcpuBase):
             dest = self._run.pio_data if isinstance(pend, X.Io) else self._run.mmio.data
             ffi.memmove(dest, data, len(data))
 
+    @staticmethod
+    def _budget(max_insns):
+        if max_insns is None:
+            return 0
+        if not isinstance(max_insns, int) or isinstance(max_insns, bool) or \
+                not 0 <= max_insns < 1 << 64:
+            raise InvalidConfiguration(f"max_insns must be an int 0..2**64-1 (0: no limit), "
+                                       f"got {max_insns!r}")
+        return max_insns
+
     def run(self, max_insns=DEFAULT_RUN_BUDGET, return_to_user=True):
         """KVM_RUN until an exit to userspace; returns a pykvm.exits type. `max_insns`
-        bounds guest instructions (a host timer signal: Intr) so a runaway guest ends.
+        bounds guest instructions (a host timer signal: Intr) so a runaway guest ends;
+        0 or None: no bound (kick() from another thread ends it, with Intr).
         With return_to_user=False the vCPU thread stops on its way out of the kernel,
         before user-return notifiers run; `return_to_user()` completes it."""
-        self._complete_pending()
-        lib.pk_vcpu_run_ex(self._vcpu, max_insns or 0, return_to_user is False)
-        ex = self._decode_exit()
-        self._pending = ex
-        return ex
+        budget = self._budget(max_insns)
+        with self._lock:
+            vcpu = self._handle()
+            self._check_runnable()
+            self._complete_pending()
+            lib.pk_vcpu_run_ex(vcpu, budget, return_to_user is False)
+            ex = self._decode_exit()
+            self._pending = ex
+            return ex
 
     def _decode_exit(self):
         r = self._run
@@ -360,18 +569,23 @@ class Vcpu(VcpuBase):
         """KVM_RUN in which the vCPU thread is preempted once (another host task runs on
         its pCPU and returns to user mode), at the first preemptible point from its
         `after`-th host instruction on. Returns (exit, preempted?)."""
-        if not isinstance(after, int) or after < 1:
-            raise InvalidConfiguration(f"after must be an int >= 1, got {after!r}")
-        self._complete_pending()
-        flag = ffi.new("bool *")
-        lib.pk_vcpu_run_preempted(self._vcpu, max_insns or 0, after, flag)
-        ex = self._decode_exit()
-        self._pending = ex
-        return ex, bool(flag[0])
+        if not isinstance(after, int) or isinstance(after, bool) or not 1 <= after < 2**32:
+            raise InvalidConfiguration(f"after must be an int 1..2**32-1, got {after!r}")
+        budget = self._budget(max_insns)
+        with self._lock:
+            vcpu = self._handle()
+            self._check_runnable()
+            self._complete_pending()
+            flag = ffi.new("bool *")
+            lib.pk_vcpu_run_preempted(vcpu, budget, after, flag)
+            ex = self._decode_exit()
+            self._pending = ex
+            return ex, bool(flag[0])
 
     def return_to_user(self):
         """Finish a run(return_to_user=False): the thread reaches user mode."""
-        ensure(lib.pk_vcpu_return_to_user(self._vcpu), "returning to user mode")
+        with self._lock:
+            ensure(lib.pk_vcpu_return_to_user(self._handle()), "returning to user mode")
 
     def run_loop(self, devices=None, max_exits=0, max_insns=DEFAULT_RUN_BUDGET):
         """KVM_RUN from C, again and again: port I/O to `devices` (a PortDevices) is
@@ -381,39 +595,38 @@ class Vcpu(VcpuBase):
         from .devkvm.vcpu import RunLoopResult
         if devices is not None and not isinstance(devices, PortDevices):
             raise TypeError(f"devices must be PortDevices, got {devices!r}")
-        if not isinstance(max_exits, int) or max_exits < 0:
+        if not isinstance(max_exits, int) or isinstance(max_exits, bool) or \
+                not 0 <= max_exits < 1 << 64:
             raise InvalidConfiguration(f"max_exits must be an int >= 0, got {max_exits!r}")
-        self._complete_pending()
-        res = ffi.new("struct pk_vmm_loop_result *")
-        devs = devices._devs if devices is not None else ffi.NULL
-        lib.pk_sim_run_loop(self._vcpu, devs, max_exits, max_insns or 0, res)
-        if res.stop == lib.PK_VMM_STOP_BUDGET:
-            return RunLoopResult(res.handled, None)
-        ex = self._decode_exit()
-        self._pending = ex
-        return RunLoopResult(res.handled, ex)
+        budget = self._budget(max_insns)
+        with self._lock:
+            vcpu = self._handle()
+            self._check_runnable()
+            self._complete_pending()
+            res = ffi.new("struct pk_vmm_loop_result *")
+            devs = devices._devs if devices is not None else ffi.NULL
+            lib.pk_sim_run_loop(vcpu, devs, max_exits, budget, res)
+            if res.stop == lib.PK_VMM_STOP_BUDGET:
+                return RunLoopResult(res.handled, None)
+            ex = self._decode_exit()
+            self._pending = ex
+            return RunLoopResult(res.handled, ex)
 
     # ---- scheduling and stats --------------------------------------------------------
     @property
     def cpu(self):
         """The pCPU the vCPU thread runs on."""
-        return lib.pk_vcpu_cpu(self._vcpu)
+        return lib.pk_vcpu_cpu(self._handle())
 
     def migrate(self, cpu):
         """Move the vCPU thread to pCPU `cpu` (from its next ioctl on)."""
-        if not 0 <= cpu < self.vm.machine.nr_cpus:
-            raise InvalidConfiguration(f"cpu {cpu} out of range")
-        ensure(lib.pk_vcpu_migrate(self._vcpu, cpu), "migrating the vCPU thread")
+        cpu = self.vm.machine._cpu(cpu)
+        with self._lock:
+            ensure(lib.pk_vcpu_migrate(self._handle(), cpu), "migrating the vCPU thread")
 
     def stats(self):
         s = ffi.new("struct kvm_vcpu_stat *")
-        lib.pk_vcpu_get_stat(self._vcpu, s)
+        lib.pk_vcpu_get_stat(self._handle(), s)
         return {f: getattr(s, f) for f in ("exits", "fastpath_exits", "userspace_exits",
                                            "io_exits", "mmio_exits", "halt_exits", "msr_exits",
                                            "cpuid_exits", "irq_exits", "preemptions", "migrations")}
-
-
-def _msr_index(idx):
-    if not isinstance(idx, int) or not 0 <= idx <= 0xFFFFFFFF:
-        raise InvalidMsr(idx if isinstance(idx, int) else -1, f"MSR index must be a u32, got {idx!r}")
-    return idx

@@ -6,8 +6,17 @@ from .errors import InvalidConfiguration, InvalidMsr
 
 
 class VcpuBase:
-    """Needs: self.vm (with _ensure_memory() and memory.write()), get_sregs, set_sregs,
-    set_regs, set_msrs."""
+    """Needs: self.vm (with slots, _ensure_memory() and memory.write()), self.id,
+    get_sregs, set_sregs, set_regs, set_msrs."""
+
+    def _check_runnable(self):
+        """A vCPU whose VM has no memory has nothing to run: KVM would fetch from the
+        reset vector into nothing (an MMIO exit on one backend, ENOSPC or an internal
+        error on another). Refused the same way on every backend."""
+        if not self.vm.slots:
+            raise InvalidConfiguration(
+                f"vCPU {self.id}: its VM has no guest memory; load() a program (or "
+                f"add_memory() and set the registers) before running it")
 
     def load(self, image):
         """Load a pykvm.guest GuestImage (or raw x86-64 code, placed at CODE_START of a

@@ -253,6 +253,7 @@ static void set_segment(struct pk_segment *s, u16 sel, u64 base, u32 limit, u32 
 void pk_cpu_reset(struct pk_cpu *cpu)
 {
 	void *icache = cpu->icache;	/* a cache, not state: keep it across resets */
+	struct pk_costs *costs = cpu->costs;	/* counters, not state: likewise */
 	struct pk_machine *m = cpu->m;
 	u32 id = cpu->id;
 
@@ -260,6 +261,7 @@ void pk_cpu_reset(struct pk_cpu *cpu)
 	cpu->m = m;
 	cpu->id = id;
 	cpu->icache = icache;
+	cpu->costs = costs;
 	cpu->mode = PK_MODE_HOST;
 
 	cpu->rip = 0xfff0;
@@ -289,18 +291,19 @@ void pk_cpu_reset(struct pk_cpu *cpu)
 /* A kernel fault where none may happen (non-_safe MSR access, #GP/#UD in kernel code). */
 static void host_bug(struct pk_cpu *cpu)
 {
-	cpu->m->host_bugs++;
+	pk_host_bug(cpu->m);
 }
 
 /* RDMSR/WRMSR cost: per-MSR profile figure when the profile has one. */
 static void account_msr(struct pk_cpu *cpu, int dir, u32 index)
 {
 	struct pk_machine *m = cpu->m;
+	struct pk_costs *c = cpu->costs;
 	int slot = msr_slot(index);
 	enum pk_op op = dir ? PK_OP_WRMSR : PK_OP_RDMSR;
 	u32 cycles = m->profile.op[op];
 
-	if (unlikely(m->inject.armed))
+	if (unlikely(pk_inject_armed(m)))
 		pk_inject_point(cpu);
 
 	if (slot >= 0) {
@@ -311,9 +314,9 @@ static void account_msr(struct pk_cpu *cpu, int dir, u32 index)
 	} else {
 		slot = PK_NR_MSRS;	/* FS/GS base, TSC, unknown: "other" */
 	}
-	m->costs.ops[m->costs.path][op]++;
-	m->costs.msr_ops[m->costs.path][dir][slot]++;
-	m->costs.cycles[m->costs.path] += cycles;
+	c->ops[c->path][op]++;
+	c->msr_ops[c->path][dir][slot]++;
+	c->cycles[c->path] += cycles;
 }
 
 int rdmsrl_safe(u32 msr, u64 *val)

@@ -212,5 +212,9 @@ void pk_bare_set_icache_ptr(struct pk_machine *m, u32 cpu, u64 ptr)
 
 u64 pk_bare_retired(struct pk_machine *m)
 {
-	return m->costs.ops[PK_PATH_GUEST][PK_OP_GUEST_INSN];
+	u64 n = 0;
+
+	for (u32 c = 0; c < m->nr_cpus; c++)
+		n += m->costs[c].ops[PK_PATH_GUEST][PK_OP_GUEST_INSN];
+	return n;
 }

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "pykvm/check.h"
+#include "pykvm/printk.h"
 
 int kvm_arch_enable_virtualization_cpu(void);
 
@@ -25,6 +26,7 @@ struct pk_checker {
 	u8 *seen_left;			/* steps left when it was explored */
 	u64 seen_cap, seen_n;
 	u64 rng;
+	bool stop_requested;		/* pk_checker_stop(), from another thread */
 };
 
 /* ---- snapshots ---- */
@@ -49,13 +51,12 @@ static void normalize(struct pk_checker *c)
 {
 	struct pk_machine *m = c->m;
 
-	memset(&m->costs.ops, 0, sizeof(m->costs) - offsetof(struct pk_costs, ops));
 	for (u32 i = 0; i < m->nr_cpus; i++) {
 		m->cpu[i].tsc = 0;
 		m->cpu[i].insn_budget = UINT64_MAX;
 	}
 	for (u32 t = 0; t < m->host.nr_tasks; t++)
-		m->host.tasks[t].timer_budget = UINT64_MAX;
+		pk_task(m, t)->timer_budget = UINT64_MAX;
 	for (u32 v = 0; v < c->cfg.nr_vcpus; v++)
 		memset(&c->cfg.vcpus[v]->stat, 0, sizeof(c->cfg.vcpus[v]->stat));
 	m->inject = (struct pk_inject){ 0 };
@@ -330,6 +331,17 @@ void pk_checker_reset(struct pk_checker *c)
 	snap_restore(c, c->root);
 }
 
+/* Ask a running pk_checker_explore() (on another thread) to stop after its current step. */
+void pk_checker_stop(struct pk_checker *c)
+{
+	__atomic_store_n(&c->stop_requested, true, __ATOMIC_RELAXED);
+}
+
+static bool stop_requested(struct pk_checker *c)
+{
+	return __atomic_load_n(&c->stop_requested, __ATOMIC_RELAXED);
+}
+
 int pk_checker_replay(struct pk_checker *c, const struct pk_step *steps, u32 n,
 		      struct pk_violation *v, bool trace)
 {
@@ -410,6 +422,10 @@ static void try_step(struct explore *x, u32 d, const struct pk_step *s, u32 *poi
 	x->res->exits += exits_taken(c);
 	if ((x->res->events & 255) == 0 && x->deadline && now() > x->deadline)
 		x->stop = true;
+	if (stop_requested(c)) {
+		x->res->interrupted = 1;
+		x->stop = true;
+	}
 	x->path[d] = *s;
 	if (r == 1) {
 		found(x, d + 1);
@@ -481,7 +497,9 @@ int pk_checker_explore(struct pk_checker *c, u32 bound, u64 max_states, u64 walk
 
 	memset(res, 0, sizeof(*res));
 	if (bound > PK_CHECK_MAX_STEPS || walk_len > PK_CHECK_MAX_STEPS)
-		return -EINVAL;
+		return pk_err(-EINVAL, "bound %u and walk length %u must be <= %d", bound, walk_len,
+			      PK_CHECK_MAX_STEPS);
+	__atomic_store_n(&c->stop_requested, false, __ATOMIC_RELAXED);
 	for (u32 i = 0; i <= bound && i <= PK_CHECK_MAX_STEPS; i++) {
 		if (!c->stack[i] && !(c->stack[i] = malloc(c->snap_bytes)))
 			return -ENOMEM;
@@ -538,6 +556,10 @@ int pk_checker_explore(struct pk_checker *c, u32 bound, u64 max_states, u64 walk
 				break;
 			if ((res->events & 255) == 0 && x.deadline && now() > x.deadline)
 				x.stop = true;
+			if (stop_requested(c)) {
+				res->interrupted = 1;
+				x.stop = true;
+			}
 		}
 	}
 	snap_restore(c, c->root);

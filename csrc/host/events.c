@@ -7,10 +7,12 @@
 #include "pykvm/events.h"
 #include "pykvm/oracle.h"
 
+/* The caller holds `cpu`; other CPUs see the injection whole once `armed` is set. */
 void pk_inject_arm(struct pk_machine *m, u32 cpu, u32 n, u32 kind)
 {
-	m->inject = (struct pk_inject){ .armed = 1, .countdown = n, .kind = kind, .cpu = cpu,
+	m->inject = (struct pk_inject){ .countdown = n, .kind = kind, .cpu = cpu,
 					.counting = true };
+	__atomic_store_n(&m->inject.armed, 1, __ATOMIC_RELEASE);
 }
 
 /* Preempt the vCPU thread at the first preemptible point from the n-th on. */
@@ -22,7 +24,7 @@ void pk_inject_arm_patient(struct pk_machine *m, u32 cpu, u32 n, u32 kind)
 
 void pk_inject_disarm(struct pk_machine *m)
 {
-	m->inject.armed = 0;
+	__atomic_store_n(&m->inject.armed, 0, __ATOMIC_RELEASE);
 }
 
 /* Preempt the vCPU thread on cpu: its sched_out, another task to user mode, sched_in. */
@@ -56,7 +58,7 @@ void pk_inject_point(struct pk_cpu *cpu)
 		if (p < 256 && m->host.irqs_enabled[id]) {
 			in->irq_ok[p / 64] |= 1ULL << (p % 64);
 			if (!m->host.preempt_count[id] &&
-			    m->host.tasks[m->host.current[id]].is_vcpu_thread)
+			    pk_task(m, m->host.current[id])->is_vcpu_thread)
 				in->preempt_ok[p / 64] |= 1ULL << (p % 64);
 		}
 		return;
@@ -68,11 +70,11 @@ void pk_inject_point(struct pk_cpu *cpu)
 	/* A patient preemption waits for a point where the thread is preemptible. */
 	if (in->patient && in->kind == PK_INJ_PREEMPT &&
 	    (m->host.preempt_count[id] || !m->host.irqs_enabled[id] ||
-	     !m->host.tasks[m->host.current[id]].is_vcpu_thread))
+	     !pk_task(m, m->host.current[id])->is_vcpu_thread))
 		return;
 	in->countdown = 0;
 	/* The point is reached: fire once, with injection off while the event runs. */
-	in->armed = 0;
+	__atomic_store_n(&in->armed, 0, __ATOMIC_RELEASE);
 	saved = pk_this_cpu;
 	pk_this_cpu = cpu;
 	switch (in->kind) {
@@ -99,7 +101,7 @@ void pk_inject_point(struct pk_cpu *cpu)
 		}
 		break;
 	case PK_INJ_PREEMPT: {
-		struct pk_task *t = &m->host.tasks[m->host.current[id]];
+		struct pk_task *t = pk_task(m, m->host.current[id]);
 
 		if (!m->host.preempt_count[id] && m->host.irqs_enabled[id] && t->is_vcpu_thread) {
 			inject_preempt(cpu);

@@ -10,6 +10,8 @@
 #include "x86.h"
 #include "pykvm/events.h"
 #include "pykvm/module.h"
+#include "pykvm/smp.h"
+#include "pykvm/printk.h"
 
 int kvm_arch_enable_virtualization_cpu(void);
 void kvm_arch_disable_virtualization_cpu(void);
@@ -73,20 +75,44 @@ void vcpu_put(struct kvm_vcpu *vcpu)
 
 /* ---- the vCPU thread entering and leaving the kernel ---- */
 
-static void kvm_ioctl_enter(struct pk_machine *m, int task)
+/*
+ * The vCPU thread makes a system call: it gets its pCPU (waiting its turn behind other
+ * tasks meant for it: the runqueue, include/pykvm/smp.h), enters the kernel and, if
+ * another task had the CPU, is switched in. Returns the CPU, held until kvm_ioctl_exit.
+ */
+static u32 kvm_ioctl_enter(struct kvm_vcpu *vcpu)
 {
-	struct pk_task *t = &m->host.tasks[task];
+	struct pk_machine *m = vcpu->kvm->m;
+	int task = vcpu->task;
+	u32 cpu = pk_task(m, task)->cpu;
 
-	pk_this_cpu = &m->cpu[t->cpu];
-	if (m->host.in_user[t->cpu])
+	pk_cpu_lock(m, cpu);
+	pk_this_cpu = &m->cpu[cpu];
+	if (m->host.in_user[cpu])
 		pk_enter_kernel();
-	if (m->host.current[t->cpu] != task)
-		pk_context_switch(t->cpu, task);
+	if (m->host.current[cpu] != task)
+		pk_context_switch(cpu, task);
+	return cpu;
 }
 
-static void kvm_ioctl_exit(void)
+/* ... and returns to user mode (user-return notifiers run), giving the CPU up. */
+static void kvm_ioctl_exit(struct kvm_vcpu *vcpu, u32 cpu)
 {
 	pk_exit_to_user_mode();
+	pk_cpu_unlock(vcpu->kvm->m, cpu);
+}
+
+/* kvm_vcpu_ioctl(): one ioctl of a vCPU at a time (vcpu->mutex), then the kernel entry. */
+static u32 vcpu_ioctl_begin(struct kvm_vcpu *vcpu)
+{
+	mutex_lock(vcpu->mutex);
+	return kvm_ioctl_enter(vcpu);
+}
+
+static void vcpu_ioctl_end(struct kvm_vcpu *vcpu, u32 cpu)
+{
+	kvm_ioctl_exit(vcpu, cpu);
+	mutex_unlock(vcpu->mutex);
 }
 
 /* ---- modules and virtualization enable ---- */
@@ -100,11 +126,6 @@ static void kvm_virt_disable_ipi(struct pk_machine *m, u32 cpu);
  */
 int kvm_init(struct pk_machine *m)
 {
-	const struct kvm_x86_ops *ops = m->kvm_x86_ops;
-
-	if (ops->vcpu_size > PK_KMEM_SIZE / 4 || ops->vm_size > PK_KMEM_SIZE / 4)
-		return pk_err(-E2BIG, "%s: a vCPU (%u bytes) or VM (%u bytes) larger than a quarter "
-			      "of kernel memory", ops->name, ops->vcpu_size, ops->vm_size);
 	m->virt_disable_ipi = kvm_virt_disable_ipi;
 	return 0;
 }
@@ -113,11 +134,16 @@ int kvm_init(struct pk_machine *m)
 int pk_kvm_load(struct pk_machine *m, const char *vendor, const char *params)
 {
 	const struct pk_module *mod = pk_find_module(vendor);
+	int r;
 
 	if (!mod || !mod->init)
 		return pk_err(-ENOENT, "no vendor module '%s'", vendor);
+	/* insmod runs on some CPU, here the first. */
+	pk_cpu_lock(m, 0);
 	pk_this_cpu = &m->cpu[0];
-	return mod->init(m, params);
+	r = mod->init(m, params);
+	pk_cpu_unlock(m, 0);
+	return r;
 }
 
 /* Load kvm with a plugin's init ops (a vendor outside this library). */
@@ -128,9 +154,13 @@ int pk_kvm_load_ops(struct pk_machine *m, const struct kvm_x86_init_ops *init,
 
 	if (!init || !init->runtime_ops)
 		return pk_err(-EINVAL, "init ops without runtime ops");
+	pk_cpu_lock(m, 0);
 	pk_this_cpu = &m->cpu[0];
 	r = kvm_x86_vendor_init(m, init, params);
-	return r ? r : kvm_init(m);
+	if (!r)
+		r = kvm_init(m);
+	pk_cpu_unlock(m, 0);
+	return r;
 }
 
 /* Parameter i of a module ("kernel", "kvm", a vendor module or its alias): its name,
@@ -155,53 +185,72 @@ const char *pk_kvm_vendor_name(struct pk_machine *m)
 	return m->kvm_x86_ops ? m->kvm_x86_ops->name : NULL;
 }
 
-/* kvm_enable_virtualization(): on every CPU, by IPI, the first time a VM is created. */
+/* Virtualization on for this CPU: kvm_enable_virtualization()'s IPI. */
+static void kvm_enable_virtualization_ipi(void *info)
+{
+	struct pk_machine *m = this_machine();
+	struct kvm_x86_global *g = m->kvm_global;
+	int *r = info;
+	u32 cpu = this_cpu()->id;
+
+	if (g->virtualization_enabled[cpu] || *r)
+		return;
+	*r = kvm_arch_enable_virtualization_cpu();
+	if (!*r)
+		g->virtualization_enabled[cpu] = true;
+}
+
+/* kvm_enable_virtualization(): on every CPU, by IPI, the first time a VM is created.
+ * kvm_lock held; the caller holds no CPU. */
 static int kvm_enable_virtualization(struct pk_machine *m)
 {
-	struct kvm_x86_global *g = m->kvm_global;
-	struct pk_cpu *saved = pk_this_cpu;
-	u32 old = pk_path_enter(m, PK_PATH_HARDWARE);
 	int r = 0;
 
-	for (u32 c = 0; c < m->nr_cpus && !r; c++) {
-		if (g->virtualization_enabled[c])
-			continue;
-		pk_this_cpu = &m->cpu[c];
-		r = kvm_arch_enable_virtualization_cpu();
-		if (!r)
-			g->virtualization_enabled[c] = true;
-	}
-	pk_this_cpu = saved;
-	pk_path_leave(m, old);
+	pk_this_cpu = &m->cpu[0];
+	for (u32 c = 0; c < m->nr_cpus && !r; c++)
+		smp_call_function_single(c, kvm_enable_virtualization_ipi, &r);
 	return r;
 }
 
-/* Disable virtualization on one CPU (CPU offline, module unload, reboot IPI). */
-int pk_kvm_disable_virtualization_cpu(struct pk_machine *m, u32 cpu)
+/* Virtualization off on one CPU, which the caller holds (IPI handler, CPU offline). */
+static void kvm_disable_virtualization_cpu_locked(struct pk_machine *m, u32 cpu)
 {
 	struct kvm_x86_global *g = m->kvm_global;
 	struct pk_cpu *saved = pk_this_cpu;
 	u32 old;
 
-	if (!g || cpu >= m->nr_cpus)
-		return -EINVAL;
 	if (!g->virtualization_enabled[cpu])
-		return 0;
-	old = pk_path_enter(m, PK_PATH_HARDWARE);
+		return;
 	pk_this_cpu = &m->cpu[cpu];
+	old = pk_path_enter(m, PK_PATH_HARDWARE);
 	kvm_arch_disable_virtualization_cpu();
 	g->virtualization_enabled[cpu] = false;
 	pk_observe_virt_off(pk_this_cpu, false);
-	pk_this_cpu = saved;
 	pk_path_leave(m, old);
+	pk_this_cpu = saved;
+}
+
+/* Disable virtualization on one CPU (CPU offline, module unload, reboot IPI). */
+int pk_kvm_disable_virtualization_cpu(struct pk_machine *m, u32 cpu)
+{
+	if (!m->kvm_global)
+		return pk_err(-ENOENT, "kvm is not loaded");
+	if (cpu >= m->nr_cpus)
+		return pk_err(-EINVAL, "cpu %u: the machine has CPUs 0..%u", cpu, m->nr_cpus - 1);
+	pk_cpu_lock(m, cpu);
+	kvm_disable_virtualization_cpu_locked(m, cpu);
+	pk_cpu_unlock(m, cpu);
 	return 0;
 }
 
-/* The IPI handler of a reboot/kexec/offline: virtualization off on this CPU. */
+/* The IPI handler of a reboot/kexec/offline: virtualization off on this CPU. It
+ * interrupts whatever the CPU was doing, so the CPU is held already. */
 static void kvm_virt_disable_ipi(struct pk_machine *m, u32 cpu)
 {
-	pk_kvm_disable_virtualization_cpu(m, cpu);
+	kvm_disable_virtualization_cpu_locked(m, cpu);
 }
+
+/* ---- VMs ---- */
 
 int pk_create_vm(struct pk_machine *m, struct kvm **out)
 {
@@ -209,62 +258,149 @@ int pk_create_vm(struct pk_machine *m, struct kvm **out)
 	int r;
 
 	if (!m->kvm_global)
-		return -ENOENT;
-	pk_this_cpu = &m->cpu[0];
+		return pk_err(-ENOENT, "kvm is not loaded");
+	mutex_lock(pk_kvm_lock(m));
 	r = kvm_enable_virtualization(m);
-	if (r)
-		return r;
+	if (r) {
+		mutex_unlock(pk_kvm_lock(m));
+		return pk_err(r, "enabling virtualization failed on some CPU");
+	}
+	mutex_unlock(pk_kvm_lock(m));
 	kvm = pk_kzalloc(m, m->kvm_x86_ops->vm_size, 64);
 	if (!kvm)
-		return -ENOMEM;
+		return pk_err(-ENOMEM, "no kernel memory for a VM (%zu KiB in use of %zu MiB)",
+			      m->kmem_in_use >> 10, m->kmem_reserved >> 20);
 	kvm->m = m;
+	kvm->max_vcpus = KVM_MAX_VCPUS;
+	kvm->lock = mutex_create();
+	kvm->slots_lock = mutex_create();
+	if (!kvm->lock || !kvm->slots_lock) {
+		r = pk_err(-ENOMEM, "no memory for a VM's locks");
+		goto fail;
+	}
+	pk_this_cpu = &m->cpu[0];
 	r = kvm_x86_call(vm_init)(kvm);
 	if (r)
-		return r;
+		goto fail;
 	*out = kvm;
 	return 0;
+fail:
+	mutex_destroy(kvm->lock);
+	mutex_destroy(kvm->slots_lock);
+	pk_kfree(m, kvm, m->kvm_x86_ops->vm_size, 64);
+	return r;
 }
 
+/*
+ * A memslot change (KVM_SET_USER_MEMORY_REGION). The kernel publishes a new memslot
+ * array and waits for running vCPUs (SRCU); here the "hardware" walks kvm->memslots
+ * while guests run, so the update waits until no CPU runs anything (every runqueue held,
+ * in order), then changes the slots in place.
+ */
 int pk_vm_set_memslot(struct kvm *kvm, u32 slot, u64 gpa, u64 size, void *hva)
 {
+	struct pk_machine *m = kvm->m;
 	struct pk_memslots *s = &kvm->memslots;
+	int r = 0;
 
-	if (slot >= PK_MAX_MEMSLOTS || (gpa & 0xfff) || (size & 0xfff) || gpa + size < gpa)
-		return -EINVAL;
+	if (slot >= PK_MAX_MEMSLOTS)
+		return pk_err(-EINVAL, "slot %u: a VM has slots 0..%d", slot, PK_MAX_MEMSLOTS - 1);
+	if ((gpa & 0xfff) || (size & 0xfff) || gpa + size < gpa)
+		return pk_err(-EINVAL, "slot %u: gpa %#llx and size %#llx must be page-aligned "
+			      "and not wrap", slot, (unsigned long long)gpa, (unsigned long long)size);
+	mutex_lock(kvm->slots_lock);
+	for (u32 c = 0; c < m->nr_cpus; c++)
+		pk_cpu_lock(m, c);
 	for (u32 i = 0; i < s->nr; i++) {
 		struct pk_memslot *o = &s->slot[i];
-		if (i != slot && o->size && gpa < o->gpa + o->size && o->gpa < gpa + size)
-			return -EEXIST;
+
+		if (i != slot && o->size && gpa < o->gpa + o->size && o->gpa < gpa + size) {
+			r = pk_err(-EEXIST, "slot %u overlaps slot %u", slot, i);
+			goto out;
+		}
 	}
 	s->slot[slot].gpa = gpa;
 	s->slot[slot].size = hva ? size : 0;
 	s->slot[slot].hva = hva;
 	if (slot >= s->nr)
 		s->nr = slot + 1;
-	return 0;
+out:
+	for (u32 c = m->nr_cpus; c-- > 0;)
+		pk_cpu_unlock(m, c);
+	mutex_unlock(kvm->slots_lock);
+	return r;
 }
 
-int pk_create_vcpu(struct kvm *kvm, int cpu, struct kvm_vcpu **out)
+static struct kvm_vcpu *kvm_get_vcpu_by_id(struct kvm *kvm, int id)
+{
+	for (int i = 0; i < kvm->nr_vcpus; i++)
+		if (kvm->vcpus[i]->vcpu_id == id)
+			return kvm->vcpus[i];
+	return NULL;
+}
+
+/* Free a vCPU whose creation failed, or of a VM being destroyed; its CPU is held. */
+static void kvm_vcpu_free_locked(struct kvm_vcpu *vcpu)
+{
+	struct pk_machine *m = vcpu->kvm->m;
+
+	kvm_arch_vcpu_destroy(vcpu);
+	pk_host_exit_task(m, vcpu->task);
+}
+
+/*
+ * KVM_CREATE_VCPU (kernel: kvm_vm_ioctl_create_vcpu): the id is the vCPU's APIC ID,
+ * below KVM_MAX_VCPU_IDS and unique in the VM (-EEXIST); at most max_vcpus vCPUs. With
+ * id < 0 the lowest free id is taken. The vCPU thread (a host task) runs on `cpu`, or
+ * round robin over the CPUs when cpu < 0.
+ */
+int pk_create_vcpu(struct kvm *kvm, int cpu, int id, struct kvm_vcpu **out)
 {
 	struct pk_machine *m = kvm->m;
-	struct kvm_cpuid_entry2 cpuid[KVM_MAX_CPUID_ENTRIES];
+	struct kvm_cpuid_entry2 cpuid[8];
 	struct kvm_vcpu *vcpu;
 	int task, n, r;
+	u32 held;
 
-	if (kvm->nr_vcpus >= KVM_MAX_VCPUS)
-		return -EINVAL;
+	if (id >= KVM_MAX_VCPU_IDS)
+		return pk_err(-EINVAL, "vCPU id %d: ids are below KVM_MAX_VCPU_IDS (%d)", id,
+			      KVM_MAX_VCPU_IDS);
+	if (cpu >= 0 && (u32)cpu >= m->nr_cpus)
+		return pk_err(-EINVAL, "cpu %d: the machine has CPUs 0..%u", cpu, m->nr_cpus - 1);
+	mutex_lock(kvm->lock);
+	if (kvm->created_vcpus >= kvm->max_vcpus) {
+		r = pk_err(-EINVAL, "the VM has its %d vCPUs already (KVM_MAX_VCPUS)",
+			   kvm->max_vcpus);
+		goto unlock;
+	}
+	if (id < 0)
+		for (id = 0; kvm_get_vcpu_by_id(kvm, id); id++)
+			;
+	if (kvm_get_vcpu_by_id(kvm, id)) {
+		r = pk_err(-EEXIST, "the VM has a vCPU with id %d already", id);
+		goto unlock;
+	}
 	if (cpu < 0)
 		cpu = kvm->nr_vcpus % m->nr_cpus;
-	if ((u32)cpu >= m->nr_cpus)
-		return -EINVAL;
 	task = pk_host_create_task(m, cpu, true);
-	if (task < 0)
-		return -ENOMEM;
+	if (task < 0) {
+		r = task;
+		goto unlock;
+	}
 	vcpu = pk_kzalloc(m, m->kvm_x86_ops->vcpu_size, 4096);
-	if (!vcpu)
-		return -ENOMEM;
+	if (!vcpu) {
+		r = pk_err(-ENOMEM, "no kernel memory for a vCPU (%zu KiB in use of %zu MiB)",
+			   m->kmem_in_use >> 10, m->kmem_reserved >> 20);
+		goto no_vcpu;
+	}
+	vcpu->mutex = mutex_create();
+	if (!vcpu->mutex) {
+		r = pk_err(-ENOMEM, "no memory for a vCPU's mutex");
+		goto no_mutex;
+	}
 	vcpu->kvm = kvm;
-	vcpu->vcpu_id = kvm->nr_vcpus;
+	vcpu->vcpu_id = id;
+	vcpu->vcpu_idx = kvm->nr_vcpus;
 	vcpu->cpu = -1;
 	vcpu->task = task;
 	vcpu->preempt_notifier.sched_in = kvm_sched_in;
@@ -272,7 +408,7 @@ int pk_create_vcpu(struct kvm *kvm, int cpu, struct kvm_vcpu **out)
 	vcpu->preempt_notifier.task = -1;
 	vcpu->arch.last_vmentry_cpu = -1;
 
-	kvm_ioctl_enter(m, task);
+	held = kvm_ioctl_enter(vcpu);
 	u32 old = pk_path_enter(m, PK_PATH_HARDWARE);
 	r = kvm_x86_call(vcpu_create)(vcpu);
 	pk_path_leave(m, old);
@@ -280,15 +416,68 @@ int pk_create_vcpu(struct kvm *kvm, int cpu, struct kvm_vcpu **out)
 		vcpu_load(vcpu);
 		kvm_x86_call(vcpu_reset)(vcpu, false);
 		vcpu_put(vcpu);
-		n = kvm_get_supported_cpuid(cpuid, KVM_MAX_CPUID_ENTRIES);
-		r = kvm_vcpu_ioctl_set_cpuid2(vcpu, cpuid, n);
+		n = kvm_get_supported_cpuid(cpuid, ARRAY_SIZE(cpuid));
+		r = n < 0 ? n : kvm_vcpu_ioctl_set_cpuid2(vcpu, cpuid, n);
+		if (r)
+			kvm_arch_vcpu_destroy(vcpu);
 	}
-	kvm_ioctl_exit();
-	if (r)
-		return r;
+	if (r) {
+		pk_host_exit_task(m, task);	/* leaves the CPU in user mode */
+		pk_cpu_unlock(m, held);
+		mutex_destroy(vcpu->mutex);
+		goto no_mutex;
+	}
+	kvm_ioctl_exit(vcpu, held);
 	kvm->vcpus[kvm->nr_vcpus++] = vcpu;
+	kvm->created_vcpus++;
+	mutex_unlock(kvm->lock);
 	*out = vcpu;
 	return 0;
+no_mutex:
+	pk_kfree(m, vcpu, m->kvm_x86_ops->vcpu_size, 4096);
+	goto unlock;
+no_vcpu:
+	held = pk_task(m, task)->cpu;	/* the thread never ran: it just exits */
+	pk_cpu_lock(m, held);
+	pk_this_cpu = &m->cpu[held];
+	pk_host_exit_task(m, task);
+	pk_cpu_unlock(m, held);
+unlock:
+	mutex_unlock(kvm->lock);
+	return r;
+}
+
+/*
+ * kvm_destroy_vm(), when the last reference to the VM goes: every vCPU is freed on its
+ * CPU (kvm_vcpu_destroy -> kvm_arch_vcpu_destroy), its thread exits, then the VM's
+ * memory is freed. Nothing may use the VM or its vCPUs any more.
+ */
+void pk_destroy_vm(struct kvm *kvm)
+{
+	struct pk_machine *m;
+
+	if (!kvm)
+		return;
+	m = kvm->m;
+	mutex_lock(kvm->lock);
+	for (int i = 0; i < kvm->nr_vcpus; i++) {
+		struct kvm_vcpu *vcpu = kvm->vcpus[i];
+		u32 cpu;
+
+		mutex_lock(vcpu->mutex);
+		cpu = kvm_ioctl_enter(vcpu);
+		kvm_vcpu_free_locked(vcpu);
+		pk_cpu_unlock(m, cpu);
+		mutex_unlock(vcpu->mutex);
+		mutex_destroy(vcpu->mutex);
+		pk_kfree(m, vcpu, m->kvm_x86_ops->vcpu_size, 4096);
+		kvm->vcpus[i] = NULL;
+	}
+	kvm->nr_vcpus = 0;
+	mutex_unlock(kvm->lock);
+	mutex_destroy(kvm->lock);
+	mutex_destroy(kvm->slots_lock);
+	pk_kfree(m, kvm, m->kvm_x86_ops->vm_size, 64);
 }
 
 /* ---- vCPU ioctls ---- */
@@ -297,29 +486,48 @@ int pk_create_vcpu(struct kvm *kvm, int cpu, struct kvm_vcpu **out)
  * KVM_RUN. With stay_in_kernel the vCPU thread has not reached user mode yet when this
  * returns (as if it were still on its exit path): user-return MSRs are still loaded, so
  * events such as a virtualization-disable IPI can be placed there; pk_vcpu_return_to_user
- * finishes the return.
+ * finishes the return. `inject_at` > 0 preempts the thread once, at the first preemptible
+ * point from its inject_at-th host instruction on (*preempted says whether it happened).
  */
-int pk_vcpu_run_ex(struct kvm_vcpu *vcpu, u64 max_insns, bool stay_in_kernel)
+static int vcpu_run(struct kvm_vcpu *vcpu, u64 max_insns, bool stay_in_kernel, u32 inject_at,
+		    bool *preempted)
 {
 	struct pk_machine *m = vcpu->kvm->m;
-	struct pk_task *t = &m->host.tasks[vcpu->task];
+	struct pk_task *t = pk_task(m, vcpu->task);
+	u32 cpu;
 	int r;
 
-	t->timer_budget = max_insns ? max_insns : UINT64_MAX;
+	cpu = vcpu_ioctl_begin(vcpu);
 	t->signal_pending = false;
-	kvm_ioctl_enter(m, vcpu->task);
-	this_cpu()->insn_budget = t->timer_budget;
+	/* The run's instruction budget is the thread's timer: a signal ends the run. */
+	t->timer_budget = max_insns ? max_insns : UINT64_MAX;
+	this_cpu()->insn_budget = UINT64_MAX;
+	pk_timer_slice_start(this_cpu(), t);
+	if (inject_at)
+		pk_inject_arm_patient(m, cpu, inject_at, PK_INJ_PREEMPT);
 	r = kvm_arch_vcpu_ioctl_run(vcpu);
+	if (inject_at) {
+		*preempted = m->inject.fired;
+		pk_inject_disarm(m);
+	}
 	/* The signal that ended the run is delivered on the way out. */
 	t->signal_pending = false;
-	if (!stay_in_kernel)
-		kvm_ioctl_exit();
+	if (stay_in_kernel)
+		pk_cpu_unlock(m, cpu);
+	else
+		kvm_ioctl_exit(vcpu, cpu);
+	mutex_unlock(vcpu->mutex);
 	return r;
+}
+
+int pk_vcpu_run_ex(struct kvm_vcpu *vcpu, u64 max_insns, bool stay_in_kernel)
+{
+	return vcpu_run(vcpu, max_insns, stay_in_kernel, 0, NULL);
 }
 
 int pk_vcpu_run(struct kvm_vcpu *vcpu, u64 max_insns)
 {
-	return pk_vcpu_run_ex(vcpu, max_insns, false);
+	return vcpu_run(vcpu, max_insns, false, 0, NULL);
 }
 
 /*
@@ -328,26 +536,37 @@ int pk_vcpu_run(struct kvm_vcpu *vcpu, u64 max_insns)
  */
 int pk_vcpu_run_preempted(struct kvm_vcpu *vcpu, u64 max_insns, u32 n, bool *preempted)
 {
-	struct pk_machine *m = vcpu->kvm->m;
-	int r;
+	*preempted = false;
+	return vcpu_run(vcpu, max_insns, false, n ? n : 1, preempted);
+}
 
-	pk_inject_arm_patient(m, m->host.tasks[vcpu->task].cpu, n, PK_INJ_PREEMPT);
-	r = pk_vcpu_run(vcpu, max_insns);
-	*preempted = m->inject.fired;
-	pk_inject_disarm(m);
-	return r;
+/* A signal to the vCPU thread (kvm_vcpu_kick, or Ctrl-C): a run ends at the next tick. */
+int pk_vcpu_kick(struct kvm_vcpu *vcpu)
+{
+	pk_signal_task(vcpu->kvm->m, vcpu->task);
+	return 0;
 }
 
 int pk_vcpu_return_to_user(struct kvm_vcpu *vcpu)
 {
 	struct pk_machine *m = vcpu->kvm->m;
-	struct pk_task *t = &m->host.tasks[vcpu->task];
+	struct pk_task *t;
+	int r = 0;
+	u32 cpu;
 
-	if (m->host.current[t->cpu] != vcpu->task || m->host.in_user[t->cpu])
-		return -EINVAL;
-	pk_this_cpu = &m->cpu[t->cpu];
-	kvm_ioctl_exit();
-	return 0;
+	mutex_lock(vcpu->mutex);
+	t = pk_task(m, vcpu->task);
+	cpu = t->cpu;
+	pk_cpu_lock(m, cpu);
+	if (m->host.current[cpu] != vcpu->task || m->host.in_user[cpu]) {
+		r = pk_err(-EINVAL, "the vCPU thread is not in the kernel on its way out");
+		pk_cpu_unlock(m, cpu);
+	} else {
+		pk_this_cpu = &m->cpu[cpu];
+		kvm_ioctl_exit(vcpu, cpu);
+	}
+	mutex_unlock(vcpu->mutex);
+	return r;
 }
 
 struct kvm_run *pk_vcpu_run_struct(struct kvm_vcpu *vcpu)
@@ -358,14 +577,14 @@ struct kvm_run *pk_vcpu_run_struct(struct kvm_vcpu *vcpu)
 static int vcpu_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *e, u32 n, bool set)
 {
 	struct pk_machine *m = vcpu->kvm->m;
-	u32 old;
+	u32 old, cpu;
 	int r;
 
-	kvm_ioctl_enter(m, vcpu->task);
+	cpu = vcpu_ioctl_begin(vcpu);
 	old = pk_path_enter(m, PK_PATH_IOCTL);
 	r = kvm_vcpu_ioctl_msrs(vcpu, e, n, set);
 	pk_path_leave(m, old);
-	kvm_ioctl_exit();
+	vcpu_ioctl_end(vcpu, cpu);
 	return r;
 }
 
@@ -381,103 +600,81 @@ int pk_vcpu_set_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *e, u32 n)
 
 int pk_vcpu_get_regs(struct kvm_vcpu *vcpu, struct pk_regs *regs)
 {
-	kvm_ioctl_enter(vcpu->kvm->m, vcpu->task);
-	vcpu_load(vcpu);
-	for (int i = 0; i < NR_VCPU_GPRS; i++)
-		regs->gpr[i] = kvm_register_read(vcpu, i);
-	regs->rip = kvm_rip_read(vcpu);
-	regs->rflags = kvm_x86_call(get_rflags)(vcpu);
-	vcpu_put(vcpu);
-	kvm_ioctl_exit();
-	return 0;
+	u32 cpu = vcpu_ioctl_begin(vcpu);
+	int r = kvm_arch_vcpu_ioctl_get_regs(vcpu, regs);
+
+	vcpu_ioctl_end(vcpu, cpu);
+	return r;
 }
 
 int pk_vcpu_set_regs(struct kvm_vcpu *vcpu, const struct pk_regs *regs)
 {
-	kvm_ioctl_enter(vcpu->kvm->m, vcpu->task);
-	vcpu_load(vcpu);
-	for (int i = 0; i < NR_VCPU_GPRS; i++)
-		kvm_register_write(vcpu, i, regs->gpr[i]);
-	kvm_rip_write(vcpu, regs->rip);
-	kvm_x86_call(set_rflags)(vcpu, regs->rflags | X86_EFLAGS_FIXED);
-	vcpu->arch.exception.pending = false;
-	vcpu_put(vcpu);
-	kvm_ioctl_exit();
-	return 0;
+	u32 cpu = vcpu_ioctl_begin(vcpu);
+	int r = kvm_arch_vcpu_ioctl_set_regs(vcpu, regs);
+
+	vcpu_ioctl_end(vcpu, cpu);
+	return r;
 }
 
 int pk_vcpu_get_sregs(struct kvm_vcpu *vcpu, struct pk_sregs *s)
 {
-	kvm_ioctl_enter(vcpu->kvm->m, vcpu->task);
-	vcpu_load(vcpu);
-	for (int i = 0; i < NR_VCPU_SREGS; i++)
-		kvm_x86_call(get_segment)(vcpu, &s->seg[i], i);
-	kvm_x86_call(get_gdt)(vcpu, &s->gdt);
-	kvm_x86_call(get_idt)(vcpu, &s->idt);
-	s->cr0 = vcpu->arch.cr0;
-	s->cr2 = vcpu->arch.cr2;
-	s->cr3 = vcpu->arch.cr3;
-	s->cr4 = vcpu->arch.cr4;
-	s->efer = vcpu->arch.efer;
-	s->apic_base = vcpu->arch.apic_base;
-	vcpu_put(vcpu);
-	kvm_ioctl_exit();
-	return 0;
+	u32 cpu = vcpu_ioctl_begin(vcpu);
+	int r = kvm_arch_vcpu_ioctl_get_sregs(vcpu, s);
+
+	vcpu_ioctl_end(vcpu, cpu);
+	return r;
 }
 
 int pk_vcpu_set_sregs(struct kvm_vcpu *vcpu, const struct pk_sregs *s)
 {
-	struct desc_ptr dt;
-	struct kvm_segment seg;
-	int r = 0;
+	u32 cpu = vcpu_ioctl_begin(vcpu);
+	int r = kvm_arch_vcpu_ioctl_set_sregs(vcpu, s);
 
-	kvm_ioctl_enter(vcpu->kvm->m, vcpu->task);
-	vcpu_load(vcpu);
-	vcpu->arch.cr2 = s->cr2;
-	vcpu->arch.cr3 = s->cr3;
-	if (kvm_x86_call(set_efer)(vcpu, s->efer))
-		r = -EINVAL;
-	kvm_x86_call(set_cr0)(vcpu, s->cr0);
-	kvm_x86_call(set_cr4)(vcpu, s->cr4);
-	for (int i = 0; i < NR_VCPU_SREGS; i++) {
-		seg = s->seg[i];
-		kvm_x86_call(set_segment)(vcpu, &seg, i);
-	}
-	dt = s->gdt;
-	kvm_x86_call(set_gdt)(vcpu, &dt);
-	dt = s->idt;
-	kvm_x86_call(set_idt)(vcpu, &dt);
-	vcpu->arch.apic_base = s->apic_base;
-	vcpu_put(vcpu);
-	kvm_ioctl_exit();
+	vcpu_ioctl_end(vcpu, cpu);
 	return r;
 }
 
 int pk_get_supported_cpuid(struct pk_machine *m, struct kvm_cpuid_entry2 *entries, int max)
 {
+	int r;
+
+	pk_cpu_lock(m, 0);
 	pk_this_cpu = &m->cpu[0];
-	return kvm_get_supported_cpuid(entries, max);
+	r = kvm_get_supported_cpuid(entries, max);
+	pk_cpu_unlock(m, 0);
+	return r;
 }
 
 int pk_vcpu_set_cpuid(struct kvm_vcpu *vcpu, const struct kvm_cpuid_entry2 *entries, int n)
 {
-	int r;
+	u32 cpu = vcpu_ioctl_begin(vcpu);
+	int r = kvm_vcpu_ioctl_set_cpuid2(vcpu, entries, n);
 
-	kvm_ioctl_enter(vcpu->kvm->m, vcpu->task);
-	r = kvm_vcpu_ioctl_set_cpuid2(vcpu, entries, n);
-	kvm_ioctl_exit();
+	vcpu_ioctl_end(vcpu, cpu);
 	return r;
 }
 
 int pk_vcpu_get_stat(struct kvm_vcpu *vcpu, struct kvm_vcpu_stat *stat)
 {
+	mutex_lock(vcpu->mutex);
 	*stat = vcpu->stat;
+	mutex_unlock(vcpu->mutex);
 	return 0;
 }
 
 int pk_vcpu_cpu(struct kvm_vcpu *vcpu)
 {
-	return (int)vcpu->kvm->m->host.tasks[vcpu->task].cpu;
+	int cpu;
+
+	mutex_lock(vcpu->mutex);
+	cpu = (int)pk_task(vcpu->kvm->m, vcpu->task)->cpu;
+	mutex_unlock(vcpu->mutex);
+	return cpu;
+}
+
+int pk_vcpu_id(struct kvm_vcpu *vcpu)
+{
+	return vcpu->vcpu_id;
 }
 
 /*
@@ -487,38 +684,62 @@ int pk_vcpu_cpu(struct kvm_vcpu *vcpu)
 int pk_vcpu_migrate(struct kvm_vcpu *vcpu, int cpu)
 {
 	struct pk_machine *m = vcpu->kvm->m;
-	struct pk_task *t = &m->host.tasks[vcpu->task];
-	int from = (int)t->cpu;
+	struct pk_task *t;
+	int from, r = 0;
 
 	if (cpu < 0 || (u32)cpu >= m->nr_cpus)
-		return -EINVAL;
-	if (cpu == from)
-		return 0;
-	if (m->host.current[from] == vcpu->task)
-		pk_host_run_other(m, from);	/* the CPU's own user process takes it */
-	return pk_migrate_task(vcpu->task, cpu);
+		return pk_err(-EINVAL, "cpu %d: the machine has CPUs 0..%u", cpu, m->nr_cpus - 1);
+	mutex_lock(vcpu->mutex);
+	t = pk_task(m, vcpu->task);
+	from = (int)t->cpu;
+	if (cpu != from) {
+		pk_cpu_lock(m, from);
+		pk_this_cpu = &m->cpu[from];
+		if (m->host.current[from] == vcpu->task)
+			pk_host_run_other_locked(m, from);	/* its own user process takes it */
+		if (pk_migrate_task(vcpu->task, cpu))
+			r = pk_err(-EINVAL, "the vCPU thread could not move to CPU %d", cpu);
+		pk_cpu_unlock(m, from);
+	}
+	mutex_unlock(vcpu->mutex);
+	return r;
 }
 
 /* ---- costs and live state ---- */
 
-struct pk_costs *pk_machine_costs(struct pk_machine *m) { return &m->costs; }
 struct pk_profile *pk_machine_profile(struct pk_machine *m) { return &m->profile; }
+
 void pk_machine_reset_costs(struct pk_machine *m)
 {
-	u32 path = m->costs.path;
+	for (u32 c = 0; c < m->nr_cpus; c++) {
+		struct pk_costs *k = &m->costs[c];
+		u32 path = k->path;
 
-	memset(&m->costs, 0, sizeof(m->costs));
-	m->costs.path = path;
+		pk_cpu_lock(m, c);
+		memset(k, 0, sizeof(*k));
+		k->path = path;
+		pk_cpu_unlock(m, c);
+	}
 }
 
 int pk_cpu_read_msr(struct pk_machine *m, u32 cpu, u32 index, u64 *val)
 {
+	int r;
+
 	if (cpu >= m->nr_cpus)
-		return -EINVAL;
-	return pk_msr_read(&m->cpu[cpu], index, val) ? -EIO : 0;
+		return pk_err(-EINVAL, "cpu %u: the machine has CPUs 0..%u", cpu, m->nr_cpus - 1);
+	pk_cpu_lock(m, cpu);
+	r = pk_msr_read(&m->cpu[cpu], index, val) ? -EIO : 0;
+	pk_cpu_unlock(m, cpu);
+	if (r)
+		return pk_err(r, "pCPU %u has no MSR %#x (RDMSR faults)", cpu, index);
+	return 0;
 }
 
-u64 pk_host_per_cpu_offset(struct pk_machine *m, u32 cpu)
+int pk_host_per_cpu_offset(struct pk_machine *m, u32 cpu, u64 *offset)
 {
-	return cpu < m->nr_cpus ? m->host.per_cpu_offset[cpu] : 0;
+	if (cpu >= m->nr_cpus)
+		return pk_err(-EINVAL, "cpu %u: the machine has CPUs 0..%u", cpu, m->nr_cpus - 1);
+	*offset = m->host.per_cpu_offset[cpu];
+	return 0;
 }

@@ -6,6 +6,8 @@
 #include "x86.h"
 #include "pykvm/events.h"
 #include "pykvm/module.h"
+#include "pykvm/kvm_api.h"
+#include "pykvm/printk.h"
 
 /* ------------------------------------------------------------------------------------
  * Module parameters (kvm.*)
@@ -257,6 +259,10 @@ int kvm_x86_vendor_init(struct pk_machine *m, const struct kvm_x86_init_ops *ini
 		return r;
 	}
 	g->host_efer = rdmsrl(MSR_EFER);
+	/* kvm_x86_vendor_init(): EFER bits the host has, that a guest may own. */
+	g->efer_reserved_bits = ~(u64)(EFER_SCE | EFER_LME | EFER_LMA);
+	if (g->host_efer & EFER_NX)
+		kvm_enable_efer_bits(EFER_NX);
 
 	u32 old = pk_path_enter(m, PK_PATH_HARDWARE);
 	r = init->hardware_setup();
@@ -282,35 +288,54 @@ static bool kvm_pat_valid(u64 data)
 	return true;
 }
 
-static bool kvm_valid_efer(struct kvm_vcpu *vcpu, u64 efer)
+/* kernel: kvm_enable_efer_bits(): a vendor lets guests own more EFER bits (SVME). */
+void kvm_enable_efer_bits(u64 mask)
 {
-	u64 allowed = EFER_SCE | EFER_LME | EFER_LMA | EFER_NX;
-
-	if (!vcpu->arch.cap_intel_compatible)
-		allowed |= EFER_SVME;
-	if ((efer & (EFER_LME | EFER_LMA)) && !vcpu->arch.cap_lm)
-		return false;
-	return !(efer & ~allowed);
+	kvm_global()->efer_reserved_bits &= ~mask;
 }
 
+/* kernel: __kvm_valid_efer(): the features behind each EFER bit, in the guest's CPUID. */
+static bool __kvm_valid_efer(struct kvm_vcpu *vcpu, u64 efer)
+{
+	if ((efer & EFER_SVME) && !vcpu->arch.cap_svm)
+		return false;
+	if ((efer & (EFER_LME | EFER_LMA)) && !vcpu->arch.cap_lm)
+		return false;
+	if ((efer & EFER_NX) && !vcpu->arch.cap_nx)
+		return false;
+	return true;
+}
+
+/* kernel: kvm_valid_efer() (x86.c). */
+bool kvm_valid_efer(struct kvm_vcpu *vcpu, u64 efer)
+{
+	if (efer & kvm_global()->efer_reserved_bits)
+		return false;
+	return __kvm_valid_efer(vcpu, efer);
+}
+
+/*
+ * kernel: set_efer(). Reserved bits are refused for everyone; the guest's CPUID and the
+ * "no LME change with paging on" rule only bind the guest. LMA is the CPU's: a write,
+ * host-initiated or not, keeps the current value (KVM_SET_SREGS is how it changes).
+ */
 static int set_efer(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
 {
 	u64 old_efer = vcpu->arch.efer;
 	u64 efer = msr_info->data;
 	int r;
 
-	if (!kvm_valid_efer(vcpu, efer))
+	if (efer & kvm_global()->efer_reserved_bits)
 		return 1;
 	if (!msr_info->host_initiated) {
+		if (!__kvm_valid_efer(vcpu, efer))
+			return 1;
 		/* LME may not change while paging is on (SDM 2.2.1). */
 		if ((vcpu->arch.cr0 & X86_CR0_PG) && ((efer ^ old_efer) & EFER_LME))
 			return 1;
 	}
-	/* LMA is owned by the CPU: a guest write keeps the current value. */
 	efer &= ~EFER_LMA;
 	efer |= vcpu->arch.efer & EFER_LMA;
-	if (msr_info->host_initiated)
-		efer = msr_info->data;
 
 	r = kvm_x86_call(set_efer)(vcpu, efer);
 	return r ? 1 : 0;
@@ -344,8 +369,7 @@ int kvm_set_msr_common(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
 		vcpu->arch.tsc_deadline = data;
 		return 0;
 	case MSR_IA32_APICBASE:
-		vcpu->arch.apic_base = data;
-		return 0;
+		return kvm_apic_set_base(vcpu, data, msr_info->host_initiated);
 	case MSR_IA32_PRED_CMD:
 		if (!msr_info->host_initiated && !vcpu->arch.cap_ibpb)
 			return 1;
@@ -504,11 +528,17 @@ fastpath_t handle_fastpath_set_msr_irqoff(struct kvm_vcpu *vcpu)
 	}
 }
 
-/* KVM_GET_MSRS / KVM_SET_MSRS (__msr_io): the count processed, stopping at the first failure. */
+/*
+ * KVM_GET_MSRS / KVM_SET_MSRS (msr_io, __msr_io): the count processed, stopping at the
+ * first failure; MAX_IO_MSRS entries or more are refused whole (E2BIG).
+ */
 int kvm_vcpu_ioctl_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u32 n, bool set)
 {
 	u32 i;
 
+	if (n >= MAX_IO_MSRS)
+		return pk_err(-E2BIG, "%u MSRs in one KVM_%s_MSRS: fewer than MAX_IO_MSRS (%d)",
+			      n, set ? "SET" : "GET", MAX_IO_MSRS);
 	vcpu_load(vcpu);
 	for (i = 0; i < n; ++i) {
 		int r = set ? kvm_set_msr(vcpu, entries[i].index, entries[i].data, true)
@@ -860,10 +890,10 @@ void kvm_arch_vcpu_load(struct kvm_vcpu *vcpu, int cpu)
 	struct kvm_x86_global *g = kvm_global();
 
 	/* A different vCPU ran here last: keep it from steering our indirect branches. */
-	if (g->last_vcpu[cpu] != vcpu) {
+	if (__atomic_load_n(&g->last_vcpu[cpu], __ATOMIC_RELAXED) != vcpu) {
 		if (this_machine()->model.has_ibpb)
 			wrmsrl(MSR_IA32_PRED_CMD, PRED_CMD_IBPB);
-		g->last_vcpu[cpu] = vcpu;
+		__atomic_store_n(&g->last_vcpu[cpu], vcpu, __ATOMIC_RELAXED);
 	}
 	kvm_x86_call(vcpu_load)(vcpu, cpu);
 	if (vcpu->cpu != cpu && vcpu->cpu != -1)
@@ -874,6 +904,159 @@ void kvm_arch_vcpu_load(struct kvm_vcpu *vcpu, int cpu)
 void kvm_arch_vcpu_put(struct kvm_vcpu *vcpu)
 {
 	kvm_x86_call(vcpu_put)(vcpu);
+}
+
+/*
+ * kernel: kvm_arch_vcpu_destroy(): the vendor frees its part (a VMCS is VMCLEARed where
+ * it is loaded), then the CPUID table. No CPU may remember the vCPU as the last one to
+ * run there (as svm_clear_current_vmcb() forgets a freed VMCB on every CPU).
+ */
+void kvm_arch_vcpu_destroy(struct kvm_vcpu *vcpu)
+{
+	struct pk_machine *m = vcpu->kvm->m;
+	struct kvm_x86_global *g = kvm_global();
+
+	kvm_x86_call(vcpu_free)(vcpu);
+	for (u32 c = 0; c < m->nr_cpus; c++) {
+		struct kvm_vcpu *expected = vcpu;
+
+		__atomic_compare_exchange_n(&g->last_vcpu[c], &expected, NULL, false,
+					    __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+	}
+	pk_kfree(m, vcpu->arch.cpuid_entries,
+		 vcpu->arch.cpuid_nent * sizeof(*vcpu->arch.cpuid_entries), 64);
+	vcpu->arch.cpuid_entries = NULL;
+	vcpu->arch.cpuid_nent = 0;
+}
+
+/* ------------------------------------------------------------------------------------
+ * KVM_GET/SET_REGS, KVM_GET/SET_SREGS (kvm_arch_vcpu_ioctl_*)
+ * ---------------------------------------------------------------------------------- */
+
+int kvm_arch_vcpu_ioctl_get_regs(struct kvm_vcpu *vcpu, struct pk_regs *regs)
+{
+	vcpu_load(vcpu);
+	for (int i = 0; i < NR_VCPU_GPRS; i++)
+		regs->gpr[i] = kvm_register_read(vcpu, i);
+	regs->rip = kvm_rip_read(vcpu);
+	regs->rflags = kvm_x86_call(get_rflags)(vcpu);
+	vcpu_put(vcpu);
+	return 0;
+}
+
+/* kernel: __set_regs(): any values; RFLAGS gets its fixed bit; a pending fault is dropped. */
+int kvm_arch_vcpu_ioctl_set_regs(struct kvm_vcpu *vcpu, const struct pk_regs *regs)
+{
+	vcpu_load(vcpu);
+	for (int i = 0; i < NR_VCPU_GPRS; i++)
+		kvm_register_write(vcpu, i, regs->gpr[i]);
+	kvm_rip_write(vcpu, regs->rip);
+	kvm_x86_call(set_rflags)(vcpu, regs->rflags | X86_EFLAGS_FIXED);
+	vcpu->arch.exception.pending = false;
+	vcpu_put(vcpu);
+	return 0;
+}
+
+int kvm_arch_vcpu_ioctl_get_sregs(struct kvm_vcpu *vcpu, struct pk_sregs *s)
+{
+	vcpu_load(vcpu);
+	for (int i = 0; i < NR_VCPU_SREGS; i++)
+		kvm_x86_call(get_segment)(vcpu, &s->seg[i], i);
+	kvm_x86_call(get_gdt)(vcpu, &s->gdt);
+	kvm_x86_call(get_idt)(vcpu, &s->idt);
+	s->cr0 = vcpu->arch.cr0;
+	s->cr2 = vcpu->arch.cr2;
+	s->cr3 = vcpu->arch.cr3;
+	s->cr4 = vcpu->arch.cr4;
+	s->efer = vcpu->arch.efer;
+	s->apic_base = vcpu->arch.apic_base;
+	vcpu_put(vcpu);
+	return 0;
+}
+
+/* kernel: kvm_is_valid_cr0() (x86.c), then the vendor's is_valid_cr0. */
+static bool kvm_is_valid_cr0(struct kvm_vcpu *vcpu, u64 cr0)
+{
+	if (cr0 & 0xffffffff00000000ULL)
+		return false;
+	if ((cr0 & X86_CR0_NW) && !(cr0 & X86_CR0_CD))
+		return false;
+	if ((cr0 & X86_CR0_PG) && !(cr0 & X86_CR0_PE))
+		return false;
+	return kvm_x86_call(is_valid_cr0)(vcpu, cr0);
+}
+
+/* kernel: __kvm_is_valid_cr4() (the guest's CPUID) and the vendor's is_valid_cr4. */
+static bool kvm_is_valid_cr4(struct kvm_vcpu *vcpu, u64 cr4)
+{
+	if (cr4 & vcpu->arch.cr4_guest_rsvd_bits)
+		return false;
+	return kvm_x86_call(is_valid_cr4)(vcpu, cr4);
+}
+
+/*
+ * kernel: kvm_is_valid_sregs() (x86.c, torvalds/linux 2025: with kvm_valid_efer()).
+ * Paging with EFER.LME is 64-bit mode: it needs CR4.PAE, EFER.LMA and a CR3 within
+ * MAXPHYADDR; outside it EFER.LMA is clear and CS cannot be a 64-bit segment.
+ */
+static const char *kvm_is_valid_sregs(struct kvm_vcpu *vcpu, const struct pk_sregs *s)
+{
+	if ((s->efer & EFER_LME) && (s->cr0 & X86_CR0_PG)) {
+		if (!(s->cr4 & X86_CR4_PAE))
+			return "EFER.LME with CR0.PG (64-bit mode) needs CR4.PAE";
+		if (!(s->efer & EFER_LMA))
+			return "EFER.LME with CR0.PG (64-bit mode) needs EFER.LMA";
+		if (!kvm_vcpu_is_legal_gpa(vcpu, s->cr3))
+			return "CR3 has bits above the guest's MAXPHYADDR";
+	} else {
+		if (s->efer & EFER_LMA)
+			return "EFER.LMA without EFER.LME and CR0.PG";
+		if (s->seg[VCPU_SREG_CS].l)
+			return "CS.L (a 64-bit code segment) outside 64-bit mode";
+	}
+	if (!kvm_is_valid_cr4(vcpu, s->cr4))
+		return "CR4 sets a reserved bit or one the guest's CPUID lacks";
+	if (!kvm_is_valid_cr0(vcpu, s->cr0))
+		return "CR0 sets bits 63:32, NW without CD, or PG without PE";
+	if (!kvm_valid_efer(vcpu, s->efer))
+		return "EFER sets a reserved bit or one the guest's CPUID lacks";
+	return NULL;
+}
+
+/* kernel: __set_sregs_common(): checked whole first, then applied. */
+int kvm_arch_vcpu_ioctl_set_sregs(struct kvm_vcpu *vcpu, const struct pk_sregs *s)
+{
+	const char *why = kvm_is_valid_sregs(vcpu, s);
+	struct desc_ptr dt;
+	struct kvm_segment seg;
+	int r = 0;
+
+	if (why)
+		return pk_err(-EINVAL, "KVM_SET_SREGS: %s (cr0 %#llx cr4 %#llx efer %#llx)", why,
+			      (unsigned long long)s->cr0, (unsigned long long)s->cr4,
+			      (unsigned long long)s->efer);
+	vcpu_load(vcpu);
+	if (kvm_apic_set_base(vcpu, s->apic_base, true)) {
+		r = pk_err(-EINVAL, "KVM_SET_SREGS: APIC base %#llx sets reserved bits or an "
+			   "invalid mode", (unsigned long long)s->apic_base);
+		goto out;
+	}
+	dt = s->idt;
+	kvm_x86_call(set_idt)(vcpu, &dt);
+	dt = s->gdt;
+	kvm_x86_call(set_gdt)(vcpu, &dt);
+	vcpu->arch.cr2 = s->cr2;
+	vcpu->arch.cr3 = s->cr3;
+	kvm_x86_call(set_efer)(vcpu, s->efer);
+	kvm_x86_call(set_cr0)(vcpu, s->cr0);
+	kvm_x86_call(set_cr4)(vcpu, s->cr4);
+	for (int i = 0; i < NR_VCPU_SREGS; i++) {
+		seg = s->seg[i];
+		kvm_x86_call(set_segment)(vcpu, &seg, i);
+	}
+out:
+	vcpu_put(vcpu);
+	return r;
 }
 
 int kvm_get_supported_cpuid(struct kvm_cpuid_entry2 *e, int max)
@@ -920,17 +1103,74 @@ int kvm_get_supported_cpuid(struct kvm_cpuid_entry2 *e, int max)
 	return n;
 }
 
-/* KVM_SET_CPUID2: keep the entries, derive the capabilities the switch depends on. */
+/* A CPUID feature bit, in the entry userspace gave and in what KVM supports
+ * (kernel: guest_cpu_cap_has(), the guest's CPUID and KVM's capabilities). */
+static bool cpuid_has(const struct kvm_cpuid_entry2 *e, int n, u32 fn, u32 idx, int reg, u32 bit)
+{
+	for (int i = 0; i < n; i++) {
+		if (e[i].function != fn || (e[i].index != idx && (e[i].flags & 1)))
+			continue;
+		switch (reg) {
+		case 0: return e[i].eax & bit;
+		case 1: return e[i].ebx & bit;
+		case 2: return e[i].ecx & bit;
+		default: return e[i].edx & bit;
+		}
+	}
+	return false;
+}
+
+enum { EAX, EBX, ECX, EDX };
+
+/*
+ * KVM_SET_CPUID2 (kernel: kvm_vcpu_ioctl_set_cpuid2, kvm_set_cpuid in cpuid.c; it lives
+ * here until pykvm has a cpuid.c): at most KVM_MAX_CPUID_ENTRIES entries (E2BIG); a
+ * virtual-address width of 48 or 57 bits if leaf 0x80000008 says one (kvm_check_cpuid:
+ * EINVAL); after the vCPU has run, only the very same table (kvm_cpuid_check_equal:
+ * EINVAL). Then the capabilities the switch and KVM's checks depend on.
+ */
 int kvm_vcpu_ioctl_set_cpuid2(struct kvm_vcpu *vcpu, const struct kvm_cpuid_entry2 *entries, int n)
 {
+	struct pk_machine *m = vcpu->kvm->m;
+	struct kvm_cpuid_entry2 sup[8], *copy = NULL;
 	const struct kvm_cpuid_entry2 *e;
 	struct kvm_vcpu_arch *a = &vcpu->arch;
+	int ns, maxphyaddr = 36;
+	u64 rsvd;
 
 	if (n < 0 || n > KVM_MAX_CPUID_ENTRIES)
-		return -E2BIG;
-	memcpy(a->cpuid_entries, entries, sizeof(*entries) * n);
+		return pk_err(-E2BIG, "KVM_SET_CPUID2: %d entries, at most KVM_MAX_CPUID_ENTRIES "
+			      "(%d)", n, KVM_MAX_CPUID_ENTRIES);
+	for (int i = 0; i < n; i++) {
+		if (entries[i].function == 0x80000008) {
+			u32 vaddr_bits = (entries[i].eax >> 8) & 0xff;
+
+			if (vaddr_bits != 48 && vaddr_bits != 57 && vaddr_bits != 0)
+				return pk_err(-EINVAL, "KVM_SET_CPUID2: leaf 0x80000008 gives %u-bit "
+					      "virtual addresses; KVM takes 48 or 57", vaddr_bits);
+		}
+	}
+	if (kvm_vcpu_has_run(vcpu)) {
+		if (n != a->cpuid_nent || (n && memcmp(entries, a->cpuid_entries, n * sizeof(*entries))))
+			return pk_err(-EINVAL, "KVM_SET_CPUID2 after KVM_RUN may only repeat the "
+				      "vCPU's CPUID");
+		return 0;
+	}
+	if (n) {
+		copy = pk_kzalloc(m, n * sizeof(*copy), 64);
+		if (!copy)
+			return pk_err(-ENOMEM, "KVM_SET_CPUID2: no kernel memory for %d entries", n);
+		memcpy(copy, entries, sizeof(*entries) * n);
+	}
+	pk_kfree(m, a->cpuid_entries, a->cpuid_nent * sizeof(*a->cpuid_entries), 64);
+	a->cpuid_entries = copy;
 	a->cpuid_nent = n;
 
+	ns = kvm_get_supported_cpuid(sup, ARRAY_SIZE(sup));
+	if (ns < 0)
+		ns = 0;
+#define HAS(fn, idx, reg, bit)	(cpuid_has(copy, n, fn, idx, reg, bit) && \
+				 cpuid_has(sup, ns, fn, idx, reg, bit))
 	e = kvm_find_cpuid_entry(vcpu, 0, 0);
 	a->cap_intel_compatible = !e || e->ebx == 0x756e6547;
 	e = kvm_find_cpuid_entry(vcpu, 7, 0);
@@ -942,6 +1182,9 @@ int kvm_vcpu_ioctl_set_cpuid2(struct kvm_vcpu *vcpu, const struct kvm_cpuid_entr
 	e = kvm_find_cpuid_entry(vcpu, 0x80000001, 0);
 	a->cap_rdtscp = e && (e->edx & CPUID_8000_0001_EDX_RDTSCP);
 	a->cap_lm = e && (e->edx & CPUID_8000_0001_EDX_LM);
+	a->cap_nx = HAS(0x80000001, 0, EDX, CPUID_8000_0001_EDX_NX);
+	a->cap_svm = HAS(0x80000001, 0, ECX, CPUID_8000_0001_ECX_SVM);
+	a->cap_x2apic = HAS(1, 0, ECX, CPUID_1_ECX_X2APIC);
 	e = kvm_find_cpuid_entry(vcpu, 0x80000008, 0);
 	if (e) {
 		a->cap_ibpb |= !!(e->ebx & CPUID_8000_0008_EBX_IBPB);
@@ -949,6 +1192,40 @@ int kvm_vcpu_ioctl_set_cpuid2(struct kvm_vcpu *vcpu, const struct kvm_cpuid_entr
 		a->cap_stibp |= !!(e->ebx & CPUID_8000_0008_EBX_STIBP);
 		a->cap_ssbd |= !!(e->ebx & CPUID_8000_0008_EBX_SSBD);
 	}
+	/* cpuid_query_maxphyaddr(): 36 bits unless leaf 0x80000008 says. */
+	e = kvm_find_cpuid_entry(vcpu, 0x80000000, 0);
+	if (e && e->eax >= 0x80000008) {
+		e = kvm_find_cpuid_entry(vcpu, 0x80000008, 0);
+		if (e && (e->eax & 0xff))
+			maxphyaddr = e->eax & 0xff;
+	}
+	a->reserved_gpa_bits = rsvd_bits(maxphyaddr, 63);
+	/* __cr4_reserved_bits(guest_cpu_cap_has, vcpu) (x86.h) */
+	rsvd = CR4_RESERVED_BITS;
+	if (!HAS(1, 0, ECX, CPUID_1_ECX_XSAVE))
+		rsvd |= X86_CR4_OSXSAVE;
+	if (!HAS(7, 0, EBX, CPUID_7_EBX_SMEP))
+		rsvd |= X86_CR4_SMEP;
+	if (!HAS(7, 0, EBX, CPUID_7_EBX_SMAP))
+		rsvd |= X86_CR4_SMAP;
+	if (!HAS(7, 0, EBX, CPUID_7_EBX_FSGSBASE))
+		rsvd |= X86_CR4_FSGSBASE;
+	if (!HAS(7, 0, ECX, CPUID_7_ECX_PKU))
+		rsvd |= X86_CR4_PKE;
+	if (!HAS(7, 0, ECX, CPUID_7_ECX_LA57))
+		rsvd |= X86_CR4_LA57;
+	if (!HAS(7, 0, ECX, CPUID_7_ECX_UMIP))
+		rsvd |= X86_CR4_UMIP;
+	if (!HAS(1, 0, ECX, CPUID_1_ECX_VMX))
+		rsvd |= X86_CR4_VMXE;
+	if (!HAS(1, 0, ECX, CPUID_1_ECX_PCID))
+		rsvd |= X86_CR4_PCIDE;
+	if (!HAS(7, 1, EAX, CPUID_7_1_EAX_LAM))
+		rsvd |= X86_CR4_LAM_SUP;
+	if (!HAS(7, 0, ECX, CPUID_7_ECX_SHSTK) && !HAS(7, 0, EDX, CPUID_7_EDX_IBT))
+		rsvd |= X86_CR4_CET;
+#undef HAS
+	a->cr4_guest_rsvd_bits = rsvd;
 	vcpu_load(vcpu);
 	kvm_x86_call(vcpu_after_set_cpuid)(vcpu);
 	vcpu_put(vcpu);

@@ -14,9 +14,19 @@
 struct kvm_vcpu;
 struct kvm;
 
-#define KVM_MAX_VCPUS			8
-#define KVM_MAX_CPUID_ENTRIES		32
+/*
+ * Limits as upstream (arch/x86/include/asm/kvm_host.h): KVM_MAX_VCPUS is
+ * CONFIG_KVM_MAX_NR_VCPUS (1024 by default, 4096 with MAXSMP); vCPU ids may be up to
+ * KVM_VCPU_ID_RATIO times larger, because an x86 vCPU id is an APIC ID and APIC IDs
+ * encode topology. KVM_SET_CPUID2 takes at most KVM_MAX_CPUID_ENTRIES (cpuid.h).
+ */
+#define KVM_MAX_VCPUS			1024
+#define KVM_VCPU_ID_RATIO		4
+#define KVM_MAX_VCPU_IDS		(KVM_MAX_VCPUS * KVM_VCPU_ID_RATIO)
+#define KVM_MAX_CPUID_ENTRIES		256
 #define KVM_MAX_NR_USER_RETURN_MSRS	16
+/* MAX_IO_MSRS (x86.c): KVM_GET/SET_MSRS refuse this many entries or more with E2BIG. */
+#define MAX_IO_MSRS			256
 
 #define EINTR	4
 #define EINVAL	22
@@ -26,6 +36,8 @@ struct kvm;
 #define EIO	5
 #define ENOENT	2
 #define E2BIG	7
+#define EAGAIN	11
+#define EFAULT	14
 
 /* General-purpose registers plus RIP (kernel: enum kvm_reg). */
 enum kvm_reg { VCPU_REGS_RIP = NR_VCPU_GPRS, NR_VCPU_REGS };
@@ -96,11 +108,13 @@ struct kvm_vcpu_arch {
 	u64 apic_base;
 	struct kvm_queued_exception exception;
 
-	struct kvm_cpuid_entry2 cpuid_entries[KVM_MAX_CPUID_ENTRIES];
+	struct kvm_cpuid_entry2 *cpuid_entries;	/* cpuid_nent of them, in kmem */
 	int cpuid_nent;
+	u64 cr4_guest_rsvd_bits;		/* CR4 bits the guest's CPUID does not allow */
+	u64 reserved_gpa_bits;			/* bits above the guest's MAXPHYADDR */
 	/* Guest CPUID capabilities the switch depends on (kernel: guest_cpu_cap_has()). */
 	bool cap_rdtscp, cap_rdpid, cap_lm, cap_spec_ctrl, cap_ssbd, cap_stibp, cap_ibpb,
-	     cap_intel_compatible;
+	     cap_intel_compatible, cap_nx, cap_svm, cap_x2apic;
 
 	/* PIO in flight between the exit and userspace completing it. */
 	struct {
@@ -137,7 +151,9 @@ struct kvm_vcpu_stat {
 
 struct kvm_vcpu {
 	struct kvm *kvm;
-	int vcpu_id;
+	struct mutex *mutex;			/* vcpu->mutex: one ioctl at a time (beside kmem) */
+	int vcpu_id;				/* what userspace named it (its APIC ID) */
+	int vcpu_idx;				/* its index in kvm->vcpus */
 	int cpu;				/* CPU it is loaded on, or -1 */
 	int mode;				/* IN_GUEST_MODE or OUTSIDE_GUEST_MODE */
 	int task;				/* the host task that runs it */
@@ -151,9 +167,13 @@ struct kvm_vcpu {
 
 struct kvm {
 	struct pk_machine *m;
+	struct mutex *lock;			/* kvm->lock: vCPU creation (beside kmem) */
+	struct mutex *slots_lock;		/* kvm->slots_lock: memslot updates */
 	struct pk_memslots memslots;		/* EPT_POINTER / nested_cr3 point here */
-	struct kvm_vcpu *vcpus[KVM_MAX_VCPUS];
-	int nr_vcpus;
+	struct kvm_vcpu *vcpus[KVM_MAX_VCPUS];	/* kernel: the vcpu_array xarray */
+	int nr_vcpus;				/* online_vcpus */
+	int created_vcpus;
+	int max_vcpus;
 };
 
 /*
@@ -170,6 +190,8 @@ struct kvm_x86_ops {
 	int (*vm_init)(struct kvm *kvm);
 	int (*vcpu_create)(struct kvm_vcpu *vcpu);
 	void (*vcpu_free)(struct kvm_vcpu *vcpu);
+	bool (*is_valid_cr0)(struct kvm_vcpu *vcpu, u64 cr0);
+	bool (*is_valid_cr4)(struct kvm_vcpu *vcpu, u64 cr4);
 	void (*vcpu_reset)(struct kvm_vcpu *vcpu, bool init_event);
 	void (*prepare_switch_to_guest)(struct kvm_vcpu *vcpu);
 	void (*vcpu_load)(struct kvm_vcpu *vcpu, int cpu);
@@ -226,6 +248,7 @@ struct kvm_x86_global {
 	struct kvm_vcpu *last_vcpu[PK_MAX_CPUS];			/* per CPU, for IBPB */
 	bool virtualization_enabled[PK_MAX_CPUS];			/* per CPU */
 	u64 host_efer;
+	u64 efer_reserved_bits;			/* EFER bits no guest may set (x86.c) */
 	u64 host_arch_capabilities;
 	struct kvm_params params;
 };
@@ -301,5 +324,6 @@ void vcpu_put(struct kvm_vcpu *vcpu);
 int kvm_arch_vcpu_ioctl_run(struct kvm_vcpu *vcpu);
 void kvm_arch_vcpu_load(struct kvm_vcpu *vcpu, int cpu);
 void kvm_arch_vcpu_put(struct kvm_vcpu *vcpu);
+void kvm_arch_vcpu_destroy(struct kvm_vcpu *vcpu);
 
 #endif

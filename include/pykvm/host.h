@@ -20,10 +20,11 @@
 #define GDT_ENTRY_TSS	8
 #define __TSS_SEL	(GDT_ENTRY_TSS * 8)
 
-void pk_host_init(struct pk_machine *m);
+int pk_host_init(struct pk_machine *m);
 /* The host NMI handler (paranoid entry, then per-cpu data through GS). */
 void pk_host_nmi(struct pk_cpu *cpu);
 int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread);
+void pk_host_exit_task(struct pk_machine *m, int id);
 
 /* The running task enters / leaves the kernel on this_cpu() (syscall, ioctl). */
 void pk_enter_kernel(void);
@@ -45,8 +46,14 @@ void local_irq_enable(void);
 void pk_context_switch(int cpu, int next);
 /* Move a task to another CPU (it is not running; runs there on its next switch). */
 int pk_migrate_task(int task, int cpu);
-/* Host IRQ handler of the timer tick that ends a guest instruction budget. */
+/* Host IRQ handler of the timer tick (see PK_TICK_INSNS in host.c). */
 void pk_host_timer_interrupt(void);
+/* The running task's next slice of guest instructions before a tick. */
+void pk_timer_slice_start(struct pk_cpu *cpu, struct pk_task *t);
+/* A signal to a task from another thread: its run ends at the next tick. */
+void pk_signal_task(struct pk_machine *m, int task);
+/* pk_host_run_other() for a caller that holds the CPU already. */
+void pk_host_run_other_locked(struct pk_machine *m, u32 cpu);
 /* cffi:begin */
 int pk_host_run_other(struct pk_machine *m, u32 cpu);
 /* cffi:end */
@@ -57,7 +64,7 @@ void x86_gsbase_write_inactive(u64 gsbase);
 static inline struct pk_task *current_task(void)
 {
 	struct pk_machine *m = this_machine();
-	return &m->host.tasks[m->host.current[this_cpu()->id]];
+	return pk_task(m, m->host.current[this_cpu()->id]);
 }
 
 #endif

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import errno
 import os
+import weakref
 from dataclasses import dataclass
 
 import structlog
 
+from pykvm._weak import WeakList
 from pykvm.errors import KvmIoctlError, KvmUnavailable
 from pykvm.devkvm import uapi
 from pykvm.devkvm._native import ioctl
@@ -65,7 +67,10 @@ class KvmMachine:
     ...     vcpu.load(image)
     ...     exit = vcpu.run()
 
-    Closing the machine closes every VM (and vCPU, and mapping) created from it.
+    Closing the machine closes every VM (and vCPU, and mapping) created from it. Every
+    object frees its fd and mappings when it is garbage-collected too; a VM keeps its
+    machine (and a vCPU its VM) alive, never the other way round, so a dropped VM is freed
+    even while its machine lives.
     """
 
     def __init__(self, path=KVM_PATH):
@@ -73,8 +78,9 @@ class KvmMachine:
             self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except OSError as e:
             raise KvmUnavailable(e.errno, f"cannot open {path}: {os.strerror(e.errno)}") from None
+        self._finalizer = weakref.finalize(self, os.close, self.fd)
         self.path = path
-        self._vms = []
+        self._vms = WeakList()
         try:
             self.api_version = ioctl(self.fd, uapi.KVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION")
             if self.api_version != uapi.KVM_API_VERSION:
@@ -164,21 +170,29 @@ class KvmMachine:
         if self.fd is None:
             raise KvmIoctlError(errno.EBADF, "KVM_CREATE_VM: machine is closed")
         fd = ioctl(self.fd, uapi.KVM_CREATE_VM, vm_type, f"KVM_CREATE_VM(type {vm_type})")
-        vm = KvmVm(self, fd)
-        self._vms.append(vm)
+        try:
+            vm = KvmVm(self, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._vms.add(vm)
         return vm
 
+    @property
+    def vms(self):
+        """The VMs of this machine still referenced somewhere."""
+        return self._vms.alive()
+
     def _forget(self, vm):
-        if vm in self._vms:
-            self._vms.remove(vm)
+        self._vms.discard(vm)
 
     def close(self):
         """Close every VM created from this machine, then /dev/kvm. Idempotent."""
-        for vm in list(self._vms):
+        for vm in self._vms.alive():
             vm.close()
         if self.fd is not None:
-            os.close(self.fd)
             self.fd = None
+            self._finalizer()
 
     @property
     def closed(self):

@@ -4,6 +4,7 @@
 #define __KVM_X86_VMX_H
 
 #include "asm/vmx.h"
+#include "linux/list.h"
 #include "../x86.h"
 
 #define MAX_NR_LOADSTORE_MSRS	8
@@ -31,7 +32,8 @@ struct vmcs_host_state {
 
 struct loaded_vmcs {
 	struct pk_vmcs_region *vmcs;
-	int cpu;
+	int cpu;				/* where it is active, or -1 (another CPU's IPI clears it) */
+	struct list_head loaded_vmcss_on_cpu_link;
 	bool launched;
 	struct vmcs_host_state host_state;
 	u8 *msr_bitmap;
@@ -60,7 +62,7 @@ struct vmx_global {
 	u64 host_idt_base;		/* captured once at setup (commit 2342080cd675) */
 	bool cpu_has_load_efer;
 	struct pk_vmcs_region *current_vmcs[PK_MAX_CPUS];	/* per-CPU current VMCS */
-	struct loaded_vmcs *loaded_vmcss_on_cpu[PK_MAX_CPUS][KVM_MAX_VCPUS];
+	struct list_head loaded_vmcss_on_cpu[PK_MAX_CPUS];	/* per CPU: VMCSs active there */
 	u8 vmxarea[PK_MAX_CPUS][64];	/* VMXON regions (contents unused by the model) */
 };
 
@@ -106,13 +108,13 @@ static inline u64 vmcs_readl(u32 field)
 {
 	u64 v = 0;
 	if (pk_vmread(field, &v))
-		this_machine()->host_bugs++;
+		pk_host_bug(this_machine());
 	return v;
 }
 static inline void vmcs_writel(u32 field, u64 v)
 {
 	if (pk_vmwrite(field, v))
-		this_machine()->host_bugs++;
+		pk_host_bug(this_machine());
 }
 #define vmcs_read16(f)	((u16)vmcs_readl(f))
 #define vmcs_read32(f)	((u32)vmcs_readl(f))
