@@ -36,13 +36,15 @@ class CpuidEntry:
 
 
 def pack_cpuid(entries):
+    from pykvm.regs import uint
     entries = list(entries)
     buf = bytearray(uapi.kvm_cpuid2.pack(len(entries), 0))
-    for e in entries:
+    for i, e in enumerate(entries):
         if not isinstance(e, CpuidEntry):
             raise TypeError(f"expected CpuidEntry, got {e!r}")
-        buf += uapi.kvm_cpuid_entry2.pack(e.function, e.index, e.flags, e.eax, e.ebx, e.ecx,
-                                          e.edx)
+        buf += uapi.kvm_cpuid_entry2.pack(*(uint(getattr(e, f), 32, f"CPUID entry {i}: {f}")
+                                            for f in ("function", "index", "flags", "eax",
+                                                      "ebx", "ecx", "edx")))
     return buf
 
 
