@@ -331,12 +331,19 @@ out:
 	return r;
 }
 
-static struct kvm_vcpu *kvm_get_vcpu_by_id(struct kvm *kvm, int id)
+/* Whether a vCPU has this id (kernel: kvm_get_vcpu_by_id() != NULL). */
+static bool kvm_vcpu_id_taken(struct kvm *kvm, int id)
 {
-	for (int i = 0; i < kvm->nr_vcpus; i++)
-		if (kvm->vcpus[i]->vcpu_id == id)
-			return kvm->vcpus[i];
-	return NULL;
+	return kvm->vcpu_ids[id / 64] & (1ULL << (id % 64));
+}
+
+/* The lowest id no vCPU has, or -1. */
+static int kvm_lowest_free_vcpu_id(struct kvm *kvm)
+{
+	for (int w = 0; w < KVM_MAX_VCPU_IDS / 64; w++)
+		if (~kvm->vcpu_ids[w])
+			return w * 64 + __builtin_ctzll(~kvm->vcpu_ids[w]);
+	return -1;
 }
 
 /* Free a vCPU whose creation failed, or of a VM being destroyed; its CPU is held. */
@@ -374,9 +381,8 @@ int pk_create_vcpu(struct kvm *kvm, int cpu, int id, struct kvm_vcpu **out)
 		goto unlock;
 	}
 	if (id < 0)
-		for (id = 0; kvm_get_vcpu_by_id(kvm, id); id++)
-			;
-	if (kvm_get_vcpu_by_id(kvm, id)) {
+		id = kvm_lowest_free_vcpu_id(kvm);
+	if (kvm_vcpu_id_taken(kvm, id)) {
 		r = pk_err(-EEXIST, "the VM has a vCPU with id %d already", id);
 		goto unlock;
 	}
@@ -429,6 +435,7 @@ int pk_create_vcpu(struct kvm *kvm, int cpu, int id, struct kvm_vcpu **out)
 	}
 	kvm_ioctl_exit(vcpu, held);
 	kvm->vcpus[kvm->nr_vcpus++] = vcpu;
+	kvm->vcpu_ids[id / 64] |= 1ULL << (id % 64);
 	kvm->created_vcpus++;
 	mutex_unlock(kvm->lock);
 	*out = vcpu;

@@ -171,6 +171,7 @@ struct kvm {
 	struct mutex *slots_lock;		/* kvm->slots_lock: memslot updates */
 	struct pk_memslots memslots;		/* EPT_POINTER / nested_cr3 point here */
 	struct kvm_vcpu *vcpus[KVM_MAX_VCPUS];	/* kernel: the vcpu_array xarray */
+	u64 vcpu_ids[KVM_MAX_VCPU_IDS / 64];	/* ids taken (kvm_get_vcpu_by_id's answer) */
 	int nr_vcpus;				/* online_vcpus */
 	int created_vcpus;
 	int max_vcpus;
