@@ -3,6 +3,11 @@ from dataclasses import replace
 
 from . import exits as X
 from .errors import InvalidConfiguration, InvalidMsr
+from .guest import layout as _layout
+
+# Raw code loaded as a standard image goes at CODE_START and must end below USER_DATA,
+# with room for the UD2 program() puts after it (pykvm.guest.runtime.Program.build).
+MAX_RAW_CODE = _layout.USER_DATA - _layout.CODE_START - 2
 
 
 class VcpuBase:
@@ -25,6 +30,10 @@ class VcpuBase:
         from .guest import GuestImage, program
         if isinstance(image, (bytes, bytearray, memoryview)):
             code = bytes(image)
+            if len(code) > MAX_RAW_CODE:
+                raise InvalidConfiguration(
+                    f"{len(code)} bytes of code do not fit in a standard image: at most "
+                    f"{MAX_RAW_CODE} (CODE_START to USER_DATA)")
             image = program(lambda a: a.db(code))
         if not isinstance(image, GuestImage):
             raise TypeError(f"expected a GuestImage or bytes, got {type(image).__name__}")

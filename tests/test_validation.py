@@ -335,3 +335,22 @@ def test_bad_cpu_and_msr_arguments_are_named():
     with pytest.raises(InvalidConfiguration, match="cpu"):
         m.run_other_task(2)
     assert m.per_cpu_offset(1) != m.per_cpu_offset(0)
+
+
+def test_running_before_load_is_refused(backend):
+    """A vCPU whose VM has no memory has nothing to run: refused alike on both backends
+    (the hardware would otherwise fetch from the reset vector: an MMIO exit on one, ENOSPC
+    or an internal error on another)."""
+    m = _machine(backend)
+    v = m.create_vm().create_vcpu()
+    with pytest.raises(InvalidConfiguration, match="load"):
+        v.run()
+    v.load(IMAGE)
+    assert guest.run_ucall(v, IMAGE).args[0] == 1
+    m.close()
+
+
+def test_raw_code_larger_than_the_image_is_refused_before_assembling(vcpu):
+    from pykvm.vcpu_base import MAX_RAW_CODE
+    with pytest.raises(InvalidConfiguration, match=str(MAX_RAW_CODE)):
+        vcpu.load(bytes(MAX_RAW_CODE + 1))
