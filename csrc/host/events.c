@@ -48,6 +48,7 @@ void pk_inject_point(struct pk_cpu *cpu)
 	struct pk_cpu *saved;
 	u32 id = cpu->id;
 
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);	/* pairs with pk_inject_arm's release */
 	if (cpu->mode != PK_MODE_HOST || id != in->cpu || m->host.in_user[id])
 		return;
 	in->points++;

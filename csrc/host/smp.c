@@ -51,6 +51,7 @@ struct pk_call {
 struct pk_rq {
 	atomic_uint next;		/* the next ticket to hand out */
 	atomic_uint owner;		/* the ticket being served: its holder runs on the CPU */
+	atomic_uint nr_calls;		/* how many are queued: looked at without the lock */
 	struct pk_call *calls;		/* under pk_locks.wait */
 };
 
@@ -63,9 +64,9 @@ struct pk_locks {
 	struct mutex *kvm_lock;
 };
 
-/* The pCPUs this thread holds, of one machine at a time. */
-static __thread const struct pk_machine *held_m;
-static __thread u32 held_mask;
+/* The pCPUs this thread holds, of one machine at a time (initial-exec: no call to find them). */
+static __thread const struct pk_machine *held_m __attribute__((tls_model("initial-exec")));
+static __thread u32 held_mask __attribute__((tls_model("initial-exec")));
 
 int pk_locks_init(struct pk_machine *m)
 {
@@ -148,16 +149,18 @@ static void run_on(struct pk_machine *m, u32 cpu, void (*func)(void *), void *in
 }
 
 /* The IPIs queued for `cpu`, which this thread holds: taken now. */
-static void take_calls(struct pk_machine *m, u32 cpu)
+static void __take_calls(struct pk_machine *m, u32 cpu)
 {
 	struct pk_locks *L = m->locks;
 	struct pk_call *c;
 
-	for (;;) {
+	while (atomic_load(&L->rq[cpu].nr_calls)) {
 		pthread_mutex_lock(&L->wait);
 		c = L->rq[cpu].calls;
-		if (c)
+		if (c) {
 			L->rq[cpu].calls = c->next;
+			atomic_fetch_sub(&L->rq[cpu].nr_calls, 1);
+		}
 		pthread_mutex_unlock(&L->wait);
 		if (!c)
 			return;
@@ -167,6 +170,16 @@ static void take_calls(struct pk_machine *m, u32 cpu)
 		pthread_cond_broadcast(&L->wake);
 		pthread_mutex_unlock(&L->wait);
 	}
+}
+
+/*
+ * Most of the time nothing is queued: one load says so. A call queued just after it is
+ * not lost: its poster keeps trying to get the CPU (and take it) until it is done.
+ */
+static inline void take_calls(struct pk_machine *m, u32 cpu)
+{
+	if (unlikely(atomic_load_explicit(&m->locks->rq[cpu].nr_calls, memory_order_relaxed)))
+		__take_calls(m, cpu);
 }
 
 /* While waiting for anything, a thread takes the IPIs sent to the pCPUs it holds. */
@@ -263,6 +276,7 @@ int smp_call_function_single(int cpu, void (*func)(void *info), void *info)
 	pthread_mutex_lock(&L->wait);
 	call.next = L->rq[cpu].calls;
 	L->rq[cpu].calls = &call;
+	atomic_fetch_add(&L->rq[cpu].nr_calls, 1);
 	while (!call.done) {
 		pthread_mutex_unlock(&L->wait);
 		take_held_calls(m);
