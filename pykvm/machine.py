@@ -88,7 +88,8 @@ class Machine:
                               f"{ffi.string(lib.pk_last_error()).decode()}")
         self._m = ffi.gc(m, lib.pk_machine_destroy)
         self._vms = WeakList()
-        self._vm_finalizers = set()
+        self._vm_finalizers = set()       # every VM's, until it has run: see close()
+        self._lock = threading.Lock()
         self.nr_cpus = cpus
         presets = self.vendor.presets
         if preset is not None and preset not in presets:
@@ -118,16 +119,18 @@ class Machine:
         return self._m
 
     def close(self):
-        """Free every VM of the machine, then the machine itself. Idempotent."""
-        if self._m is None:
-            return
+        """Free every VM of the machine, then the machine itself. Idempotent. A VM dropped
+        but not collected yet is freed here too: no VM outlives its machine's memory."""
         for vm in self._vms.alive():
             vm.close()
-        for fin in list(self._vm_finalizers):
-            fin()
-        self._vm_finalizers.clear()
-        ffi.release(self._m)
-        self._m = None
+        with self._lock:
+            if self._m is None:
+                return
+            for fin in list(self._vm_finalizers):
+                fin()
+            self._vm_finalizers.clear()
+            m, self._m = self._m, None
+        ffi.release(m)
 
     @property
     def closed(self):
@@ -263,15 +266,18 @@ class Vm:
         from .devkvm.vm import GuestMemory
         self.machine = machine
         p = ffi.new("struct kvm **")
-        ensure(lib.pk_create_vm(machine._handle(), p), "KVM_CREATE_VM", InvalidConfiguration)
+        with machine._lock:
+            ensure(lib.pk_create_vm(machine._handle(), p), "KVM_CREATE_VM",
+                   InvalidConfiguration)
         self._kvm = p[0]
         self.slots = []
         self._vcpus = WeakList()
         self._lock = threading.Lock()
         self.memory = GuestMemory(self.slots)
         self._finalizer = weakref.finalize(self, _free_vm, machine._m, self._kvm, self.slots)
-        machine._vm_finalizers = {f for f in machine._vm_finalizers if f.alive}
-        machine._vm_finalizers.add(self._finalizer)
+        with machine._lock:
+            machine._vm_finalizers = {f for f in machine._vm_finalizers if f.alive}
+            machine._vm_finalizers.add(self._finalizer)
         machine._vms.add(self)
 
     @property

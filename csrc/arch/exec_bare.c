@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 /* Guest code with no hypervisor around it (PK_MODE_BARE): see include/pykvm/exec.h. */
+#include "pykvm/smp.h"
 #include "pykvm/cpu.h"
 #include "pykvm/exec.h"
 
@@ -154,12 +155,14 @@ u32 pk_bare_run(struct pk_machine *m, u32 cpu, u64 budget)
 
 	if (!c)
 		return PK_GEXIT_NONE;
+	pk_cpu_lock(m, cpu);		/* one thing at a time on a pCPU, its decode cache too */
 	c->mode = PK_MODE_BARE;
 	bare_slots(c);
 	c->insn_budget = budget;
 	pk_this_cpu = c;
 	kind = pk_guest_exec(c);
 	pk_this_cpu = old;
+	pk_cpu_unlock(m, cpu);
 	return kind;
 }
 
