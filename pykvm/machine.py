@@ -12,19 +12,18 @@ import mmap
 import threading
 import weakref
 
-import structlog
-
 from . import exits as X
 from ._lib import MSR_SLOTS, OPS, PATHS, ensure, ffi, lib
 from ._weak import WeakList
 from .errors import InvalidConfiguration, InvalidMemory, InvalidMsr, PykvmError
+from .log import get_logger
 from .regs import (Regs, Segment, DTable, Sregs, checked_regs, checked_sregs, msr_index,
                    msr_value, uint)
 from .vcpu_base import VcpuBase, answer_bytes
 from .params import resolve as resolve_params
 from .vendors import get_vendor
 
-log = structlog.get_logger("pykvm")
+log = get_logger("pykvm")
 
 PAGE_SIZE = 4096
 MAX_CPUS = 8
@@ -69,11 +68,24 @@ class Machine:
 
     def __init__(self, cpus=2, vendor="vmx", cpu_model=None, profile=None, preset=None,
                  params=None):
+        """`cpus` pCPUs with the `vendor` module ("vmx" or "svm", or a plugin's name) loaded.
+
+        profile: what each operation costs, so that costs() reports cycles: a built-in
+            profile name ("skylake-sp", "epyc-zen"), a path to a .toml profile, a loaded
+            pykvm.profiles.Profile, or a raw {"op": {...}, "rdmsr": {...}, "wrmsr": {...}}
+            table. None (the default) takes the vendor's own profile
+            (pykvm.profiles.default_profile); False prices nothing (0 cycles).
+        cpu_model: one of the vendor's CPU models (`pykvm list cpus`). None takes the one
+            the profile prices if the vendor has it, else the vendor's first.
+        preset: a kernel era of the vendor (`pykvm list presets`); None: upstream.
+        params: module parameters on top of the preset, {"[module.]name": value}.
+        """
         if not isinstance(cpus, int) or not 1 <= cpus <= MAX_CPUS:
             raise InvalidConfiguration(f"cpus must be 1..{MAX_CPUS}, got {cpus!r}")
         self.vendor = get_vendor(vendor)
+        self.profile = _load_profile(self.vendor, profile)
         models = self.vendor.cpu_models
-        name = cpu_model or next(iter(models))
+        name = cpu_model or _default_cpu_model(self.vendor, self.profile)
         if name not in models:
             raise InvalidConfiguration(
                 f"{vendor} has no CPU model {name!r}; it has {', '.join(models)}")
@@ -101,9 +113,17 @@ class Machine:
         self.params = {**resolve_params(self.vendor, presets.get(self.preset, {})),
                        **resolve_params(self.vendor, params)}
         self.vendor.load(self, self.params)
-        if profile is not None:
+        if self.profile is not None:
+            self.set_profile(self.profile)
+        elif isinstance(profile, dict):
             self.set_profile(profile)
         log.debug("machine", cpus=cpus, vendor=vendor, cpu_model=name)
+
+    @staticmethod
+    def kvm(**kw):
+        """The host's /dev/kvm, with the same VM/vCPU API (pykvm.devkvm.KvmMachine)."""
+        from .devkvm import KvmMachine
+        return KvmMachine(**kw)
 
     def create_vm(self):
         return Vm(self)
@@ -152,14 +172,26 @@ class Machine:
 
     # ---- costs -----------------------------------------------------------------------
     def set_profile(self, profile):
-        """Cycle cost per operation: {"op": {"WRMSR": 200, ...}, "wrmsr": {"SPEC_CTRL": 495}}."""
+        """Price operations from now on with `profile`: a name, a .toml path, a Profile,
+        or a raw table {"op": {"WRMSR": 200, ...}, "wrmsr": {"SPEC_CTRL": 495}}."""
+        if isinstance(profile, dict):
+            self.profile = None
+        else:
+            self.profile = _load_profile(self.vendor, profile)
+            profile = self.profile.costs
         slot = {name: i for i, (name, _) in enumerate(MSR_SLOTS)}
-        for kind, table, names in ((0, "op", {n: i for i, n in enumerate(OPS)}),
-                                   (1, "rdmsr", slot), (2, "wrmsr", slot)):
-            for key, cycles in profile.get(table, {}).items():
+        tables = ((0, "op", {n: i for i, n in enumerate(OPS)}), (1, "rdmsr", slot),
+                  (2, "wrmsr", slot))
+        for _, table, names in tables:
+            for key in profile.get(table, {}):
                 if key not in names:
                     raise InvalidConfiguration(f"profile {table}: unknown name {key!r}")
-                lib.pk_profile_set(self._handle(), kind, names[key], int(cycles))
+        # The new table replaces the old one whole: what it leaves out costs 0.
+        m = self._handle()
+        for kind, table, names in tables:
+            given = profile.get(table, {})
+            for key, i in names.items():
+                lib.pk_profile_set(m, kind, i, int(given.get(key, 0)))
 
     def costs(self):
         """{path: {"ops": {op: count}, "cycles": n, "msrs": {"WRMSR SPEC_CTRL": n}}},
@@ -215,6 +247,19 @@ class Machine:
             raise InvalidConfiguration(f"cpu must be 0..{self.nr_cpus - 1}, got {cpu!r}")
         return cpu
 
+    def run_kthread(self, cpu):
+        """A kernel thread (a kworker) preempts the task on pCPU `cpu` and gives the CPU
+        back: no task returns to user mode in between (unless the preempted task was in
+        user mode, which then returns to it)."""
+        cpu = self._cpu(cpu)
+        ensure(lib.pk_host_run_kthread(self._handle(), cpu),
+               f"running a kernel thread on CPU {cpu}")
+
+    def cpu_tsc(self, cpu):
+        """pCPU `cpu`'s TSC: the simulated clock (2.1 GHz), which advances only while
+        the CPU waits (halt polling, idle)."""
+        return lib.pk_host_cpu_tsc(self._handle(), self._cpu(cpu))
+
     def read_cpu_msr(self, cpu, index):
         """What pCPU `cpu` holds in MSR `index` right now (hardware view)."""
         cpu, index = self._cpu(cpu), msr_index(index)
@@ -239,6 +284,28 @@ class Machine:
 
     def __repr__(self):
         return f"<Machine {self.nr_cpus} CPUs, {self.vendor.kernel_module} on {self.cpu_model_name}>"
+
+
+def _load_profile(vendor, profile):
+    """The Profile a Machine prices with (None for a raw table or for profile=False)."""
+    from . import profiles
+    if profile is False or isinstance(profile, dict):
+        return None
+    if profile is None:
+        profile = profiles.default_profile(vendor.name)
+    p = profiles.load_profile(profile)
+    if p.vendor != vendor.cpu_vendor:
+        raise InvalidConfiguration(
+            f"profile {p.name} prices an {p.vendor} CPU; {vendor.name} runs on "
+            f"{vendor.cpu_vendor} (`pykvm list profiles` lists them)")
+    return p
+
+
+def _default_cpu_model(vendor, profile):
+    """The CPU model the profile prices, if the vendor has it; else the vendor's first."""
+    if profile is not None and profile.cpu_model in vendor.cpu_models:
+        return profile.cpu_model
+    return next(iter(vendor.cpu_models))
 
 
 class _Slot:
@@ -272,7 +339,8 @@ class Vm:
         self._kvm = p[0]
         self.slots = []
         self._vcpus = WeakList()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()       # creation and memory; held briefly by close()
+        self._closing = False
         self.memory = GuestMemory(self.slots)
         self._finalizer = weakref.finalize(self, _free_vm, machine._m, self._kvm, self.slots)
         with machine._lock:
@@ -286,27 +354,31 @@ class Vm:
         return self._vcpus.alive()
 
     def _handle(self):
-        if self._kvm is None:
+        if self._kvm is None or self._closing:
             raise PykvmError("the VM is closed")
         return self._kvm
 
     def close(self):
         """Free the VM: its vCPUs stop (a running one is signalled and its run ends at the
-        next timer tick), then the VM, the vCPUs and the guest memory go. Idempotent."""
-        if self._kvm is None:
-            return
-        vcpus = self._vcpus.alive()
+        next timer tick), then the VM, the vCPUs and the guest memory go. Idempotent. From
+        the moment it starts, nothing new is created in the VM."""
+        with self._lock:
+            if self._kvm is None or self._closing:
+                return
+            self._closing = True
+            vcpus = self._vcpus.alive()
         for v in vcpus:
             v.kick()
         for v in vcpus:
             v._invalidate()
-        self._kvm = None
+        with self._lock:
+            self._kvm = None
         self._finalizer()
         self.machine._vms.discard(self)
 
     @property
     def closed(self):
-        return self._kvm is None
+        return self._kvm is None or self._closing
 
     def __enter__(self):
         return self
@@ -351,6 +423,13 @@ class Vm:
             self.slots.append(s)
             return s
 
+    def create_irqchip(self):
+        """KVM_CREATE_IRQCHIP: the LAPIC in the kernel, so a guest HLT halts the vCPU in
+        KVM (polling, then blocking) instead of exiting to userspace. Before any vCPU."""
+        with self._lock:
+            ensure(lib.pk_vm_create_irqchip(self._handle()), "KVM_CREATE_IRQCHIP",
+                   InvalidConfiguration)
+
     def _ensure_memory(self, size):
         if not any(s.contains(0, size) for s in self.slots):
             self.add_memory(0, (size + PAGE_SIZE - 1) // PAGE_SIZE * PAGE_SIZE)
@@ -364,9 +443,7 @@ class Vm:
         if vcpu_id is not None and (not isinstance(vcpu_id, int) or isinstance(vcpu_id, bool)
                                     or vcpu_id < 0):
             raise InvalidConfiguration(f"vcpu_id must be an int >= 0, got {vcpu_id!r}")
-        v = Vcpu(self, -1 if cpu is None else cpu, -1 if vcpu_id is None else vcpu_id)
-        self._vcpus.add(v)
-        return v
+        return Vcpu(self, -1 if cpu is None else cpu, -1 if vcpu_id is None else vcpu_id)
 
 
 class Vcpu(VcpuBase):
@@ -379,16 +456,18 @@ class Vcpu(VcpuBase):
         p = ffi.new("struct kvm_vcpu **")
         if vcpu_id >= KVM_MAX_VCPU_IDS:
             vcpu_id = min(vcpu_id, 2**31 - 1)
-        ensure(lib.pk_create_vcpu(vm._handle(), cpu, vcpu_id, p), "KVM_CREATE_VCPU",
-               InvalidConfiguration)
-        self._vcpu = p[0]
-        self.id = lib.pk_vcpu_id(self._vcpu)
-        self._run = lib.pk_vcpu_run_struct(self._vcpu)
         self._lock = threading.RLock()
         self._alive = threading.Lock()
         self._pending = None
         self._cpuid = None
         self.image = None
+        with vm._lock:              # a VM closing meanwhile sees this vCPU, or refuses it
+            ensure(lib.pk_create_vcpu(vm._handle(), cpu, vcpu_id, p), "KVM_CREATE_VCPU",
+                   InvalidConfiguration)
+            self._vcpu = p[0]
+            self.id = lib.pk_vcpu_id(self._vcpu)
+            self._run = lib.pk_vcpu_run_struct(self._vcpu)
+            vm._vcpus.add(self)
 
     def _handle(self):
         if self._vcpu is None:
@@ -571,19 +650,44 @@ class Vcpu(VcpuBase):
             return X.InternalError(r.internal.suberror, tuple(r.internal.data[0:n]))
         return X.Unsupported(reason)
 
-    def run_preempted(self, after=1, max_insns=DEFAULT_RUN_BUDGET):
-        """KVM_RUN in which the vCPU thread is preempted once (another host task runs on
-        its pCPU and returns to user mode), at the first preemptible point from its
-        `after`-th host instruction on. Returns (exit, preempted?)."""
+    def run_preempted(self, after=1, max_insns=DEFAULT_RUN_BUDGET, by="task"):
+        """KVM_RUN in which the vCPU thread is preempted once, at the first preemptible
+        point from its `after`-th host instruction on: by="task", another host process
+        runs on its pCPU and returns to user mode; by="kthread", a kernel thread runs
+        there and nothing returns to user mode. Returns (exit, preempted?)."""
         if not isinstance(after, int) or isinstance(after, bool) or not 1 <= after < 2**32:
             raise InvalidConfiguration(f"after must be an int 1..2**32-1, got {after!r}")
+        kinds = {"task": lib.PK_INJ_PREEMPT, "kthread": lib.PK_INJ_PREEMPT_KTHREAD}
+        if by not in kinds:
+            raise InvalidConfiguration(f"by must be one of {', '.join(kinds)}, got {by!r}")
         budget = self._budget(max_insns)
         with self._lock:
             vcpu = self._handle()
             self._check_runnable()
             self._complete_pending()
             flag = ffi.new("bool *")
-            lib.pk_vcpu_run_preempted(vcpu, budget, after, flag)
+            ensure(lib.pk_vcpu_run_preempted_by(vcpu, budget, after, kinds[by], flag),
+                   "KVM_RUN")
+            ex = self._decode_exit()
+            self._pending = ex
+            return ex, bool(flag[0])
+
+    def run_rescheduled(self, by="task", max_insns=DEFAULT_RUN_BUDGET):
+        """KVM_RUN during which another task becomes runnable on the vCPU thread's pCPU
+        (woken by an interrupt while the guest runs): the thread yields to it at its first
+        reschedule point, after an exit handled in the kernel, with the guest state
+        loaded. by="task": the pCPU's user process, which returns to user mode; by=
+        "kthread": a kernel worker, which does not. Returns (exit, preempted?)."""
+        if by not in ("task", "kthread"):
+            raise InvalidConfiguration(f"by must be 'task' or 'kthread', got {by!r}")
+        budget = self._budget(max_insns)
+        with self._lock:
+            vcpu = self._handle()
+            self._check_runnable()
+            self._complete_pending()
+            flag = ffi.new("bool *")
+            ensure(lib.pk_vcpu_run_rescheduled(vcpu, budget, by == "kthread", flag),
+                   "KVM_RUN")
             ex = self._decode_exit()
             self._pending = ex
             return ex, bool(flag[0])
@@ -624,6 +728,27 @@ class Vcpu(VcpuBase):
         """The pCPU the vCPU thread runs on."""
         return lib.pk_vcpu_cpu(self._handle())
 
+    def kick_every(self, period_ns):
+        """Another vCPU (on another pCPU, not simulated) kicks this one (KVM_HC_KICK_CPU)
+        every `period_ns` of this vCPU's pCPU clock, which runs only while it waits: each
+        halt is woken `period_ns` after it began. 0 stops the kicks."""
+        if not isinstance(period_ns, int) or not 0 <= period_ns < 2**63:
+            raise InvalidConfiguration(f"period_ns must be an int >= 0, got {period_ns!r}")
+        with self._lock:
+            ensure(lib.pk_vcpu_kick_every(self._handle(), period_ns), "kicking the vCPU")
+
+    def kick_after(self, ns):
+        """One such kick, `ns` from now by this vCPU's pCPU clock (replaces kick_every)."""
+        if not isinstance(ns, int) or not 0 <= ns < 2**63:
+            raise InvalidConfiguration(f"ns must be an int >= 0, got {ns!r}")
+        with self._lock:
+            ensure(lib.pk_vcpu_kick_after(self._handle(), ns), "kicking the vCPU")
+
+    @property
+    def halt_poll_ns(self):
+        """The vCPU's current halt-polling window (it grows and shrinks with its halts)."""
+        return lib.pk_vcpu_halt_poll_ns(self._handle())
+
     def migrate(self, cpu):
         """Move the vCPU thread to pCPU `cpu` (from its next ioctl on)."""
         cpu = self.vm.machine._cpu(cpu)
@@ -635,4 +760,6 @@ class Vcpu(VcpuBase):
         lib.pk_vcpu_get_stat(self._handle(), s)
         return {f: getattr(s, f) for f in ("exits", "fastpath_exits", "userspace_exits",
                                            "io_exits", "mmio_exits", "halt_exits", "msr_exits",
-                                           "cpuid_exits", "irq_exits", "preemptions", "migrations")}
+                                           "cpuid_exits", "irq_exits", "preemptions", "migrations",
+                                           "halt_successful_poll", "halt_attempted_poll",
+                                           "halt_wakeup")}

@@ -67,17 +67,35 @@ VMX_KERNEL_EXIT = {"VCPU_RUN": VMX_PIO["VCPU_RUN"], "HANDLE_EXIT": {"VMREAD": 2}
 VMX_FASTPATH = {"VCPU_RUN": VMX_PIO["VCPU_RUN"], "FASTPATH": {"VMREAD": 2}}
 
 # Before the user-return MSR infrastructure (v2.6.31: user_return_msrs=0,
-# efer_load_controls=0): vmx_prepare_switch_to_host drops the notifiers, so the three
-# host values come back in VCPU_PUT and nothing is left for USER_RETURN. EFER now goes
-# through user return, but guest 0x501 and host 0xd01 differ only in NX, an ignored bit:
-# update_transition_efer() does not load it.
+# efer_load_controls=0), as 2.6.31's vmx_save_host_state / vmx_load_host_state: the load
+# writes every guest value whatever the CPU holds (load_msrs: STAR, LSTAR, SYSCALL_MASK,
+# TSC_AUX, TSX_CTRL = 5, + KERNEL_GS_BASE = 6 WRMSR); the put reads each back (save_msrs:
+# 5, + KERNEL_GS_BASE = 6 RDMSR) and writes the host's (5 + KERNEL_GS_BASE = 6 WRMSR);
+# nothing is left for USER_RETURN. EFER now goes by hand, but guest 0x501 and host 0xd01
+# differ only in NX, an ignored bit: update_transition_efer() does not load it.
+_OLD_SLOTS = ("STAR", "LSTAR", "SYSCALL_MASK", "TSC_AUX", "TSX_CTRL", "KERNEL_GS_BASE")
 VMX_PIO_PUT = {k: v for k, v in VMX_PIO.items() if k != "USER_RETURN"}
-VMX_PIO_PUT["VCPU_PUT"] = dict(VMX_PIO["VCPU_PUT"], WRMSR=4)
+VMX_PIO_PUT["PREPARE_SWITCH"] = dict(VMX_PIO["PREPARE_SWITCH"], WRMSR=6)
+VMX_PIO_PUT["VCPU_PUT"] = dict(VMX_PIO["VCPU_PUT"], RDMSR=6, WRMSR=6)
 VMX_PIO_PUT_MSRS = {
-    "PREPARE_SWITCH": VMX_PIO_MSRS["PREPARE_SWITCH"],
-    "VCPU_PUT": {"RDMSR KERNEL_GS_BASE": 1, "WRMSR KERNEL_GS_BASE": 1, "WRMSR LSTAR": 1,
-                 "WRMSR STAR": 1, "WRMSR TSC_AUX": 1},
+    "PREPARE_SWITCH": {f"WRMSR {m}": 1 for m in _OLD_SLOTS},
+    "VCPU_PUT": {**{f"RDMSR {m}": 1 for m in _OLD_SLOTS}, **{f"WRMSR {m}": 1 for m in _OLD_SLOTS}},
 }
+# v2.6.20 (lightweight_exit=0, host_msrs_snapshot=0): the same load and put around every
+# VM-entry and VM-exit (the put after the exit is on VCPU_RUN), and the load first reads
+# the five host values (RDMSR; KERNEL_GS_BASE's host value comes from RDGSBASE).
+VMX_ENTRY_EXIT_V2620 = {
+    "PREPARE_SWITCH": dict(VMX_PIO_PUT["PREPARE_SWITCH"], RDMSR=5),
+    "VCPU_RUN": dict(VMX_PIO["VCPU_RUN"], **VMX_PIO_PUT["VCPU_PUT"]),
+}
+VMX_ENTRY_EXIT_V2620_MSRS = {
+    "PREPARE_SWITCH": dict(VMX_PIO_PUT_MSRS["PREPARE_SWITCH"],
+                           **{f"RDMSR {m}": 1 for m in _OLD_SLOTS[:-1]}),
+    "VCPU_RUN": VMX_PIO_PUT_MSRS["VCPU_PUT"],
+}
+VMX_PIO_V2620 = dict(VMX_ENTRY_EXIT_V2620, OTHER=VMX_PIO["OTHER"],
+                     HANDLE_EXIT=VMX_PIO["HANDLE_EXIT"])
+VMX_KERNEL_EXIT_V2620 = dict(VMX_ENTRY_EXIT_V2620, HANDLE_EXIT={"VMREAD": 2})
 
 # SVM, upstream: one exit to userspace and back.
 SVM_PIO = {
@@ -140,9 +158,17 @@ PREEMPT_HOST = dict(CTX_SWITCHES_2, SWAPGS=CTX_SWITCHES_2["SWAPGS"] + 2)
 # only clears a flag) one more VMSAVE and TSC_AUX load, and its restore.
 VMX_PREEMPTION = {"OTHER": PREEMPT_HOST, "PREPARE_SWITCH": VMX_PIO["PREPARE_SWITCH"],
                   "VCPU_PUT": VMX_PIO["VCPU_PUT"], "USER_RETURN": VMX_PIO["USER_RETURN"]}
-# v2.6.31: the user-return MSRs come back in the put itself; no USER_RETURN work.
-VMX_PREEMPTION_PUT = {"OTHER": PREEMPT_HOST, "PREPARE_SWITCH": VMX_PIO["PREPARE_SWITCH"],
+# v2.6.31: the guest MSRs come back in the put itself; no USER_RETURN work.
+VMX_PREEMPTION_PUT = {"OTHER": PREEMPT_HOST, "PREPARE_SWITCH": VMX_PIO_PUT["PREPARE_SWITCH"],
                       "VCPU_PUT": VMX_PIO_PUT["VCPU_PUT"]}
+# v2.6.20: the put happened right after the exit already: the preemption adds only the
+# two context switches.
+VMX_PREEMPTION_V2620 = {"OTHER": PREEMPT_HOST}
+# v2.6.23 (msr_bitmaps=0): every guest WRMSR of KERNEL_GS_BASE exits; 2.6.31's
+# vmx_set_msr rewrites the loaded guest MSR list (5 WRMSR) and KERNEL_GS_BASE (1).
+VMX_GUEST_CTXSW_V2623 = {"VCPU_RUN": VMX_PIO["VCPU_RUN"],
+                         "HANDLE_EXIT": {"VMREAD": 2, "WRMSR": 6}}
+VMX_GUEST_CTXSW_V2623_MSRS = {"HANDLE_EXIT": {f"WRMSR {m}": 1 for m in _OLD_SLOTS}}
 SVM_PREEMPTION = {"OTHER": PREEMPT_HOST, "PREPARE_SWITCH": SVM_PIO["PREPARE_SWITCH"],
                   "USER_RETURN": SVM_PIO["USER_RETURN"]}
 # v5.10: the by-hand save on sched_in's vcpu_load and restore on sched_out's vcpu_put.
@@ -170,7 +196,16 @@ EXPECTED = {
        for p in ("upstream", "v5.18", "v4.18")},
     ("vmx", "v2.6.31"): {"pio": (VMX_PIO_PUT, VMX_PIO_PUT_MSRS),
                          "cpuid": (VMX_KERNEL_EXIT, {}), "fastpath": (VMX_FASTPATH, {}),
+                         "guest-ctxsw": ({}, {}),
                          "overcommit": (VMX_PREEMPTION_PUT, None),
+                         "migrate": (VMX_MIGRATION, None)},
+    ("vmx", "v2.6.23"): {"pio": (VMX_PIO_PUT, VMX_PIO_PUT_MSRS),
+                         "cpuid": (VMX_KERNEL_EXIT, {}),
+                         "guest-ctxsw": (VMX_GUEST_CTXSW_V2623, VMX_GUEST_CTXSW_V2623_MSRS),
+                         "overcommit": (VMX_PREEMPTION_PUT, None)},
+    ("vmx", "v2.6.20"): {"pio": (VMX_PIO_V2620, VMX_ENTRY_EXIT_V2620_MSRS),
+                         "cpuid": (VMX_KERNEL_EXIT_V2620, VMX_ENTRY_EXIT_V2620_MSRS),
+                         "overcommit": (VMX_PREEMPTION_V2620, None),
                          "migrate": (VMX_MIGRATION, None)},
     # v5.15 restores the host state with a VMLOAD in C before STGI, and SPEC_CTRL in C:
     # the same operations as upstream, in another place.
@@ -269,7 +304,7 @@ def test_variant_errors_are_clear():
 def test_params_on_top_of_a_preset_change_the_counts():
     base = study.measure("vmx:upstream", "pio", iterations=3)
     put = study.measure("vmx:upstream:user_return_msrs=0", "pio", iterations=3)
-    assert put.ops("WRMSR") == {"PREPARE_SWITCH": 4, "VCPU_PUT": 4}
+    assert put.ops("WRMSR") == {"PREPARE_SWITCH": 6, "VCPU_PUT": 6}
     assert base.ops("WRMSR") == {"PREPARE_SWITCH": 4, "VCPU_PUT": 1, "USER_RETURN": 3}
 
 
@@ -334,8 +369,10 @@ def test_table_renders(small_study):
     from rich.console import Console
     rows, _ = small_study
     console = Console(record=True, width=200)
-    from pykvm.cli.study import table
+    from pykvm.cli.study import ops_tables, table
     console.print(table(rows))
+    for t in ops_tables(rows):
+        console.print(t)
     text = console.export_text()
     assert "fast-path exit" in text and "P4 T1 U3" in text and "ok svm:upstream" in text
 
@@ -376,10 +413,11 @@ def test_cli_study_and_compare(tmp_path, capsys, monkeypatch):
     assert _cli(["study", "--vendor", "svm", "--preset", "upstream", "--workload", "pio",
                  "--iterations", "2", "--jobs", "1", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "svm:upstream" in text and "checked" in text and "study.csv" in text
+    assert "svm: cycles per event" in text and "upstream" in text and "checked" in text
+    assert "study.csv" in text
     assert (out / "study.csv").exists() and (out / "study.png").exists()
     assert _cli(["study", "--compare", "vmx:upstream", "vmx:v2.6.31", "--workload", "pio",
                  "--iterations", "2", "--jobs", "1", "--out", str(out), "--no-png"]) == 0
     text = capsys.readouterr().out
-    assert "vmx:v2.6.31 (B)" in text and "WRMSR" in text
+    assert "B = vmx:v2.6.31" in text and "WRMSR" in text
     assert (out / "compare.csv").exists() and not (out / "compare.png").exists()

@@ -101,6 +101,86 @@ def test_stress_threads_and_vcpus(vendor):
 
 
 @guest.program
+def HALT_SYNC(a):
+    """Loop: HLT (in KVM: the VM has an in-kernel LAPIC), then report."""
+    top = a.here("top")
+    a.hlt()
+    a.sync()
+    a.jmp(top)
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_stress_halting_vcpus_with_timers_and_kernel_threads(vendor):
+    """vCPUs that halt in KVM and are woken by kick timers on their pCPU (halt polling,
+    the idle task, wake-ups), two on pCPU 0, one moving between pCPUs with its timer
+    armed, while another thread runs kernel threads and user tasks on both pCPUs and
+    reads their clocks. Every halt must end in the guest's SYNC, nothing may fire on a
+    freed or foreign timer, no WARN, a clean oracle."""
+    m = pykvm.Machine(cpus=2, vendor=vendor)
+    vm = m.create_vm()
+    vm.create_irqchip()
+    vcpus = []
+    for cpu in (0, 0, 1):
+        v = vm.create_vcpu(cpu=cpu)
+        v.load(HALT_SYNC)
+        v.kick_every(20_000 + 5_000 * len(vcpus))
+        vcpus.append(v)
+    errors, rounds = [], [0] * len(vcpus)
+    stop = threading.Event()
+
+    def vcpu_thread(i):
+        v = vcpus[i]
+        try:
+            for n in range(120):
+                if n % 15 == 7:
+                    ex, _ = v.run_rescheduled(by="kthread" if n % 2 else "task")
+                    uc = guest.get_ucall(v, ex, HALT_SYNC)
+                else:
+                    uc = guest.run_ucall(v, HALT_SYNC)
+                if uc.cmd != UcallCmd.SYNC:
+                    errors.append(f"vcpu{i} run {n}: {uc.cmd}")
+                if i == 2 and n % 30 == 10:
+                    v.migrate(1 - v.cpu)        # its kick timer goes with it
+                rounds[i] += 1
+        except Exception as e:  # noqa: BLE001 - any failure is the finding
+            errors.append(f"vcpu{i}: {e!r}")
+
+    def host_noise():
+        try:
+            while not stop.is_set():
+                for cpu in (0, 1):
+                    m.run_kthread(cpu)
+                    m.run_other_task(cpu)
+                    m.cpu_tsc(cpu)
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"host: {e!r}")
+
+    threads = [threading.Thread(target=vcpu_thread, args=(i,)) for i in range(len(vcpus))]
+    noise = threading.Thread(target=host_noise)
+    noise.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    stop.set()
+    noise.join(timeout=300)
+    assert not any(t.is_alive() for t in threads + [noise]), "a thread hung"
+    assert errors == []
+    assert rounds == [120] * len(vcpus)
+    assert all(v.stats()["halt_wakeup"] + v.stats()["halt_successful_poll"] > 0
+               for v in vcpus)
+    vm.close()                      # frees vCPUs whose kick timers are still armed
+    idle = m.create_vm()
+    idle.create_irqchip()
+    for cpu in (0, 1):              # a halt nothing wakes: the idle loop walks the CPU's
+        v = idle.create_vcpu(cpu=cpu)   # timers, where a freed one would be found
+        v.load(HALT_SYNC)
+        assert isinstance(v.run(), exits.Intr)
+    assert m.check() is None
+    assert m.host_bugs == 0
+
+
+@guest.program
 def MARK_THEN_SPIN(a):
     """Store 1 at MARK, then spin forever: a run that only a signal ends."""
     a.mov("eax", 1)

@@ -9,12 +9,11 @@ static struct pk_cpu *bare_cpu(struct pk_machine *m, u32 cpu)
 	return cpu < m->nr_cpus ? &m->cpu[cpu] : NULL;
 }
 
-/* The slots of a bare CPU: allocated from the machine on first use, owned by the CPU. */
+/* The slots of a bare CPU: its own, in the CPU (no kernel to allocate them). */
 static struct pk_memslots *bare_slots(struct pk_cpu *c)
 {
-	if (!c->npt)
-		c->npt = pk_kzalloc(c->m, sizeof(struct pk_memslots), 8);
-	return (struct pk_memslots *)c->npt;
+	c->npt = &c->bare_slots;
+	return &c->bare_slots;
 }
 
 int pk_bare_map(struct pk_machine *m, u32 cpu, u64 gpa, u64 size, void *hva)

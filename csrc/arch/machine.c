@@ -125,7 +125,7 @@ void pk_machine_destroy(struct pk_machine *m)
 int pk_machine_set_cpu(struct pk_machine *m, u32 cpu)
 {
 	if (cpu >= m->nr_cpus)
-		return pk_err(-EINVAL, "cpu %u: the machine has CPUs 0..%u", cpu, m->nr_cpus - 1);
+		return -EINVAL;
 	pk_this_cpu = &m->cpu[cpu];
 	return 0;
 }

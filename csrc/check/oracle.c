@@ -74,7 +74,8 @@ void pk_observe_user(struct pk_cpu *cpu)
 	expect(m, PK_OBS_USER, id, MSR_GS_BASE, t->gsbase, cpu->seg[VCPU_SREG_GS].base);
 	expect(m, PK_OBS_USER, id, MSR_KERNEL_GS_BASE, h->per_cpu_offset[id],
 	       cpu->msr[PK_MSR_KERNEL_GS_BASE]);
-	expect(m, PK_OBS_USER, id, MSR_IA32_SPEC_CTRL, h->spec_ctrl, cpu->msr[PK_MSR_SPEC_CTRL]);
+	expect(m, PK_OBS_USER, id, MSR_IA32_SPEC_CTRL, pk_host_spec_ctrl_user(m),
+	       cpu->msr[PK_MSR_SPEC_CTRL]);
 	expect(m, PK_OBS_USER, id, MSR_IA32_SYSENTER_EIP, h->sysenter_eip,
 	       cpu->msr[PK_MSR_SYSENTER_EIP]);
 	expect(m, PK_OBS_USER, id, MSR_IA32_SYSENTER_ESP, h->entry_stack[id],
@@ -94,7 +95,7 @@ void pk_observe_ret(struct pk_cpu *cpu)
 
 	if (!m->oracle)
 		return;
-	expect(m, PK_OBS_RET, cpu->id, MSR_IA32_SPEC_CTRL, m->host.spec_ctrl,
+	expect(m, PK_OBS_RET, cpu->id, MSR_IA32_SPEC_CTRL, pk_host_spec_ctrl_kernel(m),
 	       cpu->msr[PK_MSR_SPEC_CTRL]);
 	if (m->host.params.ret_uses_percpu)
 		pk_observe_percpu(cpu, PK_OBS_RET);

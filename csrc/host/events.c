@@ -69,7 +69,7 @@ void pk_inject_point(struct pk_cpu *cpu)
 		return;
 	}
 	/* A patient preemption waits for a point where the thread is preemptible. */
-	if (in->patient && in->kind == PK_INJ_PREEMPT &&
+	if (in->patient && (in->kind == PK_INJ_PREEMPT || in->kind == PK_INJ_PREEMPT_KTHREAD) &&
 	    (m->host.preempt_count[id] || !m->host.irqs_enabled[id] ||
 	     !pk_task(m, m->host.current[id])->is_vcpu_thread))
 		return;
@@ -101,11 +101,15 @@ void pk_inject_point(struct pk_cpu *cpu)
 				m->oracle->enabled = false;
 		}
 		break;
-	case PK_INJ_PREEMPT: {
+	case PK_INJ_PREEMPT:
+	case PK_INJ_PREEMPT_KTHREAD: {
 		struct pk_task *t = pk_task(m, m->host.current[id]);
 
 		if (!m->host.preempt_count[id] && m->host.irqs_enabled[id] && t->is_vcpu_thread) {
-			inject_preempt(cpu);
+			if (in->kind == PK_INJ_PREEMPT)
+				inject_preempt(cpu);
+			else
+				pk_host_kthread_preempt(cpu);	/* csrc/host/sched.c */
 			in->fired = true;
 		}
 		break;

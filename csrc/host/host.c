@@ -78,6 +78,10 @@ static const struct pk_param host_param_table[] = {
 	PK_PARAM(struct pk_host_params, ret_uses_percpu, true,
 		 "a RET touches per-cpu data (call depth tracking, v6.2+), so the first RET after "
 		 "a VM-exit needs the host GS base"),
+	PK_PARAM(struct pk_host_params, kernel_ibrs, false,
+		 "legacy IBRS: the host kernel sets SPEC_CTRL.IBRS on every kernel entry and "
+		 "clears it on the way back to user mode (spectre_v2=ibrs, X86_FEATURE_KERNEL_IBRS, "
+		 "2dbb887e875b, v5.19), as a Skylake host without eIBRS does; needs IBRS"),
 	{ }		/* end */
 };
 
@@ -87,6 +91,28 @@ static struct pk_module kernel_module = {
 	.kp = host_param_table,
 };
 module_init(kernel_module);
+
+/* A kernel.* parameter set the host cannot have: the reason, or NULL. */
+const char *pk_host_params_invalid(struct pk_machine *m)
+{
+	if (m->host.params.kernel_ibrs && !m->model.has_ibrs)
+		return "kernel.kernel_ibrs needs a CPU with IBRS";
+	return NULL;
+}
+
+/*
+ * SPEC_CTRL while in the kernel (x86_spec_ctrl_current, what KVM restores after a
+ * VM-exit) and in user mode: they differ only on a legacy-IBRS host.
+ */
+u64 pk_host_spec_ctrl_kernel(const struct pk_machine *m)
+{
+	return m->host.spec_ctrl | (m->host.params.kernel_ibrs ? SPEC_CTRL_IBRS : 0);
+}
+
+u64 pk_host_spec_ctrl_user(const struct pk_machine *m)
+{
+	return m->host.spec_ctrl;
+}
 
 /*
  * An NMI in host mode. The paranoid entry cannot trust the GS state it finds: it reads
@@ -173,6 +199,11 @@ int pk_host_init(struct pk_machine *m)
 		host_cpu_init(m, &m->cpu[i]);
 		host_cpu_enter_user(&m->cpu[i], pk_task(m, t));
 	}
+	/* Kernel threads come into being when first needed (csrc/host/sched.c). */
+	for (u32 i = 0; i < PK_MAX_CPUS; i++) {
+		h->idle_task[i] = h->kworker[i] = -1;
+		h->rq_head[i] = h->rq_tail[i] = -1;
+	}
 	return 0;
 }
 
@@ -224,6 +255,8 @@ int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread)
 		t->gsindex = __USER_DS;
 	t->cr3 = 0x1000000ULL + ((u64)t->id << 12);
 	t->timer_budget = UINT64_MAX;
+	t->state = TASK_RUNNING;
+	t->rq_next = -1;
 	pk_tasklist_unlock(m);
 	return id;
 }
@@ -239,6 +272,7 @@ void pk_host_exit_task(struct pk_machine *m, int id)
 
 	if (h->current[t->cpu] == id)
 		pk_host_run_other_locked(m, t->cpu);
+	pk_host_dequeue_task(m, id);
 	pk_tasklist_lock(m);
 	t->alive = false;
 	t->next_free = h->free_task;
@@ -293,6 +327,9 @@ void pk_enter_kernel(void)
 
 	native_swapgs();
 	m->host.in_user[this_cpu()->id] = false;
+	/* IBRS_ENTER (arch/x86/entry/calling.h): legacy IBRS is on while in the kernel. */
+	if (m->host.params.kernel_ibrs)
+		wrmsrl(MSR_IA32_SPEC_CTRL, pk_host_spec_ctrl_kernel(m));
 	pk_path_leave(m, old);
 }
 
@@ -311,6 +348,9 @@ void pk_exit_to_user_mode(void)
 		pk_path_leave(m, old);
 	}
 	old = pk_path_enter(m, PK_PATH_OTHER);
+	/* IBRS_EXIT: user mode runs without IBRS. */
+	if (m->host.params.kernel_ibrs)
+		wrmsrl(MSR_IA32_SPEC_CTRL, pk_host_spec_ctrl_user(m));
 	native_swapgs();
 	m->host.in_user[this_cpu()->id] = true;
 	local_irq_enable();
@@ -469,6 +509,12 @@ void pk_context_switch(int cpu_id, int next)
 	if (n->gsindex != p->gsindex)
 		load_gs_index(n->gsindex);
 	x86_gsbase_write_inactive(n->gsbase);
+	/*
+	 * switch_mm_irqs_off(): a kernel thread has no mm and borrows the one loaded (lazy
+	 * TLB), so switching to it, or back to the task whose mm it borrowed, leaves CR3.
+	 */
+	if (n->is_kthread)
+		n->cr3 = p->cr3;
 	if (n->cr3 != p->cr3)
 		native_write_cr3(n->cr3);
 	/* propagate_user_return_notify() */
@@ -526,6 +572,8 @@ void pk_host_run_other_locked(struct pk_machine *m, u32 cpu)
 	pk_this_cpu = &m->cpu[cpu];
 	if (m->host.in_user[cpu])
 		pk_enter_kernel();
+	/* Woken (by what it waited for), it gets the CPU: the CPU's own task is running. */
+	pk_task(m, (int)cpu)->state = TASK_RUNNING;
 	pk_context_switch((int)cpu, (int)cpu);
 	pk_exit_to_user_mode();
 	pk_this_cpu = saved;

@@ -18,6 +18,183 @@ void kvm_arch_disable_virtualization_cpu(void);
 int kvm_vcpu_ioctl_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u32 n, bool set);
 int kvm_vcpu_ioctl_set_cpuid2(struct kvm_vcpu *vcpu, const struct kvm_cpuid_entry2 *e, int n);
 
+/* ---- halting: polling, blocking, waking (kvm_vcpu_halt, kvm_vcpu_block) ---- */
+
+/*
+ * kvm.halt_poll_ns is in x86.c's table. Its companions halt_poll_ns_grow (2),
+ * halt_poll_ns_grow_start (10000) and halt_poll_ns_shrink (2 upstream since it stopped
+ * defaulting to 0) are kept at upstream's values: they decide how fast a vCPU's window
+ * adapts, which a steady workload does not see.
+ */
+#define HALT_POLL_NS_GROW		2
+#define HALT_POLL_NS_GROW_START		10000	/* 10 us */
+#define HALT_POLL_NS_SHRINK		2
+
+static const struct kvm_params *kvm_param(void)
+{
+	return &kvm_global()->params;
+}
+
+static void grow_halt_poll_ns(struct kvm_vcpu *vcpu)
+{
+	unsigned int val = vcpu->halt_poll_ns;
+	unsigned int grow = HALT_POLL_NS_GROW;
+	unsigned int grow_start = HALT_POLL_NS_GROW_START;
+
+	if (!grow)
+		return;
+	val *= grow;
+	if (val < grow_start)
+		val = grow_start;
+	vcpu->halt_poll_ns = val;
+}
+
+static void shrink_halt_poll_ns(struct kvm_vcpu *vcpu)
+{
+	unsigned int val = vcpu->halt_poll_ns;
+	unsigned int shrink = HALT_POLL_NS_SHRINK;
+
+	if (shrink == 0)
+		val = 0;
+	else
+		val /= shrink;
+	/* Below the start value polling is not worth it (S. Senozhatsky, Message-Id
+	 * <20210902031100.252080-1-senozhatsky@chromium.org>). */
+	if (val < HALT_POLL_NS_GROW_START)
+		val = 0;
+	vcpu->halt_poll_ns = val;
+}
+
+/* <0: the vCPU must stop halting (a wake event, a timer, a signal); 0: keep waiting. */
+static int kvm_vcpu_check_block(struct kvm_vcpu *vcpu)
+{
+	if (kvm_arch_vcpu_runnable(vcpu))
+		return -EINTR;
+	if (kvm_cpu_has_pending_timer(vcpu))
+		return -EINTR;
+	if (current_task()->signal_pending)
+		return -EINTR;
+	return 0;
+}
+
+/*
+ * Block the vCPU until it is runnable, an event arrives or a signal is pending: the
+ * thread sleeps (schedule(): kvm_sched_out puts the vCPU, the CPU runs other tasks or
+ * idles, kvm_sched_in loads it again). True if it actually slept.
+ */
+bool kvm_vcpu_block(struct kvm_vcpu *vcpu)
+{
+	bool waited = false;
+
+	/* prepare_to_rcuwait(): kvm_vcpu_wake_up() may wake this thread from now on. */
+	preempt_disable();
+	vcpu->waiting = true;
+	preempt_enable();
+	for (;;) {
+		set_current_state(TASK_INTERRUPTIBLE);
+		if (kvm_vcpu_check_block(vcpu) < 0)
+			break;
+		waited = true;
+		schedule();
+	}
+	/* finish_rcuwait() */
+	preempt_disable();
+	vcpu->waiting = false;
+	set_current_state(TASK_RUNNING);
+	preempt_enable();
+	return waited;
+}
+
+static unsigned int kvm_vcpu_max_halt_poll_ns(struct kvm_vcpu *vcpu)
+{
+	return kvm_param()->halt_poll_ns;
+}
+
+/* kvm_vcpu_can_poll(): nothing else wants the CPU and the window is still open. */
+static bool kvm_vcpu_can_poll(u64 cur, u64 stop)
+{
+	return single_task_running() && !need_resched() && cur < stop;
+}
+
+/*
+ * Emulate a halt: with polling on, busy-wait up to the vCPU's window for a wake event
+ * (halt-polling: no put/load and no context switch if it comes), else block. The window
+ * then grows after a short halt and shrinks after a long one (virt/kvm/kvm_main.c).
+ */
+void kvm_vcpu_halt(struct kvm_vcpu *vcpu)
+{
+	unsigned int max_halt_poll_ns = kvm_vcpu_max_halt_poll_ns(vcpu);
+	bool waited = false;
+	bool do_halt_poll;
+	u64 start, cur, halt_ns;
+
+	if (vcpu->halt_poll_ns > max_halt_poll_ns)
+		vcpu->halt_poll_ns = max_halt_poll_ns;
+	do_halt_poll = vcpu->halt_poll_ns != 0;		/* kvm_arch_no_poll(): never on x86 here */
+
+	start = cur = ktime_get();
+	if (do_halt_poll) {
+		u64 stop = start + vcpu->halt_poll_ns;
+
+		do {
+			if (kvm_vcpu_check_block(vcpu) < 0)
+				goto out;
+			/* cpu_relax(): time passes up to the next timer on this CPU, or the end. */
+			pk_hrtimer_run_next(this_cpu(), pk_ns_to_tsc(stop));
+			cur = ktime_get();
+		} while (kvm_vcpu_can_poll(cur, stop));
+	}
+	waited = kvm_vcpu_block(vcpu);
+	cur = ktime_get();
+out:
+	/* The total time the vCPU was halted, polling included. */
+	halt_ns = cur - start;
+	/* Polling succeeded if the vCPU never had to schedule out. */
+	if (do_halt_poll) {
+		++vcpu->stat.halt_attempted_poll;
+		if (!waited)
+			++vcpu->stat.halt_successful_poll;
+	}
+	max_halt_poll_ns = kvm_vcpu_max_halt_poll_ns(vcpu);
+	if (max_halt_poll_ns) {
+		if (halt_ns <= vcpu->halt_poll_ns)
+			;
+		/* A long halt: polling would not have caught it, poll less. */
+		else if (vcpu->halt_poll_ns && halt_ns > max_halt_poll_ns)
+			shrink_halt_poll_ns(vcpu);
+		/* A short halt the window missed: poll longer. */
+		else if (vcpu->halt_poll_ns < max_halt_poll_ns && halt_ns < max_halt_poll_ns)
+			grow_halt_poll_ns(vcpu);
+	} else {
+		vcpu->halt_poll_ns = 0;
+	}
+}
+
+/* __kvm_vcpu_wake_up() / rcuwait_wake_up(): wake the thread if it sleeps in kvm_vcpu_block. */
+bool kvm_vcpu_wake_up(struct kvm_vcpu *vcpu)
+{
+	if (vcpu->waiting && wake_up_process(vcpu->task)) {
+		vcpu->ready = true;
+		++vcpu->stat.halt_wakeup;
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Kick a sleeping vCPU, or one in guest mode, into host kernel mode. A vCPU running on
+ * another CPU would get a reschedule IPI; in the model the kicks come from timers on the
+ * target's own pCPU (they move with it), which only fire while that pCPU waits, so a kick
+ * only ever finds its target asleep or polling.
+ */
+void kvm_vcpu_kick(struct kvm_vcpu *vcpu)
+{
+	if (kvm_vcpu_wake_up(vcpu))
+		return;
+	if (vcpu->mode == IN_GUEST_MODE)
+		vcpu->mode = OUTSIDE_GUEST_MODE;
+}
+
 /* ---- preempt notifiers: kvm_sched_in / kvm_sched_out ---- */
 
 static void kvm_sched_in(struct preempt_notifier *pn, int cpu)
@@ -39,8 +216,12 @@ static void kvm_sched_out(struct preempt_notifier *pn)
 	u32 old = pk_path_enter(m, PK_PATH_VCPU_PUT);
 
 	vcpu->scheduled_out = true;
-	vcpu->preempted = true;
-	vcpu->stat.preemptions++;
+	/* Preempted, not blocked: the thread is still runnable (task_is_runnable(current)). */
+	if (current_task()->state == TASK_RUNNING) {
+		vcpu->preempted = true;
+		vcpu->ready = true;
+		vcpu->stat.preemptions++;
+	}
 	kvm_arch_vcpu_put(vcpu);
 	pk_path_leave(m, old);
 }
@@ -490,33 +671,56 @@ void pk_destroy_vm(struct kvm *kvm)
 /* ---- vCPU ioctls ---- */
 
 /*
+ * What a KVM_RUN of the model may have happen to it, set up and taken back while the
+ * thread holds its pCPU: `inject_at` > 0 preempts the thread once, at the first
+ * preemptible point from its inject_at-th host instruction on, by a task of kind
+ * `inject_kind`; `preemptor` >= 0 (0: the CPU's user process, 1: its kernel worker) is
+ * made runnable on the CPU before the run, to take it at the first reschedule point.
+ * *preempted says whether either happened.
+ */
+struct vcpu_run_events {
+	u32 inject_at, inject_kind;
+	int preemptor;
+	bool *preempted;
+};
+
+/*
  * KVM_RUN. With stay_in_kernel the vCPU thread has not reached user mode yet when this
  * returns (as if it were still on its exit path): user-return MSRs are still loaded, so
  * events such as a virtualization-disable IPI can be placed there; pk_vcpu_return_to_user
- * finishes the return. `inject_at` > 0 preempts the thread once, at the first preemptible
- * point from its inject_at-th host instruction on (*preempted says whether it happened).
+ * finishes the return.
  */
-static int vcpu_run(struct kvm_vcpu *vcpu, u64 max_insns, bool stay_in_kernel, u32 inject_at,
-		    bool *preempted)
+static int vcpu_run(struct kvm_vcpu *vcpu, u64 max_insns, bool stay_in_kernel,
+		    const struct vcpu_run_events *ev)
 {
 	struct pk_machine *m = vcpu->kvm->m;
 	struct pk_task *t = pk_task(m, vcpu->task);
+	int preemptor = -1;
 	u32 cpu;
 	int r;
 
 	cpu = vcpu_ioctl_begin(vcpu);
+	if (ev && ev->preemptor >= 0) {
+		preemptor = pk_host_queue_preemptor(m, cpu, ev->preemptor);
+		if (preemptor < 0) {
+			vcpu_ioctl_end(vcpu, cpu);
+			return pk_err(-EINVAL, "no task to preempt the vCPU thread on CPU %u", cpu);
+		}
+	}
 	t->signal_pending = false;
 	/* The run's instruction budget is the thread's timer: a signal ends the run. */
 	t->timer_budget = max_insns ? max_insns : UINT64_MAX;
 	this_cpu()->insn_budget = UINT64_MAX;
 	pk_timer_slice_start(this_cpu(), t);
-	if (inject_at)
-		pk_inject_arm_patient(m, cpu, inject_at, PK_INJ_PREEMPT);
+	if (ev && ev->inject_at)
+		pk_inject_arm_patient(m, cpu, ev->inject_at, ev->inject_kind);
 	r = kvm_arch_vcpu_ioctl_run(vcpu);
-	if (inject_at) {
-		*preempted = m->inject.fired;
+	if (ev && ev->inject_at) {
+		*ev->preempted = m->inject.fired;
 		pk_inject_disarm(m);
 	}
+	if (preemptor >= 0)
+		*ev->preempted = pk_host_unqueue_preemptor(m, cpu, preemptor);
 	/* The signal that ended the run is delivered on the way out. */
 	t->signal_pending = false;
 	if (stay_in_kernel)
@@ -529,22 +733,31 @@ static int vcpu_run(struct kvm_vcpu *vcpu, u64 max_insns, bool stay_in_kernel, u
 
 int pk_vcpu_run_ex(struct kvm_vcpu *vcpu, u64 max_insns, bool stay_in_kernel)
 {
-	return vcpu_run(vcpu, max_insns, stay_in_kernel, 0, NULL);
+	return vcpu_run(vcpu, max_insns, stay_in_kernel, NULL);
 }
 
 int pk_vcpu_run(struct kvm_vcpu *vcpu, u64 max_insns)
 {
-	return vcpu_run(vcpu, max_insns, false, 0, NULL);
+	return vcpu_run(vcpu, max_insns, false, NULL);
 }
 
 /*
  * KVM_RUN during which the vCPU thread is preempted once, at the first preemptible point
- * from its n-th host instruction on (another task runs and returns to user mode).
+ * from its n-th host instruction on (another task runs: a user process that returns to
+ * user mode, or a kernel worker that does not).
  */
-int pk_vcpu_run_preempted(struct kvm_vcpu *vcpu, u64 max_insns, u32 n, bool *preempted)
+int pk_vcpu_run_preempted_by(struct kvm_vcpu *vcpu, u64 max_insns, u32 n, u32 kind,
+			     bool *preempted)
 {
+	struct vcpu_run_events ev = {
+		.inject_at = n ? n : 1, .inject_kind = kind, .preemptor = -1,
+		.preempted = preempted,
+	};
+
 	*preempted = false;
-	return vcpu_run(vcpu, max_insns, false, n ? n : 1, preempted);
+	if (kind != PK_INJ_PREEMPT && kind != PK_INJ_PREEMPT_KTHREAD)
+		return pk_err(-EINVAL, "injection %u is not a preemption", kind);
+	return vcpu_run(vcpu, max_insns, false, &ev);
 }
 
 /* A signal to the vCPU thread (kvm_vcpu_kick, or Ctrl-C): a run ends at the next tick. */
@@ -552,6 +765,88 @@ int pk_vcpu_kick(struct kvm_vcpu *vcpu)
 {
 	pk_signal_task(vcpu->kvm->m, vcpu->task);
 	return 0;
+}
+
+int pk_vcpu_run_preempted(struct kvm_vcpu *vcpu, u64 max_insns, u32 n, bool *preempted)
+{
+	return pk_vcpu_run_preempted_by(vcpu, max_insns, n, PK_INJ_PREEMPT, preempted);
+}
+
+/*
+ * KVM_RUN during which another task becomes runnable on the vCPU thread's pCPU (woken
+ * by an interrupt while the guest ran): the CPU's user process, which returns to user
+ * mode when it runs, or (kthread) its kernel worker, which does not. The vCPU thread
+ * yields at its first reschedule point, xfer_to_guest_mode_handle_work() in vcpu_run
+ * after an exit handled in the kernel, with the guest state loaded. *preempted says
+ * whether it came to that (a run whose first exit goes to userspace never yields).
+ */
+int pk_vcpu_run_rescheduled(struct kvm_vcpu *vcpu, u64 max_insns, bool kthread,
+			    bool *preempted)
+{
+	struct vcpu_run_events ev = { .preemptor = kthread, .preempted = preempted };
+
+	*preempted = false;
+	return vcpu_run(vcpu, max_insns, false, &ev);
+}
+
+/*
+ * Arm the vCPU's kick timer `ns` from now on the pCPU its thread runs on (or disarm it),
+ * holding the vCPU (vcpu->mutex: its kick state) and that pCPU (its timer list).
+ */
+static int vcpu_kick_timer(struct kvm_vcpu *vcpu, bool arm, u64 ns, u64 period_ns)
+{
+	struct pk_machine *m = vcpu->kvm->m;
+	struct pk_cpu *saved = pk_this_cpu;
+	struct pk_hrtimer *t = &vcpu->arch.kick_timer;
+	u32 cpu;
+
+	mutex_lock(vcpu->mutex);
+	cpu = pk_task(m, vcpu->task)->cpu;
+	pk_cpu_lock(m, cpu);
+	pk_this_cpu = &m->cpu[cpu];
+	vcpu->arch.kick_period = pk_ns_to_tsc(period_ns);
+	t->function = kvm_pv_kick_timer_fn;
+	if (arm)
+		hrtimer_start(t, this_cpu()->tsc + pk_ns_to_tsc(ns));
+	else
+		hrtimer_cancel(t);
+	pk_this_cpu = saved;
+	pk_cpu_unlock(m, cpu);
+	mutex_unlock(vcpu->mutex);
+	return 0;
+}
+
+/*
+ * Another vCPU (on another pCPU, not simulated) sends this one a KVM_HC_KICK_CPU every
+ * `period_ns` by the clock of the pCPU this vCPU's thread runs on (0: no more kicks). The
+ * clock runs only while that pCPU waits, so each halt is woken `period_ns` after it began
+ * (kvm_pv_kick_cpu_op -> kvm_vcpu_kick). The sender's own exits are not simulated.
+ */
+int pk_vcpu_kick_every(struct kvm_vcpu *vcpu, u64 period_ns)
+{
+	return vcpu_kick_timer(vcpu, period_ns != 0, period_ns, period_ns);
+}
+
+/* One kick of that kind, `ns` from now by the same clock (a checker's wake-up event). */
+int pk_vcpu_kick_after(struct kvm_vcpu *vcpu, u64 ns)
+{
+	return vcpu_kick_timer(vcpu, true, ns, 0);
+}
+
+u32 pk_vcpu_halt_poll_ns(struct kvm_vcpu *vcpu)
+{
+	return vcpu->halt_poll_ns;
+}
+
+/* KVM_CREATE_IRQCHIP: the LAPIC (and PIC, IOAPIC) in the kernel, so HLT halts in KVM. */
+int pk_vm_create_irqchip(struct kvm *kvm)
+{
+	int r;
+
+	mutex_lock(kvm->lock);
+	r = kvm_arch_vm_ioctl_create_irqchip(kvm);
+	mutex_unlock(kvm->lock);
+	return r;
 }
 
 int pk_vcpu_return_to_user(struct kvm_vcpu *vcpu)
@@ -688,6 +983,35 @@ int pk_vcpu_id(struct kvm_vcpu *vcpu)
  * Move the vCPU thread: on its old CPU another task is scheduled (and returns to user
  * mode there), and the thread runs on `cpu` from its next ioctl on.
  */
+/*
+ * The vCPU's host timers follow its thread to another CPU, each with the time it had
+ * left (kernel: __kvm_migrate_timers() at the first vcpu_load there; the model's clocks
+ * are per CPU, so what carries over is the time left). `from` is held; on return `to`
+ * has been held and released.
+ */
+static void kvm_migrate_timers(struct kvm_vcpu *vcpu, u32 from, u32 to)
+{
+	struct pk_machine *m = vcpu->kvm->m;
+	struct pk_hrtimer *timers[] = { &vcpu->arch.lapic_timer.timer, &vcpu->arch.kick_timer };
+	u64 left[ARRAY_SIZE(timers)];
+	bool armed[ARRAY_SIZE(timers)];
+
+	for (u32 i = 0; i < ARRAY_SIZE(timers); i++) {
+		u64 now = m->cpu[from].tsc;
+
+		armed[i] = timers[i]->armed;
+		left[i] = armed[i] && timers[i]->expires > now ? timers[i]->expires - now : 0;
+		hrtimer_cancel(timers[i]);
+	}
+	pk_cpu_unlock(m, from);
+	pk_cpu_lock(m, to);
+	pk_this_cpu = &m->cpu[to];
+	for (u32 i = 0; i < ARRAY_SIZE(timers); i++)
+		if (armed[i])
+			hrtimer_start(timers[i], m->cpu[to].tsc + left[i]);
+	pk_cpu_unlock(m, to);
+}
+
 int pk_vcpu_migrate(struct kvm_vcpu *vcpu, int cpu)
 {
 	struct pk_machine *m = vcpu->kvm->m;
@@ -704,9 +1028,12 @@ int pk_vcpu_migrate(struct kvm_vcpu *vcpu, int cpu)
 		pk_this_cpu = &m->cpu[from];
 		if (m->host.current[from] == vcpu->task)
 			pk_host_run_other_locked(m, from);	/* its own user process takes it */
-		if (pk_migrate_task(vcpu->task, cpu))
+		if (pk_migrate_task(vcpu->task, cpu)) {
 			r = pk_err(-EINVAL, "the vCPU thread could not move to CPU %d", cpu);
-		pk_cpu_unlock(m, from);
+			pk_cpu_unlock(m, from);
+		} else {
+			kvm_migrate_timers(vcpu, (u32)from, (u32)cpu);
+		}
 	}
 	mutex_unlock(vcpu->mutex);
 	return r;

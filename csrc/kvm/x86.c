@@ -16,13 +16,21 @@
 static const struct pk_param kvm_param_table[] = {
 	PK_PARAM(struct kvm_params, uret_irqs_off, true,
 		 "kvm_set_user_return_msr() writes the MSR and records it with IRQs off, so a "
-		 "virtualization-disable IPI cannot fall in between (WORLD-SWITCH.md 7.3)"),
+		 "virtualization-disable IPI cannot fall in between (docs/world-switch.md, bug 3)"),
 	PK_PARAM(struct kvm_params, forget_star, false, "never restore the host STAR"),
 	PK_PARAM(struct kvm_params, forget_lstar, false, "never restore the host LSTAR"),
 	PK_PARAM(struct kvm_params, forget_syscall_mask, false, "never restore the host SYSCALL_MASK"),
 	PK_PARAM(struct kvm_params, forget_efer, false, "never restore the host EFER (user return)"),
 	PK_PARAM(struct kvm_params, forget_tsc_aux, false, "never restore the host TSC_AUX"),
 	PK_PARAM(struct kvm_params, forget_tsx_ctrl, false, "never restore the host TSX_CTRL"),
+	/*
+	 * kvm_main.c's module_param (the halt-polling code is there; kvm.ko is one module
+	 * and the model keeps one table). Upstream's default is KVM_HALT_POLL_NS_DEFAULT,
+	 * 200000 on x86 (arch/x86/include/asm/kvm_host.h).
+	 */
+	PK_PARAM_UINT(struct kvm_params, halt_poll_ns, 200000,
+		      "the longest a halted vCPU polls for a wake-up before it schedules out "
+		      "(ns); 0: never poll, every halt puts the vCPU and idles the CPU"),
 	{ }		/* end */
 };
 
@@ -221,8 +229,16 @@ static int kvm_apply_params(struct pk_machine *m, const struct kvm_x86_init_ops 
 		  vendor ? vendor->num_kp : 0, (u8 *)m->vendor_global + init->params_offset },
 		{ "kernel", kernel->kp, kernel->num_kp, &m->host.params },
 	};
+	const char *why;
+	int r;
 
-	return pk_params_apply(mods, ARRAY_SIZE(mods), params);
+	r = pk_params_apply(mods, ARRAY_SIZE(mods), params);
+	if (r)
+		return r;
+	why = pk_host_params_invalid(m);
+	if (why)
+		return pk_err(-EINVAL, "%s", why);
+	return 0;
 }
 
 int kvm_x86_vendor_init(struct pk_machine *m, const struct kvm_x86_init_ops *init,
@@ -234,7 +250,9 @@ int kvm_x86_vendor_init(struct pk_machine *m, const struct kvm_x86_init_ops *ini
 
 	if (m->kvm_global)
 		return -EEXIST;
-#define KVM_X86_OP(func)		if (!ops->func) return -EINVAL;
+#define KVM_X86_OP(func)						\
+	if (!ops->func)							\
+		return pk_err(-EINVAL, "%s lacks the mandatory op " #func, ops->name);
 #define KVM_X86_OP_OPTIONAL(func)
 #include "asm/kvm-x86-ops.h"
 	g = pk_kzalloc(m, sizeof(*g), 64);
@@ -366,7 +384,7 @@ int kvm_set_msr_common(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
 		return 0;
 	}
 	case MSR_IA32_TSC_DEADLINE:
-		vcpu->arch.tsc_deadline = data;
+		kvm_set_lapic_tscdeadline_msr(vcpu, data);
 		return 0;
 	case MSR_IA32_APICBASE:
 		return kvm_apic_set_base(vcpu, data, msr_info->host_initiated);
@@ -519,7 +537,7 @@ fastpath_t handle_fastpath_set_msr_irqoff(struct kvm_vcpu *vcpu)
 
 	switch (msr) {
 	case MSR_IA32_TSC_DEADLINE:
-		vcpu->arch.tsc_deadline = kvm_read_edx_eax(vcpu);
+		kvm_set_lapic_tscdeadline_msr(vcpu, kvm_read_edx_eax(vcpu));
 		vcpu->stat.fastpath_exits++;
 		kvm_skip_emulated_instruction(vcpu);
 		return EXIT_FASTPATH_REENTER_GUEST;
@@ -548,6 +566,156 @@ int kvm_vcpu_ioctl_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u3
 	}
 	vcpu_put(vcpu);
 	return (int)i;
+}
+
+/* ------------------------------------------------------------------------------------
+ * The in-kernel LAPIC's TSC-deadline timer and the vCPU's runnable state (upstream:
+ * lapic.c and x86.c), only as the wake-up source of a halted vCPU. Simplifications: the
+ * LVT timer is taken to be in TSC-deadline mode once the irqchip is in the kernel; while
+ * the vCPU runs, the deadline is held (the VMX preemption timer upstream), no exit is
+ * taken when it passes; the expiry that wakes a halted vCPU is not delivered to the
+ * guest as an interrupt: the guest resumes after its HLT.
+ * ---------------------------------------------------------------------------------- */
+
+/* apic_timer_expired(): count the expiry and kick the vCPU if it came from the hrtimer. */
+static void apic_timer_expired(struct kvm_vcpu *vcpu, bool from_timer_fn)
+{
+	if (vcpu->arch.lapic_timer.pending)
+		return;
+	vcpu->arch.tsc_deadline = 0;
+	vcpu->arch.lapic_timer.pending++;
+	if (from_timer_fn)
+		kvm_vcpu_kick(vcpu);
+}
+
+/* apic_timer_fn(): the host hrtimer the deadline runs on while the vCPU is blocked. */
+static void apic_timer_fn(struct pk_hrtimer *timer)
+{
+	struct kvm_vcpu *vcpu = container_of(timer, struct kvm_vcpu, arch.lapic_timer.timer);
+
+	apic_timer_expired(vcpu, true);
+}
+
+void kvm_set_lapic_tscdeadline_msr(struct kvm_vcpu *vcpu, u64 data)
+{
+	vcpu->arch.tsc_deadline = data;
+	if (!lapic_in_kernel(vcpu))
+		return;
+	hrtimer_cancel(&vcpu->arch.lapic_timer.timer);
+	/* start_apic_timer(): a deadline already past expires at once. */
+	if (data && data <= this_cpu()->tsc)
+		apic_timer_expired(vcpu, false);
+}
+
+/*
+ * The guest's timer keeps counting while the vCPU is blocked only on a host hrtimer
+ * (kvm_lapic_switch_to_sw_timer; SVM, which has no preemption timer, keeps it there all
+ * along: the same, as host timers cost nothing in the model).
+ */
+static bool kvm_lapic_hv_timer_in_use(struct kvm_vcpu *vcpu)
+{
+	return lapic_in_kernel(vcpu) && vcpu->arch.tsc_deadline;
+}
+
+static void kvm_lapic_switch_to_sw_timer(struct kvm_vcpu *vcpu)
+{
+	struct pk_hrtimer *t = &vcpu->arch.lapic_timer.timer;
+
+	preempt_disable();
+	t->function = apic_timer_fn;
+	if (vcpu->arch.tsc_deadline <= this_cpu()->tsc)
+		apic_timer_expired(vcpu, false);
+	else
+		hrtimer_start(t, vcpu->arch.tsc_deadline);
+	preempt_enable();
+}
+
+static void kvm_lapic_switch_to_hv_timer(struct kvm_vcpu *vcpu)
+{
+	hrtimer_cancel(&vcpu->arch.lapic_timer.timer);
+}
+
+bool kvm_cpu_has_pending_timer(struct kvm_vcpu *vcpu)
+{
+	return lapic_in_kernel(vcpu) && vcpu->arch.lapic_timer.pending;
+}
+
+/* kvm_inject_pending_timer_irqs(): the expiry becomes the guest's interrupt (not modelled). */
+static void kvm_inject_pending_timer_irqs(struct kvm_vcpu *vcpu)
+{
+	vcpu->arch.lapic_timer.pending = 0;
+}
+
+/*
+ * kvm_pv_kick_cpu_op() as another vCPU's KVM_HC_KICK_CPU delivers it (APIC_DM_REMRD in
+ * __apic_accept_irq): the target may leave its halt.
+ */
+static void kvm_pv_kick_cpu_op(struct kvm_vcpu *target)
+{
+	target->arch.pv.pv_unhalted = true;
+	kvm_vcpu_kick(target);
+}
+
+/* A kick of pk_vcpu_kick_every(), arriving on the halted vCPU's CPU; the next is due. */
+void kvm_pv_kick_timer_fn(struct pk_hrtimer *timer)
+{
+	struct kvm_vcpu *vcpu = container_of(timer, struct kvm_vcpu, arch.kick_timer);
+
+	if (vcpu->arch.kick_period)
+		hrtimer_start(timer, timer->expires + vcpu->arch.kick_period);
+	kvm_pv_kick_cpu_op(vcpu);
+}
+
+static bool kvm_vcpu_running(struct kvm_vcpu *vcpu)
+{
+	return vcpu->arch.mp_state == KVM_MP_STATE_RUNNABLE;
+}
+
+/* kvm_vcpu_has_events(): a wake event is pending (an expired timer, a PV kick). */
+static bool kvm_vcpu_has_events(struct kvm_vcpu *vcpu)
+{
+	return vcpu->arch.pv.pv_unhalted || kvm_cpu_has_pending_timer(vcpu);
+}
+
+bool kvm_arch_vcpu_runnable(struct kvm_vcpu *vcpu)
+{
+	return kvm_vcpu_running(vcpu) || kvm_vcpu_has_events(vcpu);
+}
+
+/*
+ * vcpu_block(): a halted vCPU waits in kvm_vcpu_halt (polling, then blocking) until a
+ * wake event; the guest's timer moves to a host hrtimer meanwhile, since the preemption
+ * timer runs only in guest mode (and before polling, so an expiry is seen by it).
+ */
+static int vcpu_block(struct kvm_vcpu *vcpu)
+{
+	bool hv_timer;
+
+	if (!kvm_arch_vcpu_runnable(vcpu)) {
+		hv_timer = kvm_lapic_hv_timer_in_use(vcpu);
+		if (hv_timer)
+			kvm_lapic_switch_to_sw_timer(vcpu);
+		kvm_vcpu_halt(vcpu);
+		if (hv_timer)
+			kvm_lapic_switch_to_hv_timer(vcpu);
+		/* Woken by something else (a signal): service it, still halted. */
+		if (!kvm_arch_vcpu_runnable(vcpu))
+			return 1;
+	}
+	vcpu->arch.pv.pv_unhalted = false;
+	vcpu->arch.mp_state = KVM_MP_STATE_RUNNABLE;
+	return 1;
+}
+
+/* KVM_CREATE_IRQCHIP (kvm_arch_vm_ioctl): before any vCPU exists, once. */
+int kvm_arch_vm_ioctl_create_irqchip(struct kvm *kvm)
+{
+	if (kvm->arch.irqchip_mode != KVM_IRQCHIP_NONE)
+		return pk_err(-EEXIST, "the VM already has an in-kernel irqchip");
+	if (kvm->created_vcpus)
+		return pk_err(-EINVAL, "KVM_CREATE_IRQCHIP after KVM_CREATE_VCPU");
+	kvm->arch.irqchip_mode = KVM_IRQCHIP_KERNEL;
+	return 0;
 }
 
 /* ------------------------------------------------------------------------------------
@@ -597,18 +765,35 @@ int kvm_emulate_cpuid(struct kvm_vcpu *vcpu)
 	return kvm_skip_emulated_instruction(vcpu);
 }
 
-/* No in-kernel LAPIC: HLT goes to userspace (kernel: __kvm_emulate_halt, !lapic_in_kernel). */
-int kvm_emulate_halt(struct kvm_vcpu *vcpu)
+/*
+ * The vCPU has halted. With the LAPIC in the kernel, the run loop sees the vCPU is not
+ * runnable and halts it (vcpu_block); without, userspace handles the wake-up events.
+ */
+static int __kvm_emulate_halt(struct kvm_vcpu *vcpu, u32 state, u32 reason)
 {
-	kvm_skip_emulated_instruction(vcpu);
-	vcpu->stat.halt_exits++;
-	vcpu->run.exit_reason = KVM_EXIT_HLT;
+	++vcpu->stat.halt_exits;
+	if (lapic_in_kernel(vcpu)) {
+		if (kvm_vcpu_has_events(vcpu))
+			vcpu->arch.pv.pv_unhalted = false;
+		else
+			vcpu->arch.mp_state = state;
+		return 1;
+	}
+	vcpu->run.exit_reason = reason;
 	return 0;
 }
 
+int kvm_emulate_halt(struct kvm_vcpu *vcpu)
+{
+	int ret = kvm_skip_emulated_instruction(vcpu);
+
+	return __kvm_emulate_halt(vcpu, KVM_MP_STATE_HALTED, KVM_EXIT_HLT) && ret;
+}
+
+/* x86_spec_ctrl_current: the kernel-mode value (with IBRS on a legacy-IBRS host). */
 u64 kvm_host_spec_ctrl(void)
 {
-	return this_machine()->host.spec_ctrl;
+	return pk_host_spec_ctrl_kernel(this_machine());
 }
 
 #define KVM_ENOSYS 1000
@@ -833,9 +1018,14 @@ static int vcpu_run(struct kvm_vcpu *vcpu)
 	int r;
 
 	for (;;) {
-		r = vcpu_enter_guest(vcpu);
+		if (kvm_vcpu_running(vcpu))
+			r = vcpu_enter_guest(vcpu);
+		else
+			r = vcpu_block(vcpu);
 		if (r <= 0)
 			break;
+		if (kvm_cpu_has_pending_timer(vcpu))
+			kvm_inject_pending_timer_irqs(vcpu);
 		/* xfer_to_guest_mode_handle_work(): a reschedule may happen here. */
 		pk_interrupt_window();
 		if (current_task()->signal_pending) {
@@ -843,6 +1033,8 @@ static int vcpu_run(struct kvm_vcpu *vcpu)
 			vcpu->run.exit_reason = KVM_EXIT_INTR;
 			break;
 		}
+		if (need_resched())
+			schedule();
 	}
 	if (r == 0)
 		vcpu->stat.userspace_exits++;
@@ -916,6 +1108,9 @@ void kvm_arch_vcpu_destroy(struct kvm_vcpu *vcpu)
 	struct pk_machine *m = vcpu->kvm->m;
 	struct kvm_x86_global *g = kvm_global();
 
+	/* kvm_free_lapic(): no timer of the vCPU may fire after it is gone. */
+	hrtimer_cancel(&vcpu->arch.lapic_timer.timer);
+	hrtimer_cancel(&vcpu->arch.kick_timer);
 	kvm_x86_call(vcpu_free)(vcpu);
 	for (u32 c = 0; c < m->nr_cpus; c++) {
 		struct kvm_vcpu *expected = vcpu;
@@ -1089,7 +1284,8 @@ int kvm_get_supported_cpuid(struct kvm_cpuid_entry2 *e, int max)
 	e[n].eax = 0x80000008;
 	n++;
 	e[n].function = 0x80000001;
-	e[n].edx = CPUID_8000_0001_EDX_LM | CPUID_8000_0001_EDX_SYSCALL |
+	/* NX: every CPU model here is x86-64 with it (the host runs with EFER.NX). */
+	e[n].edx = CPUID_8000_0001_EDX_LM | CPUID_8000_0001_EDX_SYSCALL | CPUID_8000_0001_EDX_NX |
 		   (cm->has_rdtscp ? CPUID_8000_0001_EDX_RDTSCP : 0);
 	n++;
 	e[n].function = 0x80000008;

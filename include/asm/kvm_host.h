@@ -20,7 +20,9 @@ struct kvm;
  * KVM_VCPU_ID_RATIO times larger, because an x86 vCPU id is an APIC ID and APIC IDs
  * encode topology. KVM_SET_CPUID2 takes at most KVM_MAX_CPUID_ENTRIES (cpuid.h).
  */
+/* cffi:begin */
 #define KVM_MAX_VCPUS			1024
+/* cffi:end */
 #define KVM_VCPU_ID_RATIO		4
 #define KVM_MAX_VCPU_IDS		(KVM_MAX_VCPUS * KVM_VCPU_ID_RATIO)
 #define KVM_MAX_CPUID_ENTRIES		256
@@ -131,6 +133,23 @@ struct kvm_vcpu_arch {
 
 	int last_vmentry_cpu;
 	u64 run_budget;				/* guest instructions before the run's signal */
+
+	u32 mp_state;				/* KVM_MP_STATE_* */
+	/*
+	 * The in-kernel LAPIC's TSC-deadline timer (kernel: struct kvm_timer in lapic.h;
+	 * the deadline is tsc_deadline above), only as a wake-up source of a halted vCPU:
+	 * the host hrtimer it runs on while the vCPU is blocked, and the expiries not yet
+	 * delivered.
+	 */
+	struct {
+		u32 pending;
+		struct pk_hrtimer timer;
+	} lapic_timer;
+	struct {
+		bool pv_unhalted;		/* kicked by another vCPU (KVM_HC_KICK_CPU) */
+	} pv;
+	struct pk_hrtimer kick_timer;		/* another vCPU's kicks (pk_vcpu_kick_every) */
+	u64 kick_period;			/* TSC ticks between them */
 };
 
 /* cffi:begin */
@@ -146,6 +165,9 @@ struct kvm_vcpu_stat {
 	u64 irq_exits;
 	u64 preemptions;
 	u64 migrations;
+	u64 halt_successful_poll;		/* halts that ended while polling */
+	u64 halt_attempted_poll;
+	u64 halt_wakeup;			/* wake-ups of a vCPU blocked in kvm_vcpu_block */
 };
 /* cffi:end */
 
@@ -159,16 +181,27 @@ struct kvm_vcpu {
 	int task;				/* the host task that runs it */
 	bool preempted;
 	bool scheduled_out;
+	bool ready;
+	bool waiting;				/* in kvm_vcpu_block's rcuwait: wake_up wakes it */
+	unsigned int halt_poll_ns;		/* this vCPU's current polling window */
 	struct preempt_notifier preempt_notifier;
 	struct kvm_vcpu_stat stat;
 	struct kvm_vcpu_arch arch;
 	struct kvm_run run;
 };
 
+#define KVM_IRQCHIP_NONE	0
+#define KVM_IRQCHIP_KERNEL	1		/* KVM_CREATE_IRQCHIP: PIC, IOAPIC, LAPIC in kernel */
+
+struct kvm_arch {
+	int irqchip_mode;
+};
+
 struct kvm {
 	struct pk_machine *m;
 	struct mutex *lock;			/* kvm->lock: vCPU creation (beside kmem) */
 	struct mutex *slots_lock;		/* kvm->slots_lock: memslot updates */
+	struct kvm_arch arch;
 	struct pk_memslots memslots;		/* EPT_POINTER / nested_cr3 point here */
 	struct kvm_vcpu *vcpus[KVM_MAX_VCPUS];	/* kernel: the vcpu_array xarray */
 	u64 vcpu_ids[KVM_MAX_VCPU_IDS / 64];	/* ids taken (kvm_get_vcpu_by_id's answer) */
@@ -233,11 +266,12 @@ struct kvm_x86_init_ops {
 	unsigned int params_offset;
 };
 
-/* kvm.* parameters (x86.c). */
+/* kvm.* parameters (x86.c's, then kvm_main.c's halt polling). */
 struct kvm_params {
 	bool uret_irqs_off;
 	bool forget_star, forget_lstar, forget_syscall_mask, forget_efer,
 	     forget_tsc_aux, forget_tsx_ctrl;
+	unsigned int halt_poll_ns;
 };
 
 /* x86.c's file-scope and per-CPU state, one per machine (allocated in kmem). */
@@ -319,7 +353,22 @@ static inline u64 kvm_read_edx_eax(struct kvm_vcpu *vcpu)
 }
 static inline bool is_long_mode(struct kvm_vcpu *vcpu) { return vcpu->arch.efer & EFER_LMA; }
 
+/* ---- lapic.c (the TSC-deadline timer only; kept in x86.c) ---- */
+static inline bool lapic_in_kernel(struct kvm_vcpu *vcpu)
+{
+	return vcpu->kvm->arch.irqchip_mode != KVM_IRQCHIP_NONE;
+}
+void kvm_set_lapic_tscdeadline_msr(struct kvm_vcpu *vcpu, u64 data);
+bool kvm_cpu_has_pending_timer(struct kvm_vcpu *vcpu);
+bool kvm_arch_vcpu_runnable(struct kvm_vcpu *vcpu);
+void kvm_pv_kick_timer_fn(struct pk_hrtimer *timer);
+int kvm_arch_vm_ioctl_create_irqchip(struct kvm *kvm);
+
 /* ---- kvm_main.c ---- */
+void kvm_vcpu_halt(struct kvm_vcpu *vcpu);
+bool kvm_vcpu_block(struct kvm_vcpu *vcpu);
+bool kvm_vcpu_wake_up(struct kvm_vcpu *vcpu);
+void kvm_vcpu_kick(struct kvm_vcpu *vcpu);
 void vcpu_load(struct kvm_vcpu *vcpu);
 void vcpu_put(struct kvm_vcpu *vcpu);
 int kvm_arch_vcpu_ioctl_run(struct kvm_vcpu *vcpu);

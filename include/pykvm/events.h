@@ -15,6 +15,7 @@ enum pk_inject_kind {
 	PK_INJ_DISABLE_IPI,	/* virtualization disable by IPI (reboot, kexec): IRQs on */
 	PK_INJ_PREEMPT,		/* preemption: another task runs and returns to user mode */
 	PK_INJ_MC,		/* a machine check: like an NMI, but not held by GIF = 0 */
+	PK_INJ_PREEMPT_KTHREAD,	/* preemption by a kernel thread: no return to user mode */
 	PK_NR_INJ
 };
 

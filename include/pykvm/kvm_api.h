@@ -55,6 +55,18 @@ int pk_vcpu_return_to_user(struct kvm_vcpu *vcpu);
 int pk_vcpu_run_preempted(struct kvm_vcpu *vcpu, u64 max_insns, u32 n, bool *preempted);
 /* A signal to the vCPU thread from another thread: its run ends at the next tick (EINTR). */
 int pk_vcpu_kick(struct kvm_vcpu *vcpu);
+/* The same with the preempting task chosen: PK_INJ_PREEMPT or PK_INJ_PREEMPT_KTHREAD. */
+int pk_vcpu_run_preempted_by(struct kvm_vcpu *vcpu, u64 max_insns, u32 n, u32 kind,
+			     bool *preempted);
+/* KVM_RUN in which another task (user process or kworker) preempts at the first resched. */
+int pk_vcpu_run_rescheduled(struct kvm_vcpu *vcpu, u64 max_insns, bool kthread,
+			    bool *preempted);
+/* Another vCPU kicks this one (KVM_HC_KICK_CPU) every `period_ns` (0: stop). */
+int pk_vcpu_kick_every(struct kvm_vcpu *vcpu, u64 period_ns);
+/* One such kick, `ns` from now. */
+int pk_vcpu_kick_after(struct kvm_vcpu *vcpu, u64 ns);
+u32 pk_vcpu_halt_poll_ns(struct kvm_vcpu *vcpu);
+int pk_vm_create_irqchip(struct kvm *kvm);
 struct kvm_run *pk_vcpu_run_struct(struct kvm_vcpu *vcpu);
 int pk_vcpu_get_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u32 n);
 int pk_vcpu_set_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u32 n);

@@ -243,6 +243,7 @@ struct pk_cpu {
 	u64 mmio_fill_gpa;
 	u64 mmio_fill_data;
 
+	struct pk_memslots bare_slots;		/* the memory of bare mode (PK_MODE_BARE) */
 	void *icache;				/* interpreter decode cache: not state */
 	struct pk_costs *costs;			/* this CPU's counters (beside the machine) */
 };
@@ -255,6 +256,11 @@ struct pk_task {
 	bool is_vcpu_thread;
 	int next_free;				/* free list of task ids (pid reuse), -1: end */
 	struct preempt_notifier *preempt_notifiers;	/* task->preempt_notifiers */
+	bool is_kthread;			/* no user mode, no mm of its own (PF_KTHREAD) */
+	bool is_idle;				/* this CPU's idle task (swapper/N) */
+	u32 state;				/* TASK_RUNNING or TASK_INTERRUPTIBLE */
+	bool on_rq;				/* waiting in its CPU's runqueue */
+	int rq_next;				/* the next task waiting there, or -1 */
 	u64 fsbase, gsbase;			/* user FS/GS base (thread.fsbase/gsbase) */
 	u16 fsindex, gsindex, ds, es;
 	u64 cr3;				/* its mm */
@@ -267,6 +273,18 @@ struct pk_task {
 struct user_return_notifier {
 	void (*on_user_return)(struct user_return_notifier *urn);
 	bool registered;
+};
+
+/*
+ * A host high-resolution timer (kernel: struct hrtimer): it fires on its CPU when that
+ * CPU's clock (the TSC, PK_TSC_KHZ) reaches `expires`.
+ */
+struct pk_hrtimer {
+	u64 expires;				/* TSC value */
+	void (*function)(struct pk_hrtimer *timer);
+	int cpu;
+	bool armed;
+	struct pk_hrtimer *next;		/* in its CPU's list of armed timers */
 };
 
 struct preempt_notifier {
@@ -282,6 +300,7 @@ struct pk_host_params {
 	bool vmm_32bit_gs;			/* vCPU threads hold a user GS selector */
 	bool paranoid_entry_fsgsbase;		/* NMI/#MC entry sets GS from the CPU number */
 	bool ret_uses_percpu;			/* RETs touch per-cpu data (call depth tracking) */
+	bool kernel_ibrs;			/* SPEC_CTRL.IBRS set while in the kernel */
 };
 
 struct pk_host {
@@ -305,6 +324,18 @@ struct pk_host {
 	struct user_return_notifier *return_notifiers[PK_MAX_CPUS][PK_MAX_RETURN_NOTIFIERS];
 	u32 preempt_count[PK_MAX_CPUS];
 	bool irqs_enabled[PK_MAX_CPUS];
+
+	/*
+	 * The scheduler, only as far as KVM meets it (csrc/host/sched.c): per CPU the idle
+	 * task and a kernel worker thread (created on first use, -1 until then), the
+	 * runnable tasks waiting for the CPU, TIF_NEED_RESCHED, and the armed host timers.
+	 */
+	int idle_task[PK_MAX_CPUS];
+	int kworker[PK_MAX_CPUS];
+	int rq_head[PK_MAX_CPUS], rq_tail[PK_MAX_CPUS];	/* runnable tasks waiting, FIFO */
+	u32 rq_nr[PK_MAX_CPUS];
+	bool need_resched[PK_MAX_CPUS];
+	struct pk_hrtimer *hrtimers[PK_MAX_CPUS];	/* armed timers per CPU, a list */
 };
 
 struct pk_machine {

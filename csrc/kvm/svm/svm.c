@@ -262,6 +262,15 @@ static void svm_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
 	svm->guest_state_loaded = true;
 }
 
+/*
+ * Upstream: only the flag. Host state comes back through the VMLOAD after every #VMEXIT
+ * and TSC_AUX on return to user mode; the older schemes below add their own work.
+ */
+static void svm_prepare_host_switch(struct kvm_vcpu *vcpu)
+{
+	to_svm(vcpu)->guest_state_loaded = false;
+}
+
 static void svm_vcpu_put(struct kvm_vcpu *vcpu)
 {
 	struct vcpu_svm *svm = to_svm(vcpu);
@@ -281,7 +290,7 @@ static void svm_vcpu_put(struct kvm_vcpu *vcpu)
 	}
 	if (!svm_param()->tsc_aux_user_return && svm_global()->tsc_aux_uret_slot >= 0)
 		wrmsrl(MSR_TSC_AUX, h->tsc_aux);
-	svm->guest_state_loaded = false;
+	svm_prepare_host_switch(vcpu);
 }
 
 /* ---- registers and segments ---- */
@@ -501,6 +510,16 @@ static int svm_set_msr(struct kvm_vcpu *vcpu, struct msr_data *msr)
 		svm->sysenter_esp_hi = vcpu->arch.cap_intel_compatible ? data >> 32 : 0;
 		return 0;
 	case MSR_TSC_AUX:
+		/*
+		 * Before "Delay restoration of host MSR_TSC_AUX until return to userspace"
+		 * (2021) the guest's value was in hardware whenever the vCPU was loaded:
+		 * "This is rare, so we update the MSR here" (svm_set_msr, v5.10).
+		 */
+		if (!svm_param()->tsc_aux_user_return) {
+			svm->tsc_aux = data;
+			wrmsrl(MSR_TSC_AUX, data);
+			return 0;
+		}
 		/* Changed rarely and never read by the host directly: switch it via user return. */
 		preempt_disable();
 		ret = kvm_set_user_return_msr(svm_global()->tsc_aux_uret_slot, data, -1ULL);
@@ -572,6 +591,14 @@ static void svm_restore_host_gs_before_stgi(struct vcpu_svm *svm)
 		pk_vmload(__pa(&svm_global()->svm_data[this_cpu()->id]->save_area));
 }
 
+/* The guest runs between guest_state_enter_irqoff() and guest_state_exit_irqoff()
+ * upstream (context tracking, not modelled); __svm_vcpu_run is the vmenter path. */
+static void svm_vcpu_enter_exit(struct kvm_vcpu *vcpu, bool spec_ctrl_intercepted)
+{
+	__svm_vcpu_run(to_svm(vcpu), spec_ctrl_intercepted);
+	pk_observe_ret(this_cpu());		/* __svm_vcpu_run's RET */
+}
+
 static fastpath_t svm_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 {
 	struct vcpu_svm *svm = to_svm(vcpu);
@@ -586,8 +613,7 @@ static fastpath_t svm_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 	pk_clgi();
 	if (!svm_param()->spec_ctrl_in_vmenter)
 		svm_spec_ctrl_set_guest(svm);
-	__svm_vcpu_run(svm, spec_ctrl_intercepted);
-	pk_observe_ret(this_cpu());		/* __svm_vcpu_run's RET */
+	svm_vcpu_enter_exit(vcpu, spec_ctrl_intercepted);
 	if (!svm_param()->spec_ctrl_in_vmenter)
 		svm_spec_ctrl_restore_host(svm, spec_ctrl_intercepted);
 	svm_restore_host_gs_before_stgi(svm);

@@ -4,6 +4,7 @@
  * kernel's; the host-state switch follows upstream as WORLD-SWITCH.md section 4 describes.
  */
 #include "x86_ops.h"
+#include "pykvm/printk.h"
 #include "pykvm/smp.h"
 
 /* Module parameters (kernel: module_param in vmx.c); upstream values are the defaults. */
@@ -14,7 +15,21 @@ const struct pk_param vmx_param_table[] = {
 	PK_PARAM(struct vmx_params, global_host_idt, true,
 		 "HOST_IDTR_BASE from the IDT base read once at setup (2342080cd675); 0: SIDT per vCPU"),
 	PK_PARAM(struct vmx_params, user_return_msrs, true,
-		 "host SYSCALL MSRs/TSC_AUX/EFER restored on return to user mode; 0: on every vcpu_put"),
+		 "host SYSCALL MSRs/TSC_AUX/EFER restored on return to user mode (26bb0981b3ff, "
+		 "2.6.32); 0: as 2.6.31's vmx_save_host_state/vmx_load_host_state: every guest "
+		 "value written on each load, read back and replaced by the host's on each put"),
+	PK_PARAM(struct vmx_params, lightweight_exit, true,
+		 "host state is switched back only when the vCPU is put (e6adf28365b2, 2007: "
+		 "\"Avoid saving and restoring some host CPU state on lightweight vmexit\"); "
+		 "0: around every VM-entry and VM-exit, as the first releases (2.6.20) did"),
+	PK_PARAM(struct vmx_params, host_msrs_snapshot, true,
+		 "the host values of the switched MSRs are read once (2345df8c555e, 2007: "
+		 "\"Reduce unnecessary saving of host msrs\"); 0: RDMSR of each whenever the "
+		 "guest values are loaded (needs user_return_msrs=0)"),
+	PK_PARAM(struct vmx_params, msr_bitmaps, true,
+		 "the MSR bitmap lets the guest use FS/GS/KERNEL_GS_BASE and the SYSENTER MSRs "
+		 "without exits; 0: every RDMSR/WRMSR exits, as in drivers/kvm/vmx.c up to 2.6.23 "
+		 "(torvalds/linux 002c7f7c32a6: no CPU_BASED_USE_MSR_BITMAPS)"),
 	PK_PARAM(struct vmx_params, efer_load_controls, true,
 		 "EFER through the VMCS load-EFER controls when the CPU has them; 0: user return"),
 	PK_PARAM(struct vmx_params, spec_ctrl_in_vmenter, true,
@@ -79,6 +94,10 @@ bool vmx_msr_write_intercepted(struct vcpu_vmx *vmx, u32 msr)
 {
 	u32 bit;
 
+	/* Without "use MSR bitmaps" every WRMSR exits. */
+	if (!vmx_param()->msr_bitmaps)
+		return true;
+
 	if (msr <= 0x1fff)
 		bit = VMX_MSR_BITMAP_WRITE_LOW * 8 + msr;
 	else if (msr >= 0xc0000000 && msr <= 0xc0001fff)
@@ -101,6 +120,10 @@ int vmx_hardware_setup(void)
 	vg->cpu_has_load_efer = this_machine()->model.has_load_efer && vg->params.efer_load_controls;
 	for (u32 cpu = 0; cpu < this_machine()->nr_cpus; cpu++)
 		INIT_LIST_HEAD(&vg->loaded_vmcss_on_cpu[cpu]);
+	/* The snapshot a user-return MSR slot keeps is the host value: nothing to re-read. */
+	if (!vg->params.host_msrs_snapshot && vg->params.user_return_msrs)
+		return pk_err(-EINVAL, "kvm_intel.host_msrs_snapshot=0 needs user_return_msrs=0 "
+			      "(the user-return slots keep the host values they snapshot)");
 
 	for (unsigned int i = 0; i < ARRAY_SIZE(vmx_uret_msrs_list); ++i)
 		kvm_add_user_return_msr(vmx_uret_msrs_list[i]);
@@ -199,7 +222,8 @@ static void init_vmcs(struct vcpu_vmx *vmx)
 
 	vmcs_write32(PIN_BASED_VM_EXEC_CONTROL, PIN_BASED_EXT_INTR_MASK | PIN_BASED_NMI_EXITING);
 	vmcs_write32(CPU_BASED_VM_EXEC_CONTROL, CPU_BASED_HLT_EXITING | CPU_BASED_UNCOND_IO_EXITING |
-		     CPU_BASED_USE_MSR_BITMAPS | CPU_BASED_ACTIVATE_SECONDARY_CONTROLS);
+		     (vmx_param()->msr_bitmaps ? CPU_BASED_USE_MSR_BITMAPS : 0) |
+		     CPU_BASED_ACTIVATE_SECONDARY_CONTROLS);
 	vmcs_write32(SECONDARY_VM_EXEC_CONTROL, SECONDARY_EXEC_ENABLE_EPT);
 	vmcs_write64(MSR_BITMAP, __pa(vmx->vmcs01.msr_bitmap));
 	vmcs_write64(EPT_POINTER, __pa(&kvm->memslots));
@@ -342,11 +366,20 @@ static void vmx_setup_uret_msrs(struct vcpu_vmx *vmx)
 	vmx->guest_uret_msrs_loaded = false;
 }
 
+static void vmx_load_guest_msrs(struct vcpu_vmx *vmx);
+
 static int vmx_set_guest_uret_msr(struct vcpu_vmx *vmx, struct vmx_uret_msr *msr, u64 data)
 {
 	unsigned int slot = msr - vmx->guest_uret_msrs;
 	int ret = 0;
 
+	/* 2.6.31's vmx_set_msr: the new value, and every loaded one again if loaded. */
+	if (!vmx_param()->user_return_msrs) {
+		msr->data = data;
+		if (vmx->guest_state_loaded)
+			vmx_load_guest_msrs(vmx);
+		return 0;
+	}
 	if (msr->load_into_hardware) {
 		preempt_disable();
 		ret = kvm_set_user_return_msr(slot, data, msr->mask);
@@ -359,6 +392,94 @@ static int vmx_set_guest_uret_msr(struct vcpu_vmx *vmx, struct vmx_uret_msr *msr
 
 /* ---- the host-state switch ---- */
 
+/*
+ * Before the user-return MSRs (2.6.31 and older): the guest's values are written on
+ * every load, whatever the CPU holds (load_msrs(vmx->guest_msrs, save_nmsrs)), and on
+ * every put read back and replaced by the host's (save_msrs + load_msrs of host_msrs).
+ * The host values were read once per vCPU (2345df8c555e) or, before, on every load.
+ */
+static u64 vmx_old_msr_value(struct vcpu_vmx *vmx, int slot, u64 data)
+{
+	const struct vmx_uret_msr *u = &vmx->guest_uret_msrs[slot];
+
+	return (data & u->mask) | (vmx->host_msrs[slot] & ~u->mask);
+}
+
+static void vmx_load_guest_msrs(struct vcpu_vmx *vmx)
+{
+	struct kvm_x86_global *g = kvm_global();
+	int cpu = smp_processor_id();
+
+	for (int i = 0; i < g->kvm_nr_uret_msrs; ++i) {
+		if (!vmx->guest_uret_msrs[i].load_into_hardware)
+			continue;
+		wrmsrl(g->kvm_uret_msrs_list[i],
+		       vmx_old_msr_value(vmx, i, vmx->guest_uret_msrs[i].data));
+		/* Tell the per-CPU snapshot what the CPU holds (no notifier in this scheme). */
+		g->user_return_msrs[cpu].values[i].curr =
+			vmx_old_msr_value(vmx, i, vmx->guest_uret_msrs[i].data);
+	}
+}
+
+static void vmx_save_host_msrs(struct vcpu_vmx *vmx)
+{
+	struct kvm_x86_global *g = kvm_global();
+	int cpu = smp_processor_id();
+
+	for (int i = 0; i < g->kvm_nr_uret_msrs; ++i) {
+		if (!vmx->guest_uret_msrs[i].load_into_hardware)
+			continue;
+		if (vmx_param()->host_msrs_snapshot)
+			vmx->host_msrs[i] = g->user_return_msrs[cpu].values[i].host;
+		else
+			vmx->host_msrs[i] = rdmsrl(g->kvm_uret_msrs_list[i]);
+	}
+}
+
+static void vmx_load_host_msrs(struct vcpu_vmx *vmx)
+{
+	struct kvm_x86_global *g = kvm_global();
+	int cpu = smp_processor_id();
+
+	for (int i = 0; i < g->kvm_nr_uret_msrs; ++i) {
+		u32 msr = g->kvm_uret_msrs_list[i];
+
+		if (!vmx->guest_uret_msrs[i].load_into_hardware)
+			continue;
+		vmx->guest_uret_msrs[i].data = (rdmsrl(msr) & vmx->guest_uret_msrs[i].mask) |
+					       (vmx->guest_uret_msrs[i].data &
+						~vmx->guest_uret_msrs[i].mask);
+		wrmsrl(msr, vmx->host_msrs[i]);
+		g->user_return_msrs[cpu].values[i].curr = vmx->host_msrs[i];
+	}
+}
+
+/*
+ * The host FS/GS selectors and bases VM-exit will load, written only when they changed
+ * since the last write to this VMCS. A selector with RPL or TI bits cannot be a VMCS host
+ * selector: the VMCS gets 0 and the cache keeps the real one for vcpu_put to reload.
+ */
+void vmx_set_host_fs_gs(struct vmcs_host_state *host, u16 fs_sel, u16 gs_sel,
+			u64 fs_base, u64 gs_base)
+{
+	if (unlikely(fs_sel != host->fs_sel)) {
+		vmcs_write16(HOST_FS_SELECTOR, (fs_sel & 7) ? 0 : fs_sel);
+		host->fs_sel = fs_sel;
+	}
+	if (unlikely(gs_sel != host->gs_sel)) {
+		vmcs_write16(HOST_GS_SELECTOR, (gs_sel & 7) ? 0 : gs_sel);
+		host->gs_sel = gs_sel;
+	}
+	if (unlikely(fs_base != host->fs_base) && !vmx_param()->forget_host_fs_base) {
+		vmcs_writel(HOST_FS_BASE, fs_base);
+		host->fs_base = fs_base;
+	}
+	if (unlikely(gs_base != host->gs_base) && !vmx_param()->forget_host_gs_base) {
+		vmcs_writel(HOST_GS_BASE, gs_base);
+		host->gs_base = gs_base;
+	}
+}
+
 void vmx_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
@@ -368,6 +489,13 @@ void vmx_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
 	u16 fs_sel, gs_sel;
 	u64 fs_base, gs_base;
 
+	if (!vmx_param()->user_return_msrs) {
+		if (vmx->guest_state_loaded)
+			return;
+		vmx_save_host_msrs(vmx);
+		vmx_load_guest_msrs(vmx);
+		vmx->guest_uret_msrs_loaded = true;
+	}
 	/* Guest user-return MSRs go into hardware once per load; restored on user return. */
 	if (!vmx->guest_uret_msrs_loaded) {
 		vmx->guest_uret_msrs_loaded = true;
@@ -395,26 +523,7 @@ void vmx_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
 	/* The guest's KERNEL_GS_BASE goes into hardware now; VM-exit does not touch it. */
 	wrmsrl(MSR_KERNEL_GS_BASE, vmx->msr_guest_kernel_gs_base);
 
-	/*
-	 * vmx_set_host_fs_gs(): a selector with RPL or TI bits cannot be a VMCS host
-	 * selector, so the VMCS gets 0 and the cache keeps the real one for put to reload.
-	 */
-	if (fs_sel != host_state->fs_sel) {
-		vmcs_write16(HOST_FS_SELECTOR, (fs_sel & 7) ? 0 : fs_sel);
-		host_state->fs_sel = fs_sel;
-	}
-	if (gs_sel != host_state->gs_sel) {
-		vmcs_write16(HOST_GS_SELECTOR, (gs_sel & 7) ? 0 : gs_sel);
-		host_state->gs_sel = gs_sel;
-	}
-	if (fs_base != host_state->fs_base && !vmx_param()->forget_host_fs_base) {
-		vmcs_writel(HOST_FS_BASE, fs_base);
-		host_state->fs_base = fs_base;
-	}
-	if (gs_base != host_state->gs_base && !vmx_param()->forget_host_gs_base) {
-		vmcs_writel(HOST_GS_BASE, gs_base);
-		host_state->gs_base = gs_base;
-	}
+	vmx_set_host_fs_gs(host_state, fs_sel, gs_sel, fs_base, gs_base);
 	vmx->guest_state_loaded = true;
 }
 
@@ -446,8 +555,10 @@ static void vmx_prepare_switch_to_host(struct vcpu_vmx *vmx)
 		loadsegment(VCPU_SREG_ES, host_state->es_sel);
 	}
 	/*
-	 * VM-exit left TR's limit at 0x67: invalidate_tss_limit() + the GDT reload make the
-	 * next IO-bitmap user fault in a full reload (kernel: load_fixmap_gdt()).
+	 * invalidate_tss_limit() comes here upstream: VM-exit left TR's limit at 0x67, and a
+	 * task with an I/O bitmap (TIF_IO_BITMAP) gets TR reloaded (force_reload_TR), the
+	 * others only have the TSS's I/O bitmap marked invalid. The VMM threads modelled have
+	 * no I/O bitmap, so that is a per-cpu store touching no switched state: not modelled.
 	 */
 	if (!vmx_param()->forget_kernel_gs_base)
 		wrmsrl(MSR_KERNEL_GS_BASE, vmx->msr_host_kernel_gs_base);
@@ -458,7 +569,7 @@ static void vmx_prepare_switch_to_host(struct vcpu_vmx *vmx)
 	}
 	/* Before user-return notifiers existed, the host values came back on every put. */
 	if (!vmx_param()->user_return_msrs)
-		drop_user_return_notifiers();
+		vmx_load_host_msrs(vmx);
 	vmx->guest_state_loaded = false;
 	vmx->guest_uret_msrs_loaded = false;
 }
@@ -467,7 +578,7 @@ static void vmx_prepare_switch_to_host(struct vcpu_vmx *vmx)
 static u64 vmx_read_guest_kernel_gs_base(struct vcpu_vmx *vmx)
 {
 	/* Before 678e315e78a7: put the whole host state back, then use the cache. */
-	if (!vmx_param()->lazy_kernel_gs_base) {
+	if (!vmx_param()->lazy_kernel_gs_base && vmx_param()->user_return_msrs) {
 		vmx_prepare_switch_to_host(vmx);
 		return vmx->msr_guest_kernel_gs_base;
 	}
@@ -480,6 +591,18 @@ static u64 vmx_read_guest_kernel_gs_base(struct vcpu_vmx *vmx)
 
 static void vmx_write_guest_kernel_gs_base(struct vcpu_vmx *vmx, u64 data)
 {
+	/*
+	 * Before user-return MSRs KERNEL_GS_BASE was one of the guest MSR list, and 2.6.31's
+	 * vmx_set_msr wrote the whole list again if it was loaded (load_msrs).
+	 */
+	if (!vmx_param()->lazy_kernel_gs_base && !vmx_param()->user_return_msrs) {
+		vmx->msr_guest_kernel_gs_base = data;
+		if (vmx->guest_state_loaded) {
+			vmx_load_guest_msrs(vmx);
+			wrmsrl(MSR_KERNEL_GS_BASE, data);
+		}
+		return;
+	}
 	if (!vmx_param()->lazy_kernel_gs_base) {
 		vmx_prepare_switch_to_host(vmx);
 		vmx->msr_guest_kernel_gs_base = data;
@@ -604,7 +727,16 @@ void vmx_set_gdt(struct kvm_vcpu *vcpu, struct desc_ptr *dt)
 int vmx_set_efer(struct kvm_vcpu *vcpu, u64 efer)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
-	u32 entry = vmcs_read32(VM_ENTRY_CONTROLS);
+	u32 entry;
+
+	/*
+	 * Before 678e315e78a7: "Force kernel_gs_base reloading before EFER changes, as
+	 * control of this msr depends on is_long_mode()": the whole host state came back
+	 * on every EFER write (v4.18 vmx_set_efer -> vmx_load_host_state).
+	 */
+	if (!vmx_param()->lazy_kernel_gs_base)
+		vmx_prepare_switch_to_host(vmx);
+	entry = vmcs_read32(VM_ENTRY_CONTROLS);
 
 	vcpu->arch.efer = efer;
 	if (efer & EFER_LMA)
@@ -845,6 +977,19 @@ static fastpath_t vmx_exit_handlers_fastpath(struct kvm_vcpu *vcpu)
 	}
 }
 
+/* How __vmx_vcpu_run enters (VMRESUME or VMLAUNCH) and whether it saves the guest's
+ * SPEC_CTRL after exit (only when the guest may write it without a VM-exit). */
+unsigned int __vmx_vcpu_run_flags(struct vcpu_vmx *vmx)
+{
+	unsigned int flags = 0;
+
+	if (vmx->loaded_vmcs->launched)
+		flags |= VMX_RUN_VMRESUME;
+	if (!vmx_msr_write_intercepted(vmx, MSR_IA32_SPEC_CTRL))
+		flags |= VMX_RUN_SAVE_SPEC_CTRL;
+	return flags;
+}
+
 static void vmx_vcpu_enter_exit(struct kvm_vcpu *vcpu, unsigned int flags)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
@@ -853,6 +998,9 @@ static void vmx_vcpu_enter_exit(struct kvm_vcpu *vcpu, unsigned int flags)
 	pk_observe_ret(this_cpu());		/* __vmx_vcpu_run's RET */
 	if (!vmx_param()->spec_ctrl_in_vmenter)
 		vmx_spec_ctrl_restore_host(vmx, flags);
+	/* Before e6adf28365b2 the host state came back right after every VM-exit. */
+	if (!vmx_param()->lightweight_exit)
+		vmx_prepare_switch_to_host(vmx);
 	vcpu->arch.regs_avail &= ~(BIT(VCPU_REGS_RSP) | BIT(VCPU_REGS_RIP));
 	if (unlikely(vmx->fail)) {
 		vmx->exit_reason = 0xdead;
@@ -867,9 +1015,11 @@ fastpath_t vmx_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
 	struct vmcs_host_state *hs = &vmx->loaded_vmcs->host_state;
-	unsigned int flags = 0;
 	u64 cr3, cr4;
 
+	/* Before e6adf28365b2 the host state was saved before every VM-entry (2.6.20). */
+	if (!vmx_param()->lightweight_exit)
+		vmx_prepare_switch_to_guest(vcpu);
 	if (vcpu->arch.regs_dirty & BIT(VCPU_REGS_RSP))
 		vmcs_writel(GUEST_RSP, vcpu->arch.regs[VCPU_REGS_RSP]);
 	if (vcpu->arch.regs_dirty & BIT(VCPU_REGS_RIP))
@@ -891,11 +1041,7 @@ fastpath_t vmx_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 		hs->cr4 = cr4;
 	}
 
-	if (vmx->loaded_vmcs->launched)
-		flags |= VMX_RUN_VMRESUME;
-	if (!vmx_msr_write_intercepted(vmx, MSR_IA32_SPEC_CTRL))
-		flags |= VMX_RUN_SAVE_SPEC_CTRL;
-	vmx_vcpu_enter_exit(vcpu, flags);
+	vmx_vcpu_enter_exit(vcpu, __vmx_vcpu_run_flags(vmx));
 
 	if (unlikely(vmx->fail) || (vmx->exit_reason & VMX_EXIT_REASONS_FAILED_VMENTRY))
 		return EXIT_FASTPATH_NONE;

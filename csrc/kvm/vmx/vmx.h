@@ -46,6 +46,9 @@ struct vmx_params {
 	bool user_return_msrs;
 	bool efer_load_controls;
 	bool spec_ctrl_in_vmenter;
+	bool lightweight_exit;
+	bool host_msrs_snapshot;
+	bool msr_bitmaps;
 	bool forget_kernel_gs_base;
 	bool forget_host_fs_base;
 	bool forget_host_gs_base;
@@ -74,6 +77,7 @@ struct vcpu_vmx {
 	bool guest_state_loaded;
 	bool guest_uret_msrs_loaded;
 	struct vmx_uret_msr guest_uret_msrs[KVM_MAX_NR_USER_RETURN_MSRS];
+	u64 host_msrs[KVM_MAX_NR_USER_RETURN_MSRS];	/* before user-return MSRs (2.6.31) */
 	u64 msr_host_kernel_gs_base;
 	u64 msr_guest_kernel_gs_base;
 	u64 spec_ctrl;
@@ -126,5 +130,9 @@ static inline void vmcs_writel(u32 field, u64 v)
 bool __vmx_vcpu_run(struct vcpu_vmx *vmx, unsigned int flags);
 void vmx_spec_ctrl_restore_host(struct vcpu_vmx *vmx, unsigned int flags);
 bool vmx_msr_write_intercepted(struct vcpu_vmx *vmx, u32 msr);
+
+void vmx_set_host_fs_gs(struct vmcs_host_state *host, u16 fs_sel, u16 gs_sel,
+			u64 fs_base, u64 gs_base);
+unsigned int __vmx_vcpu_run_flags(struct vcpu_vmx *vmx);
 
 #endif
