@@ -13,7 +13,7 @@ import threading
 import weakref
 
 from . import exits as X
-from ._lib import MSR_SLOTS, OPS, PATHS, ensure, ffi, lib
+from ._lib import OPS, PATHS, PRICED_MSRS, ensure, ffi, lib
 from ._weak import WeakList
 from .errors import InvalidConfiguration, InvalidMemory, InvalidMsr, PykvmError
 from .log import get_logger
@@ -85,12 +85,17 @@ class Machine:
         self.vendor = get_vendor(vendor)
         self.profile = _load_profile(self.vendor, profile)
         models = self.vendor.cpu_models
-        name = cpu_model or _default_cpu_model(self.vendor, self.profile)
-        if name not in models:
-            raise InvalidConfiguration(
-                f"{vendor} has no CPU model {name!r}; it has {', '.join(models)}")
+        from .vendors import CpuModel
+        if isinstance(cpu_model, CpuModel):     # a model of one's own (e.g. without FSGSBASE)
+            name, model = "custom", cpu_model
+        else:
+            name = cpu_model or _default_cpu_model(self.vendor, self.profile)
+            if name not in models:
+                raise InvalidConfiguration(
+                    f"{vendor} has no CPU model {name!r}; it has {', '.join(models)}")
+            model = models[name]
         self.cpu_model_name = name
-        self.cpu_model = models[name]
+        self.cpu_model = model
         if self.cpu_model.vendor != self.vendor.cpu_vendor:
             raise InvalidConfiguration(
                 f"{vendor} needs an {self.vendor.cpu_vendor} CPU, {name} is {self.cpu_model.vendor}")
@@ -179,7 +184,7 @@ class Machine:
         else:
             self.profile = _load_profile(self.vendor, profile)
             profile = self.profile.costs
-        slot = {name: i for i, (name, _) in enumerate(MSR_SLOTS)}
+        slot = {name: i for i, (name, _) in enumerate(PRICED_MSRS)}
         tables = ((0, "op", {n: i for i, n in enumerate(OPS)}), (1, "rdmsr", slot),
                   (2, "wrmsr", slot))
         for _, table, names in tables:
@@ -203,10 +208,10 @@ class Machine:
             ops = {k: v for k, v in ops.items() if v}
             msrs = {}
             for w, verb in ((0, "RDMSR"), (1, "WRMSR")):
-                for s in range(len(MSR_SLOTS) + 1):
+                for s in range(len(PRICED_MSRS) + 1):
                     n = lib.pk_cost_msr_ops(m, p, w, s)
                     if n:
-                        name = MSR_SLOTS[s][0] if s < len(MSR_SLOTS) else "other"
+                        name = PRICED_MSRS[s][0] if s < len(PRICED_MSRS) else "other"
                         msrs[f"{verb} {name}"] = n
             cycles = lib.pk_cost_cycles(m, p)
             if ops or cycles:
@@ -237,6 +242,12 @@ class Machine:
         lib.pk_oracle_result(self._handle(), first, count)
         return Violation.from_c(first, count[0], self) if count[0] else None
 
+    @property
+    def has_hv_timer(self):
+        """Whether the loaded KVM has a hypervisor timer for the LAPIC's TSC deadline (the
+        VMX preemption timer): what the TSC-deadline fast path needs."""
+        return bool(lib.pk_kvm_has_hv_timer(self._m))
+
     def run_other_task(self, cpu):
         """Another host process gets pCPU `cpu` (preempting the task there), enters the
         kernel and returns to user mode."""
@@ -246,6 +257,14 @@ class Machine:
         if not isinstance(cpu, int) or isinstance(cpu, bool) or not 0 <= cpu < self.nr_cpus:
             raise InvalidConfiguration(f"cpu must be 0..{self.nr_cpus - 1}, got {cpu!r}")
         return cpu
+
+    def host_user_insns(self, cpu):
+        """The task in user mode on pCPU `cpu` executes RDTSCP, RDPID, RDFSBASE,
+        RDGSBASE and a SYSCALL that returns with SYSRETQ: what a wrong TSC_AUX, LSTAR,
+        STAR, SYSCALL_MASK or FS/GS base does to a host program (see check())."""
+        cpu = self._cpu(cpu)
+        ensure(lib.pk_host_user_insns(self._handle(), cpu) and -22,
+               f"CPU {cpu} is not in user mode")
 
     def run_kthread(self, cpu):
         """A kernel thread (a kworker) preempts the task on pCPU `cpu` and gives the CPU
@@ -611,18 +630,29 @@ class Vcpu(VcpuBase):
                                        f"got {max_insns!r}")
         return max_insns
 
-    def run(self, max_insns=DEFAULT_RUN_BUDGET, return_to_user=True):
+    def run(self, max_insns=DEFAULT_RUN_BUDGET, return_to_user=True, inject=None):
         """KVM_RUN until an exit to userspace; returns a pykvm.exits type. `max_insns`
         bounds guest instructions (a host timer signal: Intr) so a runaway guest ends;
         0 or None: no bound (kick() from another thread ends it, with Intr).
         With return_to_user=False the vCPU thread stops on its way out of the kernel,
-        before user-return notifiers run; `return_to_user()` completes it."""
+        before user-return notifiers run; `return_to_user()` completes it.
+        `inject`: a pykvm.events.Inject, a host event placed in this run (whether it
+        fired: `last_injection_fired`); it belongs to this thread's run, never to
+        another thread's run on the same pCPU."""
         budget = self._budget(max_insns)
         with self._lock:
             vcpu = self._handle()
             self._check_runnable()
             self._complete_pending()
-            lib.pk_vcpu_run_ex(vcpu, budget, return_to_user is False)
+            if inject is not None:
+                from . import events
+                events.arm(self._m, lib.pk_vcpu_cpu(vcpu), inject, budget)
+            try:
+                lib.pk_vcpu_run_ex(vcpu, budget, return_to_user is False)
+            finally:
+                if inject is not None:
+                    self.last_injection_fired = bool(lib.pk_inject_fired(self._m))
+                    lib.pk_inject_disarm(self._m)
             ex = self._decode_exit()
             self._pending = ex
             return ex
@@ -727,6 +757,19 @@ class Vcpu(VcpuBase):
     def cpu(self):
         """The pCPU the vCPU thread runs on."""
         return lib.pk_vcpu_cpu(self._handle())
+
+    def change_task(self, how):
+        """The vCPU's thread, in user mode, changes its own state between ioctls:
+        "arch_prctl" (ARCH_SET_FS/ARCH_SET_GS), "wrfsbase" (WRFSBASE/WRGSBASE in user
+        mode, which the kernel learns at its next context switch) or "set_tsc"
+        (prctl(PR_SET_TSC): CR4.TSD while it runs)."""
+        hows = ("arch_prctl", "wrfsbase", "set_tsc")
+        if how not in hows:
+            raise InvalidConfiguration(f"how must be one of {hows}, got {how!r}")
+        with self._lock:
+            vcpu = self._handle()
+            ensure(lib.pk_host_task_change(self._m, lib.pk_vcpu_task(vcpu), hows.index(how))
+                   and -22, "changing the vCPU thread's state")
 
     def kick_every(self, period_ns):
         """Another vCPU (on another pCPU, not simulated) kicks this one (KVM_HC_KICK_CPU)

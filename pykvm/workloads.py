@@ -358,6 +358,7 @@ class Workload:
     iterate: object               # (session, n[, extra]) -> runner-side events
     default_n: int = 32
     needs: tuple = ()             # Machine attributes it depends on
+    requires: object = None       # machine -> (ok, reason): what the loaded KVM must do
     doc: str = ""                 # what it models, which parameters it exercises
     irqchip: bool = False         # the VM gets an in-kernel LAPIC (KVM_CREATE_IRQCHIP)
     efer: int | None = None       # the guest's EFER, if not the standard image's
@@ -370,6 +371,10 @@ class Workload:
         missing = [n for n in self.needs if not hasattr(machine, n)]
         if missing:
             return False, f"needs Machine.{', Machine.'.join(missing)} (not in this pykvm)"
+        if self.requires is not None:
+            ok, why = self.requires(machine)
+            if not ok:
+                return False, why
         if self.method == "extra" and self.primary == "migrations" and machine.nr_cpus < 2:
             return False, "needs 2 pCPUs"
         return True, ""
@@ -454,6 +459,16 @@ class Session:
         return f"<Session {self.workload.name} on {self.machine!r}, pCPU {self.vcpu.cpu}>"
 
 
+def _hv_timer(machine):
+    """The TSC-deadline fast path needs a hypervisor timer (kernel:
+    handle_fastpath_set_tscdeadline -> kvm_can_use_hv_timer). SVM has none: there the
+    WRMSR takes the full in-kernel exit path."""
+    if machine.has_hv_timer:
+        return True, ""
+    return False, (f"{machine.vendor.name} has no hypervisor timer (VMX preemption timer): "
+                   f"KVM handles WRMSR TSC_DEADLINE as a full in-kernel exit, no fast path")
+
+
 def _w(name, summary, primary, method, promises, program, iterate, **kw):
     return Workload(name, summary, primary, method, tuple(promises), program, iterate, **kw)
 
@@ -496,7 +511,8 @@ per store. Exercises the same parameters as pio."""),
        doc="""A guest reprogramming its TSC-deadline timer (kvm-unit-tests'
 tscdeadline_immed without the timer interrupt): exits handled with IRQs off and
 re-entered without prepare/put. Exercises the vmenter path only, and in the first
-releases (kvm_intel.lightweight_exit=0) a host-state switch around each of them."""),
+releases (kvm_intel.lightweight_exit=0) a host-state switch around each of them.""",
+       requires=_hv_timer),
     _w("guest-ctxsw", "the guest switches its own tasks (WRMSR KERNEL_GS_BASE, SWAPGS, "
        "SYSRETQ/SYSCALL), one OUT per batch", "guest_switches", "scale",
        ["guest_switches", "userspace_exits"], _batched(_ctxsw_prologue, _ctxsw),
@@ -532,7 +548,7 @@ the 2009 commit made ~2,000 cycles cheaper. Also exercises kvm_amd.vmsave_host_s
 tsc_aux_user_return, host_gs_wrgsbase, kernel.vmm_32bit_gs."""),
     _w("halt-idle", "the guest arms its TSC-deadline timer 1 ms ahead and halts: the vCPU "
        "blocks and the pCPU idles until the timer", "halts", "scale",
-       ["halts", "fastpath_exits", "userspace_exits"], _batched(_nothing, _timer_halt),
+       ["halts", "userspace_exits"], _batched(_nothing, _timer_halt),
        _run_batch, irqchip=True, default_n=16, needs=("cpu_tsc",),
        doc="""An idle guest with an in-kernel LAPIC: its idle loop programs the
 TSC-deadline timer 1 ms ahead and executes HLT. KVM halts the vCPU (kvm_vcpu_halt): the
@@ -542,7 +558,8 @@ to a host hrtimer wakes it, it schedules back in (vcpu_load) and re-enters. Exer
 the vcpu -> idle -> vcpu switch: kvm_intel.user_return_msrs (26bb0981b3ff: "Improves
 vcpu/idle/vcpu switches by about 2000 cycles"), the put/load of host state
 (kvm_amd.vmsave_host_state, tsc_aux_user_return, host_gs_wrgsbase, kernel.vmm_32bit_gs),
-and the fast path of the timer write."""),
+and the fast path of the timer write (VMX only: SVM has no hypervisor timer, so there
+the write is an ordinary in-kernel exit)."""),
     _w("halt-kick", f"halts woken by another vCPU's kick every {HALT_KICK_NS // 1000} us: "
        "halt polling catches them", "halts", "scale", ["halts", "halt_polls", "userspace_exits"],
        _batched(_nothing, _halt), _run_batch, irqchip=True, default_n=16, settle=8,

@@ -4,10 +4,17 @@ import pytest
 
 import pykvm
 from pykvm import workloads as W
+from pykvm.errors import InvalidConfiguration
 
 
 def _start(vendor, name):
     m = pykvm.Machine(cpus=2, vendor=vendor)
+    if vendor == "svm" and name == "fastpath":
+        # No hypervisor timer on SVM: the TSC-deadline WRMSR is an ordinary in-kernel
+        # exit upstream (handle_fastpath_set_tscdeadline), so the workload refuses to run.
+        with pytest.raises(InvalidConfiguration, match="no hypervisor timer"):
+            W.get(name).start(m)
+        return m, None
     return m, W.get(name).start(m)
 
 
@@ -15,6 +22,8 @@ def _start(vendor, name):
 def test_workload_produces_its_events(vendor, name):
     w = W.get(name)
     m, s = _start(vendor, name)
+    if s is None:
+        return
     n = 6
     ev = s.run(n)
     assert ev["iterations"] == n
@@ -46,9 +55,13 @@ def test_workload_produces_its_events(vendor, name):
     # A kernel thread instead of another process: KVM sees each one the same way.
     ("kthread", {"preemptions": 5, "userspace_exits": 5, "kernel_exits": 5,
                  "kvm_preemptions": 5}),
-    # Each halt follows the timer's fast-path WRMSR and is one in-kernel exit; the vCPU
-    # blocks (not a preemption: the thread sleeps), nothing polls it to its end.
-    ("halt-idle", {"halts": 5, "kernel_exits": 5, "fastpath_exits": 5, "userspace_exits": 1}),
+    # Each halt follows the timer's WRMSR and is one in-kernel exit; the vCPU blocks (not
+    # a preemption: the thread sleeps), nothing polls it to its end. The WRMSR is a
+    # fast-path exit on VMX and an in-kernel one on SVM (no hypervisor timer:
+    # handle_fastpath_set_tscdeadline's kvm_can_use_hv_timer).
+    ("halt-idle", {"vmx": {"halts": 5, "kernel_exits": 5, "fastpath_exits": 5,
+                           "userspace_exits": 1},
+                   "svm": {"halts": 5, "kernel_exits": 10, "userspace_exits": 1}}),
     # Every halt of a settled window ends while polling.
     ("halt-kick", {"halts": 5, "halt_polls": 5, "kernel_exits": 5, "userspace_exits": 1}),
     ("efer", {"userspace_exits": 5, "kernel_exits": 5}),
@@ -58,7 +71,10 @@ def test_workload_produces_its_events(vendor, name):
 ])
 def test_exact_event_counts(vendor, name, expect):
     m, s = _start(vendor, name)
+    if s is None:
+        return
     ev = s.run(5)
+    expect = expect.get(vendor, expect)         # per vendor where they differ
     for k in W.EVENTS:
         assert ev[k] == expect.get(k, 5 if k == "iterations" else 0), (k, ev)
 
@@ -131,6 +147,8 @@ def test_upstream_leaks_nothing_in_any_workload(vendor, name):
     """The oracle (Machine.check) sees no host or guest state out of place while the
     upstream switch runs the workload, with and without its host behaviour."""
     m, s = _start(vendor, name)
+    if s is None:
+        return
     s.run(4)
     if W.get(name).method == "extra":
         s.run(4, extra=False)

@@ -67,6 +67,8 @@ struct pk_locks {
 /* The pCPUs this thread holds, of one machine at a time (initial-exec: no call to find them). */
 static __thread const struct pk_machine *held_m __attribute__((tls_model("initial-exec")));
 static __thread u32 held_mask __attribute__((tls_model("initial-exec")));
+/* How many times more than once this thread has taken each pCPU it holds. */
+static __thread u8 held_again[PK_MAX_CPUS] __attribute__((tls_model("initial-exec")));
 
 int pk_locks_init(struct pk_machine *m)
 {
@@ -205,7 +207,13 @@ void pk_cpu_lock(struct pk_machine *m, u32 cpu)
 {
 	struct pk_locks *L = m->locks;
 	struct pk_rq *rq = &L->rq[cpu];
-	unsigned int ticket = atomic_fetch_add(&rq->next, 1);
+	unsigned int ticket;
+
+	if (pk_cpu_held(m, cpu)) {		/* a task run inline on a CPU this thread has */
+		held_again[cpu]++;
+		return;
+	}
+	ticket = atomic_fetch_add(&rq->next, 1);
 
 	for (int spin = 0; spin < 64; spin++) {
 		if (atomic_load_explicit(&rq->owner, memory_order_acquire) == ticket)
@@ -244,6 +252,11 @@ void pk_cpu_unlock(struct pk_machine *m, u32 cpu)
 {
 	struct pk_locks *L = m->locks;
 
+	if (held_again[cpu]) {
+		held_again[cpu]--;
+		return;
+	}
+
 	take_calls(m, cpu);
 	held_mask &= ~BIT(cpu);
 	atomic_fetch_add_explicit(&L->rq[cpu].owner, 1, memory_order_release);
@@ -255,11 +268,10 @@ void pk_cpu_unlock(struct pk_machine *m, u32 cpu)
  * this_cpu(), its counters); the calling thread's own pCPU keeps taking the IPIs sent
  * to it while this one waits, as a CPU spinning in csd_lock_wait() with IRQs on does.
  */
-int smp_call_function_single(int cpu, void (*func)(void *info), void *info)
+static int smp_call(struct pk_machine *m, int cpu, void (*func)(void *info), void *info,
+		    u32 path)
 {
-	struct pk_machine *m = this_machine();
 	struct pk_locks *L = m->locks;
-	u32 path = pk_this_cpu->costs->path;
 	struct pk_call call = { .func = func, .info = info, .path = path };
 
 	if (cpu < 0 || (u32)cpu >= m->nr_cpus)
@@ -289,6 +301,17 @@ int smp_call_function_single(int cpu, void (*func)(void *info), void *info)
 	}
 	pthread_mutex_unlock(&L->wait);
 	return 0;
+}
+
+int smp_call_function_single(int cpu, void (*func)(void *info), void *info)
+{
+	return smp_call(this_machine(), cpu, func, info, pk_this_cpu->costs->path);
+}
+
+int pk_smp_call_from_user(struct pk_machine *m, int cpu, void (*func)(void *info), void *info,
+			  u32 path)
+{
+	return smp_call(m, cpu, func, info, path);
 }
 
 void pk_kmem_lock(struct pk_machine *m) { pthread_mutex_lock(&m->locks->kmem); }

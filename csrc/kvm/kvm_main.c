@@ -205,6 +205,7 @@ static void kvm_sched_in(struct preempt_notifier *pn, int cpu)
 
 	vcpu->preempted = false;
 	vcpu->scheduled_out = false;
+	vcpu->arch.l1tf_flush_l1d = true;	/* kvm_arch_sched_in(): L1TF */
 	kvm_arch_vcpu_load(vcpu, cpu);
 	pk_path_leave(m, old);
 }
@@ -366,6 +367,11 @@ const char *pk_kvm_vendor_name(struct pk_machine *m)
 	return m->kvm_x86_ops ? m->kvm_x86_ops->name : NULL;
 }
 
+int pk_kvm_has_hv_timer(struct pk_machine *m)
+{
+	return m->kvm_x86_ops && m->kvm_x86_ops->set_hv_timer;
+}
+
 /* Virtualization on for this CPU: kvm_enable_virtualization()'s IPI. */
 static void kvm_enable_virtualization_ipi(void *info)
 {
@@ -387,9 +393,9 @@ static int kvm_enable_virtualization(struct pk_machine *m)
 {
 	int r = 0;
 
-	pk_this_cpu = &m->cpu[0];
 	for (u32 c = 0; c < m->nr_cpus && !r; c++)
-		smp_call_function_single(c, kvm_enable_virtualization_ipi, &r);
+		pk_smp_call_from_user(m, (int)c, kvm_enable_virtualization_ipi, &r,
+				      PK_PATH_HARDWARE);
 	return r;
 }
 
@@ -459,8 +465,10 @@ int pk_create_vm(struct pk_machine *m, struct kvm **out)
 		r = pk_err(-ENOMEM, "no memory for a VM's locks");
 		goto fail;
 	}
+	pk_cpu_lock(m, 0);			/* the ioctl runs on some CPU: the first */
 	pk_this_cpu = &m->cpu[0];
 	r = kvm_x86_call(vm_init)(kvm);
+	pk_cpu_unlock(m, 0);
 	if (r)
 		goto fail;
 	*out = kvm;
@@ -962,6 +970,12 @@ int pk_vcpu_get_stat(struct kvm_vcpu *vcpu, struct kvm_vcpu_stat *stat)
 	*stat = vcpu->stat;
 	mutex_unlock(vcpu->mutex);
 	return 0;
+}
+
+/* The host task of the vCPU's thread (the checker's preemption by another VM uses it). */
+int pk_vcpu_task(struct kvm_vcpu *vcpu)
+{
+	return vcpu->task;
 }
 
 int pk_vcpu_cpu(struct kvm_vcpu *vcpu)

@@ -41,8 +41,19 @@ struct kvm;
 #define EAGAIN	11
 #define EFAULT	14
 
-/* General-purpose registers plus RIP (kernel: enum kvm_reg). */
-enum kvm_reg { VCPU_REGS_RIP = NR_VCPU_GPRS, NR_VCPU_REGS };
+/*
+ * General-purpose registers plus RIP (kernel: enum kvm_reg), then the state a vendor
+ * reads lazily from its VMCS and caches until the next VM-exit: bits in regs_avail only,
+ * no slot in regs[] (kernel: VCPU_EXREG_*).
+ */
+enum kvm_reg {
+	VCPU_REGS_RIP = NR_VCPU_GPRS,
+	NR_VCPU_REGS,
+	VCPU_EXREG_CR3 = NR_VCPU_REGS,
+	VCPU_EXREG_RFLAGS,
+	VCPU_EXREG_SEGMENTS,
+	VCPU_EXREG_EXIT_INFO_1,
+};
 
 enum exit_fastpath_completion {
 	EXIT_FASTPATH_NONE,
@@ -53,6 +64,10 @@ enum exit_fastpath_completion {
 typedef enum exit_fastpath_completion fastpath_t;
 
 enum { OUTSIDE_GUEST_MODE, IN_GUEST_MODE };
+
+/* Interrupt shadow, vendor-neutral (kernel: KVM_X86_SHADOW_INT_*). */
+#define KVM_X86_SHADOW_INT_MOV_SS	1
+#define KVM_X86_SHADOW_INT_STI		2
 
 /* Return values of the MSR accessors (kernel: KVM_MSR_RET_*). */
 #define KVM_MSR_RET_UNSUPPORTED	2
@@ -133,6 +148,7 @@ struct kvm_vcpu_arch {
 
 	int last_vmentry_cpu;
 	u64 run_budget;				/* guest instructions before the run's signal */
+	bool l1tf_flush_l1d;			/* flush L1D before the next VM-entry (L1TF) */
 
 	u32 mp_state;				/* KVM_MP_STATE_* */
 	/*
@@ -252,6 +268,12 @@ struct kvm_x86_ops {
 	void (*handle_exit_irqoff)(struct kvm_vcpu *vcpu);
 	void (*get_exit_info)(struct kvm_vcpu *vcpu, u32 *reason, u64 *info1, u64 *info2);
 	void (*vcpu_after_set_cpuid)(struct kvm_vcpu *vcpu);
+	int (*get_cpl)(struct kvm_vcpu *vcpu);
+	void (*get_cs_db_l_bits)(struct kvm_vcpu *vcpu, int *db, int *l);
+	u32 (*get_interrupt_shadow)(struct kvm_vcpu *vcpu);
+	void (*set_interrupt_shadow)(struct kvm_vcpu *vcpu, int mask);
+	/* Arm the hypervisor timer for a TSC deadline (VMX preemption timer); NULL: none. */
+	int (*set_hv_timer)(struct kvm_vcpu *vcpu, u64 guest_deadline_tsc);
 };
 
 /* Setup-time hooks (kernel: struct kvm_x86_init_ops). */
@@ -269,8 +291,10 @@ struct kvm_x86_init_ops {
 /* kvm.* parameters (x86.c's, then kvm_main.c's halt polling). */
 struct kvm_params {
 	bool uret_irqs_off;
+	bool lazy_fpu;
 	bool forget_star, forget_lstar, forget_syscall_mask, forget_efer,
 	     forget_tsc_aux, forget_tsx_ctrl;
+	bool bug_uret_curr_stale;
 	unsigned int halt_poll_ns;
 };
 
@@ -352,6 +376,53 @@ static inline u64 kvm_read_edx_eax(struct kvm_vcpu *vcpu)
 	       ((vcpu->arch.regs[VCPU_REGS_RDX] & 0xffffffffULL) << 32);
 }
 static inline bool is_long_mode(struct kvm_vcpu *vcpu) { return vcpu->arch.efer & EFER_LMA; }
+static inline bool is_paging(struct kvm_vcpu *vcpu) { return vcpu->arch.cr0 & X86_CR0_PG; }
+
+/* kernel: is_64_bit_mode() (x86.h): long mode and a 64-bit code segment (CS.L). */
+static inline bool is_64_bit_mode(struct kvm_vcpu *vcpu)
+{
+	int cs_db, cs_l;
+
+	if (!is_long_mode(vcpu))
+		return false;
+	kvm_x86_call(get_cs_db_l_bits)(vcpu, &cs_db, &cs_l);
+	return cs_l;
+}
+
+/* kernel: kvm_get_linear_rip(): CS base + RIP, the CS base being 0 in 64-bit mode. */
+static inline u64 kvm_get_linear_rip(struct kvm_vcpu *vcpu)
+{
+	struct kvm_segment cs;
+
+	if (is_64_bit_mode(vcpu))
+		return kvm_rip_read(vcpu);
+	kvm_x86_call(get_segment)(vcpu, &cs, VCPU_SREG_CS);
+	return (u32)(cs.base + kvm_rip_read(vcpu));
+}
+
+static inline bool kvm_register_is_available(struct kvm_vcpu *vcpu, int reg)
+{
+	return vcpu->arch.regs_avail & BIT(reg);
+}
+
+static inline void kvm_register_mark_available(struct kvm_vcpu *vcpu, int reg)
+{
+	vcpu->arch.regs_avail |= BIT(reg);
+}
+
+/* kernel: kvm_read_cr3(): the guest's CR3, which the guest writes without exiting (EPT/NPT). */
+static inline u64 kvm_read_cr3(struct kvm_vcpu *vcpu)
+{
+	if (!kvm_register_is_available(vcpu, VCPU_EXREG_CR3))
+		kvm_x86_call(cache_reg)(vcpu, VCPU_EXREG_CR3);
+	return vcpu->arch.cr3;
+}
+
+/* kernel: kvm_can_use_hv_timer() (lapic.c): the vendor has a hypervisor timer. */
+static inline bool kvm_can_use_hv_timer(struct kvm_vcpu *vcpu)
+{
+	return kvm_x86_call(set_hv_timer) != NULL;
+}
 
 /* ---- lapic.c (the TSC-deadline timer only; kept in x86.c) ---- */
 static inline bool lapic_in_kernel(struct kvm_vcpu *vcpu)

@@ -18,14 +18,22 @@
 #define __USER_DS	0x2b
 #define __USER_CS	0x33
 #define GDT_ENTRY_TSS	8
+#define GDT_ENTRY_LDT	10
 #define __TSS_SEL	(GDT_ENTRY_TSS * 8)
 
 int pk_host_init(struct pk_machine *m);
 const char *pk_host_params_invalid(struct pk_machine *m);
 u64 pk_host_spec_ctrl_kernel(const struct pk_machine *m);
 u64 pk_host_spec_ctrl_user(const struct pk_machine *m);
+/* Mitigations the host kernel applies: its parameter and the CPU's bug or feature. */
+bool pk_host_kernel_ibrs(const struct pk_machine *m);	/* X86_FEATURE_KERNEL_IBRS */
+bool pk_host_pti(const struct pk_machine *m);		/* X86_FEATURE_PTI */
+bool pk_host_mds_clear(const struct pk_machine *m);	/* mds_user_clear */
 /* The host NMI handler (paranoid entry, then per-cpu data through GS). */
 void pk_host_nmi(struct pk_cpu *cpu);
+void pk_host_machine_check(struct pk_cpu *cpu);
+/* A device interrupt in host kernel mode, with the softirqs run on its way out. */
+void pk_host_irq(struct pk_cpu *cpu, u32 vector, bool softirqs);
 int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread);
 void pk_host_exit_task(struct pk_machine *m, int id);
 
@@ -131,13 +139,28 @@ static inline struct pk_task *current_task(void)
 /* Per-cpu cached copies the kernel reads instead of MOV from CR3/CR4. */
 static inline u64 __get_current_cr3_fast(void)
 {
-	(void)smp_processor_id();		/* this_cpu_read(cpu_tlbstate...) */
-	return current_task()->cr3;
+	/* build_cr3(cpu_tlbstate.loaded_mm->pgd, cpu_tlbstate.loaded_mm_asid) */
+	return this_machine()->host.loaded_cr3[smp_processor_id()];
+}
+
+/*
+ * The noinstr section around VM-entry (kernel: guest_state_enter_irqoff() and
+ * guest_state_exit_irqoff() in include/linux/kvm_host.h, which enter and leave guest
+ * context for RCU and context tracking). The oracle knows that inside it the host runs
+ * with guest values it restores before any instrumentable code (pk_observe_handler).
+ */
+static inline void guest_state_enter_irqoff(void)
+{
+	this_machine()->host.guest_ctx[this_cpu()->id] = true;
+}
+
+static inline void guest_state_exit_irqoff(void)
+{
+	this_machine()->host.guest_ctx[this_cpu()->id] = false;
 }
 
 static inline u64 cr4_read_shadow(void)
 {
-	(void)smp_processor_id();
-	return this_machine()->host.cr4;
+	return this_machine()->host.cr4_shadow[smp_processor_id()];
 }
 #endif

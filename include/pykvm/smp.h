@@ -10,6 +10,9 @@
  *   mode, as a task keeps its CPU until it blocks or its time slice (the run's instruction
  *   budget) ends. Everything per CPU -- its registers, its decode cache, the host's
  *   per-cpu data, KVM's per-cpu state -- is touched only by the holder.
+ * - A thread that holds a pCPU may take it again (a task the model runs inline there,
+ *   such as another VM's vCPU thread whose KVM_RUN an injected preemption places on it):
+ *   the lock counts, and is let go with the last unlock.
  * - A thread holds at most one pCPU as its own. Work on another pCPU goes through
  *   smp_call_function_single(), the IPI: run there at once if that pCPU is free, else
  *   queued and run by its holder at the next point it takes interrupts between two
@@ -46,6 +49,9 @@ bool pk_cpu_held(const struct pk_machine *m, u32 cpu);
 
 /* Run func(info) on pCPU `cpu` of this_machine() and wait for it (kernel/smp.c, wait=1). */
 int smp_call_function_single(int cpu, void (*func)(void *info), void *info);
+/* The same from a thread that holds no CPU yet (an ioctl's start), its work on `path`. */
+int pk_smp_call_from_user(struct pk_machine *m, int cpu, void (*func)(void *info), void *info,
+			  u32 path);
 
 /* Machine-wide leaf locks and the kvm_lock mutex (kvm_main.c's VM list lock). */
 void pk_kmem_lock(struct pk_machine *m);
