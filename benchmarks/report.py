@@ -83,6 +83,10 @@ TARGETS = [
     ("Dask engine's own cost per task, 2 local workers (min)",
      lambda r: r.extra("bench_engine.py::test_overhead_per_task[dask-2]", "seconds_per_task"),
      5e-3, "<=", "ms"),
+    *[(f"memory per idle vCPU beside its guest memory, {v} (process RSS)",
+       (lambda r, v=v: r.extra(f"bench_memory.py::test_memory_per_idle_vcpu[{v}]",
+                               "rss_kib_per_vcpu")), 64, "<=", "KiB")
+      for v in ("vmx", "svm")],
 ]
 
 
@@ -99,6 +103,8 @@ def _fmt(value, unit):
         return f"{value:,.2f}x"
     if unit == "/s":
         return f"{value:,.0f}/s"
+    if unit == "KiB":
+        return f"{value:,.1f} KiB"
     return f"{value:,}"
 
 
@@ -195,6 +201,22 @@ def render(data, note=""):
     lines += _table(["search", "vendor", "events/s (steps + VM-exits)", "steps/s",
                      "VM-exits per step"], rows)
     lines += _engine_section(r)
+    lines += ["", "### Memory per idle vCPU (`bench_memory.py`; vCPUs in one VM, no guest "
+              "memory)", ""]
+    rows = []
+    for v in ("vmx", "svm"):
+        name = f"bench_memory.py::test_memory_per_idle_vcpu[{v}]"
+        e = r.get(name)
+        if e is None:
+            rows.append([v, "not measured", "", "", ""])
+            continue
+        x = e["extra_info"]
+        rows.append([v, _fmt(x.get("rss_kib_per_vcpu"), "KiB"),
+                     _fmt(x.get("kernel_kib_per_vcpu"), "KiB"), f"{x.get('vcpus', '?'):,}",
+                     _fmt(e["stats"]["min"] / x["vcpus"] * 1e6, "") + " us"
+                     if x.get("vcpus") else "?"])
+    lines += _table(["vendor", "process RSS per vCPU", "simulated kernel memory per vCPU",
+                     "vCPUs", "creating one (min)"], rows)
     lines += ["", END]
     return "\n".join(lines)
 

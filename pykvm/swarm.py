@@ -331,9 +331,11 @@ def check(vendor="vmx", *, preset=None, params=None, cpu_model=None, cpus=2, vcp
                 found, fsteps = r["violation"], r["steps"]
                 break
     v = Violation(**found) if found else None
-    return SpreadResult(vendor, c.m.preset, c.m.params, "violation" if v else "pass", v,
+    # max_states can cut the exhaustive part short, as a time budget cuts check()'s.
+    verdict = "violation" if v else "pass" if ex["depth_done"] >= bound else "incomplete"
+    return SpreadResult(vendor, c.m.preset, c.m.params, verdict, v,
                         [Step(*t) for t in fsteps] if v else [], events, ex["states"],
                         ex["depth_done"], nwalks, time.perf_counter() - t0, config=c.config,
-                        exits=exits, closed=ex["closed"],
+                        exits=exits, bound=bound, walks_asked=walks, closed=ex["closed"],
                         tasks=ex["tasks"] + len([r for r in searches if r is not None]),
                         engine=e.describe())

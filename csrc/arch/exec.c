@@ -937,8 +937,8 @@ static void account(struct xs *s, u64 budget)
 
 	cpu->insn_budget = budget;
 	s->ic->retired += s->retired;
-	m->costs.ops[PK_PATH_GUEST][PK_OP_GUEST_INSN] += s->retired;
-	m->costs.cycles[PK_PATH_GUEST] += s->retired * m->profile.op[PK_OP_GUEST_INSN];
+	cpu->costs->ops[PK_PATH_GUEST][PK_OP_GUEST_INSN] += s->retired;
+	cpu->costs->cycles[PK_PATH_GUEST] += s->retired * m->profile.op[PK_OP_GUEST_INSN];
 }
 
 u32 pk_guest_exec(struct pk_cpu *cpu)

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "pykvm/check.h"
+#include "pykvm/printk.h"
 
 int kvm_arch_enable_virtualization_cpu(void);
 int pk_vcpu_task(struct kvm_vcpu *vcpu);
@@ -28,6 +29,7 @@ struct pk_checker {
 	u8 *seen_left;			/* steps left when it was explored */
 	u64 seen_cap, seen_n;
 	u64 rng;
+	bool stop_requested;		/* pk_checker_stop(), from another thread */
 	u64 fired[PK_NR_INJ];		/* host events taken, by kind */
 	u64 refused;			/* armed where the kernel would not take them */
 };
@@ -74,13 +76,12 @@ static void normalize(struct pk_checker *c)
 {
 	struct pk_machine *m = c->m;
 
-	memset(&m->costs.ops, 0, sizeof(m->costs) - offsetof(struct pk_costs, ops));
 	for (u32 i = 0; i < m->nr_cpus; i++) {
 		m->cpu[i].tsc = 0;
 		m->cpu[i].insn_budget = UINT64_MAX;
 	}
 	for (u32 t = 0; t < m->host.nr_tasks; t++)
-		m->host.tasks[t].timer_budget = UINT64_MAX;
+		pk_task(m, t)->timer_budget = UINT64_MAX;
 	for (u32 v = 0; v < c->cfg.nr_vcpus; v++)
 		memset(&c->cfg.vcpus[v]->stat, 0, sizeof(c->cfg.vcpus[v]->stat));
 	m->inject = (struct pk_inject){ 0 };
@@ -127,7 +128,9 @@ static void rebase_init(struct pk_checker *c, struct rebase *rb)
 
 	*rb = (struct rebase){
 		.lo = { (u64)(uintptr_t)c->m, (u64)(uintptr_t)c->cfg.gmem, text - (32ULL << 20) },
-		.len = { sizeof(*c->m), c->cfg.gmem_size, 64ULL << 20 },
+		/* the machine object runs on into its kernel memory (kmem[]) */
+		.len = { offsetof(struct pk_machine, kmem) + c->m->kmem_used, c->cfg.gmem_size,
+			 64ULL << 20 },
 		.min = UINT64_MAX,
 	};
 	for (u32 a = 0; a < 3; a++) {
@@ -170,21 +173,58 @@ static u64 hash_region(u64 h, const struct rebase *rb, const void *p, size_t n)
 	return rb ? hash_rebased(h, rb, p, n) : hash_bytes(h, p, n);
 }
 
+/*
+ * KVM's sleeping locks are malloc'd beside the machine (include/pykvm/smp.h): where they
+ * lie is not state, and differs between processes, so the hash sees NULL in their place.
+ * Restored in reverse: vCPUs of one VM share its kvm->lock.
+ */
+struct hidden_locks {
+	struct mutex *saved[PK_CHECK_MAX_VCPUS][3];
+};
+
+static struct mutex **vcpu_lock_slot(struct kvm_vcpu *vcpu, u32 i)
+{
+	return i == 0 ? &vcpu->mutex : i == 1 ? &vcpu->kvm->lock : &vcpu->kvm->slots_lock;
+}
+
+static void locks_hide(struct pk_checker *c, struct hidden_locks *hl)
+{
+	for (u32 v = 0; v < c->cfg.nr_vcpus; v++)
+		for (u32 i = 0; i < 3; i++) {
+			struct mutex **slot = vcpu_lock_slot(c->cfg.vcpus[v], i);
+
+			hl->saved[v][i] = *slot;
+			*slot = NULL;
+		}
+}
+
+static void locks_restore(struct pk_checker *c, const struct hidden_locks *hl)
+{
+	for (u32 v = c->cfg.nr_vcpus; v-- > 0;)
+		for (u32 i = 3; i-- > 0;)
+			*vcpu_lock_slot(c->cfg.vcpus[v], i) = hl->saved[v][i];
+}
+
 /* The state: the CPUs, the host, kernel memory and the guest's tables; with `rb`, every
  * pointer as an offset (see struct rebase). */
 static u64 hash_state(struct pk_checker *c, const struct rebase *rb)
 {
 	struct pk_machine *m = c->m;
 	u64 h = 0xcbf29ce484222325ULL;
+	struct hidden_locks hl;
+
+	locks_hide(c, &hl);
 
 	for (u32 i = 0; i < m->nr_cpus; i++) {
 		struct pk_cpu cpu = m->cpu[i];
 
-		cpu.icache = NULL;		/* the decode cache is not state */
+		cpu.icache = NULL;		/* the decode cache is not state, */
+		cpu.costs = NULL;		/* nor are the counters beside the machine */
 		h = hash_region(h, rb, &cpu, sizeof(cpu));
 	}
 	h = hash_region(h, rb, &m->host, sizeof(m->host));
 	h = hash_region(h, rb, m->kmem, m->kmem_used);
+	locks_restore(c, &hl);
 	for (u32 v = 0; v < c->cfg.nr_vcpus; v++)
 		h = hash_bytes(h, c->cfg.gmem + c->cfg.table_gpa[v], 8 * c->cfg.nr_regs);
 	return h ? h : 1;
@@ -518,6 +558,17 @@ void pk_checker_reset(struct pk_checker *c)
 	snap_restore(c, c->root);
 }
 
+/* Ask a running pk_checker_explore() (on another thread) to stop after its current step. */
+void pk_checker_stop(struct pk_checker *c)
+{
+	__atomic_store_n(&c->stop_requested, true, __ATOMIC_RELAXED);
+}
+
+static bool stop_requested(struct pk_checker *c)
+{
+	return __atomic_load_n(&c->stop_requested, __ATOMIC_RELAXED);
+}
+
 int pk_checker_replay(struct pk_checker *c, const struct pk_step *steps, u32 n,
 		      struct pk_violation *v, bool trace)
 {
@@ -598,13 +649,17 @@ static void found(struct explore *x, u32 len)
 	x->stop = true;
 }
 
-/* One step counted in the result; true if the deadline has passed. */
+/* One step counted in the result; the search stops at its deadline or when asked to. */
 static void count_step(struct explore *x)
 {
 	x->res->events++;
 	x->res->exits += exits_taken(x->c);
 	if ((x->res->events & 255) == 0 && x->deadline && now() > x->deadline)
 		x->stop = true;
+	if (stop_requested(x->c)) {
+		x->res->interrupted = 1;
+		x->stop = true;
+	}
 }
 
 static void dfs(struct explore *x, u32 d);
@@ -749,7 +804,9 @@ int pk_checker_explore(struct pk_checker *c, u32 bound, u64 max_states, u64 walk
 	memset(c->fired, 0, sizeof(c->fired));
 	c->refused = 0;
 	if (bound > PK_CHECK_MAX_STEPS || walk_len > PK_CHECK_MAX_STEPS)
-		return -EINVAL;
+		return pk_err(-EINVAL, "bound %u and walk length %u must be <= %d", bound, walk_len,
+			      PK_CHECK_MAX_STEPS);
+	__atomic_store_n(&c->stop_requested, false, __ATOMIC_RELAXED);
 	for (u32 i = 0; i <= bound && i <= PK_CHECK_MAX_STEPS; i++) {
 		if (!c->stack[i] && !(c->stack[i] = malloc(c->snap_bytes)))
 			return -ENOMEM;

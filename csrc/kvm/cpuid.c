@@ -298,6 +298,10 @@ static void kvm_vcpu_after_set_cpuid(struct kvm_vcpu *vcpu)
 		kvm_apic_set_version(vcpu);
 	}
 
+	/* What KVM_SET_SREGS, set_cr4 and kvm_apic_set_base check against. */
+	a->reserved_gpa_bits = kvm_vcpu_reserved_gpa_bits_raw(vcpu);
+	a->cr4_guest_rsvd_bits = __cr4_reserved_bits(vcpu);
+
 	/* Invoke the vendor callback only after the above state is updated. */
 	kvm_x86_call(vcpu_after_set_cpuid)(vcpu);
 	kvm_make_request(KVM_REQ_RECALC_INTERCEPTS, vcpu);
@@ -320,64 +324,87 @@ static int kvm_check_cpuid(struct kvm_vcpu *vcpu)
 
 /*
  * After KVM_RUN the vCPU model may not change; a VMM may repeat the same CPUID (QEMU
- * does on vCPU hotplug), with KVM's runtime bits applied (kernel: kvm_cpuid_check_equal).
+ * does on vCPU hotplug). The incoming table is the vCPU's already (swapped in by
+ * kvm_set_cpuid) and gets KVM's runtime bits before it is compared with the old one,
+ * `e2` (kernel: kvm_cpuid_check_equal).
  */
 static int kvm_cpuid_check_equal(struct kvm_vcpu *vcpu, const struct kvm_cpuid_entry2 *e2,
 				 int nent)
 {
-	struct kvm_cpuid_entry2 incoming[KVM_MAX_CPUID_ENTRIES], saved[KVM_MAX_CPUID_ENTRIES];
-	int saved_nent = vcpu->arch.cpuid_nent;
-	bool equal = nent == saved_nent;
-
-	/* The runtime update applies to the incoming entries: swap them in for it. */
-	memcpy(saved, vcpu->arch.cpuid_entries, sizeof(*saved) * saved_nent);
-	memcpy(incoming, e2, sizeof(*e2) * nent);
-	memcpy(vcpu->arch.cpuid_entries, incoming, sizeof(*incoming) * nent);
-	vcpu->arch.cpuid_nent = nent;
 	kvm_update_cpuid_runtime(vcpu);
-	memcpy(incoming, vcpu->arch.cpuid_entries, sizeof(*incoming) * nent);
-	memcpy(vcpu->arch.cpuid_entries, saved, sizeof(*saved) * saved_nent);
-	vcpu->arch.cpuid_nent = saved_nent;
-	kvm_update_cpuid_runtime(vcpu);
+	if (nent != vcpu->arch.cpuid_nent)
+		return pk_err(-EINVAL, "KVM_SET_CPUID2 after KVM_RUN must repeat the vCPU's "
+			      "CPUID exactly: %d entries, not %d", nent, vcpu->arch.cpuid_nent);
+	for (int i = 0; i < nent; i++) {
+		const struct kvm_cpuid_entry2 *orig = &vcpu->arch.cpuid_entries[i];
 
-	for (int i = 0; equal && i < nent; i++) {
-		const struct kvm_cpuid_entry2 *a = &incoming[i], *b = &saved[i];
-
-		equal = a->function == b->function && a->index == b->index &&
-			a->flags == b->flags && a->eax == b->eax && a->ebx == b->ebx &&
-			a->ecx == b->ecx && a->edx == b->edx;
+		if (e2[i].function != orig->function || e2[i].index != orig->index ||
+		    e2[i].flags != orig->flags || e2[i].eax != orig->eax ||
+		    e2[i].ebx != orig->ebx || e2[i].ecx != orig->ecx || e2[i].edx != orig->edx)
+			return pk_err(-EINVAL, "KVM_SET_CPUID2 after KVM_RUN must repeat the "
+				      "vCPU's CPUID exactly: entry %d (leaf %#x.%u) differs", i,
+				      orig->function, orig->index);
 	}
-	return equal ? 0 : pk_err(-EINVAL, "KVM_SET_CPUID2 after KVM_RUN must repeat the "
-				  "vCPU's CPUID exactly");
+	return 0;
 }
 
-/* KVM_SET_CPUID2 (kernel: kvm_vcpu_ioctl_set_cpuid2, kvm_set_cpuid). */
+#define SWAP(a, b)	do { __typeof__(a) __t = (a); (a) = (b); (b) = __t; } while (0)
+
+/*
+ * kernel: kvm_set_cpuid(). `*e2` (kernel memory) becomes the vCPU's table and on success
+ * the old one is handed back in its place for the caller to free; on failure nothing
+ * changed and `*e2` is still the caller's.
+ */
+static int kvm_set_cpuid(struct kvm_vcpu *vcpu, struct kvm_cpuid_entry2 **e2, int *nent)
+{
+	u32 vcpu_caps[NR_KVM_CPU_CAPS];
+	int r;
+
+	SWAP(vcpu->arch.cpuid_entries, *e2);
+	SWAP(vcpu->arch.cpuid_nent, *nent);
+	memcpy(vcpu_caps, vcpu->arch.cpu_caps, sizeof(vcpu_caps));
+	if (kvm_vcpu_has_run(vcpu)) {
+		r = kvm_cpuid_check_equal(vcpu, *e2, *nent);
+		if (r)
+			goto err;
+		return 0;
+	}
+	r = kvm_check_cpuid(vcpu);
+	if (r)
+		goto err;
+	kvm_vcpu_after_set_cpuid(vcpu);
+	return 0;
+err:
+	memcpy(vcpu->arch.cpu_caps, vcpu_caps, sizeof(vcpu_caps));
+	SWAP(vcpu->arch.cpuid_entries, *e2);
+	SWAP(vcpu->arch.cpuid_nent, *nent);
+	return r;
+}
+
+/*
+ * KVM_SET_CPUID2 (kernel: kvm_vcpu_ioctl_set_cpuid2): at most KVM_MAX_CPUID_ENTRIES
+ * entries (E2BIG), copied into kernel memory (vmemdup_array_user), then kvm_set_cpuid.
+ */
 int kvm_vcpu_ioctl_set_cpuid2(struct kvm_vcpu *vcpu, const struct kvm_cpuid_entry2 *entries, int n)
 {
-	struct kvm_vcpu_arch *a = &vcpu->arch;
-	struct kvm_cpuid_entry2 old[KVM_MAX_CPUID_ENTRIES];
-	int old_nent = a->cpuid_nent, r;
+	struct pk_machine *m = vcpu->kvm->m;
+	struct kvm_cpuid_entry2 *e2 = NULL;
+	int nent = n, r;
 
 	if (n < 0 || n > KVM_MAX_CPUID_ENTRIES)
-		return pk_err(-E2BIG, "KVM_SET_CPUID2: %d entries, at most %d", n,
-			      KVM_MAX_CPUID_ENTRIES);
+		return pk_err(-E2BIG, "KVM_SET_CPUID2: %d entries, at most KVM_MAX_CPUID_ENTRIES "
+			      "(%d)", n, KVM_MAX_CPUID_ENTRIES);
+	if (n) {
+		e2 = pk_kzalloc(m, n * sizeof(*e2), 64);
+		if (!e2)
+			return pk_err(-ENOMEM, "KVM_SET_CPUID2: no kernel memory for %d entries", n);
+		memcpy(e2, entries, n * sizeof(*e2));
+	}
 	vcpu_load(vcpu);
-	if (kvm_vcpu_has_run(vcpu)) {
-		r = kvm_cpuid_check_equal(vcpu, entries, n);
-		goto out;
-	}
-	memcpy(old, a->cpuid_entries, sizeof(*old) * old_nent);
-	memcpy(a->cpuid_entries, entries, sizeof(*entries) * n);
-	a->cpuid_nent = n;
-	r = kvm_check_cpuid(vcpu);
-	if (r) {
-		memcpy(a->cpuid_entries, old, sizeof(*old) * old_nent);
-		a->cpuid_nent = old_nent;
-		goto out;
-	}
-	kvm_vcpu_after_set_cpuid(vcpu);
-out:
+	r = kvm_set_cpuid(vcpu, &e2, &nent);
 	vcpu_put(vcpu);
+	/* The old table on success, the refused one on failure: either way not the vCPU's. */
+	pk_kfree(m, e2, nent * sizeof(*e2), 64);
 	return r;
 }
 

@@ -363,20 +363,14 @@ bool kvm_lapic_hv_timer_in_use(struct kvm_vcpu *vcpu)
 }
 
 /*
- * kernel: __kvm_migrate_apic_timer(), on KVM_REQ_MIGRATE_TIMER after the vCPU moved: an
- * armed hrtimer (SVM, which keeps the deadline there) is re-armed on the new CPU.
+ * kernel: __kvm_migrate_apic_timer(), after the vCPU moved: an armed hrtimer (a halted
+ * vCPU's deadline, or SVM's while the guest runs) is re-armed on the new CPU.
  */
 void __kvm_migrate_apic_timer(struct kvm_vcpu *vcpu)
 {
-	struct pk_hrtimer *timer;
-
 	if (!lapic_in_kernel(vcpu))
 		return;
-	timer = &vcpu->arch.apic->lapic_timer.timer;
-	if (timer->armed && timer->cpu != (int)this_cpu()->id) {
-		hrtimer_cancel(timer);
-		hrtimer_start(timer, timer->expires);
-	}
+	hrtimer_migrate_here(&vcpu->arch.apic->lapic_timer.timer);
 }
 
 /* Before the vCPU blocks: the preemption timer would not count outside guest mode. */
@@ -730,6 +724,18 @@ int kvm_create_lapic(struct kvm_vcpu *vcpu)
 	/* The full RESET value is set by kvm_lapic_reset(). */
 	vcpu->arch.apic_base = MSR_IA32_APICBASE_ENABLE;
 	return 0;
+}
+
+/* kernel: kvm_free_lapic(): the timer is stopped before the LAPIC's memory goes. */
+void kvm_free_lapic(struct kvm_vcpu *vcpu)
+{
+	struct kvm_lapic *apic = vcpu->arch.apic;
+
+	if (!apic)
+		return;
+	hrtimer_cancel(&apic->lapic_timer.timer);
+	pk_kfree(vcpu->kvm->m, apic, sizeof(*apic), 4096);
+	vcpu->arch.apic = NULL;
 }
 
 void kvm_lapic_reset(struct kvm_vcpu *vcpu, bool init_event)

@@ -133,6 +133,7 @@ static inline bool kvm_vcpu_is_reset_bsp(struct kvm_vcpu *vcpu)
 }
 
 int kvm_create_lapic(struct kvm_vcpu *vcpu);
+void kvm_free_lapic(struct kvm_vcpu *vcpu);
 void kvm_lapic_reset(struct kvm_vcpu *vcpu, bool init_event);
 int kvm_apic_set_base(struct kvm_vcpu *vcpu, u64 value, bool host_initiated);
 void kvm_apic_set_version(struct kvm_vcpu *vcpu);

@@ -7,6 +7,7 @@
 #include "lapic.h"
 #include "pykvm/events.h"
 #include "pykvm/module.h"
+#include "pykvm/kvm_api.h"
 #include "pykvm/printk.h"
 
 /* ------------------------------------------------------------------------------------
@@ -297,6 +298,10 @@ int kvm_x86_vendor_init(struct pk_machine *m, const struct kvm_x86_init_ops *ini
 	/* Each vendor adds its own machine-check capabilities in hardware_setup. */
 	g->supported_mce_cap = KVM_MCE_CAP_SUPPORTED;
 	kvm_set_cpu_caps();
+	/* kvm_x86_vendor_init(): EFER bits the host has, that a guest may own. */
+	g->efer_reserved_bits = ~(u64)(EFER_SCE | EFER_LME | EFER_LMA);
+	if (g->host_efer & EFER_NX)
+		kvm_enable_efer_bits(EFER_NX);
 
 	u32 old = pk_path_enter(m, PK_PATH_HARDWARE);
 	r = init->hardware_setup();
@@ -593,35 +598,54 @@ static bool kvm_pat_valid(u64 data)
 	return true;
 }
 
-static bool kvm_valid_efer(struct kvm_vcpu *vcpu, u64 efer)
+/* kernel: kvm_enable_efer_bits(): a vendor lets guests own more EFER bits (SVME). */
+void kvm_enable_efer_bits(u64 mask)
 {
-	u64 allowed = EFER_SCE | EFER_LME | EFER_LMA | EFER_NX;
-
-	if (!vcpu->arch.cap_intel_compatible)
-		allowed |= EFER_SVME;
-	if ((efer & (EFER_LME | EFER_LMA)) && !vcpu->arch.cap_lm)
-		return false;
-	return !(efer & ~allowed);
+	kvm_global()->efer_reserved_bits &= ~mask;
 }
 
+/* kernel: __kvm_valid_efer(): the features behind each EFER bit, in the guest's CPUID. */
+static bool __kvm_valid_efer(struct kvm_vcpu *vcpu, u64 efer)
+{
+	if ((efer & EFER_SVME) && !guest_cpu_cap_has(vcpu, X86_FEATURE_SVM))
+		return false;
+	if ((efer & (EFER_LME | EFER_LMA)) && !guest_cpu_cap_has(vcpu, X86_FEATURE_LM))
+		return false;
+	if ((efer & EFER_NX) && !guest_cpu_cap_has(vcpu, X86_FEATURE_NX))
+		return false;
+	return true;
+}
+
+/* kernel: kvm_valid_efer() (x86.c). */
+bool kvm_valid_efer(struct kvm_vcpu *vcpu, u64 efer)
+{
+	if (efer & kvm_global()->efer_reserved_bits)
+		return false;
+	return __kvm_valid_efer(vcpu, efer);
+}
+
+/*
+ * kernel: set_efer(). Reserved bits are refused for everyone; the guest's CPUID and the
+ * "no LME change with paging on" rule only bind the guest. LMA is the CPU's: a write,
+ * host-initiated or not, keeps the current value (KVM_SET_SREGS is how it changes).
+ */
 static int set_efer(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
 {
 	u64 old_efer = vcpu->arch.efer;
 	u64 efer = msr_info->data;
 	int r;
 
-	if (!kvm_valid_efer(vcpu, efer))
+	if (efer & kvm_global()->efer_reserved_bits)
 		return 1;
 	if (!msr_info->host_initiated) {
+		if (!__kvm_valid_efer(vcpu, efer))
+			return 1;
 		/* LME may not change while paging is on (SDM 2.2.1). */
 		if ((vcpu->arch.cr0 & X86_CR0_PG) && ((efer ^ old_efer) & EFER_LME))
 			return 1;
 	}
-	/* LMA is owned by the CPU: a guest write keeps the current value. */
 	efer &= ~EFER_LMA;
 	efer |= vcpu->arch.efer & EFER_LMA;
-	if (msr_info->host_initiated)
-		efer = msr_info->data;
 
 	r = kvm_x86_call(set_efer)(vcpu, efer);
 	return r ? 1 : 0;
@@ -1170,11 +1194,17 @@ fastpath_t handle_fastpath_set_msr_irqoff(struct kvm_vcpu *vcpu)
 	}
 }
 
-/* KVM_GET_MSRS / KVM_SET_MSRS (__msr_io): the count processed, stopping at the first failure. */
+/*
+ * KVM_GET_MSRS / KVM_SET_MSRS (msr_io, __msr_io): the count processed, stopping at the
+ * first failure; MAX_IO_MSRS entries or more are refused whole (E2BIG).
+ */
 int kvm_vcpu_ioctl_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u32 n, bool set)
 {
 	u32 i;
 
+	if (n >= MAX_IO_MSRS)
+		return pk_err(-E2BIG, "%u MSRs in one KVM_%s_MSRS: fewer than MAX_IO_MSRS (%d)",
+			      n, set ? "SET" : "GET", MAX_IO_MSRS);
 	pk_sw(PK_OP_SW_VCPU_IOCTL);
 	vcpu_load(vcpu);
 	for (i = 0; i < n; ++i) {
@@ -1211,6 +1241,18 @@ void kvm_pv_kick_timer_fn(struct pk_hrtimer *timer)
 	if (vcpu->arch.kick_period)
 		hrtimer_start(timer, timer->expires + vcpu->arch.kick_period);
 	kvm_pv_kick_cpu_op(vcpu);
+}
+
+/*
+ * kernel: __kvm_migrate_timers() (irq.c), on KVM_REQ_MIGRATE_TIMER and when the vCPU's
+ * thread moves (pk_vcpu_migrate): the vCPU's host timers go to the CPU this runs on. The
+ * model has no PIT and no posted-interrupt wakeup timer; it has the kick timer that
+ * stands for another vCPU's KVM_HC_KICK_CPU.
+ */
+void __kvm_migrate_timers(struct kvm_vcpu *vcpu)
+{
+	__kvm_migrate_apic_timer(vcpu);
+	hrtimer_migrate_here(&vcpu->arch.kick_timer);
 }
 
 /* kernel: kvm_set_mp_state(); a runnable vCPU has no kick left over. */
@@ -1632,9 +1674,9 @@ static int vcpu_enter_guest(struct kvm_vcpu *vcpu)
 	old = pk_path_enter(m, PK_PATH_VCPU_RUN);
 	pk_sw(PK_OP_SW_ENTER_GUEST);
 	pk_path_leave(m, old);
-	if (unlikely(vcpu->requests)) {
+	if (unlikely(kvm_request_pending(vcpu))) {
 		if (kvm_check_request(KVM_REQ_MIGRATE_TIMER, vcpu))
-			__kvm_migrate_apic_timer(vcpu);
+			__kvm_migrate_timers(vcpu);
 		if (kvm_check_request(KVM_REQ_RECALC_INTERCEPTS, vcpu))
 			kvm_x86_call(recalc_intercepts)(vcpu);
 	}
@@ -1834,10 +1876,10 @@ void kvm_arch_vcpu_load(struct kvm_vcpu *vcpu, int cpu)
 
 	pk_sw(PK_OP_SW_VCPU_LOAD);
 	/* A different vCPU ran here last: keep it from steering our indirect branches. */
-	if (g->last_vcpu[cpu] != vcpu) {
+	if (__atomic_load_n(&g->last_vcpu[cpu], __ATOMIC_RELAXED) != vcpu) {
 		if (this_machine()->model.has_ibpb)
 			wrmsrl(MSR_IA32_PRED_CMD, PRED_CMD_IBPB);
-		g->last_vcpu[cpu] = vcpu;
+		__atomic_store_n(&g->last_vcpu[cpu], vcpu, __ATOMIC_RELAXED);
 	}
 	kvm_x86_call(vcpu_load)(vcpu, cpu);
 	if (vcpu->cpu != cpu) {
@@ -1882,7 +1924,10 @@ int kvm_arch_vcpu_create(struct kvm_vcpu *vcpu)
 	vcpu->arch.mcg_cap = KVM_MAX_MCE_BANKS;
 	/* KVM_X86_QUIRK_STUFF_FEATURE_MSRS (on by default). */
 	vcpu->arch.msr_platform_info = MSR_PLATFORM_INFO_CPUID_FAULT;
-	return kvm_x86_call(vcpu_create)(vcpu);
+	r = kvm_x86_call(vcpu_create)(vcpu);
+	if (r)
+		kvm_free_lapic(vcpu);
+	return r;
 }
 
 void kvm_vcpu_reset(struct kvm_vcpu *vcpu, bool init_event)
@@ -1893,6 +1938,162 @@ void kvm_vcpu_reset(struct kvm_vcpu *vcpu, bool init_event)
 		vcpu->arch.microcode_version = 0x100000000ULL;
 	}
 	kvm_x86_call(vcpu_reset)(vcpu, init_event);
+}
+
+/*
+ * kernel: kvm_arch_vcpu_destroy(): the vendor frees its part (a VMCS is VMCLEARed where
+ * it is loaded), then the CPUID table. No CPU may remember the vCPU as the last one to
+ * run there (as svm_clear_current_vmcb() forgets a freed VMCB on every CPU).
+ */
+void kvm_arch_vcpu_destroy(struct kvm_vcpu *vcpu)
+{
+	struct pk_machine *m = vcpu->kvm->m;
+	struct kvm_x86_global *g = kvm_global();
+
+	/* No timer of the vCPU may fire after it is gone: the PV kick's, then the LAPIC's. */
+	hrtimer_cancel(&vcpu->arch.kick_timer);
+	kvm_x86_call(vcpu_free)(vcpu);
+	kvm_free_lapic(vcpu);
+	for (u32 c = 0; c < m->nr_cpus; c++) {
+		struct kvm_vcpu *expected = vcpu;
+
+		__atomic_compare_exchange_n(&g->last_vcpu[c], &expected, NULL, false,
+					    __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+	}
+	pk_kfree(m, vcpu->arch.cpuid_entries,
+		 vcpu->arch.cpuid_nent * sizeof(*vcpu->arch.cpuid_entries), 64);
+	vcpu->arch.cpuid_entries = NULL;
+	vcpu->arch.cpuid_nent = 0;
+}
+
+/* ------------------------------------------------------------------------------------
+ * KVM_GET/SET_REGS, KVM_GET/SET_SREGS (kvm_arch_vcpu_ioctl_*)
+ * ---------------------------------------------------------------------------------- */
+
+int kvm_arch_vcpu_ioctl_get_regs(struct kvm_vcpu *vcpu, struct pk_regs *regs)
+{
+	vcpu_load(vcpu);
+	for (int i = 0; i < NR_VCPU_GPRS; i++)
+		regs->gpr[i] = kvm_register_read(vcpu, i);
+	regs->rip = kvm_rip_read(vcpu);
+	regs->rflags = kvm_x86_call(get_rflags)(vcpu);
+	vcpu_put(vcpu);
+	return 0;
+}
+
+/* kernel: __set_regs(): any values; RFLAGS gets its fixed bit; a pending fault is dropped. */
+int kvm_arch_vcpu_ioctl_set_regs(struct kvm_vcpu *vcpu, const struct pk_regs *regs)
+{
+	vcpu_load(vcpu);
+	for (int i = 0; i < NR_VCPU_GPRS; i++)
+		kvm_register_write(vcpu, i, regs->gpr[i]);
+	kvm_rip_write(vcpu, regs->rip);
+	kvm_x86_call(set_rflags)(vcpu, regs->rflags | X86_EFLAGS_FIXED);
+	vcpu->arch.exception.pending = false;
+	vcpu_put(vcpu);
+	return 0;
+}
+
+int kvm_arch_vcpu_ioctl_get_sregs(struct kvm_vcpu *vcpu, struct pk_sregs *s)
+{
+	vcpu_load(vcpu);
+	for (int i = 0; i < NR_VCPU_SREGS; i++)
+		kvm_x86_call(get_segment)(vcpu, &s->seg[i], i);
+	kvm_x86_call(get_gdt)(vcpu, &s->gdt);
+	kvm_x86_call(get_idt)(vcpu, &s->idt);
+	s->cr0 = vcpu->arch.cr0;
+	s->cr2 = vcpu->arch.cr2;
+	s->cr3 = vcpu->arch.cr3;
+	s->cr4 = vcpu->arch.cr4;
+	s->efer = vcpu->arch.efer;
+	s->apic_base = vcpu->arch.apic_base;
+	vcpu_put(vcpu);
+	return 0;
+}
+
+/* kernel: kvm_is_valid_cr0() (x86.c), then the vendor's is_valid_cr0. */
+static bool kvm_is_valid_cr0(struct kvm_vcpu *vcpu, u64 cr0)
+{
+	if (cr0 & 0xffffffff00000000ULL)
+		return false;
+	if ((cr0 & X86_CR0_NW) && !(cr0 & X86_CR0_CD))
+		return false;
+	if ((cr0 & X86_CR0_PG) && !(cr0 & X86_CR0_PE))
+		return false;
+	return kvm_x86_call(is_valid_cr0)(vcpu, cr0);
+}
+
+/* kernel: __kvm_is_valid_cr4() (the guest's CPUID) and the vendor's is_valid_cr4. */
+static bool kvm_is_valid_cr4(struct kvm_vcpu *vcpu, u64 cr4)
+{
+	if (cr4 & vcpu->arch.cr4_guest_rsvd_bits)
+		return false;
+	return kvm_x86_call(is_valid_cr4)(vcpu, cr4);
+}
+
+/*
+ * kernel: kvm_is_valid_sregs() (x86.c, torvalds/linux 2025: with kvm_valid_efer()).
+ * Paging with EFER.LME is 64-bit mode: it needs CR4.PAE, EFER.LMA and a CR3 within
+ * MAXPHYADDR; outside it EFER.LMA is clear and CS cannot be a 64-bit segment.
+ */
+static const char *kvm_is_valid_sregs(struct kvm_vcpu *vcpu, const struct pk_sregs *s)
+{
+	if ((s->efer & EFER_LME) && (s->cr0 & X86_CR0_PG)) {
+		if (!(s->cr4 & X86_CR4_PAE))
+			return "EFER.LME with CR0.PG (64-bit mode) needs CR4.PAE";
+		if (!(s->efer & EFER_LMA))
+			return "EFER.LME with CR0.PG (64-bit mode) needs EFER.LMA";
+		if (!kvm_vcpu_is_legal_gpa(vcpu, s->cr3))
+			return "CR3 has bits above the guest's MAXPHYADDR";
+	} else {
+		if (s->efer & EFER_LMA)
+			return "EFER.LMA without EFER.LME and CR0.PG";
+		if (s->seg[VCPU_SREG_CS].l)
+			return "CS.L (a 64-bit code segment) outside 64-bit mode";
+	}
+	if (!kvm_is_valid_cr4(vcpu, s->cr4))
+		return "CR4 sets a reserved bit or one the guest's CPUID lacks";
+	if (!kvm_is_valid_cr0(vcpu, s->cr0))
+		return "CR0 sets bits 63:32, NW without CD, or PG without PE";
+	if (!kvm_valid_efer(vcpu, s->efer))
+		return "EFER sets a reserved bit or one the guest's CPUID lacks";
+	return NULL;
+}
+
+/* kernel: __set_sregs_common(): checked whole first, then applied. */
+int kvm_arch_vcpu_ioctl_set_sregs(struct kvm_vcpu *vcpu, const struct pk_sregs *s)
+{
+	const char *why = kvm_is_valid_sregs(vcpu, s);
+	struct desc_ptr dt;
+	struct kvm_segment seg;
+	int r = 0;
+
+	if (why)
+		return pk_err(-EINVAL, "KVM_SET_SREGS: %s (cr0 %#llx cr4 %#llx efer %#llx)", why,
+			      (unsigned long long)s->cr0, (unsigned long long)s->cr4,
+			      (unsigned long long)s->efer);
+	vcpu_load(vcpu);
+	if (kvm_apic_set_base(vcpu, s->apic_base, true)) {
+		r = pk_err(-EINVAL, "KVM_SET_SREGS: APIC base %#llx sets reserved bits or an "
+			   "invalid mode", (unsigned long long)s->apic_base);
+		goto out;
+	}
+	dt = s->idt;
+	kvm_x86_call(set_idt)(vcpu, &dt);
+	dt = s->gdt;
+	kvm_x86_call(set_gdt)(vcpu, &dt);
+	vcpu->arch.cr2 = s->cr2;
+	vcpu->arch.cr3 = s->cr3;
+	kvm_x86_call(set_efer)(vcpu, s->efer);
+	kvm_x86_call(set_cr0)(vcpu, s->cr0);
+	kvm_x86_call(set_cr4)(vcpu, s->cr4);
+	for (int i = 0; i < NR_VCPU_SREGS; i++) {
+		seg = s->seg[i];
+		kvm_x86_call(set_segment)(vcpu, &seg, i);
+	}
+out:
+	vcpu_put(vcpu);
+	return r;
 }
 
 /* ------------------------------------------------------------------------------------
@@ -2120,7 +2321,8 @@ int kvm_vm_ioctl_create_irqchip(struct kvm *kvm)
 	if (irqchip_in_kernel(kvm))
 		return pk_err(-EEXIST, "KVM_CREATE_IRQCHIP: the VM already has an in-kernel "
 			      "irqchip");
-	if (kvm->nr_vcpus)
+	/* Counted under kvm->lock, which the caller holds, with vCPUs still being created. */
+	if (kvm->created_vcpus)
 		return pk_err(-EINVAL, "KVM_CREATE_IRQCHIP after KVM_CREATE_VCPU");
 	kvm->arch.irqchip_mode = KVM_IRQCHIP_KERNEL;
 	return 0;
@@ -2131,4 +2333,14 @@ int kvm_arch_init_vm(struct kvm *kvm)
 {
 	kvm->arch.guest_can_read_msr_platform_info = true;
 	return kvm_x86_call(vm_init)(kvm);
+}
+
+/* kernel: kvm_arch_destroy_vm: what the VM allocated for itself (its MSR filters). */
+void kvm_arch_destroy_vm(struct kvm *kvm)
+{
+	for (int i = 0; i < 2; i++) {
+		pk_kfree(kvm->m, kvm->arch.msr_filter_buf[i], sizeof(struct kvm_x86_msr_filter), 8);
+		kvm->arch.msr_filter_buf[i] = NULL;
+	}
+	kvm->arch.msr_filter = NULL;
 }

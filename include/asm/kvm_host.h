@@ -14,14 +14,24 @@
 struct kvm_vcpu;
 struct kvm;
 
+/*
+ * Limits as upstream (arch/x86/include/asm/kvm_host.h): KVM_MAX_VCPUS is
+ * CONFIG_KVM_MAX_NR_VCPUS (1024 by default, 4096 with MAXSMP); vCPU ids may be up to
+ * KVM_VCPU_ID_RATIO times larger, because an x86 vCPU id is an APIC ID and APIC IDs
+ * encode topology. KVM_SET_CPUID2 takes at most KVM_MAX_CPUID_ENTRIES (cpuid.h).
+ */
 /* cffi:begin */
-#define KVM_MAX_VCPUS			8
+#define KVM_MAX_VCPUS			1024
 /* cffi:end */
-#define KVM_MAX_CPUID_ENTRIES		32
+#define KVM_VCPU_ID_RATIO		4
+#define KVM_MAX_VCPU_IDS		(KVM_MAX_VCPUS * KVM_VCPU_ID_RATIO)
+#define KVM_MAX_CPUID_ENTRIES		256
 #define KVM_MAX_NR_USER_RETURN_MSRS	16
 #define KVM_MAX_MCE_BANKS		32	/* 0x400..0x47f: 0x480 starts the VMX MSRs */
 /* Supported by KVM on every vendor; the vendor adds its own (kvm_caps.supported_mce_cap). */
 #define KVM_MCE_CAP_SUPPORTED		(MCG_CTL_P | MCG_SER_P)
+/* MAX_IO_MSRS (x86.c): KVM_GET/SET_MSRS refuse this many entries or more with E2BIG. */
+#define MAX_IO_MSRS			256
 
 #define EINTR	4
 #define EINVAL	22
@@ -131,6 +141,7 @@ enum kvm_cpuid_word {
 	CPUID_8000_0001_ECX,
 	CPUID_8000_0001_EDX,
 	CPUID_8000_0008_EBX,
+	CPUID_7_1_EAX,
 	NR_KVM_CPU_CAPS,
 };
 
@@ -147,8 +158,10 @@ struct kvm_vcpu_arch {
 	u64 apic_base;
 	struct kvm_queued_exception exception;
 
-	struct kvm_cpuid_entry2 cpuid_entries[KVM_MAX_CPUID_ENTRIES];
+	struct kvm_cpuid_entry2 *cpuid_entries;	/* cpuid_nent of them, in kmem */
 	int cpuid_nent;
+	u64 cr4_guest_rsvd_bits;		/* CR4 bits the guest's CPUID does not allow */
+	u64 reserved_gpa_bits;			/* bits above the guest's MAXPHYADDR */
 	/* Guest CPUID capabilities the switch depends on (kernel: guest_cpu_cap_has()). */
 	bool cap_rdtscp, cap_rdpid, cap_lm, cap_spec_ctrl, cap_ssbd, cap_stibp, cap_ibpb,
 	     cap_intel_compatible;
@@ -222,7 +235,9 @@ struct kvm_vcpu_stat {
 struct kvm_vcpu {
 	struct kvm *kvm;
 	u64 requests;				/* KVM_REQ_* bits, handled before VM-entry */
-	int vcpu_id;
+	struct mutex *mutex;			/* vcpu->mutex: one ioctl at a time (beside kmem) */
+	int vcpu_id;				/* what userspace named it (its APIC ID) */
+	int vcpu_idx;				/* its index in kvm->vcpus */
 	int cpu;				/* CPU it is loaded on, or -1 */
 	int mode;				/* IN_GUEST_MODE or OUTSIDE_GUEST_MODE */
 	int task;				/* the host task that runs it */
@@ -273,10 +288,15 @@ struct kvm_arch {
 
 struct kvm {
 	struct pk_machine *m;
-	struct pk_memslots memslots;		/* EPT_POINTER / nested_cr3 point here */
-	struct kvm_vcpu *vcpus[KVM_MAX_VCPUS];
-	int nr_vcpus;
+	struct mutex *lock;			/* kvm->lock: vCPU creation (beside kmem) */
+	struct mutex *slots_lock;		/* kvm->slots_lock: memslot updates */
 	struct kvm_arch arch;
+	struct pk_memslots memslots;		/* EPT_POINTER / nested_cr3 point here */
+	struct kvm_vcpu *vcpus[KVM_MAX_VCPUS];	/* kernel: the vcpu_array xarray */
+	u64 vcpu_ids[KVM_MAX_VCPU_IDS / 64];	/* ids taken (kvm_get_vcpu_by_id's answer) */
+	int nr_vcpus;				/* online_vcpus */
+	int created_vcpus;
+	int max_vcpus;
 };
 
 /*
@@ -293,6 +313,8 @@ struct kvm_x86_ops {
 	int (*vm_init)(struct kvm *kvm);
 	int (*vcpu_create)(struct kvm_vcpu *vcpu);
 	void (*vcpu_free)(struct kvm_vcpu *vcpu);
+	bool (*is_valid_cr0)(struct kvm_vcpu *vcpu, u64 cr0);
+	bool (*is_valid_cr4)(struct kvm_vcpu *vcpu, u64 cr4);
 	void (*vcpu_reset)(struct kvm_vcpu *vcpu, bool init_event);
 	void (*prepare_switch_to_guest)(struct kvm_vcpu *vcpu);
 	void (*vcpu_load)(struct kvm_vcpu *vcpu, int cpu);
@@ -369,6 +391,7 @@ struct kvm_x86_global {
 	struct kvm_vcpu *last_vcpu[PK_MAX_CPUS];			/* per CPU, for IBPB */
 	bool virtualization_enabled[PK_MAX_CPUS];			/* per CPU */
 	u64 host_efer;
+	u64 efer_reserved_bits;			/* EFER bits no guest may set (x86.c) */
 	u64 host_arch_capabilities;
 	struct kvm_params params;
 
@@ -427,16 +450,25 @@ int kvm_set_msr(struct kvm_vcpu *vcpu, u32 index, u64 data, bool host_initiated)
 bool kvm_msr_allowed(struct kvm_vcpu *vcpu, u32 index, u32 type);
 int kvm_complete_insn_gp(struct kvm_vcpu *vcpu, int err);
 
+/*
+ * Requests are atomic bit operations as upstream's (set_bit, test_bit/clear_bit): another
+ * thread may make one (KVM_X86_SET_MSR_FILTER for every vCPU) while the vCPU checks its own.
+ */
 static inline void kvm_make_request(int req, struct kvm_vcpu *vcpu)
 {
-	vcpu->requests |= BIT_ULL(req);
+	__atomic_fetch_or(&vcpu->requests, BIT_ULL(req), __ATOMIC_RELEASE);
+}
+
+static inline bool kvm_request_pending(struct kvm_vcpu *vcpu)
+{
+	return __atomic_load_n(&vcpu->requests, __ATOMIC_RELAXED) != 0;
 }
 
 static inline bool kvm_check_request(int req, struct kvm_vcpu *vcpu)
 {
-	if (!(vcpu->requests & BIT_ULL(req)))
+	if (!(__atomic_load_n(&vcpu->requests, __ATOMIC_ACQUIRE) & BIT_ULL(req)))
 		return false;
-	vcpu->requests &= ~BIT_ULL(req);
+	__atomic_fetch_and(&vcpu->requests, ~BIT_ULL(req), __ATOMIC_RELAXED);
 	return true;
 }
 
@@ -525,6 +557,7 @@ static inline u64 kvm_read_cr3(struct kvm_vcpu *vcpu)
 bool kvm_arch_vcpu_runnable(struct kvm_vcpu *vcpu);
 bool kvm_cpu_has_pending_timer(struct kvm_vcpu *vcpu);
 void kvm_pv_kick_timer_fn(struct pk_hrtimer *timer);
+void __kvm_migrate_timers(struct kvm_vcpu *vcpu);
 
 /* ---- kvm_main.c ---- */
 void kvm_vcpu_halt(struct kvm_vcpu *vcpu);
@@ -536,5 +569,6 @@ void vcpu_put(struct kvm_vcpu *vcpu);
 int kvm_arch_vcpu_ioctl_run(struct kvm_vcpu *vcpu);
 void kvm_arch_vcpu_load(struct kvm_vcpu *vcpu, int cpu);
 void kvm_arch_vcpu_put(struct kvm_vcpu *vcpu);
+void kvm_arch_vcpu_destroy(struct kvm_vcpu *vcpu);
 
 #endif

@@ -83,6 +83,7 @@ struct pk_check_result {
 	u32 nr_steps;
 	struct pk_step steps[PK_CHECK_MAX_STEPS];
 	u64 walks;
+	u32 interrupted;		/* pk_checker_stop() ended it early */
 	u64 injected[PK_NR_INJ];	/* host events taken, by kind */
 	u64 refused;			/* events not taken: the kernel forbids them there */
 };
@@ -100,6 +101,8 @@ int pk_checker_replay(struct pk_checker *c, const struct pk_step *steps, u32 n,
 		      struct pk_violation *v, bool trace);
 int pk_checker_explore(struct pk_checker *c, u32 bound, u64 max_states, u64 walks,
 		       u32 walk_len, u64 seed, double seconds, struct pk_check_result *res);
+/* From another thread: the running explore stops after its current step (Ctrl-C). */
+void pk_checker_stop(struct pk_checker *c);
 /*
  * The host points of step `idx` after steps[0..idx) from the initial state: their
  * number (-1 if an earlier step ends the branch), and where an interrupt and a

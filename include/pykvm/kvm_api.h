@@ -26,6 +26,15 @@ struct pk_sregs {
 	u64 cr0, cr2, cr3, cr4, efer, apic_base;
 };
 
+/* cffi:end */
+
+/* The register ioctls, in x86.c as upstream (kvm_arch_vcpu_ioctl_*). */
+int kvm_arch_vcpu_ioctl_get_regs(struct kvm_vcpu *vcpu, struct pk_regs *regs);
+int kvm_arch_vcpu_ioctl_set_regs(struct kvm_vcpu *vcpu, const struct pk_regs *regs);
+int kvm_arch_vcpu_ioctl_get_sregs(struct kvm_vcpu *vcpu, struct pk_sregs *sregs);
+int kvm_arch_vcpu_ioctl_set_sregs(struct kvm_vcpu *vcpu, const struct pk_sregs *sregs);
+
+/* cffi:begin */
 /* Load kvm.ko with a built-in vendor module: "vmx" or "svm". */
 int pk_kvm_load(struct pk_machine *m, const char *vendor, const char *params);
 int pk_param_info(const char *module, int i, const char **owner, const char **name,
@@ -35,13 +44,19 @@ const char *pk_kvm_vendor_name(struct pk_machine *m);
 int pk_kvm_has_hv_timer(struct pk_machine *m);
 
 int pk_create_vm(struct pk_machine *m, struct kvm **out);
+/* kvm_destroy_vm: frees the VM, its vCPUs (their threads exit) and their memory. */
+void pk_destroy_vm(struct kvm *kvm);
 int pk_vm_set_memslot(struct kvm *kvm, u32 slot, u64 gpa, u64 size, void *hva);
-int pk_create_vcpu(struct kvm *kvm, int cpu, struct kvm_vcpu **out);
+/* KVM_CREATE_VCPU with vCPU id `id` (< 0: the lowest free one), its thread on `cpu`. */
+int pk_create_vcpu(struct kvm *kvm, int cpu, int id, struct kvm_vcpu **out);
+int pk_vcpu_id(struct kvm_vcpu *vcpu);
 
 int pk_vcpu_run(struct kvm_vcpu *vcpu, u64 max_insns);
 int pk_vcpu_run_ex(struct kvm_vcpu *vcpu, u64 max_insns, bool stay_in_kernel);
 int pk_vcpu_return_to_user(struct kvm_vcpu *vcpu);
 int pk_vcpu_run_preempted(struct kvm_vcpu *vcpu, u64 max_insns, u32 n, bool *preempted);
+/* A signal to the vCPU thread from another thread: its run ends at the next tick (EINTR). */
+int pk_vcpu_kick(struct kvm_vcpu *vcpu);
 /* The same with the preempting task chosen: PK_INJ_PREEMPT or PK_INJ_PREEMPT_KTHREAD. */
 int pk_vcpu_run_preempted_by(struct kvm_vcpu *vcpu, u64 max_insns, u32 n, u32 kind,
 			     bool *preempted);
@@ -91,13 +106,15 @@ int pk_vcpu_set_mp_state(struct kvm_vcpu *vcpu, const struct kvm_mp_state *mp_st
 int pk_vcpu_get_cpuid(struct kvm_vcpu *vcpu, struct kvm_cpuid_entry2 *entries, int *n);
 
 /* Cost counters and profile. */
-struct pk_costs *pk_machine_costs(struct pk_machine *m);
 struct pk_profile *pk_machine_profile(struct pk_machine *m);
 void pk_machine_reset_costs(struct pk_machine *m);
+/* Kernel memory in bytes: allocated, high-water mark, made usable, reserved. */
+void pk_machine_kmem(const struct pk_machine *m, u64 *in_use, u64 *used, u64 *committed,
+		     u64 *reserved);
 
 /* Live CPU state, for checks (what a host task or the hardware sees now). */
 int pk_cpu_read_msr(struct pk_machine *m, u32 cpu, u32 index, u64 *val);
-u64 pk_host_per_cpu_offset(struct pk_machine *m, u32 cpu);
+int pk_host_per_cpu_offset(struct pk_machine *m, u32 cpu, u64 *offset);
 
 int pk_kvm_disable_virtualization_cpu(struct pk_machine *m, u32 cpu);
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import weakref
 from dataclasses import dataclass
 
-from pykvm.errors import InvalidMemory, KvmIoctlError
+from pykvm._weak import WeakList
+from pykvm.errors import InvalidConfiguration, InvalidMemory, KvmIoctlError
 from pykvm.devkvm import uapi
 from pykvm.devkvm._native import address_of, ioctl, native
 
@@ -59,13 +61,14 @@ def msr_filter_flags(default_allow, flags):
 
 class GuestMemory:
     """Guest-physical memory of a VM, by GPA: ``vm.memory[gpa:gpa+n]`` reads bytes,
-    ``vm.memory[gpa:gpa+n] = data`` writes them. An access must fall in one slot."""
+    ``vm.memory[gpa:gpa+n] = data`` writes them. An access must fall in one slot. It
+    holds the VM's list of slots, not the VM (no reference cycle keeps a dropped VM)."""
 
-    def __init__(self, vm):
-        self._vm = vm
+    def __init__(self, slots):
+        self._slots = slots
 
     def _slot(self, gpa, size):
-        for s in self._vm.slots:
+        for s in self._slots:
             if s.contains(gpa, size):
                 return s
         raise InvalidMemory(f"GPA range [{gpa:#x}, {gpa + size:#x}) is not inside one "
@@ -109,15 +112,35 @@ class GuestMemory:
         self.write(gpa, data)
 
 
+def _close_vm(fd, slots):
+    """The VM fd, then its guest memory (KVM keeps the VM while a vCPU fd is open, but a
+    vCPU object keeps its VM object alive, so none is left by the time this runs)."""
+    os.close(fd)
+    for s in slots:
+        s.mapping.close()
+    slots.clear()
+
+
 class KvmVm:
-    """A VM on the host's KVM (from `KvmMachine.create_vm`)."""
+    """A VM on the host's KVM (from `KvmMachine.create_vm`). close(), a with block, or
+    dropping the last reference closes it and unmaps its guest memory."""
+
+    # KVM_MAX_VCPU_IDS on x86 (KVM_MAX_VCPUS * KVM_VCPU_ID_RATIO): ids are APIC IDs.
+    MAX_VCPU_ID = 4096
 
     def __init__(self, machine, fd):
         self.machine = machine
         self.fd = fd
         self.slots = []
-        self.vcpus = []
-        self.memory = GuestMemory(self)
+        self._vcpus = WeakList()
+        self._vcpu_ids = set()      # created: KVM keeps a vCPU until the VM goes
+        self.memory = GuestMemory(self.slots)
+        self._finalizer = weakref.finalize(self, _close_vm, fd, self.slots)
+
+    @property
+    def vcpus(self):
+        """The vCPU objects of this VM still open and referenced somewhere."""
+        return self._vcpus.alive()
 
     # ---- memory --------------------------------------------------------------------------
     def add_memory(self, gpa, size, *, slot=None, flags=0):
@@ -137,9 +160,15 @@ class KvmVm:
             slot = next(i for i in range(len(used) + 1) if i not in used)
         elif slot in used:
             raise InvalidMemory(f"slot {slot} is in use")
+        if self.fd is None:
+            raise KvmIoctlError(errno.EBADF, "KVM_SET_USER_MEMORY_REGION: VM is closed")
         ffi, _lib = native()
-        mapping = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
-                            mmap.PROT_READ | mmap.PROT_WRITE)
+        try:
+            mapping = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                                mmap.PROT_READ | mmap.PROT_WRITE)
+        except (OverflowError, OSError) as e:
+            raise InvalidMemory(f"no host memory for {size:#x} bytes of guest memory: "
+                                f"{e}") from None
         hva = address_of(ffi, mapping)
         region = bytearray(uapi.kvm_userspace_memory_region.pack(slot, flags, gpa, size, hva))
         try:
@@ -230,21 +259,27 @@ class KvmVm:
 
     # ---- vCPUs ---------------------------------------------------------------------------
     def create_vcpu(self, vcpu_id=None, *, cpuid=True):
-        """KVM_CREATE_VCPU and map its kvm_run. With `cpuid` (default) the vCPU gets
+        """KVM_CREATE_VCPU and map its kvm_run. `vcpu_id` (its APIC ID) defaults to the
+        lowest id not created yet: closing a vCPU fd does not free its id, since KVM keeps
+        the vCPU until the VM goes. With `cpuid` (default) the vCPU gets
         KVM_GET_SUPPORTED_CPUID via KVM_SET_CPUID2 before anything runs; pass a list of
         CpuidEntry to choose, or False to leave KVM's default."""
         from pykvm.devkvm.vcpu import KvmVcpu
         if self.fd is None:
             raise KvmIoctlError(errno.EBADF, "KVM_CREATE_VCPU: VM is closed")
         if vcpu_id is None:
-            vcpu_id = len(self.vcpus)
+            vcpu_id = next(i for i in range(len(self._vcpu_ids) + 1) if i not in self._vcpu_ids)
+        elif not isinstance(vcpu_id, int) or isinstance(vcpu_id, bool) or \
+                not 0 <= vcpu_id < 2**32:
+            raise InvalidConfiguration(f"vcpu_id must be an int 0..2**32-1, got {vcpu_id!r}")
         fd = ioctl(self.fd, uapi.KVM_CREATE_VCPU, vcpu_id, f"KVM_CREATE_VCPU({vcpu_id})")
+        self._vcpu_ids.add(vcpu_id)
         try:
             vcpu = KvmVcpu(self, fd, vcpu_id)
         except BaseException:
             os.close(fd)
             raise
-        self.vcpus.append(vcpu)
+        self._vcpus.add(vcpu)
         if cpuid is True:
             vcpu.set_cpuid(self.machine.get_supported_cpuid())
         elif cpuid:
@@ -253,14 +288,11 @@ class KvmVm:
 
     def close(self):
         """Close the vCPUs, the VM fd, then unmap guest memory. Idempotent."""
-        for vcpu in list(self.vcpus):
+        for vcpu in self._vcpus.alive():
             vcpu.close()
         if self.fd is not None:
-            os.close(self.fd)
             self.fd = None
-        for s in self.slots:
-            s.mapping.close()
-        self.slots.clear()
+            self._finalizer()
         self.machine._forget(self)
 
     @property

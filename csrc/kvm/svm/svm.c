@@ -99,6 +99,9 @@ static int svm_hardware_setup(void)
 		if (!svm_global()->svm_data[cpu])
 			return -ENOMEM;
 	}
+	/* nested=1 (upstream's default): EFER.SVME is not reserved, though the model runs no
+	 * nested guests; a guest still needs SVM in its CPUID to set it (__kvm_valid_efer). */
+	kvm_enable_efer_bits(EFER_SVME);
 	svm_global()->tsc_aux_uret_slot = -1;
 	if (cm->has_rdtscp || cm->has_rdpid)
 		svm_global()->tsc_aux_uret_slot = kvm_add_user_return_msr(MSR_TSC_AUX);
@@ -181,6 +184,24 @@ static int svm_vcpu_create(struct kvm_vcpu *vcpu)
 	return 0;
 }
 
+/* kernel: svm_clear_current_vmcb(): no CPU may take a freed VMCB for its current one. */
+static void svm_clear_current_vmcb(struct vmcb *vmcb)
+{
+	struct pk_machine *m = this_machine();
+
+	for (u32 cpu = 0; cpu < m->nr_cpus; cpu++) {
+		struct vmcb *expected = vmcb;
+
+		__atomic_compare_exchange_n(&svm_global()->svm_data[cpu]->current_vmcb, &expected,
+					    NULL, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+	}
+}
+
+static void svm_vcpu_free(struct kvm_vcpu *vcpu)
+{
+	svm_clear_current_vmcb(to_svm(vcpu)->vmcb);
+}
+
 static void svm_vcpu_reset(struct kvm_vcpu *vcpu, bool init_event)
 {
 	struct vcpu_svm *svm = to_svm(vcpu);
@@ -223,8 +244,8 @@ static void svm_vcpu_load(struct kvm_vcpu *vcpu, int cpu)
 	struct svm_cpu_data *sd = svm_global()->svm_data[cpu];
 	struct svm_host_save *h = &svm->host;
 
-	if (sd->current_vmcb != svm->vmcb)
-		sd->current_vmcb = svm->vmcb;
+	if (READ_ONCE(sd->current_vmcb) != svm->vmcb)
+		WRITE_ONCE(sd->current_vmcb, svm->vmcb);
 	if (!svm_param()->vmsave_host_state) {
 		h->fs = savesegment(VCPU_SREG_FS);
 		h->gs = savesegment(VCPU_SREG_GS);
@@ -372,6 +393,20 @@ static int svm_set_efer(struct kvm_vcpu *vcpu, u64 efer)
 	/* The guest runs with SVME set (VMRUN requires it); it does not see it. */
 	to_svm(vcpu)->vmcb->save.efer = efer | EFER_SVME;
 	return 0;
+}
+
+/*
+ * kernel: svm_is_valid_cr0() / svm_is_valid_cr4(): SVM adds nothing to the common checks
+ * (kvm_is_valid_cr0/cr4 in x86.c) for a guest that is not nested.
+ */
+static bool svm_is_valid_cr0(struct kvm_vcpu *vcpu, u64 cr0)
+{
+	return true;
+}
+
+static bool svm_is_valid_cr4(struct kvm_vcpu *vcpu, u64 cr4)
+{
+	return true;
 }
 
 static void svm_set_cr0(struct kvm_vcpu *vcpu, u64 cr0)
@@ -770,6 +805,7 @@ static const struct kvm_x86_ops svm_x86_ops = {
 
 	.vm_init = svm_vm_init,
 	.vcpu_create = svm_vcpu_create,
+	.vcpu_free = svm_vcpu_free,
 	.vcpu_reset = svm_vcpu_reset,
 
 	.prepare_switch_to_guest = svm_prepare_switch_to_guest,
@@ -784,7 +820,9 @@ static const struct kvm_x86_ops svm_x86_ops = {
 	.set_idt = svm_set_idt,
 	.get_gdt = svm_get_gdt,
 	.set_gdt = svm_set_gdt,
+	.is_valid_cr0 = svm_is_valid_cr0,
 	.set_cr0 = svm_set_cr0,
+	.is_valid_cr4 = svm_is_valid_cr4,
 	.set_cr4 = svm_set_cr4,
 	.set_efer = svm_set_efer,
 	.get_rflags = svm_get_rflags,

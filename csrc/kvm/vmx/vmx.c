@@ -3,8 +3,9 @@
  * The VMX vendor module (kernel: arch/x86/kvm/vmx/vmx.c). Function names are the
  * kernel's; the host-state switch follows upstream as WORLD-SWITCH.md section 4 describes.
  */
-#include "vmx.h"
+#include "x86_ops.h"
 #include "pykvm/printk.h"
+#include "pykvm/smp.h"
 
 /* Module parameters (kernel: module_param in vmx.c); upstream values are the defaults. */
 const struct pk_param vmx_param_table[] = {
@@ -167,6 +168,8 @@ int vmx_hardware_setup(void)
 	native_store_idt(&dt);
 	vg->host_idt_base = dt.base;
 	vg->cpu_has_load_efer = this_machine()->model.has_load_efer && vg->params.efer_load_controls;
+	for (u32 cpu = 0; cpu < this_machine()->nr_cpus; cpu++)
+		INIT_LIST_HEAD(&vg->loaded_vmcss_on_cpu[cpu]);
 	vg->enable_pml = this_machine()->model.has_pml && vg->params.enable_pml;
 	/* The static branch vmx_l1d_should_flush: only CPUs with L1TF flush at all. */
 	vg->l1d_flush = this_machine()->model.bug_l1tf ?
@@ -199,44 +202,43 @@ int vmx_enable_virtualization_cpu(void)
 	return pk_vmxon() ? -EBUSY : 0;
 }
 
-static void loaded_vmcs_clear_on_cpu(struct loaded_vmcs *lv)
+/* VMCLEAR on the CPU where the VMCS is active (kernel: __loaded_vmcs_clear, an IPI). */
+static void __loaded_vmcs_clear(void *arg)
 {
+	struct loaded_vmcs *lv = arg;
 	struct vmx_global *vg = vmx_global();
-	int cpu = lv->cpu;
+	int cpu = smp_processor_id();
 
-	/* A vCPU migration can race with CPU offline (kernel: __loaded_vmcs_clear). */
-	if (cpu != smp_processor_id())
+	/* A vCPU migration can race with CPU offline: another IPI may have cleared it. */
+	if (lv->cpu != cpu)
 		return;
-	pk_vmclear(__pa(lv->vmcs));
+	if (pk_vmclear(__pa(lv->vmcs)))
+		pk_host_bug(this_machine());
 	if (vg->current_vmcs[cpu] == lv->vmcs)
 		vg->current_vmcs[cpu] = NULL;
-	for (int i = 0; i < KVM_MAX_VCPUS; i++)
-		if (vg->loaded_vmcss_on_cpu[cpu][i] == lv)
-			vg->loaded_vmcss_on_cpu[cpu][i] = NULL;
-	lv->cpu = -1;
+	list_del(&lv->loaded_vmcss_on_cpu_link);
+	WRITE_ONCE(lv->cpu, -1);
 	lv->launched = false;
 }
 
-/* VMCLEAR a VMCS where it is active: an IPI to its CPU (kernel: loaded_vmcs_clear). */
+/* kernel: loaded_vmcs_clear(): an IPI to the CPU it is active on, if any. */
 static void loaded_vmcs_clear(struct loaded_vmcs *lv)
 {
-	struct pk_cpu *saved = pk_this_cpu;
+	int cpu = READ_ONCE(lv->cpu);
 
-	if (lv->cpu < 0)
-		return;
-	pk_this_cpu = &this_machine()->cpu[lv->cpu];
-	loaded_vmcs_clear_on_cpu(lv);
-	pk_this_cpu = saved;
+	if (cpu != -1)
+		smp_call_function_single(cpu, __loaded_vmcs_clear, lv);
 }
 
 void vmx_disable_virtualization_cpu(void)
 {
 	struct vmx_global *vg = vmx_global();
 	int cpu = smp_processor_id();
+	struct loaded_vmcs *v, *n;
 
-	for (int i = 0; i < KVM_MAX_VCPUS; i++)
-		if (vg->loaded_vmcss_on_cpu[cpu][i])
-			loaded_vmcs_clear_on_cpu(vg->loaded_vmcss_on_cpu[cpu][i]);
+	/* kernel: vmclear_local_loaded_vmcss() */
+	list_for_each_entry_safe(v, n, &vg->loaded_vmcss_on_cpu[cpu], loaded_vmcss_on_cpu_link)
+		__loaded_vmcs_clear(v);
 	pk_vmxoff();
 }
 
@@ -334,7 +336,7 @@ int vmx_vcpu_create(struct kvm_vcpu *vcpu)
 	vmx->vmcs01.vmcs->revision_id = PK_VMCS_REVISION;
 	/* A new VMCS must be VMCLEARed before its first VMPTRLD (kernel: loaded_vmcs_init). */
 	if (pk_vmclear(__pa(vmx->vmcs01.vmcs)))
-		this_machine()->host_bugs++;
+		pk_host_bug(this_machine());
 	vmx->vmcs01.cpu = -1;
 	vmx->hv_deadline_tsc = -1ULL;
 	vmx->vmcs01.msr_bitmap = vmx->msr_bitmap_page;
@@ -346,6 +348,12 @@ int vmx_vcpu_create(struct kvm_vcpu *vcpu)
 	for (int i = 0; i < kvm_global()->kvm_nr_uret_msrs; ++i)
 		vmx->guest_uret_msrs[i].mask = -1ULL;
 	return 0;
+}
+
+/* kernel: vmx_vcpu_free() -> free_loaded_vmcs(): VMCLEAR it where it is active. */
+void vmx_vcpu_free(struct kvm_vcpu *vcpu)
+{
+	loaded_vmcs_clear(&to_vmx(vcpu)->vmcs01);
 }
 
 void vmx_vcpu_reset(struct kvm_vcpu *vcpu, bool init_event)
@@ -737,17 +745,12 @@ static void vmx_vcpu_load_vmcs(struct kvm_vcpu *vcpu, int cpu)
 
 	if (!already_loaded) {
 		loaded_vmcs_clear(vmx->loaded_vmcs);
-		for (int i = 0; i < KVM_MAX_VCPUS; i++) {
-			if (!vg->loaded_vmcss_on_cpu[cpu][i]) {
-				vg->loaded_vmcss_on_cpu[cpu][i] = vmx->loaded_vmcs;
-				break;
-			}
-		}
+		list_add(&vmx->loaded_vmcs->loaded_vmcss_on_cpu_link, &vg->loaded_vmcss_on_cpu[cpu]);
 	}
 	if (vg->current_vmcs[cpu] != vmx->loaded_vmcs->vmcs) {
 		vg->current_vmcs[cpu] = vmx->loaded_vmcs->vmcs;
 		if (pk_vmptrld(__pa(vmx->loaded_vmcs->vmcs)))
-			m->host_bugs++;
+			pk_host_bug(m);
 	}
 	if (!already_loaded) {
 		/* Per-CPU host state: TSS, GDT and SYSENTER stack of this CPU. */
@@ -756,7 +759,7 @@ static void vmx_vcpu_load_vmcs(struct kvm_vcpu *vcpu, int cpu)
 		vmcs_writel(HOST_GDTR_BASE, m->host.gdt_base[cpu]);
 		if (!vmx_param()->forget_host_sysenter_esp || vmx->vcpu.arch.last_vmentry_cpu < 0)
 			vmcs_writel(HOST_IA32_SYSENTER_ESP, m->host.entry_stack[cpu]);
-		vmx->loaded_vmcs->cpu = cpu;
+		WRITE_ONCE(vmx->loaded_vmcs->cpu, cpu);
 	}
 }
 
@@ -906,6 +909,21 @@ int vmx_set_efer(struct kvm_vcpu *vcpu, u64 efer)
 	vmcs_write32(VM_ENTRY_CONTROLS, entry);
 	vmx_setup_uret_msrs(vmx);
 	return 0;
+}
+
+/*
+ * kernel: vmx_is_valid_cr0() / vmx_is_valid_cr4(): beyond the common checks, VMX refuses
+ * values that nested VMX (vmxon, L2) or SMM forbid. The model has neither, so every value
+ * the common checks (kvm_is_valid_cr0/cr4 in x86.c) let through is valid.
+ */
+bool vmx_is_valid_cr0(struct kvm_vcpu *vcpu, u64 cr0)
+{
+	return true;
+}
+
+bool vmx_is_valid_cr4(struct kvm_vcpu *vcpu, u64 cr4)
+{
+	return true;
 }
 
 void vmx_set_cr0(struct kvm_vcpu *vcpu, u64 cr0)
