@@ -115,31 +115,29 @@ class KvmVcpu(VcpuBase):
         """KVM_GET_SREGS -> Sregs (the pending-interrupt bitmap is not kept)."""
         buf = bytearray(uapi.KVM_SREGS_SIZE)
         ioctl(self.fd, uapi.KVM_GET_SREGS, buf, "KVM_GET_SREGS")
-        off, segs = 0, {}
-        for name in _SREGS_SEGS:
-            segs[name] = Segment(**dict(zip(_SEG_FIELDS, uapi.kvm_segment.unpack_from(buf, off))))
-            off += uapi.kvm_segment.size
+        at = uapi.KVM_SREGS_OFFSETS
+        segs = {name: Segment(**dict(zip(_SEG_FIELDS, uapi.kvm_segment.unpack_from(buf, at[name]))))
+                for name in _SREGS_SEGS}
         tables = {}
         for name in ("gdt", "idt"):
-            base, limit = uapi.kvm_dtable.unpack_from(buf, off)
+            base, limit = uapi.kvm_dtable.unpack_from(buf, at[name])
             tables[name] = DTable(base=base, limit=limit)
-            off += uapi.kvm_dtable.size
         cr0, cr2, cr3, cr4, cr8, efer, apic_base, *_bitmap = \
-            uapi.kvm_sregs_tail.unpack_from(buf, off)
+            uapi.kvm_sregs_tail.unpack_from(buf, at["cr0"])
         return Sregs(**segs, **tables, cr0=cr0, cr2=cr2, cr3=cr3, cr4=cr4, cr8=cr8,
                      efer=efer, apic_base=apic_base)
 
     def set_sregs(self, sregs):
         """KVM_SET_SREGS from Sregs (no pending interrupt injected)."""
         sregs = checked_sregs(sregs)
-        buf = bytearray()
+        buf, at = bytearray(uapi.KVM_SREGS_SIZE), uapi.KVM_SREGS_OFFSETS
         for name in _SREGS_SEGS:
             seg = getattr(sregs, name)
-            buf += uapi.kvm_segment.pack(*(getattr(seg, f) for f in _SEG_FIELDS))
+            uapi.kvm_segment.pack_into(buf, at[name], *(getattr(seg, f) for f in _SEG_FIELDS))
         for name in ("gdt", "idt"):
             t = getattr(sregs, name)
-            buf += uapi.kvm_dtable.pack(t.base, t.limit)
-        buf += uapi.kvm_sregs_tail.pack(*(_u64(getattr(sregs, n), n) for n in (
+            uapi.kvm_dtable.pack_into(buf, at[name], t.base, t.limit)
+        uapi.kvm_sregs_tail.pack_into(buf, at["cr0"], *(_u64(getattr(sregs, n), n) for n in (
             "cr0", "cr2", "cr3", "cr4", "cr8", "efer", "apic_base")), 0, 0, 0, 0)
         ioctl(self.fd, uapi.KVM_SET_SREGS, buf, "KVM_SET_SREGS")
 
@@ -275,7 +273,7 @@ class KvmVcpu(VcpuBase):
             addr, data, length, is_write = uapi.kvm_run_mmio.unpack_from(run, base)
             ex = X.Mmio(addr, bytearray(data[:length]), length, bool(is_write))
             if not ex.is_write:
-                self._pending = (ex, base + 8)
+                self._pending = (ex, uapi.KVM_RUN_MMIO_DATA)
             return ex
         if reason == X.KVM_EXIT_HLT:
             return X.Hlt()
@@ -288,7 +286,7 @@ class KvmVcpu(VcpuBase):
         if reason == X.KVM_EXIT_INTERNAL_ERROR:
             suberror, ndata = uapi.kvm_run_internal.unpack_from(run, base)
             ndata = min(ndata, uapi.KVM_INTERNAL_ERROR_MAX_DATA)
-            data = struct.unpack_from(f"<{ndata}Q", run, base + 8)
+            data = struct.unpack_from(f"<{ndata}Q", run, uapi.KVM_RUN_INTERNAL_DATA)
             return X.InternalError(suberror, tuple(data))
         if reason in (X.KVM_EXIT_X86_RDMSR, X.KVM_EXIT_X86_WRMSR):
             _err, why, index, data = uapi.kvm_run_msr.unpack_from(run, base)
