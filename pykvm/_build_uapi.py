@@ -96,11 +96,6 @@ struct kvm_msr_filter { __u32 flags; struct kvm_msr_filter_range ranges[...]; ..
 struct kvm_one_reg { __u64 id, addr; ...; };
 struct kvm_reg_list { __u64 n; ...; };
 struct kvm_mp_state { __u32 mp_state; ...; };
-struct kvm_run {
-    __u8 request_interrupt_window, immediate_exit;
-    __u32 exit_reason;
-    ...;
-};
 typedef struct { __u8 direction, size; __u16 port; __u32 count;
                  __u64 data_offset; ...; } pk_kvm_run_io;
 typedef struct { __u64 phys_addr; __u8 data[...]; __u32 len; __u8 is_write;
@@ -111,8 +106,20 @@ typedef struct { __u32 suberror, ndata; __u64 data[...]; ...; } pk_kvm_run_inter
 typedef struct { __u8 error; __u32 reason, index; __u64 data; ...; } pk_kvm_run_msr;
 typedef struct { __u64 nr; __u64 args[...]; __u64 ret; __u32 longmode; ...; }
         pk_kvm_run_hypercall;
-/* where kvm_run's exit union starts (offsetof(struct kvm_run, io)) */
-static const unsigned long PK_KVM_RUN_EXIT_OFFSET;
+/* The exit union's members as plain fields: the compiler gives each its offset (they all
+   start where the union does), so a cffi `struct kvm_run *` over the vCPU's mapping reads
+   run->io.port just as C does. */
+struct kvm_run {
+    __u8 request_interrupt_window, immediate_exit;
+    __u32 exit_reason;
+    pk_kvm_run_fail_entry fail_entry;
+    pk_kvm_run_io io;
+    pk_kvm_run_mmio mmio;
+    pk_kvm_run_hypercall hypercall;
+    pk_kvm_run_internal internal;
+    pk_kvm_run_msr msr;
+    ...;
+};
 """
 
 # The C side: the header, and a type name for each anonymous member of the exit union.
@@ -125,7 +132,6 @@ typedef __typeof__(((struct kvm_run *)0)->fail_entry) pk_kvm_run_fail_entry;
 typedef __typeof__(((struct kvm_run *)0)->internal) pk_kvm_run_internal;
 typedef __typeof__(((struct kvm_run *)0)->msr) pk_kvm_run_msr;
 typedef __typeof__(((struct kvm_run *)0)->hypercall) pk_kvm_run_hypercall;
-static const unsigned long PK_KVM_RUN_EXIT_OFFSET = offsetof(struct kvm_run, io);
 """
 
 

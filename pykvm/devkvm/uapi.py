@@ -107,7 +107,7 @@ if lib is not None:
     # struct kvm_run: offsets from the start of the vCPU's mapping
     KVM_RUN_IMMEDIATE_EXIT = ffi.offsetof("struct kvm_run", "immediate_exit")
     KVM_RUN_EXIT_REASON = ffi.offsetof("struct kvm_run", "exit_reason")
-    KVM_RUN_EXIT = lib.PK_KVM_RUN_EXIT_OFFSET               # the exit union
+    KVM_RUN_EXIT = ffi.offsetof("struct kvm_run", "io")    # the exit union
     kvm_run_io = _struct_of("pk_kvm_run_io")
     kvm_run_mmio = _struct_of("pk_kvm_run_mmio")
     KVM_RUN_MMIO_DATA = KVM_RUN_EXIT + ffi.offsetof("pk_kvm_run_mmio", "data")
