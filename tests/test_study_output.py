@@ -191,3 +191,9 @@ def test_many_variants_split_into_tables_rather_than_cut_figures():
         assert p in tokens
     # Each table repeats the rows' names: every workload appears once per table.
     assert text.count("pio ") == text.count("cycles per event")
+
+
+def test_estimated_prices_are_named_apart_per_operation_and_msr():
+    names = [cli_study._price_name(k) for k in
+             ("op.WRMSR", "rdmsr.KERNEL_GS_BASE", "wrmsr.KERNEL_GS_BASE")]
+    assert names == ["WRMSR", "RDMSR KERNEL_GS_BASE", "WRMSR KERNEL_GS_BASE"]

@@ -512,6 +512,13 @@ def run(args, verdict_fn=None):
     return 0
 
 
+def _price_name(key):
+    """'op.WRMSR' -> 'WRMSR'; 'rdmsr.KERNEL_GS_BASE' -> 'RDMSR KERNEL_GS_BASE' (a price
+    per operation and MSR: the read and the write are two figures)."""
+    kind, name = key.split(".", 1)
+    return name if kind == "op" else f"{kind.upper()} {name}"
+
+
 def _print_estimates(console, rows):
     from rich.text import Text
     seen, rep = {}, {}
@@ -525,6 +532,6 @@ def _print_estimates(console, rows):
         path = _study.profile_of(rep[name]).path
         rel = os.path.relpath(path)
         console.print(Text(f"{name}: {len(keys)} of its figures used here rest on "
-                           f"estimates ({', '.join(sorted(k.split('.', 1)[1] for k in keys))})"
+                           f"estimates ({', '.join(sorted(_price_name(k) for k in keys))})"
                            f"; reasoning in {path if rel.startswith('..') else rel}",
                            style="dim"))
