@@ -41,6 +41,11 @@ IRQ_INJECTS = frozenset({"disable_ipi", "softirq", "cr3"})
 PREEMPT_INJECTS = frozenset({"preempt", "preempt_kthread", "preempt_vm"})
 # What a vmm_task step changes (Step.arg): events.h PK_TASK_*.
 TASK_CHANGES = ("arch_prctl", "wrfsbase", "set_tsc")
+# The search's reductions (check.h PK_REDUCE_*), by name; all of them by default.
+# "revisit": breadth-first once, each distinct state expanded once at its shallowest
+# depth, instead of iterative deepening, which searches the space again for each bound.
+REDUCTIONS = {"revisit": 1}
+DEFAULT_REDUCE = tuple(REDUCTIONS)
 MAX_STEPS = 64          # PK_CHECK_MAX_STEPS: bound, walk length, steps of a saved trace
 MAX_VCPUS = 4           # PK_CHECK_MAX_VCPUS: vCPUs of all the checker's VMs together
 FORMAT = 1              # of the files save() writes and replay() reads
@@ -375,6 +380,7 @@ class CheckResult:
     bound: int = 0               # the exhaustive depth asked for
     walks_asked: int = 0
     interrupted: bool = False    # stopped by Ctrl-C
+    closed: bool = False         # a level brought no new state: every depth is explored
     saved_violation: dict | None = None   # replay: what the file said was found
     replayed: bool = False       # a replay of a saved file, not an exploration
     _trace: list = field(default_factory=list, repr=False)
@@ -648,6 +654,13 @@ class Checker:
         self._c = ffi.gc(lib.pk_checker_new(self.m._m, cfg), lib.pk_checker_free)
         if self._c == ffi.NULL:
             raise InvalidConfiguration("the checker could not be set up")
+        self.set_reduce(DEFAULT_REDUCE)
+
+    def set_reduce(self, reduce):
+        """The reductions explore() (and pykvm.swarm's searches from a prefix) use: names
+        of REDUCTIONS; () for the plain iterative deepening."""
+        ensure(lib.pk_checker_set_reduce(self._c, reduce_mask(reduce)), "reduce",
+               InvalidConfiguration)
 
     def replay(self, steps, trace=False):
         """Apply `steps` from the initial state: (Violation or None, trace records)."""
@@ -698,12 +711,16 @@ class Checker:
         return self._last_points
 
     def explore(self, bound=3, max_states=200_000, walks=2000, walk_len=12, seed=1,
-                seconds=None, progress=None):
+                seconds=None, progress=None, reduce=None):
         """Explore in C, on a worker thread so that Ctrl-C reaches this one: the C loop is
         asked to stop (it polls a flag after each step) and CheckInterrupted carries what
         was explored. progress: called about 5 times a second, from another thread, with
         a dict of the counters so far (events, exits, states, walks) while the C explorer
-        runs. Returns (violation, steps, events, states, depth_done, walks)."""
+        runs. reduce: the reductions (names of REDUCTIONS) for this and later searches
+        (None: as set before, all by default). Returns (violation, steps, events, states,
+        depth_done, walks); last_closed says whether the reachable space was closed."""
+        if reduce is not None:
+            self.set_reduce(reduce)
         bound = _int_arg("bound", bound, 0, MAX_STEPS)
         walk_len = _int_arg("walk_len", walk_len, 0, MAX_STEPS)
         max_states = _int_arg("max_states", max_states, 1, 2**40)
@@ -750,6 +767,8 @@ class Checker:
         self.last_interrupted = interrupted or bool(res.interrupted)
         self.last_injected = {INJECTS[k]: res.injected[k] for k in range(1, len(INJECTS))}
         self.last_refused = res.refused
+        self.last_closed = bool(res.closed)
+        self.last_replayed = res.replayed
         return v, steps, res.events, res.states, res.depth_done, res.walks
 
     def attribute(self, steps):
@@ -880,13 +899,16 @@ class _Watcher:
 
 def check(vendor="vmx", *, preset=None, params=None, cpu_model=None, cpus=2, vcpus=1,
           bound=3, max_states=200_000, walks=2000, walk_len=12, seed=1, seconds=None,
-          steps=None, injections=None, progress=None, vms=1):
+          steps=None, injections=None, progress=None, vms=1, reduce=DEFAULT_REDUCE):
     """Explore, and shrink any violation to a 1-minimal sequence. Returns a CheckResult;
-    Ctrl-C raises CheckInterrupted with the result so far. progress: see Checker.explore."""
+    Ctrl-C raises CheckInterrupted with the result so far. progress: see Checker.explore;
+    reduce: the search's reductions (names of REDUCTIONS; () for none)."""
+    reduce_mask(reduce)                 # an unknown name: refused before the machine is built
     c = Checker(vendor, preset, params, cpu_model, cpus, vcpus, steps, injections, vms=vms)
     t0 = time.perf_counter()
     v, found, events, states, depth, nwalks = c.explore(bound, max_states, walks, walk_len,
-                                                        seed, seconds, progress)
+                                                        seed, seconds, progress,
+                                                        reduce=reduce or ())
     elapsed = time.perf_counter() - t0
     exits = c.last_exits
     if v is not None:
@@ -897,10 +919,24 @@ def check(vendor="vmx", *, preset=None, params=None, cpu_model=None, cpus=2, vcp
     result = CheckResult(vendor, c.m.preset, c.m.params, verdict, v, found if v else [],
                          events, states, depth, nwalks, elapsed, config=c.config,
                          exits=exits, bound=bound, walks_asked=walks,
-                         interrupted=c.last_interrupted)
+                         interrupted=c.last_interrupted, closed=c.last_closed)
     if c.last_interrupted:
         raise CheckInterrupted(result)
     return result
+
+
+def reduce_mask(reduce):
+    """The PK_REDUCE_* mask of `reduce`: an iterable of names of REDUCTIONS (empty, or
+    None, for the plain search); InvalidConfiguration naming an unknown one."""
+    if isinstance(reduce, str):
+        reduce = (reduce,)
+    mask = 0
+    for name in reduce or ():
+        if name not in REDUCTIONS:
+            raise InvalidConfiguration(f"unknown reduction {name!r}; known: "
+                                       f"{', '.join(REDUCTIONS)}")
+        mask |= REDUCTIONS[name]
+    return mask
 
 
 def _int_arg(name, value, lo, hi):

@@ -32,6 +32,7 @@ struct pk_checker {
 	bool stop_requested;		/* pk_checker_stop(), from another thread */
 	u64 fired[PK_NR_INJ];		/* host events taken, by kind */
 	u64 refused;			/* armed where the kernel would not take them */
+	u32 reduce;			/* PK_REDUCE_* */
 };
 
 /* ---- another VM's vCPU preempting (PK_INJ_PREEMPT_VM): its userspace's KVM_RUN ---- */
@@ -564,6 +565,14 @@ void pk_checker_stop(struct pk_checker *c)
 	__atomic_store_n(&c->stop_requested, true, __ATOMIC_RELAXED);
 }
 
+int pk_checker_set_reduce(struct pk_checker *c, u32 reduce)
+{
+	if (reduce & ~(u32)PK_REDUCE_REVISIT)
+		return pk_err(-EINVAL, "unknown reductions %#x", reduce & ~(u32)PK_REDUCE_REVISIT);
+	c->reduce = reduce;
+	return 0;
+}
+
 static bool stop_requested(struct pk_checker *c)
 {
 	return __atomic_load_n(&c->stop_requested, __ATOMIC_RELAXED);
@@ -794,6 +803,170 @@ static void random_walks(struct explore *x, u64 walks, u32 walk_len, u64 seed)
 	}
 }
 
+/*
+ * ---- Breadth-first, each state once (PK_REDUCE_REVISIT) ----
+ *
+ * Iterative deepening searches the whole space again for each bound: a state within
+ * reach is expanded once per bound beyond its depth, and once per depth it is met at
+ * within one bound. Here each distinct state is expanded once, at the depth it is first
+ * met (its shallowest: breadth-first), and a level that brings no new state closes the
+ * search. The states within bound - 1 steps and the steps tried from them are those of
+ * the deepening search's last iteration; only their order differs (level by level), and
+ * that order is pk_checker_expand()'s, so pykvm/swarm.py's level-split search meets the
+ * same first violation.
+ *
+ * A state is kept as a node naming its parent and the step from it (not a snapshot: a
+ * level can hold far more states than snapshots fit in memory); it is reached again by
+ * replaying its path, from the deepest snapshot it shares with the node expanded
+ * before it (siblings are adjacent, so that is usually its parent).
+ */
+struct bfs_node {
+	u32 parent;			/* index of the parent node; the root is node 0 */
+	struct pk_step step;		/* from the parent to this state */
+};
+
+struct bfs {
+	struct bfs_node *node;
+	u32 n, cap;
+	struct pk_step cur[PK_CHECK_MAX_STEPS];	/* the path whose states stack[] holds */
+	u32 cur_len;
+};
+
+static int bfs_push(struct bfs *q, u32 parent, const struct pk_step *s)
+{
+	if (q->n == q->cap) {
+		u32 cap = q->cap ? q->cap * 2 : 1024;
+		struct bfs_node *n;
+
+		if (cap <= q->cap || !(n = realloc(q->node, (size_t)cap * sizeof(*n))))
+			return -ENOMEM;
+		q->node = n;
+		q->cap = cap;
+	}
+	q->node[q->n++] = (struct bfs_node){ .parent = parent, .step = *s };
+	return 0;
+}
+
+/* Restore the state of node i (at depth d) into the machine, and its path into
+ * x->path[0..d); stack[d] then holds it too. */
+static void bfs_reach(struct explore *x, struct bfs *q, u32 i, u32 d)
+{
+	struct pk_checker *c = x->c;
+	u32 same = 0;
+
+	for (u32 k = d, j = i; k-- > 0; j = q->node[j].parent)
+		x->path[k] = q->node[j].step;
+	while (same < d && same < q->cur_len &&
+	       !memcmp(&x->path[same], &q->cur[same], sizeof(x->path[0])))
+		same++;
+	for (u32 k = same; k < d; k++) {
+		snap_restore(c, c->stack[k]);
+		/* It went on when it was met: the same step from the same state does again. */
+		apply(c, &x->path[k], NULL);
+		x->res->replayed++;
+		normalize(c);
+		snap_save(c, c->stack[k + 1]);
+	}
+	memcpy(q->cur, x->path, d * sizeof(x->path[0]));
+	q->cur_len = d;
+}
+
+/* One child of the state in stack[d]: 1 if the search stops (violation, budget). */
+static int bfs_child(struct explore *x, struct bfs *q, u32 parent, u32 d,
+		     const struct pk_step *s, u32 *points, struct eligible *el)
+{
+	struct pk_checker *c = x->c;
+	u64 before = c->seen_n;
+	int r;
+
+	snap_restore(c, c->stack[d]);
+	r = apply(c, s, points);
+	if (el) {
+		memcpy(el->irq_ok, c->m->inject.irq_ok, sizeof(el->irq_ok));
+		memcpy(el->preempt_ok, c->m->inject.preempt_ok, sizeof(el->preempt_ok));
+	}
+	count_step(x);
+	x->path[d] = *s;
+	if (r == 1) {
+		found(x, d + 1);
+		return 1;
+	}
+	if (r == 2 || d + 1 >= x->bound || x->stop)
+		return x->stop;
+	normalize(c);
+	if (!seen_insert(c, state_hash(c), 0))
+		return 0;
+	if (c->seen_n != before)
+		x->res->states++;
+	if (bfs_push(q, parent, s)) {
+		x->stop = true;
+		return 1;
+	}
+	if (x->res->states >= x->max_states)
+		x->stop = true;
+	return x->stop;
+}
+
+/* Every child dfs() would try from node i (depth d), in its order. */
+static void bfs_expand(struct explore *x, struct bfs *q, u32 i, u32 d)
+{
+	struct pk_checker *c = x->c;
+	struct pk_step steps[PK_MAX_BASE_STEPS];
+	u32 n;
+
+	bfs_reach(x, q, i, d);
+	n = base_steps(c, steps);
+	for (u32 b = 0; b < n && !x->stop; b++) {
+		struct eligible el;
+		u32 points = 0;
+
+		if (bfs_child(x, q, i, d, &steps[b], &points, &el))
+			return;
+		if (steps[b].kind != PK_STEP_RUN || !c->cfg.inject_mask)
+			continue;
+		for (u32 k = PK_INJ_NMI; k < PK_NR_INJ; k++)
+			for (u32 at = 1; at <= points; at++) {
+				struct pk_step t = steps[b];
+
+				if (!injection_tried(&c->cfg, &steps[b], k, at, &el))
+					continue;
+				t.inject = k;
+				t.at = at;
+				if (bfs_child(x, q, i, d, &t, NULL, NULL))
+					return;
+			}
+	}
+}
+
+static int bfs(struct explore *x, u32 bound)
+{
+	struct pk_checker *c = x->c;
+	struct pk_step none = { 0 };
+	struct bfs q = { 0 };
+	u32 lo = 0, hi;
+
+	if (bfs_push(&q, 0, &none))
+		return -ENOMEM;
+	x->bound = bound;
+	snap_save(c, c->stack[0]);	/* the root, normalized when it was taken */
+	for (u32 d = 0; d < bound && !x->stop; d++) {
+		hi = q.n;
+		for (u32 i = lo; i < hi && !x->stop; i++)
+			bfs_expand(x, &q, i, d);
+		if (x->stop)
+			break;
+		x->res->depth_done = d + 1;
+		lo = hi;
+		if (q.n == hi && d + 1 < bound) {	/* no new state: nothing deeper */
+			x->res->closed = 1;
+			x->res->depth_done = bound;
+			break;
+		}
+	}
+	free(q.node);
+	return 0;
+}
+
 int pk_checker_explore(struct pk_checker *c, u32 bound, u64 max_states, u64 walks,
 		       u32 walk_len, u64 seed, double seconds, struct pk_check_result *res)
 {
@@ -822,6 +995,14 @@ int pk_checker_explore(struct pk_checker *c, u32 bound, u64 max_states, u64 walk
 		return -ENOMEM;
 	x.deadline = seconds > 0 ? start + seconds : 0;
 
+	memset(c->seen, 0, c->seen_cap * sizeof(u64));
+	c->seen_n = 0;
+	snap_restore(c, c->root);
+	if (c->reduce & PK_REDUCE_REVISIT) {
+		if (bound && bfs(&x, bound))
+			return -ENOMEM;
+		bound = 0;		/* done: no deepening */
+	}
 	/* Iterative deepening: all of depth b (injections included) before depth b + 1. */
 	for (u32 b = 1; b <= bound && !x.stop; b++) {
 		memset(c->seen, 0, c->seen_cap * sizeof(u64));

@@ -84,6 +84,8 @@ struct pk_check_result {
 	struct pk_step steps[PK_CHECK_MAX_STEPS];
 	u64 walks;
 	u32 interrupted;		/* pk_checker_stop() ended it early */
+	u32 closed;			/* a level brought no new state: every depth explored */
+	u64 replayed;			/* steps re-applied to reach a state to expand (BFS) */
 	u64 injected[PK_NR_INJ];	/* host events taken, by kind */
 	u64 refused;			/* events not taken: the kernel forbids them there */
 };
@@ -103,6 +105,14 @@ int pk_checker_explore(struct pk_checker *c, u32 bound, u64 max_states, u64 walk
 		       u32 walk_len, u64 seed, double seconds, struct pk_check_result *res);
 /* From another thread: the running explore stops after its current step (Ctrl-C). */
 void pk_checker_stop(struct pk_checker *c);
+/*
+ * The search's reductions (a mask of PK_REDUCE_*; 0: plain iterative deepening, every
+ * bound searched again from the initial state). PK_REDUCE_REVISIT: breadth-first once,
+ * each distinct state expanded at its shallowest depth and never again (the same
+ * states, violations as short, each step tried once).
+ */
+#define PK_REDUCE_REVISIT	1
+int pk_checker_set_reduce(struct pk_checker *c, u32 reduce);
 /*
  * The host points of step `idx` after steps[0..idx) from the initial state: their
  * number (-1 if an earlier step ends the branch), and where an interrupt and a

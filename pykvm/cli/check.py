@@ -27,9 +27,31 @@ examples:
   pykvm check --vendor vmx --param kvm.forget_lstar=1
   pykvm check --vcpus 2 --bound 4 --walks 0          deeper, exhaustive only
   pykvm check --seconds 60 --walks 1000000           random walks for a minute
+  pykvm check --vcpus 2 --bound 5 --reduce none      without reductions (to compare)
   pykvm check --engine dask --vcpus 2 --bound 6      on a local Dask cluster: the search
                                                      split by level, then a swarm
   pykvm check --scheduler tcp://10.0.0.5:8786        on an existing Dask cluster"""
+
+
+def check_reductions():
+    from ..check import REDUCTIONS
+    return tuple(REDUCTIONS)
+
+
+def _reductions(text):
+    """--reduce: 'all', 'none' or a comma list of names, as a tuple of names."""
+    known = check_reductions()
+    if text == "all":
+        return known
+    if text == "none":
+        return ()
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown reduction {', '.join(bad) or repr(text)}: 'all', 'none' or a comma list "
+            f"of {', '.join(known)}")
+    return names
 
 
 def add_parser(sub):
@@ -64,6 +86,11 @@ def add_parser(sub):
     k.add_argument("--seconds", type=positive_seconds, default=None, metavar="S",
                    help="stop exploring after this long (default: no limit); a budget too "
                         "short to finish the exhaustive part is refused; e.g. --seconds 60")
+    k.add_argument("--reduce", type=_reductions, default=None, metavar="NAMES",
+                   help="the search's reductions: 'all' (default), 'none' (plain iterative "
+                        "deepening: each bound searched again from the start), or a comma "
+                        "list of: " + ", ".join(check_reductions()) + " (revisit: "
+                        "breadth-first, each distinct state expanded once)")
     _engine.add_arguments(k, what="searches")
     k.add_argument("--swarm", type=int_range(0, 2**31 - 1), default=None, metavar="N",
                    help="split the search into tasks: the exhaustive part breadth-first, "
@@ -87,6 +114,9 @@ def run(args):
     if args.bound == 0 and args.walks == 0:
         raise UsageError("--bound 0 and --walks 0 explore nothing")
     if args.engine == "dask" or args.scheduler or args.swarm is not None:
+        if args.reduce is not None:
+            raise UsageError("--reduce is for the search in this process; the search split "
+                             "over tasks is breadth-first, each state expanded once, already")
         r = _run_tasks(args, params)
     else:
         try:
@@ -101,10 +131,12 @@ def run(args):
                 f"steps was explored ({r.events} steps, {r.states} states): nothing was "
                 f"explored exhaustively; raise --seconds or lower --bound")
     print(r.report())
+    closed = ("the reachable space is closed: no state within reach is left unexplored"
+              if r.closed else "")
     if getattr(r, "tasks", 0):
-        print(f"{r.tasks} tasks on {r.engine}"
-              + ("; the reachable space is closed: no state within reach is left unexplored"
-                 if r.closed else ""))
+        print(f"{r.tasks} tasks on {r.engine}" + (f"; {closed}" if closed else ""))
+    elif closed:
+        print(closed)
     if r.violation is not None:
         if args.save:
             r.save(args.save)
@@ -140,7 +172,8 @@ def _run_here(args, params, check):
         return check.check(args.vendor, preset=args.preset, params=params,
                            cpu_model=args.cpu_model, cpus=args.cpus, vcpus=args.vcpus,
                            bound=args.bound, walks=args.walks, seed=args.seed,
-                           seconds=args.seconds, progress=tick)
+                           seconds=args.seconds, progress=tick,
+                           reduce=check.DEFAULT_REDUCE if args.reduce is None else args.reduce)
 
 
 def _run_tasks(args, params):
