@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /* Guest code with no hypervisor around it (PK_MODE_BARE): see include/pykvm/exec.h. */
-#include "pykvm/cpu.h"
+#include "arch/exec_impl.h"
 #include "pykvm/exec.h"
 
 static struct pk_cpu *bare_cpu(struct pk_machine *m, u32 cpu)
@@ -213,4 +213,19 @@ void pk_bare_set_icache_ptr(struct pk_machine *m, u32 cpu, u64 ptr)
 u64 pk_bare_retired(struct pk_machine *m)
 {
 	return m->costs.ops[PK_PATH_GUEST][PK_OP_GUEST_INSN];
+}
+
+void pk_bare_icache_stats(struct pk_machine *m, u32 cpu, struct pk_icache_stats *st)
+{
+	struct pk_cpu *c = bare_cpu(m, cpu);
+
+	if (c)
+		pk_icache_stats(c, st);
+	else
+		memset(st, 0, sizeof(*st));
+}
+
+void pk_exec_set_native_runs(bool on)
+{
+	pk_native_set_enabled(on);
 }
