@@ -3,6 +3,8 @@ from setuptools import find_packages, setup
 
 # The C module: csrc/ + include/, compiled by cffi in API mode on install.
 CFFI_MODULES = ["pykvm/_build.py:ffi"]
+# docs/ is built with MkDocs (mkdocs.yml): Markdown pages, plain theme, strict link checks.
+DOCS = ["mkdocs>=1.6"]
 
 setup(
     name="pykvm",
@@ -12,7 +14,7 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     packages=find_packages(include=["pykvm", "pykvm.*"]),
-    package_data={"pykvm": ["profiles/*.toml"]},
+    package_data={"pykvm": ["profiles/*.toml", "validation/*.toml"]},
     setup_requires=["cffi>=1.16"],
     cffi_modules=CFFI_MODULES,
     install_requires=[
@@ -21,13 +23,23 @@ setup(
         "structlog>=24",     # structured logs
         "rich>=13",          # terminal tables and progress bars
         "matplotlib>=3.8",   # plots as PNG
+        "numpy>=1.26",       # profile measure: samples, medians, the design matrix
+        "scipy>=1.11",       # profile measure: NNLS (optimize.nnls), Theil-Sen TSC fit
+        # `pykvm completion bash|zsh|tcsh`: shtab writes a static script from the argparse
+        # parser, so TAB never starts Python (argcomplete runs the program on every TAB,
+        # which with the C module to load is noticeably slow).
+        "shtab>=1.7",
     ],
     extras_require={
+        "docs": DOCS,
+        # The docs are built (strict: broken links fail) and their code samples run in the
+        # test suite, so the test extra brings the docs tooling.
         "test": [
             "pytest>=8",             # the test runner
             "pytest-benchmark>=4",   # speed targets in benchmarks/
             "hypothesis>=6.100",     # property tests and event sequences
             "unicorn>=2.0.1",        # reference CPU for the interpreter's differential tests
+            *DOCS,
         ],
     },
     entry_points={

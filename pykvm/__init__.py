@@ -32,30 +32,26 @@ A tour (every step runs on the simulated machine; `Machine.kvm()` gives the host
 
        m.costs()["VCPU_RUN"]["ops"]            # {'WRMSR': ..., 'VMRESUME': ...}
 """
-import logging as _logging
-import os as _os
+from . import exits, guest, regs
+from .errors import (GuestAssertion, InvalidConfiguration, InvalidMemory, InvalidMsr,
+                     KvmIoctlError, KvmUnavailable, PykvmError, UnknownVendor)
+from .machine import Machine, Vcpu, Vm
 
-import structlog as _structlog
-
-# A library stays quiet unless asked: PYKVM_LOG=debug|info|warning, or the application's
-# own structlog configuration, which this does not override.
-if not _structlog.is_configured():
-    _structlog.configure(wrapper_class=_structlog.make_filtering_bound_logger(
-        getattr(_logging, _os.environ.get("PYKVM_LOG", "warning").upper(), _logging.WARNING)))
-
-from . import exits, guest, regs  # noqa: E402
-from .errors import (GuestAssertion, InvalidConfiguration, InvalidMemory,  # noqa: E402
-                     InvalidMsr, KvmIoctlError, KvmUnavailable, PykvmError, UnknownVendor)
-from .machine import Machine, Vcpu, Vm  # noqa: E402
+# Subpackages loaded on first use, so that `pykvm.devkvm.KvmMachine` or
+# `pykvm.study.run_study` work after a bare `import pykvm` without paying for them at import.
+_LAZY = ("check", "conform", "devkvm", "oracle", "params", "profiles", "study", "vendors",
+         "workloads")
 
 
-def _kvm(**kw):
-    """The host's /dev/kvm, with the same VM/vCPU API."""
-    from .devkvm import KvmMachine
-    return KvmMachine(**kw)
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-Machine.kvm = staticmethod(_kvm)
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 __version__ = "0.1.0"
 __all__ = ["Machine", "Vm", "Vcpu", "exits", "guest", "regs", "PykvmError", "InvalidMsr",

@@ -33,6 +33,7 @@ def _sources(absolute):
 
 def _cflags():
     flags = ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
+             "-Werror=implicit-function-declaration",
              "-Wno-missing-field-initializers", "-fno-strict-aliasing",
              f'-DPYKVM_VERSION="{VERSION}"']
     if os.environ.get("PYKVM_SANITIZE"):

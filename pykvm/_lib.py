@@ -1,12 +1,22 @@
 """The compiled C module, checked once at import."""
+import os
+import sys
+
 from . import errors
 
+# Loaded with its symbols global, as the kernel exports symbols to modules: a vendor
+# plugin's own C extension (loaded later) links against KVM's common code and registers
+# itself with the module loader (include/pykvm/module.h).
+_flags = sys.getdlopenflags()
+sys.setdlopenflags(_flags | os.RTLD_GLOBAL)
 try:
     from ._pykvm import ffi, lib
 except ImportError as e:  # pragma: no cover - depends on the install
     raise ImportError(
         "pykvm's C module is not built. Install pykvm with pip (it compiles csrc/ with "
         "cffi), e.g. `pip install .` in a fresh virtual environment.") from e
+finally:
+    sys.setdlopenflags(_flags)
 
 VERSION = "0.1.0"
 _built = ffi.string(lib.pk_version()).decode()
@@ -21,7 +31,6 @@ def ensure(ret, what, exc=errors.PykvmError):
     the C side recorded for it (pk_last_error), if any."""
     if ret < 0:
         import errno
-        import os
         name = errno.errorcode.get(-ret, str(-ret))
         why = ffi.string(lib.pk_last_error()).decode()
         raise exc(f"{what}: {why + ' ' if why else ''}({name}: {os.strerror(-ret)})")

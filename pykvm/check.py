@@ -25,6 +25,7 @@ from .guest.asm import Asm, mem, qword
 from .guest.layout import initial_regs, initial_sregs
 from .machine import Machine
 from .oracle import Violation, reg_name
+from .tracepoints import exit_reason_name, userspace_exit_reason
 
 STEP_KINDS = ("run", "set_msrs", "get_msrs", "migrate", "other_task", "virt_off_on")
 INJECTS = ("", "nmi", "disable_ipi", "preempt", "mc")
@@ -143,7 +144,8 @@ class CheckResult:
 
     def report(self):
         lines = [f"{self.vendor} ({self.preset}, {_params_str(self.params)}): {self.verdict}; "
-                 f"{self.events} steps ({self.exits} VM-exits in them), {self.states} states, "
+                 f"{self.events} step{'s' if self.events != 1 else ''} "
+                 f"({self.exits} VM-exits in them), {self.states} states, "
                  f"exhaustive to depth "
                  f"{self.depth_done}, {self.walks} random walks, {self.seconds:.1f} s"]
         if self.violation:
@@ -151,7 +153,7 @@ class CheckResult:
             lines.append("steps:")
             lines += [f"  {i + 1}. {s}" for i, s in enumerate(self.steps)]
             lines.append("trace:")
-            lines += ["  " + t for t in _format_trace(self.trace())]
+            lines += ["  " + t for t in _format_trace(self.trace(), self.vendor)]
         return "\n".join(lines)
 
     def to_json(self):
@@ -199,9 +201,9 @@ def _violation_text(a, b):
 # kvm tracepoint-shaped text of each record kind (a, b as events.h says).
 _TRACE_FORMAT = {
     "kvm_entry": lambda a, b: f"vcpu {a}, rip 0x{b:x}",
-    "kvm_exit": lambda a, b: f"reason 0x{a:x} rip 0x{b:x}",
+    "kvm_exit": lambda a, b: f"reason 0x{a:x} rip 0x{b:x}",   # named in _format_trace
     "kvm_msr": lambda a, b: f"msr_{'write' if a >> 32 else 'read'} {a & 0xffffffff:x} = 0x{b:x}",
-    "kvm_userspace_exit": lambda a, b: f"reason {a}",
+    "kvm_userspace_exit": lambda a, b: f"reason {userspace_exit_reason(a)}",
     "sched_switch": lambda a, b: f"prev_pid={a} ==> next_pid={b}",
     "user_return": lambda a, b: f"pid={a} notifiers={'yes' if b else 'no'}",
     "nmi": lambda a, b: "machine check" if a == 2 else "held (GIF=0)" if a else "taken",
@@ -210,11 +212,14 @@ _TRACE_FORMAT = {
 }
 
 
-def _format_trace(recs):
+def _format_trace(recs, vendor="vmx"):
     out = []
     for kind, cpu, a, b in recs:
         if kind == "step":
             out.append(f"--- step {a + 1}")
+        elif kind == "kvm_exit":      # the hardware reason, named as the kernel names it
+            out.append(f"[{cpu:03d}] kvm_exit: reason {exit_reason_name(vendor, a)} "
+                       f"rip 0x{b:x}")
         else:
             out.append(f"[{cpu:03d}] {kind}: " + _TRACE_FORMAT.get(kind, lambda a, b: str(a))(a, b))
     return out
@@ -309,10 +314,19 @@ class Checker:
         return (Violation.from_c(v, 1) if hit else None), recs
 
     def explore(self, bound=3, max_states=200_000, walks=2000, walk_len=12, seed=1,
-                seconds=None):
+                seconds=None, progress=None):
+        """progress: called about 5 times a second, from another thread, with a dict of
+        the counters so far (events, exits, states, walks) while the C explorer runs."""
         res = ffi.new("struct pk_check_result *")
-        r = lib.pk_checker_explore(self._c, bound, max_states, walks, walk_len, seed,
-                                   float(seconds or 0), res)
+        watcher = _Watcher(res, progress) if progress else None
+        try:
+            # The C call releases the GIL (cffi API mode): the watcher reads the counters
+            # the explorer updates as it goes.
+            r = lib.pk_checker_explore(self._c, bound, max_states, walks, walk_len, seed,
+                                       float(seconds or 0), res)
+        finally:
+            if watcher:
+                watcher.stop()
         if r < 0:
             raise InvalidConfiguration(f"explore: bound and walk length must be <= 64 (got {r})")
         steps = [Step.from_c(res.steps[i]) for i in range(res.nr_steps)]
@@ -355,14 +369,40 @@ class Checker:
         return steps
 
 
+class _Watcher:
+    """Calls progress(counters) every 0.2 s until stopped, from a daemon thread."""
+
+    def __init__(self, res, progress, period=0.2):
+        import threading
+        self.res, self.progress, self.period = res, progress, period
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def counters(self):
+        r = self.res
+        return {"events": r.events, "exits": r.exits, "states": r.states,
+                "walks": r.walks, "depth_done": r.depth_done}
+
+    def _run(self):
+        while not self.done.wait(self.period):
+            self.progress(self.counters())
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+        self.progress(self.counters())
+
+
 def check(vendor="vmx", *, preset=None, params=None, cpu_model=None, cpus=2, vcpus=1,
           bound=3, max_states=200_000, walks=2000, walk_len=12, seed=1, seconds=None,
-          steps=None, injections=None):
-    """Explore, and shrink any violation to a minimal sequence. Returns a CheckResult."""
+          steps=None, injections=None, progress=None):
+    """Explore, and shrink any violation to a minimal sequence. Returns a CheckResult.
+    progress: see Checker.explore."""
     c = Checker(vendor, preset, params, cpu_model, cpus, vcpus, steps, injections)
     t0 = time.perf_counter()
     v, found, events, states, depth, nwalks = c.explore(bound, max_states, walks, walk_len,
-                                                        seed, seconds)
+                                                        seed, seconds, progress)
     elapsed = time.perf_counter() - t0
     exits = c.last_exits
     if v is not None:
@@ -383,8 +423,10 @@ def replay(data):
     c = Checker(**data["config"])
     v, recs = c.replay(steps, trace=True)
     v = c.attribute(v)
+    exits = sum(1 for r in recs if r[0] == "kvm_exit")     # the replay's own VM-exits
     return CheckResult(data["vendor"], c.m.preset, c.m.params, "violation" if v else "pass",
-                       v, steps, len(steps), 0, 0, 0, 0.0, config=c.config, _trace=recs)
+                       v, steps, len(steps), 0, 0, 0, 0.0, config=c.config, exits=exits,
+                       _trace=recs)
 
 
 DEFAULT_BOUND = 3

@@ -10,17 +10,16 @@
 """
 import mmap
 
-import structlog
-
 from . import exits as X
 from ._lib import MSR_SLOTS, OPS, PATHS, ensure, ffi, lib
 from .errors import InvalidConfiguration, InvalidMemory, InvalidMsr
+from .log import get_logger
 from .regs import Regs, Segment, DTable, Sregs
 from .vcpu_base import VcpuBase, answer_bytes
 from .params import resolve as resolve_params
 from .vendors import get_vendor
 
-log = structlog.get_logger("pykvm")
+log = get_logger("pykvm")
 
 PAGE_SIZE = 4096
 MAX_CPUS = 8
@@ -43,11 +42,24 @@ class Machine:
 
     def __init__(self, cpus=2, vendor="vmx", cpu_model=None, profile=None, preset=None,
                  params=None):
+        """`cpus` pCPUs with the `vendor` module ("vmx" or "svm", or a plugin's name) loaded.
+
+        profile: what each operation costs, so that costs() reports cycles: a built-in
+            profile name ("skylake-sp", "epyc-zen"), a path to a .toml profile, a loaded
+            pykvm.profiles.Profile, or a raw {"op": {...}, "rdmsr": {...}, "wrmsr": {...}}
+            table. None (the default) takes the vendor's own profile
+            (pykvm.profiles.default_profile); False prices nothing (0 cycles).
+        cpu_model: one of the vendor's CPU models (`pykvm list cpus`). None takes the one
+            the profile prices if the vendor has it, else the vendor's first.
+        preset: a kernel era of the vendor (`pykvm list presets`); None: upstream.
+        params: module parameters on top of the preset, {"[module.]name": value}.
+        """
         if not isinstance(cpus, int) or not 1 <= cpus <= MAX_CPUS:
             raise InvalidConfiguration(f"cpus must be 1..{MAX_CPUS}, got {cpus!r}")
         self.vendor = get_vendor(vendor)
+        self.profile = _load_profile(self.vendor, profile)
         models = self.vendor.cpu_models
-        name = cpu_model or next(iter(models))
+        name = cpu_model or _default_cpu_model(self.vendor, self.profile)
         if name not in models:
             raise InvalidConfiguration(
                 f"{vendor} has no CPU model {name!r}; it has {', '.join(models)}")
@@ -72,23 +84,42 @@ class Machine:
                        **resolve_params(self.vendor, params)}
         self.vendor.load(self, self.params)
         self.vms = []
-        if profile is not None:
+        if self.profile is not None:
+            self.set_profile(self.profile)
+        elif isinstance(profile, dict):
             self.set_profile(profile)
         log.debug("machine", cpus=cpus, vendor=vendor, cpu_model=name)
+
+    @staticmethod
+    def kvm(**kw):
+        """The host's /dev/kvm, with the same VM/vCPU API (pykvm.devkvm.KvmMachine)."""
+        from .devkvm import KvmMachine
+        return KvmMachine(**kw)
 
     def create_vm(self):
         return Vm(self)
 
     # ---- costs -----------------------------------------------------------------------
     def set_profile(self, profile):
-        """Cycle cost per operation: {"op": {"WRMSR": 200, ...}, "wrmsr": {"SPEC_CTRL": 495}}."""
+        """Price operations from now on with `profile`: a name, a .toml path, a Profile,
+        or a raw table {"op": {"WRMSR": 200, ...}, "wrmsr": {"SPEC_CTRL": 495}}."""
+        if isinstance(profile, dict):
+            self.profile = None
+        else:
+            self.profile = _load_profile(self.vendor, profile)
+            profile = self.profile.costs
         slot = {name: i for i, (name, _) in enumerate(MSR_SLOTS)}
-        for kind, table, names in ((0, "op", {n: i for i, n in enumerate(OPS)}),
-                                   (1, "rdmsr", slot), (2, "wrmsr", slot)):
-            for key, cycles in profile.get(table, {}).items():
+        tables = ((0, "op", {n: i for i, n in enumerate(OPS)}), (1, "rdmsr", slot),
+                  (2, "wrmsr", slot))
+        for _, table, names in tables:
+            for key in profile.get(table, {}):
                 if key not in names:
                     raise InvalidConfiguration(f"profile {table}: unknown name {key!r}")
-                lib.pk_profile_set(self._m, kind, names[key], int(cycles))
+        # The new table replaces the old one whole: what it leaves out costs 0.
+        for kind, table, names in tables:
+            given = profile.get(table, {})
+            for key, i in names.items():
+                lib.pk_profile_set(self._m, kind, i, int(given.get(key, 0)))
 
     def costs(self):
         """{path: {"ops": {op: count}, "cycles": n, "msrs": {"WRMSR SPEC_CTRL": n}}},
@@ -156,6 +187,28 @@ class Machine:
 
     def __repr__(self):
         return f"<Machine {self.nr_cpus} CPUs, {self.vendor.kernel_module} on {self.cpu_model_name}>"
+
+
+def _load_profile(vendor, profile):
+    """The Profile a Machine prices with (None for a raw table or for profile=False)."""
+    from . import profiles
+    if profile is False or isinstance(profile, dict):
+        return None
+    if profile is None:
+        profile = profiles.default_profile(vendor.name)
+    p = profiles.load_profile(profile)
+    if p.vendor != vendor.cpu_vendor:
+        raise InvalidConfiguration(
+            f"profile {p.name} prices an {p.vendor} CPU; {vendor.name} runs on "
+            f"{vendor.cpu_vendor} (`pykvm list profiles` lists them)")
+    return p
+
+
+def _default_cpu_model(vendor, profile):
+    """The CPU model the profile prices, if the vendor has it; else the vendor's first."""
+    if profile is not None and profile.cpu_model in vendor.cpu_models:
+        return profile.cpu_model
+    return next(iter(vendor.cpu_models))
 
 
 class _Slot:

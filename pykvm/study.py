@@ -125,11 +125,22 @@ def _presets(vendor):
     return list(getattr(get_vendor(vendor), "presets", {}) or {}) or [None]
 
 
+# Profiles loaded for rows, by name: a row names its profile, which may be a file (e.g.
+# one `pykvm profile measure` wrote) that load_profile cannot find by that name.
+_LOADED = {}
+
+
+def profile_of(row):
+    """The Profile `row` was priced with."""
+    return _LOADED.get(row.profile) or P.load_profile(row.profile)
+
+
 def _profile_for(vendor, profile):
     from .vendors import get_vendor
     if isinstance(profile, dict):
         profile = profile.get(vendor)
     p = P.load_profile(profile if profile is not None else P.default_profile(vendor))
+    _LOADED[p.name] = p
     want = get_vendor(vendor).cpu_vendor
     if p.vendor != want:
         raise InvalidConfiguration(f"profile {p.name} prices an {p.vendor} CPU; vendor "
@@ -493,7 +504,7 @@ def _profiles_meta(rows):
     for r in rows:
         if r.profile in out:
             continue
-        p = P.load_profile(r.profile)
+        p = profile_of(r)
         out[r.profile] = {
             "path": p.path, "vendor": p.vendor, "cpu": p.cpu,
             "figures": {k: {"cycles": e.cycles, "grade": e.grade, "source": e.source,
@@ -540,52 +551,189 @@ def write_compare(crows, out_dir=DEFAULT_OUT, png=True):
                                  b_row=c.b.to_dict()) for c in crows]}, f, indent=1)
     if png:
         paths["png"] = os.path.join(out_dir, "compare.png")
-        chart([r for c in crows for r in (c.a, c.b)], paths["png"])
+        compare_chart(crows, paths["png"])
     return paths
 
 
-def chart(rows, path):
-    """Stacked bars of cycles per event by path: one panel per workload, one bar per
-    variant."""
+# One colour per path, the same in every chart pykvm draws (matplotlib's tab10 colours;
+# GUEST is never charted). Red is kept for LEAK verdicts alone.
+PATH_COLORS = {
+    "OTHER": "#7f7f7f", "HARDWARE": "#17becf", "VCPU_LOAD": "#ff7f0e",
+    "PREPARE_SWITCH": "#2ca02c", "VCPU_RUN": "#1f77b4", "FASTPATH": "#9467bd",
+    "HANDLE_EXIT": "#8c564b", "VCPU_PUT": "#e377c2", "USER_RETURN": "#bcbd22",
+    "IOCTL": "#aec7e8", "GUEST": "#000000",
+}
+VERDICT_COLORS = {"pass": "#2ca02c", "leak": "#d62728", "other": "#7f7f7f"}
+
+
+def _verdict_kind(verdict):
+    return "pass" if verdict == "pass" else "leak" if verdict.startswith("LEAK") else "other"
+
+
+def _short_verdict(verdict):
+    return verdict.split(" (", 1)[0]
+
+
+def _plt():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
 
-    rows = [r for r in rows if not r.skipped]
+
+def _charted(rows):
+    """(workloads with a panel, workloads whose switch costs nothing in every row)."""
     wls = list(dict.fromkeys(r.workload for r in rows))
-    paths = [p for p in _paths() if any(r.path_cycles.get(p) for r in rows)]
-    ncol = min(3, max(1, len(wls)))
-    nrow = max(1, -(-len(wls) // ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 3.6 * nrow), squeeze=False)
-    colors = plt.get_cmap("tab10")
-    for ax, wl in zip(axes.flat, wls):
-        rs = [r for r in rows if r.workload == wl]
-        xs = range(len(rs))
-        bottom_pos = [0.0] * len(rs)
-        bottom_neg = [0.0] * len(rs)
-        for i, p in enumerate(paths):
-            vals = [r.path_cycles.get(p, 0) for r in rs]
-            base = [bp if v >= 0 else bn for v, bp, bn in zip(vals, bottom_pos, bottom_neg)]
-            ax.bar(xs, vals, bottom=base, color=colors(i % 10), label=p, width=0.7)
-            bottom_pos = [b + max(v, 0) for b, v in zip(bottom_pos, vals)]
-            bottom_neg = [b + min(v, 0) for b, v in zip(bottom_neg, vals)]
-        ax.set_title(f"{wl}: cycles per {EVENT_NAMES[rs[0].event]}", fontsize=9)
-        ax.set_xticks(list(xs))
-        ax.set_xticklabels([r.variant for r in rs], rotation=30, ha="right", fontsize=7)
-        ax.tick_params(axis="y", labelsize=7)
-        ax.axhline(0, color="black", linewidth=0.5)
-    for ax in list(axes.flat)[len(wls):]:
-        ax.axis("off")
+    zero = [w for w in wls if all(not r.path_cycles and not r.cycles
+                                  for r in rows if r.workload == w)]
+    return [w for w in wls if w not in zero], zero
+
+
+def _stack(ax, xs, rows_or_values, width=0.7):
+    """Stacked bars by path at xs; each item a {path: cycles}. Returns (top, bottom)."""
+    pos = [0.0] * len(xs)
+    neg = [0.0] * len(xs)
+    for p in _paths():
+        vals = [d.get(p, 0) for d in rows_or_values]
+        if not any(vals):
+            continue
+        base = [bp if v >= 0 else bn for v, bp, bn in zip(vals, pos, neg)]
+        ax.bar(xs, vals, bottom=base, color=PATH_COLORS[p], label=p, width=width,
+               edgecolor="white", linewidth=0.4)
+        pos = [b + max(v, 0) for b, v in zip(pos, vals)]
+        neg = [b + min(v, 0) for b, v in zip(neg, vals)]
+    return pos, neg
+
+
+def _hold(ax, top, bottom, room=1.32):
+    """Axes that hold every bar and the labels above it."""
+    hi = max([0.0, *top])
+    lo = min([0.0, *bottom])
+    span = (hi - lo) or 1.0
+    ax.set_ylim(lo - (0.12 * span if lo < 0 else 0), hi + (room - 1) * span)
+
+
+def _legend(fig, axes, note_lines):
     handles, labels = [], []
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
+    order = [p for p in _paths() if p in labels]
+    handles = [handles[labels.index(p)] for p in order]
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8)
-    fig.suptitle("pykvm study: switch cycles per event, by path (GUEST excluded)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+        fig.legend(handles, order, loc="lower center", ncol=min(len(order), 5), fontsize=8,
+                   title="path (one colour per path in every pykvm chart)",
+                   title_fontsize=8, bbox_to_anchor=(0.5, 0.0))
+    if note_lines:
+        fig.text(0.5, 0.962, "\n".join(note_lines), fontsize=7.5, va="top", ha="center",
+                 color="#444444")
+
+
+def _grid(n):
+    ncol = min(3, max(1, n))
+    nrow = max(1, -(-n // ncol))
+    return nrow, ncol
+
+
+def chart(rows, path):
+    """Stacked bars of cycles per event by path: one panel per workload, one bar per
+    variant, each bar labelled with its cycles, the share resting on estimates and (under
+    it) the checker's verdict; a bar's interval, when the study priced one, as a whisker.
+    Workloads that cost no switch cycles in any variant get a note, not an empty panel."""
+    plt = _plt()
+    rows = [r for r in rows if not r.skipped]
+    wls, zero = _charted(rows)
+    nrow, ncol = _grid(len(wls))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5.4 * ncol, 3.9 * nrow + 1.2),
+                             squeeze=False)
+    for ax, wl in zip(axes.flat, wls):
+        rs = [r for r in rows if r.workload == wl]
+        xs = list(range(len(rs)))
+        top, bottom = _stack(ax, xs, [r.path_cycles for r in rs])
+        for x, r, t, b in zip(xs, rs, top, bottom):
+            if _verdict_kind(r.verdict) == "leak":      # a leaking variant's bar, outlined
+                ax.bar([x], [t - b], bottom=[b], width=0.78, fill=False,
+                       edgecolor=VERDICT_COLORS["leak"], linewidth=1.6)
+        his = []
+        for x, r, t in zip(xs, rs, top):
+            lo, hi = getattr(r, "cycles_lo", None), getattr(r, "cycles_hi", None)
+            if lo is not None and hi is not None and hi > lo:
+                ax.errorbar([x], [r.cycles], yerr=[[r.cycles - lo], [hi - r.cycles]],
+                            fmt="none", ecolor="black", capsize=3, linewidth=0.8)
+                his.append(hi)
+            ax.annotate(f"{r.cycles:,.0f}\nest {100 * r.estimate_share:.0f}%",
+                        (x, max(t, hi if his and his[-1] == hi else 0)),
+                        xytext=(0, 3), textcoords="offset points", ha="center",
+                        va="bottom", fontsize=6.5)
+        _hold(ax, [max(t, h) for t, h in zip(top, top)] + his, bottom)
+        ax.set_title(f"{wl}: cycles per {EVENT_NAMES[rs[0].event]}", fontsize=9)
+        ax.set_xticks(xs)
+        ax.set_xticklabels([f"{r.variant}\n{_short_verdict(r.verdict)}" for r in rs],
+                           rotation=30, ha="right", fontsize=6.5)
+        for lab, r in zip(ax.get_xticklabels(), rs):
+            lab.set_color(VERDICT_COLORS[_verdict_kind(r.verdict)])
+        ax.tick_params(axis="y", labelsize=7)
+        ax.axhline(0, color="black", linewidth=0.5)
+    for ax in list(axes.flat)[len(wls):]:
+        ax.axis("off")
+    notes = [f"{w}: 0 switch cycles in every variant: the guest's work takes no VM-exit"
+             for w in zero]
+    notes.insert(0, "under each variant: the checker's verdict (green: pass; red, and the "
+                    "bar outlined: LEAK); above each bar: cycles and the share priced by "
+                    "figures that rest on estimates")
+    _legend(fig, axes, notes)
+    fig.suptitle("pykvm study: switch cycles per event, by path (GUEST excluded)",
+                 fontsize=10, y=0.995)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.955 - 0.012 * len(notes)))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def compare_chart(crows, path):
+    """A vs B per workload: the two stacked bars by path and a third bar, B - A, with each
+    path's difference (up: B costs more there, down: less), labelled with the total."""
+    plt = _plt()
+    crows = [c for c in crows if not (c.a.skipped or c.b.skipped)]
+    rows = [r for c in crows for r in (c.a, c.b)]
+    wls, zero = _charted(rows)
+    shown = [c for c in crows if c.workload in wls]
+    nrow, ncol = _grid(len(shown))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5.0 * ncol, 3.9 * nrow + 1.2),
+                             squeeze=False)
+    a_label = crows[0].a.variant if crows else "A"
+    b_label = crows[0].b.variant if crows else "B"
+    for ax, c in zip(axes.flat, shown):
+        delta = {p: c.b.path_cycles.get(p, 0) - c.a.path_cycles.get(p, 0) for p in _paths()}
+        top, bottom = _stack(ax, [0, 1, 2], [c.a.path_cycles, c.b.path_cycles, delta])
+        d = c.delta or 0
+        labels = [f"{c.a.cycles:,.0f}\nest {100 * c.a.estimate_share:.0f}%",
+                  f"{c.b.cycles:,.0f}\nest {100 * c.b.estimate_share:.0f}%",
+                  f"{d:+,.0f}" + (f"\n({c.delta_pct:+.0f}%)" if c.delta_pct is not None
+                                  else "")]
+        for x, t, lab in zip((0, 1, 2), top, labels):
+            ax.annotate(lab, (x, t), xytext=(0, 3), textcoords="offset points",
+                        ha="center", va="bottom", fontsize=7)
+        _hold(ax, top, bottom)
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.set_title(f"{c.workload}: cycles per {EVENT_NAMES[c.event]}", fontsize=9)
+        ax.set_xticks([0, 1, 2])
+        ax.set_xticklabels([f"A\n{_short_verdict(c.a.verdict)}",
+                            f"B\n{_short_verdict(c.b.verdict)}", "B - A"], fontsize=7)
+        for lab, r in zip(ax.get_xticklabels()[:2], (c.a, c.b)):
+            lab.set_color(VERDICT_COLORS[_verdict_kind(r.verdict)])
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
+    notes = [f"A = {a_label}, B = {b_label}; B - A: each path's difference (below zero: "
+             "B spends less there); est: share priced by figures that rest on estimates"]
+    notes += [f"{w}: 0 switch cycles in A and B (no VM-exit)" for w in zero]
+    _legend(fig, axes, notes)
+    fig.suptitle(f"pykvm study --compare: {a_label} (A) vs {b_label} (B), switch cycles "
+                 "per event by path", fontsize=10, y=0.995)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.955 - 0.012 * len(notes)))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -33,7 +33,7 @@ def test_run_prints_exits(tmp_path, capsys):
     code.write_bytes(bytes([0xE6, 0x80, 0xF4]))      # out 0x80, al; hlt
     assert main(["run", str(code), "--vendor", "svm"]) == 0
     out = capsys.readouterr().out
-    assert "Io(" in out and "Hlt(" in out
+    assert "IO out port 0x80" in out and "HLT" in out
 
 
 def test_study_compare_writes_outputs(tmp_path, capsys):

@@ -7,7 +7,7 @@ architectural one (Intel SDM vol. 4, AMD APM vol. 2) that KVM's own tests observ
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pykvm._pykvm import ffi, lib
+from hwtest import ffi, lib
 
 GP = 13
 NC = 0xAAAAAAAAAAAAAAAA          # non-canonical

@@ -10,7 +10,7 @@ import struct
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pykvm._pykvm import ffi, lib
+from hwtest import ffi, lib
 
 A64 = 0x0000123456789ABC
 MSR_IA32_SPEC_CTRL = 0x48

@@ -9,7 +9,7 @@ import struct
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pykvm._pykvm import ffi, lib
+from hwtest import ffi, lib
 
 A64 = 0x0000123456789ABC
 NC = 0xAAAAAAAAAAAAAAAA

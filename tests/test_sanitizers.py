@@ -41,7 +41,8 @@ def test_suite_under_asan_ubsan(tmp_path):
     tests = [str(ROOT / "tests" / t) for t in SUBSET if (ROOT / "tests" / t).exists()]
     # Reports go to files: pytest's capture of fd 2 would swallow them when the run dies.
     logs = tmp_path / "san"
-    env = dict(os.environ, PYTHONPATH=str(out), LD_PRELOAD=asan,
+    # PYKVM_SANITIZE also instruments the test-only module tests/hwtest.py builds.
+    env = dict(os.environ, PYTHONPATH=str(out), LD_PRELOAD=asan, PYKVM_SANITIZE="1",
                ASAN_OPTIONS=f"detect_leaks=0:log_path={logs}",
                UBSAN_OPTIONS=f"print_stacktrace=1:halt_on_error=1:log_path={logs}")
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",

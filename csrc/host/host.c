@@ -5,6 +5,7 @@
  * context switch of FS/GS bases (arch/x86/kernel/process_64.c), tasks on CPUs.
  */
 #include "pykvm/events.h"
+#include "pykvm/module.h"
 
 /* Canonical kernel addresses, shaped like Linux's, distinct per CPU. */
 #define HOST_PER_CPU_BASE	0xffff88807fc00000ULL
@@ -73,13 +74,15 @@ static const struct pk_param host_param_table[] = {
 	PK_PARAM(struct pk_host_params, ret_uses_percpu, true,
 		 "a RET touches per-cpu data (call depth tracking, v6.2+), so the first RET after "
 		 "a VM-exit needs the host GS base"),
+	{ }		/* end */
 };
 
-const struct pk_param *pk_host_params(int *n)
-{
-	*n = ARRAY_SIZE(host_param_table);
-	return host_param_table;
-}
+/* Built-in parameters of the host kernel (the boot command line's kernel.*): no init. */
+static struct pk_module kernel_module = {
+	.name = "kernel",
+	.kp = host_param_table,
+};
+module_init(kernel_module);
 
 /*
  * An NMI in host mode. The paranoid entry cannot trust the GS state it finds: it reads
@@ -125,7 +128,7 @@ void pk_host_init(struct pk_machine *m)
 	struct pk_host *h = &m->host;
 	bool intel = m->model.vendor == PK_VENDOR_INTEL;
 
-	pk_params_init(&h->params, host_param_table, ARRAY_SIZE(host_param_table));
+	pk_params_init(&h->params, host_param_table, ARRAY_SIZE(host_param_table) - 1);
 	m->nmi_handler = pk_host_nmi;
 	h->idt_base = HOST_IDT_BASE;
 	h->efer = EFER_SCE | EFER_LME | EFER_LMA | EFER_NX;

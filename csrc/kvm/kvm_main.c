@@ -9,9 +9,8 @@
 #include "pykvm/kvm_api.h"
 #include "x86.h"
 #include "pykvm/events.h"
-
-extern const struct kvm_x86_init_ops vmx_init_ops;
-extern const struct kvm_x86_init_ops svm_init_ops;
+#include "pykvm/module.h"
+#include "pykvm/printk.h"
 
 int kvm_arch_enable_virtualization_cpu(void);
 void kvm_arch_disable_virtualization_cpu(void);
@@ -95,66 +94,60 @@ static void kvm_ioctl_exit(void)
 
 static void kvm_virt_disable_ipi(struct pk_machine *m, u32 cpu);
 
+/*
+ * kvm_init(): what kvm.ko sets up once a vendor module's kvm_x86_vendor_init() has
+ * succeeded: room for its vCPUs, and the handler of the virtualization-disable IPI
+ * (reboot, kexec, CPU offline). A vendor's module_init calls both, as vt_init() does.
+ */
+int kvm_init(struct pk_machine *m)
+{
+	const struct kvm_x86_ops *ops = m->kvm_x86_ops;
+
+	if (ops->vcpu_size > PK_KMEM_SIZE / 4 || ops->vm_size > PK_KMEM_SIZE / 4)
+		return pk_err(-E2BIG, "%s: a vCPU (%u bytes) or VM (%u bytes) larger than a quarter "
+			      "of kernel memory", ops->name, ops->vcpu_size, ops->vm_size);
+	m->virt_disable_ipi = kvm_virt_disable_ipi;
+	return 0;
+}
+
+/* Load kvm and a vendor module by its name ("kvm_intel") or pykvm's alias ("vmx"). */
+int pk_kvm_load(struct pk_machine *m, const char *vendor, const char *params)
+{
+	const struct pk_module *mod = pk_find_module(vendor);
+
+	if (!mod || !mod->init)
+		return pk_err(-ENOENT, "no vendor module '%s'", vendor);
+	pk_this_cpu = &m->cpu[0];
+	return mod->init(m, params);
+}
+
+/* Load kvm with a plugin's init ops (a vendor outside this library). */
 int pk_kvm_load_ops(struct pk_machine *m, const struct kvm_x86_init_ops *init,
 		    const char *params)
 {
 	int r;
 
-	pk_this_cpu = &m->cpu[0];
 	if (!init || !init->runtime_ops)
-		return -EINVAL;
-	if (init->runtime_ops->vcpu_size > PK_KMEM_SIZE / 4 || init->runtime_ops->vm_size > PK_KMEM_SIZE / 4)
-		return -E2BIG;
+		return pk_err(-EINVAL, "init ops without runtime ops");
+	pk_this_cpu = &m->cpu[0];
 	r = kvm_x86_vendor_init(m, init, params);
-	if (!r)
-		m->virt_disable_ipi = kvm_virt_disable_ipi;
-	return r;
+	return r ? r : kvm_init(m);
 }
 
-static const struct kvm_x86_init_ops *pk_builtin_vendor(const char *vendor)
-{
-	if (!strcmp(vendor, "vmx"))
-		return &vmx_init_ops;
-	if (!strcmp(vendor, "svm"))
-		return &svm_init_ops;
-	return NULL;
-}
-
-int pk_kvm_load(struct pk_machine *m, const char *vendor, const char *params)
-{
-	const struct kvm_x86_init_ops *init = pk_builtin_vendor(vendor);
-
-	return init ? pk_kvm_load_ops(m, init, params) : -ENOENT;
-}
-
-/* Parameter i of a module ("kernel", "kvm", or a vendor): its name, type, upstream
- * value and meaning, and the kernel module it belongs to ("kvm_intel" for "vmx"). */
+/* Parameter i of a module ("kernel", "kvm", a vendor module or its alias): its name,
+ * type, upstream value and meaning, and the module it belongs to ("kvm_intel"). */
 int pk_param_info(const char *module, int i, const char **owner, const char **name,
 		  u32 *type, u64 *upstream, const char **doc)
 {
-	const struct kvm_x86_init_ops *init = pk_builtin_vendor(module);
-	const struct pk_param *t;
-	int n;
+	const struct pk_module *mod = pk_find_module(module);
 
-	if (init) {
-		t = init->params;
-		n = init->nr_params;
-		*owner = init->module;
-	} else if (!strcmp(module, "kvm")) {
-		t = pk_kvm_params(&n);
-		*owner = "kvm";
-	} else if (!strcmp(module, "kernel")) {
-		t = pk_host_params(&n);
-		*owner = "kernel";
-	} else {
+	if (!mod || i < 0 || i >= mod->num_kp)
 		return -ENOENT;
-	}
-	if (i < 0 || i >= n)
-		return -ENOENT;
-	*name = t[i].name;
-	*type = t[i].type;
-	*upstream = t[i].upstream;
-	*doc = t[i].doc;
+	*owner = mod->name;
+	*name = mod->kp[i].name;
+	*type = mod->kp[i].type;
+	*upstream = mod->kp[i].upstream;
+	*doc = mod->kp[i].doc;
 	return 0;
 }
 

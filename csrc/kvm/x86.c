@@ -5,6 +5,7 @@
  */
 #include "x86.h"
 #include "pykvm/events.h"
+#include "pykvm/module.h"
 
 /* ------------------------------------------------------------------------------------
  * Module parameters (kvm.*)
@@ -13,13 +14,14 @@
 static const struct pk_param kvm_param_table[] = {
 	PK_PARAM(struct kvm_params, uret_irqs_off, true,
 		 "kvm_set_user_return_msr() writes the MSR and records it with IRQs off, so a "
-		 "virtualization-disable IPI cannot fall in between (WORLD-SWITCH.md 7.3)"),
+		 "virtualization-disable IPI cannot fall in between (docs/world-switch.md, bug 3)"),
 	PK_PARAM(struct kvm_params, forget_star, false, "never restore the host STAR"),
 	PK_PARAM(struct kvm_params, forget_lstar, false, "never restore the host LSTAR"),
 	PK_PARAM(struct kvm_params, forget_syscall_mask, false, "never restore the host SYSCALL_MASK"),
 	PK_PARAM(struct kvm_params, forget_efer, false, "never restore the host EFER (user return)"),
 	PK_PARAM(struct kvm_params, forget_tsc_aux, false, "never restore the host TSC_AUX"),
 	PK_PARAM(struct kvm_params, forget_tsx_ctrl, false, "never restore the host TSX_CTRL"),
+	{ }		/* end */
 };
 
 /* A variant that leaves this user-return MSR's guest value in hardware. */
@@ -38,11 +40,12 @@ static bool kvm_uret_forgotten(u32 msr)
 	}
 }
 
-const struct pk_param *pk_kvm_params(int *n)
-{
-	*n = ARRAY_SIZE(kvm_param_table);
-	return kvm_param_table;
-}
+/* kvm.ko's parameters; kvm itself loads with the vendor module (kvm_x86_vendor_init). */
+static struct pk_module kvm_module = {
+	.name = "kvm",
+	.kp = kvm_param_table,
+};
+module_init(kvm_module);
 
 /* ------------------------------------------------------------------------------------
  * User-return MSRs: guest values stay loaded until the CPU next returns to user mode.
@@ -208,13 +211,13 @@ static int kvm_apply_params(struct pk_machine *m, const struct kvm_x86_init_ops 
 			    const char *params)
 {
 	struct kvm_x86_global *g = m->kvm_global;
-	int n;
-	const struct pk_param *host = pk_host_params(&n);
+	const struct pk_module *kvm = pk_find_module("kvm"), *kernel = pk_find_module("kernel");
+	const struct pk_module *vendor = init->module ? pk_find_module(init->module) : NULL;
 	struct pk_param_module mods[] = {
-		{ "kvm", kvm_param_table, ARRAY_SIZE(kvm_param_table), &g->params },
-		{ init->module, init->params, init->nr_params,
-		  (u8 *)m->vendor_global + init->params_offset },
-		{ "kernel", host, n, &m->host.params },
+		{ "kvm", kvm->kp, kvm->num_kp, &g->params },
+		{ init->module ? init->module : "", vendor ? vendor->kp : NULL,
+		  vendor ? vendor->num_kp : 0, (u8 *)m->vendor_global + init->params_offset },
+		{ "kernel", kernel->kp, kernel->num_kp, &m->host.params },
 	};
 
 	return pk_params_apply(mods, ARRAY_SIZE(mods), params);
@@ -244,10 +247,10 @@ int kvm_x86_vendor_init(struct pk_machine *m, const struct kvm_x86_init_ops *ini
 	m->vendor_init_ops = init;
 	g->ops = *ops;
 	m->kvm_x86_ops = &g->ops;
-	pk_params_init(&g->params, kvm_param_table, ARRAY_SIZE(kvm_param_table));
-	if (init->params)
-		pk_params_init((u8 *)m->vendor_global + init->params_offset, init->params,
-			       init->nr_params);
+	pk_params_init(&g->params, kvm_param_table, ARRAY_SIZE(kvm_param_table) - 1);
+	if (init->module && pk_find_module(init->module))
+		pk_params_init((u8 *)m->vendor_global + init->params_offset,
+			       pk_find_module(init->module)->kp, pk_find_module(init->module)->num_kp);
 	r = kvm_apply_params(m, init, params);
 	if (r) {
 		m->kvm_global = NULL;

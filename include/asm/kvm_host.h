@@ -204,11 +204,9 @@ struct kvm_x86_init_ops {
 	void (*hardware_unsetup)(void);
 	const struct kvm_x86_ops *runtime_ops;
 	unsigned int global_size;		/* the vendor module's globals (in kmem) */
-	/* The module's parameters: its name (kvm_intel), a table over the struct at
-	 * params_offset in the globals. */
+	/* The module whose parameters live at params_offset in the globals (its
+	 * pk_module's name, "kvm_intel"; NULL: none). */
 	const char *module;
-	const struct pk_param *params;
-	int nr_params;
 	unsigned int params_offset;
 };
 
@@ -245,6 +243,8 @@ static inline struct kvm_x86_global *kvm_global(void)
 /* ---- x86.c, used by the vendors ---- */
 int kvm_x86_vendor_init(struct pk_machine *m, const struct kvm_x86_init_ops *ops,
 			const char *params);
+/* ---- kvm_main.c ---- */
+int kvm_init(struct pk_machine *m);
 int kvm_add_user_return_msr(u32 msr);
 int kvm_find_user_return_msr(u32 msr);
 int kvm_set_user_return_msr(unsigned int slot, u64 value, u64 mask);

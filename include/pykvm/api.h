@@ -18,18 +18,9 @@ void pk_machine_destroy(struct pk_machine *m);
 int pk_machine_set_cpu(struct pk_machine *m, u32 cpu);
 /* cffi:end */
 
-#if __has_include("pykvm/exec.h")
 #include "pykvm/exec.h"
-#endif
-#if __has_include("pykvm/hwtest.h")
-#include "pykvm/hwtest.h"
-#endif
-#if __has_include("pykvm/kvm_api.h")
 #include "pykvm/kvm_api.h"
-#endif
 #include "pykvm/check.h"
-#if __has_include("pykvm/vmm.h")
 #include "pykvm/vmm.h"
-#endif
 
 #endif

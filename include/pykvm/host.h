@@ -21,7 +21,6 @@
 #define __TSS_SEL	(GDT_ENTRY_TSS * 8)
 
 void pk_host_init(struct pk_machine *m);
-const struct pk_param *pk_host_params(int *n);
 /* The host NMI handler (paranoid entry, then per-cpu data through GS). */
 void pk_host_nmi(struct pk_cpu *cpu);
 int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread);

@@ -12,7 +12,6 @@
 /* Load kvm.ko with a plugin's init ops (kvm_x86_vendor_init, its parameters). */
 int pk_kvm_load_ops(struct pk_machine *m, const struct kvm_x86_init_ops *init_ops,
 		    const char *params);
-const struct pk_param *pk_kvm_params(int *n);
 
 /* cffi:begin */
 struct pk_regs {

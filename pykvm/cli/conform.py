@@ -1,4 +1,5 @@
 """`pykvm conform`: the MSR conformance table on every backend."""
+import argparse
 import json
 import sys
 
@@ -10,14 +11,22 @@ _STYLE = {"pass": "green", "fail": "bold red", "unsupported": "yellow"}
 
 
 def add_parser(sub):
-    c = sub.add_parser("conform", help="the MSR conformance table on every backend",
-                       description="Run the guest-visible MSR cases (CONFORMANCE.md) on the "
-                                   "simulated vendors and, with --kvm, the host's /dev/kvm.")
+    c = sub.add_parser("conform", help="the guest-visible MSR cases on every backend, side "
+                                       "by side",
+                       description="Run the guest-visible MSR cases (docs/conformance.md) on "
+                                   "the simulated vendors and, with --kvm, the host's "
+                                   "/dev/kvm.",
+                       epilog="exit status: 1 if the model fails a case (the host's answers "
+                              "are findings, not failures).\n\nexamples:\n"
+                              "  pykvm conform\n  pykvm conform --kvm\n"
+                              "  pykvm conform --vendor svm --json",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--json", action="store_true", help="JSON instead of a table")
     c.add_argument("--kvm", action="store_true",
                    help="add the host's /dev/kvm as a column (findings about the host)")
     c.add_argument("--vendor", action="append", default=None,
-                   help="simulated vendor(s) to include (default: vmx and svm)")
+                   help="simulated vendor(s) to include, repeatable (default: vmx and "
+                        "svm); e.g. --vendor svm")
     c.set_defaults(func=run)
 
 
@@ -41,7 +50,7 @@ def run(args):
         json.dump({"backends": [b.name for b in backends], "results": out}, sys.stdout, indent=1)
         print()
     else:
-        t = Table(title="MSR conformance (CONFORMANCE.md)")
+        t = Table(title="MSR conformance (docs/conformance.md)")
         t.add_column("#", justify="right")
         t.add_column("case")
         t.add_column("expect")

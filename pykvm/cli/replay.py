@@ -1,13 +1,31 @@
 """`pykvm replay`: reproduce a saved violation deterministically."""
+import argparse
 import json
+
+from . import _complete
+
+
+EPILOG = """\
+exit status: 1 when the violation reproduces, 0 when it no longer does (a fixed model, or
+a file from another version), 2 for a file that cannot be read.
+
+examples:
+  pykvm replay pykvm-violation.json
+  pykvm replay leak.json --perfetto timeline.json    open in ui.perfetto.dev"""
 
 
 def add_parser(sub):
-    rp = sub.add_parser("replay", help="reproduce a saved violation deterministically",
+    rp = sub.add_parser("replay", help="reproduce a violation saved by `pykvm check`, with "
+                                       "its kvm tracepoints",
                         description="Replay the steps of a file written by `pykvm check "
-                                    "--save` and print the violation as kvm tracepoints.")
-    rp.add_argument("trace", help="a violation file written by pykvm check")
-    rp.add_argument("--perfetto", default=None, help="also write a trace-event JSON timeline")
+                                    "--save` from the same initial state and print the "
+                                    "violation as kvm tracepoints.",
+                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _complete.file(rp.add_argument("trace", metavar="FILE",
+                                   help="a violation file written by pykvm check --save"))
+    _complete.file(rp.add_argument(
+        "--perfetto", default=None, metavar="FILE",
+        help="also write the timeline as trace-event JSON (ui.perfetto.dev)"))
     rp.set_defaults(func=run)
 
 

@@ -9,11 +9,21 @@ from pykvm.devkvm._native import native
 class PortDevices:
     """A table of up to PK_VMM_MAX_PORT_DEVS port devices for `KvmVcpu.run_loop`.
 
+    >>> import pykvm
+    >>> from pykvm import guest
+    >>> @guest.program
+    ... def image(a):
+    ...     top = a.here("top")
+    ...     a.out(0xE1, "al")
+    ...     a.jmp(top)
+    >>> vcpu = pykvm.Machine(cpus=1).create_vm().create_vcpu()   # or on KvmMachine()
+    >>> vcpu.load(image)
     >>> devs = PortDevices()
     >>> devs.add_sink(0xE1)          # OUT 0xE1 is counted in C
     >>> devs.add_const(0x40, 0x1234) # IN 0x40 returns 0x1234 (its low `size` bytes)
     >>> r = vcpu.run_loop(devs, max_exits=1000)
     >>> devs.count(0xE1)
+    1000
     """
 
     def __init__(self):

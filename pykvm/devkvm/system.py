@@ -6,13 +6,13 @@ import errno
 import os
 from dataclasses import dataclass
 
-import structlog
 
 from pykvm.errors import KvmIoctlError, KvmUnavailable
+from pykvm.log import get_logger
 from pykvm.devkvm import uapi
 from pykvm.devkvm._native import ioctl
 
-log = structlog.get_logger("pykvm.devkvm")
+log = get_logger("pykvm.devkvm")
 
 KVM_PATH = "/dev/kvm"
 # The vendor modules that can back /dev/kvm; with several loaded, the first one wins
@@ -59,11 +59,15 @@ def vendor_modules(sys_module=_SYS_MODULE):
 class KvmMachine:
     """The host's real KVM, opened from /dev/kvm.
 
+    >>> from pykvm import guest
+    >>> image = guest.program(lambda a: (a.sync(), a.done()))
     >>> with KvmMachine() as m:
     ...     vm = m.create_vm()
     ...     vcpu = vm.create_vcpu()
     ...     vcpu.load(image)
     ...     exit = vcpu.run()
+    >>> exit.port == guest.UCALL_PORT
+    True
 
     Closing the machine closes every VM (and vCPU, and mapping) created from it.
     """

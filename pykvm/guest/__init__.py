@@ -2,7 +2,10 @@
 image with a fixed layout, and a small runtime (ucall, assertions, rdmsr_safe), in the
 style of the KVM selftests. Guest code and host loop sit side by side::
 
+    import pykvm
     from pykvm import guest
+
+    vcpu = pykvm.Machine().create_vm().create_vcpu()
 
     @guest.program
     def image(a):                       # a: guest.GuestAsm at CODE_START

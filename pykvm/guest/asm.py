@@ -22,7 +22,6 @@ such instructions use a fixed-width immediate, so the layout of pass 1 holds.
 from __future__ import annotations
 
 import functools
-import sys
 from dataclasses import dataclass
 
 from iced_x86 import (BlockEncoder, Code, Decoder, EncodingKind, Encoder, Instruction,
@@ -231,7 +230,7 @@ class Asm:
 
     >>> a = Asm(0x10000)
     >>> top = a.here("top")
-    >>> a.out(0xE1, "al"); a.jmp(top)
+    >>> _ = a.out(0xE1, "al"), a.jmp(top)
     >>> a.assemble().code.hex()
     'e6e1ebfc'
     """
@@ -577,16 +576,3 @@ class Asm:
 
     def __len__(self):
         return len(self._items)
-
-
-def _selftest():  # pragma: no cover - python -m pykvm.guest.asm
-    a = Asm(0x10000)
-    top = a.here("top")
-    a.mov("rax", 0x1234)
-    a.out(0xE1, "al")
-    a.jmp(top)
-    print(a.listing())
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(_selftest())

@@ -1,11 +1,12 @@
-"""Cost profiles: what one operation costs on a real CPU, as data files (design/COSTS.md).
+"""Cost profiles: what one operation costs on a real CPU, as data files (docs/costs.md).
 
 A profile is a TOML file, one per microarchitecture. Every figure carries a grade and a
 source, so a report can say which of its numbers rest on estimates::
 
+    import pykvm
     from pykvm.profiles import load_profile
     p = load_profile("skylake-sp")             # a built-in name, or a path to your own file
-    m = pykvm.Machine(vendor="vmx", cpu_model=p.cpu_model, profile=p.costs)
+    m = pykvm.Machine(vendor="vmx", profile=p)  # (the default profile of vmx, in fact)
     p.entries["op.VMRESUME"].grade             # 'derived'
     [e.key for e in p.estimates()]             # figures that rest on estimates
 
@@ -29,7 +30,7 @@ File format (see skylake-sp.toml for a full example)::
     [check.some_figure]              # optional: published end-to-end figures the model is
     ...                              # checked against; never priced, never fitted to
 
-Rule (COSTS.md): build a profile from per-operation figures only; never fit it to a
+Rule (docs/costs.md): build a profile from per-operation figures only; never fit it to a
 patch's before/after numbers.
 """
 from __future__ import annotations

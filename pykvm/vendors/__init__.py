@@ -45,8 +45,11 @@ class CpuModel:
         return c
 
 
-class BuiltinVendor:
-    """A vendor module compiled into pykvm's C (csrc/kvm/<name>/)."""
+class ModuleVendor:
+    """A vendor whose C module registers itself with pykvm's module loader (module_init,
+    include/pykvm/module.h) under `kernel_module`, with `name` as its alias: the built-in
+    kvm_intel (csrc/kvm/vmx/main.c) and kvm_amd (csrc/kvm/svm/svm.c), or a plugin's own C
+    extension, imported before the plugin object is used (tests/plugins/leaky_vmx)."""
     name = kernel_module = cpu_vendor = None
     cpu_models = {}
     presets = {}

@@ -1,8 +1,8 @@
 """The SVM vendor module (kvm_amd): csrc/kvm/svm/."""
-from . import BuiltinVendor, CpuModel
+from . import ModuleVendor, CpuModel
 
 
-class SvmVendor(BuiltinVendor):
+class SvmVendor(ModuleVendor):
     name = "svm"
     kernel_module = "kvm_amd"
     cpu_vendor = "amd"

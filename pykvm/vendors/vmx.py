@@ -1,8 +1,8 @@
 """The VMX vendor module (kvm_intel): csrc/kvm/vmx/."""
-from . import BuiltinVendor, CpuModel
+from . import ModuleVendor, CpuModel
 
 
-class VmxVendor(BuiltinVendor):
+class VmxVendor(ModuleVendor):
     name = "vmx"
     kernel_module = "kvm_intel"
     cpu_vendor = "intel"

@@ -5,6 +5,7 @@
  * vmenter path (WORLD-SWITCH.md section 5).
  */
 #include "svm.h"
+#include "pykvm/module.h"
 
 /* ---- module parameters (kvm_amd.*); upstream values are the defaults ---- */
 
@@ -30,6 +31,7 @@ static const struct pk_param svm_param_table[] = {
 	PK_PARAM(struct svm_params, forget_host_vmload, false,
 		 "never VMLOAD the host save area: host FS/GS/KERNEL_GS_BASE/SYSCALL MSRs stay the guest's"),
 	PK_PARAM(struct svm_params, forget_spec_ctrl, false, "never restore the host SPEC_CTRL"),
+	{ }		/* end */
 };
 
 /* ---- MSR permission map (APM 15.11; kernel: svm_msrpm_offset) ---- */
@@ -239,6 +241,15 @@ static void svm_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
 	svm->guest_state_loaded = true;
 }
 
+/*
+ * Upstream: only the flag. Host state comes back through the VMLOAD after every #VMEXIT
+ * and TSC_AUX on return to user mode; the older schemes below add their own work.
+ */
+static void svm_prepare_host_switch(struct kvm_vcpu *vcpu)
+{
+	to_svm(vcpu)->guest_state_loaded = false;
+}
+
 static void svm_vcpu_put(struct kvm_vcpu *vcpu)
 {
 	struct vcpu_svm *svm = to_svm(vcpu);
@@ -258,7 +269,7 @@ static void svm_vcpu_put(struct kvm_vcpu *vcpu)
 	}
 	if (!svm_param()->tsc_aux_user_return && svm_global()->tsc_aux_uret_slot >= 0)
 		wrmsrl(MSR_TSC_AUX, h->tsc_aux);
-	svm->guest_state_loaded = false;
+	svm_prepare_host_switch(vcpu);
 }
 
 /* ---- registers and segments ---- */
@@ -535,6 +546,14 @@ static void svm_restore_host_gs_before_stgi(struct vcpu_svm *svm)
 		pk_vmload(__pa(&svm_global()->svm_data[this_cpu()->id]->save_area));
 }
 
+/* The guest runs between guest_state_enter_irqoff() and guest_state_exit_irqoff()
+ * upstream (context tracking, not modelled); __svm_vcpu_run is the vmenter path. */
+static void svm_vcpu_enter_exit(struct kvm_vcpu *vcpu, bool spec_ctrl_intercepted)
+{
+	__svm_vcpu_run(to_svm(vcpu), spec_ctrl_intercepted);
+	pk_observe_ret(this_cpu());		/* __svm_vcpu_run's RET */
+}
+
 static fastpath_t svm_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 {
 	struct vcpu_svm *svm = to_svm(vcpu);
@@ -549,8 +568,7 @@ static fastpath_t svm_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 	pk_clgi();
 	if (!svm_param()->spec_ctrl_in_vmenter)
 		svm_spec_ctrl_set_guest(svm);
-	__svm_vcpu_run(svm, spec_ctrl_intercepted);
-	pk_observe_ret(this_cpu());		/* __svm_vcpu_run's RET */
+	svm_vcpu_enter_exit(vcpu, spec_ctrl_intercepted);
 	if (!svm_param()->spec_ctrl_in_vmenter)
 		svm_spec_ctrl_restore_host(svm, spec_ctrl_intercepted);
 	svm_restore_host_gs_before_stgi(svm);
@@ -703,12 +721,27 @@ static const struct kvm_x86_ops svm_x86_ops = {
 	.vcpu_after_set_cpuid = svm_vcpu_after_set_cpuid,
 };
 
-const struct kvm_x86_init_ops svm_init_ops = {
+static const struct kvm_x86_init_ops svm_init_ops = {
 	.hardware_setup = svm_hardware_setup,
 	.runtime_ops = &svm_x86_ops,
 	.global_size = sizeof(struct svm_global),
 	.module = "kvm_amd",
-	.params = svm_param_table,
-	.nr_params = ARRAY_SIZE(svm_param_table),
 	.params_offset = offsetof(struct svm_global, params),
 };
+
+/* svm_init(): the vendor setup, then kvm_init() for the generic part (upstream keeps
+ * SVM's ops table and module_init at the end of svm.c; there is no svm/main.c). */
+static int svm_init(struct pk_machine *m, const char *params)
+{
+	int r = kvm_x86_vendor_init(m, &svm_init_ops, params);
+
+	return r ? r : kvm_init(m);
+}
+
+static struct pk_module svm_module = {
+	.name = "kvm_amd",
+	.alias = "svm",
+	.kp = svm_param_table,
+	.init = svm_init,
+};
+module_init(svm_module);

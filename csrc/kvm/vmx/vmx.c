@@ -6,7 +6,7 @@
 #include "vmx.h"
 
 /* Module parameters (kernel: module_param in vmx.c); upstream values are the defaults. */
-static const struct pk_param vmx_param_table[] = {
+const struct pk_param vmx_param_table[] = {
 	PK_PARAM(struct vmx_params, lazy_kernel_gs_base, true,
 		 "guest KERNEL_GS_BASE through vmx_read/write_guest_kernel_gs_base (678e315e78a7); "
 		 "0: a full host-state reload around every access"),
@@ -31,6 +31,7 @@ static const struct pk_param vmx_param_table[] = {
 		 "never update HOST_TR_BASE when the VMCS moves to another CPU"),
 	PK_PARAM(struct vmx_params, forget_host_sysenter_esp, false,
 		 "never update HOST_IA32_SYSENTER_ESP when the VMCS moves to another CPU"),
+	{ }		/* end */
 };
 
 /* User-return MSRs, registered in this order at setup (kernel: vmx_uret_msrs_list). */
@@ -88,7 +89,7 @@ bool vmx_msr_write_intercepted(struct vcpu_vmx *vmx, u32 msr)
 
 /* ---- setup, enable/disable ---- */
 
-static int vmx_hardware_setup(void)
+int vmx_hardware_setup(void)
 {
 	struct vmx_global *vg = vmx_global();
 	struct pk_dtable dt;
@@ -103,7 +104,7 @@ static int vmx_hardware_setup(void)
 	return 0;
 }
 
-static int vmx_enable_virtualization_cpu(void)
+int vmx_enable_virtualization_cpu(void)
 {
 	return pk_vmxon() ? -EBUSY : 0;
 }
@@ -138,7 +139,7 @@ static void loaded_vmcs_clear(struct loaded_vmcs *lv)
 	pk_this_cpu = saved;
 }
 
-static void vmx_disable_virtualization_cpu(void)
+void vmx_disable_virtualization_cpu(void)
 {
 	struct vmx_global *vg = vmx_global();
 	int cpu = smp_processor_id();
@@ -149,7 +150,7 @@ static void vmx_disable_virtualization_cpu(void)
 	pk_vmxoff();
 }
 
-static int vmx_vm_init(struct kvm *kvm)
+int vmx_vm_init(struct kvm *kvm)
 {
 	return 0;
 }
@@ -217,7 +218,7 @@ static void init_vmcs(struct vcpu_vmx *vmx)
 	vmcs_write32(GUEST_ACTIVITY_STATE, GUEST_ACTIVITY_ACTIVE);
 }
 
-static int vmx_vcpu_create(struct kvm_vcpu *vcpu)
+int vmx_vcpu_create(struct kvm_vcpu *vcpu)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
 
@@ -244,7 +245,7 @@ static int vmx_vcpu_create(struct kvm_vcpu *vcpu)
 	return 0;
 }
 
-static void vmx_vcpu_reset(struct kvm_vcpu *vcpu, bool init_event)
+void vmx_vcpu_reset(struct kvm_vcpu *vcpu, bool init_event)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
 
@@ -350,7 +351,33 @@ static int vmx_set_guest_uret_msr(struct vcpu_vmx *vmx, struct vmx_uret_msr *msr
 
 /* ---- the host-state switch ---- */
 
-static void vmx_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
+/*
+ * The host FS/GS selectors and bases VM-exit will load, written only when they changed
+ * since the last write to this VMCS. A selector with RPL or TI bits cannot be a VMCS host
+ * selector: the VMCS gets 0 and the cache keeps the real one for vcpu_put to reload.
+ */
+void vmx_set_host_fs_gs(struct vmcs_host_state *host, u16 fs_sel, u16 gs_sel,
+			u64 fs_base, u64 gs_base)
+{
+	if (unlikely(fs_sel != host->fs_sel)) {
+		vmcs_write16(HOST_FS_SELECTOR, (fs_sel & 7) ? 0 : fs_sel);
+		host->fs_sel = fs_sel;
+	}
+	if (unlikely(gs_sel != host->gs_sel)) {
+		vmcs_write16(HOST_GS_SELECTOR, (gs_sel & 7) ? 0 : gs_sel);
+		host->gs_sel = gs_sel;
+	}
+	if (unlikely(fs_base != host->fs_base) && !vmx_param()->forget_host_fs_base) {
+		vmcs_writel(HOST_FS_BASE, fs_base);
+		host->fs_base = fs_base;
+	}
+	if (unlikely(gs_base != host->gs_base) && !vmx_param()->forget_host_gs_base) {
+		vmcs_writel(HOST_GS_BASE, gs_base);
+		host->gs_base = gs_base;
+	}
+}
+
+void vmx_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
 	struct pk_machine *m = this_machine();
@@ -386,26 +413,7 @@ static void vmx_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
 	/* The guest's KERNEL_GS_BASE goes into hardware now; VM-exit does not touch it. */
 	wrmsrl(MSR_KERNEL_GS_BASE, vmx->msr_guest_kernel_gs_base);
 
-	/*
-	 * vmx_set_host_fs_gs(): a selector with RPL or TI bits cannot be a VMCS host
-	 * selector, so the VMCS gets 0 and the cache keeps the real one for put to reload.
-	 */
-	if (fs_sel != host_state->fs_sel) {
-		vmcs_write16(HOST_FS_SELECTOR, (fs_sel & 7) ? 0 : fs_sel);
-		host_state->fs_sel = fs_sel;
-	}
-	if (gs_sel != host_state->gs_sel) {
-		vmcs_write16(HOST_GS_SELECTOR, (gs_sel & 7) ? 0 : gs_sel);
-		host_state->gs_sel = gs_sel;
-	}
-	if (fs_base != host_state->fs_base && !vmx_param()->forget_host_fs_base) {
-		vmcs_writel(HOST_FS_BASE, fs_base);
-		host_state->fs_base = fs_base;
-	}
-	if (gs_base != host_state->gs_base && !vmx_param()->forget_host_gs_base) {
-		vmcs_writel(HOST_GS_BASE, gs_base);
-		host_state->gs_base = gs_base;
-	}
+	vmx_set_host_fs_gs(host_state, fs_sel, gs_sel, fs_base, gs_base);
 	vmx->guest_state_loaded = true;
 }
 
@@ -437,8 +445,10 @@ static void vmx_prepare_switch_to_host(struct vcpu_vmx *vmx)
 		loadsegment(VCPU_SREG_ES, host_state->es_sel);
 	}
 	/*
-	 * VM-exit left TR's limit at 0x67: invalidate_tss_limit() + the GDT reload make the
-	 * next IO-bitmap user fault in a full reload (kernel: load_fixmap_gdt()).
+	 * invalidate_tss_limit() comes here upstream: VM-exit left TR's limit at 0x67, and a
+	 * task with an I/O bitmap (TIF_IO_BITMAP) gets TR reloaded (force_reload_TR), the
+	 * others only have the TSS's I/O bitmap marked invalid. The VMM threads modelled have
+	 * no I/O bitmap, so that is a per-cpu store touching no switched state: not modelled.
 	 */
 	if (!vmx_param()->forget_kernel_gs_base)
 		wrmsrl(MSR_KERNEL_GS_BASE, vmx->msr_host_kernel_gs_base);
@@ -515,12 +525,12 @@ static void vmx_vcpu_load_vmcs(struct kvm_vcpu *vcpu, int cpu)
 	}
 }
 
-static void vmx_vcpu_load(struct kvm_vcpu *vcpu, int cpu)
+void vmx_vcpu_load(struct kvm_vcpu *vcpu, int cpu)
 {
 	vmx_vcpu_load_vmcs(vcpu, cpu);
 }
 
-static void vmx_vcpu_put(struct kvm_vcpu *vcpu)
+void vmx_vcpu_put(struct kvm_vcpu *vcpu)
 {
 	vmx_prepare_switch_to_host(to_vmx(vcpu));
 }
@@ -547,7 +557,7 @@ static u32 vmx_segment_access_rights(const struct kvm_segment *var)
 	       ((var->db & 1) << 14) | ((var->g & 1) << 15);
 }
 
-static void vmx_get_segment(struct kvm_vcpu *vcpu, struct kvm_segment *var, int seg)
+void vmx_get_segment(struct kvm_vcpu *vcpu, struct kvm_segment *var, int seg)
 {
 	u32 ar = vmcs_read32(vmx_seg_fields[seg][3]);
 
@@ -565,7 +575,7 @@ static void vmx_get_segment(struct kvm_vcpu *vcpu, struct kvm_segment *var, int 
 	var->g = (ar >> 15) & 1;
 }
 
-static void vmx_set_segment(struct kvm_vcpu *vcpu, struct kvm_segment *var, int seg)
+void vmx_set_segment(struct kvm_vcpu *vcpu, struct kvm_segment *var, int seg)
 {
 	vmcs_write16(vmx_seg_fields[seg][0], var->selector);
 	vmcs_writel(vmx_seg_fields[seg][1], var->base);
@@ -573,31 +583,31 @@ static void vmx_set_segment(struct kvm_vcpu *vcpu, struct kvm_segment *var, int 
 	vmcs_write32(vmx_seg_fields[seg][3], vmx_segment_access_rights(var));
 }
 
-static void vmx_get_idt(struct kvm_vcpu *vcpu, struct desc_ptr *dt)
+void vmx_get_idt(struct kvm_vcpu *vcpu, struct desc_ptr *dt)
 {
 	dt->size = vmcs_read32(GUEST_IDTR_LIMIT);
 	dt->address = vmcs_readl(GUEST_IDTR_BASE);
 }
 
-static void vmx_set_idt(struct kvm_vcpu *vcpu, struct desc_ptr *dt)
+void vmx_set_idt(struct kvm_vcpu *vcpu, struct desc_ptr *dt)
 {
 	vmcs_write32(GUEST_IDTR_LIMIT, dt->size);
 	vmcs_writel(GUEST_IDTR_BASE, dt->address);
 }
 
-static void vmx_get_gdt(struct kvm_vcpu *vcpu, struct desc_ptr *dt)
+void vmx_get_gdt(struct kvm_vcpu *vcpu, struct desc_ptr *dt)
 {
 	dt->size = vmcs_read32(GUEST_GDTR_LIMIT);
 	dt->address = vmcs_readl(GUEST_GDTR_BASE);
 }
 
-static void vmx_set_gdt(struct kvm_vcpu *vcpu, struct desc_ptr *dt)
+void vmx_set_gdt(struct kvm_vcpu *vcpu, struct desc_ptr *dt)
 {
 	vmcs_write32(GUEST_GDTR_LIMIT, dt->size);
 	vmcs_writel(GUEST_GDTR_BASE, dt->address);
 }
 
-static int vmx_set_efer(struct kvm_vcpu *vcpu, u64 efer)
+int vmx_set_efer(struct kvm_vcpu *vcpu, u64 efer)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
 	u32 entry = vmcs_read32(VM_ENTRY_CONTROLS);
@@ -612,7 +622,7 @@ static int vmx_set_efer(struct kvm_vcpu *vcpu, u64 efer)
 	return 0;
 }
 
-static void vmx_set_cr0(struct kvm_vcpu *vcpu, u64 cr0)
+void vmx_set_cr0(struct kvm_vcpu *vcpu, u64 cr0)
 {
 	/* Paging with EFER.LME set enters long mode (kernel: enter_lmode). */
 	if ((vcpu->arch.efer & EFER_LME) && (cr0 & X86_CR0_PG) && !(vcpu->arch.efer & EFER_LMA))
@@ -623,24 +633,24 @@ static void vmx_set_cr0(struct kvm_vcpu *vcpu, u64 cr0)
 	vmcs_writel(GUEST_CR3, vcpu->arch.cr3);
 }
 
-static void vmx_set_cr4(struct kvm_vcpu *vcpu, u64 cr4)
+void vmx_set_cr4(struct kvm_vcpu *vcpu, u64 cr4)
 {
 	vcpu->arch.cr4 = cr4;
 	vmcs_writel(CR4_READ_SHADOW, cr4);
 	vmcs_writel(GUEST_CR4, cr4);
 }
 
-static u64 vmx_get_rflags(struct kvm_vcpu *vcpu)
+u64 vmx_get_rflags(struct kvm_vcpu *vcpu)
 {
 	return vmcs_readl(GUEST_RFLAGS);
 }
 
-static void vmx_set_rflags(struct kvm_vcpu *vcpu, u64 rflags)
+void vmx_set_rflags(struct kvm_vcpu *vcpu, u64 rflags)
 {
 	vmcs_writel(GUEST_RFLAGS, rflags);
 }
 
-static void vmx_cache_reg(struct kvm_vcpu *vcpu, int reg)
+void vmx_cache_reg(struct kvm_vcpu *vcpu, int reg)
 {
 	if (reg == VCPU_REGS_RSP)
 		vcpu->arch.regs[reg] = vmcs_readl(GUEST_RSP);
@@ -649,7 +659,7 @@ static void vmx_cache_reg(struct kvm_vcpu *vcpu, int reg)
 	vcpu->arch.regs_avail |= BIT(reg);
 }
 
-static int vmx_skip_emulated_instruction(struct kvm_vcpu *vcpu)
+int vmx_skip_emulated_instruction(struct kvm_vcpu *vcpu)
 {
 	u64 rip = kvm_rip_read(vcpu) + vmcs_read32(VM_EXIT_INSTRUCTION_LEN);
 
@@ -657,7 +667,7 @@ static int vmx_skip_emulated_instruction(struct kvm_vcpu *vcpu)
 	return 1;
 }
 
-static void vmx_inject_exception(struct kvm_vcpu *vcpu)
+void vmx_inject_exception(struct kvm_vcpu *vcpu)
 {
 	struct kvm_queued_exception *ex = &vcpu->arch.exception;
 	u32 intr_info = ex->vector | INTR_TYPE_HARD_EXCEPTION | INTR_INFO_VALID_MASK;
@@ -669,7 +679,7 @@ static void vmx_inject_exception(struct kvm_vcpu *vcpu)
 	vmcs_write32(VM_ENTRY_INTR_INFO_FIELD, intr_info);
 }
 
-static void vmx_vcpu_after_set_cpuid(struct kvm_vcpu *vcpu)
+void vmx_vcpu_after_set_cpuid(struct kvm_vcpu *vcpu)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
 	u32 sec = vmcs_read32(SECONDARY_VM_EXEC_CONTROL);
@@ -687,7 +697,7 @@ static void vmx_vcpu_after_set_cpuid(struct kvm_vcpu *vcpu)
 
 /* ---- MSRs ---- */
 
-static int vmx_get_msr(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
+int vmx_get_msr(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
 	struct vmx_uret_msr *msr;
@@ -737,7 +747,7 @@ static int vmx_get_msr(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
 	}
 }
 
-static int vmx_set_msr(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
+int vmx_set_msr(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
 	u32 msr_index = msr_info->index;
@@ -811,7 +821,7 @@ static int vmx_set_msr(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
 
 /* ---- run ---- */
 
-static int vmx_vcpu_pre_run(struct kvm_vcpu *vcpu)
+int vmx_vcpu_pre_run(struct kvm_vcpu *vcpu)
 {
 	return 1;
 }
@@ -824,6 +834,19 @@ static fastpath_t vmx_exit_handlers_fastpath(struct kvm_vcpu *vcpu)
 	default:
 		return EXIT_FASTPATH_NONE;
 	}
+}
+
+/* How __vmx_vcpu_run enters (VMRESUME or VMLAUNCH) and whether it saves the guest's
+ * SPEC_CTRL after exit (only when the guest may write it without a VM-exit). */
+unsigned int __vmx_vcpu_run_flags(struct vcpu_vmx *vmx)
+{
+	unsigned int flags = 0;
+
+	if (vmx->loaded_vmcs->launched)
+		flags |= VMX_RUN_VMRESUME;
+	if (!vmx_msr_write_intercepted(vmx, MSR_IA32_SPEC_CTRL))
+		flags |= VMX_RUN_SAVE_SPEC_CTRL;
+	return flags;
 }
 
 static void vmx_vcpu_enter_exit(struct kvm_vcpu *vcpu, unsigned int flags)
@@ -844,11 +867,10 @@ static void vmx_vcpu_enter_exit(struct kvm_vcpu *vcpu, unsigned int flags)
 		vmx->loaded_vmcs->launched = true;
 }
 
-static fastpath_t vmx_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
+fastpath_t vmx_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
 	struct vmcs_host_state *hs = &vmx->loaded_vmcs->host_state;
-	unsigned int flags = 0;
 	u64 cr3, cr4;
 
 	if (vcpu->arch.regs_dirty & BIT(VCPU_REGS_RSP))
@@ -872,11 +894,7 @@ static fastpath_t vmx_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 		hs->cr4 = cr4;
 	}
 
-	if (vmx->loaded_vmcs->launched)
-		flags |= VMX_RUN_VMRESUME;
-	if (!vmx_msr_write_intercepted(vmx, MSR_IA32_SPEC_CTRL))
-		flags |= VMX_RUN_SAVE_SPEC_CTRL;
-	vmx_vcpu_enter_exit(vcpu, flags);
+	vmx_vcpu_enter_exit(vcpu, __vmx_vcpu_run_flags(vmx));
 
 	if (unlikely(vmx->fail) || (vmx->exit_reason & VMX_EXIT_REASONS_FAILED_VMENTRY))
 		return EXIT_FASTPATH_NONE;
@@ -889,14 +907,14 @@ static fastpath_t vmx_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 	}
 }
 
-static void vmx_get_exit_info(struct kvm_vcpu *vcpu, u32 *reason, u64 *info1, u64 *info2)
+void vmx_get_exit_info(struct kvm_vcpu *vcpu, u32 *reason, u64 *info1, u64 *info2)
 {
 	*reason = to_vmx(vcpu)->exit_reason;
 	*info1 = vmcs_readl(EXIT_QUALIFICATION);
 	*info2 = vmcs_read32(VM_EXIT_INTR_INFO);
 }
 
-static void vmx_handle_exit_irqoff(struct kvm_vcpu *vcpu)
+void vmx_handle_exit_irqoff(struct kvm_vcpu *vcpu)
 {
 	/* The host's timer IRQ that caused the exit runs now, through the host IDT. */
 	if (to_vmx(vcpu)->exit_reason == EXIT_REASON_EXTERNAL_INTERRUPT)
@@ -941,7 +959,7 @@ static int (*const kvm_vmx_exit_handlers[VMX_NR_EXIT_REASONS])(struct kvm_vcpu *
 	[EXIT_REASON_EPT_MISCONFIG]		= handle_ept_misconfig,
 };
 
-static int vmx_handle_exit(struct kvm_vcpu *vcpu, fastpath_t exit_fastpath)
+int vmx_handle_exit(struct kvm_vcpu *vcpu, fastpath_t exit_fastpath)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
 	u32 reason = vmx->exit_reason;
@@ -964,54 +982,3 @@ static int vmx_handle_exit(struct kvm_vcpu *vcpu, fastpath_t exit_fastpath)
 		return kvm_handle_unexpected_exit(vcpu, reason);
 	return kvm_vmx_exit_handlers[reason](vcpu);
 }
-
-static const struct kvm_x86_ops vmx_x86_ops = {
-	.name = "kvm_intel",
-	.vm_size = sizeof(struct kvm),
-	.vcpu_size = sizeof(struct vcpu_vmx),
-
-	.enable_virtualization_cpu = vmx_enable_virtualization_cpu,
-	.disable_virtualization_cpu = vmx_disable_virtualization_cpu,
-
-	.vm_init = vmx_vm_init,
-	.vcpu_create = vmx_vcpu_create,
-	.vcpu_reset = vmx_vcpu_reset,
-
-	.prepare_switch_to_guest = vmx_prepare_switch_to_guest,
-	.vcpu_load = vmx_vcpu_load,
-	.vcpu_put = vmx_vcpu_put,
-
-	.get_msr = vmx_get_msr,
-	.set_msr = vmx_set_msr,
-	.get_segment = vmx_get_segment,
-	.set_segment = vmx_set_segment,
-	.get_idt = vmx_get_idt,
-	.set_idt = vmx_set_idt,
-	.get_gdt = vmx_get_gdt,
-	.set_gdt = vmx_set_gdt,
-	.set_cr0 = vmx_set_cr0,
-	.set_cr4 = vmx_set_cr4,
-	.set_efer = vmx_set_efer,
-	.get_rflags = vmx_get_rflags,
-	.set_rflags = vmx_set_rflags,
-	.cache_reg = vmx_cache_reg,
-
-	.vcpu_pre_run = vmx_vcpu_pre_run,
-	.vcpu_run = vmx_vcpu_run,
-	.handle_exit = vmx_handle_exit,
-	.skip_emulated_instruction = vmx_skip_emulated_instruction,
-	.inject_exception = vmx_inject_exception,
-	.handle_exit_irqoff = vmx_handle_exit_irqoff,
-	.get_exit_info = vmx_get_exit_info,
-	.vcpu_after_set_cpuid = vmx_vcpu_after_set_cpuid,
-};
-
-const struct kvm_x86_init_ops vmx_init_ops = {
-	.hardware_setup = vmx_hardware_setup,
-	.runtime_ops = &vmx_x86_ops,
-	.global_size = sizeof(struct vmx_global),
-	.module = "kvm_intel",
-	.params = vmx_param_table,
-	.nr_params = ARRAY_SIZE(vmx_param_table),
-	.params_offset = offsetof(struct vmx_global, params),
-};

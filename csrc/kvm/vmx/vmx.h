@@ -125,4 +125,8 @@ bool __vmx_vcpu_run(struct vcpu_vmx *vmx, unsigned int flags);
 void vmx_spec_ctrl_restore_host(struct vcpu_vmx *vmx, unsigned int flags);
 bool vmx_msr_write_intercepted(struct vcpu_vmx *vmx, u32 msr);
 
+void vmx_set_host_fs_gs(struct vmcs_host_state *host, u16 fs_sel, u16 gs_sel,
+			u64 fs_base, u64 gs_base);
+unsigned int __vmx_vcpu_run_flags(struct vcpu_vmx *vmx);
+
 #endif

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * TEST ONLY. Entry points through which tests/test_hw_*.py drive the simulated hardware
- * (csrc/arch/cpu.c, vmx_hw.c, svm_hw.c) directly: run one host-side instruction on a chosen
+ * TEST ONLY, not in the shipped module: tests/hwtest.py builds it into a module of its
+ * own, resolved against pykvm's at load time. Entry points through which
+ * tests/test_hw_*.py drive the simulated hardware (csrc/arch/cpu.c, vmx_hw.c, svm_hw.c)
+ * directly: run one host-side instruction on a chosen
  * CPU, read or replace a CPU's live state, allocate machine memory for a VMCS, VMCB,
  * MSR bitmap or memory slot, ask the intercept logic about a guest event, count NMIs.
  *

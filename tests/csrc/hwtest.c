@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
- * TEST ONLY: the entry points of include/pykvm/hwtest.h, through which tests/test_hw_*.py
+ * TEST ONLY: the entry points of tests/csrc/hwtest.h, through which tests/test_hw_*.py
  * drive the simulated hardware directly. Nothing in pykvm calls them. The NMI counters
  * below are the only state here; they belong to the tests.
  */
-#include "pykvm/hwtest.h"
+#include "hwtest.h"
 #include "asm/svm.h"
 #include "asm/vmx.h"
 

@@ -1,0 +1,236 @@
+"""Write benchmarks/README.md's result tables from a pytest-benchmark JSON file, so the
+tables say what was measured and nothing else.
+
+    pytest benchmarks --benchmark-json=benchmarks/results.json
+    python benchmarks/report.py benchmarks/results.json --note "quiet machine"
+    python benchmarks/report.py --check        # exit 1 if README.md is not what the JSON says
+
+Per-exit figures are a round's time divided by the exits in it (`exits_per_round` in each
+benchmark's extra_info), for the round's minimum and for the mean, each labelled as such.
+The speed targets live here, in TARGETS, and every run checks them: a table of target,
+measured and pass/miss.
+"""
+import argparse
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+README = os.path.join(HERE, "README.md")
+RESULTS = os.path.join(HERE, "results.json")
+BEGIN = ("<!-- results: written by benchmarks/report.py from the benchmark JSON; edit the "
+         "script, not this -->")
+END = "<!-- end of results -->"
+
+
+class Results:
+    """The benchmarks of one JSON file, by test name ("bench_switch.py::test_x[vmx]")."""
+
+    def __init__(self, data):
+        self.data = data
+        self.by = {b["fullname"].split("/")[-1]: b for b in data["benchmarks"]}
+
+    def get(self, name):
+        return self.by.get(name)
+
+    def per_exit(self, name, stat):
+        """Seconds per exit: the round's `stat` ("min" or "mean") / exits_per_round."""
+        b = self.get(name)
+        if b is None:
+            return None
+        return b["stats"][stat] / b["extra_info"].get("exits_per_round", 1)
+
+    def extra(self, name, key):
+        b = self.get(name)
+        return None if b is None else b["extra_info"].get(key)
+
+
+# ---- targets: (what, how it is measured, limit, "<=" or ">=") ---------------------------
+
+def _switch(test, vendor):
+    return lambda r: r.per_exit(f"bench_switch.py::{test}[{vendor}]", "min")
+
+
+def _ratio_python_vs_kvm(vendor):
+    def f(r):
+        sim = r.per_exit(f"bench_switch.py::test_python_run_per_exit[{vendor}]", "min")
+        kvm = r.per_exit("bench_kvm.py::test_out_round_trip_python_bare_ioctl", "min")
+        return None if sim is None or kvm is None else kvm / sim
+    return f
+
+
+TARGETS = [
+    *[(f"fast-path exit round trip, {v} (min per exit)", _switch("test_fastpath_round_trip", v),
+       150e-9, "<=", "ns") for v in ("vmx", "svm")],
+    *[(f"exit to userspace handled in C, {v} (min per exit)",
+       _switch("test_userspace_exit_in_c", v), 300e-9, "<=", "ns") for v in ("vmx", "svm")],
+    *[(f"Python vcpu.run() on {v} vs a Python fcntl.ioctl(KVM_RUN) on /dev/kvm "
+       "(times faster, min per exit)", _ratio_python_vs_kvm(v), 1.0, ">=", "x")
+      for v in ("vmx", "svm")],
+    *[(f"guest interpreter vs unicorn, {w} (time ratio)",
+       (lambda r, w=w: r.extra(f"bench_exec.py::test_interpreter_vs_unicorn[{w}]",
+                               "time_ratio")), 3.0, "<=", "x")
+      for w in ("dec_jnz", "msr_swapgs")],
+    *[(f"checker, {kind}, {v} (events/s: steps + VM-exits)",
+       (lambda r, t=test, v=v: r.extra(f"bench_check.py::{t}[{v}]", "events_per_second")),
+       1e6, ">=", "/s")
+      for kind, test in (("exhaustive", "test_exhaustive_events_per_second"),
+                         ("random walks", "test_random_walk_events_per_second"))
+      for v in ("vmx", "svm")],
+]
+
+
+def _fmt(value, unit):
+    if value is None:
+        return "not measured"
+    if unit == "ns":
+        return f"{value * 1e9:,.0f} ns"
+    if unit == "us":
+        return f"{value * 1e6:,.2f} us"
+    if unit == "x":
+        return f"{value:,.2f}x"
+    if unit == "/s":
+        return f"{value:,.0f}/s"
+    return f"{value:,}"
+
+
+def _table(head, rows):
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def targets(r):
+    rows = []
+    for what, measure, limit, op, unit in TARGETS:
+        v = measure(r)
+        ok = None if v is None else (v <= limit if op == "<=" else v >= limit)
+        rows.append((what, f"{op} {_fmt(limit, unit)}", _fmt(v, unit),
+                     "not run" if ok is None else "pass" if ok else "**miss**"))
+    return rows
+
+
+def render(data, note=""):
+    """The generated part of README.md, as text."""
+    r = Results(data)
+    mi = data.get("machine_info", {})
+    cpu = mi.get("cpu", {})
+    lines = [BEGIN, "",
+             f"Measured {data.get('datetime', '?')[:16].replace('T', ' ')} UTC at commit "
+             f"{(data.get('commit_info') or {}).get('id', '?')[:12]} on {mi.get('node', '?')}: "
+             f"{cpu.get('count', '?')} CPUs ({cpu.get('brand_raw', mi.get('processor', '?'))}), "
+             f"Python {mi.get('python_version', '?')}."
+             + (f" {note}" if note else ""), ""]
+    lines += ["### Targets", ""]
+    lines += _table(["target", "limit", "measured", ""], targets(r))
+    lines += ["", "### World switch on the simulated machine (`bench_switch.py`)", "",
+              "Per exit: the round's time divided by the exits in it; min and mean over "
+              "the rounds.", ""]
+    rows = []
+    for label, test in (("fast-path exit round trip (WRMSR TSC_DEADLINE, re-entered in "
+                         "the kernel)", "test_fastpath_round_trip"),
+                        ("exit to userspace handled in C (OUT to a sink port) and re-entered",
+                         "test_userspace_exit_in_c"),
+                        ("Python `vcpu.run()` per exit (OUT)", "test_python_run_per_exit")):
+        row = [label]
+        for v in ("vmx", "svm"):
+            name = f"bench_switch.py::{test}[{v}]"
+            row += [_fmt(r.per_exit(name, "min"), "ns"), _fmt(r.per_exit(name, "mean"), "ns")]
+        row.append(str(r.extra(f"bench_switch.py::{test}[vmx]", "exits_per_round") or "?"))
+        rows.append(row)
+    lines += _table(["path", "vmx min", "vmx mean", "svm min", "svm mean", "exits per round"],
+                    rows)
+    lines += ["", "### Guest interpreter against unicorn (`bench_exec.py`, same bytes)", ""]
+    rows = []
+    for w in ("dec_jnz", "msr_swapgs"):
+        ours = r.get(f"bench_exec.py::test_interpreter_vs_unicorn[{w}]")
+        theirs = r.get(f"bench_exec.py::test_unicorn_same_bytes[{w}]")
+        if ours is None:
+            continue
+        rows.append([w, f"{ours['stats']['min'] * 1e3:,.1f} ms",
+                     f"{theirs['stats']['min'] * 1e3:,.1f} ms" if theirs else "not measured",
+                     _fmt(ours["extra_info"].get("time_ratio"), "x"),
+                     f"{ours['extra_info'].get('pykvm_minsn_per_s', '?')} M/s",
+                     f"{ours['extra_info'].get('unicorn_minsn_per_s', '?')} M/s"])
+    lines += _table(["loop", "interpreter (min)", "unicorn (min)", "time ratio",
+                     "interpreter insns", "unicorn insns"], rows)
+    lines += ["", "### The host's /dev/kvm (`bench_kvm.py`)", ""]
+    rows = []
+    for label, test in (("C run loop (csrc/vmm/kvm_run_loop.c)", "test_out_round_trip_c_loop"),
+                        ("one cffi call per KVM_RUN",
+                         "test_out_round_trip_one_kvm_run_per_cffi_call"),
+                        ("Python `fcntl.ioctl(KVM_RUN)`",
+                         "test_out_round_trip_python_bare_ioctl"),
+                        ("`vcpu.run()` with a typed exit", "test_out_round_trip_python_run")):
+        name = f"bench_kvm.py::{test}"
+        if r.get(name) is None:
+            rows.append([label, "not run (no /dev/kvm)", "", ""])
+            continue
+        rows.append([label, _fmt(r.per_exit(name, "min"), "us"),
+                     _fmt(r.per_exit(name, "mean"), "us"),
+                     str(r.get(name)["stats"]["rounds"])])
+    lines += _table(["driver", "per exit, min", "per exit, mean", "rounds"], rows)
+    lines += ["", "### The checker (`bench_check.py`; 1 VM, 2 pCPUs)", ""]
+    rows = []
+    for kind, test in (("exhaustive (bound 4)", "test_exhaustive_events_per_second"),
+                       ("random walks (5,000 of 12 steps)",
+                        "test_random_walk_events_per_second")):
+        for v in ("vmx", "svm"):
+            name = f"bench_check.py::{test}[{v}]"
+            e = r.get(name)
+            if e is None:
+                continue
+            x = e["extra_info"]
+            rows.append([kind, v, _fmt(x.get("events_per_second"), "/s"),
+                         _fmt(x.get("steps_per_second"), "/s"),
+                         f"{x['exits'] / x['steps']:.1f}" if x.get("steps") else "?"])
+    lines += _table(["search", "vendor", "events/s (steps + VM-exits)", "steps/s",
+                     "VM-exits per step"], rows)
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def splice(readme, generated):
+    if BEGIN not in readme or END not in readme:
+        raise SystemExit(f"{README}: no generated section (add the lines {BEGIN!r} and "
+                         f"{END!r} where the tables go)")
+    head = readme[:readme.index(BEGIN)]
+    tail = readme[readme.index(END) + len(END):]
+    return head + generated + tail
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("json", nargs="?", default=RESULTS,
+                   help="pytest-benchmark JSON (default: benchmarks/results.json)")
+    p.add_argument("--note", default=None,
+                   help="a sentence on the conditions (kept from the last run if omitted)")
+    p.add_argument("--check", action="store_true",
+                   help="do not write; exit 1 if README.md differs from the JSON's tables")
+    args = p.parse_args(argv)
+    with open(args.json) as f:
+        data = json.load(f)
+    if args.note is not None and not args.check:
+        data["pykvm_note"] = args.note          # kept with the figures it describes
+        with open(args.json, "w") as f:
+            json.dump(data, f, indent=1)
+    note = data.get("pykvm_note", "")
+    with open(README) as f:
+        readme = f.read()
+    new = splice(readme, render(data, note))
+    if args.check:
+        if new != readme:
+            print(f"{README} does not match {args.json}: run python benchmarks/report.py",
+                  file=sys.stderr)
+            return 1
+        return 0
+    with open(README, "w") as f:
+        f.write(new)
+    print(f"wrote {README} from {args.json}")
+    for what, limit, measured, verdict in targets(Results(data)):
+        print(f"{verdict:>10}  {what}: {measured} ({limit})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
