@@ -142,8 +142,11 @@ struct pk_icache {
 	u64 builds, flushes;		/* statistics: pk_icache_stats() */
 };
 
-/* Lazy arithmetic flags: op is LF_<kind> << 2 | log2(operand bytes). */
-enum { LF_EAGER, LF_ADD, LF_ADC1, LF_SUB, LF_SBB1, LF_LOGIC, LF_INC, LF_DEC, LF_RES };
+/*
+ * Lazy arithmetic flags: op is LF_<kind> << 2 | log2(operand bytes). The kinds up to
+ * LF_RES keep CF in src bit 0 (one test gets CF for the DEC of a loop counter).
+ */
+enum { LF_EAGER, LF_INC, LF_DEC, LF_RES, LF_ADD, LF_ADC1, LF_SUB, LF_SBB1, LF_LOGIC };
 #define LF(kind, lg)	((kind) << 2 | (lg))
 struct lf {
 	u64 res;	/* result, truncated; LF_EAGER: 0 iff ZF (ZF is always res == 0) */
@@ -333,14 +336,12 @@ void pk_icache_free(struct pk_cpu *cpu)
 	icache_destroy(ic);
 }
 
-/* cpu's decode cache; NULL only if there is no memory for one. */
-static struct pk_icache *icache_get(struct pk_cpu *cpu)
+/* cpu's decode cache when cpu->icache is not it; NULL only if there is no memory. */
+static __attribute__((noinline)) struct pk_icache *icache_find_or_create(struct pk_cpu *cpu)
 {
-	struct pk_icache *ic = cpu->icache;
+	struct pk_icache *ic;
 	bool added;
 
-	if (likely(ic && ic->owner == cpu))
-		return ic;
 	icaches_lock();
 	ic = icaches_find(cpu, false);
 	icaches_unlock();
@@ -369,18 +370,42 @@ static struct pk_icache *icache_get(struct pk_cpu *cpu)
 	return ic;
 }
 
-static bool slots_equal(const struct pk_memslots *a, const struct pk_memslots *b)
+/* cpu's decode cache; NULL only if there is no memory for one. */
+static inline struct pk_icache *icache_get(struct pk_cpu *cpu)
+{
+	struct pk_icache *ic = cpu->icache;
+
+	if (likely(ic && ic->owner == cpu))
+		return ic;
+	return icache_find_or_create(cpu);
+}
+
+static inline bool slots_equal(const struct pk_memslots *a, const struct pk_memslots *b)
 {
 	u32 nr = b->nr < PK_MAX_MEMSLOTS ? b->nr : PK_MAX_MEMSLOTS;
 
-	return a->nr == b->nr && !memcmp(a->slot, b->slot, nr * sizeof(a->slot[0]));
+	if (a->nr != b->nr)
+		return false;
+	for (u32 i = 0; i < nr; i++)	/* one or two slots, usually: no memcmp call */
+		if (a->slot[i].gpa != b->slot[i].gpa || a->slot[i].size != b->slot[i].size ||
+		    a->slot[i].hva != b->slot[i].hva)
+			return false;
+	return true;
 }
 
+static __attribute__((noinline)) void icache_set_slots(struct pk_icache *ic,
+						       const struct pk_memslots *npt);
+
 /* Drop the cache when the memory map changed since the blocks were decoded. */
-static void icache_check_slots(struct pk_icache *ic, const struct pk_memslots *npt)
+static inline void icache_check_slots(struct pk_icache *ic, const struct pk_memslots *npt)
 {
-	if (ic->npt == npt && (!npt || slots_equal(&ic->slots, npt)))
+	if (likely(ic->npt == npt && (!npt || slots_equal(&ic->slots, npt))))
 		return;
+	icache_set_slots(ic, npt);
+}
+
+static void icache_set_slots(struct pk_icache *ic, const struct pk_memslots *npt)
+{
 	icache_flush(ic);
 	ic->npt = npt;
 	memset(&ic->slots, 0, sizeof(ic->slots));
@@ -595,6 +620,8 @@ static inline u64 lf_cf(const struct lf *f)
 {
 	u64 m = lgmask[f->op & 3];
 
+	if (f->op < LF(LF_ADD, 0))		/* EAGER, INC, DEC, RES */
+		return f->src & 1;
 	switch (f->op >> 2) {
 	case LF_ADD: return f->res < f->src;
 	case LF_ADC1: return f->res <= f->src;
@@ -1560,7 +1587,7 @@ static void account(struct xs *s, u64 budget)
 u32 pk_guest_exec(struct pk_cpu *cpu)
 {
 	struct pk_icache ic_fallback;
-	struct xs st = { .cpu = cpu, .R = cpu->regs, .slots = cpu->npt };
+	struct xs st;		/* set field by field: the run's first instructions count */
 	struct xs *const s = &st;
 	u64 *const R = cpu->regs;
 	u64 budget = cpu->insn_budget, rip = cpu->rip;
@@ -1578,6 +1605,12 @@ u32 pk_guest_exec(struct pk_cpu *cpu)
 	enum pk_icpt icpt;
 	u32 kind;
 
+	s->cpu = cpu;
+	s->R = cpu->regs;
+	s->slots = cpu->npt;
+	s->deliveries = 0;
+	s->smc = false;
+	s->flushed = false;
 	s->ic = icache_get(cpu);
 	if (!s->ic) {
 		memset(&ic_fallback, 0, sizeof(ic_fallback));
