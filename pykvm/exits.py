@@ -22,24 +22,22 @@ KVM_EXIT_IO_IN = 0
 KVM_EXIT_IO_OUT = 1
 
 
-@dataclass
+@dataclass(slots=True)
 class Exit:
     """Base of every exit; `reason` is the KVM_EXIT_* number."""
     reason: int = field(init=False, default=KVM_EXIT_UNKNOWN)
 
 
-@dataclass
+@dataclass(slots=True)
 class Io(Exit):
     """Corresponds to KVM_EXIT_IO. For an IN, set `data` (bytes of size*count) before
     the next run; for an OUT, `data` holds what the guest wrote."""
+    reason: int = field(init=False, default=KVM_EXIT_IO)
     direction: int
     size: int
     port: int
     count: int
     data: bytearray
-
-    def __post_init__(self):
-        self.reason = KVM_EXIT_IO
 
     @property
     def is_in(self):
@@ -51,97 +49,79 @@ class Io(Exit):
         return int.from_bytes(bytes(self.data[: self.size]), "little")
 
 
-@dataclass
+@dataclass(slots=True)
 class Mmio(Exit):
     """Corresponds to KVM_EXIT_MMIO. For a read, set `data` before the next run."""
+    reason: int = field(init=False, default=KVM_EXIT_MMIO)
     phys_addr: int
     data: bytearray
     len: int
     is_write: bool
 
-    def __post_init__(self):
-        self.reason = KVM_EXIT_MMIO
 
-
-@dataclass
+@dataclass(slots=True)
 class Hlt(Exit):
     """Corresponds to KVM_EXIT_HLT."""
-
-    def __post_init__(self):
-        self.reason = KVM_EXIT_HLT
+    reason: int = field(init=False, default=KVM_EXIT_HLT)
 
 
-@dataclass
+@dataclass(slots=True)
 class Shutdown(Exit):
     """Corresponds to KVM_EXIT_SHUTDOWN (triple fault)."""
-
-    def __post_init__(self):
-        self.reason = KVM_EXIT_SHUTDOWN
+    reason: int = field(init=False, default=KVM_EXIT_SHUTDOWN)
 
 
-@dataclass
+@dataclass(slots=True)
 class Hypercall(Exit):
     """Corresponds to KVM_EXIT_HYPERCALL."""
+    reason: int = field(init=False, default=KVM_EXIT_HYPERCALL)
     nr: int
     args: tuple
 
-    def __post_init__(self):
-        self.reason = KVM_EXIT_HYPERCALL
 
-
-@dataclass
+@dataclass(slots=True)
 class FailEntry(Exit):
     """Corresponds to KVM_EXIT_FAIL_ENTRY."""
+    reason: int = field(init=False, default=KVM_EXIT_FAIL_ENTRY)
     hardware_entry_failure_reason: int
     cpu: int = 0
 
-    def __post_init__(self):
-        self.reason = KVM_EXIT_FAIL_ENTRY
 
-
-@dataclass
+@dataclass(slots=True)
 class Intr(Exit):
     """Corresponds to KVM_EXIT_INTR: KVM_RUN returned -EINTR (a signal, or the run's
     instruction budget on the simulated machine)."""
-
-    def __post_init__(self):
-        self.reason = KVM_EXIT_INTR
+    reason: int = field(init=False, default=KVM_EXIT_INTR)
 
 
-@dataclass
+@dataclass(slots=True)
 class InternalError(Exit):
     """Corresponds to KVM_EXIT_INTERNAL_ERROR."""
+    reason: int = field(init=False, default=KVM_EXIT_INTERNAL_ERROR)
     suberror: int
     data: tuple = ()
 
-    def __post_init__(self):
-        self.reason = KVM_EXIT_INTERNAL_ERROR
 
-
-@dataclass
+@dataclass(slots=True)
 class RdMsr(Exit):
     """Corresponds to KVM_EXIT_X86_RDMSR (userspace MSR exits). Set `data`, or `error`
     to inject #GP, before the next run."""
+    reason: int = field(init=False, default=KVM_EXIT_X86_RDMSR)
     index: int
     data: int = 0
     error: int = 0
 
-    def __post_init__(self):
-        self.reason = KVM_EXIT_X86_RDMSR
 
-
-@dataclass
+@dataclass(slots=True)
 class WrMsr(Exit):
     """Corresponds to KVM_EXIT_X86_WRMSR. Set `error` to inject #GP."""
+    reason: int = field(init=False, default=KVM_EXIT_X86_WRMSR)
     index: int
     data: int = 0
     error: int = 0
 
-    def __post_init__(self):
-        self.reason = KVM_EXIT_X86_WRMSR
 
-
-@dataclass
+@dataclass(slots=True)
 class Unsupported(Exit):
     """Any exit reason pykvm does not decode: the raw number, for the caller."""
     raw_reason: int

@@ -19,6 +19,12 @@ from .vcpu_base import VcpuBase, answer_bytes
 from .params import resolve as resolve_params
 from .vendors import get_vendor
 
+# Vcpu.run()'s hot path, bound once.
+_run_once = lib.pk_sim_run_once
+_new = object.__new__
+_Io = X.Io
+_EXIT_IO, _EXIT_IO_IN = X.KVM_EXIT_IO, X.KVM_EXIT_IO_IN
+
 log = get_logger("pykvm")
 
 PAGE_SIZE = 4096
@@ -280,6 +286,7 @@ class Vcpu(VcpuBase):
         ensure(lib.pk_create_vcpu(vm._kvm, cpu, p), "KVM_CREATE_VCPU", InvalidConfiguration)
         self._vcpu = p[0]
         self._run = lib.pk_vcpu_run_struct(self._vcpu)
+        self._pio = ffi.buffer(self._run.pio_data)     # an IN/OUT exit's data, sliced
         self._pending = None
         self._cpuid = None
         self.image = None
@@ -380,10 +387,28 @@ class Vcpu(VcpuBase):
         bounds guest instructions (a host timer signal: Intr) so a runaway guest ends.
         With return_to_user=False the vCPU thread stops on its way out of the kernel,
         before user-return notifiers run; `return_to_user()` completes it."""
-        self._complete_pending()
-        lib.pk_vcpu_run_ex(self._vcpu, max_insns or 0, return_to_user is False)
+        # The hot path of every Python-driven exit. One C call runs and reads the exit
+        # back (pk_sim_run_once); an I/O exit is built without a call to Io.__init__
+        # (same fields, same class); only an exit that takes an answer (IN, MMIO read)
+        # is kept pending for the next run.
+        if self._pending is not None:
+            self._complete_pending()
+        info = _run_once(self._vcpu, max_insns or 0, return_to_user is False)
+        if info & 0xFF == _EXIT_IO:
+            size = (info >> 9) & 0xF
+            ex = _new(_Io)
+            ex.reason = _EXIT_IO
+            ex.direction = direction = (info >> 8) & 1
+            ex.size = size
+            ex.port = (info >> 16) & 0xFFFF
+            ex.count = count = info >> 32
+            ex.data = bytearray(self._pio[:size * count])
+            if direction == _EXIT_IO_IN:
+                self._pending = ex
+            return ex
         ex = self._decode_exit()
-        self._pending = ex
+        if ex.reason == X.KVM_EXIT_MMIO and not ex.is_write:
+            self._pending = ex
         return ex
 
     def _decode_exit(self):
