@@ -140,6 +140,9 @@ struct pk_icache {
 	struct codemap cmap[PK_MAX_MEMSLOTS];
 	struct pk_native *native;
 	u64 builds, flushes;		/* statistics: pk_icache_stats() */
+	u64 gen;			/* flushes of any kind: pointers into blocks expire */
+	struct blk *entry;		/* the first block of the last run: runs ending in
+					 * VM-exits usually resume at the same place */
 };
 
 /*
@@ -259,6 +262,8 @@ static void icache_flush(struct pk_icache *ic)
 	pk_native_reset(ic->native);
 	codemaps_free(ic);
 	ic->epoch++;
+	ic->gen++;
+	ic->entry = NULL;
 }
 
 /*
@@ -603,10 +608,16 @@ static inline bool blk_valid(const struct blk *b)
 		memcpy(&c1, q + n - 4, 4);
 		return !((a0 ^ c0) | (a1 ^ c1));
 	}
-	for (unsigned i = 0; i < n; i++)
-		if (p[i] != q[i])
-			return false;
-	return true;
+	if (n >= 2) {
+		u16 h0, h1, k0, k1;
+
+		memcpy(&h0, p, 2);
+		memcpy(&k0, q, 2);
+		memcpy(&h1, p + n - 2, 2);
+		memcpy(&k1, q + n - 2, 2);
+		return !((h0 ^ k0) | (h1 ^ k1));
+	}
+	return !n || p[0] == q[0];
 }
 
 /* ---- flags ---- */
@@ -1591,7 +1602,8 @@ u32 pk_guest_exec(struct pk_cpu *cpu)
 	struct xs *const s = &st;
 	u64 *const R = cpu->regs;
 	u64 budget = cpu->insn_budget, rip = cpu->rip;
-	struct blk *b, *nb, *nolink = NULL, **lnk = &nolink;
+	struct blk *b, *nb, *nolink, **lnk = &nolink;
+	u64 gen;
 	const struct dins *d;
 	bool stop = false, limited = false, stepping = false;
 	unsigned sz;
@@ -1623,6 +1635,8 @@ u32 pk_guest_exec(struct pk_cpu *cpu)
 	s->start_budget = budget;
 	window_set(s, -1);
 	state_in(s);
+	nolink = s->ic->entry;		/* checked like any successor */
+	gen = s->ic->gen;
 
 /* Memory access helpers: the window inline, the rest in mem_slow(). */
 #define LOAD_(addr, size, out, stk) do {					\
@@ -2434,7 +2448,7 @@ stopped:	/* the instruction at d stored into the running block: on from the next
 			ret = pk_msr_write(cpu, ecx, v);
 			if (ret)
 				FAULT(X86_TRAP_GP, 0);
-			s->ic->epoch++;		/* serializing */
+			goto serialize;
 		}
 		NEXT;
 	}
@@ -2533,7 +2547,7 @@ stopped:	/* the instruction at d stored into the running block: on from the next
 			LOAD(a + 2, 8, v);
 			dt->limit = (u16)t;
 			dt->base = v;
-			s->ic->epoch++;
+			goto serialize;
 		}
 		NEXT_W;
 	}
@@ -2591,6 +2605,14 @@ stopped:	/* the instruction at d stored into the running block: on from the next
 	op_UD:
 		FAULT(X86_TRAP_UD, 0);
 
+serialize:	/* WRMSR, LGDT, LIDT: what follows is fetched anew (a new epoch) */
+	s->ic->epoch++;
+	if (blk_valid(b))	/* the rest of this block is still what memory holds */
+		b->epoch = s->ic->epoch;
+	else
+		stop = true;
+	NEXT_W;
+
 memfail:
 	if (s->fvec < 0)
 		goto exit_ev;
@@ -2638,17 +2660,20 @@ exit_fetch:
 	cpu->ev = s->ev;
 	kind = cpu->ev.kind;
 	state_out(s, rip);
-	account(s, budget);
-	return kind;
+	goto out;
 extint:
 	memset(&cpu->ev, 0, sizeof(cpu->ev));
 	cpu->ev.kind = PK_GEXIT_EXTINT;
 	state_out(s, rip);
-	account(s, budget);
-	return PK_GEXIT_EXTINT;
+	kind = PK_GEXIT_EXTINT;
+	goto out;
 triple:
 	kind = cpu->ev.kind;	/* set by pk_exec_deliver; state as at the fault */
+out:
 	account(s, budget);
+	/* nolink holds the run's first block looked up (unless the cache was dropped) */
+	if (s->ic->gen == gen)
+		s->ic->entry = nolink;
 	return kind;
 #undef LOAD_
 #undef STORE_

@@ -36,8 +36,6 @@ bool pk_exec_ends_block(const struct dins *d)
 	case X_JMP_RM: case X_CALL_RM: case X_LOOP: case X_SYSCALL: case X_SYSRET:
 	case X_INT: case X_IRET: case X_HLT:
 	case X_POPF:		/* may set TF: single-stepping starts with the next block */
-	case X_WRMSR:		/* serializing: a new epoch (see exec.c) */
-	case X_DESC:		/* LGDT, LIDT: serializing */
 		return true;
 	default:
 		return false;
