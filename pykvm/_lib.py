@@ -39,5 +39,9 @@ def ensure(ret, what, exc=errors.PykvmError):
 
 OPS = [ffi.string(lib.pk_op_name(i)).decode() for i in range(lib.pk_nr_ops())]
 PATHS = [ffi.string(lib.pk_path_name(i)).decode() for i in range(lib.pk_nr_paths())]
-MSR_SLOTS = [(ffi.string(lib.pk_msr_name(i)).decode(), lib.pk_msr_index(i))
-             for i in range(lib.pk_nr_msrs())]
+# MSRs priced on their own ([rdmsr.NAME]/[wrmsr.NAME] in a profile, "WRMSR NAME" in the
+# costs): the MSR-file slots first (MSR_SLOTS), then FS_BASE, GS_BASE, TSC, PRED_CMD and
+# FLUSH_CMD, which have no slot. Any other MSR is counted as "other".
+PRICED_MSRS = [(ffi.string(lib.pk_msr_name(i)).decode(), lib.pk_msr_index(i))
+               for i in range(lib.pk_nr_priced_msrs())]
+MSR_SLOTS = PRICED_MSRS[:lib.pk_nr_msrs()]

@@ -15,46 +15,74 @@ also with an NMI, a disable IPI or a preemption before each of its host instruct
 then random walks. A violation is shrunk to a minimal sequence and replayed with
 tracepoints on.
 """
+import functools
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 
+from . import events
 from ._lib import ffi, lib
 from .errors import InvalidConfiguration
 from .guest.asm import Asm, mem, qword
-from .guest.layout import initial_regs, initial_sregs
+from .guest.layout import CR4_FSGSBASE, idt_gate, initial_regs, initial_sregs, tss_bytes
 from .machine import Machine
 from .oracle import Violation, reg_name
 from .tracepoints import exit_reason_name, userspace_exit_reason
 
-STEP_KINDS = ("run", "set_msrs", "get_msrs", "migrate", "other_task", "virt_off_on")
-INJECTS = ("", "nmi", "disable_ipi", "preempt", "mc")
+STEP_KINDS = ("run", "set_msrs", "get_msrs", "migrate", "other_task", "virt_off_on",
+              "user_insns", "vmm_task", "kthread")
+INJECTS = ("", "nmi", "disable_ipi", "preempt", "mc", "preempt_kthread", "softirq", "cr3",
+           "preempt_vm")
+# Injections taken with IRQs on / only where the vCPU thread is preemptible (events.h).
+IRQ_INJECTS = frozenset({"disable_ipi", "softirq", "cr3"})
+PREEMPT_INJECTS = frozenset({"preempt", "preempt_kthread", "preempt_vm"})
+# What a vmm_task step changes (Step.arg): events.h PK_TASK_*.
+TASK_CHANGES = ("arch_prctl", "wrfsbase", "set_tsc")
 SYNC_PORT, VIOLATION_PORT = 0xE0, 0xE2
-GMEM = 0x10000
-CODE = 0x2000
-TABLES = 0x8000
-STACK = 0xF000
 
-# Switched registers the guest owns, with per-vCPU starting values none of the host's.
+# The checker guest's memory (one slot at GPA 0, shared by both VMs when there are two).
+GMEM = 0x10000
+IDT = 0x1000               # vectors 0..6; #BP (3, DPL 3) and #UD (6) present
+CODE = 0x2000
+LSTAR_STUBS = 0x3000       # 0x40 per vCPU; the flipped LSTAR is 0x1000 higher
+TSS = 0x6000               # TR.base of initial_sregs(): RSP0 for #UD from user mode
+RSP0 = 0xE000
+TABLES = 0x8000            # 0x100 per vCPU: the values it wrote, then its mark at +0xF0
+MARK = 0xF0
+STACK = 0xF000
+MARK_NONE, MARK_SYSRET, MARK_SYSCALL, MARK_SYSCALL_UD = range(4)   # check.h PK_MARK_*
+MARK_KSEL = 4              # checking STAR's kernel selectors (no exit expected)
+REG_EFER_SCE, REG_UD = 0x10000012, 0x10000013
+# RFLAGS of the guest's user part at its SYSCALL: CF PF AF ZF SF DF OF, IOPL 3 (OUT works
+# there) and AC. The guest's SYSCALL_MASKs clear some of the arithmetic flags and DF; the
+# host's (TF IF DF IOPL NT AC) clears IOPL and AC: a leak shows.
+USER_FLAGS = 0x43CD7
+# The guest's halts: its TSC-deadline timer 1 ms ahead (at the simulated 2.1 GHz), past
+# halt polling's default window (200 us).
+HALT_TSC = 2_100_000
+
+# Switched registers the guest owns, with per-vCPU starting values none of the host's,
+# and the bits it flips in each between runs (also what KVM_SET_MSRS steps flip).
 REGS = [
-    (0xC0000102, lambda v: 0xFFFF900000000000 + (v << 28)),   # KERNEL_GS_BASE
-    (0xC0000100, lambda v: 0x0000550000000000 + (v << 28)),   # FS_BASE
-    (0xC0000101, lambda v: 0xFFFFA00000000000 + (v << 28)),   # GS_BASE
-    (0xC0000081, lambda v: 0x0013000800000000 + v),            # STAR
-    (0xC0000082, lambda v: 0xFFFFB00000000000 + (v << 28)),   # LSTAR
-    (0xC0000083, lambda v: 0xFFFFC00000000000 + (v << 28)),   # CSTAR
-    (0xC0000084, lambda v: 0x3F000 + v),                       # SYSCALL_MASK
-    (0x174, lambda v: 0x10 + 0x20 * v),                        # SYSENTER_CS
-    (0x175, lambda v: 0x80000000 + (v << 20)),                 # SYSENTER_ESP
-    (0x176, lambda v: 0x90000000 + (v << 20)),                 # SYSENTER_EIP
-    (0xC0000103, lambda v: 0x200 + 0x40 * v),                  # TSC_AUX (needs RDTSCP/RDPID)
-    (0x48, lambda v: 0),                                       # SPEC_CTRL (needs IBRS)
-    (0x122, lambda v: 1),                                      # TSX_CTRL (needs RTM)
-    (0xC0000080, lambda v: 0x501),                             # EFER (SCE flips)
+    (0xC0000102, lambda v: 0xFFFF900000000000 + (v << 28), 0x1000),   # KERNEL_GS_BASE
+    (0xC0000100, lambda v: 0x0000550000000000 + (v << 28), 0x1000),   # FS_BASE
+    (0xC0000101, lambda v: 0xFFFFA00000000000 + (v << 28), 0x1000),   # GS_BASE
+    # STAR: kernel CS 0x08 + 0x40v (SS + 8), user CS/SS from 0x13 + 0x40v; the flip
+    # moves the kernel selectors by 0x20.
+    (0xC0000081, lambda v: ((0x13 + 0x40 * v) << 48) | ((0x08 + 0x40 * v) << 32) | v,
+     0x20 << 32),
+    (0xC0000082, lambda v: LSTAR_STUBS + 0x40 * v, 0x1000),           # LSTAR: its stub
+    (0xC0000083, lambda v: 0xFFFFC00000000000 + (v << 28), 0x1000),   # CSTAR
+    (0xC0000084, lambda v: 0x800 | (1 << (2 * v)), 0x400),            # SYSCALL_MASK
+    (0x174, lambda v: 0x10 + 0x20 * v, 0x8),                          # SYSENTER_CS
+    (0x175, lambda v: 0x80000000 + (v << 20), 0x1000),                # SYSENTER_ESP
+    (0x176, lambda v: 0x90000000 + (v << 20), 0x1000),                # SYSENTER_EIP
+    (0xC0000103, lambda v: 0x200 + 0x40 * v, 0x10),                   # TSC_AUX (RDTSCP/RDPID)
+    (0x48, lambda v: 0, 1),                                           # SPEC_CTRL (needs IBRS)
+    (0x122, lambda v: 1, 1),                                          # TSX_CTRL (needs RTM)
+    (0xC0000080, lambda v: 0x501, 1),                                 # EFER (SCE flips)
 ]
-# What the guest flips in each register between runs (csrc/check/explore.c next_value).
-DELTA = {0x48: 1, 0xC0000103: 0x10, 0xC0000084: 0x100, 0x174: 0x8, 0xC0000081: 0x10000000,
-         0x122: 1, 0xC0000080: 1}
+DELTA = {msr: d for msr, _, d in REGS}
 
 
 @dataclass(frozen=True)
@@ -64,55 +92,241 @@ class Step:
     cpu: int = 0
     inject: str = ""
     at: int = 0
+    arg: int = 0
 
     def __str__(self):
         what = {"run": f"KVM_RUN vcpu{self.vcpu}", "set_msrs": f"KVM_SET_MSRS vcpu{self.vcpu}",
                 "get_msrs": f"KVM_GET_MSRS vcpu{self.vcpu}",
                 "migrate": f"migrate vcpu{self.vcpu} -> CPU {self.cpu}",
                 "other_task": f"another task runs on CPU {self.cpu}",
-                "virt_off_on": f"virtualization off/on on CPU {self.cpu}"}[self.kind]
+                "virt_off_on": f"virtualization off/on on CPU {self.cpu}",
+                "user_insns": f"the task in user mode on CPU {self.cpu} runs RDTSCP, RDPID, "
+                              f"RD*BASE, SYSCALL",
+                "kthread": f"a kernel thread runs on CPU {self.cpu}",
+                "vmm_task": f"vcpu{self.vcpu}'s thread: "
+                            + {0: "arch_prctl(ARCH_SET_FS/GS)", 1: "WRFSBASE/WRGSBASE",
+                               2: "prctl(PR_SET_TSC)"}.get(self.arg, str(self.arg)),
+                }[self.kind]
         return what + (f", {self.inject} before host instruction {self.at}" if self.inject else "")
 
     def to_c(self, s):
         s.kind, s.vcpu, s.cpu = STEP_KINDS.index(self.kind), self.vcpu, self.cpu
-        s.inject, s.at = INJECTS.index(self.inject), self.at
+        s.inject, s.at, s.arg = INJECTS.index(self.inject), self.at, self.arg
 
     @classmethod
     def from_c(cls, s):
-        return cls(STEP_KINDS[s.kind], s.vcpu, s.cpu, INJECTS[s.inject], s.at)
+        return cls(STEP_KINDS[s.kind], s.vcpu, s.cpu, INJECTS[s.inject], s.at, s.arg)
+
+    def plain(self):
+        """The same step without its injected event."""
+        return replace(self, inject="", at=0)
 
 
-def _guest_program(regs):
+@functools.lru_cache(maxsize=16)
+def _guest_program_cached(regs, features):
+    code, symbols, ud, bp, kentry = _guest_program(list(regs), dict(features))
+    return code, symbols, ud.address, bp.address, kentry.address
+
+
+def _guest_program(regs, features):
+    """The checker's guest: on each pass (one KVM_RUN) it reads every register back with
+    RDMSR and compares it with what it wrote (exits where KVM intercepts), writes the
+    next value; then observes the hardware directly, where KVM cannot answer for it:
+    RDPID and RDTSCP (TSC_AUX), RDFSBASE, RDGSBASE and SWAPGS (FS/GS/KERNEL_GS_BASE),
+    and, in the very run that set EFER.SCE, a SYSRETQ to a user part that checks STAR's
+    user selectors and comes back with SYSCALL to its own LSTAR stub, which checks
+    STAR's kernel selectors and the RFLAGS SYSCALL_MASK left; with EFER.SCE clear the
+    SYSCALL must raise #UD. A mismatch is reported on VIOLATION_PORT (RDI register, RSI
+    expected, RDX found); `features` says which instructions the CPU model has."""
     a = Asm(CODE)
+    idx = {msr: i for i, msr in enumerate(regs)}
+
+    def t(msr):
+        return qword(mem("r15", 8 * idx[msr]))
+
+    mark = qword(mem("r15", MARK))
+    reports = []
+
+    def report(reg, exp, act, user=False):
+        """A label that reports (reg, exp, act); exp/act: register names or operands."""
+        lab = a.label(f"bad{len(reports)}")
+        reports.append((lab, reg, exp, act, user))
+        return lab
+
+    kentry = a.label("kentry")
+    sync = a.label("sync")
+    user = a.label("user")
+    after = []                            # where kentry returns to, per observation block
+
+    def observe(n):
+        """Direct observations (nothing here exits); block n of the pass."""
+        if 0xC0000103 in idx:
+            if features["rdpid"]:
+                a.rdpid("rax")
+                a.cmp("rax", t(0xC0000103))
+                a.jne(report(0xC0000103, t(0xC0000103), "rax"))
+            if features["rdtscp"]:
+                a.rdtscp()
+                a.mov("eax", "ecx")
+                a.cmp("rax", t(0xC0000103))
+                a.jne(report(0xC0000103, t(0xC0000103), "rax"))
+        if features["fsgsbase"]:
+            for msr, insn in ((0xC0000100, a.rdfsbase), (0xC0000101, a.rdgsbase)):
+                insn("rax")
+                a.cmp("rax", t(msr))
+                a.jne(report(msr, t(msr), "rax"))
+            a.swapgs()
+            a.rdgsbase("rax")
+            a.swapgs()
+            a.cmp("rax", t(0xC0000102))
+            a.jne(report(0xC0000102, t(0xC0000102), "rax"))
+        no_sce, done = a.label(f"no_sce{n}"), a.label(f"done{n}")
+        after.append(done)
+        a.mov("r14", n)                   # which block kentry returns to
+        a.test(t(0xC0000080), 1)
+        a.jz(no_sce)
+        # EFER.SCE set: SYSRETQ to the user part, which comes back with SYSCALL.
+        a.mov(mark, MARK_SYSRET)
+        a.mov("rcx", user)
+        a.mov("r11", USER_FLAGS)
+        a.emit("sysretq")
+        a.bind(no_sce)
+        a.mov(mark, MARK_SYSCALL_UD)
+        a.syscall()                       # #UD: the handler skips it
+        a.bind(done)
+
     top = a.here("top")
-    bad = []
+    observe(0)                            # what the entry loaded: the values of the last pass
     for i, msr in enumerate(regs):
-        lab = a.label(f"bad{i}")
-        bad.append((lab, i, msr))
         a.mov("ecx", msr)
         a.rdmsr()
         a.shl("rdx", 32)
         a.or_("rax", "rdx")
         a.cmp("rax", qword(mem("r15", 8 * i)))
-        a.jne(lab)
+        a.jne(report(msr, qword(mem("r15", 8 * i)), "rax"))
         a.mov("rbx", DELTA.get(msr, 0x1000))
         a.xor("rax", "rbx")
         a.mov(qword(mem("r15", 8 * i)), "rax")
         a.mov("rdx", "rax")
         a.shr("rdx", 32)
         a.wrmsr()
+    observe(1)                            # in the run that wrote them (EFER.SCE included)
+    if features.get("halt"):
+        # Every other pass the vCPU halts in the kernel until its TSC-deadline timer,
+        # armed past the halt-polling window: it blocks, the pCPU idles (no return to
+        # user mode), the timer wakes it, and it goes on in the same run.
+        a.test(t(0xC0000080), 1)
+        a.jnz(sync)
+        a.rdtsc()
+        a.shl("rdx", 32)
+        a.or_("rax", "rdx")
+        a.mov("rdx", HALT_TSC)
+        a.add("rax", "rdx")
+        a.mov("rdx", "rax")
+        a.shr("rdx", 32)
+        a.mov("ecx", 0x6E0)               # TSC_DEADLINE
+        a.wrmsr()
+        a.hlt()
+    a.jmp(sync)
+    a.bind(user)                          # CPL 3
+    a.int3()                              # the #BP handler checks STAR's user CS/SS
+    a.mov(mark, MARK_SYSCALL)
+    a.push(USER_FLAGS)
+    a.popfq()
+    a.syscall()
+    a.jmp(user)                           # not reached: SYSCALL does not come back here
+    # The kernel side of SYSCALL (CPL 0); the LSTAR stubs jump here with their address.
+    a.bind(kentry)
+    a.pushfq()
+    a.pop("rbx")                          # RFLAGS as SYSCALL left them
+    a.cmp(mark, MARK_SYSCALL_UD)
+    a.je(report(REG_EFER_SCE, 0, 1))      # EFER.SCE clear, yet SYSCALL ran
+    a.mov(mark, MARK_NONE)
+    a.cmp("rax", t(0xC0000082))
+    a.jne(report(0xC0000082, t(0xC0000082), "rax"))
+    a.mov(mark, MARK_KSEL)
+    a.int3()                              # the #BP handler checks STAR's kernel CS/SS
+    a.mov(mark, MARK_NONE)
+    a.mov("rax", t(0xC0000084))
+    a.not_("rax")
+    a.and_("rax", "r11")
+    a.cmp("rax", "rbx")
+    a.jne(report(0xC0000084, "rax", "rbx"))
+    a.test("r14", "r14")
+    a.jz(after[0])
+    a.jmp(after[1])
+    a.bind(sync)
     a.out(SYNC_PORT, "al")
     a.jmp(top)
-    for lab, i, msr in bad:
+    # #BP: the selectors in its frame (the interpreter has no MOV from a segment register).
+    bp = a.here("bp_handler")
+    a.mov("rcx", qword(mem("rsp", 8)))    # CS
+    a.mov("rdx", qword(mem("rsp", 32)))   # SS
+    ksel = a.label("ksel")
+    a.mov("rax", t(0xC0000081))
+    a.cmp(mark, MARK_SYSRET)
+    a.jne(ksel)
+    a.shr("rax", 48)                      # SYSRETQ: CS = STAR[63:48] + 16, SS = + 8, RPL 3
+    a.add("eax", 16)
+    a.or_("eax", 3)
+    a.cmp("rax", "rcx")
+    a.jne(report(0xC0000081, "rax", "rcx"))
+    a.sub("eax", 8)
+    a.cmp("rax", "rdx")
+    a.jne(report(0xC0000081, "rax", "rdx"))
+    a.emit("iretq")
+    a.bind(ksel)
+    a.shr("rax", 32)                      # SYSCALL: CS = STAR[47:32], SS = + 8
+    a.and_("eax", 0xFFFC)
+    a.cmp("rax", "rcx")
+    a.jne(report(0xC0000081, "rax", "rcx"))
+    a.add("eax", 8)
+    a.cmp("rax", "rdx")
+    a.jne(report(0xC0000081, "rax", "rdx"))
+    a.emit("iretq")
+    # #UD: expected only for the SYSCALL with EFER.SCE clear.
+    ud = a.here("ud_handler")
+    a.cmp(mark, MARK_SYSCALL_UD)
+    bad_ud = a.label("bad_ud")
+    a.jne(bad_ud)
+    a.mov(mark, MARK_NONE)
+    a.add(qword(mem("rsp")), 2)
+    a.emit("iretq")
+    a.bind(bad_ud)
+    a.cmp(mark, MARK_SYSCALL)
+    a.je(report(REG_EFER_SCE, 1, 0))      # EFER.SCE set, yet SYSCALL raised #UD
+    a.jmp(report(REG_UD, 0, qword(mem("rsp"))))
+    for lab, reg, exp, act, user_mode in reports:
         a.bind(lab)
-        a.mov("edi", msr)
-        a.mov("rsi", qword(mem("r15", 8 * i)))
-        a.mov("rdx", "rax")
+        a.mov("r8", act)
+        a.mov("r9", exp)
+        a.mov("edi", reg)
+        a.mov("rsi", "r9")
+        a.mov("rdx", "r8")
         a.out(VIOLATION_PORT, "al")
         stop = a.here()
-        a.hlt()
+        if user_mode:
+            a.pause()
+        else:
+            a.hlt()
         a.jmp(stop)
-    return a.assemble().code
+    code = a.assemble()
+    assert code.end <= LSTAR_STUBS, "the checker's guest outgrew its code area"
+    return code.code, code.symbols, ud, bp, kentry
+
+
+def _lstar_stubs(kentry_addr, vcpus):
+    """At each LSTAR value a vCPU may hold: load the stub's own address, go to kentry."""
+    out = {}
+    for v in range(vcpus):
+        for base in (LSTAR_STUBS, LSTAR_STUBS + 0x1000):
+            at = base + 0x40 * v
+            a = Asm(at)
+            a.mov("rax", at)
+            a.mov("rcx", kentry_addr)
+            a.jmp("rcx")
+            out[at] = a.assemble().code
+    return out
 
 
 @dataclass
@@ -190,7 +404,7 @@ def _params_str(params):
 
 _TRACE_KINDS = ("kvm_entry", "kvm_exit", "kvm_msr", "kvm_userspace_exit", "sched_switch",
                 "user_return", "nmi", "virt_disable", "vcpu_load", "vcpu_put", "step",
-                "nmi_handler", "violation")
+                "nmi_handler", "violation", "irq", "cr3", "inject", "task")
 
 
 def _violation_text(a, b):
@@ -207,8 +421,16 @@ _TRACE_FORMAT = {
     "sched_switch": lambda a, b: f"prev_pid={a} ==> next_pid={b}",
     "user_return": lambda a, b: f"pid={a} notifiers={'yes' if b else 'no'}",
     "nmi": lambda a, b: "machine check" if a == 2 else "held (GIF=0)" if a else "taken",
-    "nmi_handler": lambda a, b: f"found GS_BASE 0x{a:x}",
+    "nmi_handler": lambda a, b: f"found GS_BASE 0x{a:x}" + (" (#MC)" if b == 18 else ""),
     "violation": _violation_text,
+    "irq": lambda a, b: f"vector 0x{a:x}" + (", softirqs on the way out" if b else ""),
+    "cr3": lambda a, b: f"CR3 0x{a:x} ({'LAM-enable IPI' if b else 'text_poke temporary mm'})",
+    "inject": lambda a, b: (f"{INJECTS[a] if a < len(INJECTS) else a} (preempt_count "
+                            f"{b & 0x7FFFFFFF}, IRQs {'on' if b >> 31 else 'off'})"),
+    "task": lambda a, b: f"pid={a} " + {0: "arch_prctl(ARCH_SET_FS/GS)", 1: "WRFSBASE/WRGSBASE",
+                                        2: "prctl(PR_SET_TSC)",
+                                        0x10: "RDTSCP, RDPID, RD*BASE, SYSCALL in user mode"
+                                        }.get(b, str(b)),
 }
 
 
@@ -226,36 +448,70 @@ def _format_trace(recs, vendor="vmx"):
 
 
 class Checker:
-    """A machine set up for checking one vendor/preset/params; explore or replay."""
+    """A machine set up for checking one vendor/preset/params; explore or replay.
+
+    `vms=2` adds a second VM with one vCPU (the last index), running the same guest
+    program on its own table: it can preempt the others (injection "preempt_vm") and be
+    stepped like them. `setup(checker)` runs once before the initial state is taken (a
+    scenario of one's own: e.g. a CPUID without some feature). With `halt` (default) the
+    VMs have an in-kernel LAPIC and the guest halts every other pass until its own timer:
+    the vCPU blocks in KVM and the pCPU's idle task runs."""
 
     def __init__(self, vendor="vmx", preset=None, params=None, cpu_model=None, cpus=2,
-                 vcpus=1, steps=None, injections=None, run_budget=100_000):
-        if not 1 <= vcpus <= 4:
-            raise InvalidConfiguration(f"vcpus must be 1..4, got {vcpus}")
+                 vcpus=1, steps=None, injections=None, run_budget=100_000, vms=1,
+                 setup=None, halt=True):
+        if vms not in (1, 2):
+            raise InvalidConfiguration(f"vms must be 1 or 2, got {vms}")
+        if not 1 <= vcpus + vms - 1 <= 4:
+            raise InvalidConfiguration(f"vcpus must be 1..{5 - vms}, got {vcpus}")
         if cpus < 1:
             raise InvalidConfiguration("cpus must be >= 1")
         self.config = dict(vendor=vendor, preset=preset, params=dict(params or {}),
                            cpu_model=cpu_model, cpus=cpus, vcpus=vcpus,
                            steps=list(steps) if steps else None,
                            injections=list(injections) if injections is not None else None,
-                           run_budget=run_budget)
+                           run_budget=run_budget, vms=vms, halt=halt)
         self.m = Machine(cpus=cpus, vendor=vendor, cpu_model=cpu_model, preset=preset,
                          params=params)
         model = self.m.cpu_model
-        regs = [(msr, f) for msr, f in REGS
+        regs = [(msr, f) for msr, f, _ in REGS
                 if (msr != 0xC0000103 or model.has_rdtscp or model.has_rdpid)
                 and (msr != 0x48 or model.has_ibrs) and (msr != 0x122 or model.has_rtm)]
         self.regs = [msr for msr, _ in regs]
+        features = {"rdpid": model.has_rdpid, "rdtscp": model.has_rdtscp,
+                    "fsgsbase": model.has_fsgsbase, "halt": halt}
+        code, self.symbols, ud, bp, kentry = _guest_program_cached(
+            tuple(self.regs), tuple(sorted(features.items())))
+        nr = vcpus + vms - 1
         vm = self.m.create_vm()
-        vm.add_memory(0, GMEM)
-        self.vm = vm
-        code = _guest_program(self.regs)
+        if halt:
+            vm.create_irqchip()      # the LAPIC in the kernel: HLT blocks in KVM
+        slot = vm.add_memory(0, GMEM)
+        self.vms = [vm]
+        vm_of = [0] * vcpus
+        if vms == 2:
+            # A second VM backed by the same host memory (two VMs mapping one memfd).
+            vm2 = self.m.create_vm()
+            if halt:
+                vm2.create_irqchip()
+            from ._lib import ensure
+            ensure(lib.pk_vm_set_memslot(vm2._kvm, 0, 0, GMEM, slot._hva), "memslot")
+            self.vms.append(vm2)
+            vm_of.append(1)
         vm.memory.write(CODE, code)
-        self.vcpus = []
+        for at, stub in _lstar_stubs(kentry, nr).items():
+            vm.memory.write(at, stub)
+        vm.memory.write(IDT + 3 * 16, idt_gate(bp, dpl=3))   # INT3 from user mode
+        vm.memory.write(IDT + 6 * 16, idt_gate(ud))
+        vm.memory.write(TSS, tss_bytes(RSP0))
         sregs = initial_sregs()
-        sregs.idt.limit = 0          # any fault: a triple fault the checker reports
-        for v in range(vcpus):
-            vcpu = vm.create_vcpu(cpu=v % cpus)
+        sregs.idt.base, sregs.idt.limit = IDT, 7 * 16 - 1   # beyond #UD: a triple fault
+        if not model.has_fsgsbase:
+            sregs.cr4 &= ~CR4_FSGSBASE
+        self.vcpus = []
+        for v in range(nr):
+            owner = self.vms[vm_of[v]]
+            vcpu = owner.create_vcpu(cpu=v % cpus)
             vcpu.set_sregs(sregs)
             r = initial_regs()
             r.rip, r.rsp, r.r15 = CODE, STACK - 0x100 * v, TABLES + 0x100 * v
@@ -267,19 +523,22 @@ class Checker:
                     f"the guest's starting value of {reg_name(self.regs[n])} was refused")
             for i, msr in enumerate(self.regs):
                 vm.memory.write_u64(TABLES + 0x100 * v + 8 * i, values[msr])
+            vm.memory.write_u64(TABLES + 0x100 * v + MARK, MARK_NONE)
             self.vcpus.append(vcpu)
         cfg = ffi.new("struct pk_check_cfg *")
         for v, vcpu in enumerate(self.vcpus):
             cfg.vcpus[v] = vcpu._vcpu
             cfg.table_gpa[v] = TABLES + 0x100 * v
-        cfg.nr_vcpus = vcpus
-        slot = vm.slots[0]
+            cfg.vm_of[v] = vm_of[v]
+        cfg.nr_vcpus = nr
         cfg.gmem = ffi.cast("uint8_t *", slot._hva)
         cfg.gmem_size = GMEM
-        # The guest writes only its tables (no stack, no self-modifying code).
-        cfg.gmem_dirty_lo, cfg.gmem_dirty_hi = TABLES, TABLES + 0x100 * vcpus
+        # The guest writes only its tables (and its stack, which it never reads before
+        # writing); no self-modifying code.
+        cfg.gmem_dirty_lo, cfg.gmem_dirty_hi = TABLES, TABLES + 0x100 * nr
         for i, msr in enumerate(self.regs):
             cfg.regs[i] = msr
+            cfg.delta[i] = DELTA[msr]
         cfg.nr_regs = len(self.regs)
         cfg.violation_port, cfg.sync_port = VIOLATION_PORT, SYNC_PORT
         cfg.run_budget = run_budget
@@ -294,15 +553,15 @@ class Checker:
                 raise InvalidConfiguration(f"unknown injection {k!r}; known: {INJECTS[1:]}")
         cfg.inject_mask = sum(1 << INJECTS.index(k) for k in inj)
         self._cfg = cfg
+        if setup is not None:       # the caller's own scenario: part of the initial state
+            setup(self)
         self._c = ffi.gc(lib.pk_checker_new(self.m._m, cfg), lib.pk_checker_free)
         if self._c == ffi.NULL:
             raise InvalidConfiguration("the checker could not be set up")
 
     def replay(self, steps, trace=False):
         """Apply `steps` from the initial state: (Violation or None, trace records)."""
-        c_steps = ffi.new("struct pk_step[]", max(1, len(steps)))
-        for i, s in enumerate(steps):
-            s.to_c(c_steps[i])
+        c_steps = self._c_steps(steps)
         buf = ffi.new("struct pk_trace *") if trace else ffi.NULL
         lib.pk_machine_set_trace(self.m._m, buf)
         v = ffi.new("struct pk_violation *")
@@ -312,6 +571,41 @@ class Checker:
             lib.pk_machine_set_trace(self.m._m, ffi.NULL)
         recs = [(_TRACE_KINDS[r.kind], r.cpu, r.a, r.b) for r in buf.rec[0:buf.n]] if trace else []
         return (Violation.from_c(v, 1) if hit else None), recs
+
+    @staticmethod
+    def _c_steps(steps):
+        c_steps = ffi.new("struct pk_step[]", max(1, len(steps)))
+        for i, s in enumerate(steps):
+            s.to_c(c_steps[i])
+        return c_steps
+
+    def points(self, steps, idx):
+        """Host points of run step `idx` after steps[:idx]: (count, irq_ok, preempt_ok),
+        the sets of 1-based `at` values where an interrupt / a preemption can be taken;
+        None if an earlier step ends the branch."""
+        irq = ffi.new("uint64_t[]", lib.PK_INJ_OK_WORDS)
+        pre = ffi.new("uint64_t[]", lib.PK_INJ_OK_WORDS)
+        log = events.point_log()
+        lib.pk_machine_set_point_log(self.m._m, log)
+        try:
+            n = lib.pk_checker_points(self._c, self._c_steps(steps), idx, irq, pre)
+        finally:
+            lib.pk_machine_set_point_log(self.m._m, ffi.NULL)
+        if n < 0:
+            return None
+        self._last_points = events.points_of(log)
+
+        def ats(words):
+            return {p + 1 for p in range(min(n, 64 * len(words)))
+                    if words[p // 64] >> (p % 64) & 1}
+        return n, ats(irq), ats(pre)
+
+    def point_names(self, steps, idx):
+        """The host points of run step `idx` (after steps[:idx]) as pykvm.events.HostPoint:
+        what `Step.at` and pykvm.events.Inject name."""
+        if self.points(steps, idx) is None:
+            return []
+        return self._last_points
 
     def explore(self, bound=3, max_states=200_000, walks=2000, walk_len=12, seed=1,
                 seconds=None, progress=None):
@@ -332,41 +626,109 @@ class Checker:
         steps = [Step.from_c(res.steps[i]) for i in range(res.nr_steps)]
         v = Violation.from_c(res.violation, 1) if res.violated else None
         self.last_exits = res.exits
+        self.last_injected = {INJECTS[k]: res.injected[k] for k in range(1, len(INJECTS))}
+        self.last_refused = res.refused
         return v, steps, res.events, res.states, res.depth_done, res.walks
 
-    def attribute(self, violation):
-        """Name whose value was found: a vCPU's guest value, or another host task's."""
-        if violation is None:
+    def attribute(self, steps):
+        """Replay `steps` with attribution by last write on: the Violation whose `cause`
+        names the write that put the wrong value there (instruction, kernel function,
+        CPU, step), or None."""
+        from ._lib import ensure
+        ensure(lib.pk_attr_enable(self.m._m, True), "attribution")
+        try:
+            v, _ = self.replay(steps)
+        finally:
+            lib.pk_attr_enable(self.m._m, False)
+        return v
+
+    # ---- shrinking ------------------------------------------------------------------
+
+    def _fails(self, steps, violation):
+        v, _ = self.replay(steps)
+        return v is not None and (v.reg, v.obs) == (violation.reg, violation.obs)
+
+    def _eligible_ats(self, steps, i):
+        """The `at` values (ascending) where step i's injection can be taken."""
+        pts = self.points(steps, i)
+        if pts is None:
+            return []
+        n, irq, pre = pts
+        kind = steps[i].inject
+        ok = irq if kind in IRQ_INJECTS else pre if kind in PREEMPT_INJECTS else None
+        return [at for at in range(1, n + 1) if ok is None or at in ok]
+
+    def _earliest(self, steps, i, violation, below=None):
+        """Steps with step i's injection at the earliest host point (below `below`, if
+        given) where the violation still shows; None if there is none."""
+        for at in self._eligible_ats(steps, i):
+            if below is not None and at >= below:
+                break
+            cand = steps[:i] + [replace(steps[i], at=at)] + steps[i + 1:]
+            if self._fails(cand, violation):
+                return cand
+        return None
+
+    def _without(self, steps, i, violation):
+        """`steps` without step i, still violating: as is, or with one injection of a
+        later step moved (removing a step shifts the host points after it)."""
+        cand = steps[:i] + steps[i + 1:]
+        if not cand:
             return None
-        for v in range(len(self.vcpus)):
-            for msr, f in REGS:
-                start = f(v)
-                if violation.actual in (start, start ^ DELTA.get(msr, 0x1000)):
-                    return replace(violation, owner=f"vcpu{v}'s guest {reg_name(msr)}")
-        if violation.actual == 0:
-            return replace(violation, owner="zeroed")
-        return violation
+        if self._fails(cand, violation):
+            return cand
+        for j in range(i, len(cand)):
+            if cand[j].inject:
+                moved = self._earliest(cand, j, violation)
+                if moved is not None:
+                    return moved
+        return None
 
     def shrink(self, steps, violation):
-        """A shortest-found sequence with the same violation (register and place)."""
-        def same(cand):
-            v, _ = self.replay(cand)
-            return v is not None and (v.reg, v.obs) == (violation.reg, violation.obs)
+        """A 1-minimal sequence with the same violation (register and place): no step
+        and no injection can go, and no injection can move to an earlier host point,
+        without losing it."""
+        steps = list(steps)
         changed = True
         while changed:
             changed = False
             for i in range(len(steps)):
-                cand = steps[:i] + steps[i + 1:]
-                if cand and same(cand):
+                cand = self._without(steps, i, violation)
+                if cand is not None:
                     steps, changed = cand, True
                     break
+            if changed:
+                continue
             for i, s in enumerate(steps):
-                if s.inject:
-                    cand = steps[:i] + [Step(s.kind, s.vcpu, s.cpu)] + steps[i + 1:]
-                    if same(cand):
-                        steps, changed = cand, True
-                        break
+                if not s.inject:
+                    continue
+                cand = steps[:i] + [s.plain()] + steps[i + 1:]
+                if self._fails(cand, violation):
+                    steps, changed = cand, True
+                    break
+                cand = self._earliest(steps, i, violation, below=s.at)
+                if cand is not None:
+                    steps, changed = cand, True
+                    break
         return steps
+
+    def is_minimal(self, steps, violation):
+        """True if removing any step or injection, or moving any injection to an
+        earlier host point, loses the violation (what shrink() guarantees)."""
+        if not self._fails(steps, violation):
+            return False
+        for i, s in enumerate(steps):
+            if len(steps) > 1 and self._fails(steps[:i] + steps[i + 1:], violation):
+                return False
+            if s.inject:
+                if self._fails(steps[:i] + [s.plain()] + steps[i + 1:], violation):
+                    return False
+                for at in self._eligible_ats(steps, i):
+                    if at >= s.at:
+                        break
+                    if self._fails(steps[:i] + [replace(s, at=at)] + steps[i + 1:], violation):
+                        return False
+        return True
 
 
 class _Watcher:
@@ -396,10 +758,10 @@ class _Watcher:
 
 def check(vendor="vmx", *, preset=None, params=None, cpu_model=None, cpus=2, vcpus=1,
           bound=3, max_states=200_000, walks=2000, walk_len=12, seed=1, seconds=None,
-          steps=None, injections=None, progress=None):
-    """Explore, and shrink any violation to a minimal sequence. Returns a CheckResult.
+          steps=None, injections=None, progress=None, vms=1):
+    """Explore, and shrink any violation to a 1-minimal sequence. Returns a CheckResult.
     progress: see Checker.explore."""
-    c = Checker(vendor, preset, params, cpu_model, cpus, vcpus, steps, injections)
+    c = Checker(vendor, preset, params, cpu_model, cpus, vcpus, steps, injections, vms=vms)
     t0 = time.perf_counter()
     v, found, events, states, depth, nwalks = c.explore(bound, max_states, walks, walk_len,
                                                         seed, seconds, progress)
@@ -407,8 +769,7 @@ def check(vendor="vmx", *, preset=None, params=None, cpu_model=None, cpus=2, vcp
     exits = c.last_exits
     if v is not None:
         found = c.shrink(found, v)
-        v, _ = c.replay(found)
-        v = c.attribute(v)
+        v = c.attribute(found)
     return CheckResult(vendor, c.m.preset, c.m.params, "violation" if v else "pass", v,
                        found if v else [], events, states, depth, nwalks, elapsed,
                        config=c.config, exits=exits)
@@ -421,8 +782,8 @@ def replay(data):
             data = json.load(f)
     steps = [Step(**s) for s in data["steps"]]
     c = Checker(**data["config"])
-    v, recs = c.replay(steps, trace=True)
-    v = c.attribute(v)
+    _, recs = c.replay(steps, trace=True)
+    v = c.attribute(steps)
     exits = sum(1 for r in recs if r[0] == "kvm_exit")     # the replay's own VM-exits
     return CheckResult(data["vendor"], c.m.preset, c.m.params, "violation" if v else "pass",
                        v, steps, len(steps), 0, 0, 0, 0.0, config=c.config, exits=exits,

@@ -11,7 +11,7 @@
 import mmap
 
 from . import exits as X
-from ._lib import MSR_SLOTS, OPS, PATHS, ensure, ffi, lib
+from ._lib import OPS, PATHS, PRICED_MSRS, ensure, ffi, lib
 from .errors import InvalidConfiguration, InvalidMemory, InvalidMsr
 from .log import get_logger
 from .regs import Regs, Segment, DTable, Sregs
@@ -65,12 +65,17 @@ class Machine:
         self.vendor = get_vendor(vendor)
         self.profile = _load_profile(self.vendor, profile)
         models = self.vendor.cpu_models
-        name = cpu_model or _default_cpu_model(self.vendor, self.profile)
-        if name not in models:
-            raise InvalidConfiguration(
-                f"{vendor} has no CPU model {name!r}; it has {', '.join(models)}")
+        from .vendors import CpuModel
+        if isinstance(cpu_model, CpuModel):     # a model of one's own (e.g. without FSGSBASE)
+            name, model = "custom", cpu_model
+        else:
+            name = cpu_model or _default_cpu_model(self.vendor, self.profile)
+            if name not in models:
+                raise InvalidConfiguration(
+                    f"{vendor} has no CPU model {name!r}; it has {', '.join(models)}")
+            model = models[name]
         self.cpu_model_name = name
-        self.cpu_model = models[name]
+        self.cpu_model = model
         if self.cpu_model.vendor != self.vendor.cpu_vendor:
             raise InvalidConfiguration(
                 f"{vendor} needs an {self.vendor.cpu_vendor} CPU, {name} is {self.cpu_model.vendor}")
@@ -114,7 +119,7 @@ class Machine:
         else:
             self.profile = _load_profile(self.vendor, profile)
             profile = self.profile.costs
-        slot = {name: i for i, (name, _) in enumerate(MSR_SLOTS)}
+        slot = {name: i for i, (name, _) in enumerate(PRICED_MSRS)}
         tables = ((0, "op", {n: i for i, n in enumerate(OPS)}), (1, "rdmsr", slot),
                   (2, "wrmsr", slot))
         for _, table, names in tables:
@@ -136,10 +141,10 @@ class Machine:
             ops = {k: v for k, v in ops.items() if v}
             msrs = {}
             for w, verb in ((0, "RDMSR"), (1, "WRMSR")):
-                for s in range(len(MSR_SLOTS) + 1):
+                for s in range(len(PRICED_MSRS) + 1):
                     n = lib.pk_cost_msr_ops(self._m, p, w, s)
                     if n:
-                        name = MSR_SLOTS[s][0] if s < len(MSR_SLOTS) else "other"
+                        name = PRICED_MSRS[s][0] if s < len(PRICED_MSRS) else "other"
                         msrs[f"{verb} {name}"] = n
             cycles = lib.pk_cost_cycles(self._m, p)
             if ops or cycles:
@@ -170,12 +175,40 @@ class Machine:
         lib.pk_oracle_result(self._m, first, count)
         return Violation.from_c(first, count[0], self) if count[0] else None
 
+    @property
+    def has_hv_timer(self):
+        """Whether the loaded KVM has a hypervisor timer for the LAPIC's TSC deadline (the
+        VMX preemption timer): what the TSC-deadline fast path needs."""
+        return bool(lib.pk_kvm_has_hv_timer(self._m))
+
     def run_other_task(self, cpu):
         """Another host process gets pCPU `cpu` (preempting the task there), enters the
         kernel and returns to user mode."""
         if not 0 <= cpu < self.nr_cpus:
             raise InvalidConfiguration(f"cpu {cpu} out of range 0..{self.nr_cpus - 1}")
         lib.pk_host_run_other(self._m, cpu)
+
+    def host_user_insns(self, cpu):
+        """The task in user mode on pCPU `cpu` executes RDTSCP, RDPID, RDFSBASE,
+        RDGSBASE and a SYSCALL that returns with SYSRETQ: what a wrong TSC_AUX, LSTAR,
+        STAR, SYSCALL_MASK or FS/GS base does to a host program (see check())."""
+        if not 0 <= cpu < self.nr_cpus:
+            raise InvalidConfiguration(f"cpu {cpu} out of range 0..{self.nr_cpus - 1}")
+        ensure(lib.pk_host_user_insns(self._m, cpu) and -22, f"CPU {cpu} is not in user mode")
+    def run_kthread(self, cpu):
+        """A kernel thread (a kworker) preempts the task on pCPU `cpu` and gives the CPU
+        back: no task returns to user mode in between (unless the preempted task was in
+        user mode, which then returns to it)."""
+        if not 0 <= cpu < self.nr_cpus:
+            raise InvalidConfiguration(f"cpu {cpu} out of range 0..{self.nr_cpus - 1}")
+        ensure(lib.pk_host_run_kthread(self._m, cpu), f"running a kernel thread on CPU {cpu}")
+
+    def cpu_tsc(self, cpu):
+        """pCPU `cpu`'s TSC: the simulated clock (2.1 GHz), which advances only while
+        the CPU waits (halt polling, idle)."""
+        if not 0 <= cpu < self.nr_cpus:
+            raise InvalidConfiguration(f"cpu {cpu} out of range 0..{self.nr_cpus - 1}")
+        return lib.pk_host_cpu_tsc(self._m, cpu)
 
     def read_cpu_msr(self, cpu, index):
         """What pCPU `cpu` holds in MSR `index` right now (hardware view)."""
@@ -262,6 +295,11 @@ class Vm:
         s._hva = hva  # keeps the buffer pinned while the VM references it
         self.slots.append(s)
         return s
+
+    def create_irqchip(self):
+        """KVM_CREATE_IRQCHIP: the LAPIC in the kernel, so a guest HLT halts the vCPU in
+        KVM (polling, then blocking) instead of exiting to userspace. Before any vCPU."""
+        ensure(lib.pk_vm_create_irqchip(self._kvm), "KVM_CREATE_IRQCHIP", InvalidConfiguration)
 
     def _ensure_memory(self, size):
         if not any(s.contains(0, size) for s in self.slots):
@@ -382,18 +420,29 @@ class Vcpu(VcpuBase):
             dest = self._run.pio_data if isinstance(pend, X.Io) else self._run.mmio.data
             ffi.memmove(dest, data, len(data))
 
-    def run(self, max_insns=DEFAULT_RUN_BUDGET, return_to_user=True):
+    def run(self, max_insns=DEFAULT_RUN_BUDGET, return_to_user=True, inject=None):
         """KVM_RUN until an exit to userspace; returns a pykvm.exits type. `max_insns`
         bounds guest instructions (a host timer signal: Intr) so a runaway guest ends.
         With return_to_user=False the vCPU thread stops on its way out of the kernel,
-        before user-return notifiers run; `return_to_user()` completes it."""
+        before user-return notifiers run; `return_to_user()` completes it.
+        `inject`: a pykvm.events.Inject, a host event placed in this run (whether it
+        fired: `last_injection_fired`)."""
         # The hot path of every Python-driven exit. One C call runs and reads the exit
         # back (pk_sim_run_once); an I/O exit is built without a call to Io.__init__
         # (same fields, same class); only an exit that takes an answer (IN, MMIO read)
         # is kept pending for the next run.
         if self._pending is not None:
             self._complete_pending()
-        info = _run_once(self._vcpu, max_insns or 0, return_to_user is False)
+        if inject is None:
+            info = _run_once(self._vcpu, max_insns or 0, return_to_user is False)
+        else:
+            from . import events
+            events.arm(self._m, self.cpu, inject, max_insns or 0)
+            try:
+                info = _run_once(self._vcpu, max_insns or 0, return_to_user is False)
+            finally:
+                self.last_injection_fired = bool(lib.pk_inject_fired(self._m))
+                lib.pk_inject_disarm(self._m)
         if info & 0xFF == _EXIT_IO:
             size = (info >> 9) & 0xF
             ex = _new(_Io)
@@ -434,15 +483,36 @@ class Vcpu(VcpuBase):
             return X.InternalError(r.internal.suberror, tuple(r.internal.data[0:n]))
         return X.Unsupported(reason)
 
-    def run_preempted(self, after=1, max_insns=DEFAULT_RUN_BUDGET):
-        """KVM_RUN in which the vCPU thread is preempted once (another host task runs on
-        its pCPU and returns to user mode), at the first preemptible point from its
-        `after`-th host instruction on. Returns (exit, preempted?)."""
+    def run_preempted(self, after=1, max_insns=DEFAULT_RUN_BUDGET, by="task"):
+        """KVM_RUN in which the vCPU thread is preempted once, at the first preemptible
+        point from its `after`-th host instruction on: by="task", another host process
+        runs on its pCPU and returns to user mode; by="kthread", a kernel thread runs
+        there and nothing returns to user mode. Returns (exit, preempted?)."""
         if not isinstance(after, int) or after < 1:
             raise InvalidConfiguration(f"after must be an int >= 1, got {after!r}")
+        kinds = {"task": lib.PK_INJ_PREEMPT, "kthread": lib.PK_INJ_PREEMPT_KTHREAD}
+        if by not in kinds:
+            raise InvalidConfiguration(f"by must be one of {', '.join(kinds)}, got {by!r}")
         self._complete_pending()
         flag = ffi.new("bool *")
-        lib.pk_vcpu_run_preempted(self._vcpu, max_insns or 0, after, flag)
+        ensure(lib.pk_vcpu_run_preempted_by(self._vcpu, max_insns or 0, after, kinds[by],
+                                            flag), "KVM_RUN")
+        ex = self._decode_exit()
+        self._pending = ex
+        return ex, bool(flag[0])
+
+    def run_rescheduled(self, by="task", max_insns=DEFAULT_RUN_BUDGET):
+        """KVM_RUN during which another task becomes runnable on the vCPU thread's pCPU
+        (woken by an interrupt while the guest runs): the thread yields to it at its first
+        reschedule point, after an exit handled in the kernel, with the guest state
+        loaded. by="task": the pCPU's user process, which returns to user mode; by=
+        "kthread": a kernel worker, which does not. Returns (exit, preempted?)."""
+        if by not in ("task", "kthread"):
+            raise InvalidConfiguration(f"by must be 'task' or 'kthread', got {by!r}")
+        self._complete_pending()
+        flag = ffi.new("bool *")
+        ensure(lib.pk_vcpu_run_rescheduled(self._vcpu, max_insns or 0, by == "kthread",
+                                           flag), "KVM_RUN")
         ex = self._decode_exit()
         self._pending = ex
         return ex, bool(flag[0])
@@ -477,6 +547,35 @@ class Vcpu(VcpuBase):
         """The pCPU the vCPU thread runs on."""
         return lib.pk_vcpu_cpu(self._vcpu)
 
+    def change_task(self, how):
+        """The vCPU's thread, in user mode, changes its own state between ioctls:
+        "arch_prctl" (ARCH_SET_FS/ARCH_SET_GS), "wrfsbase" (WRFSBASE/WRGSBASE in user
+        mode, which the kernel learns at its next context switch) or "set_tsc"
+        (prctl(PR_SET_TSC): CR4.TSD while it runs)."""
+        hows = ("arch_prctl", "wrfsbase", "set_tsc")
+        if how not in hows:
+            raise InvalidConfiguration(f"how must be one of {hows}, got {how!r}")
+        ensure(lib.pk_host_task_change(self._m, lib.pk_vcpu_task(self._vcpu), hows.index(how))
+               and -22, "changing the vCPU thread's state")
+    def kick_every(self, period_ns):
+        """Another vCPU (on another pCPU, not simulated) kicks this one (KVM_HC_KICK_CPU)
+        every `period_ns` of this vCPU's pCPU clock, which runs only while it waits: each
+        halt is woken `period_ns` after it began. 0 stops the kicks."""
+        if not isinstance(period_ns, int) or not 0 <= period_ns < 2**63:
+            raise InvalidConfiguration(f"period_ns must be an int >= 0, got {period_ns!r}")
+        ensure(lib.pk_vcpu_kick_every(self._vcpu, period_ns), "kicking the vCPU")
+
+    def kick_after(self, ns):
+        """One such kick, `ns` from now by this vCPU's pCPU clock (replaces kick_every)."""
+        if not isinstance(ns, int) or not 0 <= ns < 2**63:
+            raise InvalidConfiguration(f"ns must be an int >= 0, got {ns!r}")
+        ensure(lib.pk_vcpu_kick_after(self._vcpu, ns), "kicking the vCPU")
+
+    @property
+    def halt_poll_ns(self):
+        """The vCPU's current halt-polling window (it grows and shrinks with its halts)."""
+        return lib.pk_vcpu_halt_poll_ns(self._vcpu)
+
     def migrate(self, cpu):
         """Move the vCPU thread to pCPU `cpu` (from its next ioctl on)."""
         if not 0 <= cpu < self.vm.machine.nr_cpus:
@@ -488,7 +587,9 @@ class Vcpu(VcpuBase):
         lib.pk_vcpu_get_stat(self._vcpu, s)
         return {f: getattr(s, f) for f in ("exits", "fastpath_exits", "userspace_exits",
                                            "io_exits", "mmio_exits", "halt_exits", "msr_exits",
-                                           "cpuid_exits", "irq_exits", "preemptions", "migrations")}
+                                           "cpuid_exits", "irq_exits", "preemptions", "migrations",
+                                           "halt_successful_poll", "halt_attempted_poll",
+                                           "halt_wakeup")}
 
 
 def _msr_index(idx):

@@ -208,7 +208,7 @@ def _insn_benches():
         Bench("mov_sreg", "insn", lambda a: a.mov("ds", "eax"),
               prologue=lambda a: a.mov("eax", K), terms=(("op.MOV_SREG", 1),)),
         Bench("mov_cr2", "insn", lambda a: a.mov("cr2", "rax"),
-              prologue=lambda a: a.xor("eax", "eax"), terms=(("op.MOV_CR", 1),)),
+              prologue=lambda a: a.xor("eax", "eax"), terms=(("op.MOV_TO_CR", 1),)),
         Bench("sidt", "insn", lambda a: a.sidt(guest.mem(guest.USER_DATA + 0x80)),
               terms=(("op.SIDT", 1),)),
         Bench("lidt", "insn", lambda a: a.lidt(guest.mem(guest.USER_DATA + 0x80)),

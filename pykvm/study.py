@@ -12,6 +12,7 @@ rest on estimates::
     r = rows[0]
     r.cyc_per_userspace_round_trip        # cycles, GUEST path left out
     r.path_ops["PREPARE_SWITCH"]["VMSAVE"]  # operations per event on that path
+    r.cycles_lo, r.cycles_hi              # the range the profile's grades allow
     study.write_outputs(rows, "study-out")  # study.csv, study.json, study.png
 
 How a row is measured: a fresh machine with the variant's vendor, preset and parameters
@@ -21,6 +22,12 @@ steady state: the simulation is deterministic). For "extra" workloads (overcommi
 migrate) the same difference measured without the host behaviour is subtracted, so the
 row is what one preemption or one migration adds. The GUEST path (the guest's own
 instructions) is never part of a figure.
+
+Each cycle figure carries a range (Row.cycles_lo/cycles_hi, Row.path_cycles_range): the
+cycles each profile entry priced, scaled by the factors its grade allows
+(pykvm.profiles.GRADE_RANGE: spec exact, measured +-10%, derived/claimed x/÷1.33-1.5,
+estimate x/÷2), summed over the entries. It is the interval if every figure were at the
+end of its range at once: wide where the row rests on estimates.
 
 A variant is written vendor:preset[:name=value,...], e.g. "svm:v5.10" or
 "vmx:upstream:user_return_msrs=0"; the name cpu_model=... picks the CPU model.
@@ -52,6 +59,9 @@ METRICS = {
     "kernel_exits": "cyc_per_kernel_exit",
     "migrations": "cyc_per_migration",
     "guest_switches": "cyc_per_guest_switch",
+    "halts": "cyc_per_halt",
+    "msr_ioctls": "cyc_per_msr_ioctl",
+    "vcpu_creations": "cyc_per_vcpu_creation",
 }
 NOT_CHECKED = "not checked"
 DEFAULT_OUT = "study-out"
@@ -168,7 +178,10 @@ class Row:
     iterations: int
     events: dict = field(default_factory=dict)
     cycles: float = 0.0                       # switch cycles per event (all but GUEST)
+    cycles_lo: float = 0.0                    # the range the profile's grades give it
+    cycles_hi: float = 0.0
     path_cycles: dict = field(default_factory=dict)   # path -> cycles per event
+    path_cycles_range: dict = field(default_factory=dict)  # path -> (lo, hi) per event
     path_ops: dict = field(default_factory=dict)      # path -> {op: per event}
     path_msrs: dict = field(default_factory=dict)     # path -> {"WRMSR STAR": per event}
     estimates: list = field(default_factory=list)     # entries the cycles rest on
@@ -205,6 +218,18 @@ class Row:
     def cyc_per_guest_switch(self):
         return self.metric("guest_switches")
 
+    @property
+    def cyc_per_halt(self):
+        return self.metric("halts")
+
+    @property
+    def cyc_per_msr_ioctl(self):
+        return self.metric("msr_ioctls")
+
+    @property
+    def cyc_per_vcpu_creation(self):
+        return self.metric("vcpu_creations")
+
     def ops(self, op):
         """{path: count per event} of one operation, non-zero paths only."""
         return {p: d[op] for p, d in self.path_ops.items() if d.get(op)}
@@ -224,8 +249,13 @@ class Row:
             v = getattr(self, attr)
             out[attr] = "" if v is None else _num(v)
         out["cycles"] = "" if self.skipped else _num(self.cycles)
+        out["cycles_lo"] = "" if self.skipped else _num(self.cycles_lo)
+        out["cycles_hi"] = "" if self.skipped else _num(self.cycles_hi)
         for p in _paths():
             out[f"cycles.{p}"] = _num(self.path_cycles.get(p, 0))
+            lo, hi = self.path_cycles_range.get(p, (0, 0))
+            out[f"cycles_lo.{p}"] = _num(lo)
+            out[f"cycles_hi.{p}"] = _num(hi)
         for op in REPORTED_OPS:
             out[f"{op}.total"] = _num(self.total(op))
             for p in _paths():
@@ -245,7 +275,10 @@ def _num(x):
     """An int when the value is whole (exact per-event counts), else rounded."""
     if isinstance(x, float) and x.is_integer():
         return int(x)
-    return round(x, 3) if isinstance(x, float) else x
+    if isinstance(x, float):
+        x = round(x, 3)
+        return int(x) if x.is_integer() else x
+    return x
 
 
 def csv_columns():
@@ -253,8 +286,9 @@ def csv_columns():
     cols = ["variant", "vendor", "preset", "params", "cpu_model", "profile", "workload",
             "event", "iterations"]
     cols += [f"events.{ev}" for ev in W.EVENTS]
-    cols += list(METRICS.values()) + ["cycles"]
-    cols += [f"cycles.{p}" for p in _paths()]
+    cols += list(METRICS.values()) + ["cycles", "cycles_lo", "cycles_hi"]
+    for p in _paths():
+        cols += [f"cycles.{p}", f"cycles_lo.{p}", f"cycles_hi.{p}"]
     for op in REPORTED_OPS:
         cols += [f"{op}.total"] + [f"{op}.{p}" for p in _paths()]
     cols += ["estimate_share", "estimates", "unpriced", "skipped", "verdict"]
@@ -328,6 +362,7 @@ def measure(variant, workload, profile=None, iterations=None, warmup=2):
 def _fill(row, costs, count, prof):
     total = 0
     attributed = {}
+    lo_sum = hi_sum = 0.0
     for p in _paths():
         c = costs.get(p)
         if not c:
@@ -338,16 +373,22 @@ def _fill(row, costs, count, prof):
             row.path_ops[p] = ops
         if msrs:
             row.path_msrs[p] = msrs
+        path_attr = prof.attribute(c)
         if c["cycles"]:
             row.path_cycles[p] = c["cycles"] / count
+            lo, hi = prof.interval(path_attr)
+            row.path_cycles_range[p] = (lo / count, hi / count)
+            lo_sum += lo
+            hi_sum += hi
         total += c["cycles"]
-        for k, v in prof.attribute(c).items():
+        for k, v in path_attr.items():
             attributed[k] = attributed.get(k, 0) + v
     if sum(attributed.values()) != total:
         raise InvalidConfiguration(
             f"{row.variant} {row.workload}: profile {prof.name} accounts for "
             f"{sum(attributed.values())} cycles, the machine charged {total}")
     row.cycles = total / count
+    row.cycles_lo, row.cycles_hi = lo_sum / count, hi_sum / count
     est = sorted(k for k in attributed if prof.rests_on_estimate(k)
                  and _used(k, costs))
     row.estimates = est
@@ -507,7 +548,9 @@ def _profiles_meta(rows):
         p = profile_of(r)
         out[r.profile] = {
             "path": p.path, "vendor": p.vendor, "cpu": p.cpu,
+            "grade_range": P.GRADE_RANGE,
             "figures": {k: {"cycles": e.cycles, "grade": e.grade, "source": e.source,
+                            "range": list(p.range(k)),
                             "rests_on_estimate": p.rests_on_estimate(k)}
                         for k, e in p.entries.items()}}
     return out
@@ -561,7 +604,7 @@ PATH_COLORS = {
     "OTHER": "#7f7f7f", "HARDWARE": "#17becf", "VCPU_LOAD": "#ff7f0e",
     "PREPARE_SWITCH": "#2ca02c", "VCPU_RUN": "#1f77b4", "FASTPATH": "#9467bd",
     "HANDLE_EXIT": "#8c564b", "VCPU_PUT": "#e377c2", "USER_RETURN": "#bcbd22",
-    "IOCTL": "#aec7e8", "GUEST": "#000000",
+    "IOCTL": "#aec7e8", "SYSCALL": "#c5b0d5", "GUEST": "#000000",
 }
 VERDICT_COLORS = {"pass": "#2ca02c", "leak": "#d62728", "other": "#7f7f7f"}
 
@@ -742,4 +785,5 @@ def compare_chart(crows, path):
 # The primary event of a workload, as a column head says it.
 EVENT_NAMES = {"fastpath_exits": "fast-path exit", "userspace_exits": "userspace RT",
                "preemptions": "preemption", "kernel_exits": "in-kernel exit",
-               "migrations": "migration", "guest_switches": "guest switch"}
+               "migrations": "migration", "guest_switches": "guest switch",
+               "halts": "halt", "msr_ioctls": "MSR get+set", "vcpu_creations": "vCPU created"}

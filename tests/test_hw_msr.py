@@ -366,22 +366,24 @@ def test_msr_accounting_per_slot_and_profile():
     lib.pk_hwtest_set_path(hw.m, C("PATH_VCPU_RUN"))
     lib.pk_hwtest_set_op_cost(hw.m, C("OP_RDMSR"), 100)
     lib.pk_hwtest_set_op_cost(hw.m, C("OP_WRMSR"), 200)
-    lib.pk_hwtest_set_op_cost(hw.m, C("OP_IBPB"), 1500)
+    lib.pk_hwtest_set_msr_cost(hw.m, 1, C("SLOT_PRED_CMD"), 1500)
     lib.pk_hwtest_set_msr_cost(hw.m, 1, C("SLOT_SPEC_CTRL"), 495)
+    lib.pk_hwtest_set_msr_cost(hw.m, 0, C("SLOT_GS_BASE"), 40)
     path = C("PATH_VCPU_RUN")
     hw.insn("WRMSRL_SAFE", MSR_IA32_SPEC_CTRL, 1)      # per-MSR figure
     hw.insn("WRMSRL_SAFE", MSR_LSTAR, A64)             # op figure
-    hw.insn("RDMSRL_SAFE", MSR_GS_BASE)                # no slot: "other"
-    hw.insn("RDMSRL_SAFE", MSR_ABSENT)                 # faults, still executed
-    hw.insn("WRMSRL_SAFE", MSR_IA32_PRED_CMD, 1)       # IBPB, not a WRMSR
-    assert hw.ops("WRMSR", "VCPU_RUN") == 2 and hw.ops("RDMSR", "VCPU_RUN") == 2
-    assert hw.ops("IBPB", "VCPU_RUN") == 1
-    nr = C("NR_MSRS")
+    hw.insn("RDMSRL_SAFE", MSR_GS_BASE)                # no MSR-file slot, priced on its own
+    hw.insn("RDMSRL_SAFE", MSR_ABSENT)                 # faults, still executed: "other"
+    hw.insn("WRMSRL_SAFE", MSR_IA32_PRED_CMD, 1)       # IBPB: a WRMSR priced per MSR
+    assert hw.ops("WRMSR", "VCPU_RUN") == 3 and hw.ops("RDMSR", "VCPU_RUN") == 2
+    nr = C("NR_PRICED_MSRS")                           # the "other" bucket
     assert lib.pk_hwtest_msr_ops(hw.m, path, 1, C("SLOT_SPEC_CTRL")) == 1
     assert lib.pk_hwtest_msr_ops(hw.m, path, 1, C("SLOT_LSTAR")) == 1
-    assert lib.pk_hwtest_msr_ops(hw.m, path, 0, nr) == 2
+    assert lib.pk_hwtest_msr_ops(hw.m, path, 1, C("SLOT_PRED_CMD")) == 1
+    assert lib.pk_hwtest_msr_ops(hw.m, path, 0, C("SLOT_GS_BASE")) == 1
+    assert lib.pk_hwtest_msr_ops(hw.m, path, 0, nr) == 1
     assert lib.pk_hwtest_msr_ops(hw.m, path, 1, nr) == 0
-    assert lib.pk_hwtest_cycles(hw.m, path) == 495 + 200 + 100 + 100 + 1500
+    assert lib.pk_hwtest_cycles(hw.m, path) == 495 + 200 + 40 + 100 + 1500
     assert lib.pk_hwtest_cycles(hw.m, C("PATH_OTHER")) == 0
 
 
@@ -395,14 +397,14 @@ WRAPPERS = [
     ("LLDT", 0, 0, {"LLDT": 1}), ("LTR", 0x40, 0, {"LTR": 1}),
     ("LGDT", 0xFFFFFE0000001000, 0x7F, {"LGDT": 1}), ("SGDT", 0, 0, {"SIDT": 1}),
     ("LIDT", 0xFFFFFE0000000000, 0xFFF, {"LIDT": 1}), ("SIDT", 0, 0, {"SIDT": 1}),
-    ("READ_CR0", 0, 0, {"MOV_CR": 1}), ("READ_CR3", 0, 0, {"MOV_CR": 1}),
-    ("READ_CR4", 0, 0, {"MOV_CR": 1}), ("WRITE_CR3", 0x5000, 0, {"MOV_CR": 1}),
+    ("READ_CR0", 0, 0, {"MOV_FROM_CR": 1}), ("READ_CR3", 0, 0, {"MOV_FROM_CR": 1}),
+    ("READ_CR4", 0, 0, {"MOV_FROM_CR": 1}), ("WRITE_CR3", 0x5000, 0, {"MOV_TO_CR": 1}),
     ("LFENCE", 0, 0, {"LFENCE": 1}), ("FILL_RSB", 0, 0, {"RSB_FILL": 1}),
     ("RDMSRL_SAFE", MSR_STAR, 0, {"RDMSR": 1}), ("WRMSRL_SAFE", MSR_STAR, 0, {"WRMSR": 1}),
 ]
 ALL_OPS = ["RDMSR", "WRMSR", "SWAPGS", "RDFSBASE", "RDGSBASE", "WRFSBASE", "WRGSBASE",
-           "LIDT", "SIDT", "LGDT", "LLDT", "LTR", "MOV_SREG", "MOV_CR", "LFENCE", "IBPB",
-           "RSB_FILL"]
+           "LIDT", "SIDT", "LGDT", "LLDT", "LTR", "MOV_SREG", "MOV_FROM_CR", "MOV_TO_CR",
+           "LFENCE", "RSB_FILL"]
 
 
 @pytest.mark.parametrize("name,a,b,expect", WRAPPERS, ids=[w[0] for w in WRAPPERS])

@@ -22,7 +22,8 @@ C_ALLOWED = {
     "check": {"*"},
 }
 # Observation and interleaving points: any layer may announce one (docs/layers.md).
-PROBE = re.compile(r"^(pk_observe_\w+|pk_percpu_read|pk_oracle_violation|pk_inject_point)$")
+PROBE = re.compile(r"^(pk_observe_\w+|pk_percpu_read|pk_oracle_violation|pk_inject_point|"
+                   r"pk_attr_point)$")
 # The composition root: creating a machine sets up the host model and the oracle on it.
 ROOT_REFS = {("csrc/arch/machine.c", "pk_host_init"), ("csrc/arch/machine.c", "pk_oracle_enable")}
 

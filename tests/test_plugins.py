@@ -52,10 +52,11 @@ def test_check_finds_the_planted_leak(plugin_env, tmp_path):
                "--save", str(tmp_path / "leak.json"))
     assert r.returncode == 1, r.stdout + r.stderr
     # After the vCPU thread's SWAPGS to user mode, its GS base is the guest's
-    # KERNEL_GS_BASE that vcpu_put never put back.
-    assert "violation: GS_BASE" in r.stdout and "guest KERNEL_GS_BASE" in r.stdout
+    # KERNEL_GS_BASE that vcpu_put never put back: attribution names that SWAPGS.
+    assert "violation: GS_BASE" in r.stdout and "found 0xffff900000001000" in r.stdout
+    assert "last written by SWAPGS in pk_exit_to_user_mode" in r.stdout
     r = _pykvm(plugin_env, "replay", str(tmp_path / "leak.json"))
-    assert r.returncode == 1 and "KERNEL_GS_BASE" in r.stdout
+    assert r.returncode == 1 and "last written by SWAPGS in pk_exit_to_user_mode" in r.stdout
 
 
 def test_conform_runs_the_plugin(plugin_env):

@@ -101,9 +101,9 @@ def test_vendors_side_by_side_when_they_fit(rows):
 
 
 def test_operation_counts_on_request(rows):
-    assert "P4 T1 U3" not in _render(rows, 80)
+    assert "P4 R3 T1 U3" not in _render(rows, 80)
     text = _render(rows, 80, ops=True)
-    assert "P4 T1 U3" in text and "PREPARE_SWITCH" in text
+    assert "P4 R3 T1 U3" in text and "PREPARE_SWITCH" in text
     assert max(len(line) for line in text.splitlines()) <= 80
 
 

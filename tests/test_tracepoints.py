@@ -32,9 +32,11 @@ def test_userspace_exit_names():
     assert userspace_exit_reason(8) == "KVM_EXIT_SHUTDOWN (8)"
 
 
+# The checker's guest reads and writes MSRs, syncs on a port, and halts in the kernel
+# every other pass.
 @pytest.mark.parametrize("vendor,preset,reasons", [
-    ("vmx", "v5.18", {"MSR_READ", "MSR_WRITE", "IO_INSTRUCTION"}),
-    ("svm", "v5.10", {"msr", "io"}),
+    ("vmx", "v5.18", {"MSR_READ", "MSR_WRITE", "IO_INSTRUCTION", "HLT"}),
+    ("svm", "v5.10", {"msr", "io", "hlt"}),
 ])
 def test_check_trace_names_reasons_and_replay_counts_its_exits(tmp_path, vendor, preset,
                                                                reasons):

@@ -84,32 +84,14 @@ def test_a_recipe_names_workloads_variants_and_profiles_that_exist():
         assert load_profile(rc.profile).vendor == e.vendor
 
 
-# Figures of the built-in profiles known to come from validation entries when this check
-# was written (per-op-figures research): MOV_CR = Kivity's CR2 delta, VMWRITE = his
-# HOST_CR0 delta, epyc-zen's VMRUN/VMEXIT = Roth's VMRUN window. Regrading them is
-# costs-pricing's part of issue 8; the strict xfail below fails as soon as they are gone,
-# so this list cannot outlive them.
-KNOWN_VIOLATIONS = {("skylake-sp", "op.MOV_CR"), ("skylake-sp", "op.VMWRITE"),
-                    ("epyc-zen", "op.MOV_CR"), ("epyc-zen", "op.VMRUN"),
-                    ("epyc-zen", "op.VMEXIT")}
-
-
 def _violations(name):
     return V.provenance_overlaps(name, ENTRIES)
 
 
 @pytest.mark.parametrize("name", list_profiles())
-def test_no_new_profile_figure_comes_from_a_validation_entry(name):
-    """COSTS.md: never fit a profile to a figure kept for validation."""
-    found = [o for o in _violations(name) if (name, o["key"]) not in KNOWN_VIOLATIONS]
-    assert not found, "\n".join(f"{name} {o['key']}: {o['reason']} ({o['entry']})"
-                                 for o in found)
-
-
-@pytest.mark.xfail(strict=True, reason="known COSTS.md violations in the built-in profiles "
-                   "(KNOWN_VIOLATIONS), to be regraded by costs-pricing (issue 8)")
-@pytest.mark.parametrize("name", sorted({n for n, _ in KNOWN_VIOLATIONS}))
 def test_no_profile_figure_comes_from_a_validation_entry(name):
+    """COSTS.md: never fit a profile to a figure kept for validation. (The figures that
+    did, MOV_CR, VMWRITE and epyc-zen's VMRUN/VMEXIT, were regraded by costs-pricing.)"""
     found = _violations(name)
     assert not found, "\n".join(f"{name} {o['key']}: {o['reason']} ({o['entry']})"
                                  for o in found)
@@ -206,7 +188,9 @@ def test_a_profile_override_applies_to_entries_of_its_cpu_vendor(tmp_path):
     mine = tmp_path / "mine.toml"
     shutil.copy(load_profile("skylake-sp").path, mine)
     text = mine.read_text().replace('name = "skylake-sp"', 'name = "mine"')
-    mine.write_text(text.replace("[op.VMEXIT]\ncycles = 338", "[op.VMEXIT]\ncycles = 1338"))
+    vmexit = load_profile("skylake-sp").entries["op.VMEXIT"].cycles
+    mine.write_text(text.replace(f"[op.VMEXIT]\ncycles = {vmexit}",
+                                 f"[op.VMEXIT]\ncycles = {vmexit + 1000}"))
     es = [e for e in ENTRIES if e.id in ("lutomirski_2017_cpuid", "roth_2020_v2_total")]
     base = {r.id: r for r in V.validate(es).results}
     over = {r.id: r for r in V.validate(es, profile=str(mine)).results}

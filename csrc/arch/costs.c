@@ -5,19 +5,23 @@
 #define __NAME(name, ...) #name,
 static const char *const op_names[] = { PK_OPS(__NAME) };
 static const char *const path_names[] = { PK_PATHS(__NAME) };
-static const char *const msr_names[] = { PK_MSRS(__NAME) };
+/* The MSR-file slots first, then the priced MSRs without a slot (machine.h). */
+static const char *const msr_names[] = { PK_PRICED_MSRS(__NAME) };
 #undef __NAME
 #define __INDEX(name, idx) idx,
-static const u32 msr_indices[] = { PK_MSRS(__INDEX) };
+static const u32 msr_indices[] = { PK_PRICED_MSRS(__INDEX) };
 #undef __INDEX
+_Static_assert(ARRAY_SIZE(msr_names) == PK_NR_PRICED_MSRS, "priced MSR names");
 
 int pk_nr_ops(void) { return PK_NR_OPS; }
 int pk_nr_paths(void) { return PK_NR_PATHS; }
 int pk_nr_msrs(void) { return PK_NR_MSRS; }
+int pk_nr_priced_msrs(void) { return PK_NR_PRICED_MSRS; }
 const char *pk_op_name(int op) { return op >= 0 && op < PK_NR_OPS ? op_names[op] : NULL; }
 const char *pk_path_name(int p) { return p >= 0 && p < PK_NR_PATHS ? path_names[p] : NULL; }
-const char *pk_msr_name(int s) { return s >= 0 && s < PK_NR_MSRS ? msr_names[s] : NULL; }
-u32 pk_msr_index(int s) { return s >= 0 && s < PK_NR_MSRS ? msr_indices[s] : 0; }
+/* Names and indices of priced MSRs: s < pk_nr_msrs() are also the MSR-file slots. */
+const char *pk_msr_name(int s) { return s >= 0 && s < PK_NR_PRICED_MSRS ? msr_names[s] : NULL; }
+u32 pk_msr_index(int s) { return s >= 0 && s < PK_NR_PRICED_MSRS ? msr_indices[s] : 0; }
 
 u64 pk_cost_ops(const struct pk_machine *m, int path, int op)
 {
@@ -26,11 +30,12 @@ u64 pk_cost_ops(const struct pk_machine *m, int path, int op)
 	return m->costs.ops[path][op];
 }
 
-u64 pk_cost_msr_ops(const struct pk_machine *m, int path, int write, int slot)
+/* Accesses of priced MSR `msr` (PK_NR_PRICED_MSRS: every other MSR) on `path`. */
+u64 pk_cost_msr_ops(const struct pk_machine *m, int path, int write, int msr)
 {
-	if (path < 0 || path >= PK_NR_PATHS || slot < 0 || slot > PK_NR_MSRS)
+	if (path < 0 || path >= PK_NR_PATHS || msr < 0 || msr > PK_NR_PRICED_MSRS)
 		return 0;
-	return m->costs.msr_ops[path][!!write][slot];
+	return m->costs.msr_ops[path][!!write][msr];
 }
 
 u64 pk_cost_cycles(const struct pk_machine *m, int path)
@@ -48,7 +53,7 @@ int pk_profile_set(struct pk_machine *m, int kind, int idx, u32 cycles)
 		return 0;
 	case 1:
 	case 2:
-		if (idx < 0 || idx >= PK_NR_MSRS)
+		if (idx < 0 || idx >= PK_NR_PRICED_MSRS)
 			return -1;
 		(kind == 1 ? m->profile.rdmsr : m->profile.wrmsr)[idx] = cycles;
 		return 0;

@@ -11,6 +11,7 @@
  * The kernel-named wrappers below them (rdmsrl_safe, native_swapgs, ...) run on
  * this_cpu() and account one operation each in the cost model (COSTS.md).
  */
+#define PK_CPU_IMPL		/* defines host instructions cpu.h wraps for attribution */
 #include "pykvm/cpu.h"
 #include "asm/vmx.h"		/* VMX_AR_UNUSABLE_MASK: the segment AR format */
 
@@ -106,6 +107,7 @@ int pk_msr_read(struct pk_cpu *cpu, u32 index, u64 *val)
 		*val = cpu->tsc;
 		return 0;
 	case MSR_IA32_PRED_CMD:		/* write-only */
+	case MSR_IA32_FLUSH_CMD:
 		return X86_TRAP_GP;
 	}
 	slot = msr_slot(index);
@@ -146,6 +148,14 @@ int pk_msr_write(struct pk_cpu *cpu, u32 index, u64 val)
 	case MSR_IA32_PRED_CMD:
 		/* The barrier itself has no state in the model; its cost is the host's. */
 		if (val == 0 || (val == PRED_CMD_IBPB && model->has_ibpb))
+			return 0;
+		return X86_TRAP_GP;
+	case MSR_IA32_FLUSH_CMD:
+		/*
+		 * L1D_FLUSH: the microcode that mitigates L1TF brings this command MSR
+		 * (X86_FEATURE_FLUSH_L1D); the flush has no state in the model.
+		 */
+		if (model->bug_l1tf && (val == 0 || val == L1D_FLUSH))
 			return 0;
 		return X86_TRAP_GP;
 	case MSR_EFER:
@@ -292,27 +302,43 @@ static void host_bug(struct pk_cpu *cpu)
 	cpu->m->host_bugs++;
 }
 
-/* RDMSR/WRMSR cost: per-MSR profile figure when the profile has one. */
+/* The priced-MSR index of `index` (a slot, or one of PK_STATELESS_MSRS), or -1. */
+static inline int priced_msr(u32 index)
+{
+	int slot = msr_slot(index);
+
+	if (slot >= 0)
+		return slot;
+#define __PK_PRICED_CASE(name, idx) case idx: return PK_MSR_##name;
+	switch (index) {
+	PK_STATELESS_MSRS(__PK_PRICED_CASE)
+	default:
+		return -1;
+	}
+#undef __PK_PRICED_CASE
+}
+
+/* RDMSR/WRMSR cost: the per-MSR profile figure when the profile has one. */
 static void account_msr(struct pk_cpu *cpu, int dir, u32 index)
 {
 	struct pk_machine *m = cpu->m;
-	int slot = msr_slot(index);
+	int msr = priced_msr(index);
 	enum pk_op op = dir ? PK_OP_WRMSR : PK_OP_RDMSR;
 	u32 cycles = m->profile.op[op];
 
-	if (unlikely(m->inject.armed))
-		pk_inject_point(cpu);
+	if (unlikely(m->inject.armed | (m->attr != NULL)))
+		pk_inject_point(cpu, op, index);
 
-	if (slot >= 0) {
-		u32 per_msr = dir ? m->profile.wrmsr[slot] : m->profile.rdmsr[slot];
+	if (msr >= 0) {
+		u32 per_msr = dir ? m->profile.wrmsr[msr] : m->profile.rdmsr[msr];
 
 		if (per_msr)
 			cycles = per_msr;
 	} else {
-		slot = PK_NR_MSRS;	/* FS/GS base, TSC, unknown: "other" */
+		msr = PK_NR_PRICED_MSRS;	/* an MSR nobody prices on its own: "other" */
 	}
 	m->costs.ops[m->costs.path][op]++;
-	m->costs.msr_ops[m->costs.path][dir][slot]++;
+	m->costs.msr_ops[m->costs.path][dir][msr]++;
 	m->costs.cycles[m->costs.path] += cycles;
 }
 
@@ -333,13 +359,10 @@ int wrmsrl_safe(u32 msr, u64 val)
 	struct pk_cpu *cpu = this_cpu();
 
 	/*
-	 * The indirect branch prediction barrier is an operation of its own in the cost
-	 * model (~1,500 cycles, COSTS.md), not a WRMSR; so it does not appear in msr_ops.
+	 * Command MSRs (PRED_CMD: IBPB, FLUSH_CMD: L1D flush) are WRMSRs too; what the
+	 * barrier or flush costs is their per-MSR price (wrmsr.PRED_CMD, wrmsr.FLUSH_CMD).
 	 */
-	if (msr == MSR_IA32_PRED_CMD)
-		pk_account(cpu, PK_OP_IBPB);
-	else
-		account_msr(cpu, 1, msr);
+	account_msr(cpu, 1, msr);
 	return pk_msr_write(cpu, msr, val) ? 1 : 0;
 }
 
@@ -634,36 +657,72 @@ void native_store_idt(struct pk_dtable *dt)
 	load_dtable(dt, &cpu->idtr);
 }
 
-u64 native_read_cr0(void)
+/* MOV from a control register: not serializing. */
+static u64 read_cr(struct pk_cpu *cpu, const u64 *reg)
 {
-	struct pk_cpu *cpu = this_cpu();
-
-	pk_account(cpu, PK_OP_MOV_CR);
-	return cpu->cr0;
+	pk_account(cpu, PK_OP_MOV_FROM_CR);
+	return *reg;
 }
 
-u64 native_read_cr3(void)
+u64 native_read_cr0(void) { return read_cr(this_cpu(), &this_cpu()->cr0); }
+u64 native_read_cr2(void) { return read_cr(this_cpu(), &this_cpu()->cr2); }
+u64 native_read_cr3(void) { return read_cr(this_cpu(), &this_cpu()->cr3); }
+u64 native_read_cr4(void) { return read_cr(this_cpu(), &this_cpu()->cr4); }
+
+/* MOV to CR2/CR3: serializing (SDM vol. 3A 9.3), priced as op.MOV_TO_CR. */
+void native_write_cr2(u64 val)
 {
 	struct pk_cpu *cpu = this_cpu();
 
-	pk_account(cpu, PK_OP_MOV_CR);
-	return cpu->cr3;
-}
-
-u64 native_read_cr4(void)
-{
-	struct pk_cpu *cpu = this_cpu();
-
-	pk_account(cpu, PK_OP_MOV_CR);
-	return cpu->cr4;
+	pk_account(cpu, PK_OP_MOV_TO_CR);
+	cpu->cr2 = val;
 }
 
 void native_write_cr3(u64 val)
 {
 	struct pk_cpu *cpu = this_cpu();
 
-	pk_account(cpu, PK_OP_MOV_CR);
+	pk_account(cpu, PK_OP_MOV_TO_CR);
 	cpu->cr3 = val;
+}
+
+/*
+ * PTI's switch between the kernel and the user page tables (SWITCH_TO_KERNEL_CR3 /
+ * SWITCH_TO_USER_CR3 in arch/x86/entry/calling.h): a MOV to CR3 on every kernel entry
+ * and exit. Costed, not simulated: the model has one set of page tables per mm, so CR3
+ * keeps the task's value (MACHINE.md: guest and host memory are flat).
+ */
+void pk_pti_switch_cr3(void)
+{
+	pk_account(this_cpu(), PK_OP_MOV_TO_CR);
+}
+
+/* VERW with a data-segment selector: the MDS CPU-buffer clear (mds_clear_cpu_buffers). */
+void pk_verw(void)
+{
+	pk_account(this_cpu(), PK_OP_VERW);
+}
+
+/*
+ * XSAVES / XRSTORS of a task's or a guest's FPU state (fpu_swap_kvm_fpstate). The model
+ * keeps no FPU/XSAVE state (the guests do not use it): costed, not simulated.
+ */
+void pk_xsaves(void)
+{
+	pk_account(this_cpu(), PK_OP_XSAVES);
+}
+
+void pk_xrstors(void)
+{
+	pk_account(this_cpu(), PK_OP_XRSTORS);
+}
+
+void native_write_cr4(u64 val)
+{
+	struct pk_cpu *cpu = this_cpu();
+
+	pk_account(cpu, PK_OP_MOV_TO_CR);
+	cpu->cr4 = val;
 }
 
 void pk_lfence(void)

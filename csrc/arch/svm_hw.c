@@ -13,6 +13,7 @@
  * VM's struct pk_memslots, not a nested page table root; an access outside the slots is
  * a nested page fault whose decoded access KVM reads from cpu->ev.
  */
+#define PK_CPU_IMPL		/* defines host instructions cpu.h wraps for attribution */
 #include "pykvm/cpu.h"
 #include "asm/svm.h"
 

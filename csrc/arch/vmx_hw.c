@@ -16,6 +16,7 @@
  * - VMXON takes no region, and no CR4.VMXE / feature-control checks are made.
  * - Only the VM-entry checks the world switch can trip over are made; each one says which.
  */
+#define PK_CPU_IMPL		/* defines host instructions cpu.h wraps for attribution */
 #include "pykvm/cpu.h"
 #include "asm/vmx.h"
 

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
 /*
- * The checker's exploration loop: steps (userspace ioctls, scheduling, CPU events, each
- * run optionally with one host event injected before its n-th host instruction) applied
- * to snapshots of the whole machine. Depth-first and exhaustive up to a bound, with
- * states deduplicated by hash; then random walks. Stops at the first violation the
- * oracle reports, with the steps that led to it.
+ * The checker's exploration loop: steps (userspace ioctls, scheduling, CPU events, host
+ * tasks in user mode, each run optionally with one host event injected before its n-th
+ * host instruction) applied to snapshots of the whole machine. Exhaustive up to a bound
+ * by iterative deepening (every sequence of length d, injected runs included, before
+ * any of length d + 1, so the first violation found is a shortest one), depth-first
+ * within a depth with states deduplicated by hash; then random walks. Stops at the
+ * first violation the oracle or the guest reports, with the steps that led to it.
  */
 #include <stdlib.h>
 #include <time.h>
@@ -12,6 +14,7 @@
 #include "pykvm/check.h"
 
 int kvm_arch_enable_virtualization_cpu(void);
+int pk_vcpu_task(struct kvm_vcpu *vcpu);
 
 struct pk_checker {
 	struct pk_machine *m;
@@ -25,7 +28,24 @@ struct pk_checker {
 	u8 *seen_left;			/* steps left when it was explored */
 	u64 seen_cap, seen_n;
 	u64 rng;
+	u64 fired[PK_NR_INJ];		/* host events taken, by kind */
+	u64 refused;			/* armed where the kernel would not take them */
 };
+
+/* ---- another VM's vCPU preempting (PK_INJ_PREEMPT_VM): its userspace's KVM_RUN ---- */
+
+static __thread u64 other_budget;	/* the run budget of the caller's checker */
+
+static void run_other_vcpu(struct pk_machine *m, void *vcpu)
+{
+	pk_vcpu_run_ex(vcpu, other_budget, false);
+}
+
+void pk_inject_set_other_vcpu(struct pk_machine *m, struct kvm_vcpu *vcpu, u64 budget)
+{
+	other_budget = budget;
+	pk_inject_set_other(m, vcpu ? pk_vcpu_task(vcpu) : -1, run_other_vcpu, vcpu);
+}
 
 /* ---- snapshots ---- */
 
@@ -38,10 +58,15 @@ static void snap_save(struct pk_checker *c, u8 *buf)
 static void snap_restore(struct pk_checker *c, const u8 *buf)
 {
 	struct pk_trace *trace = c->m->trace;
+	struct pk_point_log *log = c->m->point_log;
+	struct pk_attr *attr = c->m->attr;
 
 	memcpy(c->m, buf, c->mach_bytes);
 	memcpy(c->cfg.gmem + c->cfg.gmem_dirty_lo, buf + c->mach_bytes, c->gmem_bytes);
+	/* Recorders, not state. */
 	c->m->trace = trace;
+	c->m->point_log = log;
+	c->m->attr = attr;
 }
 
 /* Fields that count rather than describe: cleared so equal states hash equal. */
@@ -134,19 +159,17 @@ static u64 *table(struct pk_checker *c, u32 v)
 	return (u64 *)(c->cfg.gmem + c->cfg.table_gpa[v]);
 }
 
-/* The guest's next value for register i: its current one with one bit flipped. */
-static u64 next_value(u32 msr, u64 cur)
+static u64 mark(struct pk_checker *c, u32 v)
 {
-	switch (msr) {
-	case MSR_IA32_SPEC_CTRL: return cur ^ SPEC_CTRL_IBRS;
-	case MSR_IA32_TSX_CTRL: return cur ^ TSX_CTRL_RTM_DISABLE;
-	case MSR_EFER: return cur ^ EFER_SCE;
-	case MSR_TSC_AUX: return cur ^ 0x10;
-	case MSR_SYSCALL_MASK: return cur ^ 0x100;
-	case MSR_IA32_SYSENTER_CS: return cur ^ 0x8;
-	case MSR_STAR: return cur ^ 0x10000000ULL;
-	default: return cur ^ 0x1000;
-	}
+	return *(u64 *)(c->cfg.gmem + c->cfg.table_gpa[v] + PK_CHECK_MARK_OFFSET);
+}
+
+static int reg_index(const struct pk_check_cfg *cfg, u32 msr)
+{
+	for (u32 i = 0; i < cfg->nr_regs; i++)
+		if (cfg->regs[i] == msr)
+			return (int)i;
+	return -1;
 }
 
 /* VM-exits the vCPUs took since the last normalize() (which clears their stats). */
@@ -164,6 +187,107 @@ static int step_vcpu_cpu(struct pk_checker *c, u32 v)
 	return pk_vcpu_cpu(c->cfg.vcpus[v]);
 }
 
+/* A vCPU of the other VM than v's, or -1 (PK_INJ_PREEMPT_VM needs one). */
+static int other_vm_vcpu(const struct pk_check_cfg *cfg, u32 v)
+{
+	for (u32 o = 0; o < cfg->nr_vcpus; o++)
+		if (cfg->vm_of[o] != cfg->vm_of[v])
+			return (int)o;
+	return -1;
+}
+
+/*
+ * How vCPU v's run ended, as its guest program says: a sync (fine), a report on the
+ * violation port (register, what it wrote, what it found), or any other exit, which
+ * its program never takes. Then the mark it left says what it was doing: a SYSCALL that
+ * went to a foreign LSTAR, a SYSRETQ that faulted on STAR, or a SYSCALL that should
+ * have raised #UD (EFER.SCE clear) and did not.
+ */
+static void check_run_exit(struct pk_checker *c, u32 v, u32 cpu)
+{
+	struct pk_machine *m = c->m;
+	const struct pk_check_cfg *cfg = &c->cfg;
+	struct kvm_vcpu *vcpu = cfg->vcpus[v];
+	struct kvm_run *run = pk_vcpu_run_struct(vcpu);
+	u64 act;
+	int i;
+
+	if (run->exit_reason == KVM_EXIT_IO && run->io.port == cfg->sync_port)
+		return;
+	if (run->exit_reason == KVM_EXIT_IO && run->io.port == cfg->violation_port) {
+		pk_oracle_violation(m, PK_OBS_GUEST, cpu, (u32)vcpu->arch.regs[VCPU_REGS_RDI],
+				    vcpu->arch.regs[VCPU_REGS_RSI], vcpu->arch.regs[VCPU_REGS_RDX]);
+		return;
+	}
+	/* An instruction fetch outside every slot is an MMIO exit at the address. */
+	act = run->exit_reason == KVM_EXIT_MMIO ? run->mmio.phys_addr : run->exit_reason;
+	switch (mark(c, v)) {
+	case PK_MARK_SYSCALL:
+		i = reg_index(cfg, MSR_LSTAR);
+		pk_oracle_violation(m, PK_OBS_EXIT, cpu, MSR_LSTAR, i < 0 ? 0 : table(c, v)[i], act);
+		return;
+	case PK_MARK_SYSRET:
+		i = reg_index(cfg, MSR_STAR);
+		pk_oracle_violation(m, PK_OBS_EXIT, cpu, MSR_STAR, i < 0 ? 0 : table(c, v)[i], act);
+		return;
+	case PK_MARK_SYSCALL_UD:
+		pk_oracle_violation(m, PK_OBS_EXIT, cpu, PK_REG_EFER_SCE, 0, act);
+		return;
+	default:
+		pk_oracle_violation(m, PK_OBS_EXIT, cpu, 0, KVM_EXIT_IO, run->exit_reason);
+	}
+}
+
+static void apply_run(struct pk_checker *c, const struct pk_step *s, u32 *points)
+{
+	struct pk_machine *m = c->m;
+	const struct pk_check_cfg *cfg = &c->cfg;
+	struct kvm_vcpu *vcpu = cfg->vcpus[s->vcpu];
+	u32 cpu = step_vcpu_cpu(c, s->vcpu);
+	int other = other_vm_vcpu(cfg, s->vcpu);
+	bool other_ran;
+
+	pk_inject_set_other_vcpu(m, other >= 0 ? cfg->vcpus[other] : NULL, cfg->run_budget);
+	pk_inject_arm(m, cpu, s->inject ? s->at : 0, s->inject);
+	pk_vcpu_run(vcpu, cfg->run_budget);
+	if (points)
+		*points = m->inject.points;
+	c->fired[s->inject] += m->inject.fired;
+	c->refused += m->inject.refused;
+	other_ran = m->inject.other_ran;
+	pk_inject_disarm(m);
+	if (m->inject.dead)	/* a CPU went down: only what was seen until then counts */
+		return;
+	check_run_exit(c, s->vcpu, cpu);
+	if (other_ran)
+		check_run_exit(c, (u32)other, cpu);
+}
+
+static void apply_msrs(struct pk_checker *c, const struct pk_step *s, bool set)
+{
+	struct pk_machine *m = c->m;
+	const struct pk_check_cfg *cfg = &c->cfg;
+	struct kvm_vcpu *vcpu = cfg->vcpus[s->vcpu];
+	struct kvm_msr_entry e[PK_CHECK_MAX_REGS];
+	u64 *t = table(c, s->vcpu);
+	u32 n = cfg->nr_regs, cpu = step_vcpu_cpu(c, s->vcpu);
+
+	for (u32 i = 0; i < n; i++) {
+		e[i].index = cfg->regs[i];
+		e[i].data = set ? t[i] ^ cfg->delta[i] : 0;
+	}
+	if ((set ? pk_vcpu_set_msrs(vcpu, e, n) : pk_vcpu_get_msrs(vcpu, e, n)) != (int)n) {
+		pk_oracle_violation(m, PK_OBS_GET_MSRS, cpu, 0, n, 0);
+		return;
+	}
+	for (u32 i = 0; i < n; i++) {
+		if (set)
+			t[i] = e[i].data;
+		else if (e[i].data != t[i])
+			pk_oracle_violation(m, PK_OBS_GET_MSRS, cpu, cfg->regs[i], t[i], e[i].data);
+	}
+}
+
 /* 0: fine, 1: violation, 2: this branch ends (a CPU went down under a running path). */
 static int apply(struct pk_checker *c, const struct pk_step *s, u32 *points)
 {
@@ -171,73 +295,34 @@ static int apply(struct pk_checker *c, const struct pk_step *s, u32 *points)
 	const struct pk_check_cfg *cfg = &c->cfg;
 	struct kvm_vcpu *vcpu = s->vcpu < cfg->nr_vcpus ? cfg->vcpus[s->vcpu] : NULL;
 	u64 bugs = m->host_bugs;
-	struct kvm_msr_entry e[PK_CHECK_MAX_REGS];
-	u32 n = cfg->nr_regs;
 
-	if (!vcpu && (s->kind <= PK_STEP_MIGRATE))
+	if (!vcpu && (s->kind <= PK_STEP_MIGRATE || s->kind == PK_STEP_VMM_TASK))
+		return 2;
+	if (s->kind != PK_STEP_VMM_TASK && s->kind >= PK_STEP_MIGRATE && s->cpu >= m->nr_cpus)
+		return 2;
+	if (s->kind == PK_STEP_KTHREAD && pk_host_run_kthread(m, s->cpu))
 		return 2;
 	switch (s->kind) {
-	case PK_STEP_RUN: {
-		struct kvm_run *run = pk_vcpu_run_struct(vcpu);
-		u32 cpu = step_vcpu_cpu(c, s->vcpu);
-
-		if (s->inject)
-			pk_inject_arm(m, cpu, s->at, s->inject);
-		else
-			pk_inject_arm(m, cpu, 0, PK_INJ_NONE);
-		pk_vcpu_run(vcpu, cfg->run_budget);
-		if (points)
-			*points = m->inject.points;
-		pk_inject_disarm(m);
-		if (m->inject.dead)	/* a CPU went down: only what was seen until then counts */
+	case PK_STEP_RUN:
+		apply_run(c, s, points);
+		if (m->inject.dead)
 			return m->oracle && m->oracle->nr_violations ? 1 : 2;
-		if (run->exit_reason == KVM_EXIT_IO && run->io.port == cfg->violation_port) {
-			pk_oracle_violation(m, PK_OBS_GUEST, cpu, (u32)vcpu->arch.regs[VCPU_REGS_RDI],
-					    vcpu->arch.regs[VCPU_REGS_RSI],
-					    vcpu->arch.regs[VCPU_REGS_RDX]);
-		} else if (run->exit_reason != KVM_EXIT_IO || run->io.port != cfg->sync_port) {
-			/* The guest program only syncs: anything else is the switch's fault. */
-			pk_oracle_violation(m, PK_OBS_GUEST, cpu, 0, KVM_EXIT_IO, run->exit_reason);
-		}
 		break;
-	}
 	case PK_STEP_SET_MSRS:
-		for (u32 i = 0; i < n; i++) {
-			e[i].index = cfg->regs[i];
-			e[i].data = next_value(cfg->regs[i], table(c, s->vcpu)[i]);
-		}
-		if (pk_vcpu_set_msrs(vcpu, e, n) != (int)n)
-			pk_oracle_violation(m, PK_OBS_GET_MSRS, step_vcpu_cpu(c, s->vcpu), 0, n, 0);
-		for (u32 i = 0; i < n; i++)
-			table(c, s->vcpu)[i] = e[i].data;
-		break;
 	case PK_STEP_GET_MSRS:
-		for (u32 i = 0; i < n; i++)
-			e[i].index = cfg->regs[i];
-		if (pk_vcpu_get_msrs(vcpu, e, n) != (int)n) {
-			pk_oracle_violation(m, PK_OBS_GET_MSRS, step_vcpu_cpu(c, s->vcpu), 0, n, 0);
-			break;
-		}
-		for (u32 i = 0; i < n; i++)
-			if (e[i].data != table(c, s->vcpu)[i])
-				pk_oracle_violation(m, PK_OBS_GET_MSRS, step_vcpu_cpu(c, s->vcpu),
-						    cfg->regs[i], table(c, s->vcpu)[i], e[i].data);
+		apply_msrs(c, s, s->kind == PK_STEP_SET_MSRS);
 		break;
 	case PK_STEP_MIGRATE:
-		if ((int)s->cpu == step_vcpu_cpu(c, s->vcpu) || s->cpu >= m->nr_cpus)
+		if ((int)s->cpu == step_vcpu_cpu(c, s->vcpu))
 			return 2;
 		pk_vcpu_migrate(vcpu, s->cpu);
 		break;
 	case PK_STEP_OTHER:
-		if (s->cpu >= m->nr_cpus)
-			return 2;
 		pk_host_run_other(m, s->cpu);
 		break;
 	case PK_STEP_DISABLE: {
 		struct pk_cpu *saved = pk_this_cpu;
 
-		if (s->cpu >= m->nr_cpus)
-			return 2;
 		pk_kvm_disable_virtualization_cpu(m, s->cpu);
 		/* ... and back online: KVM snapshots the host values again. */
 		pk_this_cpu = &m->cpu[s->cpu];
@@ -246,6 +331,16 @@ static int apply(struct pk_checker *c, const struct pk_step *s, u32 *points)
 		pk_this_cpu = saved;
 		break;
 	}
+	case PK_STEP_USER_INSNS:
+		if (pk_host_user_insns(m, s->cpu))
+			return 2;
+		break;
+	case PK_STEP_VMM_TASK:
+		if (pk_host_task_change(m, (u32)pk_vcpu_task(vcpu), s->arg))
+			return 2;
+		break;
+	case PK_STEP_KTHREAD:		/* applied above */
+		break;
 	default:
 		return 2;
 	}
@@ -255,30 +350,55 @@ static int apply(struct pk_checker *c, const struct pk_step *s, u32 *points)
 }
 
 /* The steps allowed from the current state, without injections. */
+#define PK_MAX_BASE_STEPS	128
 static u32 base_steps(struct pk_checker *c, struct pk_step *out)
 {
 	const struct pk_check_cfg *cfg = &c->cfg;
-	u32 n = 0, ncpu = c->m->nr_cpus;
+	u32 n = 0, ncpu = c->m->nr_cpus, mask = cfg->step_mask;
 
+#define STEP(k, v, cpu_, arg_) \
+	(out[n++] = (struct pk_step){ .kind = (k), .vcpu = (v), .cpu = (cpu_), .arg = (arg_) })
 	for (u32 v = 0; v < cfg->nr_vcpus; v++) {
-		if (cfg->step_mask & BIT(PK_STEP_RUN))
-			out[n++] = (struct pk_step){ PK_STEP_RUN, v, 0, 0, 0 };
-		if (cfg->step_mask & BIT(PK_STEP_SET_MSRS))
-			out[n++] = (struct pk_step){ PK_STEP_SET_MSRS, v, 0, 0, 0 };
-		if (cfg->step_mask & BIT(PK_STEP_GET_MSRS))
-			out[n++] = (struct pk_step){ PK_STEP_GET_MSRS, v, 0, 0, 0 };
-		if (cfg->step_mask & BIT(PK_STEP_MIGRATE))
+		if (mask & BIT(PK_STEP_RUN))
+			STEP(PK_STEP_RUN, v, 0, 0);
+		if (mask & BIT(PK_STEP_SET_MSRS))
+			STEP(PK_STEP_SET_MSRS, v, 0, 0);
+		if (mask & BIT(PK_STEP_GET_MSRS))
+			STEP(PK_STEP_GET_MSRS, v, 0, 0);
+		if (mask & BIT(PK_STEP_MIGRATE))
 			for (u32 cpu = 0; cpu < ncpu; cpu++)
 				if ((int)cpu != step_vcpu_cpu(c, v))
-					out[n++] = (struct pk_step){ PK_STEP_MIGRATE, v, cpu, 0, 0 };
+					STEP(PK_STEP_MIGRATE, v, cpu, 0);
+		if (mask & BIT(PK_STEP_VMM_TASK))
+			for (u32 how = 0; how < PK_NR_TASK_CHANGES; how++)
+				if (how != PK_TASK_WRFSBASE || c->m->model.has_fsgsbase)
+					STEP(PK_STEP_VMM_TASK, v, 0, how);
 	}
 	for (u32 cpu = 0; cpu < ncpu; cpu++) {
-		if (cfg->step_mask & BIT(PK_STEP_OTHER))
-			out[n++] = (struct pk_step){ PK_STEP_OTHER, 0, cpu, 0, 0 };
-		if (cfg->step_mask & BIT(PK_STEP_DISABLE))
-			out[n++] = (struct pk_step){ PK_STEP_DISABLE, 0, cpu, 0, 0 };
+		if (mask & BIT(PK_STEP_OTHER))
+			STEP(PK_STEP_OTHER, 0, cpu, 0);
+		if (mask & BIT(PK_STEP_DISABLE))
+			STEP(PK_STEP_DISABLE, 0, cpu, 0);
+		if (mask & BIT(PK_STEP_USER_INSNS))
+			STEP(PK_STEP_USER_INSNS, 0, cpu, 0);
+		if (mask & BIT(PK_STEP_KTHREAD))
+			STEP(PK_STEP_KTHREAD, 0, cpu, 0);
 	}
+#undef STEP
 	return n;
+}
+
+/* Where an event of `kind` can be taken before host instruction p + 1 of a run. */
+static bool eligible(u32 kind, u32 p, const u64 *irq_ok, const u64 *preempt_ok)
+{
+	const u64 *ok;
+
+	switch (pk_inject_class(kind)) {
+	case PK_INJ_CLASS_IRQ: ok = irq_ok; break;
+	case PK_INJ_CLASS_PREEMPT: ok = preempt_ok; break;
+	default: return true;
+	}
+	return p < PK_INJ_OK_POINTS && (ok[p / 64] & (1ULL << (p % 64)));
 }
 
 /* ---- the public face ---- */
@@ -340,11 +460,35 @@ int pk_checker_replay(struct pk_checker *c, const struct pk_step *steps, u32 n,
 	for (u32 i = 0; i < n && r == 0; i++) {
 		if (trace)
 			pk_trace(m, PK_TR_STEP, 0, i, steps[i].kind);
+		pk_attr_reset(m, i);
 		r = apply(c, &steps[i], NULL);
 	}
 	if (r == 1 && v)
 		*v = m->oracle->first;
 	return r == 1;
+}
+
+int pk_checker_points(struct pk_checker *c, const struct pk_step *steps, u32 idx,
+		      u64 irq_ok[PK_INJ_OK_WORDS], u64 preempt_ok[PK_INJ_OK_WORDS])
+{
+	struct pk_machine *m = c->m;
+	struct pk_step s;
+	u32 points = 0;
+
+	snap_restore(c, c->root);
+	for (u32 i = 0; i < idx; i++)
+		if (apply(c, &steps[i], NULL))
+			return -1;
+	s = steps[idx];
+	s.inject = PK_INJ_NONE;
+	s.at = 0;
+	if (s.kind != PK_STEP_RUN)
+		return 0;
+	if (apply(c, &s, &points) == 2)
+		return -1;
+	memcpy(irq_ok, m->inject.irq_ok, sizeof(m->inject.irq_ok));
+	memcpy(preempt_ok, m->inject.preempt_ok, sizeof(m->inject.preempt_ok));
+	return (int)points;
 }
 
 static u64 rng_next(struct pk_checker *c)
@@ -360,7 +504,7 @@ static u64 rng_next(struct pk_checker *c)
 struct explore {
 	struct pk_checker *c;
 	struct pk_check_result *res;
-	u32 bound;
+	u32 bound;			/* of the current iteration */
 	u64 max_states;
 	struct pk_step path[PK_CHECK_MAX_STEPS];
 	double deadline;
@@ -386,14 +530,23 @@ static void found(struct explore *x, u32 len)
 	x->stop = true;
 }
 
-/* Try `s` from the state at depth d; recurse from the result. */
+/* One step counted in the result; true if the deadline has passed. */
+static void count_step(struct explore *x)
+{
+	x->res->events++;
+	x->res->exits += exits_taken(x->c);
+	if ((x->res->events & 255) == 0 && x->deadline && now() > x->deadline)
+		x->stop = true;
+}
+
 static void dfs(struct explore *x, u32 d);
 
 /* Where each injection kind can fire in a run, as seen while counting its points. */
 struct eligible {
-	u64 irq_ok[4], preempt_ok[4];
+	u64 irq_ok[PK_INJ_OK_WORDS], preempt_ok[PK_INJ_OK_WORDS];
 };
 
+/* Try `s` from the state at depth d; recurse from the result. */
 static void try_step(struct explore *x, u32 d, const struct pk_step *s, u32 *points,
 		     struct eligible *el)
 {
@@ -406,10 +559,7 @@ static void try_step(struct explore *x, u32 d, const struct pk_step *s, u32 *poi
 		memcpy(el->irq_ok, c->m->inject.irq_ok, sizeof(el->irq_ok));
 		memcpy(el->preempt_ok, c->m->inject.preempt_ok, sizeof(el->preempt_ok));
 	}
-	x->res->events++;
-	x->res->exits += exits_taken(c);
-	if ((x->res->events & 255) == 0 && x->deadline && now() > x->deadline)
-		x->stop = true;
+	count_step(x);
 	x->path[d] = *s;
 	if (r == 1) {
 		found(x, d + 1);
@@ -433,10 +583,33 @@ static void try_step(struct explore *x, u32 d, const struct pk_step *s, u32 *poi
 	dfs(x, d + 1);
 }
 
+/* Every injected variant of run step `s` (whose plain run counted `points`). */
+static void try_injections(struct explore *x, u32 d, const struct pk_step *s, u32 points,
+			   const struct eligible *el)
+{
+	const struct pk_check_cfg *cfg = &x->c->cfg;
+
+	for (u32 k = PK_INJ_NMI; k < PK_NR_INJ && !x->stop; k++) {
+		if (!(cfg->inject_mask & BIT(k)))
+			continue;
+		if (k == PK_INJ_PREEMPT_VM && other_vm_vcpu(cfg, s->vcpu) < 0)
+			continue;
+		for (u32 at = 1; at <= points && !x->stop; at++) {
+			struct pk_step t = *s;
+
+			if (!eligible(k, at - 1, el->irq_ok, el->preempt_ok))
+				continue;
+			t.inject = k;
+			t.at = at;
+			try_step(x, d, &t, NULL, NULL);
+		}
+	}
+}
+
 static void dfs(struct explore *x, u32 d)
 {
 	struct pk_checker *c = x->c;
-	struct pk_step steps[64];
+	struct pk_step steps[PK_MAX_BASE_STEPS];
 	u32 n;
 
 	snap_save(c, c->stack[d]);
@@ -446,29 +619,46 @@ static void dfs(struct explore *x, u32 d)
 		u32 points = 0;
 
 		try_step(x, d, &steps[i], &points, &el);
-		if (steps[i].kind != PK_STEP_RUN || !c->cfg.inject_mask)
-			continue;
-		/*
-		 * The same run with one host event before each of its host instructions, where
-		 * that event can be taken (a disable IPI needs IRQs on, a preemption a
-		 * preemptible vCPU thread; past 256 points, everywhere).
-		 */
-		for (u32 k = PK_INJ_NMI; k < PK_NR_INJ && !x->stop; k++) {
-			const u64 *ok = k == PK_INJ_DISABLE_IPI ? el.irq_ok :
-					k == PK_INJ_PREEMPT ? el.preempt_ok : NULL;
+		if (steps[i].kind == PK_STEP_RUN && c->cfg.inject_mask)
+			try_injections(x, d, &steps[i], points, &el);
+	}
+}
 
-			if (!(c->cfg.inject_mask & BIT(k)))
-				continue;
-			for (u32 at = 1; at <= points && !x->stop; at++) {
-				struct pk_step s = steps[i];
-				u32 p = at - 1;
+/* Random walks from the initial state, beyond the exhaustive bound. */
+static void random_walks(struct explore *x, u64 walks, u32 walk_len, u64 seed)
+{
+	struct pk_checker *c = x->c;
+	struct pk_check_result *res = x->res;
 
-				if (ok && p < 256 && !(ok[p / 64] & (1ULL << (p % 64))))
-					continue;
-				s.inject = k;
-				s.at = at;
-				try_step(x, d, &s, NULL, NULL);
+	c->rng = seed ? seed : 0x9e3779b97f4a7c15ULL;
+	for (u64 w = 0; w < walks && !x->stop; w++) {
+		snap_restore(c, c->root);
+		res->walks++;
+		for (u32 d = 0; d < walk_len && !x->stop; d++) {
+			struct pk_step steps[PK_MAX_BASE_STEPS];
+			u32 n = base_steps(c, steps);
+			struct pk_step s = steps[rng_next(c) % n];
+			int r;
+
+			if (s.kind == PK_STEP_RUN && c->cfg.inject_mask && (rng_next(c) & 1)) {
+				u32 k = 1 + rng_next(c) % (PK_NR_INJ - 1);
+
+				if (c->cfg.inject_mask & BIT(k)) {
+					s.inject = k;
+					s.at = 1 + rng_next(c) % 200;
+				}
 			}
+			r = apply(c, &s, NULL);
+			count_step(x);
+			for (u32 v = 0; v < c->cfg.nr_vcpus; v++)
+				memset(&c->cfg.vcpus[v]->stat, 0, sizeof(c->cfg.vcpus[v]->stat));
+			x->path[d] = s;
+			if (r == 1) {
+				found(x, d + 1);
+				break;
+			}
+			if (r == 2)
+				break;
 		}
 	}
 }
@@ -476,10 +666,12 @@ static void dfs(struct explore *x, u32 d)
 int pk_checker_explore(struct pk_checker *c, u32 bound, u64 max_states, u64 walks,
 		       u32 walk_len, u64 seed, double seconds, struct pk_check_result *res)
 {
-	struct explore x = { .c = c, .res = res, .bound = bound, .max_states = max_states };
+	struct explore x = { .c = c, .res = res, .max_states = max_states };
 	double start = now();
 
 	memset(res, 0, sizeof(*res));
+	memset(c->fired, 0, sizeof(c->fired));
+	c->refused = 0;
 	if (bound > PK_CHECK_MAX_STEPS || walk_len > PK_CHECK_MAX_STEPS)
 		return -EINVAL;
 	for (u32 i = 0; i <= bound && i <= PK_CHECK_MAX_STEPS; i++) {
@@ -493,53 +685,24 @@ int pk_checker_explore(struct pk_checker *c, u32 bound, u64 max_states, u64 walk
 		c->seen_cap <<= 1;
 	c->seen = calloc(c->seen_cap, sizeof(u64));
 	c->seen_left = calloc(c->seen_cap, 1);
-	c->seen_n = 0;
 	if (!c->seen || !c->seen_left)
 		return -ENOMEM;
 	x.deadline = seconds > 0 ? start + seconds : 0;
 
-	snap_restore(c, c->root);
-	if (bound) {
+	/* Iterative deepening: all of depth b (injections included) before depth b + 1. */
+	for (u32 b = 1; b <= bound && !x.stop; b++) {
+		memset(c->seen, 0, c->seen_cap * sizeof(u64));
+		c->seen_n = 0;
+		res->states = 0;
+		x.bound = b;
+		snap_restore(c, c->root);
 		dfs(&x, 0);
 		if (!x.stop)
-			res->depth_done = bound;
+			res->depth_done = b;
 	}
-
-	/* Random walks beyond the bound. */
-	c->rng = seed ? seed : 0x9e3779b97f4a7c15ULL;
-	for (u64 w = 0; w < walks && !x.stop; w++) {
-		snap_restore(c, c->root);
-		res->walks++;
-		for (u32 d = 0; d < walk_len && !x.stop; d++) {
-			struct pk_step steps[64];
-			u32 n = base_steps(c, steps);
-			struct pk_step s = steps[rng_next(c) % n];
-			int r;
-
-			if (s.kind == PK_STEP_RUN && c->cfg.inject_mask && (rng_next(c) & 1)) {
-				u32 k = 1 + rng_next(c) % (PK_NR_INJ - 1);
-
-				if (c->cfg.inject_mask & BIT(k)) {
-					s.inject = k;
-					s.at = 1 + rng_next(c) % 80;
-				}
-			}
-			r = apply(c, &s, NULL);
-			res->events++;
-			res->exits += exits_taken(c);
-			for (u32 v = 0; v < c->cfg.nr_vcpus; v++)
-				memset(&c->cfg.vcpus[v]->stat, 0, sizeof(c->cfg.vcpus[v]->stat));
-			x.path[d] = s;
-			if (r == 1) {
-				found(&x, d + 1);
-				break;
-			}
-			if (r == 2)
-				break;
-			if ((res->events & 255) == 0 && x.deadline && now() > x.deadline)
-				x.stop = true;
-		}
-	}
+	random_walks(&x, walks, walk_len, seed);
+	memcpy(res->injected, c->fired, sizeof(res->injected));
+	res->refused = c->refused;
 	snap_restore(c, c->root);
 	return 0;
 }

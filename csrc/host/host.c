@@ -48,16 +48,26 @@ static void host_cpu_init(struct pk_machine *m, struct pk_cpu *cpu)
 	cpu->mode = PK_MODE_HOST;
 }
 
-/* The state of a CPU whose task `t` runs in user mode. */
+/* The state of a CPU whose task `t` runs in user mode (as SYSRETQ and the switch leave it). */
 static void host_cpu_enter_user(struct pk_cpu *cpu, struct pk_task *t)
 {
+	struct pk_host *h = &cpu->m->host;
+
+	cpu->seg[VCPU_SREG_CS] = (struct pk_segment){ .selector = __USER_CS, .limit = 0xffffffff, .ar = 0xa0fb };
+	cpu->seg[VCPU_SREG_SS] = (struct pk_segment){ .selector = __USER_DS, .limit = 0xffffffff, .ar = 0xc0f3 };
+	cpu->seg[VCPU_SREG_DS].selector = t->ds;
+	cpu->seg[VCPU_SREG_ES].selector = t->es;
 	cpu->seg[VCPU_SREG_FS].base = t->fsbase;
 	cpu->seg[VCPU_SREG_GS].base = t->gsbase;
 	cpu->seg[VCPU_SREG_FS].selector = t->fsindex;
 	cpu->seg[VCPU_SREG_GS].selector = t->gsindex;
-	cpu->msr[PK_MSR_KERNEL_GS_BASE] = cpu->m->host.per_cpu_offset[cpu->id];
+	cpu->seg[VCPU_SREG_LDTR].selector = t->ldt;
+	cpu->msr[PK_MSR_KERNEL_GS_BASE] = h->per_cpu_offset[cpu->id];
 	cpu->cr3 = t->cr3;
-	cpu->m->host.in_user[cpu->id] = true;
+	h->loaded_cr3[cpu->id] = t->cr3;
+	cpu->cr4 = h->cr4 | (t->notsc ? X86_CR4_TSD : 0);
+	h->cr4_shadow[cpu->id] = cpu->cr4;
+	h->in_user[cpu->id] = true;
 }
 
 static const struct pk_param host_param_table[] = {
@@ -71,9 +81,23 @@ static const struct pk_param host_param_table[] = {
 	PK_PARAM(struct pk_host_params, vmm_32bit_gs, false,
 		 "the VMM is a 32-bit process: its threads' GS holds a user selector (RPL 3), "
 		 "so KVM must reload it with load_gs_index() when it puts the vCPU"),
+	PK_PARAM(struct pk_host_params, vmm_ldt, false,
+		 "the VMM has an LDT (modify_ldt): VM-exit leaves LDTR unusable, so KVM must "
+		 "reload it before the VMM returns to user mode"),
 	PK_PARAM(struct pk_host_params, ret_uses_percpu, true,
 		 "a RET touches per-cpu data (call depth tracking, v6.2+), so the first RET after "
 		 "a VM-exit needs the host GS base"),
+	PK_PARAM(struct pk_host_params, kernel_ibrs, true,
+		 "legacy IBRS: the host kernel sets SPEC_CTRL.IBRS on every kernel entry and "
+		 "clears it on the way back to user mode (spectre_v2=ibrs, X86_FEATURE_KERNEL_IBRS, "
+		 "2dbb887e875b, v5.19; the spectre_v2=auto choice on Intel CPUs with retbleed), "
+		 "where the CPU has IBRS and no eIBRS: a Skylake host; 0: retpolines only"),
+	PK_PARAM(struct pk_host_params, pti, true,
+		 "page-table isolation on CPUs with Meltdown (pti=auto, v4.15+): a CR3 switch on "
+		 "every kernel entry and exit to user mode"),
+	PK_PARAM(struct pk_host_params, mds, true,
+		 "MDS mitigation on affected CPUs (mds=full, v5.2+): VERW before returning to user "
+		 "mode (and before VM-entry, in KVM)"),
 	{ }		/* end */
 };
 
@@ -85,42 +109,145 @@ static struct pk_module kernel_module = {
 module_init(kernel_module);
 
 /*
- * An NMI in host mode. The paranoid entry cannot trust the GS state it finds: it reads
- * GS_BASE and SWAPGSes if that is not a kernel address (or, in the RDPID variant,
- * indexes the per-cpu offsets with TSC_AUX), then the handler touches per-cpu data.
+ * A kernel.* parameter set the host cannot have: the reason, or NULL. None is refused
+ * today: each mitigation parameter applies where the CPU has the bug or the feature it
+ * is about (pk_host_kernel_ibrs, pk_host_pti, pk_host_mds_clear), as the kernel's =auto.
  */
-void pk_host_nmi(struct pk_cpu *cpu)
+const char *pk_host_params_invalid(struct pk_machine *m)
+{
+	(void)m;
+	return NULL;
+}
+
+/* X86_FEATURE_KERNEL_IBRS: asked for, and an Intel CPU with IBRS and without eIBRS. */
+bool pk_host_kernel_ibrs(const struct pk_machine *m)
+{
+	const struct pk_cpu_model *cm = &m->model;
+
+	return m->host.params.kernel_ibrs && cm->vendor == PK_VENDOR_INTEL && cm->has_ibrs &&
+	       !cm->has_eibrs;
+}
+
+bool pk_host_pti(const struct pk_machine *m)
+{
+	return m->host.params.pti && m->model.bug_meltdown;
+}
+
+bool pk_host_mds_clear(const struct pk_machine *m)
+{
+	return m->host.params.mds && m->model.bug_mds;
+}
+
+/*
+ * SPEC_CTRL while in the kernel (x86_spec_ctrl_current, what KVM restores after a
+ * VM-exit) and in user mode: they differ only on a legacy-IBRS host.
+ */
+u64 pk_host_spec_ctrl_kernel(const struct pk_machine *m)
+{
+	return m->host.spec_ctrl | (pk_host_kernel_ibrs(m) ? SPEC_CTRL_IBRS : 0);
+}
+
+u64 pk_host_spec_ctrl_user(const struct pk_machine *m)
+{
+	return m->host.spec_ctrl;
+}
+
+/*
+ * The CPU number as the paranoid entry finds it with FSGSBASE (GET_PERCPU_BASE: LSL of
+ * the CPUNODE segment of the GDT the CPU holds, arch/x86/include/asm/segment.h; not
+ * RDPID since "x86/entry/64: Do not use RDPID in paranoid entry"): -1 if GDTR does not
+ * hold a per-CPU GDT.
+ */
+static int paranoid_cpu_from_gdt(struct pk_cpu *cpu)
+{
+	struct pk_machine *m = cpu->m;
+
+	for (u32 i = 0; i < m->nr_cpus; i++)
+		if (cpu->gdtr.base == m->host.gdt_base[i])
+			return (int)i;
+	return -1;
+}
+
+/*
+ * An NMI or machine check in host mode. The paranoid entry cannot trust the GS state it
+ * finds: with FSGSBASE it saves GS_BASE and writes the per-cpu base of the CPU number it
+ * reads from the GDT; before that it read GS_BASE and SWAPGSed if that was not a kernel
+ * address (or, in the RDPID variant, indexed the per-cpu offsets with TSC_AUX). Then the
+ * handler touches per-cpu data and runs RETs (pk_observe_handler), and the exit path
+ * puts GS back.
+ */
+static void host_paranoid_handler(struct pk_cpu *cpu, u32 vector)
 {
 	struct pk_machine *m = cpu->m;
 	struct pk_host *h = &m->host;
-	u64 gs = cpu->seg[VCPU_SREG_GS].base;
+	u64 gs = cpu->seg[VCPU_SREG_GS].base, kgs = cpu->msr[PK_MSR_KERNEL_GS_BASE], spec;
+	bool ibrs_enter;
 
-	pk_trace(m, PK_TR_NMI_HANDLER, cpu->id, gs, 0);
+	pk_trace(m, PK_TR_NMI_HANDLER, cpu->id, gs, vector);
 	if (h->params.paranoid_entry_rdpid) {
 		u64 aux = cpu->msr[PK_MSR_TSC_AUX] & 0xfff;
 		u64 base = aux < m->nr_cpus ? h->per_cpu_offset[aux] : ~0ULL;
 
-		if (m->oracle && base != h->per_cpu_offset[cpu->id])
-			pk_oracle_violation(m, PK_OBS_NMI, cpu->id, MSR_TSC_AUX, cpu->id,
-					    cpu->msr[PK_MSR_TSC_AUX]);
-		return;
-	}
-	if (h->params.paranoid_entry_fsgsbase) {
-		/* RDGSBASE to save, WRGSBASE the per-cpu base found from the CPU number. */
-		cpu->seg[VCPU_SREG_GS].base = h->per_cpu_offset[cpu->id];
-		pk_observe_percpu(cpu, PK_OBS_NMI);
-		cpu->seg[VCPU_SREG_GS].base = gs;
-		return;
-	}
-	if ((s64)gs >= 0) {		/* a user GS base: the kernel's is in KERNEL_GS_BASE */
-		cpu->seg[VCPU_SREG_GS].base = cpu->msr[PK_MSR_KERNEL_GS_BASE];
+		if (base != h->per_cpu_offset[cpu->id]) {
+			if (m->oracle)
+				pk_oracle_violation(m, PK_OBS_NMI, cpu->id, MSR_TSC_AUX, cpu->id,
+						    cpu->msr[PK_MSR_TSC_AUX]);
+			return;
+		}
+		cpu->seg[VCPU_SREG_GS].base = base;
+	} else if (h->params.paranoid_entry_fsgsbase) {
+		int found = paranoid_cpu_from_gdt(cpu);
+
+		if (found != (int)cpu->id) {
+			if (m->oracle)
+				pk_oracle_violation(m, PK_OBS_NMI, cpu->id, PK_REG_GDTR_BASE,
+						    h->gdt_base[cpu->id], cpu->gdtr.base);
+			return;
+		}
+		cpu->seg[VCPU_SREG_GS].base = h->per_cpu_offset[found];
+	} else if ((s64)gs >= 0) {	/* a user GS base: the kernel's is in KERNEL_GS_BASE */
+		cpu->seg[VCPU_SREG_GS].base = kgs;
 		cpu->msr[PK_MSR_KERNEL_GS_BASE] = gs;
-		pk_observe_percpu(cpu, PK_OBS_NMI);
-		cpu->msr[PK_MSR_KERNEL_GS_BASE] = cpu->seg[VCPU_SREG_GS].base;
-		cpu->seg[VCPU_SREG_GS].base = gs;
-		return;
 	}
-	pk_observe_percpu(cpu, PK_OBS_NMI);
+	/*
+	 * IBRS_ENTER save_reg=%r15 / IBRS_EXIT save_reg=%r15 (arch/x86/entry/calling.h, in
+	 * paranoid_entry and paranoid_exit): with legacy kernel IBRS the handler runs with
+	 * the kernel's SPEC_CTRL unless IBRS was already set, and the exit writes back what
+	 * it found (the guest's, if the NMI hit the VM-exit window).
+	 */
+	spec = cpu->msr[PK_MSR_SPEC_CTRL];
+	ibrs_enter = pk_host_kernel_ibrs(m) && !(spec & SPEC_CTRL_IBRS);
+	if (ibrs_enter)
+		cpu->msr[PK_MSR_SPEC_CTRL] = pk_host_spec_ctrl_kernel(m);
+	pk_observe_handler(cpu, PK_OBS_NMI, vector);
+	if (pk_host_kernel_ibrs(m))
+		cpu->msr[PK_MSR_SPEC_CTRL] = spec;
+	cpu->seg[VCPU_SREG_GS].base = gs;
+	cpu->msr[PK_MSR_KERNEL_GS_BASE] = kgs;
+}
+
+void pk_host_nmi(struct pk_cpu *cpu)
+{
+	host_paranoid_handler(cpu, X86_TRAP_NMI);
+}
+
+/* #MC: the same paranoid entry, but not held by GIF = 0 (it can land anywhere). */
+void pk_host_machine_check(struct pk_cpu *cpu)
+{
+	host_paranoid_handler(cpu, X86_TRAP_MC);
+}
+
+/*
+ * A device interrupt in host kernel mode (IRQs on): the entry trusts GS (it came from
+ * kernel mode, so no SWAPGS); the handler and the softirqs irq_exit() runs on its way
+ * out (__do_softirq: timers, RCU, networking) read per-cpu data and run RETs.
+ */
+void pk_host_irq(struct pk_cpu *cpu, u32 vector, bool softirqs)
+{
+	struct pk_machine *m = cpu->m;
+
+	pk_trace(m, PK_TR_IRQ, cpu->id, vector, softirqs);
+	pk_observe_handler(cpu, PK_OBS_IRQ, vector);
 }
 
 void pk_host_init(struct pk_machine *m)
@@ -140,8 +267,13 @@ void pk_host_init(struct pk_machine *m)
 	h->cstar = 0xffffffff81e01c40ULL;	/* entry_SYSCALL_compat */
 	h->syscall_mask = 0x47700;		/* TF|DF|IF|IOPL|AC|NT */
 	h->sysenter_eip = 0xffffffff81e01b20ULL;/* entry_SYSENTER_compat */
-	/* eIBRS hosts keep IBRS set; others run with SPEC_CTRL = 0 (or SSBD per task). */
+	/*
+	 * x86_spec_ctrl_base, the value in user mode: eIBRS hosts keep IBRS set; others run
+	 * with 0 (or SSBD per task). Legacy kernel IBRS adds IBRS in the kernel only
+	 * (pk_host_spec_ctrl_kernel).
+	 */
 	h->spec_ctrl = m->model.has_eibrs ? SPEC_CTRL_IBRS : 0;
+	h->poking_cr3 = 0x3000000ULL;		/* text_poke's mm, made at boot */
 	h->kernel_cs = __KERNEL_CS;
 	h->kernel_ds = __KERNEL_DS;
 	h->tss_sel = __TSS_SEL;
@@ -165,6 +297,9 @@ void pk_host_init(struct pk_machine *m)
 		host_cpu_init(m, &m->cpu[i]);
 		host_cpu_enter_user(&m->cpu[i], &h->tasks[t]);
 	}
+	/* Kernel threads come into being when first needed (csrc/host/sched.c). */
+	for (u32 i = 0; i < PK_MAX_CPUS; i++)
+		h->idle_task[i] = h->kworker[i] = -1;
 }
 
 int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread)
@@ -185,8 +320,17 @@ int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread)
 	/* A 32-bit VMM's GS is a flat user data selector: base 0. */
 	if (is_vcpu_thread && m->host.params.vmm_32bit_gs)
 		t->gsindex = __USER_DS;
+	t->user_fsbase = t->fsbase;
+	t->user_gsbase = t->gsbase;
+	/* start_thread(): DS and ES hold the user data selector. */
+	t->ds = t->es = __USER_DS;
+	t->user_ds = t->user_es = __USER_DS;
+	if (is_vcpu_thread && m->host.params.vmm_ldt)
+		t->ldt = GDT_ENTRY_LDT * 8;
+	/* Page aligned: the low 12 bits are the PCID (ASID) the mm has on its CPU. */
 	t->cr3 = 0x1000000ULL + ((u64)t->id << 12);
 	t->timer_budget = UINT64_MAX;
+	t->state = TASK_RUNNING;
 	return (int)h->nr_tasks++;
 }
 
@@ -229,16 +373,53 @@ void x86_gsbase_write_inactive(u64 gsbase)
 
 /* ---- syscall entry / exit to user mode (arch/x86/entry, kernel/entry/common.c) ---- */
 
+/*
+ * SYSCALL / SYSRETQ load CS and SS from STAR (SDM vol. 2B): the host consumes the STAR
+ * it finds on every kernel entry and exit, so a guest value left there shows in the
+ * selectors the host runs with.
+ */
+static void host_syscall_segments(struct pk_cpu *cpu, bool to_user)
+{
+	u16 sel = (u16)(cpu->msr[PK_MSR_STAR] >> (to_user ? 48 : 32));
+
+	pk_attr_mark(cpu, to_user ? "SYSRETQ (exit to user mode)" : "SYSCALL (kernel entry)");
+	if (to_user) {
+		cpu->seg[VCPU_SREG_CS].selector = (u16)((sel + 16) | 3);
+		cpu->seg[VCPU_SREG_SS].selector = (u16)((sel + 8) | 3);
+	} else {
+		cpu->seg[VCPU_SREG_CS].selector = sel & 0xfffc;
+		cpu->seg[VCPU_SREG_SS].selector = (u16)((sel & 0xfffc) + 8);
+	}
+}
+
+/*
+ * Kernel entry (entry_SYSCALL_64, and the same mitigations on an interrupt from user
+ * mode): SWAPGS, PTI's switch to the kernel page tables, IBRS_ENTER for legacy kernel
+ * IBRS (arch/x86/entry/entry_64.S, calling.h), then the C entry and the syscall dispatch.
+ * Entry code runs with IRQs off until syscall_enter_from_user_mode() turns them on.
+ */
 void pk_enter_kernel(void)
 {
 	struct pk_machine *m = this_machine();
-	u32 old = pk_path_enter(m, PK_PATH_OTHER);
+	u32 old = pk_path_enter(m, PK_PATH_SYSCALL);
 
+	host_syscall_segments(this_cpu(), false);
 	native_swapgs();
+	if (pk_host_pti(m))
+		pk_pti_switch_cr3();
+	/* IBRS_ENTER (arch/x86/entry/calling.h): legacy IBRS is on while in the kernel. */
+	if (pk_host_kernel_ibrs(m))
+		wrmsrl(MSR_IA32_SPEC_CTRL, pk_host_spec_ctrl_kernel(m));
 	m->host.in_user[this_cpu()->id] = false;
+	pk_sw(PK_OP_SW_SYSCALL_ENTRY);
 	pk_path_leave(m, old);
 }
 
+/*
+ * Exit to user mode (syscall_exit_to_user_mode, then the asm return): the exit work with
+ * IRQs off (user-return notifiers among it), the MDS buffer clear, IBRS_EXIT, PTI's switch
+ * to the user page tables, SWAPGS, SYSRET.
+ */
 void pk_exit_to_user_mode(void)
 {
 	struct pk_machine *m = this_machine();
@@ -248,13 +429,24 @@ void pk_exit_to_user_mode(void)
 	pk_trace(m, PK_TR_USER_RETURN, this_cpu()->id, t->id, t->tif_user_return_notify);
 	/* exit_to_user_mode_prepare() runs the exit work, notifiers included, IRQs off. */
 	local_irq_disable();
+	old = pk_path_enter(m, PK_PATH_SYSCALL);
+	pk_sw(PK_OP_SW_SYSCALL_EXIT);
+	pk_path_leave(m, old);
 	if (t->tif_user_return_notify) {
 		old = pk_path_enter(m, PK_PATH_USER_RETURN);
 		fire_user_return_notifiers();
 		pk_path_leave(m, old);
 	}
-	old = pk_path_enter(m, PK_PATH_OTHER);
+	old = pk_path_enter(m, PK_PATH_SYSCALL);
+	if (pk_host_mds_clear(m))
+		pk_verw();
+	/* IBRS_EXIT: user mode runs without IBRS. */
+	if (pk_host_kernel_ibrs(m))
+		wrmsrl(MSR_IA32_SPEC_CTRL, pk_host_spec_ctrl_user(m));
+	if (pk_host_pti(m))
+		pk_pti_switch_cr3();
 	native_swapgs();
+	host_syscall_segments(this_cpu(), true);
 	m->host.in_user[this_cpu()->id] = true;
 	local_irq_enable();
 	pk_path_leave(m, old);
@@ -337,10 +529,71 @@ void preempt_notifier_unregister(struct preempt_notifier *pn)
 }
 
 /*
- * Switch `cpu` to task `next`: both are in the kernel. Preempt notifiers of prev run
- * first (sched_out), then __switch_to saves prev's user FS/GS bases and loads next's
- * (the user GS base is KERNEL_GS_BASE while in the kernel), the TIF_USER_RETURN_NOTIFY
- * flag moves to next, and next's notifiers run (sched_in).
+ * switch_mm_irqs_off() (arch/x86/mm/tlb.c): the next task's page tables (with the PCID
+ * its mm has on this CPU) and its LDT (switch_ldt()).
+ */
+static void switch_mm_irqs_off(struct pk_task *p, struct pk_task *n)
+{
+	struct pk_host *h = &this_machine()->host;
+	u32 id = this_cpu()->id;
+
+	/*
+	 * A kernel thread has no mm and borrows the one loaded (lazy TLB), so switching to
+	 * it, or back to the task whose mm it borrowed, leaves CR3.
+	 */
+	if (n->is_kthread)
+		n->cr3 = h->loaded_cr3[id];
+	if (n->cr3 != h->loaded_cr3[id]) {
+		native_write_cr3(n->cr3);
+		h->loaded_cr3[id] = n->cr3;
+	}
+	if (p->ldt || n->ldt)
+		native_lldt(n->ldt);
+}
+
+/*
+ * __switch_to() (arch/x86/kernel/process_64.c): save prev's user FS/GS (the user GS base
+ * is the inactive one while in the kernel) and DS/ES, load next's; __switch_to_xtra()
+ * flips CR4.TSD between tasks with different TSC modes and hands the
+ * TIF_USER_RETURN_NOTIFY flag on (propagate_user_return_notify()).
+ */
+static void __switch_to(struct pk_task *p, struct pk_task *n)
+{
+	struct pk_host *h = &this_machine()->host;
+	u32 id = this_cpu()->id;
+
+	p->fsbase = rdfsbase();
+	p->fsindex = savesegment(VCPU_SREG_FS);
+	p->gsindex = savesegment(VCPU_SREG_GS);
+	p->gsbase = x86_gsbase_read_inactive();
+	if (n->fsindex != p->fsindex)
+		loadsegment(VCPU_SREG_FS, n->fsindex);
+	wrfsbase(n->fsbase);
+	if (n->gsindex != p->gsindex)
+		load_gs_index(n->gsindex);
+	x86_gsbase_write_inactive(n->gsbase);
+	p->es = savesegment(VCPU_SREG_ES);
+	if (n->es | p->es)
+		loadsegment(VCPU_SREG_ES, n->es);
+	p->ds = savesegment(VCPU_SREG_DS);
+	if (n->ds | p->ds)
+		loadsegment(VCPU_SREG_DS, n->ds);
+	if (p->notsc != n->notsc) {
+		h->cr4_shadow[id] ^= X86_CR4_TSD;
+		native_write_cr4(h->cr4_shadow[id]);
+	}
+	if (p->tif_user_return_notify) {
+		p->tif_user_return_notify = false;
+		n->tif_user_return_notify = true;
+	}
+}
+
+/*
+ * Switch `cpu` to task `next`: both are in the kernel. __schedule() runs with
+ * preemption off and, under the runqueue lock, IRQs off: prev's preempt notifiers
+ * (sched_out) fire, then switch_mm and switch_to; finish_task_switch() turns IRQs back
+ * on before next's notifiers (sched_in). So an NMI may land anywhere in here, an IRQ
+ * only during sched_in, a preemption nowhere.
  */
 void pk_context_switch(int cpu_id, int next)
 {
@@ -358,38 +611,26 @@ void pk_context_switch(int cpu_id, int next)
 	p = &m->host.tasks[prev];
 	n = &m->host.tasks[next];
 
+	preempt_disable();
+	local_irq_disable();
 	for (int i = 0; i < PK_MAX_PREEMPT_NOTIFIERS; i++) {
 		struct preempt_notifier *pn = m->host.preempt_notifiers[i];
 		if (pn && pn->task == prev)
 			pn->sched_out(pn);
 	}
 	p->timer_budget = this_cpu()->insn_budget;
-	/* save_fsgs / x86_fsgsbase_load */
-	p->fsbase = rdfsbase();
-	p->fsindex = savesegment(VCPU_SREG_FS);
-	p->gsindex = savesegment(VCPU_SREG_GS);
-	p->gsbase = x86_gsbase_read_inactive();
-	if (n->fsindex != p->fsindex)
-		loadsegment(VCPU_SREG_FS, n->fsindex);
-	wrfsbase(n->fsbase);
-	if (n->gsindex != p->gsindex)
-		load_gs_index(n->gsindex);
-	x86_gsbase_write_inactive(n->gsbase);
-	if (n->cr3 != p->cr3)
-		native_write_cr3(n->cr3);
-	/* propagate_user_return_notify() */
-	if (p->tif_user_return_notify) {
-		p->tif_user_return_notify = false;
-		n->tif_user_return_notify = true;
-	}
+	switch_mm_irqs_off(p, n);
+	__switch_to(p, n);
 	m->host.current[cpu_id] = next;
 	n->cpu = cpu_id;
 	pk_trace(m, PK_TR_SCHED_SWITCH, cpu_id, prev, next);
+	local_irq_enable();
 	for (int i = 0; i < PK_MAX_PREEMPT_NOTIFIERS; i++) {
 		struct preempt_notifier *pn = m->host.preempt_notifiers[i];
 		if (pn && pn->task == next)
 			pn->sched_in(pn, cpu_id);
 	}
+	preempt_enable();
 	/* The task's timer runs while it runs. */
 	this_cpu()->insn_budget = n->timer_budget;
 	pk_this_cpu = saved;

@@ -17,6 +17,182 @@ void kvm_arch_disable_virtualization_cpu(void);
 int kvm_vcpu_ioctl_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u32 n, bool set);
 int kvm_vcpu_ioctl_set_cpuid2(struct kvm_vcpu *vcpu, const struct kvm_cpuid_entry2 *e, int n);
 
+/* ---- halting: polling, blocking, waking (kvm_vcpu_halt, kvm_vcpu_block) ---- */
+
+/*
+ * kvm.halt_poll_ns is in x86.c's table. Its companions halt_poll_ns_grow (2),
+ * halt_poll_ns_grow_start (10000) and halt_poll_ns_shrink (2 upstream since it stopped
+ * defaulting to 0) are kept at upstream's values: they decide how fast a vCPU's window
+ * adapts, which a steady workload does not see.
+ */
+#define HALT_POLL_NS_GROW		2
+#define HALT_POLL_NS_GROW_START		10000	/* 10 us */
+#define HALT_POLL_NS_SHRINK		2
+
+static const struct kvm_params *kvm_param(void)
+{
+	return &kvm_global()->params;
+}
+
+static void grow_halt_poll_ns(struct kvm_vcpu *vcpu)
+{
+	unsigned int val = vcpu->halt_poll_ns;
+	unsigned int grow = HALT_POLL_NS_GROW;
+	unsigned int grow_start = HALT_POLL_NS_GROW_START;
+
+	if (!grow)
+		return;
+	val *= grow;
+	if (val < grow_start)
+		val = grow_start;
+	vcpu->halt_poll_ns = val;
+}
+
+static void shrink_halt_poll_ns(struct kvm_vcpu *vcpu)
+{
+	unsigned int val = vcpu->halt_poll_ns;
+	unsigned int shrink = HALT_POLL_NS_SHRINK;
+
+	if (shrink == 0)
+		val = 0;
+	else
+		val /= shrink;
+	/* Below the start value polling is not worth it (S. Senozhatsky, Message-Id
+	 * <20210902031100.252080-1-senozhatsky@chromium.org>). */
+	if (val < HALT_POLL_NS_GROW_START)
+		val = 0;
+	vcpu->halt_poll_ns = val;
+}
+
+/* <0: the vCPU must stop halting (a wake event, a timer, a signal); 0: keep waiting. */
+static int kvm_vcpu_check_block(struct kvm_vcpu *vcpu)
+{
+	if (kvm_arch_vcpu_runnable(vcpu))
+		return -EINTR;
+	if (kvm_cpu_has_pending_timer(vcpu))
+		return -EINTR;
+	if (current_task()->signal_pending)
+		return -EINTR;
+	return 0;
+}
+
+/*
+ * Block the vCPU until it is runnable, an event arrives or a signal is pending: the
+ * thread sleeps (schedule(): kvm_sched_out puts the vCPU, the CPU runs other tasks or
+ * idles, kvm_sched_in loads it again). True if it actually slept.
+ */
+bool kvm_vcpu_block(struct kvm_vcpu *vcpu)
+{
+	bool waited = false;
+
+	/* prepare_to_rcuwait(): kvm_vcpu_wake_up() may wake this thread from now on. */
+	preempt_disable();
+	vcpu->waiting = true;
+	preempt_enable();
+	for (;;) {
+		set_current_state(TASK_INTERRUPTIBLE);
+		if (kvm_vcpu_check_block(vcpu) < 0)
+			break;
+		waited = true;
+		schedule();
+	}
+	/* finish_rcuwait() */
+	preempt_disable();
+	vcpu->waiting = false;
+	set_current_state(TASK_RUNNING);
+	preempt_enable();
+	return waited;
+}
+
+static unsigned int kvm_vcpu_max_halt_poll_ns(struct kvm_vcpu *vcpu)
+{
+	return kvm_param()->halt_poll_ns;
+}
+
+/* kvm_vcpu_can_poll(): nothing else wants the CPU and the window is still open. */
+static bool kvm_vcpu_can_poll(u64 cur, u64 stop)
+{
+	return single_task_running() && !need_resched() && cur < stop;
+}
+
+/*
+ * Emulate a halt: with polling on, busy-wait up to the vCPU's window for a wake event
+ * (halt-polling: no put/load and no context switch if it comes), else block. The window
+ * then grows after a short halt and shrinks after a long one (virt/kvm/kvm_main.c).
+ */
+void kvm_vcpu_halt(struct kvm_vcpu *vcpu)
+{
+	unsigned int max_halt_poll_ns = kvm_vcpu_max_halt_poll_ns(vcpu);
+	bool waited = false;
+	bool do_halt_poll;
+	u64 start, cur, halt_ns;
+
+	if (vcpu->halt_poll_ns > max_halt_poll_ns)
+		vcpu->halt_poll_ns = max_halt_poll_ns;
+	do_halt_poll = vcpu->halt_poll_ns != 0;		/* kvm_arch_no_poll(): never on x86 here */
+
+	start = cur = ktime_get();
+	if (do_halt_poll) {
+		u64 stop = start + vcpu->halt_poll_ns;
+
+		do {
+			if (kvm_vcpu_check_block(vcpu) < 0)
+				goto out;
+			/* cpu_relax(): time passes up to the next timer on this CPU, or the end. */
+			pk_hrtimer_run_next(this_cpu(), pk_ns_to_tsc(stop));
+			cur = ktime_get();
+		} while (kvm_vcpu_can_poll(cur, stop));
+	}
+	waited = kvm_vcpu_block(vcpu);
+	cur = ktime_get();
+out:
+	/* The total time the vCPU was halted, polling included. */
+	halt_ns = cur - start;
+	/* Polling succeeded if the vCPU never had to schedule out. */
+	if (do_halt_poll) {
+		++vcpu->stat.halt_attempted_poll;
+		if (!waited)
+			++vcpu->stat.halt_successful_poll;
+	}
+	max_halt_poll_ns = kvm_vcpu_max_halt_poll_ns(vcpu);
+	if (max_halt_poll_ns) {
+		if (halt_ns <= vcpu->halt_poll_ns)
+			;
+		/* A long halt: polling would not have caught it, poll less. */
+		else if (vcpu->halt_poll_ns && halt_ns > max_halt_poll_ns)
+			shrink_halt_poll_ns(vcpu);
+		/* A short halt the window missed: poll longer. */
+		else if (vcpu->halt_poll_ns < max_halt_poll_ns && halt_ns < max_halt_poll_ns)
+			grow_halt_poll_ns(vcpu);
+	} else {
+		vcpu->halt_poll_ns = 0;
+	}
+}
+
+/* __kvm_vcpu_wake_up() / rcuwait_wake_up(): wake the thread if it sleeps in kvm_vcpu_block. */
+bool kvm_vcpu_wake_up(struct kvm_vcpu *vcpu)
+{
+	if (vcpu->waiting && wake_up_process(vcpu->task)) {
+		vcpu->ready = true;
+		++vcpu->stat.halt_wakeup;
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Kick a sleeping vCPU, or one in guest mode, into host kernel mode. A vCPU running on
+ * another CPU would get a reschedule IPI; the model runs one vCPU at a time, so a kick
+ * only ever finds its target asleep or polling.
+ */
+void kvm_vcpu_kick(struct kvm_vcpu *vcpu)
+{
+	if (kvm_vcpu_wake_up(vcpu))
+		return;
+	if (vcpu->mode == IN_GUEST_MODE)
+		vcpu->mode = OUTSIDE_GUEST_MODE;
+}
+
 /* ---- preempt notifiers: kvm_sched_in / kvm_sched_out ---- */
 
 static void kvm_sched_in(struct preempt_notifier *pn, int cpu)
@@ -27,6 +203,7 @@ static void kvm_sched_in(struct preempt_notifier *pn, int cpu)
 
 	vcpu->preempted = false;
 	vcpu->scheduled_out = false;
+	vcpu->arch.l1tf_flush_l1d = true;	/* kvm_arch_sched_in(): L1TF */
 	kvm_arch_vcpu_load(vcpu, cpu);
 	pk_path_leave(m, old);
 }
@@ -38,8 +215,12 @@ static void kvm_sched_out(struct preempt_notifier *pn)
 	u32 old = pk_path_enter(m, PK_PATH_VCPU_PUT);
 
 	vcpu->scheduled_out = true;
-	vcpu->preempted = true;
-	vcpu->stat.preemptions++;
+	/* Preempted, not blocked: the thread is still runnable (task_is_runnable(current)). */
+	if (current_task()->state == TASK_RUNNING) {
+		vcpu->preempted = true;
+		vcpu->ready = true;
+		vcpu->stat.preemptions++;
+	}
 	kvm_arch_vcpu_put(vcpu);
 	pk_path_leave(m, old);
 }
@@ -154,6 +335,11 @@ int pk_param_info(const char *module, int i, const char **owner, const char **na
 const char *pk_kvm_vendor_name(struct pk_machine *m)
 {
 	return m->kvm_x86_ops ? m->kvm_x86_ops->name : NULL;
+}
+
+int pk_kvm_has_hv_timer(struct pk_machine *m)
+{
+	return m->kvm_x86_ops && m->kvm_x86_ops->set_hv_timer;
 }
 
 /* kvm_enable_virtualization(): on every CPU, by IPI, the first time a VM is created. */
@@ -327,16 +513,97 @@ int pk_vcpu_run(struct kvm_vcpu *vcpu, u64 max_insns)
  * KVM_RUN during which the vCPU thread is preempted once, at the first preemptible point
  * from its n-th host instruction on (another task runs and returns to user mode).
  */
-int pk_vcpu_run_preempted(struct kvm_vcpu *vcpu, u64 max_insns, u32 n, bool *preempted)
+int pk_vcpu_run_preempted_by(struct kvm_vcpu *vcpu, u64 max_insns, u32 n, u32 kind,
+			     bool *preempted)
 {
 	struct pk_machine *m = vcpu->kvm->m;
 	int r;
 
-	pk_inject_arm_patient(m, m->host.tasks[vcpu->task].cpu, n, PK_INJ_PREEMPT);
+	if (kind != PK_INJ_PREEMPT && kind != PK_INJ_PREEMPT_KTHREAD)
+		return pk_err(-EINVAL, "injection %u is not a preemption", kind);
+	pk_inject_arm_patient(m, m->host.tasks[vcpu->task].cpu, n, kind);
 	r = pk_vcpu_run(vcpu, max_insns);
 	*preempted = m->inject.fired;
 	pk_inject_disarm(m);
 	return r;
+}
+
+int pk_vcpu_run_preempted(struct kvm_vcpu *vcpu, u64 max_insns, u32 n, bool *preempted)
+{
+	return pk_vcpu_run_preempted_by(vcpu, max_insns, n, PK_INJ_PREEMPT, preempted);
+}
+
+/*
+ * KVM_RUN during which another task becomes runnable on the vCPU thread's pCPU (woken
+ * by an interrupt while the guest ran): the CPU's user process, which returns to user
+ * mode when it runs, or (kthread) its kernel worker, which does not. The vCPU thread
+ * yields at its first reschedule point, xfer_to_guest_mode_handle_work() in vcpu_run
+ * after an exit handled in the kernel, with the guest state loaded. *preempted says
+ * whether it came to that (a run whose first exit goes to userspace never yields).
+ */
+int pk_vcpu_run_rescheduled(struct kvm_vcpu *vcpu, u64 max_insns, bool kthread,
+			    bool *preempted)
+{
+	struct pk_machine *m = vcpu->kvm->m;
+	u32 cpu = m->host.tasks[vcpu->task].cpu;
+	int id = pk_host_queue_preemptor(m, cpu, kthread);
+	int r;
+
+	if (id < 0)
+		return pk_err(-EINVAL, "no task to preempt the vCPU thread on CPU %u", cpu);
+	r = pk_vcpu_run(vcpu, max_insns);
+	*preempted = pk_host_unqueue_preemptor(m, cpu, id);
+	return r;
+}
+
+/*
+ * Another vCPU (on another pCPU, not simulated) sends this one a KVM_HC_KICK_CPU every
+ * `period_ns` by the clock of the pCPU this vCPU's thread runs on (0: no more kicks). The
+ * clock runs only while that pCPU waits, so each halt is woken `period_ns` after it began
+ * (kvm_pv_kick_cpu_op -> kvm_vcpu_kick). The sender's own exits are not simulated.
+ */
+int pk_vcpu_kick_every(struct kvm_vcpu *vcpu, u64 period_ns)
+{
+	struct pk_machine *m = vcpu->kvm->m;
+	struct pk_cpu *saved = pk_this_cpu;
+	struct pk_hrtimer *t = &vcpu->arch.kick_timer;
+
+	pk_this_cpu = &m->cpu[m->host.tasks[vcpu->task].cpu];
+	vcpu->arch.kick_period = pk_ns_to_tsc(period_ns);
+	t->function = kvm_pv_kick_timer_fn;
+	if (vcpu->arch.kick_period)
+		hrtimer_start(t, this_cpu()->tsc + vcpu->arch.kick_period);
+	else
+		hrtimer_cancel(t);
+	pk_this_cpu = saved;
+	return 0;
+}
+
+/* One kick of that kind, `ns` from now by the same clock (a checker's wake-up event). */
+int pk_vcpu_kick_after(struct kvm_vcpu *vcpu, u64 ns)
+{
+	struct pk_machine *m = vcpu->kvm->m;
+	struct pk_cpu *saved = pk_this_cpu;
+	struct pk_hrtimer *t = &vcpu->arch.kick_timer;
+
+	pk_this_cpu = &m->cpu[m->host.tasks[vcpu->task].cpu];
+	vcpu->arch.kick_period = 0;
+	t->function = kvm_pv_kick_timer_fn;
+	hrtimer_start(t, this_cpu()->tsc + pk_ns_to_tsc(ns));
+	pk_this_cpu = saved;
+	return 0;
+}
+
+u32 pk_vcpu_halt_poll_ns(struct kvm_vcpu *vcpu)
+{
+	return vcpu->halt_poll_ns;
+}
+
+/* KVM_CREATE_IRQCHIP: the LAPIC (and PIC, IOAPIC) in the kernel, so HLT halts in KVM. */
+int pk_vm_create_irqchip(struct kvm *kvm)
+{
+	pk_this_cpu = &kvm->m->cpu[0];
+	return kvm_arch_vm_ioctl_create_irqchip(kvm);
 }
 
 int pk_vcpu_return_to_user(struct kvm_vcpu *vcpu)
@@ -474,6 +741,12 @@ int pk_vcpu_get_stat(struct kvm_vcpu *vcpu, struct kvm_vcpu_stat *stat)
 {
 	*stat = vcpu->stat;
 	return 0;
+}
+
+/* The host task of the vCPU's thread (the checker's preemption by another VM uses it). */
+int pk_vcpu_task(struct kvm_vcpu *vcpu)
+{
+	return vcpu->task;
 }
 
 int pk_vcpu_cpu(struct kvm_vcpu *vcpu)

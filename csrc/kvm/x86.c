@@ -6,6 +6,7 @@
 #include "x86.h"
 #include "pykvm/events.h"
 #include "pykvm/module.h"
+#include "pykvm/printk.h"
 
 /* ------------------------------------------------------------------------------------
  * Module parameters (kvm.*)
@@ -15,12 +16,28 @@ static const struct pk_param kvm_param_table[] = {
 	PK_PARAM(struct kvm_params, uret_irqs_off, true,
 		 "kvm_set_user_return_msr() writes the MSR and records it with IRQs off, so a "
 		 "virtualization-disable IPI cannot fall in between (docs/world-switch.md, bug 3)"),
+	PK_PARAM(struct kvm_params, lazy_fpu, false,
+		 "the guest FPU state is loaded lazily, on the guest's first FPU use (2.6-era "
+		 "KVM); 0: swapped with the VMM's on every KVM_RUN (kvm_load_guest_fpu, 4.15+)"),
 	PK_PARAM(struct kvm_params, forget_star, false, "never restore the host STAR"),
 	PK_PARAM(struct kvm_params, forget_lstar, false, "never restore the host LSTAR"),
 	PK_PARAM(struct kvm_params, forget_syscall_mask, false, "never restore the host SYSCALL_MASK"),
 	PK_PARAM(struct kvm_params, forget_efer, false, "never restore the host EFER (user return)"),
 	PK_PARAM(struct kvm_params, forget_tsc_aux, false, "never restore the host TSC_AUX"),
 	PK_PARAM(struct kvm_params, forget_tsx_ctrl, false, "never restore the host TSX_CTRL"),
+	PK_PARAM(struct kvm_params, bug_uret_curr_stale, false,
+		 "a stale user-return cache: kvm_on_user_return() writes the host values back "
+		 "but leaves each slot's `curr` at the guest's, so the next "
+		 "kvm_set_user_return_msr() of that value skips its WRMSR and the guest runs "
+		 "with the host's"),
+	/*
+	 * kvm_main.c's module_param (the halt-polling code is there; kvm.ko is one module
+	 * and the model keeps one table). Upstream's default is KVM_HALT_POLL_NS_DEFAULT,
+	 * 200000 on x86 (arch/x86/include/asm/kvm_host.h).
+	 */
+	PK_PARAM_UINT(struct kvm_params, halt_poll_ns, 200000,
+		      "the longest a halted vCPU polls for a wake-up before it schedules out "
+		      "(ns); 0: never poll, every halt puts the vCPU and idles the CPU"),
 	{ }		/* end */
 };
 
@@ -56,12 +73,18 @@ static struct kvm_user_return_msrs *this_cpu_uret(void)
 	return &kvm_global()->user_return_msrs[smp_processor_id()];
 }
 
+/*
+ * kernel: kvm_on_user_return() (x86.c at 8ecb10bcbfa3). Its software, with the notifier
+ * call that reaches it, is one SW_USER_RETURN; the WRMSRs are counted on their own.
+ */
 static void kvm_on_user_return(struct user_return_notifier *urn)
 {
 	struct kvm_x86_global *g = kvm_global();
 	struct kvm_user_return_msrs *msrs =
 		container_of(urn, struct kvm_user_return_msrs, urn);
 	bool irqs = this_machine()->host.irqs_enabled[smp_processor_id()];
+
+	pk_sw(PK_OP_SW_USER_RETURN);
 
 	/*
 	 * IRQs off: kvm_arch_disable_virtualization_cpu() may run this from an IPI, and
@@ -81,7 +104,8 @@ static void kvm_on_user_return(struct user_return_notifier *urn)
 			if (kvm_uret_forgotten(g->kvm_uret_msrs_list[slot]))
 				continue;
 			wrmsrl(g->kvm_uret_msrs_list[slot], values->host);
-			values->curr = values->host;
+			if (!g->params.bug_uret_curr_stale)
+				values->curr = values->host;
 		}
 	}
 }
@@ -219,8 +243,16 @@ static int kvm_apply_params(struct pk_machine *m, const struct kvm_x86_init_ops 
 		  vendor ? vendor->num_kp : 0, (u8 *)m->vendor_global + init->params_offset },
 		{ "kernel", kernel->kp, kernel->num_kp, &m->host.params },
 	};
+	const char *why;
+	int r;
 
-	return pk_params_apply(mods, ARRAY_SIZE(mods), params);
+	r = pk_params_apply(mods, ARRAY_SIZE(mods), params);
+	if (r)
+		return r;
+	why = pk_host_params_invalid(m);
+	if (why)
+		return pk_err(-EINVAL, "%s", why);
+	return 0;
 }
 
 int kvm_x86_vendor_init(struct pk_machine *m, const struct kvm_x86_init_ops *init,
@@ -232,7 +264,8 @@ int kvm_x86_vendor_init(struct pk_machine *m, const struct kvm_x86_init_ops *ini
 
 	if (m->kvm_global)
 		return -EEXIST;
-#define KVM_X86_OP(func)		if (!ops->func) return -EINVAL;
+#define KVM_X86_OP(func)		if (!ops->func)					\
+		return pk_err(-EINVAL, "vendor %s lacks the mandatory op %s", ops->name, #func);
 #define KVM_X86_OP_OPTIONAL(func)
 #include "asm/kvm-x86-ops.h"
 	g = pk_kzalloc(m, sizeof(*g), 64);
@@ -341,7 +374,7 @@ int kvm_set_msr_common(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
 		return 0;
 	}
 	case MSR_IA32_TSC_DEADLINE:
-		vcpu->arch.tsc_deadline = data;
+		kvm_set_lapic_tscdeadline_msr(vcpu, data);
 		return 0;
 	case MSR_IA32_APICBASE:
 		vcpu->arch.apic_base = data;
@@ -485,9 +518,24 @@ int kvm_emulate_wrmsr(struct kvm_vcpu *vcpu)
 }
 
 /*
- * The WRMSR fast path: handled with IRQs off right after VM-exit, and the guest is
- * re-entered without prepare_switch_to_guest/vcpu_put. TSC_DEADLINE arms the LAPIC
- * timer (assumed to be the VMX preemption timer / hrtimer, always usable here).
+ * kernel: handle_fastpath_set_tscdeadline(): the write is handled in the fast path when
+ * the vendor has a hypervisor timer (kvm_can_use_hv_timer; SVM has none, so there it
+ * takes the full exit path), whether or not the LAPIC is in the kernel:
+ * kvm_set_lapic_tscdeadline_msr() arms the timer only for an in-kernel LAPIC.
+ */
+static int handle_fastpath_set_tscdeadline(struct kvm_vcpu *vcpu, u64 data)
+{
+	if (!kvm_can_use_hv_timer(vcpu))
+		return 1;
+	kvm_set_lapic_tscdeadline_msr(vcpu, data);
+	return 0;
+}
+
+/*
+ * The WRMSR fast path (kernel: handle_fastpath_set_msr_irqoff, torvalds/linux x86.c at
+ * 8ecb10bcbfa3): handled with IRQs off right after VM-exit; the guest is re-entered from
+ * vcpu_enter_guest's inner loop without prepare_switch_to_guest, IRQ/preemption
+ * toggles, handle_exit dispatch or a vcpu_run pass (EXIT_FASTPATH_REENTER_GUEST).
  */
 fastpath_t handle_fastpath_set_msr_irqoff(struct kvm_vcpu *vcpu)
 {
@@ -495,7 +543,9 @@ fastpath_t handle_fastpath_set_msr_irqoff(struct kvm_vcpu *vcpu)
 
 	switch (msr) {
 	case MSR_IA32_TSC_DEADLINE:
-		vcpu->arch.tsc_deadline = kvm_read_edx_eax(vcpu);
+		if (handle_fastpath_set_tscdeadline(vcpu, kvm_read_edx_eax(vcpu)))
+			return EXIT_FASTPATH_NONE;
+		pk_sw(PK_OP_SW_FASTPATH);
 		vcpu->stat.fastpath_exits++;
 		kvm_skip_emulated_instruction(vcpu);
 		return EXIT_FASTPATH_REENTER_GUEST;
@@ -509,6 +559,7 @@ int kvm_vcpu_ioctl_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u3
 {
 	u32 i;
 
+	pk_sw(PK_OP_SW_VCPU_IOCTL);
 	vcpu_load(vcpu);
 	for (i = 0; i < n; ++i) {
 		int r = set ? kvm_set_msr(vcpu, entries[i].index, entries[i].data, true)
@@ -518,6 +569,161 @@ int kvm_vcpu_ioctl_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u3
 	}
 	vcpu_put(vcpu);
 	return (int)i;
+}
+
+/* ------------------------------------------------------------------------------------
+ * The in-kernel LAPIC's TSC-deadline timer and the vCPU's runnable state (upstream:
+ * lapic.c and x86.c), only as the wake-up source of a halted vCPU. Simplifications: the
+ * LVT timer is taken to be in TSC-deadline mode once the irqchip is in the kernel; while
+ * the vCPU runs, the deadline is held (the VMX preemption timer upstream), no exit is
+ * taken when it passes; the expiry that wakes a halted vCPU is not delivered to the
+ * guest as an interrupt: the guest resumes after its HLT.
+ * ---------------------------------------------------------------------------------- */
+
+/* apic_timer_expired(): count the expiry and kick the vCPU if it came from the hrtimer. */
+static void apic_timer_expired(struct kvm_vcpu *vcpu, bool from_timer_fn)
+{
+	if (vcpu->arch.lapic_timer.pending)
+		return;
+	vcpu->arch.tsc_deadline = 0;
+	vcpu->arch.lapic_timer.pending++;
+	if (from_timer_fn)
+		kvm_vcpu_kick(vcpu);
+}
+
+/* apic_timer_fn(): the host hrtimer the deadline runs on while the vCPU is blocked. */
+static void apic_timer_fn(struct pk_hrtimer *timer)
+{
+	struct kvm_vcpu *vcpu = container_of(timer, struct kvm_vcpu, arch.lapic_timer.timer);
+
+	apic_timer_expired(vcpu, true);
+}
+
+void kvm_set_lapic_tscdeadline_msr(struct kvm_vcpu *vcpu, u64 data)
+{
+	vcpu->arch.tsc_deadline = data;
+	if (!lapic_in_kernel(vcpu))
+		return;
+	hrtimer_cancel(&vcpu->arch.lapic_timer.timer);
+	/*
+	 * start_apic_timer(): a deadline already past expires at once; a future one goes to
+	 * the hypervisor timer where there is one (start_hv_timer -> set_hv_timer).
+	 */
+	if (data && data <= this_cpu()->tsc)
+		apic_timer_expired(vcpu, false);
+	else if (kvm_can_use_hv_timer(vcpu))
+		kvm_x86_call(set_hv_timer)(vcpu, data);
+}
+
+/*
+ * The guest's timer keeps counting while the vCPU is blocked only on a host hrtimer
+ * (kvm_lapic_switch_to_sw_timer; SVM, which has no preemption timer, keeps it there all
+ * along: the same, as host timers cost nothing in the model).
+ */
+static bool kvm_lapic_hv_timer_in_use(struct kvm_vcpu *vcpu)
+{
+	return lapic_in_kernel(vcpu) && vcpu->arch.tsc_deadline;
+}
+
+static void kvm_lapic_switch_to_sw_timer(struct kvm_vcpu *vcpu)
+{
+	struct pk_hrtimer *t = &vcpu->arch.lapic_timer.timer;
+
+	preempt_disable();
+	t->function = apic_timer_fn;
+	if (vcpu->arch.tsc_deadline <= this_cpu()->tsc)
+		apic_timer_expired(vcpu, false);
+	else
+		hrtimer_start(t, vcpu->arch.tsc_deadline);
+	preempt_enable();
+}
+
+static void kvm_lapic_switch_to_hv_timer(struct kvm_vcpu *vcpu)
+{
+	hrtimer_cancel(&vcpu->arch.lapic_timer.timer);
+}
+
+bool kvm_cpu_has_pending_timer(struct kvm_vcpu *vcpu)
+{
+	return lapic_in_kernel(vcpu) && vcpu->arch.lapic_timer.pending;
+}
+
+/* kvm_inject_pending_timer_irqs(): the expiry becomes the guest's interrupt (not modelled). */
+static void kvm_inject_pending_timer_irqs(struct kvm_vcpu *vcpu)
+{
+	vcpu->arch.lapic_timer.pending = 0;
+}
+
+/*
+ * kvm_pv_kick_cpu_op() as another vCPU's KVM_HC_KICK_CPU delivers it (APIC_DM_REMRD in
+ * __apic_accept_irq): the target may leave its halt.
+ */
+static void kvm_pv_kick_cpu_op(struct kvm_vcpu *target)
+{
+	target->arch.pv.pv_unhalted = true;
+	kvm_vcpu_kick(target);
+}
+
+/* A kick of pk_vcpu_kick_every(), arriving on the halted vCPU's CPU; the next is due. */
+void kvm_pv_kick_timer_fn(struct pk_hrtimer *timer)
+{
+	struct kvm_vcpu *vcpu = container_of(timer, struct kvm_vcpu, arch.kick_timer);
+
+	if (vcpu->arch.kick_period)
+		hrtimer_start(timer, timer->expires + vcpu->arch.kick_period);
+	kvm_pv_kick_cpu_op(vcpu);
+}
+
+static bool kvm_vcpu_running(struct kvm_vcpu *vcpu)
+{
+	return vcpu->arch.mp_state == KVM_MP_STATE_RUNNABLE;
+}
+
+/* kvm_vcpu_has_events(): a wake event is pending (an expired timer, a PV kick). */
+static bool kvm_vcpu_has_events(struct kvm_vcpu *vcpu)
+{
+	return vcpu->arch.pv.pv_unhalted || kvm_cpu_has_pending_timer(vcpu);
+}
+
+bool kvm_arch_vcpu_runnable(struct kvm_vcpu *vcpu)
+{
+	return kvm_vcpu_running(vcpu) || kvm_vcpu_has_events(vcpu);
+}
+
+/*
+ * vcpu_block(): a halted vCPU waits in kvm_vcpu_halt (polling, then blocking) until a
+ * wake event; the guest's timer moves to a host hrtimer meanwhile, since the preemption
+ * timer runs only in guest mode (and before polling, so an expiry is seen by it).
+ */
+static int vcpu_block(struct kvm_vcpu *vcpu)
+{
+	bool hv_timer;
+
+	if (!kvm_arch_vcpu_runnable(vcpu)) {
+		hv_timer = kvm_lapic_hv_timer_in_use(vcpu);
+		if (hv_timer)
+			kvm_lapic_switch_to_sw_timer(vcpu);
+		kvm_vcpu_halt(vcpu);
+		if (hv_timer)
+			kvm_lapic_switch_to_hv_timer(vcpu);
+		/* Woken by something else (a signal): service it, still halted. */
+		if (!kvm_arch_vcpu_runnable(vcpu))
+			return 1;
+	}
+	vcpu->arch.pv.pv_unhalted = false;
+	vcpu->arch.mp_state = KVM_MP_STATE_RUNNABLE;
+	return 1;
+}
+
+/* KVM_CREATE_IRQCHIP (kvm_arch_vm_ioctl): before any vCPU exists, once. */
+int kvm_arch_vm_ioctl_create_irqchip(struct kvm *kvm)
+{
+	if (kvm->arch.irqchip_mode != KVM_IRQCHIP_NONE)
+		return pk_err(-EEXIST, "the VM already has an in-kernel irqchip");
+	if (kvm->nr_vcpus)
+		return pk_err(-EINVAL, "KVM_CREATE_IRQCHIP after KVM_CREATE_VCPU");
+	kvm->arch.irqchip_mode = KVM_IRQCHIP_KERNEL;
+	return 0;
 }
 
 /* ------------------------------------------------------------------------------------
@@ -539,9 +745,17 @@ void kvm_inject_gp(struct kvm_vcpu *vcpu, u32 error_code)
 	vcpu->arch.exception.error_code = error_code;
 }
 
+/*
+ * kernel: kvm_skip_emulated_instruction() reads RFLAGS first (a VMREAD of GUEST_RFLAGS on
+ * VMX, unless cached since the exit) to inject a single-step #DB when TF was set.
+ */
 int kvm_skip_emulated_instruction(struct kvm_vcpu *vcpu)
 {
-	return kvm_x86_call(skip_emulated_instruction)(vcpu);
+	u64 rflags = kvm_x86_call(get_rflags)(vcpu);
+	int r = kvm_x86_call(skip_emulated_instruction)(vcpu);
+
+	(void)rflags;		/* single-step #DB: the model's guests never set TF here */
+	return r;
 }
 
 const struct kvm_cpuid_entry2 *kvm_find_cpuid_entry(struct kvm_vcpu *vcpu, u32 function, u32 index)
@@ -567,24 +781,50 @@ int kvm_emulate_cpuid(struct kvm_vcpu *vcpu)
 	return kvm_skip_emulated_instruction(vcpu);
 }
 
-/* No in-kernel LAPIC: HLT goes to userspace (kernel: __kvm_emulate_halt, !lapic_in_kernel). */
-int kvm_emulate_halt(struct kvm_vcpu *vcpu)
+/*
+ * The vCPU has halted. With the LAPIC in the kernel, the run loop sees the vCPU is not
+ * runnable and halts it (vcpu_block); without, userspace handles the wake-up events.
+ */
+static int __kvm_emulate_halt(struct kvm_vcpu *vcpu, u32 state, u32 reason)
 {
-	kvm_skip_emulated_instruction(vcpu);
-	vcpu->stat.halt_exits++;
-	vcpu->run.exit_reason = KVM_EXIT_HLT;
+	++vcpu->stat.halt_exits;
+	if (lapic_in_kernel(vcpu)) {
+		if (kvm_vcpu_has_events(vcpu))
+			vcpu->arch.pv.pv_unhalted = false;
+		else
+			vcpu->arch.mp_state = state;
+		return 1;
+	}
+	vcpu->run.exit_reason = reason;
 	return 0;
 }
 
+int kvm_emulate_halt(struct kvm_vcpu *vcpu)
+{
+	int ret = kvm_skip_emulated_instruction(vcpu);
+
+	return __kvm_emulate_halt(vcpu, KVM_MP_STATE_HALTED, KVM_EXIT_HLT) && ret;
+}
+
+/* x86_spec_ctrl_current: the kernel-mode value (with IBRS on a legacy-IBRS host). */
 u64 kvm_host_spec_ctrl(void)
 {
-	return this_machine()->host.spec_ctrl;
+	return pk_host_spec_ctrl_kernel(this_machine());
 }
 
 #define KVM_ENOSYS 1000
+#define KVM_EPERM 1
+/*
+ * kernel: kvm_emulate_hypercall(): the operand size from is_64_bit_mode() (CS.L) and the
+ * CPL (SS.DPL) before the call number; an unknown one returns -KVM_ENOSYS.
+ */
 int kvm_emulate_hypercall(struct kvm_vcpu *vcpu)
 {
-	kvm_register_write(vcpu, VCPU_REGS_RAX, (u64)-KVM_ENOSYS);
+	bool op_64_bit = is_64_bit_mode(vcpu);
+	int cpl = kvm_x86_call(get_cpl)(vcpu);
+	u64 ret = cpl ? (u64)-KVM_EPERM : (u64)-KVM_ENOSYS;
+
+	kvm_register_write(vcpu, VCPU_REGS_RAX, op_64_bit ? ret : (u32)ret);
 	return kvm_skip_emulated_instruction(vcpu);
 }
 
@@ -614,10 +854,11 @@ int kvm_handle_unexpected_exit(struct kvm_vcpu *vcpu, u64 exit_reason)
  * PIO and MMIO to userspace, completed on the next KVM_RUN (complete_userspace_io)
  * ---------------------------------------------------------------------------------- */
 
-/* Userspace moved RIP (KVM_SET_REGS) since the exit: nothing left to complete. */
+/* Userspace moved RIP (KVM_SET_REGS) since the exit: nothing left to complete
+ * (kernel: !kvm_is_linear_rip()). */
 static bool kvm_cui_rip_moved(struct kvm_vcpu *vcpu)
 {
-	return kvm_rip_read(vcpu) != vcpu->arch.cui_linear_rip;
+	return kvm_get_linear_rip(vcpu) != vcpu->arch.cui_linear_rip;
 }
 
 static int complete_fast_pio_out(struct kvm_vcpu *vcpu)
@@ -661,7 +902,7 @@ int kvm_fast_pio(struct kvm_vcpu *vcpu, int size, unsigned short port, int in)
 	run->io.port = port;
 	run->io.count = 1;
 	run->io.data_offset = offsetof(struct kvm_run, pio_data);
-	vcpu->arch.cui_linear_rip = kvm_rip_read(vcpu);
+	vcpu->arch.cui_linear_rip = kvm_get_linear_rip(vcpu);
 	if (in) {
 		memset(run->pio_data, 0, size);
 		vcpu->arch.complete_userspace_io = complete_fast_pio_in;
@@ -674,19 +915,67 @@ int kvm_fast_pio(struct kvm_vcpu *vcpu, int size, unsigned short port, int in)
 	return 0;
 }
 
+/*
+ * What x86_emulate_instruction() does around the emulation proper (torvalds/linux x86.c
+ * at 8ecb10bcbfa3): init_emulate_ctxt() reads RFLAGS, CS.L/D and RIP; the instruction
+ * fetch checks the CPL and walks the guest page tables from CR3; the emulator decodes
+ * and executes (SW_EMULATE). Simplification (MACHINE.md): the hardware hands KVM the
+ * decoded access, so only these accesses and the software are mirrored, not the decode.
+ */
+static void kvm_emulate_prologue(struct kvm_vcpu *vcpu)
+{
+	int cs_db, cs_l;
+
+	vcpu->arch.l1tf_flush_l1d = true;
+	(void)kvm_x86_call(get_rflags)(vcpu);
+	kvm_x86_call(get_cs_db_l_bits)(vcpu, &cs_db, &cs_l);
+	(void)kvm_rip_read(vcpu);
+	(void)kvm_x86_call(get_cpl)(vcpu);
+	if (is_paging(vcpu))
+		(void)kvm_read_cr3(vcpu);
+	pk_sw(PK_OP_SW_EMULATE);
+}
+
+/*
+ * The writeback of a completed instruction: toggle_interruptibility() reads the
+ * interrupt shadow, RIP moves past it, and __kvm_set_rflags() writes RFLAGS back.
+ */
+static void kvm_emulate_writeback(struct kvm_vcpu *vcpu, u8 insn_len)
+{
+	u64 rflags = kvm_x86_call(get_rflags)(vcpu);
+
+	(void)kvm_x86_call(get_interrupt_shadow)(vcpu);
+	kvm_rip_write(vcpu, kvm_rip_read(vcpu) + insn_len);
+	kvm_x86_call(set_rflags)(vcpu, rflags);
+}
+
+/*
+ * The next KVM_RUN after an MMIO exit (kernel: complete_emulated_mmio). A store was
+ * completed before the exit; a load is finished by the emulator with the data userspace
+ * supplied: here, by re-executing the instruction with that data (MACHINE.md), after the
+ * emulator's accesses and software.
+ */
 static int complete_emulated_mmio(struct kvm_vcpu *vcpu)
 {
+	u64 rflags;
+
 	if (vcpu->run.mmio.is_write)
-		return kvm_skip_emulated_instruction(vcpu);
-	/* The read is completed by re-executing the instruction with the data at hand. */
+		return 1;
+	/* complete_emulated_io: EMULTYPE_NO_DECODE, then the writeback (RIP: below). */
+	pk_sw(PK_OP_SW_EMULATE);
+	rflags = kvm_x86_call(get_rflags)(vcpu);
+	(void)kvm_x86_call(get_interrupt_shadow)(vcpu);
+	kvm_x86_call(set_rflags)(vcpu, rflags);
 	memcpy(&vcpu->arch.mmio_gpa, &vcpu->run.mmio.phys_addr, sizeof(u64));
 	vcpu->arch.mmio_read_pending = true;
 	return 1;
 }
 
 /*
- * An access outside every memory slot. Simplification (MACHINE.md): the hardware hands
- * KVM the decoded access, standing in for KVM's instruction emulator.
+ * An access outside every memory slot (kernel: kvm_mmu_page_fault -> x86_emulate_instruction
+ * with EMULTYPE_PF). Simplification (MACHINE.md): the hardware hands KVM the decoded
+ * access, standing in for KVM's instruction emulator. A store completes now (writeback
+ * before the exit, as upstream: RIP is past it when userspace sees KVM_EXIT_MMIO).
  */
 int kvm_handle_mmio(struct kvm_vcpu *vcpu, const struct pk_guest_event *ev)
 {
@@ -695,14 +984,17 @@ int kvm_handle_mmio(struct kvm_vcpu *vcpu, const struct pk_guest_event *ev)
 	vcpu->stat.mmio_exits++;
 	if (ev->len == 0 || ev->len > 8)
 		return kvm_handle_unexpected_exit(vcpu, ev->kind);
+	kvm_emulate_prologue(vcpu);
 	run->exit_reason = KVM_EXIT_MMIO;
 	run->mmio.phys_addr = ev->gpa;
 	run->mmio.len = ev->len;
 	run->mmio.is_write = ev->write;
 	memset(run->mmio.data, 0, sizeof(run->mmio.data));
-	if (ev->write)
+	if (ev->write) {
 		for (int i = 0; i < ev->len; i++)
 			run->mmio.data[i] = (u8)(ev->data >> (8 * i));
+		kvm_emulate_writeback(vcpu, ev->insn_len);
+	}
 	vcpu->arch.mmio_len = ev->len;
 	vcpu->arch.complete_userspace_io = complete_emulated_mmio;
 	return 0;
@@ -738,6 +1030,32 @@ static void kvm_complete_mmio_read(struct kvm_vcpu *vcpu)
 	vcpu->arch.mmio_read_pending = false;
 }
 
+/*
+ * RIP for a tracepoint. Tracing must not change what runs: no host point for the
+ * checker's injections, and the register cache left as it was (a cached RIP would
+ * spare a later VMREAD and shift every host point after it).
+ */
+static u64 kvm_trace_rip(struct kvm_vcpu *vcpu)
+{
+	struct pk_machine *m = vcpu->kvm->m;
+	u32 armed = m->inject.armed, avail = vcpu->arch.regs_avail;
+	u64 rip;
+
+	m->inject.armed = 0;
+	rip = kvm_rip_read(vcpu);
+	vcpu->arch.regs_avail = avail;
+	m->inject.armed = armed;
+	return rip;
+}
+
+/*
+ * kernel: vcpu_enter_guest() (torvalds/linux x86.c at 8ecb10bcbfa3). Its own software,
+ * outside the vendor's vcpu_run and handle_exit, is one SW_ENTER_GUEST per call: the
+ * request checks, kvm_mmu_reload, preempt_disable, local_irq_disable, the guest-mode
+ * store and SRCU unlock, kvm_vcpu_exit_request, guest_timing_enter_irqoff; after the exit
+ * last_guest_tsc (RDTSC), handle_exit_irqoff's call, the IRQ window around
+ * kvm_before/after_interrupt, guest_timing_exit_irqoff, preempt_enable, SRCU lock.
+ */
 static int vcpu_enter_guest(struct kvm_vcpu *vcpu)
 {
 	struct pk_machine *m = vcpu->kvm->m;
@@ -745,6 +1063,9 @@ static int vcpu_enter_guest(struct kvm_vcpu *vcpu)
 	u32 old;
 	int r;
 
+	old = pk_path_enter(m, PK_PATH_VCPU_RUN);
+	pk_sw(PK_OP_SW_ENTER_GUEST);
+	pk_path_leave(m, old);
 	kvm_inject_pending_exception(vcpu);
 
 	preempt_disable();
@@ -768,14 +1089,18 @@ static int vcpu_enter_guest(struct kvm_vcpu *vcpu)
 	for (;;) {
 		if (unlikely(m->trace))
 			pk_trace(m, PK_TR_KVM_ENTRY, smp_processor_id(), vcpu->vcpu_id,
-				 kvm_rip_read(vcpu));
+				 kvm_trace_rip(vcpu));
 		exit_fastpath = kvm_x86_call(vcpu_run)(vcpu, 0);
 		if (unlikely(m->trace)) {
-			u32 reason;
+			u32 reason, armed = m->inject.armed;
 			u64 info1, info2;
 
+			/* The tracepoint's VMREADs are not host points: a traced replay places
+			 * its injections where the untraced run did. */
+			m->inject.armed = 0;
 			kvm_x86_call(get_exit_info)(vcpu, &reason, &info1, &info2);
-			pk_trace(m, PK_TR_KVM_EXIT, smp_processor_id(), reason, kvm_rip_read(vcpu));
+			m->inject.armed = armed;
+			pk_trace(m, PK_TR_KVM_EXIT, smp_processor_id(), reason, kvm_trace_rip(vcpu));
 		}
 		if (likely(exit_fastpath != EXIT_FASTPATH_REENTER_GUEST))
 			break;
@@ -798,14 +1123,33 @@ static int vcpu_enter_guest(struct kvm_vcpu *vcpu)
 	return r;
 }
 
+/*
+ * kernel: vcpu_run(). Each pass after an exit handled in the kernel is one SW_RUN_LOOP
+ * (kvm_vcpu_running, the pending-timer and IRQ-window checks,
+ * __xfer_to_guest_mode_work_pending); the first pass is part of the ioctl.
+ */
 static int vcpu_run(struct kvm_vcpu *vcpu)
 {
+	struct pk_machine *m = vcpu->kvm->m;
 	int r;
 
+	/* L1TF: flush L1D before the first entry of every KVM_RUN (vmx_l1d_flush, cond). */
+	vcpu->arch.l1tf_flush_l1d = true;
 	for (;;) {
-		r = vcpu_enter_guest(vcpu);
+		if (kvm_vcpu_running(vcpu))
+			r = vcpu_enter_guest(vcpu);
+		else
+			r = vcpu_block(vcpu);
 		if (r <= 0)
 			break;
+		if (kvm_cpu_has_pending_timer(vcpu))
+			kvm_inject_pending_timer_irqs(vcpu);
+		{
+			u32 old = pk_path_enter(m, PK_PATH_VCPU_RUN);
+
+			pk_sw(PK_OP_SW_RUN_LOOP);
+			pk_path_leave(m, old);
+		}
 		/* xfer_to_guest_mode_handle_work(): a reschedule may happen here. */
 		pk_interrupt_window();
 		if (current_task()->signal_pending) {
@@ -813,18 +1157,50 @@ static int vcpu_run(struct kvm_vcpu *vcpu)
 			vcpu->run.exit_reason = KVM_EXIT_INTR;
 			break;
 		}
+		if (need_resched())
+			schedule();
 	}
 	if (r == 0)
 		vcpu->stat.userspace_exits++;
 	return r;
 }
 
+/*
+ * kernel: kvm_load_guest_fpu() / kvm_put_guest_fpu(), fpu_swap_kvm_fpstate(): the VMM's
+ * FPU state is saved and the guest's restored at the start of KVM_RUN, the other way at
+ * the end (XSAVES + XRSTORS each way: the VMM just returned from user mode, so its
+ * registers are live, TIF_NEED_FPU_LOAD clear). Before 4.15 KVM loaded the guest FPU
+ * lazily, on the guest's first FPU use, which these guests never make (kvm.lazy_fpu).
+ */
+static void kvm_swap_guest_fpu(struct kvm_vcpu *vcpu)
+{
+	if (kvm_global()->params.lazy_fpu)
+		return;
+	preempt_disable();		/* fpregs_lock() */
+	pk_xsaves();
+	pk_xrstors();
+	preempt_enable();
+}
+
+/*
+ * kernel: kvm_arch_vcpu_ioctl_run() (torvalds/linux x86.c at 8ecb10bcbfa3). The ioctl's
+ * own software (with kvm_vcpu_ioctl's vcpu->mutex and dispatch) is one SW_VCPU_IOCTL;
+ * post_kvm_run_save() reads the guest's IF (RFLAGS) for kvm_run->if_flag.
+ */
 int kvm_arch_vcpu_ioctl_run(struct kvm_vcpu *vcpu)
 {
+	struct pk_machine *m = vcpu->kvm->m;
 	struct kvm_run *kvm_run = &vcpu->run;
+	u32 old;
 	int r;
 
+	old = pk_path_enter(m, PK_PATH_IOCTL);
+	pk_sw(PK_OP_SW_VCPU_IOCTL);
+	pk_path_leave(m, old);
 	vcpu_load(vcpu);
+	old = pk_path_enter(m, PK_PATH_IOCTL);
+	kvm_swap_guest_fpu(vcpu);
+	pk_path_leave(m, old);
 	kvm_run->flags = 0;
 	if (vcpu->arch.complete_userspace_io) {
 		int (*cui)(struct kvm_vcpu *) = vcpu->arch.complete_userspace_io;
@@ -846,6 +1222,10 @@ int kvm_arch_vcpu_ioctl_run(struct kvm_vcpu *vcpu)
 		goto out;
 	r = vcpu_run(vcpu);
 out:
+	old = pk_path_enter(m, PK_PATH_IOCTL);
+	kvm_swap_guest_fpu(vcpu);
+	kvm_run->if_flag = !!(kvm_x86_call(get_rflags)(vcpu) & X86_EFLAGS_IF);
+	pk_path_leave(m, old);
 	vcpu_put(vcpu);
 	pk_trace(vcpu->kvm->m, PK_TR_KVM_USERSPACE_EXIT, this_cpu()->id, kvm_run->exit_reason, 0);
 	return r;
@@ -855,10 +1235,15 @@ out:
  * vCPU load/put (kvm_arch_vcpu_load/put) and CPUID
  * ---------------------------------------------------------------------------------- */
 
+/*
+ * kernel: kvm_arch_vcpu_load() with vcpu_load()'s own part (SW_VCPU_LOAD): the preempt
+ * notifier, the TSC checks, KVM_REQ_STEAL_UPDATE.
+ */
 void kvm_arch_vcpu_load(struct kvm_vcpu *vcpu, int cpu)
 {
 	struct kvm_x86_global *g = kvm_global();
 
+	pk_sw(PK_OP_SW_VCPU_LOAD);
 	/* A different vCPU ran here last: keep it from steering our indirect branches. */
 	if (g->last_vcpu[cpu] != vcpu) {
 		if (this_machine()->model.has_ibpb)
@@ -871,8 +1256,16 @@ void kvm_arch_vcpu_load(struct kvm_vcpu *vcpu, int cpu)
 	vcpu->cpu = cpu;
 }
 
+/*
+ * kernel: kvm_arch_vcpu_put() with vcpu_put()'s own part (SW_VCPU_PUT): on a preemption
+ * it records whether the vCPU was in guest kernel mode (the CPL: SS.DPL) for the steal
+ * time area, then the vendor put and last_host_tsc.
+ */
 void kvm_arch_vcpu_put(struct kvm_vcpu *vcpu)
 {
+	pk_sw(PK_OP_SW_VCPU_PUT);
+	if (vcpu->preempted)
+		(void)kvm_x86_call(get_cpl)(vcpu);
 	kvm_x86_call(vcpu_put)(vcpu);
 }
 

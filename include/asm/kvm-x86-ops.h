@@ -38,7 +38,12 @@ KVM_X86_OP(inject_exception)
 KVM_X86_OP(handle_exit_irqoff)
 KVM_X86_OP(get_exit_info)
 KVM_X86_OP(vcpu_after_set_cpuid)
+KVM_X86_OP(get_cpl)
+KVM_X86_OP(get_cs_db_l_bits)
+KVM_X86_OP(get_interrupt_shadow)
+KVM_X86_OP(set_interrupt_shadow)
 KVM_X86_OP_OPTIONAL(vcpu_free)
+KVM_X86_OP_OPTIONAL(set_hv_timer)
 
 #undef KVM_X86_OP
 #undef KVM_X86_OP_OPTIONAL

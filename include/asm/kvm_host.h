@@ -14,7 +14,9 @@
 struct kvm_vcpu;
 struct kvm;
 
+/* cffi:begin */
 #define KVM_MAX_VCPUS			8
+/* cffi:end */
 #define KVM_MAX_CPUID_ENTRIES		32
 #define KVM_MAX_NR_USER_RETURN_MSRS	16
 
@@ -27,8 +29,19 @@ struct kvm;
 #define ENOENT	2
 #define E2BIG	7
 
-/* General-purpose registers plus RIP (kernel: enum kvm_reg). */
-enum kvm_reg { VCPU_REGS_RIP = NR_VCPU_GPRS, NR_VCPU_REGS };
+/*
+ * General-purpose registers plus RIP (kernel: enum kvm_reg), then the state a vendor
+ * reads lazily from its VMCS and caches until the next VM-exit: bits in regs_avail only,
+ * no slot in regs[] (kernel: VCPU_EXREG_*).
+ */
+enum kvm_reg {
+	VCPU_REGS_RIP = NR_VCPU_GPRS,
+	NR_VCPU_REGS,
+	VCPU_EXREG_CR3 = NR_VCPU_REGS,
+	VCPU_EXREG_RFLAGS,
+	VCPU_EXREG_SEGMENTS,
+	VCPU_EXREG_EXIT_INFO_1,
+};
 
 enum exit_fastpath_completion {
 	EXIT_FASTPATH_NONE,
@@ -39,6 +52,10 @@ enum exit_fastpath_completion {
 typedef enum exit_fastpath_completion fastpath_t;
 
 enum { OUTSIDE_GUEST_MODE, IN_GUEST_MODE };
+
+/* Interrupt shadow, vendor-neutral (kernel: KVM_X86_SHADOW_INT_*). */
+#define KVM_X86_SHADOW_INT_MOV_SS	1
+#define KVM_X86_SHADOW_INT_STI		2
 
 /* Return values of the MSR accessors (kernel: KVM_MSR_RET_*). */
 #define KVM_MSR_RET_UNSUPPORTED	2
@@ -117,6 +134,24 @@ struct kvm_vcpu_arch {
 
 	int last_vmentry_cpu;
 	u64 run_budget;				/* guest instructions before the run's signal */
+	bool l1tf_flush_l1d;			/* flush L1D before the next VM-entry (L1TF) */
+
+	u32 mp_state;				/* KVM_MP_STATE_* */
+	/*
+	 * The in-kernel LAPIC's TSC-deadline timer (kernel: struct kvm_timer in lapic.h;
+	 * the deadline is tsc_deadline above), only as a wake-up source of a halted vCPU:
+	 * the host hrtimer it runs on while the vCPU is blocked, and the expiries not yet
+	 * delivered.
+	 */
+	struct {
+		u32 pending;
+		struct pk_hrtimer timer;
+	} lapic_timer;
+	struct {
+		bool pv_unhalted;		/* kicked by another vCPU (KVM_HC_KICK_CPU) */
+	} pv;
+	struct pk_hrtimer kick_timer;		/* another vCPU's kicks (pk_vcpu_kick_every) */
+	u64 kick_period;			/* TSC ticks between them */
 };
 
 /* cffi:begin */
@@ -132,6 +167,9 @@ struct kvm_vcpu_stat {
 	u64 irq_exits;
 	u64 preemptions;
 	u64 migrations;
+	u64 halt_successful_poll;		/* halts that ended while polling */
+	u64 halt_attempted_poll;
+	u64 halt_wakeup;			/* wake-ups of a vCPU blocked in kvm_vcpu_block */
 };
 /* cffi:end */
 
@@ -143,14 +181,25 @@ struct kvm_vcpu {
 	int task;				/* the host task that runs it */
 	bool preempted;
 	bool scheduled_out;
+	bool ready;
+	bool waiting;				/* in kvm_vcpu_block's rcuwait: wake_up wakes it */
+	unsigned int halt_poll_ns;		/* this vCPU's current polling window */
 	struct preempt_notifier preempt_notifier;
 	struct kvm_vcpu_stat stat;
 	struct kvm_vcpu_arch arch;
 	struct kvm_run run;
 };
 
+#define KVM_IRQCHIP_NONE	0
+#define KVM_IRQCHIP_KERNEL	1		/* KVM_CREATE_IRQCHIP: PIC, IOAPIC, LAPIC in kernel */
+
+struct kvm_arch {
+	int irqchip_mode;
+};
+
 struct kvm {
 	struct pk_machine *m;
+	struct kvm_arch arch;
 	struct pk_memslots memslots;		/* EPT_POINTER / nested_cr3 point here */
 	struct kvm_vcpu *vcpus[KVM_MAX_VCPUS];
 	int nr_vcpus;
@@ -196,6 +245,12 @@ struct kvm_x86_ops {
 	void (*handle_exit_irqoff)(struct kvm_vcpu *vcpu);
 	void (*get_exit_info)(struct kvm_vcpu *vcpu, u32 *reason, u64 *info1, u64 *info2);
 	void (*vcpu_after_set_cpuid)(struct kvm_vcpu *vcpu);
+	int (*get_cpl)(struct kvm_vcpu *vcpu);
+	void (*get_cs_db_l_bits)(struct kvm_vcpu *vcpu, int *db, int *l);
+	u32 (*get_interrupt_shadow)(struct kvm_vcpu *vcpu);
+	void (*set_interrupt_shadow)(struct kvm_vcpu *vcpu, int mask);
+	/* Arm the hypervisor timer for a TSC deadline (VMX preemption timer); NULL: none. */
+	int (*set_hv_timer)(struct kvm_vcpu *vcpu, u64 guest_deadline_tsc);
 };
 
 /* Setup-time hooks (kernel: struct kvm_x86_init_ops). */
@@ -210,11 +265,14 @@ struct kvm_x86_init_ops {
 	unsigned int params_offset;
 };
 
-/* kvm.* parameters (x86.c). */
+/* kvm.* parameters (x86.c's, then kvm_main.c's halt polling). */
 struct kvm_params {
 	bool uret_irqs_off;
+	bool lazy_fpu;
 	bool forget_star, forget_lstar, forget_syscall_mask, forget_efer,
 	     forget_tsc_aux, forget_tsx_ctrl;
+	bool bug_uret_curr_stale;
+	unsigned int halt_poll_ns;
 };
 
 /* x86.c's file-scope and per-CPU state, one per machine (allocated in kmem). */
@@ -294,8 +352,70 @@ static inline u64 kvm_read_edx_eax(struct kvm_vcpu *vcpu)
 	       ((vcpu->arch.regs[VCPU_REGS_RDX] & 0xffffffffULL) << 32);
 }
 static inline bool is_long_mode(struct kvm_vcpu *vcpu) { return vcpu->arch.efer & EFER_LMA; }
+static inline bool is_paging(struct kvm_vcpu *vcpu) { return vcpu->arch.cr0 & X86_CR0_PG; }
+
+/* kernel: is_64_bit_mode() (x86.h): long mode and a 64-bit code segment (CS.L). */
+static inline bool is_64_bit_mode(struct kvm_vcpu *vcpu)
+{
+	int cs_db, cs_l;
+
+	if (!is_long_mode(vcpu))
+		return false;
+	kvm_x86_call(get_cs_db_l_bits)(vcpu, &cs_db, &cs_l);
+	return cs_l;
+}
+
+/* kernel: kvm_get_linear_rip(): CS base + RIP, the CS base being 0 in 64-bit mode. */
+static inline u64 kvm_get_linear_rip(struct kvm_vcpu *vcpu)
+{
+	struct kvm_segment cs;
+
+	if (is_64_bit_mode(vcpu))
+		return kvm_rip_read(vcpu);
+	kvm_x86_call(get_segment)(vcpu, &cs, VCPU_SREG_CS);
+	return (u32)(cs.base + kvm_rip_read(vcpu));
+}
+
+static inline bool kvm_register_is_available(struct kvm_vcpu *vcpu, int reg)
+{
+	return vcpu->arch.regs_avail & BIT(reg);
+}
+
+static inline void kvm_register_mark_available(struct kvm_vcpu *vcpu, int reg)
+{
+	vcpu->arch.regs_avail |= BIT(reg);
+}
+
+/* kernel: kvm_read_cr3(): the guest's CR3, which the guest writes without exiting (EPT/NPT). */
+static inline u64 kvm_read_cr3(struct kvm_vcpu *vcpu)
+{
+	if (!kvm_register_is_available(vcpu, VCPU_EXREG_CR3))
+		kvm_x86_call(cache_reg)(vcpu, VCPU_EXREG_CR3);
+	return vcpu->arch.cr3;
+}
+
+/* kernel: kvm_can_use_hv_timer() (lapic.c): the vendor has a hypervisor timer. */
+static inline bool kvm_can_use_hv_timer(struct kvm_vcpu *vcpu)
+{
+	return kvm_x86_call(set_hv_timer) != NULL;
+}
+
+/* ---- lapic.c (the TSC-deadline timer only; kept in x86.c) ---- */
+static inline bool lapic_in_kernel(struct kvm_vcpu *vcpu)
+{
+	return vcpu->kvm->arch.irqchip_mode != KVM_IRQCHIP_NONE;
+}
+void kvm_set_lapic_tscdeadline_msr(struct kvm_vcpu *vcpu, u64 data);
+bool kvm_cpu_has_pending_timer(struct kvm_vcpu *vcpu);
+bool kvm_arch_vcpu_runnable(struct kvm_vcpu *vcpu);
+void kvm_pv_kick_timer_fn(struct pk_hrtimer *timer);
+int kvm_arch_vm_ioctl_create_irqchip(struct kvm *kvm);
 
 /* ---- kvm_main.c ---- */
+void kvm_vcpu_halt(struct kvm_vcpu *vcpu);
+bool kvm_vcpu_block(struct kvm_vcpu *vcpu);
+bool kvm_vcpu_wake_up(struct kvm_vcpu *vcpu);
+void kvm_vcpu_kick(struct kvm_vcpu *vcpu);
 void vcpu_load(struct kvm_vcpu *vcpu);
 void vcpu_put(struct kvm_vcpu *vcpu);
 int kvm_arch_vcpu_ioctl_run(struct kvm_vcpu *vcpu);

@@ -26,6 +26,10 @@
 #define KVM_EXIT_IO_IN	0
 #define KVM_EXIT_IO_OUT	1
 
+/* for KVM_GET/SET_MP_STATE */
+#define KVM_MP_STATE_RUNNABLE	0
+#define KVM_MP_STATE_HALTED	3
+
 #define KVM_PIO_DATA_SIZE 64
 
 struct kvm_run {

@@ -12,6 +12,8 @@
 
 /* cffi:begin */
 
+#define PK_INJ_OK_POINTS	1024
+#define PK_INJ_OK_WORDS		16	/* PK_INJ_OK_POINTS / 64 */
 #define PK_CHECK_MAX_VCPUS	4
 #define PK_CHECK_MAX_REGS	16
 #define PK_CHECK_MAX_STEPS	64
@@ -23,6 +25,9 @@ enum pk_step_kind {
 	PK_STEP_MIGRATE,	/* the vCPU thread moves to another CPU */
 	PK_STEP_OTHER,		/* another task runs on a CPU and returns to user mode */
 	PK_STEP_DISABLE,	/* virtualization off and on again on a CPU, between ioctls */
+	PK_STEP_USER_INSNS,	/* the task in user mode on a CPU runs RDTSCP, RDPID, RD*BASE, SYSCALL */
+	PK_STEP_VMM_TASK,	/* the vCPU's thread changes its FS/GS base or TSC mode (arg) */
+	PK_STEP_KTHREAD,	/* a kernel thread preempts the task on a CPU and gives it back */
 	PK_NR_STEP_KINDS
 };
 
@@ -31,17 +36,35 @@ struct pk_step {
 	u8 vcpu;
 	u8 cpu;
 	u8 inject;		/* enum pk_inject_kind, for PK_STEP_RUN */
+	u8 arg;			/* PK_STEP_VMM_TASK: PK_TASK_* */
+	u8 pad[3];
 	u32 at;			/* inject before the at-th host instruction (1-based) */
+};
+
+/*
+ * What the checker's guest keeps at table_gpa of each vCPU: the value it last wrote to
+ * each register (u64, in regs[] order), and at PK_CHECK_MARK_OFFSET what it is doing
+ * (a PK_MARK_*), so that a run ending in an exit its program never takes names the
+ * register that sent it astray.
+ */
+#define PK_CHECK_MARK_OFFSET	0xf0
+enum pk_check_mark {
+	PK_MARK_NONE,
+	PK_MARK_SYSRET,		/* SYSRETQ to its user part: STAR's user selectors */
+	PK_MARK_SYSCALL,	/* SYSCALL from user mode: lands at LSTAR */
+	PK_MARK_SYSCALL_UD,	/* SYSCALL with EFER.SCE clear: must #UD */
 };
 
 struct pk_check_cfg {
 	struct kvm_vcpu *vcpus[PK_CHECK_MAX_VCPUS];
 	u32 nr_vcpus;
-	u8 *gmem;			/* the VM's memory (one slot at GPA 0) */
+	u8 vm_of[PK_CHECK_MAX_VCPUS];	/* which VM each vCPU belongs to (0 or 1) */
+	u8 *gmem;			/* the VMs' memory (one slot at GPA 0, shared) */
 	u64 gmem_size;
 	u64 gmem_dirty_lo, gmem_dirty_hi;	/* the part the guest writes: snapshotted */
 	u64 table_gpa[PK_CHECK_MAX_VCPUS];	/* each vCPU's table of what it wrote */
 	u32 regs[PK_CHECK_MAX_REGS];	/* MSR indices, in table order */
+	u64 delta[PK_CHECK_MAX_REGS];	/* what the guest flips in each between runs */
 	u32 nr_regs;
 	u32 violation_port;		/* the guest OUTs here when it reads a wrong value */
 	u32 sync_port;
@@ -60,7 +83,12 @@ struct pk_check_result {
 	u32 nr_steps;
 	struct pk_step steps[PK_CHECK_MAX_STEPS];
 	u64 walks;
+	u64 injected[PK_NR_INJ];	/* host events taken, by kind */
+	u64 refused;			/* events not taken: the kernel forbids them there */
 };
+
+/* The vCPU (of another VM) whose thread PK_INJ_PREEMPT_VM runs, and its run budget. */
+void pk_inject_set_other_vcpu(struct pk_machine *m, struct kvm_vcpu *vcpu, u64 budget);
 
 struct pk_checker;
 struct pk_checker *pk_checker_new(struct pk_machine *m, const struct pk_check_cfg *cfg);
@@ -72,6 +100,13 @@ int pk_checker_replay(struct pk_checker *c, const struct pk_step *steps, u32 n,
 		      struct pk_violation *v, bool trace);
 int pk_checker_explore(struct pk_checker *c, u32 bound, u64 max_states, u64 walks,
 		       u32 walk_len, u64 seed, double seconds, struct pk_check_result *res);
+/*
+ * The host points of step `idx` after steps[0..idx) from the initial state: their
+ * number (-1 if an earlier step ends the branch), and where an interrupt and a
+ * preemption can be taken (bit p of irq_ok/preempt_ok: before host instruction p + 1).
+ */
+int pk_checker_points(struct pk_checker *c, const struct pk_step *steps, u32 idx,
+		      u64 irq_ok[PK_INJ_OK_WORDS], u64 preempt_ok[PK_INJ_OK_WORDS]);
 /* cffi:end */
 
 #endif

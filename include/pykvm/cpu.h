@@ -39,6 +39,7 @@
 
 #define X86_CR0_PE	BIT(0)
 #define X86_CR0_PG	BIT(31)
+#define X86_CR4_TSD	BIT(2)
 #define X86_CR4_PAE	BIT(5)
 #define X86_CR4_FSGSBASE BIT(16)
 
@@ -69,9 +70,16 @@ void native_store_gdt(struct pk_dtable *dt);
 void native_load_idt(const struct pk_dtable *dt);
 void native_store_idt(struct pk_dtable *dt);
 u64 native_read_cr0(void);
+u64 native_read_cr2(void);
 u64 native_read_cr3(void);
 u64 native_read_cr4(void);
+void native_write_cr2(u64 val);
 void native_write_cr3(u64 val);
+void pk_pti_switch_cr3(void);			/* costed only: see cpu.c */
+void pk_verw(void);				/* MDS CPU-buffer clear */
+void pk_xsaves(void);				/* FPU state save/restore: costed only */
+void pk_xrstors(void);
+void native_write_cr4(u64 val);
 void pk_lfence(void);
 void pk_fill_return_buffer(void);
 
@@ -110,6 +118,37 @@ int pk_vmload(u64 vmcb_pa);
 int pk_vmsave(u64 vmcb_pa);
 void pk_clgi(void);
 void pk_stgi(void);
+
+/*
+ * Attribution (csrc/check/attr.c): the host instructions that write registers note the
+ * kernel function executing them. The files that define them see the functions.
+ */
+static inline void pk_attr_site(const char *fn)
+{
+	struct pk_cpu *c = pk_this_cpu;
+
+	if (c && unlikely(c->m->attr != NULL))
+		c->m->attr_site = fn;
+}
+#ifndef PK_CPU_IMPL
+#define wrmsrl(msr, val)	(pk_attr_site(__func__), wrmsrl(msr, val))
+#define wrmsrl_safe(msr, val)	(pk_attr_site(__func__), wrmsrl_safe(msr, val))
+#define wrfsbase(b)		(pk_attr_site(__func__), wrfsbase(b))
+#define wrgsbase(b)		(pk_attr_site(__func__), wrgsbase(b))
+#define native_swapgs()		(pk_attr_site(__func__), native_swapgs())
+#define loadsegment(s, sel)	(pk_attr_site(__func__), loadsegment(s, sel))
+#define load_gs_index(sel)	(pk_attr_site(__func__), load_gs_index(sel))
+#define native_lldt(sel)	(pk_attr_site(__func__), native_lldt(sel))
+#define native_ltr(sel)		(pk_attr_site(__func__), native_ltr(sel))
+#define native_load_gdt(dt)	(pk_attr_site(__func__), native_load_gdt(dt))
+#define native_load_idt(dt)	(pk_attr_site(__func__), native_load_idt(dt))
+#define native_write_cr3(v)	(pk_attr_site(__func__), native_write_cr3(v))
+#define native_write_cr4(v)	(pk_attr_site(__func__), native_write_cr4(v))
+#define pk_vmload(pa)		(pk_attr_site(__func__), pk_vmload(pa))
+#define pk_vmrun(pa)		(pk_attr_site(__func__), pk_vmrun(pa))
+#define pk_vmlaunch()		(pk_attr_site(__func__), pk_vmlaunch())
+#define pk_vmresume()		(pk_attr_site(__func__), pk_vmresume())
+#endif
 
 /* ---- Guest execution (exec.c) and its questions to the hardware (virt.c) ---- */
 /*

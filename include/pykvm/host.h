@@ -18,11 +18,22 @@
 #define __USER_DS	0x2b
 #define __USER_CS	0x33
 #define GDT_ENTRY_TSS	8
+#define GDT_ENTRY_LDT	10
 #define __TSS_SEL	(GDT_ENTRY_TSS * 8)
 
 void pk_host_init(struct pk_machine *m);
+const char *pk_host_params_invalid(struct pk_machine *m);
+u64 pk_host_spec_ctrl_kernel(const struct pk_machine *m);
+u64 pk_host_spec_ctrl_user(const struct pk_machine *m);
+/* Mitigations the host kernel applies: its parameter and the CPU's bug or feature. */
+bool pk_host_kernel_ibrs(const struct pk_machine *m);	/* X86_FEATURE_KERNEL_IBRS */
+bool pk_host_pti(const struct pk_machine *m);		/* X86_FEATURE_PTI */
+bool pk_host_mds_clear(const struct pk_machine *m);	/* mds_user_clear */
 /* The host NMI handler (paranoid entry, then per-cpu data through GS). */
 void pk_host_nmi(struct pk_cpu *cpu);
+void pk_host_machine_check(struct pk_cpu *cpu);
+/* A device interrupt in host kernel mode, with the softirqs run on its way out. */
+void pk_host_irq(struct pk_cpu *cpu, u32 vector, bool softirqs);
 int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread);
 
 /* The running task enters / leaves the kernel on this_cpu() (syscall, ioctl). */
@@ -51,6 +62,58 @@ void pk_host_timer_interrupt(void);
 int pk_host_run_other(struct pk_machine *m, u32 cpu);
 /* cffi:end */
 
+/* ---- the scheduler (csrc/host/sched.c: kernel/sched/core.c, kernel/sched/idle.c) ---- */
+#define TASK_RUNNING		0
+#define TASK_INTERRUPTIBLE	1
+
+/* The CPU's idle task (swapper/N) and a kernel worker thread: created on first use. */
+int pk_host_idle_task(struct pk_machine *m, u32 cpu);
+int pk_host_kworker(struct pk_machine *m, u32 cpu);
+void set_current_state(u32 state);
+bool need_resched(void);
+bool single_task_running(void);
+/* try_to_wake_up(): a sleeping task becomes runnable and preempts its CPU's current one. */
+bool wake_up_process(int task);
+/* The current task gives up this CPU (blocked, or preempted by a task it woke). */
+void schedule(void);
+/* A kernel worker preempts the task running on `cpu`, with no return to user mode. */
+void pk_host_kthread_preempt(struct pk_cpu *cpu);
+/* Make the CPU's user process or its kworker runnable: it preempts at the next reschedule. */
+int pk_host_queue_preemptor(struct pk_machine *m, u32 cpu, bool kthread);
+bool pk_host_unqueue_preemptor(struct pk_machine *m, u32 cpu, int id);
+/* cffi:begin */
+/*
+ * A kernel thread (a kworker) is woken on `cpu`, preempts the task running there and
+ * gives the CPU back when its work is done; nothing returns to user mode in between
+ * unless the preempted task was in user mode (then it returns, as after an interrupt).
+ * A host event for the checker and the workloads: 0, or -EINVAL for a bad CPU.
+ */
+int pk_host_run_kthread(struct pk_machine *m, u32 cpu);
+/* The TSC of `cpu` (the simulated clock; it advances only while the CPU waits). */
+u64 pk_host_cpu_tsc(struct pk_machine *m, u32 cpu);
+/* cffi:end */
+
+/* ---- time and timers (csrc/host/hrtimer.c: kernel/time/hrtimer.c) ---- */
+/*
+ * The simulated TSC runs at 2.1 GHz (the Xeon Platinum 8160 of the skylake-sp profile).
+ * It does not advance with guest or host instructions, only while a CPU waits for its
+ * next timer (halt polling, the idle loop): enough to order wake-ups, not a clock of
+ * the work done (costs are counted, not timed).
+ */
+#define PK_TSC_KHZ		2100000ULL
+u64 pk_tsc_to_ns(u64 tsc);
+u64 pk_ns_to_tsc(u64 ns);
+u64 ktime_get(void);				/* this CPU's clock in ns */
+/* Arm `t` to fire on this CPU when its TSC reaches `expires` (re-arming moves it). */
+void hrtimer_start(struct pk_hrtimer *t, u64 expires);
+void hrtimer_cancel(struct pk_hrtimer *t);
+/*
+ * Let `cpu` wait, with IRQs on, until its TSC reaches `until`: the earliest timer that
+ * expires by then fires (the clock jumps to its expiry) and true is returned; with none,
+ * the clock moves to `until` (if it is not ~0) and false is returned.
+ */
+bool pk_hrtimer_run_next(struct pk_cpu *cpu, u64 until);
+
 u64 x86_gsbase_read_inactive(void);
 void x86_gsbase_write_inactive(u64 gsbase);
 
@@ -67,13 +130,28 @@ static inline struct pk_task *current_task(void)
 /* Per-cpu cached copies the kernel reads instead of MOV from CR3/CR4. */
 static inline u64 __get_current_cr3_fast(void)
 {
-	(void)smp_processor_id();		/* this_cpu_read(cpu_tlbstate...) */
-	return current_task()->cr3;
+	/* build_cr3(cpu_tlbstate.loaded_mm->pgd, cpu_tlbstate.loaded_mm_asid) */
+	return this_machine()->host.loaded_cr3[smp_processor_id()];
+}
+
+/*
+ * The noinstr section around VM-entry (kernel: guest_state_enter_irqoff() and
+ * guest_state_exit_irqoff() in include/linux/kvm_host.h, which enter and leave guest
+ * context for RCU and context tracking). The oracle knows that inside it the host runs
+ * with guest values it restores before any instrumentable code (pk_observe_handler).
+ */
+static inline void guest_state_enter_irqoff(void)
+{
+	this_machine()->host.guest_ctx[this_cpu()->id] = true;
+}
+
+static inline void guest_state_exit_irqoff(void)
+{
+	this_machine()->host.guest_ctx[this_cpu()->id] = false;
 }
 
 static inline u64 cr4_read_shadow(void)
 {
-	(void)smp_processor_id();
-	return this_machine()->host.cr4;
+	return this_machine()->host.cr4_shadow[smp_processor_id()];
 }
 #endif

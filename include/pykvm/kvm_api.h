@@ -31,6 +31,8 @@ int pk_kvm_load(struct pk_machine *m, const char *vendor, const char *params);
 int pk_param_info(const char *module, int i, const char **owner, const char **name,
 		  u32 *type, u64 *upstream, const char **doc);
 const char *pk_kvm_vendor_name(struct pk_machine *m);
+/* The loaded vendor has a hypervisor timer (kernel: kvm_can_use_hv_timer's set_hv_timer). */
+int pk_kvm_has_hv_timer(struct pk_machine *m);
 
 int pk_create_vm(struct pk_machine *m, struct kvm **out);
 int pk_vm_set_memslot(struct kvm *kvm, u32 slot, u64 gpa, u64 size, void *hva);
@@ -40,7 +42,20 @@ int pk_vcpu_run(struct kvm_vcpu *vcpu, u64 max_insns);
 int pk_vcpu_run_ex(struct kvm_vcpu *vcpu, u64 max_insns, bool stay_in_kernel);
 int pk_vcpu_return_to_user(struct kvm_vcpu *vcpu);
 int pk_vcpu_run_preempted(struct kvm_vcpu *vcpu, u64 max_insns, u32 n, bool *preempted);
+/* The same with the preempting task chosen: PK_INJ_PREEMPT or PK_INJ_PREEMPT_KTHREAD. */
+int pk_vcpu_run_preempted_by(struct kvm_vcpu *vcpu, u64 max_insns, u32 n, u32 kind,
+			     bool *preempted);
+/* KVM_RUN in which another task (user process or kworker) preempts at the first resched. */
+int pk_vcpu_run_rescheduled(struct kvm_vcpu *vcpu, u64 max_insns, bool kthread,
+			    bool *preempted);
+/* Another vCPU kicks this one (KVM_HC_KICK_CPU) every `period_ns` (0: stop). */
+int pk_vcpu_kick_every(struct kvm_vcpu *vcpu, u64 period_ns);
+/* One such kick, `ns` from now. */
+int pk_vcpu_kick_after(struct kvm_vcpu *vcpu, u64 ns);
+u32 pk_vcpu_halt_poll_ns(struct kvm_vcpu *vcpu);
+int pk_vm_create_irqchip(struct kvm *kvm);
 struct kvm_run *pk_vcpu_run_struct(struct kvm_vcpu *vcpu);
+int pk_vcpu_task(struct kvm_vcpu *vcpu);
 int pk_vcpu_get_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u32 n);
 int pk_vcpu_set_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u32 n);
 int pk_vcpu_get_regs(struct kvm_vcpu *vcpu, struct pk_regs *regs);
@@ -68,13 +83,14 @@ int pk_kvm_disable_virtualization_cpu(struct pk_machine *m, u32 cpu);
 /* csrc/arch/costs.c */
 int pk_nr_ops(void);
 int pk_nr_paths(void);
-int pk_nr_msrs(void);
+int pk_nr_msrs(void);			/* MSR-file slots */
+int pk_nr_priced_msrs(void);		/* the slots, then priced MSRs without a slot */
 const char *pk_op_name(int op);
 const char *pk_path_name(int p);
 const char *pk_msr_name(int s);
 u32 pk_msr_index(int s);
 u64 pk_cost_ops(const struct pk_machine *m, int path, int op);
-u64 pk_cost_msr_ops(const struct pk_machine *m, int path, int write, int slot);
+u64 pk_cost_msr_ops(const struct pk_machine *m, int path, int write, int msr);
 u64 pk_cost_cycles(const struct pk_machine *m, int path);
 int pk_profile_set(struct pk_machine *m, int kind, int idx, u32 cycles);
 u64 pk_machine_host_bugs(const struct pk_machine *m);

@@ -15,12 +15,16 @@
 #include "asm/msr-index.h"
 
 #define PK_MAX_CPUS		8
-#define PK_MAX_TASKS		32
+#define PK_MAX_TASKS		64
 #define PK_MAX_MEMSLOTS		8
 #define PK_MAX_RETURN_NOTIFIERS	4
 #define PK_MAX_PREEMPT_NOTIFIERS 8
+#define PK_MAX_HRTIMERS		8	/* armed host timers per CPU */
 #define PK_KMEM_SIZE		(768 * 1024)
 #define PK_PHYS_BASE		0x100000000ULL	/* host PA of byte 0 of the machine */
+/* Host points of one run whose IRQ/preemption eligibility is recorded while counting. */
+#define PK_INJ_OK_POINTS	1024
+#define PK_INJ_OK_WORDS		16	/* PK_INJ_OK_POINTS / 64 */
 
 /* cffi:begin */
 /* General-purpose registers, in x86 encoding order (kernel: enum kvm_reg). */
@@ -82,6 +86,25 @@ struct pk_dtable {
 
 #define __PK_MSR_ENUM(name, idx) PK_MSR_##name,
 enum pk_msr { PK_MSRS(__PK_MSR_ENUM) PK_NR_MSRS };
+
+/*
+ * MSRs priced on their own (a profile's [rdmsr.NAME] / [wrmsr.NAME]) that have no slot
+ * in the MSR file: their state lives elsewhere (FS/GS base in the segment registers, the
+ * TSC counter) or they have none (PRED_CMD, FLUSH_CMD are commands). They number after
+ * the slots; any other MSR is accounted as "other".
+ */
+#define PK_STATELESS_MSRS(M)				\
+	M(FS_BASE,	MSR_FS_BASE)			\
+	M(GS_BASE,	MSR_GS_BASE)			\
+	M(TSC,		MSR_IA32_TSC)			\
+	M(PRED_CMD,	MSR_IA32_PRED_CMD)		\
+	M(FLUSH_CMD,	MSR_IA32_FLUSH_CMD)
+#define PK_PRICED_MSRS(M) PK_MSRS(M) PK_STATELESS_MSRS(M)
+enum pk_priced_msr {
+	PK_PRICED_MSR_BEFORE = PK_NR_MSRS - 1,
+	PK_STATELESS_MSRS(__PK_MSR_ENUM)
+	PK_NR_PRICED_MSRS
+};
 #undef __PK_MSR_ENUM
 
 /* What a CPU model has; decides MSR rules, instruction availability and VMX/SVM features. */
@@ -101,24 +124,65 @@ struct pk_cpu_model {
 	bool has_v_spec_ctrl;		/* AMD: VMRUN/#VMEXIT switch SPEC_CTRL via the VMCB */
 	bool has_load_efer;		/* VMX "load IA32_EFER" entry/exit controls */
 	bool has_eibrs;			/* enhanced IBRS: the host keeps IBRS set */
+	bool has_pml;			/* VMX page-modification logging */
+	/* Hardware bugs the host kernel mitigates (kernel: X86_BUG_*). */
+	bool bug_meltdown;		/* CPU_MELTDOWN: page-table isolation (PTI) */
+	bool bug_mds;			/* MDS: VERW before user mode and guest mode */
+	bool bug_l1tf;			/* L1TF: L1D flush (FLUSH_CMD) before VM-entry */
 };
 /* cffi:end */
 
-/* Cost accounting: every host-side operation, by kind and by world-switch path. */
+/*
+ * Cost accounting: every host-side operation, by kind and by world-switch path.
+ *
+ * Instructions are counted where the host executes them (csrc/arch/cpu.c and the VMX/SVM
+ * hardware). MOV_FROM_CR / MOV_TO_CR are reads and writes of CR0/CR2/CR3/CR4 (writes
+ * serialize, reads do not). A write to PRED_CMD (IBPB) or FLUSH_CMD (L1D flush) is a
+ * WRMSR priced per MSR (PK_PRICED_MSRS). VERW is the CPU-buffer clear of the MDS
+ * mitigation; XSAVES/XRSTORS the FPU state swap of KVM_RUN.
+ *
+ * The SW_* entries are kernel software between those instructions, one per pass through
+ * a piece of upstream code (named after it; cost from the profile, mostly estimates):
+ *   SW_SYSCALL_ENTRY	entry_SYSCALL_64 .. do_syscall_64 .. kvm_vcpu_ioctl dispatch
+ *   SW_SYSCALL_EXIT	syscall_exit_to_user_mode .. SYSRET (the exit work checks)
+ *   SW_VCPU_IOCTL	kvm_vcpu_ioctl + kvm_arch_vcpu_ioctl_run bookkeeping (vcpu->mutex,
+ *			sigset, kvm_run sync, post_kvm_run_save), vcpu_load/put excluded
+ *   SW_VCPU_LOAD	vcpu_load + kvm_arch_vcpu_load (notifier, TSC/steal-time checks)
+ *   SW_VCPU_PUT	vcpu_put + kvm_arch_vcpu_put (steal time, last_host_tsc)
+ *   SW_ENTER_GUEST	one vcpu_enter_guest pass outside the vendor's vcpu_run: requests,
+ *			preemption/IRQ toggles, guest mode, guest timing, after-exit work
+ *   SW_RUN_LOOP	one more pass of vcpu_run's loop after an exit handled in the kernel
+ *   SW_HANDLE_EXIT	the vendor's handle_exit dispatch and the handler's bookkeeping
+ *   SW_FASTPATH	a fast-path exit: handle_fastpath_set_msr_irqoff and the checks
+ *			before re-entering (kvm_vcpu_exit_request)
+ *   SW_EMULATE		x86_emulate_instruction: decode and emulate one instruction (MMIO)
+ *   SW_USER_RETURN	fire_user_return_notifiers + kvm_on_user_return's walk
+ * Software entries are accounted without an event-injection point: they are not
+ * instructions, and the checker places events between instructions.
+ */
 #define PK_OPS(O)							\
 	O(RDMSR) O(WRMSR) O(VMREAD) O(VMWRITE) O(VMPTRLD) O(VMCLEAR)	\
 	O(VMLAUNCH) O(VMRESUME) O(VMEXIT) O(VMRUN) O(VMLOAD) O(VMSAVE)	\
 	O(CLGI) O(STGI) O(SWAPGS) O(RDFSBASE) O(RDGSBASE) O(WRFSBASE)	\
 	O(WRGSBASE) O(LIDT) O(SIDT) O(LGDT) O(LLDT) O(LTR) O(MOV_SREG)	\
-	O(MOV_CR) O(LFENCE) O(IBPB) O(RSB_FILL) O(GUEST_INSN)
+	O(MOV_FROM_CR) O(MOV_TO_CR) O(LFENCE) O(RSB_FILL) O(VERW)	\
+	O(XSAVES) O(XRSTORS) O(GUEST_INSN)				\
+	O(SW_SYSCALL_ENTRY) O(SW_SYSCALL_EXIT) O(SW_VCPU_IOCTL)		\
+	O(SW_VCPU_LOAD) O(SW_VCPU_PUT) O(SW_ENTER_GUEST) O(SW_RUN_LOOP)	\
+	O(SW_HANDLE_EXIT) O(SW_FASTPATH) O(SW_EMULATE) O(SW_USER_RETURN)
 #define __PK_OP_ENUM(name) PK_OP_##name,
 enum pk_op { PK_OPS(__PK_OP_ENUM) PK_NR_OPS };
 #undef __PK_OP_ENUM
 
+/*
+ * SYSCALL: the vCPU thread's (or any task's) kernel entry and exit to user mode, with
+ * the entry/exit mitigations; IOCTL: KVM's vCPU ioctl around the switch (and
+ * KVM_GET/SET_MSRS); OTHER: the scheduler and other tasks.
+ */
 #define PK_PATHS(P)							\
-	P(OTHER) P(HARDWARE) P(VCPU_LOAD) P(PREPARE_SWITCH) P(VCPU_RUN)	\
-	P(FASTPATH) P(HANDLE_EXIT) P(VCPU_PUT) P(USER_RETURN) P(IOCTL)	\
-	P(GUEST)
+	P(OTHER) P(HARDWARE) P(SYSCALL) P(IOCTL) P(VCPU_LOAD)		\
+	P(PREPARE_SWITCH) P(VCPU_RUN) P(FASTPATH) P(HANDLE_EXIT)	\
+	P(VCPU_PUT) P(USER_RETURN) P(GUEST)
 #define __PK_PATH_ENUM(name) PK_PATH_##name,
 enum pk_path { PK_PATHS(__PK_PATH_ENUM) PK_NR_PATHS };
 #undef __PK_PATH_ENUM
@@ -126,15 +190,15 @@ enum pk_path { PK_PATHS(__PK_PATH_ENUM) PK_NR_PATHS };
 struct pk_costs {
 	u32 path;				/* enum pk_path being executed now */
 	u64 ops[PK_NR_PATHS][PK_NR_OPS];
-	u64 msr_ops[PK_NR_PATHS][2][PK_NR_MSRS + 1];	/* [.][0=rd,1=wr][slot], +1: other */
+	u64 msr_ops[PK_NR_PATHS][2][PK_NR_PRICED_MSRS + 1];	/* [.][0=rd,1=wr][msr], +1: other */
 	u64 cycles[PK_NR_PATHS];
 };
 
 /* Cycle cost of each operation (a profile, COSTS.md); per-MSR overrides when non-zero. */
 struct pk_profile {
 	u32 op[PK_NR_OPS];
-	u32 rdmsr[PK_NR_MSRS];
-	u32 wrmsr[PK_NR_MSRS];
+	u32 rdmsr[PK_NR_PRICED_MSRS];
+	u32 wrmsr[PK_NR_PRICED_MSRS];
 };
 
 /* Guest memory: slots of user memory referenced by the VM (kernel: kvm_memory_slot). */
@@ -233,17 +297,41 @@ struct pk_task {
 	u32 id;
 	u32 cpu;
 	bool is_vcpu_thread;
+	bool is_kthread;			/* no user mode, no mm of its own (PF_KTHREAD) */
+	bool is_idle;				/* this CPU's idle task (swapper/N) */
+	u32 state;				/* TASK_RUNNING or TASK_INTERRUPTIBLE */
 	u64 fsbase, gsbase;			/* user FS/GS base (thread.fsbase/gsbase) */
 	u16 fsindex, gsindex, ds, es;
-	u64 cr3;				/* its mm */
+	u16 ldt;				/* its mm's LDT selector (modify_ldt), or 0 */
+	u64 cr3;				/* its mm, with the PCID it has now */
+	bool notsc;				/* TIF_NOTSC (prctl PR_SET_TSC): CR4.TSD while it runs */
 	bool tif_user_return_notify;
 	bool signal_pending;
 	u64 timer_budget;			/* guest instructions until its timer signal */
+	/*
+	 * The oracle's reference, not kernel state: the user FS/GS bases as the task itself
+	 * last set them (arch_prctl, or WRFSBASE/WRGSBASE in user mode, which the kernel
+	 * sees only at the next context switch), and its DS/ES (the context switch saves
+	 * whatever the CPU holds: a selector lost in the kernel stays lost).
+	 */
+	u64 user_fsbase, user_gsbase;
+	u16 user_ds, user_es;
 };
 
 struct user_return_notifier {
 	void (*on_user_return)(struct user_return_notifier *urn);
 	bool registered;
+};
+
+/*
+ * A host high-resolution timer (kernel: struct hrtimer): it fires on its CPU when that
+ * CPU's clock (the TSC, PK_TSC_KHZ) reaches `expires`.
+ */
+struct pk_hrtimer {
+	u64 expires;				/* TSC value */
+	void (*function)(struct pk_hrtimer *timer);
+	int cpu;
+	bool armed;
 };
 
 struct preempt_notifier {
@@ -258,6 +346,10 @@ struct pk_host_params {
 	bool vmm_32bit_gs;			/* vCPU threads hold a user GS selector */
 	bool paranoid_entry_fsgsbase;		/* NMI/#MC entry sets GS from the CPU number */
 	bool ret_uses_percpu;			/* RETs touch per-cpu data (call depth tracking) */
+	bool vmm_ldt;				/* vCPU threads' mm has an LDT */
+	bool kernel_ibrs;			/* legacy IBRS in the kernel (where the CPU needs it) */
+	bool pti;				/* page-table isolation (where the CPU has Meltdown) */
+	bool mds;				/* VERW buffer clears (where the CPU has MDS) */
 };
 
 struct pk_host {
@@ -267,7 +359,7 @@ struct pk_host {
 	u64 gdt_base[PK_MAX_CPUS];		/* fixmap GDT of each CPU */
 	u64 tss_base[PK_MAX_CPUS];
 	u64 entry_stack[PK_MAX_CPUS];		/* SYSENTER_ESP per CPU */
-	u64 spec_ctrl;				/* x86_spec_ctrl_base */
+	u64 spec_ctrl;				/* x86_spec_ctrl_base: the user-mode value */
 	u64 efer, pat, cr0, cr4;
 	u64 star, lstar, cstar, syscall_mask, sysenter_eip;
 	u16 kernel_cs, kernel_ds, tss_sel;
@@ -280,6 +372,28 @@ struct pk_host {
 	struct preempt_notifier *preempt_notifiers[PK_MAX_PREEMPT_NOTIFIERS];
 	u32 preempt_count[PK_MAX_CPUS];
 	bool irqs_enabled[PK_MAX_CPUS];
+	/* cpu_tlbstate: the CR3 the kernel has loaded (mm + PCID), and the CR4 shadow. */
+	u64 loaded_cr3[PK_MAX_CPUS];
+	u64 cr4_shadow[PK_MAX_CPUS];
+	u64 poking_cr3;				/* text_poke's temporary mm */
+	/*
+	 * Between guest_state_enter_irqoff() and guest_state_exit_irqoff(): the noinstr
+	 * code around VM-entry, where the host knowingly runs with guest values
+	 * (SPEC_CTRL until its restore; on SVM, the guest's TR between the VMLOADs).
+	 */
+	bool guest_ctx[PK_MAX_CPUS];
+
+	/*
+	 * The scheduler, only as far as KVM meets it (csrc/host/sched.c): per CPU the idle
+	 * task and a kernel worker thread (created on first use, -1 until then), the
+	 * runnable tasks waiting for the CPU, TIF_NEED_RESCHED, and the armed host timers.
+	 */
+	int idle_task[PK_MAX_CPUS];
+	int kworker[PK_MAX_CPUS];
+	int rq[PK_MAX_CPUS][PK_MAX_TASKS];
+	u32 rq_nr[PK_MAX_CPUS];
+	bool need_resched[PK_MAX_CPUS];
+	struct pk_hrtimer *hrtimers[PK_MAX_CPUS][PK_MAX_HRTIMERS];
 };
 
 struct pk_machine {
@@ -305,13 +419,25 @@ struct pk_machine {
 		bool fired;
 		bool patient;			/* wait from the point on until the event can fire */
 		bool dead;			/* a CPU was taken down mid-path: end of branch */
+		bool other_ran;			/* PK_INJ_PREEMPT_VM ran the other VM's vCPU */
+		/* Armed by name: the nth point of (path, op, msr); ~0 matches any path. */
+		bool by_name;
+		u32 name_path, name_op, name_msr, name_nth;
+		u32 refused;			/* reached where the kernel would not take it */
 		/* While counting: the points where IRQs were on / the thread preemptible. */
-		u64 irq_ok[4], preempt_ok[4];
+		u64 irq_ok[PK_INJ_OK_WORDS], preempt_ok[PK_INJ_OK_WORDS];
 	} inject;
+	/* PK_INJ_PREEMPT_VM: the preempting task and its userspace's KVM_RUN (csrc/check). */
+	int inject_other_task;			/* -1: none */
+	void (*inject_other_run)(struct pk_machine *m, void *arg);
+	void *inject_other_arg;
+	struct pk_point_log *point_log;		/* names of the points counted, or NULL: not state */
+	struct pk_attr *attr;			/* attribution by last write, or NULL: not state */
+	const char *attr_site;			/* the kernel function at the current host point */
 	void (*virt_disable_ipi)(struct pk_machine *m, u32 cpu);	/* KVM's handler */
 	struct pk_trace *trace;			/* tracepoint buffer, or NULL: not state */
 	struct pk_oracle_state {		/* storage behind `oracle` (struct pk_oracle) */
-		u64 words[8];
+		u64 words[16];
 	} oracle_storage;
 	void (*nmi_handler)(struct pk_cpu *cpu);	/* host NMI handler (host kernel model) */
 
@@ -332,18 +458,25 @@ extern __thread struct pk_cpu *pk_this_cpu __attribute__((tls_model("initial-exe
 static inline struct pk_cpu *this_cpu(void) { return pk_this_cpu; }
 static inline struct pk_machine *this_machine(void) { return pk_this_cpu->m; }
 void pk_percpu_read(struct pk_cpu *cpu);	/* csrc/check/oracle.c: a per-cpu access via GS */
-/* Reads the CPU number from per-cpu data, as Linux does: an observation point. */
+/*
+ * Reads the CPU number from per-cpu data, as Linux does: an observation point. Kernel
+ * code here relies on the per-cpu base in GS, on its page tables (CR3) and on the
+ * descriptor tables interrupts would be delivered through.
+ */
 static inline int smp_processor_id(void)
 {
 	struct pk_cpu *c = pk_this_cpu;
-
 	struct pk_machine *m = c->m;
+	const struct pk_host *h = &m->host;
+	u32 id = c->id;
 
-	/* Kernel mode with a GS base that is not this CPU's per-cpu base: tell the oracle. */
-	if (unlikely(c->seg[VCPU_SREG_GS].base != m->host.per_cpu_offset[c->id]) &&
-	    m->oracle && c->mode == PK_MODE_HOST && !m->host.in_user[c->id])
+	if (unlikely(m->oracle != NULL) && c->mode == PK_MODE_HOST && !h->in_user[id] &&
+	    unlikely(((c->seg[VCPU_SREG_GS].base ^ h->per_cpu_offset[id]) |
+		      (c->cr3 ^ h->loaded_cr3[id]) |
+		      (c->seg[VCPU_SREG_TR].base ^ h->tss_base[id]) |
+		      (c->gdtr.base ^ h->gdt_base[id]) | (c->idtr.base ^ h->idt_base)) != 0))
 		pk_percpu_read(c);
-	return (int)c->id;
+	return (int)id;
 }
 
 /* Host physical addresses: offsets into the machine object. */
@@ -364,17 +497,30 @@ static inline void *pk_hva(struct pk_machine *m, u64 pa, u64 len)
 void *pk_kzalloc(struct pk_machine *m, size_t size, size_t align);
 
 /* Cost accounting */
-void pk_inject_point(struct pk_cpu *cpu);	/* csrc/host/events.c */
+/* Before a host instruction `op` (PK_NR_OPS: a window between stores); csrc/host/events.c */
+void pk_inject_point(struct pk_cpu *cpu, u32 op, u32 msr);
 
 static inline void pk_account(struct pk_cpu *cpu, enum pk_op op)
 {
 	struct pk_machine *m = cpu->m;
 
-	if (unlikely(m->inject.armed))
-		pk_inject_point(cpu);
+	if (unlikely(m->inject.armed | (m->attr != NULL)))
+		pk_inject_point(cpu, op, 0);
 	m->costs.ops[m->costs.path][op]++;
 	m->costs.cycles[m->costs.path] += m->profile.op[op];
 }
+/*
+ * A piece of kernel software (a PK_OP_SW_* entry) on this CPU: costed like an operation
+ * but not an event-injection point (the checker places events between instructions).
+ */
+static inline void pk_sw(enum pk_op op)
+{
+	struct pk_machine *m = pk_this_cpu->m;
+
+	m->costs.ops[m->costs.path][op]++;
+	m->costs.cycles[m->costs.path] += m->profile.op[op];
+}
+
 /* Enter a path; returns the previous one for pk_path_leave(). */
 static inline u32 pk_path_enter(struct pk_machine *m, enum pk_path p)
 {

@@ -20,9 +20,9 @@ from . import _complete, _progress
 
 FORMATS = ("table", "csv", "json", "markdown")
 
-_PATH_ABBR = {"OTHER": "O", "HARDWARE": "H", "VCPU_LOAD": "L", "PREPARE_SWITCH": "P",
-              "VCPU_RUN": "R", "FASTPATH": "F", "HANDLE_EXIT": "X", "VCPU_PUT": "T",
-              "USER_RETURN": "U", "IOCTL": "I"}
+_PATH_ABBR = {"OTHER": "O", "HARDWARE": "H", "SYSCALL": "S", "IOCTL": "I", "VCPU_LOAD": "L",
+              "PREPARE_SWITCH": "P", "VCPU_RUN": "R", "FASTPATH": "F", "HANDLE_EXIT": "X",
+              "VCPU_PUT": "T", "USER_RETURN": "U"}
 # A cell is marked when more than this share of its cycles rests on estimated prices.
 EST_MARK, EST_MARK_SHARE = "*", 0.5
 # From this width on, each cycles cell also says its estimate share in full.

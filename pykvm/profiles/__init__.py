@@ -24,14 +24,21 @@ File format (see skylake-sp.toml for a full example)::
     note = "the reasoning (required for estimate and derived)"
     basis = ["op.RDMSR"]             # optional: entries this one was computed from
 
-    [wrmsr.SPEC_CTRL]                # per-MSR figure overriding op.WRMSR: pykvm._lib.MSR_SLOTS
-    ...                              # (also [rdmsr.NAME])
-
-    [check.some_figure]              # optional: published end-to-end figures the model is
-    ...                              # checked against; never priced, never fitted to
+    [wrmsr.SPEC_CTRL]                # per-MSR figure overriding op.WRMSR: pykvm._lib.PRICED_MSRS
+    ...                              # (also [rdmsr.NAME]); FS_BASE, GS_BASE, PRED_CMD, ...
 
 Rule (docs/costs.md): build a profile from per-operation figures only; never fit it to a
-patch's before/after numbers.
+patch's before/after numbers or to any end-to-end figure. Those live in the validation
+data (pykvm.validation), not here: a profile has no [check] tables.
+
+Every figure has a range that follows from its grade (GRADE_RANGE): what the grade says
+about how far the true value may lie from the figure on the profile's CPU. An entry
+computed from others (`basis`) is at least as wide as the widest of them. The study adds
+the ranges of the entries that priced a path (interval arithmetic: every figure at the
+end of its range at once), so a cycle figure resting on estimates carries a wide range::
+
+    p.range("op.WRMSR")                  # (100, 400): an estimate of 200
+    p.interval({"op.WRMSR": 400, "op.RDMSR": 250})   # cycles by entry -> (lo, hi)
 """
 from __future__ import annotations
 
@@ -41,11 +48,27 @@ from dataclasses import dataclass, field
 
 from ..errors import InvalidConfiguration
 
-__all__ = ["GRADES", "Entry", "Profile", "ProfileError", "load_profile", "list_profiles",
-           "default_profile", "PROFILE_DIR"]
+__all__ = ["GRADES", "GRADE_RANGE", "Entry", "Profile", "ProfileError", "load_profile",
+           "list_profiles", "default_profile", "PROFILE_DIR"]
 
 PROFILE_DIR = os.path.dirname(os.path.abspath(__file__))
 GRADES = ("measured", "claimed", "derived", "estimate", "spec")
+# The range a grade gives a figure, as factors (low, high) of it. The one rule of the
+# study's intervals:
+#   spec      a fact of the architecture (0 for an instruction the CPU lacks): exact.
+#   measured  a published measurement of this operation: +-10%, for run-to-run spread,
+#             the stepping and microcode measured versus the part priced.
+#   derived   arithmetic on a measurement (a difference, a unit conversion, another part
+#             of the same family): x/÷ 1.33.
+#   claimed   an author's rough figure ("a couple hundred", "~2 us"): x/÷ 1.5.
+#   estimate  ours, reasoned from instruction counts or neighbours: x/÷ 2.
+GRADE_RANGE = {
+    "spec": (1.0, 1.0),
+    "measured": (0.9, 1.1),
+    "derived": (0.75, 1.33),
+    "claimed": (0.67, 1.5),
+    "estimate": (0.5, 2.0),
+}
 # Grades whose figure must say how it was obtained.
 _NEEDS_NOTE = ("derived", "estimate")
 _PRICED_TABLES = ("op", "rdmsr", "wrmsr")
@@ -62,8 +85,8 @@ class ProfileError(InvalidConfiguration):
 
 @dataclass(frozen=True)
 class Entry:
-    """One figure: `cycles` for operation `name` of `table` ("op", "rdmsr", "wrmsr" or
-    "check"), with its grade, source, reasoning and the entries it was computed from."""
+    """One figure: `cycles` for operation `name` of `table` ("op", "rdmsr", "wrmsr"), with
+    its grade, source, reasoning and the entries it was computed from."""
     table: str
     name: str
     cycles: int
@@ -84,7 +107,6 @@ class Profile:
     vendor: str
     path: str
     entries: dict = field(default_factory=dict)      # key -> Entry (priced tables)
-    checks: dict = field(default_factory=dict)       # key -> Entry ([check.*])
     cpu: str = ""
     cpu_model: str | None = None
     description: str = ""
@@ -114,6 +136,44 @@ class Profile:
     def estimates(self):
         """Entries whose figure rests on an estimate, directly or through their basis."""
         return [e for k, e in self.entries.items() if self.rests_on_estimate(k)]
+
+    def factors(self, key):
+        """(low, high) factors of entry `key`'s range: its grade's (GRADE_RANGE), widened
+        to those of the entries it was computed from. Unknown keys (an unpriced
+        operation, 0 cycles) are exact."""
+        lo, hi = 1.0, 1.0
+        seen = set()
+
+        def walk(k):
+            nonlocal lo, hi
+            if k in seen or k not in self.entries:
+                return
+            seen.add(k)
+            e = self.entries[k]
+            f_lo, f_hi = GRADE_RANGE[e.grade]
+            lo, hi = min(lo, f_lo), max(hi, f_hi)
+            for b in e.basis:
+                walk(b)
+        walk(key)
+        return lo, hi
+
+    def range(self, key):
+        """(low, high) cycles of entry `key`."""
+        e = self.entries[key]
+        lo, hi = self.factors(key)
+        return e.cycles * lo, e.cycles * hi
+
+    def interval(self, attributed):
+        """(low, high) of a sum of cycles given by entry, {key: cycles} as attribute()
+        returns: each entry's cycles scaled by its factors, summed (a negative amount, an
+        operation a variant saves, takes the factors the other way round)."""
+        lo = hi = 0.0
+        for key, cycles in attributed.items():
+            f_lo, f_hi = self.factors(key)
+            a, b = cycles * f_lo, cycles * f_hi
+            lo += min(a, b)
+            hi += max(a, b)
+        return lo, hi
 
     def missing_ops(self):
         """Operations with no figure: the machine charges them 0 cycles."""
@@ -201,15 +261,19 @@ def load_profile(name_or_path):
 
 
 def _parse(data, path):
-    from .._lib import MSR_SLOTS, OPS
+    from .._lib import OPS, PRICED_MSRS
 
     def fail(msg):
         raise ProfileError(f"{path}: {msg}")
 
-    unknown = set(data) - {"profile", "check", *_PRICED_TABLES}
+    if "check" in data:
+        fail("[check.*] tables are not part of a profile any more: end-to-end and "
+             "before/after figures belong in the validation data, never beside the figures "
+             "a profile is built from (COSTS.md)")
+    unknown = set(data) - {"profile", *_PRICED_TABLES}
     if unknown:
         fail(f"unknown table(s) {', '.join(sorted(unknown))}; a profile has [profile], "
-             f"[op.*], [rdmsr.*], [wrmsr.*] and [check.*]")
+             f"[op.*], [rdmsr.*] and [wrmsr.*]")
     head = data.get("profile")
     if not isinstance(head, dict):
         fail("missing [profile] table (name, vendor)")
@@ -222,27 +286,26 @@ def _parse(data, path):
     if head["vendor"] not in ("intel", "amd"):
         fail(f"[profile]: vendor must be 'intel' or 'amd', got {head['vendor']!r}")
 
-    names = {"op": set(OPS), "rdmsr": {n for n, _ in MSR_SLOTS},
-             "wrmsr": {n for n, _ in MSR_SLOTS}}
-    entries, checks = {}, {}
-    for table in (*_PRICED_TABLES, "check"):
+    names = {"op": set(OPS), "rdmsr": {n for n, _ in PRICED_MSRS},
+             "wrmsr": {n for n, _ in PRICED_MSRS}}
+    entries = {}
+    for table in _PRICED_TABLES:
         section = data.get(table, {})
         if not isinstance(section, dict):
             fail(f"[{table}] must be a table of entries like [{table}.NAME]")
         for name, raw in section.items():
             key = f"{table}.{name}"
-            if table in names and name not in names[table]:
-                what = "operation" if table == "op" else "MSR slot"
+            if name not in names[table]:
+                what = "operation" if table == "op" else "MSR"
                 fail(f"[{key}]: unknown {what} {name!r}; known: "
                      f"{', '.join(sorted(names[table]))}")
-            e = _entry(table, name, raw, fail)
-            (checks if table == "check" else entries)[key] = e
+            entries[key] = _entry(table, name, raw, fail)
     for e in entries.values():
         for b in e.basis:
             if b not in entries:
                 fail(f"[{e.key}]: basis {b!r} is not an entry of this profile")
     return Profile(name=head["name"], vendor=head["vendor"], path=path, entries=entries,
-                   checks=checks, cpu=head.get("cpu", ""), cpu_model=head.get("cpu_model"),
+                   cpu=head.get("cpu", ""), cpu_model=head.get("cpu_model"),
                    description=head.get("description", ""))
 
 

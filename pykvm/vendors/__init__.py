@@ -35,6 +35,11 @@ class CpuModel:
     has_v_spec_ctrl: bool = False
     has_load_efer: bool = True
     has_eibrs: bool = False
+    has_pml: bool = False           # VMX page-modification logging (KVM's enable_pml)
+    # Hardware bugs whose host-kernel mitigations cost operations (kernel: X86_BUG_*).
+    bug_meltdown: bool = False      # page-table isolation on every kernel entry/exit
+    bug_mds: bool = False           # VERW before returning to user mode / entering a guest
+    bug_l1tf: bool = False          # L1D flush (FLUSH_CMD) before VM-entry
 
     def to_c(self, ffi):
         c = ffi.new("struct pk_cpu_model *")

@@ -48,8 +48,9 @@ struct hwtest_const {
 static const struct hwtest_const hwtest_consts[] = {
 	PK_OPS(__C_OP)
 	PK_PATHS(__C_PATH)
-	PK_MSRS(__C_SLOT)
+	PK_PRICED_MSRS(__C_SLOT)
 	{ "NR_MSRS", PK_NR_MSRS },
+	{ "NR_PRICED_MSRS", PK_NR_PRICED_MSRS },	/* msr_ops index of "other" */
 	VMCS_FIELDS(__C_VMCS)
 	HWTEST_INSNS(__C_INSN)
 	__C(PK_, GEXIT_NONE) __C(PK_, GEXIT_HLT) __C(PK_, GEXIT_CPUID) __C(PK_, GEXIT_IO)
@@ -378,7 +379,7 @@ uint64_t pk_hwtest_ops(struct pk_machine *m, uint32_t path, uint32_t op)
 
 uint64_t pk_hwtest_msr_ops(struct pk_machine *m, uint32_t path, uint32_t dir, uint32_t slot)
 {
-	if (path >= PK_NR_PATHS || dir > 1 || slot > PK_NR_MSRS)
+	if (path >= PK_NR_PATHS || dir > 1 || slot > PK_NR_PRICED_MSRS)
 		return 0;
 	return m->costs.msr_ops[path][dir][slot];
 }
@@ -410,7 +411,7 @@ void pk_hwtest_set_op_cost(struct pk_machine *m, uint32_t op, uint32_t cycles)
 
 void pk_hwtest_set_msr_cost(struct pk_machine *m, uint32_t dir, uint32_t slot, uint32_t cycles)
 {
-	if (slot >= PK_NR_MSRS)
+	if (slot >= PK_NR_PRICED_MSRS)
 		return;
 	if (dir)
 		m->profile.wrmsr[slot] = cycles;

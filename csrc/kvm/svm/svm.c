@@ -31,6 +31,10 @@ static const struct pk_param svm_param_table[] = {
 	PK_PARAM(struct svm_params, forget_host_vmload, false,
 		 "never VMLOAD the host save area: host FS/GS/KERNEL_GS_BASE/SYSCALL MSRs stay the guest's"),
 	PK_PARAM(struct svm_params, forget_spec_ctrl, false, "never restore the host SPEC_CTRL"),
+	PK_PARAM(struct svm_params, bug_guest_state_loaded_kept_across_put, false,
+		 "a 'loaded' flag kept across put: svm_vcpu_put() leaves guest_state_loaded set, "
+		 "so the next entry skips the VMSAVE of the host save area (on a new CPU: never "
+		 "saved) and the guest TSC_AUX reload"),
 	{ }		/* end */
 };
 
@@ -247,7 +251,8 @@ static void svm_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
  */
 static void svm_prepare_host_switch(struct kvm_vcpu *vcpu)
 {
-	to_svm(vcpu)->guest_state_loaded = false;
+	if (!svm_param()->bug_guest_state_loaded_kept_across_put)
+		to_svm(vcpu)->guest_state_loaded = false;
 }
 
 static void svm_vcpu_put(struct kvm_vcpu *vcpu)
@@ -376,6 +381,28 @@ static void svm_set_cr4(struct kvm_vcpu *vcpu, u64 cr4)
 }
 
 static u64 svm_get_rflags(struct kvm_vcpu *vcpu) { return to_svm(vcpu)->vmcb->save.rflags; }
+/* The VMCB holds these in memory: reading them costs no instruction (unlike a VMREAD). */
+static int svm_get_cpl(struct kvm_vcpu *vcpu) { return to_svm(vcpu)->vmcb->save.cpl; }
+static void svm_get_cs_db_l_bits(struct kvm_vcpu *vcpu, int *db, int *l)
+{
+	u16 attrib = to_svm(vcpu)->vmcb->save.cs.attrib;
+
+	*db = (attrib >> 10) & 1;
+	*l = (attrib >> 9) & 1;
+}
+#define SVM_INTERRUPT_SHADOW_MASK	BIT(0)
+static u32 svm_get_interrupt_shadow(struct kvm_vcpu *vcpu)
+{
+	return (to_svm(vcpu)->vmcb->control.int_state & SVM_INTERRUPT_SHADOW_MASK) ?
+	       KVM_X86_SHADOW_INT_STI | KVM_X86_SHADOW_INT_MOV_SS : 0;
+}
+static void svm_set_interrupt_shadow(struct kvm_vcpu *vcpu, int mask)
+{
+	struct vmcb_control_area *c = &to_svm(vcpu)->vmcb->control;
+
+	c->int_state = mask ? (c->int_state | SVM_INTERRUPT_SHADOW_MASK)
+			    : (c->int_state & ~SVM_INTERRUPT_SHADOW_MASK);
+}
 static void svm_set_rflags(struct kvm_vcpu *vcpu, u64 rflags) { to_svm(vcpu)->vmcb->save.rflags = rflags; }
 static void svm_cache_reg(struct kvm_vcpu *vcpu, int reg) { vcpu->arch.regs_avail |= BIT(reg); }
 
@@ -387,6 +414,7 @@ static int svm_skip_emulated_instruction(struct kvm_vcpu *vcpu)
 	if (svm->vmcb->control.next_rip != 0)
 		svm->next_rip = svm->vmcb->control.next_rip;
 	kvm_rip_write(vcpu, svm->next_rip);
+	svm_set_interrupt_shadow(vcpu, 0);
 	return 1;
 }
 
@@ -475,6 +503,16 @@ static int svm_set_msr(struct kvm_vcpu *vcpu, struct msr_data *msr)
 		svm->sysenter_esp_hi = vcpu->arch.cap_intel_compatible ? data >> 32 : 0;
 		return 0;
 	case MSR_TSC_AUX:
+		/*
+		 * Before "Delay restoration of host MSR_TSC_AUX until return to userspace"
+		 * (2021) the guest's value was in hardware whenever the vCPU was loaded:
+		 * "This is rare, so we update the MSR here" (svm_set_msr, v5.10).
+		 */
+		if (!svm_param()->tsc_aux_user_return) {
+			svm->tsc_aux = data;
+			wrmsrl(MSR_TSC_AUX, data);
+			return 0;
+		}
 		/* Changed rarely and never read by the host directly: switch it via user return. */
 		preempt_disable();
 		ret = kvm_set_user_return_msr(svm_global()->tsc_aux_uret_slot, data, -1ULL);
@@ -546,8 +584,8 @@ static void svm_restore_host_gs_before_stgi(struct vcpu_svm *svm)
 		pk_vmload(__pa(&svm_global()->svm_data[this_cpu()->id]->save_area));
 }
 
-/* The guest runs between guest_state_enter_irqoff() and guest_state_exit_irqoff()
- * upstream (context tracking, not modelled); __svm_vcpu_run is the vmenter path. */
+/* __svm_vcpu_run is the vmenter path; svm_vcpu_run brackets this with the guest-state
+ * window (guest_state_enter_irqoff() .. guest_state_exit_irqoff(), pykvm/host.h). */
 static void svm_vcpu_enter_exit(struct kvm_vcpu *vcpu, bool spec_ctrl_intercepted)
 {
 	__svm_vcpu_run(to_svm(vcpu), spec_ctrl_intercepted);
@@ -568,10 +606,13 @@ static fastpath_t svm_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 	pk_clgi();
 	if (!svm_param()->spec_ctrl_in_vmenter)
 		svm_spec_ctrl_set_guest(svm);
+	/* The guest-state window; the host VMLOAD was inside it before 2022 too. */
+	guest_state_enter_irqoff();
 	svm_vcpu_enter_exit(vcpu, spec_ctrl_intercepted);
 	if (!svm_param()->spec_ctrl_in_vmenter)
 		svm_spec_ctrl_restore_host(svm, spec_ctrl_intercepted);
 	svm_restore_host_gs_before_stgi(svm);
+	guest_state_exit_irqoff();
 
 	vcpu->arch.cr2 = svm->vmcb->save.cr2;
 	vcpu->arch.regs[VCPU_REGS_RAX] = svm->vmcb->save.rax;
@@ -663,10 +704,15 @@ static int (*const svm_exit_handlers[SVM_NR_EXIT_HANDLERS])(struct kvm_vcpu *vcp
 	[SVM_EXIT_NPF]		= npf_interception,
 };
 
+/*
+ * kernel: svm_handle_exit() (svm.c): CR0/CR3 synced from the VMCB, the checks, then
+ * svm_invoke_exit_handler(); its software is one SW_HANDLE_EXIT.
+ */
 static int svm_handle_exit(struct kvm_vcpu *vcpu, fastpath_t exit_fastpath)
 {
 	u32 exit_code = to_svm(vcpu)->vmcb->control.exit_code;
 
+	pk_sw(PK_OP_SW_HANDLE_EXIT);
 	if (exit_fastpath == EXIT_FASTPATH_EXIT_HANDLED)
 		return 1;
 	if (exit_code == SVM_EXIT_ERR) {
@@ -719,6 +765,11 @@ static const struct kvm_x86_ops svm_x86_ops = {
 	.handle_exit_irqoff = svm_handle_exit_irqoff,
 	.get_exit_info = svm_get_exit_info,
 	.vcpu_after_set_cpuid = svm_vcpu_after_set_cpuid,
+	.get_cpl = svm_get_cpl,
+	.get_cs_db_l_bits = svm_get_cs_db_l_bits,
+	.get_interrupt_shadow = svm_get_interrupt_shadow,
+	.set_interrupt_shadow = svm_set_interrupt_shadow,
+	/* No hypervisor timer on SVM: the TSC-deadline fast path is VMX's (kernel: the same). */
 };
 
 static const struct kvm_x86_init_ops svm_init_ops = {

@@ -25,6 +25,7 @@ struct svm_params {
 	bool bug_gs_base_after_stgi;
 	bool forget_host_vmload;
 	bool forget_spec_ctrl;
+	bool bug_guest_state_loaded_kept_across_put;
 };
 
 /* Host state kept by hand before VMSAVE/VMLOAD did it (pre-e79b91bb3c91). */

@@ -48,6 +48,11 @@ static const struct kvm_x86_ops vt_x86_ops = {
 	.handle_exit_irqoff = vmx_handle_exit_irqoff,
 	.get_exit_info = vmx_get_exit_info,
 	.vcpu_after_set_cpuid = vmx_vcpu_after_set_cpuid,
+	.get_cpl = vmx_get_cpl,
+	.get_cs_db_l_bits = vmx_get_cs_db_l_bits,
+	.get_interrupt_shadow = vmx_get_interrupt_shadow,
+	.set_interrupt_shadow = vmx_set_interrupt_shadow,
+	.set_hv_timer = vmx_set_hv_timer,
 };
 
 static const struct kvm_x86_init_ops vt_init_ops = {

@@ -28,7 +28,10 @@ bool __vmx_vcpu_run(struct vcpu_vmx *vmx, unsigned int flags)
 		vmcs_writel(HOST_RSP, host_rsp);
 		hs->rsp = host_rsp;
 	}
-	/* Load the guest's SPEC_CTRL; no RET or indirect branch from here to VM-entry. */
+	/*
+	 * Load the guest's SPEC_CTRL if it differs from x86_spec_ctrl_current (with legacy
+	 * kernel IBRS that includes IBRS); no RET or indirect branch from here to VM-entry.
+	 */
 	if (vmx->spec_ctrl != host_spec_ctrl)
 		wrmsrl(MSR_IA32_SPEC_CTRL, vmx->spec_ctrl);
 
@@ -49,14 +52,22 @@ bool __vmx_vcpu_run(struct vcpu_vmx *vmx, unsigned int flags)
 	return fail != 0;
 }
 
-/* Save the guest's SPEC_CTRL if it owns it, and put the host value back if different. */
+/*
+ * Save the guest's SPEC_CTRL if it owns it, and put the host value back (kernel:
+ * vmx_spec_ctrl_restore_host, torvalds/linux vmx.c at 8ecb10bcbfa3; the legacy-IBRS
+ * case is bea7e31a5cac "KVM: VMX: Fix IBRS handling after vmexit"). With legacy kernel
+ * IBRS (X86_FEATURE_KERNEL_IBRS) the IBRS bit must be written after every transition
+ * from a less privileged predictor mode, so the host value is written after every exit,
+ * whether or not it differs from the guest's; otherwise only when it differs.
+ */
 void vmx_spec_ctrl_restore_host(struct vcpu_vmx *vmx, unsigned int flags)
 {
 	u64 hostval = kvm_host_spec_ctrl();
 
 	if (flags & VMX_RUN_SAVE_SPEC_CTRL)
 		vmx->spec_ctrl = rdmsrl(MSR_IA32_SPEC_CTRL);
-	/* Legacy kernel IBRS rewrites it on every exit; otherwise only when it differs. */
-	if (vmx->spec_ctrl != hostval && !vmx_param()->forget_spec_ctrl)
+	if (vmx_param()->forget_spec_ctrl)
+		return;
+	if (pk_host_kernel_ibrs(this_machine()) || vmx->spec_ctrl != hostval)
 		wrmsrl(MSR_IA32_SPEC_CTRL, hostval);
 }

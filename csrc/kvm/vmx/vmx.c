@@ -4,6 +4,7 @@
  * kernel's; the host-state switch follows upstream as WORLD-SWITCH.md section 4 describes.
  */
 #include "vmx.h"
+#include "pykvm/printk.h"
 
 /* Module parameters (kernel: module_param in vmx.c); upstream values are the defaults. */
 const struct pk_param vmx_param_table[] = {
@@ -13,7 +14,21 @@ const struct pk_param vmx_param_table[] = {
 	PK_PARAM(struct vmx_params, global_host_idt, true,
 		 "HOST_IDTR_BASE from the IDT base read once at setup (2342080cd675); 0: SIDT per vCPU"),
 	PK_PARAM(struct vmx_params, user_return_msrs, true,
-		 "host SYSCALL MSRs/TSC_AUX/EFER restored on return to user mode; 0: on every vcpu_put"),
+		 "host SYSCALL MSRs/TSC_AUX/EFER restored on return to user mode (26bb0981b3ff, "
+		 "2.6.32); 0: as 2.6.31's vmx_save_host_state/vmx_load_host_state: every guest "
+		 "value written on each load, read back and replaced by the host's on each put"),
+	PK_PARAM(struct vmx_params, lightweight_exit, true,
+		 "host state is switched back only when the vCPU is put (e6adf28365b2, 2007: "
+		 "\"Avoid saving and restoring some host CPU state on lightweight vmexit\"); "
+		 "0: around every VM-entry and VM-exit, as the first releases (2.6.20) did"),
+	PK_PARAM(struct vmx_params, host_msrs_snapshot, true,
+		 "the host values of the switched MSRs are read once (2345df8c555e, 2007: "
+		 "\"Reduce unnecessary saving of host msrs\"); 0: RDMSR of each whenever the "
+		 "guest values are loaded (needs user_return_msrs=0)"),
+	PK_PARAM(struct vmx_params, msr_bitmaps, true,
+		 "the MSR bitmap lets the guest use FS/GS/KERNEL_GS_BASE and the SYSENTER MSRs "
+		 "without exits; 0: every RDMSR/WRMSR exits, as in drivers/kvm/vmx.c up to 2.6.23 "
+		 "(torvalds/linux 002c7f7c32a6: no CPU_BASED_USE_MSR_BITMAPS)"),
 	PK_PARAM(struct vmx_params, efer_load_controls, true,
 		 "EFER through the VMCS load-EFER controls when the CPU has them; 0: user return"),
 	PK_PARAM(struct vmx_params, spec_ctrl_in_vmenter, true,
@@ -31,6 +46,41 @@ const struct pk_param vmx_param_table[] = {
 		 "never update HOST_TR_BASE when the VMCS moves to another CPU"),
 	PK_PARAM(struct vmx_params, forget_host_sysenter_esp, false,
 		 "never update HOST_IA32_SYSENTER_ESP when the VMCS moves to another CPU"),
+	PK_PARAM(struct vmx_params, enable_pml, true,
+		 "page-modification logging where the CPU has it (4.2+): every handled exit "
+		 "reads GUEST_PML_INDEX (vmx_flush_pml_buffer)"),
+	PK_PARAM(struct vmx_params, enable_preemption_timer, true,
+		 "the VMX preemption timer as the LAPIC's hypervisor timer (4.10+): what the "
+		 "TSC-deadline fast path needs; armed, it costs a VMWRITE per VM-entry"),
+	PK_PARAM_UINT(struct vmx_params, vmentry_l1d_flush, VMENTER_L1D_FLUSH_COND,
+		 "L1TF: flush L1D before VM-entry on affected CPUs (4.19+): 0 never, 1 cond "
+		 "(the first entry of a KVM_RUN, after interrupts and emulation), 2 always"),
+	PK_PARAM(struct vmx_params, bug_uret_loaded_kept_across_put, false,
+		 "a 'loaded' flag kept across put: vmx_prepare_switch_to_host() leaves "
+		 "guest_uret_msrs_loaded set, so after user return restores the host values the "
+		 "next entry does not load the guest's"),
+	PK_PARAM(struct vmx_params, bug_uret_reload_below_loaded_check, false,
+		 "vmx_prepare_switch_to_guest() returns early while guest state is loaded before "
+		 "reloading the user-return MSRs: a guest that sets EFER.SCE runs its SYSCALL "
+		 "with the host's LSTAR/STAR/SYSCALL_MASK"),
+	PK_PARAM(struct vmx_params, forget_host_cr3_refresh, false,
+		 "HOST_CR3 written once with the constant host state, never refreshed before "
+		 "VM-entry: a CR3 change without a reschedule leaves it stale"),
+	PK_PARAM(struct vmx_params, forget_host_cr4_refresh, false,
+		 "HOST_CR4 written once, never refreshed before VM-entry: prctl(PR_SET_TSC) "
+		 "changing CR4.TSD leaves it stale"),
+	PK_PARAM(struct vmx_params, bug_host_cr3_refresh_in_prepare, false,
+		 "HOST_CR3/CR4 refreshed in vmx_prepare_switch_to_guest(), with IRQs still on, "
+		 "instead of right before VM-entry: an IPI in between changes CR3"),
+	PK_PARAM(struct vmx_params, forget_host_ds_es, false,
+		 "DS not restored: vmx_prepare_switch_to_host() leaves DS/ES as VM-exit loaded "
+		 "them (0) instead of the host's user selectors"),
+	PK_PARAM(struct vmx_params, forget_ldt_reload, false,
+		 "the host LDT not reloaded on put (VM-exit leaves LDTR unusable): a VMM with an "
+		 "LDT (kernel.vmm_ldt) returns to user mode without it"),
+	PK_PARAM(struct vmx_params, bug_no_current_save_fsgs, false,
+		 "host FS/GS bases taken from thread.fsbase/gsbase without current_save_fsgs(): "
+		 "stale once the VMM wrote them with WRFSBASE/WRGSBASE in user mode"),
 	{ }		/* end */
 };
 
@@ -78,6 +128,10 @@ bool vmx_msr_write_intercepted(struct vcpu_vmx *vmx, u32 msr)
 {
 	u32 bit;
 
+	/* Without "use MSR bitmaps" every WRMSR exits. */
+	if (!vmx_param()->msr_bitmaps)
+		return true;
+
 	if (msr <= 0x1fff)
 		bit = VMX_MSR_BITMAP_WRITE_LOW * 8 + msr;
 	else if (msr >= 0xc0000000 && msr <= 0xc0001fff)
@@ -98,6 +152,20 @@ int vmx_hardware_setup(void)
 	native_store_idt(&dt);
 	vg->host_idt_base = dt.base;
 	vg->cpu_has_load_efer = this_machine()->model.has_load_efer && vg->params.efer_load_controls;
+	vg->enable_pml = this_machine()->model.has_pml && vg->params.enable_pml;
+	/* The static branch vmx_l1d_should_flush: only CPUs with L1TF flush at all. */
+	vg->l1d_flush = this_machine()->model.bug_l1tf ?
+			vg->params.vmentry_l1d_flush : VMENTER_L1D_FLUSH_NEVER;
+	/* Without the preemption timer there is no hypervisor timer (kernel: the same). */
+	if (!vg->params.enable_preemption_timer)
+		kvm_global()->ops.set_hv_timer = NULL;
+	if (vg->l1d_flush > VMENTER_L1D_FLUSH_ALWAYS)
+		return pk_err(-EINVAL, "kvm_intel.vmentry_l1d_flush=%u: 0 never, 1 cond, 2 always",
+			      vg->l1d_flush);
+	/* The snapshot a user-return MSR slot keeps is the host value: nothing to re-read. */
+	if (!vg->params.host_msrs_snapshot && vg->params.user_return_msrs)
+		return pk_err(-EINVAL, "kvm_intel.host_msrs_snapshot=0 needs user_return_msrs=0 "
+			      "(the user-return slots keep the host values they snapshot)");
 
 	for (unsigned int i = 0; i < ARRAY_SIZE(vmx_uret_msrs_list); ++i)
 		kvm_add_user_return_msr(vmx_uret_msrs_list[i]);
@@ -197,7 +265,8 @@ static void init_vmcs(struct vcpu_vmx *vmx)
 
 	vmcs_write32(PIN_BASED_VM_EXEC_CONTROL, PIN_BASED_EXT_INTR_MASK | PIN_BASED_NMI_EXITING);
 	vmcs_write32(CPU_BASED_VM_EXEC_CONTROL, CPU_BASED_HLT_EXITING | CPU_BASED_UNCOND_IO_EXITING |
-		     CPU_BASED_USE_MSR_BITMAPS | CPU_BASED_ACTIVATE_SECONDARY_CONTROLS);
+		     (vmx_param()->msr_bitmaps ? CPU_BASED_USE_MSR_BITMAPS : 0) |
+		     CPU_BASED_ACTIVATE_SECONDARY_CONTROLS);
 	vmcs_write32(SECONDARY_VM_EXEC_CONTROL, SECONDARY_EXEC_ENABLE_EPT);
 	vmcs_write64(MSR_BITMAP, __pa(vmx->vmcs01.msr_bitmap));
 	vmcs_write64(EPT_POINTER, __pa(&kvm->memslots));
@@ -216,6 +285,12 @@ static void init_vmcs(struct vcpu_vmx *vmx)
 	vmcs_writel(HOST_GS_BASE, 0);
 	vmcs_write64(GUEST_IA32_PAT, 0x0007040600070406ULL);
 	vmcs_write32(GUEST_ACTIVITY_STATE, GUEST_ACTIVITY_ACTIVE);
+	/*
+	 * An empty PML log (kernel: init_vmcs). The model's hardware does not log (no dirty
+	 * logging runs), so the index stays there; KVM still reads it on every exit.
+	 */
+	if (vmx_global()->enable_pml)
+		vmcs_write16(GUEST_PML_INDEX, PML_ENTITY_NUM - 1);
 }
 
 int vmx_vcpu_create(struct kvm_vcpu *vcpu)
@@ -228,6 +303,7 @@ int vmx_vcpu_create(struct kvm_vcpu *vcpu)
 	if (pk_vmclear(__pa(vmx->vmcs01.vmcs)))
 		this_machine()->host_bugs++;
 	vmx->vmcs01.cpu = -1;
+	vmx->hv_deadline_tsc = -1ULL;
 	vmx->vmcs01.msr_bitmap = vmx->msr_bitmap_page;
 	memset(vmx->vmcs01.msr_bitmap, 0xff, 4096);
 	vmx->loaded_vmcs = &vmx->vmcs01;
@@ -308,7 +384,16 @@ static bool update_transition_efer(struct vcpu_vmx *vmx)
 		return false;
 	uret->data = guest_efer & ~ignore_bits;
 	uret->mask = ~ignore_bits;
-	return ((guest_efer ^ host_efer) & ~ignore_bits) != 0;
+	/*
+	 * Loaded even when equal to the host's, as upstream has done since the user-return
+	 * MSRs: were the slot dropped when the guest's value came to equal the host's, the
+	 * guest's previous value would stay in hardware until user return (a guest that sets
+	 * EFER.SCE and executes SYSCALL in the same run got #UD). The 2.6 kernels before
+	 * them skipped an equal EFER (every put restored the host's MSRs anyway).
+	 */
+	if (!vmx_param()->user_return_msrs)
+		return ((guest_efer ^ host_efer) & ~ignore_bits) != 0;
+	return true;
 }
 
 static void vmx_setup_uret_msrs(struct vcpu_vmx *vmx)
@@ -334,11 +419,20 @@ static void vmx_setup_uret_msrs(struct vcpu_vmx *vmx)
 	vmx->guest_uret_msrs_loaded = false;
 }
 
+static void vmx_load_guest_msrs(struct vcpu_vmx *vmx);
+
 static int vmx_set_guest_uret_msr(struct vcpu_vmx *vmx, struct vmx_uret_msr *msr, u64 data)
 {
 	unsigned int slot = msr - vmx->guest_uret_msrs;
 	int ret = 0;
 
+	/* 2.6.31's vmx_set_msr: the new value, and every loaded one again if loaded. */
+	if (!vmx_param()->user_return_msrs) {
+		msr->data = data;
+		if (vmx->guest_state_loaded)
+			vmx_load_guest_msrs(vmx);
+		return 0;
+	}
 	if (msr->load_into_hardware) {
 		preempt_disable();
 		ret = kvm_set_user_return_msr(slot, data, msr->mask);
@@ -350,6 +444,90 @@ static int vmx_set_guest_uret_msr(struct vcpu_vmx *vmx, struct vmx_uret_msr *msr
 }
 
 /* ---- the host-state switch ---- */
+
+/*
+ * HOST_CR3/CR4 right before VM-entry, IRQs off (vmx_vcpu_run): a CR3 change without a
+ * reschedule (text_poke's temporary mm, an IPI rewriting CR3, a kthread's lazy mm) or a
+ * CR4 change (prctl(PR_SET_TSC)) must not leave them stale.
+ */
+static void vmx_refresh_host_cr3_cr4(struct vcpu_vmx *vmx)
+{
+	struct vmcs_host_state *hs = &vmx->loaded_vmcs->host_state;
+	u64 cr3, cr4;
+
+	cr3 = __get_current_cr3_fast();
+	if (unlikely(cr3 != hs->cr3) && !vmx_param()->forget_host_cr3_refresh) {
+		vmcs_writel(HOST_CR3, cr3);
+		hs->cr3 = cr3;
+	}
+	cr4 = cr4_read_shadow();
+	if (unlikely(cr4 != hs->cr4) && !vmx_param()->forget_host_cr4_refresh) {
+		vmcs_writel(HOST_CR4, cr4);
+		hs->cr4 = cr4;
+	}
+}
+
+/*
+ * Before the user-return MSRs (2.6.31 and older): the guest's values are written on
+ * every load, whatever the CPU holds (load_msrs(vmx->guest_msrs, save_nmsrs)), and on
+ * every put read back and replaced by the host's (save_msrs + load_msrs of host_msrs).
+ * The host values were read once per vCPU (2345df8c555e) or, before, on every load.
+ */
+static u64 vmx_old_msr_value(struct vcpu_vmx *vmx, int slot, u64 data)
+{
+	const struct vmx_uret_msr *u = &vmx->guest_uret_msrs[slot];
+
+	return (data & u->mask) | (vmx->host_msrs[slot] & ~u->mask);
+}
+
+static void vmx_load_guest_msrs(struct vcpu_vmx *vmx)
+{
+	struct kvm_x86_global *g = kvm_global();
+	int cpu = smp_processor_id();
+
+	for (int i = 0; i < g->kvm_nr_uret_msrs; ++i) {
+		if (!vmx->guest_uret_msrs[i].load_into_hardware)
+			continue;
+		wrmsrl(g->kvm_uret_msrs_list[i],
+		       vmx_old_msr_value(vmx, i, vmx->guest_uret_msrs[i].data));
+		/* Tell the per-CPU snapshot what the CPU holds (no notifier in this scheme). */
+		g->user_return_msrs[cpu].values[i].curr =
+			vmx_old_msr_value(vmx, i, vmx->guest_uret_msrs[i].data);
+	}
+}
+
+static void vmx_save_host_msrs(struct vcpu_vmx *vmx)
+{
+	struct kvm_x86_global *g = kvm_global();
+	int cpu = smp_processor_id();
+
+	for (int i = 0; i < g->kvm_nr_uret_msrs; ++i) {
+		if (!vmx->guest_uret_msrs[i].load_into_hardware)
+			continue;
+		if (vmx_param()->host_msrs_snapshot)
+			vmx->host_msrs[i] = g->user_return_msrs[cpu].values[i].host;
+		else
+			vmx->host_msrs[i] = rdmsrl(g->kvm_uret_msrs_list[i]);
+	}
+}
+
+static void vmx_load_host_msrs(struct vcpu_vmx *vmx)
+{
+	struct kvm_x86_global *g = kvm_global();
+	int cpu = smp_processor_id();
+
+	for (int i = 0; i < g->kvm_nr_uret_msrs; ++i) {
+		u32 msr = g->kvm_uret_msrs_list[i];
+
+		if (!vmx->guest_uret_msrs[i].load_into_hardware)
+			continue;
+		vmx->guest_uret_msrs[i].data = (rdmsrl(msr) & vmx->guest_uret_msrs[i].mask) |
+					       (vmx->guest_uret_msrs[i].data &
+						~vmx->guest_uret_msrs[i].mask);
+		wrmsrl(msr, vmx->host_msrs[i]);
+		g->user_return_msrs[cpu].values[i].curr = vmx->host_msrs[i];
+	}
+}
 
 /*
  * The host FS/GS selectors and bases VM-exit will load, written only when they changed
@@ -386,6 +564,17 @@ void vmx_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
 	u16 fs_sel, gs_sel;
 	u64 fs_base, gs_base;
 
+	if (vmx_param()->bug_uret_reload_below_loaded_check && vmx->guest_state_loaded)
+		return;
+	if (vmx_param()->bug_host_cr3_refresh_in_prepare)
+		vmx_refresh_host_cr3_cr4(vmx);
+	if (!vmx_param()->user_return_msrs) {
+		if (vmx->guest_state_loaded)
+			return;
+		vmx_save_host_msrs(vmx);
+		vmx_load_guest_msrs(vmx);
+		vmx->guest_uret_msrs_loaded = true;
+	}
 	/* Guest user-return MSRs go into hardware once per load; restored on user return. */
 	if (!vmx->guest_uret_msrs_loaded) {
 		vmx->guest_uret_msrs_loaded = true;
@@ -405,9 +594,14 @@ void vmx_prepare_switch_to_guest(struct kvm_vcpu *vcpu)
 	host_state->es_sel = savesegment(VCPU_SREG_ES);
 	gs_sel = savesegment(VCPU_SREG_GS);
 	fs_sel = savesegment(VCPU_SREG_FS);
-	fs_base = rdfsbase();
-	/* current_save_fsgs(): in the kernel, the user's GS base is the inactive one. */
-	vmx->msr_host_kernel_gs_base = x86_gsbase_read_inactive();
+	if (vmx_param()->bug_no_current_save_fsgs) {
+		fs_base = current_task()->fsbase;
+		vmx->msr_host_kernel_gs_base = current_task()->gsbase;
+	} else {
+		/* current_save_fsgs(): in the kernel, the user's GS base is the inactive one. */
+		fs_base = rdfsbase();
+		vmx->msr_host_kernel_gs_base = x86_gsbase_read_inactive();
+	}
 	gs_base = m->host.per_cpu_offset[cpu];
 
 	/* The guest's KERNEL_GS_BASE goes into hardware now; VM-exit does not touch it. */
@@ -431,7 +625,8 @@ static void vmx_prepare_switch_to_host(struct vcpu_vmx *vmx)
 	if (!vmx_param()->bug_kgs_saved_after_load_gs_index)
 		vmx->msr_guest_kernel_gs_base = rdmsrl(MSR_KERNEL_GS_BASE);
 	if (host_state->ldt_sel || (host_state->gs_sel & 7)) {
-		native_lldt(host_state->ldt_sel);
+		if (!vmx_param()->forget_ldt_reload)
+			native_lldt(host_state->ldt_sel);
 		load_gs_index(host_state->gs_sel);
 	} else if (savesegment(VCPU_SREG_GS) != host_state->gs_sel) {
 		load_gs_index(host_state->gs_sel);
@@ -440,7 +635,7 @@ static void vmx_prepare_switch_to_host(struct vcpu_vmx *vmx)
 		vmx->msr_guest_kernel_gs_base = rdmsrl(MSR_KERNEL_GS_BASE);
 	if (host_state->fs_sel & 7)
 		loadsegment(VCPU_SREG_FS, host_state->fs_sel);
-	if (host_state->ds_sel | host_state->es_sel) {
+	if ((host_state->ds_sel | host_state->es_sel) && !vmx_param()->forget_host_ds_es) {
 		loadsegment(VCPU_SREG_DS, host_state->ds_sel);
 		loadsegment(VCPU_SREG_ES, host_state->es_sel);
 	}
@@ -459,16 +654,17 @@ static void vmx_prepare_switch_to_host(struct vcpu_vmx *vmx)
 	}
 	/* Before user-return notifiers existed, the host values came back on every put. */
 	if (!vmx_param()->user_return_msrs)
-		drop_user_return_notifiers();
+		vmx_load_host_msrs(vmx);
 	vmx->guest_state_loaded = false;
-	vmx->guest_uret_msrs_loaded = false;
+	if (!vmx_param()->bug_uret_loaded_kept_across_put)
+		vmx->guest_uret_msrs_loaded = false;
 }
 
 /* Guest KERNEL_GS_BASE is live in hardware only while guest state is loaded (678e315e78a7). */
 static u64 vmx_read_guest_kernel_gs_base(struct vcpu_vmx *vmx)
 {
 	/* Before 678e315e78a7: put the whole host state back, then use the cache. */
-	if (!vmx_param()->lazy_kernel_gs_base) {
+	if (!vmx_param()->lazy_kernel_gs_base && vmx_param()->user_return_msrs) {
 		vmx_prepare_switch_to_host(vmx);
 		return vmx->msr_guest_kernel_gs_base;
 	}
@@ -481,6 +677,18 @@ static u64 vmx_read_guest_kernel_gs_base(struct vcpu_vmx *vmx)
 
 static void vmx_write_guest_kernel_gs_base(struct vcpu_vmx *vmx, u64 data)
 {
+	/*
+	 * Before user-return MSRs KERNEL_GS_BASE was one of the guest MSR list, and 2.6.31's
+	 * vmx_set_msr wrote the whole list again if it was loaded (load_msrs).
+	 */
+	if (!vmx_param()->lazy_kernel_gs_base && !vmx_param()->user_return_msrs) {
+		vmx->msr_guest_kernel_gs_base = data;
+		if (vmx->guest_state_loaded) {
+			vmx_load_guest_msrs(vmx);
+			wrmsrl(MSR_KERNEL_GS_BASE, data);
+		}
+		return;
+	}
 	if (!vmx_param()->lazy_kernel_gs_base) {
 		vmx_prepare_switch_to_host(vmx);
 		vmx->msr_guest_kernel_gs_base = data;
@@ -525,9 +733,16 @@ static void vmx_vcpu_load_vmcs(struct kvm_vcpu *vcpu, int cpu)
 	}
 }
 
+/*
+ * kernel: vmx_vcpu_load(): the VMCS, then the host's DEBUGCTL for vmx_vcpu_run to put
+ * back after VM-exit (which clears it) when it is non-zero (get_debugctlmsr: RDMSR).
+ */
 void vmx_vcpu_load(struct kvm_vcpu *vcpu, int cpu)
 {
+	struct vcpu_vmx *vmx = to_vmx(vcpu);
+
 	vmx_vcpu_load_vmcs(vcpu, cpu);
+	vmx->host_debugctlmsr = rdmsrl(MSR_IA32_DEBUGCTLMSR);
 }
 
 void vmx_vcpu_put(struct kvm_vcpu *vcpu)
@@ -557,6 +772,40 @@ static u32 vmx_segment_access_rights(const struct kvm_segment *var)
 	       ((var->db & 1) << 14) | ((var->g & 1) << 15);
 }
 
+/*
+ * The segment cache (kernel: vmx_segment_cache_test_set / vmx_read_guest_seg_ar): AR
+ * bytes read once per VM-exit, the cache invalidated by VM-exit and by segment writes.
+ */
+static u32 vmx_read_guest_seg_ar(struct vcpu_vmx *vmx, int seg)
+{
+	struct kvm_vcpu *vcpu = &vmx->vcpu;
+
+	if (!kvm_register_is_available(vcpu, VCPU_EXREG_SEGMENTS)) {
+		kvm_register_mark_available(vcpu, VCPU_EXREG_SEGMENTS);
+		vmx->segment_cache.bitmask = 0;
+	}
+	if (!(vmx->segment_cache.bitmask & BIT(seg))) {
+		vmx->segment_cache.bitmask |= BIT(seg);
+		vmx->segment_cache.ar[seg] = vmcs_read32(vmx_seg_fields[seg][3]);
+	}
+	return vmx->segment_cache.ar[seg];
+}
+
+/* kernel: vmx_get_cpl(): SS.DPL (the model has no real-mode vm86 emulation). */
+int vmx_get_cpl(struct kvm_vcpu *vcpu)
+{
+	return (vmx_read_guest_seg_ar(to_vmx(vcpu), VCPU_SREG_SS) >> 5) & 3;
+}
+
+/* kernel: vmx_get_cs_db_l_bits(). */
+void vmx_get_cs_db_l_bits(struct kvm_vcpu *vcpu, int *db, int *l)
+{
+	u32 ar = vmx_read_guest_seg_ar(to_vmx(vcpu), VCPU_SREG_CS);
+
+	*db = (ar >> 14) & 1;
+	*l = (ar >> 13) & 1;
+}
+
 void vmx_get_segment(struct kvm_vcpu *vcpu, struct kvm_segment *var, int seg)
 {
 	u32 ar = vmcs_read32(vmx_seg_fields[seg][3]);
@@ -577,6 +826,7 @@ void vmx_get_segment(struct kvm_vcpu *vcpu, struct kvm_segment *var, int seg)
 
 void vmx_set_segment(struct kvm_vcpu *vcpu, struct kvm_segment *var, int seg)
 {
+	vcpu->arch.regs_avail &= ~BIT(VCPU_EXREG_SEGMENTS);	/* vmx_segment_cache_clear */
 	vmcs_write16(vmx_seg_fields[seg][0], var->selector);
 	vmcs_writel(vmx_seg_fields[seg][1], var->base);
 	vmcs_write32(vmx_seg_fields[seg][2], var->limit);
@@ -610,7 +860,16 @@ void vmx_set_gdt(struct kvm_vcpu *vcpu, struct desc_ptr *dt)
 int vmx_set_efer(struct kvm_vcpu *vcpu, u64 efer)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
-	u32 entry = vmcs_read32(VM_ENTRY_CONTROLS);
+	u32 entry;
+
+	/*
+	 * Before 678e315e78a7: "Force kernel_gs_base reloading before EFER changes, as
+	 * control of this msr depends on is_long_mode()": the whole host state came back
+	 * on every EFER write (v4.18 vmx_set_efer -> vmx_load_host_state).
+	 */
+	if (!vmx_param()->lazy_kernel_gs_base)
+		vmx_prepare_switch_to_host(vmx);
+	entry = vmcs_read32(VM_ENTRY_CONTROLS);
 
 	vcpu->arch.efer = efer;
 	if (efer & EFER_LMA)
@@ -640,13 +899,25 @@ void vmx_set_cr4(struct kvm_vcpu *vcpu, u64 cr4)
 	vmcs_writel(GUEST_CR4, cr4);
 }
 
+/* kernel: vmx_get_rflags(): one VMREAD per VM-exit at most (VCPU_EXREG_RFLAGS). */
 u64 vmx_get_rflags(struct kvm_vcpu *vcpu)
 {
-	return vmcs_readl(GUEST_RFLAGS);
+	struct vcpu_vmx *vmx = to_vmx(vcpu);
+
+	if (!kvm_register_is_available(vcpu, VCPU_EXREG_RFLAGS)) {
+		kvm_register_mark_available(vcpu, VCPU_EXREG_RFLAGS);
+		vmx->rflags = vmcs_readl(GUEST_RFLAGS);
+	}
+	return vmx->rflags;
 }
 
+/* kernel: vmx_set_rflags() for an unrestricted guest: always a VMWRITE. */
 void vmx_set_rflags(struct kvm_vcpu *vcpu, u64 rflags)
 {
+	struct vcpu_vmx *vmx = to_vmx(vcpu);
+
+	kvm_register_mark_available(vcpu, VCPU_EXREG_RFLAGS);
+	vmx->rflags = rflags;
 	vmcs_writel(GUEST_RFLAGS, rflags);
 }
 
@@ -656,14 +927,56 @@ void vmx_cache_reg(struct kvm_vcpu *vcpu, int reg)
 		vcpu->arch.regs[reg] = vmcs_readl(GUEST_RSP);
 	else if (reg == VCPU_REGS_RIP)
 		vcpu->arch.regs[reg] = vmcs_readl(GUEST_RIP);
+	else if (reg == VCPU_EXREG_CR3)
+		vcpu->arch.cr3 = vmcs_readl(GUEST_CR3);	/* EPT: the guest owns CR3 */
 	vcpu->arch.regs_avail |= BIT(reg);
 }
 
+/* kernel: vmx_get_exit_qual(): EXIT_QUALIFICATION, read once per exit. */
+static u64 vmx_get_exit_qual(struct kvm_vcpu *vcpu)
+{
+	struct vcpu_vmx *vmx = to_vmx(vcpu);
+
+	if (!kvm_register_is_available(vcpu, VCPU_EXREG_EXIT_INFO_1)) {
+		kvm_register_mark_available(vcpu, VCPU_EXREG_EXIT_INFO_1);
+		vmx->exit_qualification = vmcs_readl(EXIT_QUALIFICATION);
+	}
+	return vmx->exit_qualification;
+}
+
+u32 vmx_get_interrupt_shadow(struct kvm_vcpu *vcpu)
+{
+	u32 interruptibility = vmcs_read32(GUEST_INTERRUPTIBILITY_INFO);
+
+	return ((interruptibility & GUEST_INTR_STATE_STI) ? KVM_X86_SHADOW_INT_STI : 0) |
+	       ((interruptibility & GUEST_INTR_STATE_MOV_SS) ? KVM_X86_SHADOW_INT_MOV_SS : 0);
+}
+
+/* kernel: vmx_set_interrupt_shadow(): a VMREAD always, a VMWRITE only on a change. */
+void vmx_set_interrupt_shadow(struct kvm_vcpu *vcpu, int mask)
+{
+	u32 old = vmcs_read32(GUEST_INTERRUPTIBILITY_INFO);
+	u32 interruptibility = old & ~(GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS);
+
+	if (mask & KVM_X86_SHADOW_INT_MOV_SS)
+		interruptibility |= GUEST_INTR_STATE_MOV_SS;
+	else if (mask & KVM_X86_SHADOW_INT_STI)
+		interruptibility |= GUEST_INTR_STATE_STI;
+	if (interruptibility != old)
+		vmcs_write32(GUEST_INTERRUPTIBILITY_INFO, interruptibility);
+}
+
+/*
+ * kernel: skip_emulated_instruction() (vmx.c at 8ecb10bcbfa3): VM_EXIT_INSTRUCTION_LEN,
+ * RIP (cached or a VMREAD), the new RIP, and vmx_set_interrupt_shadow(vcpu, 0):
+ * "skipping an emulated instruction also counts" against STI/MOV SS blocking.
+ */
 int vmx_skip_emulated_instruction(struct kvm_vcpu *vcpu)
 {
-	u64 rip = kvm_rip_read(vcpu) + vmcs_read32(VM_EXIT_INSTRUCTION_LEN);
+	u32 instr_len = vmcs_read32(VM_EXIT_INSTRUCTION_LEN);
 
-	kvm_rip_write(vcpu, rip);
+	kvm_rip_write(vcpu, kvm_rip_read(vcpu) + instr_len);
+	vmx_set_interrupt_shadow(vcpu, 0);
 	return 1;
 }
 
@@ -849,55 +1162,147 @@ unsigned int __vmx_vcpu_run_flags(struct vcpu_vmx *vmx)
 	return flags;
 }
 
+/*
+ * kernel: vmx_l1d_flush() in "cond" mode flushes only when something may have pulled
+ * secrets into L1D since the last entry: a new KVM_RUN, a host interrupt, emulation.
+ * With the microcode's FLUSH_CMD (the model's L1TF CPUs have it) it is one WRMSR.
+ */
+static void vmx_l1d_flush(struct kvm_vcpu *vcpu)
+{
+	if (vmx_global()->l1d_flush == VMENTER_L1D_FLUSH_COND) {
+		bool flush_l1d = vcpu->arch.l1tf_flush_l1d;
+
+		vcpu->arch.l1tf_flush_l1d = false;
+		if (!flush_l1d)
+			return;
+	}
+	wrmsrl(MSR_IA32_FLUSH_CMD, L1D_FLUSH);
+}
+
+/* Lazily read state that a VM-exit makes stale (kernel: VMX_REGS_LAZY_LOAD_SET). */
+#define VMX_REGS_LAZY_LOAD_SET	(BIT(VCPU_REGS_RIP) | BIT(VCPU_REGS_RSP) |		\
+				 BIT(VCPU_EXREG_RFLAGS) | BIT(VCPU_EXREG_SEGMENTS) |	\
+				 BIT(VCPU_EXREG_CR3) | BIT(VCPU_EXREG_EXIT_INFO_1))
+
+/*
+ * kernel: vmx_vcpu_enter_exit() (vmx.c at 8ecb10bcbfa3): the L1D flush or, without it,
+ * the MDS buffer clear; CR2 loaded only when it differs (both reads are MOVs from CR2);
+ * __vmx_vcpu_run; CR2 saved; the lazily read registers invalidated; VM_EXIT_REASON and
+ * IDT_VECTORING_INFO_FIELD read on every exit.
+ */
 static void vmx_vcpu_enter_exit(struct kvm_vcpu *vcpu, unsigned int flags)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
+
+	guest_state_enter_irqoff();
+	if (vmx_global()->l1d_flush != VMENTER_L1D_FLUSH_NEVER)
+		vmx_l1d_flush(vcpu);		/* includes the CPU-buffer clear */
+	else if (pk_host_mds_clear(this_machine()))
+		pk_verw();
+	if (vcpu->arch.cr2 != native_read_cr2())
+		native_write_cr2(vcpu->arch.cr2);
 
 	vmx->fail = __vmx_vcpu_run(vmx, flags);
 	pk_observe_ret(this_cpu());		/* __vmx_vcpu_run's RET */
 	if (!vmx_param()->spec_ctrl_in_vmenter)
 		vmx_spec_ctrl_restore_host(vmx, flags);
-	vcpu->arch.regs_avail &= ~(BIT(VCPU_REGS_RSP) | BIT(VCPU_REGS_RIP));
+
+	vcpu->arch.cr2 = native_read_cr2();
+	vcpu->arch.regs_avail &= ~VMX_REGS_LAZY_LOAD_SET;
+	vmx->idt_vectoring_info = 0;
+	/* Before e6adf28365b2 the host state came back right after every VM-exit. */
+	if (!vmx_param()->lightweight_exit)
+		vmx_prepare_switch_to_host(vmx);
 	if (unlikely(vmx->fail)) {
 		vmx->exit_reason = 0xdead;
-		return;
+		goto out;
 	}
 	vmx->exit_reason = vmcs_read32(VM_EXIT_REASON);
 	if (likely(!(vmx->exit_reason & VMX_EXIT_REASONS_FAILED_VMENTRY)))
-		vmx->loaded_vmcs->launched = true;
+		vmx->idt_vectoring_info = vmcs_read32(IDT_VECTORING_INFO_FIELD);
+out:
+	guest_state_exit_irqoff();
+}
+
+/*
+ * kernel: vmx_update_hv_timer(): an armed VMX preemption timer gets the time left before
+ * every VM-entry (RDTSC and a VMWRITE); a disarmed one is parked at -1, once. It is armed
+ * while the in-kernel LAPIC's TSC-deadline timer is pending on it (upstream disarms it in
+ * cancel_hv_timer when the timer expires or moves to an hrtimer; here the LAPIC's
+ * tsc_deadline, cleared on expiry, says so). The model's hardware does not run the
+ * timer: a deadline reached in guest mode is seen when the vCPU next blocks.
+ */
+static void vmx_update_hv_timer(struct vcpu_vmx *vmx)
+{
+	struct kvm_vcpu *vcpu = &vmx->vcpu;
+
+	if (vmx->hv_deadline_tsc != -1ULL && lapic_in_kernel(vcpu) && vcpu->arch.tsc_deadline) {
+		u64 tscl = this_cpu()->tsc;
+		u64 delta = vmx->hv_deadline_tsc > tscl ? vmx->hv_deadline_tsc - tscl : 0;
+
+		vmcs_write32(VMX_PREEMPTION_TIMER_VALUE, (u32)(delta > 0xffffffffULL ?
+							      0xffffffffULL : delta));
+		vmx->loaded_vmcs->hv_timer_soft_disabled = false;
+	} else if (!vmx->loaded_vmcs->hv_timer_soft_disabled) {
+		vmcs_write32(VMX_PREEMPTION_TIMER_VALUE, -1);
+		vmx->loaded_vmcs->hv_timer_soft_disabled = true;
+	}
+}
+
+/* kernel: vmx_set_hv_timer(), from start_hv_timer() for an in-kernel LAPIC's deadline. */
+int vmx_set_hv_timer(struct kvm_vcpu *vcpu, u64 guest_deadline_tsc)
+{
+	to_vmx(vcpu)->hv_deadline_tsc = guest_deadline_tsc ? guest_deadline_tsc : -1ULL;
+	return 0;
+}
+
+/*
+ * kernel: vmx_recover_nmi_blocking() with virtual NMIs: once an exit has found NMIs
+ * unblocked, later exits skip the check; the first one reads the exit's interruption
+ * information and the interruptibility state.
+ */
+static void vmx_recover_nmi_blocking(struct vcpu_vmx *vmx)
+{
+	u32 exit_intr_info;
+
+	if (vmx->loaded_vmcs->nmi_known_unmasked)
+		return;
+	exit_intr_info = vmcs_read32(VM_EXIT_INTR_INFO);
+	if ((exit_intr_info & INTR_INFO_VALID_MASK) && (exit_intr_info & INTR_INFO_UNBLOCK_NMI) &&
+	    !(vmx->idt_vectoring_info & VECTORING_INFO_VALID_MASK))
+		return;		/* re-blocking NMIs after a faulting IRET: not in the model */
+	vmx->loaded_vmcs->nmi_known_unmasked =
+		!(vmcs_read32(GUEST_INTERRUPTIBILITY_INFO) & GUEST_INTR_STATE_NMI);
 }
 
 fastpath_t vmx_vcpu_run(struct kvm_vcpu *vcpu, u64 run_flags)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
-	struct vmcs_host_state *hs = &vmx->loaded_vmcs->host_state;
-	u64 cr3, cr4;
 
+	/* Before e6adf28365b2 the host state was saved before every VM-entry (2.6.20). */
+	if (!vmx_param()->lightweight_exit)
+		vmx_prepare_switch_to_guest(vcpu);
 	if (vcpu->arch.regs_dirty & BIT(VCPU_REGS_RSP))
 		vmcs_writel(GUEST_RSP, vcpu->arch.regs[VCPU_REGS_RSP]);
 	if (vcpu->arch.regs_dirty & BIT(VCPU_REGS_RIP))
 		vmcs_writel(GUEST_RIP, vcpu->arch.regs[VCPU_REGS_RIP]);
 	vcpu->arch.regs_dirty = 0;
 
-	/*
-	 * HOST_CR3 right before VM-entry: a CR3 change without a reschedule (e.g. a
-	 * kthread's lazy mm switch) must not leave it stale.
-	 */
-	cr3 = __get_current_cr3_fast();
-	if (unlikely(cr3 != hs->cr3)) {
-		vmcs_writel(HOST_CR3, cr3);
-		hs->cr3 = cr3;
-	}
-	cr4 = cr4_read_shadow();
-	if (unlikely(cr4 != hs->cr4)) {
-		vmcs_writel(HOST_CR4, cr4);
-		hs->cr4 = cr4;
-	}
+	if (!vmx_param()->bug_host_cr3_refresh_in_prepare)
+		vmx_refresh_host_cr3_cr4(vmx);
 
+	if (vmx_param()->enable_preemption_timer)
+		vmx_update_hv_timer(vmx);
 	vmx_vcpu_enter_exit(vcpu, __vmx_vcpu_run_flags(vmx));
 
+	/* DEBUGCTL is cleared by VM-exit: the host's comes back if it had one. */
+	if (vmx->host_debugctlmsr)
+		wrmsrl(MSR_IA32_DEBUGCTLMSR, vmx->host_debugctlmsr);
 	if (unlikely(vmx->fail) || (vmx->exit_reason & VMX_EXIT_REASONS_FAILED_VMENTRY))
 		return EXIT_FASTPATH_NONE;
+	vmx->loaded_vmcs->launched = true;
+	vmx_recover_nmi_blocking(vmx);
+	/* vmx_complete_interrupts(): nothing was being delivered (idt_vectoring_info 0). */
 	{
 		u32 old = pk_path_enter(this_machine(), PK_PATH_FASTPATH);
 		fastpath_t r = vmx_exit_handlers_fastpath(vcpu);
@@ -917,15 +1322,17 @@ void vmx_get_exit_info(struct kvm_vcpu *vcpu, u32 *reason, u64 *info1, u64 *info
 void vmx_handle_exit_irqoff(struct kvm_vcpu *vcpu)
 {
 	/* The host's timer IRQ that caused the exit runs now, through the host IDT. */
-	if (to_vmx(vcpu)->exit_reason == EXIT_REASON_EXTERNAL_INTERRUPT)
+	if (to_vmx(vcpu)->exit_reason == EXIT_REASON_EXTERNAL_INTERRUPT) {
+		vcpu->arch.l1tf_flush_l1d = true;	/* kvm_set_cpu_l1tf_flush_l1d() */
 		pk_host_timer_interrupt();
+	}
 }
 
 /* ---- exit handlers: 1 = handled in the kernel, 0 = exit to userspace ---- */
 
 static int handle_io(struct kvm_vcpu *vcpu)
 {
-	u64 q = vmcs_readl(EXIT_QUALIFICATION);
+	u64 q = vmx_get_exit_qual(vcpu);
 	int size = (q & VMX_IO_SIZE_MASK) + 1;
 	int in = (q & VMX_IO_IN) != 0;
 	unsigned short port = q >> VMX_IO_PORT_SHIFT;
@@ -942,8 +1349,13 @@ static int handle_halt(struct kvm_vcpu *vcpu) { return kvm_emulate_halt(vcpu); }
 static int handle_vmcall(struct kvm_vcpu *vcpu) { return kvm_emulate_hypercall(vcpu); }
 static int handle_triple_fault(struct kvm_vcpu *vcpu) { return kvm_handle_triple_fault(vcpu); }
 static int handle_external_interrupt(struct kvm_vcpu *vcpu) { return kvm_handle_external_interrupt(vcpu); }
+/*
+ * kernel: handle_ept_misconfig(): the GPA, no fast-MMIO device at it, then
+ * kvm_mmu_page_fault() -> the emulator (kvm_handle_mmio stands for both).
+ */
 static int handle_ept_misconfig(struct kvm_vcpu *vcpu)
 {
+	(void)vmcs_read64(GUEST_PHYSICAL_ADDRESS);
 	return kvm_handle_mmio(vcpu, &this_cpu()->ev);
 }
 
@@ -959,13 +1371,31 @@ static int (*const kvm_vmx_exit_handlers[VMX_NR_EXIT_REASONS])(struct kvm_vcpu *
 	[EXIT_REASON_EPT_MISCONFIG]		= handle_ept_misconfig,
 };
 
+/*
+ * kernel: vmx_flush_pml_buffer(): the log index first; an empty log (the model's, always)
+ * ends it there.
+ */
+static void vmx_flush_pml_buffer(struct kvm_vcpu *vcpu)
+{
+	u16 pml_idx = vmcs_read16(GUEST_PML_INDEX);
+
+	if (pml_idx == PML_ENTITY_NUM - 1)
+		return;
+	vmcs_write16(GUEST_PML_INDEX, PML_ENTITY_NUM - 1);
+}
+
+/*
+ * kernel: __vmx_handle_exit() (vmx.c at 8ecb10bcbfa3): the PML log is flushed on every
+ * exit that reaches it, fast path or not; then the checks and the handler table.
+ */
 int vmx_handle_exit(struct kvm_vcpu *vcpu, fastpath_t exit_fastpath)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
 	u32 reason = vmx->exit_reason;
 
-	if (exit_fastpath == EXIT_FASTPATH_EXIT_HANDLED)
-		return 1;
+	pk_sw(PK_OP_SW_HANDLE_EXIT);
+	if (vmx_global()->enable_pml)
+		vmx_flush_pml_buffer(vcpu);
 	if (unlikely(vmx->fail)) {
 		vcpu->run.exit_reason = KVM_EXIT_FAIL_ENTRY;
 		vcpu->run.fail_entry.hardware_entry_failure_reason = vmcs_read32(VM_INSTRUCTION_ERROR);
@@ -978,6 +1408,8 @@ int vmx_handle_exit(struct kvm_vcpu *vcpu, fastpath_t exit_fastpath)
 		vcpu->run.fail_entry.cpu = vcpu->arch.last_vmentry_cpu;
 		return 0;
 	}
+	if (exit_fastpath != EXIT_FASTPATH_NONE)
+		return 1;
 	if (reason >= VMX_NR_EXIT_REASONS || !kvm_vmx_exit_handlers[reason])
 		return kvm_handle_unexpected_exit(vcpu, reason);
 	return kvm_vmx_exit_handlers[reason](vcpu);

@@ -7,6 +7,7 @@
 #include "../x86.h"
 
 #define MAX_NR_LOADSTORE_MSRS	8
+#define PML_ENTITY_NUM		512	/* GPAs in the page-modification log */
 
 /* Flags for __vmx_vcpu_run (kernel: VMX_RUN_*). */
 #define VMX_RUN_VMRESUME	BIT(0)
@@ -33,6 +34,8 @@ struct loaded_vmcs {
 	struct pk_vmcs_region *vmcs;
 	int cpu;
 	bool launched;
+	bool nmi_known_unmasked;
+	bool hv_timer_soft_disabled;		/* PREEMPTION_TIMER_VALUE holds -1 */
 	struct vmcs_host_state host_state;
 	u8 *msr_bitmap;
 };
@@ -44,6 +47,9 @@ struct vmx_params {
 	bool user_return_msrs;
 	bool efer_load_controls;
 	bool spec_ctrl_in_vmenter;
+	bool lightweight_exit;
+	bool host_msrs_snapshot;
+	bool msr_bitmaps;
 	bool forget_kernel_gs_base;
 	bool forget_host_fs_base;
 	bool forget_host_gs_base;
@@ -52,13 +58,29 @@ struct vmx_params {
 	bool forget_host_tr_base;
 	bool forget_host_sysenter_esp;
 	bool bug_kgs_saved_after_load_gs_index;
+	bool enable_pml;
+	bool enable_preemption_timer;
+	u32 vmentry_l1d_flush;			/* 0 never, 1 cond, 2 always */
+	bool bug_uret_loaded_kept_across_put;
+	bool bug_uret_reload_below_loaded_check;
+	bool forget_host_cr3_refresh;
+	bool forget_host_cr4_refresh;
+	bool bug_host_cr3_refresh_in_prepare;
+	bool forget_host_ds_es;
+	bool forget_ldt_reload;
+	bool bug_no_current_save_fsgs;
 };
+
+/* kvm_intel.vmentry_l1d_flush (kernel: enum vmx_l1d_flush_state, as the param spells it). */
+enum { VMENTER_L1D_FLUSH_NEVER, VMENTER_L1D_FLUSH_COND, VMENTER_L1D_FLUSH_ALWAYS };
 
 /* Module parameters (kvm_intel.*) and hardware-setup results, one per machine. */
 struct vmx_global {
 	struct vmx_params params;
 	u64 host_idt_base;		/* captured once at setup (commit 2342080cd675) */
 	bool cpu_has_load_efer;
+	bool enable_pml;		/* the parameter, where the CPU has PML */
+	u32 l1d_flush;			/* vmentry_l1d_flush where the CPU has L1TF, else never */
 	struct pk_vmcs_region *current_vmcs[PK_MAX_CPUS];	/* per-CPU current VMCS */
 	struct loaded_vmcs *loaded_vmcss_on_cpu[PK_MAX_CPUS][KVM_MAX_VCPUS];
 	u8 vmxarea[PK_MAX_CPUS][64];	/* VMXON regions (contents unused by the model) */
@@ -68,10 +90,19 @@ struct vcpu_vmx {
 	struct kvm_vcpu vcpu;
 	u32 exit_reason;
 	u32 idt_vectoring_info;
+	u64 exit_qualification;			/* cached: VCPU_EXREG_EXIT_INFO_1 */
+	u64 rflags;				/* cached: VCPU_EXREG_RFLAGS */
+	struct {
+		u32 bitmask;			/* segments whose AR bytes are cached */
+		u32 ar[NR_VCPU_SREGS];
+	} segment_cache;			/* valid while VCPU_EXREG_SEGMENTS is */
+	u64 hv_deadline_tsc;			/* armed VMX preemption timer, or -1 */
+	u64 host_debugctlmsr;
 	bool fail;
 	bool guest_state_loaded;
 	bool guest_uret_msrs_loaded;
 	struct vmx_uret_msr guest_uret_msrs[KVM_MAX_NR_USER_RETURN_MSRS];
+	u64 host_msrs[KVM_MAX_NR_USER_RETURN_MSRS];	/* before user-return MSRs (2.6.31) */
 	u64 msr_host_kernel_gs_base;
 	u64 msr_guest_kernel_gs_base;
 	u64 spec_ctrl;
