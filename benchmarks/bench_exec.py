@@ -42,7 +42,7 @@ import time
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
-from exec_harness import MSR_KERNEL_GS_BASE, Bare, asm  # noqa: E402
+from exec_harness import GPRS, MSR_KERNEL_GS_BASE, Bare, asm  # noqa: E402
 
 iced = pytest.importorskip("iced_x86")
 from iced_x86 import (BlockEncoder, Code, Instruction as I,  # noqa: E402
@@ -60,7 +60,9 @@ class Loop:
     memory it needs, what one round retires and how many instructions stay hot."""
 
     def __init__(self, code, regs, insns, hot, mem=0x30000, data=()):
-        self.code, self.regs, self.insns, self.hot = code, regs, insns, hot
+        # every GPR but RSP from here (0 unless given): both CPUs start the same
+        self.code, self.insns, self.hot = code, insns, hot
+        self.regs = dict({name: 0 for name in GPRS if name != "rsp"}, **regs)
         self.mem = max(mem, (CODE + len(code) + 0xFFFF) & ~0xFFFF)
         self.data = data
 
@@ -224,6 +226,7 @@ def pykvm_runner(loop):
         cpu.set_regs(rip=CODE, rsp=STACK, rflags=0x2, **loop.regs)
         kind = cpu.run(budget=loop.insns + 1)
         assert kind == "HLT", f"wanted exit HLT, got {kind} at {cpu['rip']:#x}"
+    run.gprs = lambda: {name: cpu[name] for name in GPRS}
     return run
 
 
@@ -245,6 +248,8 @@ def unicorn_runner(loop):
         mu.reg_write(U.UC_X86_REG_RFLAGS, 0x2)
         mu.emu_start(CODE, hlt)
         assert mu.reg_read(U.UC_X86_REG_RIP) == hlt
+    run.gprs = lambda: {name: mu.reg_read(getattr(U, "UC_X86_REG_" + name.upper()))
+                        for name in GPRS}
     return run
 
 
@@ -263,9 +268,12 @@ def test_interpreter_vs_unicorn(benchmark, name):
     pytest.importorskip("unicorn")
     loop = build(name)
     benchmark.group = name
-    benchmark.pedantic(pykvm_runner(loop), rounds=ROUNDS, warmup_rounds=1)
+    mine = pykvm_runner(loop)
+    benchmark.pedantic(mine, rounds=ROUNDS, warmup_rounds=1)
     ours = benchmark.stats.stats.min
-    theirs = _min_time(unicorn_runner(loop))
+    uc = unicorn_runner(loop)
+    theirs = _min_time(uc)
+    assert mine.gprs() == uc.gprs(), "the two CPUs must end in the same state"
     benchmark.extra_info.update({
         "loop": name,
         "guest_insns": loop.insns,

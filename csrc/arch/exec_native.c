@@ -341,7 +341,11 @@ bool pk_native_ok(const struct dins *d, const u8 *code, struct native_use *u)
 
 struct pk_native *pk_native_create(void)
 {
+#if defined(__x86_64__)
 	return calloc(1, sizeof(struct pk_native));
+#else
+	return NULL;		/* the guest's bytes only run on an x86-64 host */
+#endif
 }
 
 static void free_regions(struct region *r)
