@@ -29,6 +29,13 @@ setup(
         # parser, so TAB never starts Python (argcomplete runs the program on every TAB,
         # which with the C module to load is noticeably slow).
         "shtab>=1.7",
+        # Work beyond one core (pykvm.engine: `check --engine dask`, `sweep`, `study
+        # --engine dask`): the project's distributed engine, a local cluster by default
+        # or an existing one by address; no pool of our own.
+        "distributed>=2024.8",
+        # `pykvm sweep` writes Parquet and CSV from one typed table: pyarrow (Apache Arrow)
+        # does both without pandas, and is what dataframe libraries read Parquet with.
+        "pyarrow>=15",
     ],
     extras_require={
         "docs": DOCS,

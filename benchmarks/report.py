@@ -97,6 +97,16 @@ TARGETS = [
       for kind, test in (("exhaustive", "test_exhaustive_events_per_second"),
                          ("random walks", "test_random_walk_events_per_second"))
       for v in ("vmx", "svm")],
+    ("check spread over 2 local Dask workers vs 1 (times faster, best turns)",
+     lambda r: r.extra("bench_engine.py::test_check_side_by_side", "speedup_2_vs_1"),
+     1.7, ">=", "x"),
+    ("Dask engine's own cost per task, 2 local workers (min)",
+     lambda r: r.extra("bench_engine.py::test_overhead_per_task[dask-2]", "seconds_per_task"),
+     5e-3, "<=", "ms"),
+    *[(f"memory per idle vCPU beside its guest memory, {v} (process RSS)",
+       (lambda r, v=v: r.extra(f"bench_memory.py::test_memory_per_idle_vcpu[{v}]",
+                               "rss_kib_per_vcpu")), 64, "<=", "KiB")
+      for v in ("vmx", "svm")],
 ]
 
 
@@ -107,10 +117,14 @@ def _fmt(value, unit):
         return f"{value * 1e9:,.0f} ns"
     if unit == "us":
         return f"{value * 1e6:,.2f} us"
+    if unit == "ms":
+        return f"{value * 1e3:,.1f} ms"
     if unit == "x":
         return f"{value:,.2f}x"
     if unit == "/s":
         return f"{value:,.0f}/s"
+    if unit == "KiB":
+        return f"{value:,.1f} KiB"
     return f"{value:,}"
 
 
@@ -208,8 +222,60 @@ def render(data, note=""):
                          f"{x['exits'] / x['steps']:.1f}" if x.get("steps") else "?"])
     lines += _table(["search", "vendor", "events/s (steps + VM-exits)", "steps/s",
                      "VM-exits per step"], rows)
+    lines += _engine_section(r)
+    lines += ["", "### Memory per idle vCPU (`bench_memory.py`; vCPUs in one VM, no guest "
+              "memory)", ""]
+    rows = []
+    for v in ("vmx", "svm"):
+        name = f"bench_memory.py::test_memory_per_idle_vcpu[{v}]"
+        e = r.get(name)
+        if e is None:
+            rows.append([v, "not measured", "", "", ""])
+            continue
+        x = e["extra_info"]
+        rows.append([v, _fmt(x.get("rss_kib_per_vcpu"), "KiB"),
+                     _fmt(x.get("kernel_kib_per_vcpu"), "KiB"), f"{x.get('vcpus', '?'):,}",
+                     _fmt(e["stats"]["min"] / x["vcpus"] * 1e6, "") + " us"
+                     if x.get("vcpus") else "?"])
+    lines += _table(["vendor", "process RSS per vCPU", "simulated kernel memory per vCPU",
+                     "vCPUs", "creating one (min)"], rows)
     lines += ["", END]
     return "\n".join(lines)
+
+
+def _engine_section(r):
+    """bench_engine.py: the same work in this process and on 1 and 2 local workers."""
+    lines = ["", "### Beyond one core (`bench_engine.py`, side by side in one run)", ""]
+    first = r.get("bench_engine.py::test_check_side_by_side")
+    if first is None:
+        return lines + ["Not run."]
+    x = first["extra_info"]
+    lines += [f"Measured {x.get('measured_at', '?')}; load average {x.get('load_average', '?')} "
+              f"on {x.get('cores', '?')} cores at the end. The engines take turns, "
+              f"{first['stats']['rounds']} rounds; each one's best round. Cores used: the CPU "
+              "seconds its workers got over the wall time (2 workers can use 2 cores only "
+              "when nothing else runs).", ""]
+    rows = []
+    for label, test in (("check: 2 vCPUs to depth 4 by level, then 4 swarm searches",
+                         "test_check_side_by_side"),
+                        ("sweep: 12 combinations x 2 workloads, with verdicts",
+                         "test_sweep_side_by_side")):
+        best = r.extra(f"bench_engine.py::{test}", "best") or {}
+        for where in ("local", "dask-1", "dask-2"):
+            b = best.get(where)
+            if b is None:
+                continue
+            rows.append([label if where == "local" else "", where, f"{b['wall']:.2f} s",
+                         f"{b['speedup_vs_local']:.2f}x", f"{b['cores_used']:.2f}",
+                         str(b.get("tasks", ""))])
+    lines += _table(["work", "engine", "best round", "speedup vs local", "cores used",
+                     "tasks"], rows)
+    for where in ("dask-1", "dask-2"):
+        per = r.extra(f"bench_engine.py::test_overhead_per_task[{where}]", "seconds_per_task")
+        if per is not None:
+            lines.append(f"\nEngine cost per task, {where}: {per * 1e3:.1f} ms (500 tasks that "
+                         "do nothing, min of 3 rounds).")
+    return lines
 
 
 def splice(readme, generated):

@@ -28,12 +28,15 @@ if _built != VERSION:  # pragma: no cover
 
 def ensure(ret, what, exc=errors.PykvmError):
     """Raise `exc` naming `what` when a C call returned a negative errno, with the reason
-    the C side recorded for it (pk_last_error), if any."""
+    the C side recorded for it (pk_last_error), if any. The exception's `errno` is that
+    errno, as a KvmIoctlError's is for the host's /dev/kvm."""
     if ret < 0:
         import errno
         name = errno.errorcode.get(-ret, str(-ret))
         why = ffi.string(lib.pk_last_error()).decode()
-        raise exc(f"{what}: {why + ' ' if why else ''}({name}: {os.strerror(-ret)})")
+        err = exc(f"{what}: {why + ' ' if why else ''}({name}: {os.strerror(-ret)})")
+        err.errno = -ret
+        raise err
     return ret
 
 

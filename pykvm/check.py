@@ -17,12 +17,15 @@ tracepoints on.
 """
 import functools
 import json
+import math
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 
 from . import events
-from ._lib import ffi, lib
-from .errors import InvalidConfiguration
+from ._lib import ensure, ffi, lib
+from .devkvm.uapi import KVM_MP_STATE_RUNNABLE
+from .errors import InvalidConfiguration, PykvmError
 from .guest.asm import Asm, mem, qword
 from .guest.layout import CR4_FSGSBASE, idt_gate, initial_regs, initial_sregs, tss_bytes
 from .machine import Machine
@@ -38,6 +41,9 @@ IRQ_INJECTS = frozenset({"disable_ipi", "softirq", "cr3"})
 PREEMPT_INJECTS = frozenset({"preempt", "preempt_kthread", "preempt_vm"})
 # What a vmm_task step changes (Step.arg): events.h PK_TASK_*.
 TASK_CHANGES = ("arch_prctl", "wrfsbase", "set_tsc")
+MAX_STEPS = 64          # PK_CHECK_MAX_STEPS: bound, walk length, steps of a saved trace
+MAX_VCPUS = 4           # PK_CHECK_MAX_VCPUS: vCPUs of all the checker's VMs together
+FORMAT = 1              # of the files save() writes and replay() reads
 SYNC_PORT, VIOLATION_PORT = 0xE0, 0xE2
 
 # The checker guest's memory (one slot at GPA 0, shared by both VMs when there are two).
@@ -315,6 +321,18 @@ def _guest_program(regs, features):
     return code.code, code.symbols, ud, bp, kentry
 
 
+def _lapic_tsc_deadline_msrs(bsp):
+    """KVM_SET_MSRS values that leave a vCPU's LAPIC as pykvm.workloads' halt-idle guest
+    sets it up itself (workloads._lapic_timer_prologue)."""
+    from . import workloads as W
+    # The guest's SREGS left APIC_BASE 0 (disabled): back to the architectural base,
+    # enabled (bit 11), BSP for its VM's first vCPU (bit 8), then x2APIC (EXTD).
+    base = 0xFEE0_0000 | (1 << 11) | ((1 << 8) if bsp else 0)
+    return {W.MSR_APICBASE: base | W.APIC_BASE_EXTD,
+            W.X2APIC_SPIV: W.APIC_SPIV_APIC_ENABLED | W.SPURIOUS_VECTOR,
+            W.X2APIC_LVTT: W.APIC_LVT_TIMER_TSCDEADLINE | W.LOCAL_TIMER_VECTOR}
+
+
 def _lstar_stubs(kentry_addr, vcpus):
     """At each LSTAR value a vCPU may hold: load the stub's own address, go to kentry."""
     out = {}
@@ -329,12 +347,22 @@ def _lstar_stubs(kentry_addr, vcpus):
     return out
 
 
+class CheckInterrupted(KeyboardInterrupt):
+    """Ctrl-C during an exploration: it stopped after its current step; `result` is the
+    CheckResult of what was explored until then."""
+
+    def __init__(self, result):
+        super().__init__("check interrupted")
+        self.result = result
+
+
 @dataclass
 class CheckResult:
     vendor: str
     preset: str
     params: dict
-    verdict: str                 # "pass" or "violation"
+    verdict: str                 # "pass", "violation", or "incomplete" (a budget ran out
+    #                              before the exhaustive part finished, or Ctrl-C)
     violation: Violation | None
     steps: list
     events: int
@@ -344,6 +372,11 @@ class CheckResult:
     seconds: float
     config: dict = field(default_factory=dict)
     exits: int = 0               # VM-exits inside the explored steps
+    bound: int = 0               # the exhaustive depth asked for
+    walks_asked: int = 0
+    interrupted: bool = False    # stopped by Ctrl-C
+    saved_violation: dict | None = None   # replay: what the file said was found
+    replayed: bool = False       # a replay of a saved file, not an exploration
     _trace: list = field(default_factory=list, repr=False)
 
     @property
@@ -356,12 +389,34 @@ class CheckResult:
             self._trace = Checker(**self.config).replay(self.steps, trace=True)[1]
         return self._trace
 
+    @property
+    def exhaustive(self):
+        """Every sequence up to `bound` was explored."""
+        return self.depth_done >= self.bound
+
+    def reproduced(self):
+        """For a replay: whether it found the violation the file saved (same register at
+        the same observation point)."""
+        v, saved = self.violation, self.saved_violation
+        return v is not None and saved is not None and \
+            (v.reg, v.obs) == (saved.get("reg"), saved.get("obs"))
+
     def report(self):
+        if self.replayed:
+            return self._replay_report()
+        cut = ""
+        if self.interrupted:
+            cut = " (interrupted: what was explored until Ctrl-C)"
+        elif self.verdict == "incomplete":
+            cut = " (the time budget ran out before the exhaustive search finished)"
+        elif self.walks < self.walks_asked and not self.violation:
+            cut = f" (time budget: {self.walks} of {self.walks_asked} random walks)"
         lines = [f"{self.vendor} ({self.preset}, {_params_str(self.params)}): {self.verdict}; "
                  f"{self.events} step{'s' if self.events != 1 else ''} "
                  f"({self.exits} VM-exits in them), {self.states} states, "
                  f"exhaustive to depth "
-                 f"{self.depth_done}, {self.walks} random walks, {self.seconds:.1f} s"]
+                 f"{self.depth_done if self.exhaustive else 0} of {self.bound}, "
+                 f"{self.walks} random walks, {self.seconds:.1f} s{cut}"]
         if self.violation:
             lines.append(f"violation: {self.violation}")
             lines.append("steps:")
@@ -370,8 +425,32 @@ class CheckResult:
             lines += ["  " + t for t in _format_trace(self.trace(), self.vendor)]
         return "\n".join(lines)
 
+    def _replay_report(self):
+        saved = self.saved_violation
+        if saved is None:
+            head = "the file saved no violation; " + (
+                "replaying its steps found one" if self.violation else "none found")
+        elif self.reproduced():
+            head = f"reproduced: {saved.get('reg')} at {saved.get('obs')}"
+        else:
+            head = (f"did not reproduce the saved violation ({saved.get('reg')} at "
+                    f"{saved.get('obs')}): " + (f"found another, {self.violation}"
+                                                if self.violation else "no violation now"))
+        n = len(self.steps)
+        lines = [f"{self.vendor} ({self.preset}, {_params_str(self.params)}): {head}; "
+                 f"{n} step{'s' if n != 1 else ''} replayed ({self.exits} VM-exits in them)"]
+        if self.violation:
+            lines.append(f"violation: {self.violation}")
+        lines.append("steps:")
+        lines += [f"  {i + 1}. {s}" for i, s in enumerate(self.steps)]
+        if self.violation:
+            lines.append("trace:")
+            lines += ["  " + t for t in _format_trace(self.trace(), self.vendor)]
+        return "\n".join(lines)
+
     def to_json(self):
-        return {"vendor": self.vendor, "preset": self.preset, "params": self.params,
+        return {"format": FORMAT, "vendor": self.vendor, "preset": self.preset,
+                "params": self.params,
                 "config": self.config, "verdict": self.verdict,
                 "violation": asdict(self.violation) if self.violation else None,
                 "steps": [asdict(s) for s in self.steps]}
@@ -460,12 +539,12 @@ class Checker:
     def __init__(self, vendor="vmx", preset=None, params=None, cpu_model=None, cpus=2,
                  vcpus=1, steps=None, injections=None, run_budget=100_000, vms=1,
                  setup=None, halt=True):
-        if vms not in (1, 2):
-            raise InvalidConfiguration(f"vms must be 1 or 2, got {vms}")
-        if not 1 <= vcpus + vms - 1 <= 4:
-            raise InvalidConfiguration(f"vcpus must be 1..{5 - vms}, got {vcpus}")
-        if cpus < 1:
-            raise InvalidConfiguration("cpus must be >= 1")
+        _int_arg("vms", vms, 1, 2)
+        _int_arg("vcpus", vcpus, 1, MAX_VCPUS + 1 - vms)
+        _int_arg("cpus", cpus, 1, 8)
+        _int_arg("run_budget", run_budget, 1, 2**64 - 1)
+        if not isinstance(halt, bool):
+            raise InvalidConfiguration(f"halt must be True or False, got {halt!r}")
         self.config = dict(vendor=vendor, preset=preset, params=dict(params or {}),
                            cpu_model=cpu_model, cpus=cpus, vcpus=vcpus,
                            steps=list(steps) if steps else None,
@@ -521,6 +600,17 @@ class Checker:
             if n != len(values):
                 raise InvalidConfiguration(
                     f"the guest's starting value of {reg_name(self.regs[n])} was refused")
+            if halt:
+                # The LAPIC as a Linux guest leaves it before its first idle (x2APIC,
+                # enabled, LVT timer in TSC-deadline mode), set by the VMM as it would
+                # restore a migrated vCPU, so the deadline wakes the halted vCPU.
+                bsp = vm_of.index(vm_of[v]) == v
+                lapic = _lapic_tsc_deadline_msrs(bsp)
+                if vcpu.set_msrs(lapic) != len(lapic):
+                    raise InvalidConfiguration("the guest's LAPIC set-up was refused")
+                if not bsp:
+                    # An AP waits for INIT/SIPI; the VMM starts it, as a migrated one.
+                    vcpu.set_mp_state(KVM_MP_STATE_RUNNABLE)
             for i, msr in enumerate(self.regs):
                 vm.memory.write_u64(TABLES + 0x100 * v + 8 * i, values[msr])
             vm.memory.write_u64(TABLES + 0x100 * v + MARK, MARK_NONE)
@@ -609,23 +699,55 @@ class Checker:
 
     def explore(self, bound=3, max_states=200_000, walks=2000, walk_len=12, seed=1,
                 seconds=None, progress=None):
-        """progress: called about 5 times a second, from another thread, with a dict of
-        the counters so far (events, exits, states, walks) while the C explorer runs."""
+        """Explore in C, on a worker thread so that Ctrl-C reaches this one: the C loop is
+        asked to stop (it polls a flag after each step) and CheckInterrupted carries what
+        was explored. progress: called about 5 times a second, from another thread, with
+        a dict of the counters so far (events, exits, states, walks) while the C explorer
+        runs. Returns (violation, steps, events, states, depth_done, walks)."""
+        bound = _int_arg("bound", bound, 0, MAX_STEPS)
+        walk_len = _int_arg("walk_len", walk_len, 0, MAX_STEPS)
+        max_states = _int_arg("max_states", max_states, 1, 2**40)
+        walks = _int_arg("walks", walks, 0, 2**64 - 1)
+        seed = _int_arg("seed", seed, 0, 2**64 - 1)
+        if seconds is not None and (isinstance(seconds, bool) or
+                                    not isinstance(seconds, (int, float)) or
+                                    not math.isfinite(seconds) or seconds <= 0):
+            raise InvalidConfiguration(f"seconds must be a positive number, got {seconds!r}")
         res = ffi.new("struct pk_check_result *")
+        out = {}
+        done = threading.Event()
+
+        def work():
+            try:
+                # The C call releases the GIL (cffi API mode): the watcher reads the
+                # counters the explorer updates as it goes.
+                out["r"] = lib.pk_checker_explore(self._c, bound, max_states, walks, walk_len,
+                                                  seed, float(seconds or 0), res)
+            finally:
+                done.set()
+
         watcher = _Watcher(res, progress) if progress else None
+        worker = threading.Thread(target=work, name="pykvm-explore")
+        worker.start()
+        interrupted = False
         try:
-            # The C call releases the GIL (cffi API mode): the watcher reads the counters
-            # the explorer updates as it goes.
-            r = lib.pk_checker_explore(self._c, bound, max_states, walks, walk_len, seed,
-                                       float(seconds or 0), res)
+            # An Event, not join(): a KeyboardInterrupt that lands inside Thread.join()
+            # can leave the thread looking finished while it still runs (CPython 3.11).
+            while not done.is_set():
+                try:
+                    done.wait(0.1)
+                except KeyboardInterrupt:
+                    interrupted = True
+                    lib.pk_checker_stop(self._c)
+            worker.join()
         finally:
             if watcher:
                 watcher.stop()
-        if r < 0:
-            raise InvalidConfiguration(f"explore: bound and walk length must be <= 64 (got {r})")
+        ensure(out["r"], "explore", InvalidConfiguration)
         steps = [Step.from_c(res.steps[i]) for i in range(res.nr_steps)]
         v = Violation.from_c(res.violation, 1) if res.violated else None
         self.last_exits = res.exits
+        self.last_interrupted = interrupted or bool(res.interrupted)
         self.last_injected = {INJECTS[k]: res.injected[k] for k in range(1, len(INJECTS))}
         self.last_refused = res.refused
         return v, steps, res.events, res.states, res.depth_done, res.walks
@@ -759,8 +881,8 @@ class _Watcher:
 def check(vendor="vmx", *, preset=None, params=None, cpu_model=None, cpus=2, vcpus=1,
           bound=3, max_states=200_000, walks=2000, walk_len=12, seed=1, seconds=None,
           steps=None, injections=None, progress=None, vms=1):
-    """Explore, and shrink any violation to a 1-minimal sequence. Returns a CheckResult.
-    progress: see Checker.explore."""
+    """Explore, and shrink any violation to a 1-minimal sequence. Returns a CheckResult;
+    Ctrl-C raises CheckInterrupted with the result so far. progress: see Checker.explore."""
     c = Checker(vendor, preset, params, cpu_model, cpus, vcpus, steps, injections, vms=vms)
     t0 = time.perf_counter()
     v, found, events, states, depth, nwalks = c.explore(bound, max_states, walks, walk_len,
@@ -770,24 +892,115 @@ def check(vendor="vmx", *, preset=None, params=None, cpu_model=None, cpus=2, vcp
     if v is not None:
         found = c.shrink(found, v)
         v = c.attribute(found)
-    return CheckResult(vendor, c.m.preset, c.m.params, "violation" if v else "pass", v,
-                       found if v else [], events, states, depth, nwalks, elapsed,
-                       config=c.config, exits=exits)
+    verdict = "violation" if v else "pass" if depth >= bound and not c.last_interrupted \
+        else "incomplete"
+    result = CheckResult(vendor, c.m.preset, c.m.params, verdict, v, found if v else [],
+                         events, states, depth, nwalks, elapsed, config=c.config,
+                         exits=exits, bound=bound, walks_asked=walks,
+                         interrupted=c.last_interrupted)
+    if c.last_interrupted:
+        raise CheckInterrupted(result)
+    return result
+
+
+def _int_arg(name, value, lo, hi):
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise InvalidConfiguration(f"{name} must be an integer {lo}..{hi}, got {value!r}")
+    return value
+
+
+_CONFIG_KEYS = {"vendor", "preset", "params", "cpu_model", "cpus", "vcpus", "steps",
+                "injections", "run_budget", "vms", "halt"}
+_VIOLATION_KEYS = {"obs", "cpu", "reg", "expected", "actual", "task", "count", "cause"}
+
+
+def _bad(why):
+    return InvalidConfiguration(f"not a replayable check file: {why}")
+
+
+def load_saved(data):
+    """The (config, steps, saved violation) of a file CheckResult.save() wrote, checked
+    whole: format version, the machine it describes, every step's vCPU and pCPU index,
+    kind and injection; InvalidConfiguration saying what is wrong otherwise."""
+    if not isinstance(data, dict):
+        raise _bad(f"expected a JSON object, got {type(data).__name__}")
+    if data.get("format") != FORMAT:
+        raise _bad(f"format version {data.get('format')!r}, this pykvm reads {FORMAT} "
+                   f"(write it again with pykvm check --save)")
+    config = data.get("config")
+    if not isinstance(config, dict) or not set(config) <= _CONFIG_KEYS or "vendor" not in config:
+        raise _bad(f"config must be an object with keys among {sorted(_CONFIG_KEYS)}")
+    cpus = config.get("cpus", 2)
+    vcpus = config.get("vcpus", 1)
+    vms = config.get("vms", 1)
+    _int_arg("config.cpus", cpus, 1, 8)
+    _int_arg("config.vms", vms, 1, 2)
+    _int_arg("config.vcpus", vcpus, 1, MAX_VCPUS + 1 - vms)
+    if not isinstance(config.get("halt", True), bool):
+        raise _bad(f"config.halt must be true or false, got {config['halt']!r}")
+    _int_arg("config.run_budget", config.get("run_budget", 1), 1, 2**64 - 1)
+    for key in ("vendor", "preset", "cpu_model"):
+        if config.get(key) is not None and not isinstance(config[key], str):
+            raise _bad(f"config.{key} must be a string, got {config[key]!r}")
+    params = config.get("params") or {}
+    if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+        raise _bad(f"config.params must map names to values, got {params!r}")
+    for key in ("steps", "injections"):
+        if config.get(key) is not None and (not isinstance(config[key], list) or not all(
+                isinstance(x, str) for x in config[key])):
+            raise _bad(f"config.{key} must be a list of names, got {config[key]!r}")
+    steps = data.get("steps")
+    if not isinstance(steps, list) or not 1 <= len(steps) <= MAX_STEPS:
+        raise _bad(f"steps must be a list of 1..{MAX_STEPS} steps")
+    out = []
+    for i, s in enumerate(steps, 1):
+        if not isinstance(s, dict) or not set(s) <= {"kind", "vcpu", "cpu", "inject", "at",
+                                                     "arg"}:
+            raise _bad(f"step {i} must be an object with kind, vcpu, cpu, inject, at, arg")
+        if s.get("kind") not in STEP_KINDS:
+            raise _bad(f"step {i}: kind {s.get('kind')!r} is none of {', '.join(STEP_KINDS)}")
+        if s.get("inject", "") not in INJECTS:
+            raise _bad(f"step {i}: inject {s.get('inject')!r} is none of {INJECTS[1:]}")
+        vcpu, cpu, at, arg = (s.get("vcpu", 0), s.get("cpu", 0), s.get("at", 0),
+                              s.get("arg", 0))
+        nr = vcpus + vms - 1            # the vCPUs of both VMs
+        arg_hi = len(TASK_CHANGES) - 1 if s["kind"] == "vmm_task" else 0
+        for name, v, hi in (("vcpu", vcpu, nr - 1), ("cpu", cpu, cpus - 1),
+                            ("at", at, 2**32 - 1), ("arg", arg, arg_hi)):
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= hi:
+                raise _bad(f"step {i}: {name} {v!r} is not in 0..{hi} (the file's machine "
+                           f"has {nr} vCPU(s) on {cpus} CPU(s))")
+        out.append(Step(s["kind"], vcpu, cpu, s.get("inject", ""), at, arg))
+    saved = data.get("violation")
+    if saved is not None and (not isinstance(saved, dict) or not set(saved) <= _VIOLATION_KEYS
+                              or not isinstance(saved.get("reg"), str)
+                              or not isinstance(saved.get("obs"), str)):
+        raise _bad("violation must be null or an object naming reg and obs")
+    return config, out, saved
 
 
 def replay(data):
-    """Reproduce a saved check (the dict of CheckResult.to_json(), or a path)."""
+    """Reproduce a saved check (the dict of CheckResult.to_json(), or a path): the file
+    is checked first (load_saved), then its steps run from the initial state, and the
+    result says whether the saved violation came back (CheckResult.reproduced())."""
     if isinstance(data, str):
-        with open(data) as f:
-            data = json.load(f)
-    steps = [Step(**s) for s in data["steps"]]
-    c = Checker(**data["config"])
+        try:
+            with open(data) as f:
+                data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise _bad(f"{data}: not JSON ({e})") from None
+    config, steps, saved = load_saved(data)
+    try:
+        c = Checker(**config)
+    except (TypeError, OverflowError) as e:
+        raise _bad(f"config: {e}") from None
     _, recs = c.replay(steps, trace=True)
     v = c.attribute(steps)
     exits = sum(1 for r in recs if r[0] == "kvm_exit")     # the replay's own VM-exits
-    return CheckResult(data["vendor"], c.m.preset, c.m.params, "violation" if v else "pass",
-                       v, steps, len(steps), 0, 0, 0, 0.0, config=c.config, exits=exits,
-                       _trace=recs)
+    return CheckResult(c.config["vendor"], c.m.preset, c.m.params,
+                       "violation" if v else "pass", v, steps, len(steps), 0, 0, 0, 0.0,
+                       config=c.config, exits=exits, _trace=recs, saved_violation=saved,
+                       replayed=True)
 
 
 DEFAULT_BOUND = 3

@@ -1,6 +1,6 @@
-"""Typed vCPU exits, one per KVM_EXIT_* reason (linux/kvm.h numbering), the same classes
-for every backend. `Vcpu.run()` returns one of these; `Unsupported` carries any reason
-pykvm does not decode, so the caller decides."""
+"""Typed vCPU exits, one per KVM_EXIT_* reason an x86 KVM can give (linux/kvm.h
+numbering), the same classes for every backend. `Vcpu.run()` returns one of these;
+`Unsupported` carries any other reason (another architecture's), so the caller decides."""
 from dataclasses import dataclass, field
 
 # linux/kvm.h
@@ -14,12 +14,36 @@ KVM_EXIT_MMIO = 6
 KVM_EXIT_SHUTDOWN = 8
 KVM_EXIT_FAIL_ENTRY = 9
 KVM_EXIT_INTR = 10
+KVM_EXIT_IRQ_WINDOW_OPEN = 7
+KVM_EXIT_SET_TPR = 11
+KVM_EXIT_TPR_ACCESS = 12
+KVM_EXIT_NMI = 16
 KVM_EXIT_INTERNAL_ERROR = 17
+KVM_EXIT_SYSTEM_EVENT = 24
+KVM_EXIT_IOAPIC_EOI = 26
+KVM_EXIT_HYPERV = 27
 KVM_EXIT_X86_RDMSR = 29
 KVM_EXIT_X86_WRMSR = 30
+KVM_EXIT_DIRTY_RING_FULL = 31
+KVM_EXIT_AP_RESET_HOLD = 32
+KVM_EXIT_X86_BUS_LOCK = 33
+KVM_EXIT_XEN = 34
+KVM_EXIT_NOTIFY = 37
+KVM_EXIT_MEMORY_FAULT = 39
+KVM_EXIT_TDX = 40
 
 KVM_EXIT_IO_IN = 0
 KVM_EXIT_IO_OUT = 1
+
+# kvm_run.msr.reason of an MSR exit; also KVM_CAP_X86_USER_SPACE_MSR's argument, saying
+# which failed guest accesses go to userspace.
+KVM_MSR_EXIT_REASON_INVAL = 1 << 0      # KVM refused the access (it would be a #GP)
+KVM_MSR_EXIT_REASON_UNKNOWN = 1 << 1    # KVM does not know the MSR
+KVM_MSR_EXIT_REASON_FILTER = 1 << 2     # the VM's MSR filter denies the access
+KVM_MSR_EXIT_REASON_VALID_MASK = 0x7
+MSR_EXIT_REASON_NAMES = {KVM_MSR_EXIT_REASON_INVAL: "INVAL",
+                         KVM_MSR_EXIT_REASON_UNKNOWN: "UNKNOWN",
+                         KVM_MSR_EXIT_REASON_FILTER: "FILTER"}
 
 
 @dataclass(slots=True)
@@ -104,21 +128,134 @@ class InternalError(Exit):
 
 @dataclass(slots=True)
 class RdMsr(Exit):
-    """Corresponds to KVM_EXIT_X86_RDMSR (userspace MSR exits). Set `data`, or `error`
-    to inject #GP, before the next run."""
+    """Corresponds to KVM_EXIT_X86_RDMSR: a guest RDMSR KVM did not complete, handed to
+    userspace (KVM_CAP_X86_USER_SPACE_MSR). `msr_reason` says why (KVM_MSR_EXIT_REASON_*;
+    `reason` stays the KVM_EXIT_* number, as for every exit). Before the next run set
+    `data` to the value the guest reads, or `error` to 1 to give the guest a #GP."""
     reason: int = field(init=False, default=KVM_EXIT_X86_RDMSR)
     index: int
     data: int = 0
     error: int = 0
+    msr_reason: int = 0
 
 
 @dataclass(slots=True)
 class WrMsr(Exit):
-    """Corresponds to KVM_EXIT_X86_WRMSR. Set `error` to inject #GP."""
+    """Corresponds to KVM_EXIT_X86_WRMSR: `data` is what the guest wrote, `msr_reason`
+    why KVM handed it over. Set `error` to 1 before the next run to give the guest a
+    #GP; otherwise the WRMSR completes."""
     reason: int = field(init=False, default=KVM_EXIT_X86_WRMSR)
     index: int
     data: int = 0
     error: int = 0
+    msr_reason: int = 0
+
+
+@dataclass(slots=True)
+class UnknownExit(Exit):
+    """Corresponds to KVM_EXIT_UNKNOWN: `hardware_exit_reason` is the vendor's."""
+    reason: int = field(init=False, default=KVM_EXIT_UNKNOWN)
+    hardware_exit_reason: int = 0
+
+
+@dataclass(slots=True)
+class GuestException(Exit):
+    """Corresponds to KVM_EXIT_EXCEPTION (an exception KVM hands to userspace)."""
+    reason: int = field(init=False, default=KVM_EXIT_EXCEPTION)
+    exception: int
+    error_code: int = 0
+
+
+@dataclass(slots=True)
+class Debug(Exit):
+    """Corresponds to KVM_EXIT_DEBUG (guest debugging): x86's struct kvm_debug_exit_arch."""
+    reason: int = field(init=False, default=KVM_EXIT_DEBUG)
+    exception: int
+    pc: int = 0
+    dr6: int = 0
+    dr7: int = 0
+
+
+def _no_payload(name, number, doc):
+    """A dataclass for an exit that carries nothing in kvm_run."""
+    ns = {"__doc__": doc, "__annotations__": {"reason": int},
+          "__module__": __name__, "reason": field(init=False, default=number)}
+    return dataclass(slots=True)(type(name, (Exit,), ns))
+
+
+IrqWindowOpen = _no_payload("IrqWindowOpen", KVM_EXIT_IRQ_WINDOW_OPEN,
+                            "Corresponds to KVM_EXIT_IRQ_WINDOW_OPEN: the guest can take "
+                            "the interrupt userspace asked a window for.")
+SetTpr = _no_payload("SetTpr", KVM_EXIT_SET_TPR, "Corresponds to KVM_EXIT_SET_TPR.")
+TprAccess = _no_payload("TprAccess", KVM_EXIT_TPR_ACCESS,
+                        "Corresponds to KVM_EXIT_TPR_ACCESS.")
+Nmi = _no_payload("Nmi", KVM_EXIT_NMI, "Corresponds to KVM_EXIT_NMI.")
+DirtyRingFull = _no_payload("DirtyRingFull", KVM_EXIT_DIRTY_RING_FULL,
+                            "Corresponds to KVM_EXIT_DIRTY_RING_FULL: harvest the ring.")
+ApResetHold = _no_payload("ApResetHold", KVM_EXIT_AP_RESET_HOLD,
+                          "Corresponds to KVM_EXIT_AP_RESET_HOLD (SEV-ES AP parking).")
+X86BusLock = _no_payload("X86BusLock", KVM_EXIT_X86_BUS_LOCK,
+                         "Corresponds to KVM_EXIT_X86_BUS_LOCK: the guest took a bus "
+                         "lock (KVM_CAP_X86_BUS_LOCK_EXIT).")
+
+
+@dataclass(slots=True)
+class SystemEvent(Exit):
+    """Corresponds to KVM_EXIT_SYSTEM_EVENT: `type` is KVM_SYSTEM_EVENT_* (shutdown,
+    reset, crash, ...), `data` its ndata words."""
+    reason: int = field(init=False, default=KVM_EXIT_SYSTEM_EVENT)
+    type: int
+    data: tuple = ()
+
+
+@dataclass(slots=True)
+class IoapicEoi(Exit):
+    """Corresponds to KVM_EXIT_IOAPIC_EOI (split irqchip): the vector the guest EOIed."""
+    reason: int = field(init=False, default=KVM_EXIT_IOAPIC_EOI)
+    vector: int
+
+
+@dataclass(slots=True)
+class Hyperv(Exit):
+    """Corresponds to KVM_EXIT_HYPERV: `type` (KVM_EXIT_HYPERV_SYNIC/HCALL/...) and the
+    raw bytes of struct kvm_hyperv_exit's union."""
+    reason: int = field(init=False, default=KVM_EXIT_HYPERV)
+    type: int
+    raw: bytes = b""
+
+
+@dataclass(slots=True)
+class Xen(Exit):
+    """Corresponds to KVM_EXIT_XEN: `type` (KVM_EXIT_XEN_HCALL) and the raw bytes of
+    struct kvm_xen_exit's union."""
+    reason: int = field(init=False, default=KVM_EXIT_XEN)
+    type: int
+    raw: bytes = b""
+
+
+@dataclass(slots=True)
+class Notify(Exit):
+    """Corresponds to KVM_EXIT_NOTIFY (VMX notify VM exit); `flags` KVM_NOTIFY_CONTEXT_*."""
+    reason: int = field(init=False, default=KVM_EXIT_NOTIFY)
+    flags: int
+
+
+@dataclass(slots=True)
+class MemoryFault(Exit):
+    """Corresponds to KVM_EXIT_MEMORY_FAULT: KVM could not resolve a guest access to
+    [gpa, gpa + size); `flags` KVM_MEMORY_EXIT_FLAG_*."""
+    reason: int = field(init=False, default=KVM_EXIT_MEMORY_FAULT)
+    flags: int
+    gpa: int
+    size: int
+
+
+@dataclass(slots=True)
+class Tdx(Exit):
+    """Corresponds to KVM_EXIT_TDX (a TDVMCALL for userspace): the raw bytes of
+    struct kvm_run's tdx member."""
+    reason: int = field(init=False, default=KVM_EXIT_TDX)
+    raw: bytes = b""
 
 
 @dataclass(slots=True)
@@ -133,9 +270,15 @@ class Unsupported(Exit):
 EXIT_NAMES = {
     KVM_EXIT_UNKNOWN: "UNKNOWN", KVM_EXIT_EXCEPTION: "EXCEPTION", KVM_EXIT_IO: "IO",
     KVM_EXIT_HYPERCALL: "HYPERCALL", KVM_EXIT_DEBUG: "DEBUG", KVM_EXIT_HLT: "HLT",
-    KVM_EXIT_MMIO: "MMIO", KVM_EXIT_SHUTDOWN: "SHUTDOWN", KVM_EXIT_FAIL_ENTRY: "FAIL_ENTRY",
-    KVM_EXIT_INTR: "INTR", KVM_EXIT_INTERNAL_ERROR: "INTERNAL_ERROR",
+    KVM_EXIT_MMIO: "MMIO", KVM_EXIT_IRQ_WINDOW_OPEN: "IRQ_WINDOW_OPEN",
+    KVM_EXIT_SHUTDOWN: "SHUTDOWN", KVM_EXIT_FAIL_ENTRY: "FAIL_ENTRY", KVM_EXIT_INTR: "INTR",
+    KVM_EXIT_SET_TPR: "SET_TPR", KVM_EXIT_TPR_ACCESS: "TPR_ACCESS", KVM_EXIT_NMI: "NMI",
+    KVM_EXIT_INTERNAL_ERROR: "INTERNAL_ERROR", KVM_EXIT_SYSTEM_EVENT: "SYSTEM_EVENT",
+    KVM_EXIT_IOAPIC_EOI: "IOAPIC_EOI", KVM_EXIT_HYPERV: "HYPERV",
     KVM_EXIT_X86_RDMSR: "X86_RDMSR", KVM_EXIT_X86_WRMSR: "X86_WRMSR",
+    KVM_EXIT_DIRTY_RING_FULL: "DIRTY_RING_FULL", KVM_EXIT_AP_RESET_HOLD: "AP_RESET_HOLD",
+    KVM_EXIT_X86_BUS_LOCK: "X86_BUS_LOCK", KVM_EXIT_XEN: "XEN", KVM_EXIT_NOTIFY: "NOTIFY",
+    KVM_EXIT_MEMORY_FAULT: "MEMORY_FAULT", KVM_EXIT_TDX: "TDX",
 }
 
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from . import profiles as P
@@ -431,47 +430,61 @@ def plan(vendors=None, presets=None, workloads=None, variants=None):
     return [(v, w) for v in vs for w in wl]
 
 
-def _task(args):
-    variant, workload, profile, iterations = args
-    return measure(variant, workload, profile, iterations)
+def _task(variant, workload, profile, iterations, verdict_fn=None):
+    row = measure(variant, workload, profile, iterations)
+    if verdict_fn is not None and not row.skipped:
+        row.verdict = str(verdict_fn(row))
+    return row
 
 
 def run_study(vendors=None, presets=None, workloads=None, profile=None, progress=None,
-              iterations=None, jobs=1, verdict_fn=None, variants=None):
+              iterations=None, engine=None, verdict_fn=None, variants=None):
     """Rows for vendors x presets x workloads (default: vmx and svm, every preset of
     each, every workload, each vendor's default profile), or for explicit `variants`.
 
     profile: a name, path or Profile for every vendor, or {vendor: profile}.
-    progress: called as progress(done, total, row) after each row.
-    jobs: worker processes (rows are independent).
-    verdict_fn: row -> str, the checker's verdict; None leaves "not checked"."""
+    progress: called as progress(done, total, row) as rows come in.
+    engine: where the rows are measured (pykvm.engine: an Engine, or "local" / "dask";
+    default: this process, the fastest for a study of this size). Each row is a task of
+    plain data out (variant, workload, profile), a Row back.
+    verdict_fn: row -> str, the checker's verdict, asked once per variant (with its first
+    row, in that row's task) and given to all its rows; None leaves "not checked"."""
+    from . import engine as _engine
     tasks = plan(vendors, presets, workloads, variants)
     profs = {}
     for v, _ in tasks:
         if v.vendor not in profs:
             profs[v.vendor] = _profile_for(v.vendor, profile)
-    args = [(v, w, profs[v.vendor], iterations) for v, w in tasks]
-    rows = [None] * len(args)
-    done = 0
-
-    def finish(i, row):
-        nonlocal done
-        if verdict_fn is not None and not row.skipped:
-            row.verdict = str(verdict_fn(row))
-        rows[i] = row
-        done += 1
-        if progress:
-            progress(done, len(args), row)
-
-    if jobs and jobs > 1 and len(args) > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as ex:
-            futures = [ex.submit(_task, a) for a in args]
-            for i, f in enumerate(futures):
-                finish(i, f.result())
-    else:
-        for i, a in enumerate(args):
-            finish(i, _task(a))
+    carried = set()
+    args = []
+    for v, w in tasks:
+        fn = verdict_fn if verdict_fn is not None and v not in carried else None
+        carried.add(v)
+        args.append((v, w, profs[v.vendor], iterations, fn))
+    owned = not isinstance(engine, _engine.Engine)
+    e = _engine.get(engine or "local")
+    try:
+        rows = e.map(_task, args, progress=progress)
+        if verdict_fn is not None:
+            verdicts = {r.variant: r.verdict for r in rows if r.verdict != NOT_CHECKED}
+            # A variant whose first row did not run: its first row that did.
+            late = {}
+            for r in rows:
+                if not r.skipped and r.variant not in verdicts:
+                    late.setdefault(r.variant, r)
+            verdicts.update(zip(late, e.map(_verdict, [(verdict_fn, r)
+                                                       for r in late.values()])))
+            for r in rows:
+                if not r.skipped:
+                    r.verdict = verdicts[r.variant]
+    finally:
+        if owned:
+            e.close()
     return rows
+
+
+def _verdict(verdict_fn, row):
+    return str(verdict_fn(row))
 
 
 # ---- comparing two variants ---------------------------------------------------------
@@ -525,13 +538,13 @@ class CompareRow:
         return out
 
 
-def compare(a, b, workloads=None, profile=None, progress=None, iterations=None, jobs=1,
+def compare(a, b, workloads=None, profile=None, progress=None, iterations=None, engine=None,
             verdict_fn=None):
     """[CompareRow] for variants `a` and `b` (Variant or "vendor:preset[:k=v,...]")."""
     va = a if isinstance(a, Variant) else Variant.parse(a)
     vb = b if isinstance(b, Variant) else Variant.parse(b)
     rows = run_study(workloads=workloads, profile=profile, progress=progress,
-                     iterations=iterations, jobs=jobs, verdict_fn=verdict_fn,
+                     iterations=iterations, engine=engine, verdict_fn=verdict_fn,
                      variants=[va, vb])
     by = {(r.variant, r.workload): r for r in rows}
     return [CompareRow(w, by[(va.label, w)].event, by[(va.label, w)], by[(vb.label, w)])

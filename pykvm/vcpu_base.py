@@ -3,11 +3,25 @@ from dataclasses import replace
 
 from . import exits as X
 from .errors import InvalidConfiguration, InvalidMsr
+from .guest import layout as _layout
+
+# Raw code loaded as a standard image goes at CODE_START and must end below USER_DATA,
+# with room for the UD2 program() puts after it (pykvm.guest.runtime.Program.build).
+MAX_RAW_CODE = _layout.USER_DATA - _layout.CODE_START - 2
 
 
 class VcpuBase:
-    """Needs: self.vm (with _ensure_memory() and memory.write()), get_sregs, set_sregs,
-    set_regs, set_msrs."""
+    """Needs: self.vm (with slots, _ensure_memory() and memory.write()), self.id,
+    get_sregs, set_sregs, set_regs, set_msrs, get_cpuid."""
+
+    def _check_runnable(self):
+        """A vCPU whose VM has no memory has nothing to run: KVM would fetch from the
+        reset vector into nothing (an MMIO exit on one backend, ENOSPC or an internal
+        error on another). Refused the same way on every backend."""
+        if not self.vm.slots:
+            raise InvalidConfiguration(
+                f"vCPU {self.id}: its VM has no guest memory; load() a program (or "
+                f"add_memory() and set the registers) before running it")
 
     def load(self, image):
         """Load a pykvm.guest GuestImage (or raw x86-64 code, placed at CODE_START of a
@@ -16,6 +30,10 @@ class VcpuBase:
         from .guest import GuestImage, program
         if isinstance(image, (bytes, bytearray, memoryview)):
             code = bytes(image)
+            if len(code) > MAX_RAW_CODE:
+                raise InvalidConfiguration(
+                    f"{len(code)} bytes of code do not fit in a standard image: at most "
+                    f"{MAX_RAW_CODE} (CODE_START to USER_DATA)")
             image = program(lambda a: a.db(code))
         if not isinstance(image, GuestImage):
             raise TypeError(f"expected a GuestImage or bytes, got {type(image).__name__}")
@@ -24,6 +42,10 @@ class VcpuBase:
         sregs = image.sregs
         if sregs.apic_base == 0:
             sregs = replace(sregs, apic_base=self.get_sregs().apic_base)
+        if sregs.cr4 & _layout.CR4_FSGSBASE and not self._has_fsgsbase():
+            # As a guest kernel would: KVM refuses CR4.FSGSBASE when the vCPU's CPUID
+            # lacks the feature (__cr4_reserved_bits), e.g. under a qemu64 model.
+            sregs = replace(sregs, cr4=sregs.cr4 & ~_layout.CR4_FSGSBASE)
         self.set_sregs(sregs)
         self.set_regs(image.regs)
         if image.msrs:
@@ -34,6 +56,11 @@ class VcpuBase:
                                       f"({n} of {len(image.msrs)} set)")
         self._pending = None
         self.image = image
+
+
+    def _has_fsgsbase(self):
+        """CPUID.(EAX=7,ECX=0):EBX bit 0, as the vCPU's CPUID stands (KVM_GET_CPUID2)."""
+        return any(e.function == 7 and e.index == 0 and e.ebx & 1 for e in self.get_cpuid())
 
 
 def answer_bytes(ex):

@@ -79,6 +79,11 @@ EFER_SCE, EFER_LME, EFER_LMA, EFER_NX = 1 << 0, 1 << 8, 1 << 10, 1 << 11
 # simulated 2.1 GHz): 1 ms, longer than halt polling's default window (200 us), so every
 # halt schedules out and the pCPU idles.
 HALT_IDLE_TSC = 2_100_000
+# halt-idle's LAPIC set-up (x2APIC MSRs: 0x800 + register offset / 16).
+MSR_APICBASE, APIC_BASE_EXTD = 0x1B, 1 << 10
+X2APIC_SPIV, X2APIC_LVTT = 0x80F, 0x832
+APIC_SPIV_APIC_ENABLED, SPURIOUS_VECTOR = 1 << 8, 0xFF
+APIC_LVT_TIMER_TSCDEADLINE, LOCAL_TIMER_VECTOR = 2 << 17, 0xEC    # Linux's vectors
 # halt-kick: another vCPU kicks this one every 25 us: within the polling window once it
 # has grown (10, 20, 40 us), so upstream polls each halt to its end.
 HALT_KICK_NS = 25_000
@@ -165,6 +170,24 @@ def _nothing(a, vendor):
 
 def _halt(a, vendor):
     a.hlt()                                   # in-kernel LAPIC: the vCPU halts in KVM
+
+
+def _lapic_timer_prologue(a, vendor):
+    """What a Linux guest's LAPIC set-up does before its first idle: x2APIC mode
+    (IA32_APIC_BASE.EXTD), the APIC software-enabled (SPIV), and the LVT timer entry
+    unmasked in TSC-deadline mode with the local timer vector (lapic_next_deadline's
+    mode). Three in-kernel exits, once, before the loop."""
+    a.mov("ecx", MSR_APICBASE)
+    a.rdmsr()
+    a.or_("eax", APIC_BASE_EXTD)
+    a.wrmsr()
+    a.mov("ecx", X2APIC_SPIV)
+    a.mov("eax", APIC_SPIV_APIC_ENABLED | SPURIOUS_VECTOR)
+    a.xor("edx", "edx")
+    a.wrmsr()
+    a.mov("ecx", X2APIC_LVTT)
+    a.mov("eax", APIC_LVT_TIMER_TSCDEADLINE | LOCAL_TIMER_VECTOR)
+    a.wrmsr()
 
 
 def _timer_halt(a, vendor):
@@ -548,10 +571,11 @@ the 2009 commit made ~2,000 cycles cheaper. Also exercises kvm_amd.vmsave_host_s
 tsc_aux_user_return, host_gs_wrgsbase, kernel.vmm_32bit_gs."""),
     _w("halt-idle", "the guest arms its TSC-deadline timer 1 ms ahead and halts: the vCPU "
        "blocks and the pCPU idles until the timer", "halts", "scale",
-       ["halts", "userspace_exits"], _batched(_nothing, _timer_halt),
+       ["halts", "userspace_exits"], _batched(_lapic_timer_prologue, _timer_halt),
        _run_batch, irqchip=True, default_n=16, needs=("cpu_tsc",),
-       doc="""An idle guest with an in-kernel LAPIC: its idle loop programs the
-TSC-deadline timer 1 ms ahead and executes HLT. KVM halts the vCPU (kvm_vcpu_halt): the
+       doc="""An idle guest with an in-kernel LAPIC, set up as Linux sets it up (x2APIC
+mode, the LVT timer in TSC-deadline mode): its idle loop programs the TSC-deadline timer
+1 ms ahead and executes HLT. KVM halts the vCPU (kvm_vcpu_halt): the
 wait is longer than kvm.halt_poll_ns allows, so it blocks (kvm_vcpu_block): the thread
 schedules out to the pCPU's idle task (vcpu_put; no return to user mode), the timer moved
 to a host hrtimer wakes it, it schedules back in (vcpu_load) and re-enters. Exercises

@@ -37,8 +37,9 @@ def test_subpackages_are_attributes_of_pykvm():
     import sys
     code = ("import pykvm; print(pykvm.devkvm.KvmMachine.__name__, "
             "pykvm.study.run_study.__name__, pykvm.profiles.load_profile.__name__)")
+    # From tests/, so that the installed package is the one imported, not the source tree.
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+                         check=True, cwd=pathlib.Path(__file__).parent).stdout
     assert out.split() == ["KvmMachine", "run_study", "load_profile"]
 
 

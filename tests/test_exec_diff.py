@@ -21,8 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-iced = pytest.importorskip("iced_x86")
-unicorn = pytest.importorskip("unicorn")
+# Required: iced-x86 by pykvm, unicorn by its test extra. A broken install fails here
+# (a collection error), never skips the differential tests silently.
+import iced_x86 as iced  # noqa: E402
+import unicorn  # noqa: E402
 from iced_x86 import (BlockEncoder, Code, Encoder, Instruction, MemoryOperand,  # noqa: E402
                       OpCodeInfo, OpCodeOperandKind as K, Register as R, RflagsBits)
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc  # noqa: E402

@@ -275,6 +275,19 @@ def test_conformance_leaf_and_bigger_memory():
         guest.Program(memory_size=3 * L.MIB)
 
 
+def test_apic_page_maps_the_xapic_registers_uncached(image):
+    """apic_page: PDPT entry 3 (3-4 GiB) points at a PD whose entry for APIC_BASE_ADDR
+    is a 2 MiB identity page with PCD|PWT; without it nothing maps above memory."""
+    img = guest.program(lambda a: a.done(), apic_page=True)
+    m = img.memory
+    gib = L.APIC_BASE_ADDR >> 30
+    assert q(m, L.PDPT_ADDR + 8 * gib) == L.APIC_PD_ADDR | 0x7
+    pde = q(m, L.APIC_PD_ADDR + 8 * ((L.APIC_BASE_ADDR >> 21) & 511))
+    assert pde == (L.APIC_BASE_ADDR & ~(L.LARGE_PAGE_SIZE - 1)) | 0x9B   # P|RW|PWT|PCD|PS
+    assert q(image.memory, L.PDPT_ADDR + 8 * gib) == 0
+    assert L.RUNTIME_CODE_END <= L.APIC_PD_ADDR < L.CODE_START
+
+
 def _desc(m, sel):
     d = q(m, L.GDT_ADDR + sel)
     return {"type": (d >> 40) & 0xF, "s": (d >> 44) & 1, "dpl": (d >> 45) & 3,

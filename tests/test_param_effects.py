@@ -43,6 +43,8 @@ NO_COST = {
                             "operations on the same path, in another order",
     "host_vmload_in_vmenter": "moves the host VMLOAD from C before STGI into __svm_vcpu_run: "
                               "the same operation on the same path, earlier",
+    "ignore_msrs": "decides only what an access to an MSR KVM does not know returns "
+                   "(kvm_do_msr_access); every MSR a workload touches is one KVM knows",
 }
 
 # The same for one vendor only: host mitigations that apply where the CPU has the bug or

@@ -27,8 +27,14 @@ def plugin_env(tmp_path_factory):
         [str(target), os.environ.get("PYTHONPATH", "")]))
 
 
+# Run from a directory without a pykvm/ in it: from the repository root, `-m` and `-c`
+# would import the source tree (unbuilt under a non-editable install) instead of the
+# installed package.
+CWD = pathlib.Path(__file__).resolve().parent / "plugins"
+
+
 def _pykvm(env, *argv):
-    return subprocess.run([sys.executable, "-m", "pykvm.cli", *argv], env=env,
+    return subprocess.run([sys.executable, "-m", "pykvm.cli", *argv], env=env, cwd=CWD,
                           capture_output=True, text=True, timeout=600)
 
 
@@ -40,7 +46,7 @@ v = vendors()["leaky"]
 print(v.kernel_module, sorted(p.module for p in v.params.values()))
 m = pykvm.Machine(vendor="leaky", params={"kvm_leaky.lazy_kernel_gs_base": "n"})
 print(m.params)
-"""], env=plugin_env, capture_output=True, text=True)
+"""], env=plugin_env, cwd=CWD, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     first, second = r.stdout.splitlines()
     assert first.startswith("kvm_leaky") and "'kvm_leaky'" in first and "'kvm'" in first

@@ -1,6 +1,7 @@
 """The C code under AddressSanitizer and UBSan: the module is rebuilt with both, and the
 tests that drive the most C (world switch, hardware, conformance, the interpreter's fuzz
-and differential tests) run against it in a subprocess. Any report fails the run."""
+and differential tests, several threads on one machine creating and destroying VMs,
+bad input refused, the limits) run against it in a subprocess. Any report fails the run."""
 import os
 import pathlib
 import shutil
@@ -11,7 +12,9 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SUBSET = ["test_world_switch.py", "test_hw_msr.py", "test_hw_vmx.py", "test_hw_svm.py",
-          "test_conform.py", "test_exec_diff.py", "test_exec.py", "test_check.py"]
+          "test_conform.py", "test_exec_diff.py", "test_exec.py", "test_check.py",
+          "test_threads.py", "test_ioctl_validation.py", "test_limits.py",
+          "test_workloads.py"]
 
 
 def _libasan():

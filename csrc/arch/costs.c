@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /* Names and read-out of the cost counters (hardware accounting: see machine.h). */
-#include "pykvm/machine.h"
+#include "pykvm/smp.h"
 
 #define __NAME(name, ...) #name,
 static const char *const op_names[] = { PK_OPS(__NAME) };
@@ -23,11 +23,23 @@ const char *pk_path_name(int p) { return p >= 0 && p < PK_NR_PATHS ? path_names[
 const char *pk_msr_name(int s) { return s >= 0 && s < PK_NR_PRICED_MSRS ? msr_names[s] : NULL; }
 u32 pk_msr_index(int s) { return s >= 0 && s < PK_NR_PRICED_MSRS ? msr_indices[s] : 0; }
 
+/* A counter added up over the CPUs, each read while its CPU is held (no torn sums). */
+#define SUM_OVER_CPUS(m, field)						\
+({									\
+	u64 __sum = 0;							\
+	for (u32 __c = 0; __c < (m)->nr_cpus; __c++) {			\
+		pk_cpu_lock((struct pk_machine *)(m), __c);		\
+		__sum += (m)->costs[__c].field;				\
+		pk_cpu_unlock((struct pk_machine *)(m), __c);		\
+	}								\
+	__sum;								\
+})
+
 u64 pk_cost_ops(const struct pk_machine *m, int path, int op)
 {
 	if (path < 0 || path >= PK_NR_PATHS || op < 0 || op >= PK_NR_OPS)
 		return 0;
-	return m->costs.ops[path][op];
+	return SUM_OVER_CPUS(m, ops[path][op]);
 }
 
 /* Accesses of priced MSR `msr` (PK_NR_PRICED_MSRS: every other MSR) on `path`. */
@@ -35,12 +47,12 @@ u64 pk_cost_msr_ops(const struct pk_machine *m, int path, int write, int msr)
 {
 	if (path < 0 || path >= PK_NR_PATHS || msr < 0 || msr > PK_NR_PRICED_MSRS)
 		return 0;
-	return m->costs.msr_ops[path][!!write][msr];
+	return SUM_OVER_CPUS(m, msr_ops[path][!!write][msr]);
 }
 
 u64 pk_cost_cycles(const struct pk_machine *m, int path)
 {
-	return path >= 0 && path < PK_NR_PATHS ? m->costs.cycles[path] : 0;
+	return path >= 0 && path < PK_NR_PATHS ? SUM_OVER_CPUS(m, cycles[path]) : 0;
 }
 
 int pk_profile_set(struct pk_machine *m, int kind, int idx, u32 cycles)
@@ -62,4 +74,7 @@ int pk_profile_set(struct pk_machine *m, int kind, int idx, u32 cycles)
 	}
 }
 
-u64 pk_machine_host_bugs(const struct pk_machine *m) { return m->host_bugs; }
+u64 pk_machine_host_bugs(const struct pk_machine *m)
+{
+	return __atomic_load_n(&m->host_bugs, __ATOMIC_RELAXED);
+}

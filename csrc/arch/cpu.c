@@ -305,6 +305,7 @@ static void set_segment(struct pk_segment *s, u16 sel, u64 base, u32 limit, u32 
 void pk_cpu_reset(struct pk_cpu *cpu)
 {
 	void *icache = cpu->icache;	/* a cache, not state: keep it across resets */
+	struct pk_costs *costs = cpu->costs;	/* counters, not state: likewise */
 	struct pk_machine *m = cpu->m;
 	u32 id = cpu->id;
 
@@ -312,6 +313,7 @@ void pk_cpu_reset(struct pk_cpu *cpu)
 	cpu->m = m;
 	cpu->id = id;
 	cpu->icache = icache;
+	cpu->costs = costs;
 	cpu->mode = PK_MODE_HOST;
 
 	cpu->rip = 0xfff0;
@@ -341,7 +343,7 @@ void pk_cpu_reset(struct pk_cpu *cpu)
 /* A kernel fault where none may happen (non-_safe MSR access, #GP/#UD in kernel code). */
 static void host_bug(struct pk_cpu *cpu)
 {
-	cpu->m->host_bugs++;
+	pk_host_bug(cpu->m);
 }
 
 /* RDMSR/WRMSR cost: the per-MSR profile figure when the profile has one. */
@@ -349,11 +351,12 @@ static inline __attribute__((always_inline)) void account_msr(struct pk_cpu *cpu
 							      u32 index)
 {
 	struct pk_machine *m = cpu->m;
+	struct pk_costs *c = cpu->costs;
 	int msr = priced_msr(index);
 	enum pk_op op = dir ? PK_OP_WRMSR : PK_OP_RDMSR;
 	u32 cycles = m->profile.op[op];
 
-	if (unlikely(m->inject.armed | (m->attr != NULL)))
+	if (unlikely(pk_inject_armed(m) | (m->attr != NULL)))
 		pk_inject_point(cpu, op, index);
 
 	if (msr >= 0) {
@@ -364,9 +367,9 @@ static inline __attribute__((always_inline)) void account_msr(struct pk_cpu *cpu
 	} else {
 		msr = PK_NR_PRICED_MSRS;	/* an MSR nobody prices on its own: "other" */
 	}
-	m->costs.ops[m->costs.path][op]++;
-	m->costs.msr_ops[m->costs.path][dir][msr]++;
-	m->costs.cycles[m->costs.path] += cycles;
+	c->ops[c->path][op]++;
+	c->msr_ops[c->path][dir][msr]++;
+	c->cycles[c->path] += cycles;
 }
 
 int rdmsrl_safe(u32 msr, u64 *val)

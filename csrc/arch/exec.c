@@ -1591,8 +1591,8 @@ static void account(struct xs *s, u64 budget)
 
 	cpu->insn_budget = budget;
 	s->ic->retired += retired;
-	m->costs.ops[PK_PATH_GUEST][PK_OP_GUEST_INSN] += retired;
-	m->costs.cycles[PK_PATH_GUEST] += retired * m->profile.op[PK_OP_GUEST_INSN];
+	cpu->costs->ops[PK_PATH_GUEST][PK_OP_GUEST_INSN] += retired;
+	cpu->costs->cycles[PK_PATH_GUEST] += retired * m->profile.op[PK_OP_GUEST_INSN];
 }
 
 u32 pk_guest_exec(struct pk_cpu *cpu)

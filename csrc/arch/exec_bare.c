@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 /* Guest code with no hypervisor around it (PK_MODE_BARE): see include/pykvm/exec.h. */
 #include "arch/exec_impl.h"
+#include "pykvm/smp.h"
+#include "pykvm/cpu.h"
 #include "pykvm/exec.h"
 
 static struct pk_cpu *bare_cpu(struct pk_machine *m, u32 cpu)
@@ -8,12 +10,11 @@ static struct pk_cpu *bare_cpu(struct pk_machine *m, u32 cpu)
 	return cpu < m->nr_cpus ? &m->cpu[cpu] : NULL;
 }
 
-/* The slots of a bare CPU: allocated from the machine on first use, owned by the CPU. */
+/* The slots of a bare CPU: its own, in the CPU (no kernel to allocate them). */
 static struct pk_memslots *bare_slots(struct pk_cpu *c)
 {
-	if (!c->npt)
-		c->npt = pk_kzalloc(c->m, sizeof(struct pk_memslots), 8);
-	return (struct pk_memslots *)c->npt;
+	c->npt = &c->bare_slots;
+	return &c->bare_slots;
 }
 
 int pk_bare_map(struct pk_machine *m, u32 cpu, u64 gpa, u64 size, void *hva)
@@ -154,12 +155,14 @@ u32 pk_bare_run(struct pk_machine *m, u32 cpu, u64 budget)
 
 	if (!c)
 		return PK_GEXIT_NONE;
+	pk_cpu_lock(m, cpu);		/* one thing at a time on a pCPU, its decode cache too */
 	c->mode = PK_MODE_BARE;
 	bare_slots(c);
 	c->insn_budget = budget;
 	pk_this_cpu = c;
 	kind = pk_guest_exec(c);
 	pk_this_cpu = old;
+	pk_cpu_unlock(m, cpu);
 	return kind;
 }
 
@@ -212,7 +215,11 @@ void pk_bare_set_icache_ptr(struct pk_machine *m, u32 cpu, u64 ptr)
 
 u64 pk_bare_retired(struct pk_machine *m)
 {
-	return m->costs.ops[PK_PATH_GUEST][PK_OP_GUEST_INSN];
+	u64 n = 0;
+
+	for (u32 c = 0; c < m->nr_cpus; c++)
+		n += m->costs[c].ops[PK_PATH_GUEST][PK_OP_GUEST_INSN];
+	return n;
 }
 
 void pk_bare_icache_stats(struct pk_machine *m, u32 cpu, struct pk_icache_stats *st)

@@ -103,7 +103,7 @@ static bool svm_enabled(const struct pk_cpu *cpu)
 static int svm_ud(struct pk_cpu *cpu, bool reported)
 {
 	if (!reported || cpu->m->model.vendor != PK_VENDOR_AMD)
-		cpu->m->host_bugs++;
+		pk_host_bug(cpu->m);
 	return 1;
 }
 

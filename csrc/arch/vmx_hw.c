@@ -132,7 +132,7 @@ static bool vmx_operation(struct pk_cpu *cpu)
 {
 	if (likely(cpu->vmxon))
 		return true;
-	cpu->m->host_bugs++;
+	pk_host_bug(cpu->m);
 	return false;
 }
 
@@ -151,7 +151,7 @@ int pk_vmxon(void)
 	struct pk_cpu *cpu = this_cpu();
 
 	if (cpu->m->model.vendor != PK_VENDOR_INTEL) {
-		cpu->m->host_bugs++;
+		pk_host_bug(cpu->m);
 		return 1;
 	}
 	if (cpu->vmxon)
@@ -192,7 +192,7 @@ int pk_vmclear(u64 pa)
 	 */
 	if (v->active_cpu < m->nr_cpus && v->active_cpu != cpu->id &&
 	    m->cpu[v->active_cpu].current_vmcs == pa)
-		m->host_bugs++;
+		pk_host_bug(m);
 	v->launched = 0;
 	v->active_cpu = (u32)-1;
 	if (cpu->current_vmcs == pa)
@@ -219,7 +219,7 @@ int pk_vmptrld(u64 pa)
 	 * active on CPU 0: software must VMCLEAR a new VMCS before its first VMPTRLD.
 	 */
 	if (v->active_cpu != (u32)-1 && v->active_cpu != cpu->id) {
-		cpu->m->host_bugs++;
+		pk_host_bug(cpu->m);
 		return vmfail(cpu, VMXERR_VMPTRLD_INVALID_ADDRESS);
 	}
 	v->active_cpu = cpu->id;
@@ -549,7 +549,7 @@ static u32 load_msr_list(struct pk_cpu *cpu, u64 addr, u64 count)
 static void vmx_abort(struct pk_cpu *cpu, struct pk_vmcs_region *v, u32 indicator)
 {
 	v->abort = indicator;
-	cpu->m->host_bugs++;
+	pk_host_bug(cpu->m);
 }
 
 static void store_msr_list(struct pk_cpu *cpu, struct pk_vmcs_region *v)

@@ -117,7 +117,7 @@ void pk_attr_point(struct pk_machine *m, struct pk_cpu *cpu, u32 op)
 	if (!a)
 		return;
 	attr_flush(m);
-	a->last = (struct pk_attr_rec){ .fn = m->attr_site, .op = op, .path = m->costs.path,
+	a->last = (struct pk_attr_rec){ .fn = m->attr_site, .op = op, .path = cpu->costs->path,
 					.cpu = cpu->id, .step = a->step, .valid = 1 };
 }
 

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "pykvm/check.h"
+#include "pykvm/printk.h"
 
 int kvm_arch_enable_virtualization_cpu(void);
 int pk_vcpu_task(struct kvm_vcpu *vcpu);
@@ -28,6 +29,7 @@ struct pk_checker {
 	u8 *seen_left;			/* steps left when it was explored */
 	u64 seen_cap, seen_n;
 	u64 rng;
+	bool stop_requested;		/* pk_checker_stop(), from another thread */
 	u64 fired[PK_NR_INJ];		/* host events taken, by kind */
 	u64 refused;			/* armed where the kernel would not take them */
 };
@@ -74,13 +76,12 @@ static void normalize(struct pk_checker *c)
 {
 	struct pk_machine *m = c->m;
 
-	memset(&m->costs.ops, 0, sizeof(m->costs) - offsetof(struct pk_costs, ops));
 	for (u32 i = 0; i < m->nr_cpus; i++) {
 		m->cpu[i].tsc = 0;
 		m->cpu[i].insn_budget = UINT64_MAX;
 	}
 	for (u32 t = 0; t < m->host.nr_tasks; t++)
-		m->host.tasks[t].timer_budget = UINT64_MAX;
+		pk_task(m, t)->timer_budget = UINT64_MAX;
 	for (u32 v = 0; v < c->cfg.nr_vcpus; v++)
 		memset(&c->cfg.vcpus[v]->stat, 0, sizeof(c->cfg.vcpus[v]->stat));
 	m->inject = (struct pk_inject){ 0 };
@@ -109,22 +110,129 @@ static u64 hash_bytes(u64 h, const void *p, size_t n)
 	return h ^ (h >> 32);
 }
 
-static u64 state_hash(struct pk_checker *c)
+/*
+ * The state hash made comparable between processes (pykvm/swarm.py): a word that points
+ * into the machine object, into the guest memory or into this module's code and data is
+ * hashed as its offset there (with a tag per area), not as an address, so the same state
+ * hashes equal in every process (and in every checker with the same configuration).
+ */
+struct rebase {
+	u64 lo[3], len[3];
+	u64 min, span;			/* all three areas lie in [min, min + span) */
+};
+
+static void rebase_init(struct pk_checker *c, struct rebase *rb)
+{
+	/* The module's code and data lie within 32 MiB of any of its functions. */
+	u64 text = (u64)(uintptr_t)&pk_checker_new, hi = 0;
+
+	*rb = (struct rebase){
+		.lo = { (u64)(uintptr_t)c->m, (u64)(uintptr_t)c->cfg.gmem, text - (32ULL << 20) },
+		/* the machine object runs on into its kernel memory (kmem[]) */
+		.len = { offsetof(struct pk_machine, kmem) + c->m->kmem_used, c->cfg.gmem_size,
+			 64ULL << 20 },
+		.min = UINT64_MAX,
+	};
+	for (u32 a = 0; a < 3; a++) {
+		if (rb->lo[a] < rb->min)
+			rb->min = rb->lo[a];
+		if (rb->lo[a] + rb->len[a] > hi)
+			hi = rb->lo[a] + rb->len[a];
+	}
+	rb->span = hi - rb->min;
+}
+
+static u64 hash_rebased(u64 h, const struct rebase *rb, const void *p, size_t n)
+{
+	u64 buf[512];
+	const u8 *b = p;
+
+	while (n) {
+		size_t chunk = n < sizeof(buf) ? n : sizeof(buf), words = chunk / 8;
+
+		memcpy(buf, b, chunk);
+		for (size_t i = 0; i < words; i++) {
+			/* Most words are small numbers or guest values: one compare says so. */
+			if (likely(buf[i] - rb->min >= rb->span))
+				continue;
+			for (u32 a = 0; a < 3; a++)
+				if (buf[i] - rb->lo[a] < rb->len[a]) {
+					buf[i] = (buf[i] - rb->lo[a]) | ((u64)(a + 1) << 60);
+					break;
+				}
+		}
+		h = hash_bytes(h, buf, chunk);
+		b += chunk;
+		n -= chunk;
+	}
+	return h;
+}
+
+static u64 hash_region(u64 h, const struct rebase *rb, const void *p, size_t n)
+{
+	return rb ? hash_rebased(h, rb, p, n) : hash_bytes(h, p, n);
+}
+
+/*
+ * KVM's sleeping locks are malloc'd beside the machine (include/pykvm/smp.h): where they
+ * lie is not state, and differs between processes, so the hash sees NULL in their place.
+ * Restored in reverse: vCPUs of one VM share its kvm->lock.
+ */
+struct hidden_locks {
+	struct mutex *saved[PK_CHECK_MAX_VCPUS][3];
+};
+
+static struct mutex **vcpu_lock_slot(struct kvm_vcpu *vcpu, u32 i)
+{
+	return i == 0 ? &vcpu->mutex : i == 1 ? &vcpu->kvm->lock : &vcpu->kvm->slots_lock;
+}
+
+static void locks_hide(struct pk_checker *c, struct hidden_locks *hl)
+{
+	for (u32 v = 0; v < c->cfg.nr_vcpus; v++)
+		for (u32 i = 0; i < 3; i++) {
+			struct mutex **slot = vcpu_lock_slot(c->cfg.vcpus[v], i);
+
+			hl->saved[v][i] = *slot;
+			*slot = NULL;
+		}
+}
+
+static void locks_restore(struct pk_checker *c, const struct hidden_locks *hl)
+{
+	for (u32 v = c->cfg.nr_vcpus; v-- > 0;)
+		for (u32 i = 3; i-- > 0;)
+			*vcpu_lock_slot(c->cfg.vcpus[v], i) = hl->saved[v][i];
+}
+
+/* The state: the CPUs, the host, kernel memory and the guest's tables; with `rb`, every
+ * pointer as an offset (see struct rebase). */
+static u64 hash_state(struct pk_checker *c, const struct rebase *rb)
 {
 	struct pk_machine *m = c->m;
 	u64 h = 0xcbf29ce484222325ULL;
+	struct hidden_locks hl;
+
+	locks_hide(c, &hl);
 
 	for (u32 i = 0; i < m->nr_cpus; i++) {
 		struct pk_cpu cpu = m->cpu[i];
 
-		cpu.icache = NULL;		/* the decode cache is not state */
-		h = hash_bytes(h, &cpu, sizeof(cpu));
+		cpu.icache = NULL;		/* the decode cache is not state, */
+		cpu.costs = NULL;		/* nor are the counters beside the machine */
+		h = hash_region(h, rb, &cpu, sizeof(cpu));
 	}
-	h = hash_bytes(h, &m->host, sizeof(m->host));
-	h = hash_bytes(h, m->kmem, m->kmem_used);
+	h = hash_region(h, rb, &m->host, sizeof(m->host));
+	h = hash_region(h, rb, m->kmem, m->kmem_used);
+	locks_restore(c, &hl);
 	for (u32 v = 0; v < c->cfg.nr_vcpus; v++)
 		h = hash_bytes(h, c->cfg.gmem + c->cfg.table_gpa[v], 8 * c->cfg.nr_regs);
 	return h ? h : 1;
+}
+
+static u64 state_hash(struct pk_checker *c)
+{
+	return hash_state(c, NULL);
 }
 
 /*
@@ -450,6 +558,17 @@ void pk_checker_reset(struct pk_checker *c)
 	snap_restore(c, c->root);
 }
 
+/* Ask a running pk_checker_explore() (on another thread) to stop after its current step. */
+void pk_checker_stop(struct pk_checker *c)
+{
+	__atomic_store_n(&c->stop_requested, true, __ATOMIC_RELAXED);
+}
+
+static bool stop_requested(struct pk_checker *c)
+{
+	return __atomic_load_n(&c->stop_requested, __ATOMIC_RELAXED);
+}
+
 int pk_checker_replay(struct pk_checker *c, const struct pk_step *steps, u32 n,
 		      struct pk_violation *v, bool trace)
 {
@@ -530,13 +649,17 @@ static void found(struct explore *x, u32 len)
 	x->stop = true;
 }
 
-/* One step counted in the result; true if the deadline has passed. */
+/* One step counted in the result; the search stops at its deadline or when asked to. */
 static void count_step(struct explore *x)
 {
 	x->res->events++;
 	x->res->exits += exits_taken(x->c);
 	if ((x->res->events & 255) == 0 && x->deadline && now() > x->deadline)
 		x->stop = true;
+	if (stop_requested(x->c)) {
+		x->res->interrupted = 1;
+		x->stop = true;
+	}
 }
 
 static void dfs(struct explore *x, u32 d);
@@ -583,6 +706,18 @@ static void try_step(struct explore *x, u32 d, const struct pk_step *s, u32 *poi
 	dfs(x, d + 1);
 }
 
+/* Whether the explorer tries run step `s` (whose plain run gave `el`) with an event of
+ * `kind` before host instruction `at`: dfs() and pk_checker_expand() ask the same. */
+static bool injection_tried(const struct pk_check_cfg *cfg, const struct pk_step *s,
+			    u32 kind, u32 at, const struct eligible *el)
+{
+	if (!(cfg->inject_mask & BIT(kind)))
+		return false;
+	if (kind == PK_INJ_PREEMPT_VM && other_vm_vcpu(cfg, s->vcpu) < 0)
+		return false;
+	return eligible(kind, at - 1, el->irq_ok, el->preempt_ok);
+}
+
 /* Every injected variant of run step `s` (whose plain run counted `points`). */
 static void try_injections(struct explore *x, u32 d, const struct pk_step *s, u32 points,
 			   const struct eligible *el)
@@ -590,14 +725,10 @@ static void try_injections(struct explore *x, u32 d, const struct pk_step *s, u3
 	const struct pk_check_cfg *cfg = &x->c->cfg;
 
 	for (u32 k = PK_INJ_NMI; k < PK_NR_INJ && !x->stop; k++) {
-		if (!(cfg->inject_mask & BIT(k)))
-			continue;
-		if (k == PK_INJ_PREEMPT_VM && other_vm_vcpu(cfg, s->vcpu) < 0)
-			continue;
 		for (u32 at = 1; at <= points && !x->stop; at++) {
 			struct pk_step t = *s;
 
-			if (!eligible(k, at - 1, el->irq_ok, el->preempt_ok))
+			if (!injection_tried(cfg, s, k, at, el))
 				continue;
 			t.inject = k;
 			t.at = at;
@@ -673,7 +804,9 @@ int pk_checker_explore(struct pk_checker *c, u32 bound, u64 max_states, u64 walk
 	memset(c->fired, 0, sizeof(c->fired));
 	c->refused = 0;
 	if (bound > PK_CHECK_MAX_STEPS || walk_len > PK_CHECK_MAX_STEPS)
-		return -EINVAL;
+		return pk_err(-EINVAL, "bound %u and walk length %u must be <= %d", bound, walk_len,
+			      PK_CHECK_MAX_STEPS);
+	__atomic_store_n(&c->stop_requested, false, __ATOMIC_RELAXED);
 	for (u32 i = 0; i <= bound && i <= PK_CHECK_MAX_STEPS; i++) {
 		if (!c->stack[i] && !(c->stack[i] = malloc(c->snap_bytes)))
 			return -ENOMEM;
@@ -705,4 +838,177 @@ int pk_checker_explore(struct pk_checker *c, u32 bound, u64 max_states, u64 walk
 	res->refused = c->refused;
 	snap_restore(c, c->root);
 	return 0;
+}
+
+/*
+ * ---- A search spread over processes (pykvm/swarm.py) ----
+ *
+ * A task of the distributed engine names the state it starts from by the steps that lead
+ * there from the initial state (a prefix), never by a snapshot: snapshots hold pointers
+ * and are only meaningful in the process that took them. Two entry points: expand one
+ * state by one level (a breadth-first search whose visited set the driver keeps), and
+ * explore from a prefix as pk_checker_explore() explores from the initial state.
+ */
+#include <errno.h>
+
+static u64 portable_hash(struct pk_checker *c)
+{
+	struct rebase rb;
+
+	rebase_init(c, &rb);
+	return hash_state(c, &rb);
+}
+
+/* Apply prefix[0..n) from the initial state as the search does (each step from a
+ * normalized state): 0, or apply()'s 1 (violation) / 2 (the branch ends) with *at the
+ * step that did it. */
+static int apply_prefix(struct pk_checker *c, const struct pk_step *prefix, u32 n, u32 *at)
+{
+	int r = 0;
+
+	snap_restore(c, c->root);
+	for (*at = 0; *at < n; (*at)++) {
+		normalize(c);
+		r = apply(c, &prefix[*at], NULL);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+static void found_at(struct pk_checker *c, struct pk_check_result *res,
+		     const struct pk_step *prefix, u32 n, const struct pk_step *last)
+{
+	res->violated = 1;
+	res->violation = c->m->oracle->first;
+	memcpy(res->steps, prefix, n * sizeof(*prefix));
+	if (last)
+		res->steps[n++] = *last;
+	res->nr_steps = n;
+}
+
+/* Try child `s` of the state in `snap`; record it in out[*nr] (if room), and where host
+ * events can be taken in it (if el). 1: violation. Hashing a state costs about a third
+ * of a step: done only when asked. */
+static int expand_one(struct pk_checker *c, const u8 *snap, const struct pk_step *s,
+		      u32 *points, struct eligible *el, struct pk_child *out, u32 max, u32 *nr,
+		      bool hashes, struct pk_check_result *res)
+{
+	int r;
+
+	snap_restore(c, snap);
+	r = apply(c, s, points);
+	if (el) {
+		memcpy(el->irq_ok, c->m->inject.irq_ok, sizeof(el->irq_ok));
+		memcpy(el->preempt_ok, c->m->inject.preempt_ok, sizeof(el->preempt_ok));
+	}
+	res->events++;
+	res->exits += exits_taken(c);
+	if (*nr < max) {
+		out[*nr].step = *s;
+		out[*nr].hash = 0;
+		if (r == 0 && hashes) {
+			normalize(c);
+			out[*nr].hash = portable_hash(c);
+		} else if (r == 0) {
+			out[*nr].hash = 1;	/* goes on; which state, the caller did not ask */
+		}
+	}
+	(*nr)++;
+	return r == 1;
+}
+
+int pk_checker_expand(struct pk_checker *c, const struct pk_step *prefix, u32 n,
+		      struct pk_child *out, u32 max, bool hashes, struct pk_check_result *res)
+{
+	struct pk_step steps[PK_MAX_BASE_STEPS];
+	u32 at, nr = 0, nbase;
+	u8 *snap;
+	int r;
+
+	memset(res, 0, sizeof(*res));
+	if (n + 1 > PK_CHECK_MAX_STEPS)
+		return -EINVAL;
+	r = apply_prefix(c, prefix, n, &at);
+	if (r == 1)
+		found_at(c, res, prefix, at + 1, NULL);
+	if (r) {
+		snap_restore(c, c->root);
+		return r == 1 ? 0 : -ECHILD;
+	}
+	normalize(c);
+	snap = malloc(c->snap_bytes);
+	if (!snap)
+		return -ENOMEM;
+	snap_save(c, snap);
+	/*
+	 * The children dfs() tries, in its order: each step, and each run again with every
+	 * allowed host event before each host instruction where it can be taken.
+	 */
+	nbase = base_steps(c, steps);
+	for (u32 i = 0; i < nbase && !res->violated; i++) {
+		struct eligible el;
+		u32 points = 0;
+
+		if (expand_one(c, snap, &steps[i], &points, &el, out, max, &nr, hashes, res)) {
+			found_at(c, res, prefix, n, &steps[i]);
+			break;
+		}
+		if (steps[i].kind != PK_STEP_RUN || !c->cfg.inject_mask)
+			continue;
+		for (u32 k = PK_INJ_NMI; k < PK_NR_INJ && !res->violated; k++) {
+			for (u32 a = 1; a <= points; a++) {
+				struct pk_step s = steps[i];
+
+				if (!injection_tried(&c->cfg, &steps[i], k, a, &el))
+					continue;
+				s.inject = k;
+				s.at = a;
+				if (expand_one(c, snap, &s, NULL, NULL, out, max, &nr, hashes, res)) {
+					found_at(c, res, prefix, n, &s);
+					break;
+				}
+			}
+		}
+	}
+	snap_restore(c, c->root);
+	free(snap);
+	return nr > max ? -ENOSPC : (int)nr;
+}
+
+int pk_checker_explore_from(struct pk_checker *c, const struct pk_step *prefix, u32 n,
+			    u32 bound, u64 max_states, u64 walks, u32 walk_len, u64 seed,
+			    double seconds, struct pk_check_result *res)
+{
+	u8 *root = c->root, *sub;
+	u32 at;
+	int r;
+
+	memset(res, 0, sizeof(*res));
+	if (n > PK_CHECK_MAX_STEPS || bound > PK_CHECK_MAX_STEPS - n ||
+	    walk_len > PK_CHECK_MAX_STEPS - n)
+		return -EINVAL;
+	r = apply_prefix(c, prefix, n, &at);
+	if (r == 1)
+		found_at(c, res, prefix, at + 1, NULL);
+	if (r) {
+		snap_restore(c, root);
+		return r == 1 ? 0 : -ECHILD;
+	}
+	normalize(c);
+	sub = malloc(c->snap_bytes);
+	if (!sub)
+		return -ENOMEM;
+	snap_save(c, sub);
+	c->root = sub;			/* explore, and walk, from here */
+	r = pk_checker_explore(c, bound, max_states, walks, walk_len, seed, seconds, res);
+	c->root = root;
+	snap_restore(c, root);
+	free(sub);
+	if (r == 0 && res->violated) {
+		memmove(res->steps + n, res->steps, res->nr_steps * sizeof(res->steps[0]));
+		memcpy(res->steps, prefix, n * sizeof(*prefix));
+		res->nr_steps += n;
+	}
+	return r;
 }

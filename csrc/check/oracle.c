@@ -4,6 +4,7 @@
  * kernel model alone (task bases, per-cpu bases, the host's MSR values), never from KVM.
  */
 #include "pykvm/events.h"
+#include "pykvm/smp.h"
 
 void pk_oracle_violation(struct pk_machine *m, u32 obs, u32 cpu, u32 reg, u64 exp, u64 act)
 {
@@ -11,6 +12,8 @@ void pk_oracle_violation(struct pk_machine *m, u32 obs, u32 cpu, u32 reg, u64 ex
 
 	if (!o || !o->enabled)
 		return;
+	/* Any CPU may find one: the verdict is the machine's, under its lock. */
+	pk_oracle_lock(m);
 	if (!o->nr_violations)
 		pk_trace(m, PK_TR_VIOLATION, cpu, obs, reg);
 	if (!o->nr_violations++) {
@@ -23,6 +26,7 @@ void pk_oracle_violation(struct pk_machine *m, u32 obs, u32 cpu, u32 reg, u64 ex
 		memset(&o->first.cause, 0, sizeof(o->first.cause));
 		pk_attr_cause(m, &o->first);
 	}
+	pk_oracle_unlock(m);
 }
 
 static void expect(struct pk_machine *m, u32 obs, u32 cpu, u32 reg, u64 exp, u64 act)
@@ -100,7 +104,7 @@ void pk_observe_user(struct pk_cpu *cpu)
 {
 	struct pk_machine *m = cpu->m;
 	struct pk_host *h = &m->host;
-	struct pk_task *t = &h->tasks[h->current[cpu->id]];
+	struct pk_task *t = pk_task(m, h->current[cpu->id]);
 	u32 id = cpu->id;
 
 	if (!m->oracle)
@@ -203,8 +207,10 @@ int pk_oracle_result(struct pk_machine *m, struct pk_violation *first, u64 *coun
 {
 	struct pk_oracle *o = (struct pk_oracle *)&m->oracle_storage;
 
+	pk_oracle_lock(m);
 	*count = o->nr_violations;
 	*first = o->first;
+	pk_oracle_unlock(m);
 	return 0;
 }
 
@@ -212,6 +218,8 @@ void pk_oracle_reset(struct pk_machine *m)
 {
 	struct pk_oracle *o = (struct pk_oracle *)&m->oracle_storage;
 
+	pk_oracle_lock(m);
 	o->nr_violations = 0;
 	memset(&o->first, 0, sizeof(o->first));
+	pk_oracle_unlock(m);
 }

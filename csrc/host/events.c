@@ -11,6 +11,7 @@
  */
 #include "pykvm/events.h"
 #include "pykvm/oracle.h"
+#include "pykvm/smp.h"
 
 /* Interrupt vectors the model's host uses (arch/x86/include/asm/irq_vectors.h). */
 #define REBOOT_VECTOR		0xf8
@@ -33,10 +34,14 @@ u32 pk_inject_class(u32 kind)
 	}
 }
 
+/* Identifies the calling thread: an injection belongs to the run of the thread arming it. */
+static __thread char inject_self;
+
 void pk_inject_arm(struct pk_machine *m, u32 cpu, u32 n, u32 kind)
 {
-	m->inject = (struct pk_inject){ .armed = 1, .countdown = n, .kind = kind, .cpu = cpu,
-					.counting = true };
+	m->inject = (struct pk_inject){ .countdown = n, .kind = kind, .cpu = cpu,
+					.counting = true, .owner = &inject_self };
+	__atomic_store_n(&m->inject.armed, 1, __ATOMIC_RELEASE);
 }
 
 /* Preempt the vCPU thread at the first preemptible point from the n-th on. */
@@ -48,7 +53,7 @@ void pk_inject_arm_patient(struct pk_machine *m, u32 cpu, u32 n, u32 kind)
 
 void pk_inject_disarm(struct pk_machine *m)
 {
-	m->inject.armed = 0;
+	__atomic_store_n(&m->inject.armed, 0, __ATOMIC_RELEASE);
 }
 
 void pk_inject_arm_named(struct pk_machine *m, u32 cpu, u32 kind, u32 path, u32 op, u32 msr,
@@ -90,7 +95,7 @@ static bool irq_allowed(struct pk_machine *m, u32 id)
 static bool preempt_allowed(struct pk_machine *m, u32 id)
 {
 	return irq_allowed(m, id) && !m->host.preempt_count[id] &&
-	       m->host.tasks[m->host.current[id]].is_vcpu_thread;
+	       pk_task(m, m->host.current[id])->is_vcpu_thread;
 }
 
 static bool allowed(struct pk_machine *m, u32 id, u32 kind)
@@ -157,7 +162,7 @@ static void inject_cr3_change(struct pk_cpu *cpu)
 {
 	struct pk_machine *m = cpu->m;
 	struct pk_host *h = &m->host;
-	struct pk_task *t = &h->tasks[h->current[cpu->id]];
+	struct pk_task *t = pk_task(m, h->current[cpu->id]);
 	bool text_poke = preempt_allowed(m, cpu->id);
 	u32 old = pk_path_enter(m, PK_PATH_OTHER);
 
@@ -182,18 +187,20 @@ void pk_inject_point(struct pk_cpu *cpu, u32 op, u32 msr)
 	struct pk_cpu *saved;
 	u32 id = cpu->id;
 
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);	/* pairs with pk_inject_arm's release */
 	if (unlikely(m->attr != NULL)) {
 		pk_attr_point(m, cpu, op);
 		if (!in->armed)
 			return;
 	}
-	if (cpu->mode != PK_MODE_HOST || id != in->cpu || m->host.in_user[id])
+	if (cpu->mode != PK_MODE_HOST || id != in->cpu || m->host.in_user[id] ||
+	    in->owner != &inject_self)
 		return;
 	in->points++;
 	if (unlikely(m->point_log) && m->point_log->n < PK_INJ_OK_POINTS)
 		m->point_log->rec[m->point_log->n++] =
-			(struct pk_point_name){ (u16)m->costs.path, (u16)op, msr };
-	if (in->by_name && (in->name_path == ~0U || in->name_path == m->costs.path) &&
+			(struct pk_point_name){ (u16)cpu->costs->path, (u16)op, msr };
+	if (in->by_name && (in->name_path == ~0U || in->name_path == cpu->costs->path) &&
 	    (in->name_op == 0xffff || in->name_op == op) &&
 	    (!in->name_msr || in->name_msr == msr) && !--in->name_nth) {
 		in->by_name = false;
@@ -220,12 +227,12 @@ void pk_inject_point(struct pk_cpu *cpu, u32 op, u32 msr)
 			return;
 		in->refused++;
 		in->countdown = 0;
-		in->armed = 0;
+		__atomic_store_n(&in->armed, 0, __ATOMIC_RELEASE);
 		return;
 	}
 	in->countdown = 0;
 	/* The point is reached: fire once, with injection off while the event runs. */
-	in->armed = 0;
+	__atomic_store_n(&in->armed, 0, __ATOMIC_RELEASE);
 	saved = pk_this_cpu;
 	pk_this_cpu = cpu;
 	pk_trace(m, PK_TR_INJECT, id, in->kind,
@@ -281,7 +288,7 @@ void pk_inject_point(struct pk_cpu *cpu, u32 op, u32 msr)
 /* `task` gets its CPU and is in user mode there (what a wake-up and a return lead to). */
 static struct pk_cpu *task_to_user(struct pk_machine *m, u32 task)
 {
-	struct pk_task *t = &m->host.tasks[task];
+	struct pk_task *t = pk_task(m, (int)task);
 	struct pk_cpu *cpu = &m->cpu[t->cpu];
 
 	pk_this_cpu = cpu;
@@ -300,7 +307,7 @@ static void expect_user(struct pk_cpu *cpu, u32 reg, u64 exp, u64 act)
 		pk_oracle_violation(cpu->m, PK_OBS_USER, cpu->id, reg, exp, act);
 }
 
-int pk_host_user_insns(struct pk_machine *m, u32 cpu_id)
+static int host_user_insns(struct pk_machine *m, u32 cpu_id)
 {
 	struct pk_cpu *saved = pk_this_cpu, *cpu;
 	struct pk_host *h = &m->host;
@@ -315,7 +322,7 @@ int pk_host_user_insns(struct pk_machine *m, u32 cpu_id)
 		pk_this_cpu = saved;
 		return -1;
 	}
-	t = &h->tasks[h->current[cpu_id]];
+	t = pk_task(m, h->current[cpu_id]);
 	pk_trace(m, PK_TR_TASK, cpu_id, t->id, 0x10);
 	/* vgetcpu()/getcpu(): TSC_AUX holds (node << 12) | cpu. */
 	if (m->model.has_rdtscp && aux)
@@ -360,7 +367,7 @@ static void do_arch_prctl_64(struct pk_machine *m, struct pk_task *t, u64 fs, u6
 	t->user_gsbase = gs;
 }
 
-int pk_host_task_change(struct pk_machine *m, u32 task, u32 how)
+static int host_task_change(struct pk_machine *m, u32 task, u32 how)
 {
 	struct pk_cpu *saved = pk_this_cpu, *cpu;
 	struct pk_host *h = &m->host;
@@ -371,7 +378,7 @@ int pk_host_task_change(struct pk_machine *m, u32 task, u32 how)
 
 	if (task >= h->nr_tasks || how >= PK_NR_TASK_CHANGES)
 		return -1;
-	t = &h->tasks[task];
+	t = pk_task(m, (int)task);
 	gs = !h->params.vmm_32bit_gs || !t->is_vcpu_thread;
 	cpu = task_to_user(m, task);
 	pk_trace(m, PK_TR_TASK, cpu->id, task, how);
@@ -403,6 +410,39 @@ int pk_host_task_change(struct pk_machine *m, u32 task, u32 how)
 	pk_exit_to_user_mode();
 	pk_this_cpu = saved;
 	return 0;
+}
+
+/* The task on pCPU `cpu_id`, in user mode, runs those instructions; the CPU is held. */
+int pk_host_user_insns(struct pk_machine *m, u32 cpu_id)
+{
+	int r;
+
+	if (cpu_id >= m->nr_cpus)
+		return -1;
+	pk_cpu_lock(m, cpu_id);
+	r = host_user_insns(m, cpu_id);
+	pk_cpu_unlock(m, cpu_id);
+	return r;
+}
+
+/* A change a task makes to itself, on its CPU (held; the task may be moving meanwhile). */
+int pk_host_task_change(struct pk_machine *m, u32 task, u32 how)
+{
+	u32 cpu;
+	int r;
+
+	if (task >= __atomic_load_n(&m->host.nr_tasks, __ATOMIC_RELAXED))
+		return -1;
+	for (;;) {
+		cpu = __atomic_load_n(&pk_task(m, (int)task)->cpu, __ATOMIC_RELAXED);
+		pk_cpu_lock(m, cpu);
+		if (pk_task(m, (int)task)->cpu == cpu)
+			break;
+		pk_cpu_unlock(m, cpu);
+	}
+	r = host_task_change(m, task, how);
+	pk_cpu_unlock(m, cpu);
+	return r;
 }
 
 /* Record tracepoints into `t` (NULL: stop). The buffer is not machine state. */

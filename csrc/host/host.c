@@ -4,8 +4,12 @@
  * syscall entry/exit (SWAPGS), return-to-user notifiers, preempt notifiers and the
  * context switch of FS/GS bases (arch/x86/kernel/process_64.c), tasks on CPUs.
  */
+#include <errno.h>
+
 #include "pykvm/events.h"
 #include "pykvm/module.h"
+#include "pykvm/smp.h"
+#include "pykvm/printk.h"
 
 /* Canonical kernel addresses, shaped like Linux's, distinct per CPU. */
 #define HOST_PER_CPU_BASE	0xffff88807fc00000ULL
@@ -250,7 +254,7 @@ void pk_host_irq(struct pk_cpu *cpu, u32 vector, bool softirqs)
 	pk_observe_handler(cpu, PK_OBS_IRQ, vector);
 }
 
-void pk_host_init(struct pk_machine *m)
+int pk_host_init(struct pk_machine *m)
 {
 	struct pk_host *h = &m->host;
 	bool intel = m->model.vendor == PK_VENDOR_INTEL;
@@ -290,29 +294,64 @@ void pk_host_init(struct pk_machine *m)
 		for (u32 i = 0; i < m->nr_cpus; i++)
 			h->entry_stack[i] &= 0xffffffffULL;
 	}
+	h->free_task = -1;
 	/* One user process per CPU, with user FS/GS bases of its own, in user mode. */
 	for (u32 i = 0; i < m->nr_cpus; i++) {
 		int t = pk_host_create_task(m, i, false);
+
+		if (t < 0)
+			return t;
 		h->current[i] = t;
 		host_cpu_init(m, &m->cpu[i]);
-		host_cpu_enter_user(&m->cpu[i], &h->tasks[t]);
+		host_cpu_enter_user(&m->cpu[i], pk_task(m, t));
 	}
 	/* Kernel threads come into being when first needed (csrc/host/sched.c). */
-	for (u32 i = 0; i < PK_MAX_CPUS; i++)
+	for (u32 i = 0; i < PK_MAX_CPUS; i++) {
 		h->idle_task[i] = h->kworker[i] = -1;
+		h->rq_head[i] = h->rq_tail[i] = -1;
+	}
+	return 0;
 }
 
+/*
+ * A new task on `cpu` (a thread of the VMM or another process): its id, or -EAGAIN at
+ * pid_max, -ENOMEM without memory for it. Ids of exited tasks are reused, as pids are.
+ */
 int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread)
 {
 	struct pk_host *h = &m->host;
 	struct pk_task *t;
+	int id;
 
-	if (h->nr_tasks >= PK_MAX_TASKS || cpu < 0 || (u32)cpu >= m->nr_cpus)
-		return -1;
-	t = &h->tasks[h->nr_tasks];
+	if (cpu < 0 || (u32)cpu >= m->nr_cpus)
+		return pk_err(-EINVAL, "no CPU %d for a new task", cpu);
+	pk_tasklist_lock(m);
+	if (h->free_task >= 0) {
+		id = h->free_task;
+		h->free_task = pk_task(m, id)->next_free;
+	} else if (h->nr_tasks >= PK_PID_MAX) {
+		pk_tasklist_unlock(m);
+		return pk_err(-EAGAIN, "pid_max reached: %u tasks", PK_PID_MAX);
+	} else {
+		u32 chunk = h->nr_tasks >> PK_TASK_CHUNK_SHIFT;
+
+		if (!h->task_chunk[chunk]) {
+			h->task_chunk[chunk] = pk_kzalloc(m, PK_TASK_CHUNK * sizeof(struct pk_task), 64);
+			if (!h->task_chunk[chunk]) {
+				pk_tasklist_unlock(m);
+				return pk_err(-ENOMEM, "no kernel memory for a task (%zu KiB in use)",
+					      m->kmem_in_use >> 10);
+			}
+		}
+		id = (int)h->nr_tasks++;
+	}
+	h->nr_live_tasks++;
+	t = pk_task(m, id);
 	memset(t, 0, sizeof(*t));
-	t->id = h->nr_tasks;
+	t->id = id;
 	t->cpu = cpu;
+	t->alive = true;
+	t->next_free = -1;
 	t->is_vcpu_thread = is_vcpu_thread;
 	/* Distinct, recognisable user TLS bases and page tables per task. */
 	t->fsbase = 0x00007f0000000000ULL | ((u64)t->id << 20) | 0x740;
@@ -331,7 +370,29 @@ int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread)
 	t->cr3 = 0x1000000ULL + ((u64)t->id << 12);
 	t->timer_budget = UINT64_MAX;
 	t->state = TASK_RUNNING;
-	return (int)h->nr_tasks++;
+	t->rq_next = -1;
+	pk_tasklist_unlock(m);
+	return id;
+}
+
+/*
+ * The task exits (do_exit): if it is the one on its CPU, the CPU's own user process
+ * takes over, as schedule() picks another task. The caller holds the task's CPU.
+ */
+void pk_host_exit_task(struct pk_machine *m, int id)
+{
+	struct pk_task *t = pk_task(m, id);
+	struct pk_host *h = &m->host;
+
+	if (h->current[t->cpu] == id)
+		pk_host_run_other_locked(m, t->cpu);
+	pk_host_dequeue_task(m, id);
+	pk_tasklist_lock(m);
+	t->alive = false;
+	t->next_free = h->free_task;
+	h->free_task = id;
+	h->nr_live_tasks--;
+	pk_tasklist_unlock(m);
 }
 
 /* ---- the inactive (user) GS base while in the kernel (arch/x86/kernel/process_64.c) ---- */
@@ -501,31 +562,70 @@ void preempt_enable(void) { this_machine()->host.preempt_count[this_cpu()->id]--
 void local_irq_disable(void) { this_machine()->host.irqs_enabled[this_cpu()->id] = false; }
 void local_irq_enable(void) { this_machine()->host.irqs_enabled[this_cpu()->id] = true; }
 
+/* kernel: preempt_notifier_register() adds to current->preempt_notifiers. */
 void preempt_notifier_register(struct preempt_notifier *pn)
 {
 	struct pk_machine *m = this_machine();
+	int cur = m->host.current[this_cpu()->id];
+	struct pk_task *t = pk_task(m, cur);
 
-	pn->task = m->host.current[this_cpu()->id];
-	for (int i = 0; i < PK_MAX_PREEMPT_NOTIFIERS; i++) {
-		if (m->host.preempt_notifiers[i] == pn)
-			return;
-	}
-	for (int i = 0; i < PK_MAX_PREEMPT_NOTIFIERS; i++) {
-		if (!m->host.preempt_notifiers[i]) {
-			m->host.preempt_notifiers[i] = pn;
-			return;
-		}
-	}
+	if (pn->task == cur)
+		return;
+	if (pn->task >= 0)
+		preempt_notifier_unregister(pn);
+	pn->task = cur;
+	pn->next = t->preempt_notifiers;
+	t->preempt_notifiers = pn;
 }
 
 void preempt_notifier_unregister(struct preempt_notifier *pn)
 {
 	struct pk_machine *m = this_machine();
+	struct preempt_notifier **link;
 
-	for (int i = 0; i < PK_MAX_PREEMPT_NOTIFIERS; i++)
-		if (m->host.preempt_notifiers[i] == pn)
-			m->host.preempt_notifiers[i] = NULL;
+	if (pn->task < 0)
+		return;
+	for (link = &pk_task(m, pn->task)->preempt_notifiers; *link; link = &(*link)->next) {
+		if (*link == pn) {
+			*link = pn->next;
+			break;
+		}
+	}
+	pn->next = NULL;
 	pn->task = -1;
+}
+
+/*
+ * The host timer tick: the interpreter stops the guest every PK_TICK_INSNS guest
+ * instructions with an external interrupt, as a real host's timer does (HZ ticks, each
+ * a VM-exit). A tick ends the run if the task's own timer has run out (the run's
+ * instruction budget: its timer signal) or a signal was sent to the thread (a kick,
+ * e.g. Ctrl-C); otherwise the next slice starts.
+ */
+#define PK_TICK_INSNS	(1ull << 24)
+
+/* Give the CPU's guest its next slice of the running task's instruction budget. */
+void pk_timer_slice_start(struct pk_cpu *cpu, struct pk_task *t)
+{
+	u64 slice = t->timer_budget < PK_TICK_INSNS ? t->timer_budget : PK_TICK_INSNS;
+
+	if (t->timer_budget != UINT64_MAX)
+		t->timer_budget -= slice;
+	cpu->insn_budget = slice;
+}
+
+/* The slice's unused part goes back to the task when it leaves the CPU. */
+static void pk_timer_slice_stop(struct pk_cpu *cpu, struct pk_task *t)
+{
+	if (t->timer_budget != UINT64_MAX && cpu->insn_budget != UINT64_MAX)
+		t->timer_budget += cpu->insn_budget;
+	cpu->insn_budget = UINT64_MAX;
+}
+
+/* A signal to the task from another thread (kill(), or kvm_vcpu_kick's request). */
+void pk_signal_task(struct pk_machine *m, int task)
+{
+	__atomic_store_n(&pk_task(m, task)->signal_sent, true, __ATOMIC_RELEASE);
 }
 
 /*
@@ -593,12 +693,13 @@ static void __switch_to(struct pk_task *p, struct pk_task *n)
  * preemption off and, under the runqueue lock, IRQs off: prev's preempt notifiers
  * (sched_out) fire, then switch_mm and switch_to; finish_task_switch() turns IRQs back
  * on before next's notifiers (sched_in). So an NMI may land anywhere in here, an IRQ
- * only during sched_in, a preemption nowhere.
+ * only during sched_in, a preemption nowhere. The caller holds `cpu`.
  */
 void pk_context_switch(int cpu_id, int next)
 {
 	struct pk_machine *m = this_machine();
 	struct pk_cpu *saved = pk_this_cpu;
+	struct preempt_notifier *pn;
 	struct pk_task *p, *n;
 	int prev;
 
@@ -608,69 +709,87 @@ void pk_context_switch(int cpu_id, int next)
 		pk_this_cpu = saved;
 		return;
 	}
-	p = &m->host.tasks[prev];
-	n = &m->host.tasks[next];
+	p = pk_task(m, prev);
+	n = pk_task(m, next);
 
 	preempt_disable();
 	local_irq_disable();
-	for (int i = 0; i < PK_MAX_PREEMPT_NOTIFIERS; i++) {
-		struct preempt_notifier *pn = m->host.preempt_notifiers[i];
-		if (pn && pn->task == prev)
-			pn->sched_out(pn);
-	}
-	p->timer_budget = this_cpu()->insn_budget;
+	for (pn = p->preempt_notifiers; pn; pn = pn->next)
+		pn->sched_out(pn);
+	pk_timer_slice_stop(this_cpu(), p);
 	switch_mm_irqs_off(p, n);
 	__switch_to(p, n);
 	m->host.current[cpu_id] = next;
-	n->cpu = cpu_id;
+	/*
+	 * A task switches in where it was placed (pk_migrate_task moves it), so this stores
+	 * nothing in practice; not storing keeps the vCPU thread's unlocked read of its own
+	 * task's CPU (kvm_ioctl_enter) free of a data race.
+	 */
+	if (n->cpu != (u32)cpu_id)
+		n->cpu = cpu_id;
 	pk_trace(m, PK_TR_SCHED_SWITCH, cpu_id, prev, next);
 	local_irq_enable();
-	for (int i = 0; i < PK_MAX_PREEMPT_NOTIFIERS; i++) {
-		struct preempt_notifier *pn = m->host.preempt_notifiers[i];
-		if (pn && pn->task == next)
-			pn->sched_in(pn, cpu_id);
-	}
+	for (pn = n->preempt_notifiers; pn; pn = pn->next)
+		pn->sched_in(pn, cpu_id);
 	preempt_enable();
 	/* The task's timer runs while it runs. */
-	this_cpu()->insn_budget = n->timer_budget;
+	pk_timer_slice_start(this_cpu(), n);
 	pk_this_cpu = saved;
 }
 
+/* Move a task that is not running to another CPU; it runs there from its next switch. */
 int pk_migrate_task(int task, int cpu)
 {
 	struct pk_machine *m = this_machine();
+	struct pk_task *t;
 
 	if (task < 0 || (u32)task >= m->host.nr_tasks || cpu < 0 || (u32)cpu >= m->nr_cpus)
 		return -1;
-	for (u32 c = 0; c < m->nr_cpus; c++)
-		if (m->host.current[c] == task)
-			return -1;	/* running: preempt it first */
-	m->host.tasks[task].cpu = cpu;
+	t = pk_task(m, task);
+	if (!t->alive || m->host.current[t->cpu] == task)
+		return -1;	/* running: preempt it first */
+	t->cpu = cpu;
 	return 0;
 }
 
-/* The host timer fired on this CPU (an external interrupt): signal the running task. */
+/* The host timer fired on this CPU (an external interrupt): see PK_TICK_INSNS. */
 void pk_host_timer_interrupt(void)
 {
-	current_task()->signal_pending = true;
-	this_cpu()->insn_budget = UINT64_MAX;
+	struct pk_task *t = current_task();
+
+	if (t->timer_budget == 0 || __atomic_exchange_n(&t->signal_sent, false, __ATOMIC_ACQUIRE)) {
+		t->signal_pending = true;
+		this_cpu()->insn_budget = UINT64_MAX;
+		return;
+	}
+	pk_timer_slice_start(this_cpu(), t);
 }
 
 /*
  * The CPU's own user process gets the CPU (preempting whatever task had it), enters
- * the kernel and returns to user mode: a syscall, a tick, a context switch.
+ * the kernel and returns to user mode: a syscall, a tick, a context switch. The caller
+ * holds `cpu`.
  */
-int pk_host_run_other(struct pk_machine *m, u32 cpu)
+void pk_host_run_other_locked(struct pk_machine *m, u32 cpu)
 {
 	struct pk_cpu *saved = pk_this_cpu;
 
-	if (cpu >= m->nr_cpus)
-		return -1;
 	pk_this_cpu = &m->cpu[cpu];
 	if (m->host.in_user[cpu])
 		pk_enter_kernel();
+	/* Woken (by what it waited for), it gets the CPU: the CPU's own task is running. */
+	pk_task(m, (int)cpu)->state = TASK_RUNNING;
 	pk_context_switch((int)cpu, (int)cpu);
 	pk_exit_to_user_mode();
 	pk_this_cpu = saved;
+}
+
+int pk_host_run_other(struct pk_machine *m, u32 cpu)
+{
+	if (cpu >= m->nr_cpus)
+		return pk_err(-EINVAL, "cpu %u: the machine has CPUs 0..%u", cpu, m->nr_cpus - 1);
+	pk_cpu_lock(m, cpu);
+	pk_host_run_other_locked(m, cpu);
+	pk_cpu_unlock(m, cpu);
 	return 0;
 }

@@ -15,11 +15,14 @@
  */
 #include <errno.h>
 
+#include "pykvm/printk.h"
+
 #include "pykvm/events.h"
+#include "pykvm/smp.h"
 
 static struct pk_task *task(struct pk_machine *m, int id)
 {
-	return &m->host.tasks[id];
+	return pk_task(m, id);
 }
 
 /* A kernel thread of `cpu` (kthread_create_on_cpu): no user mode, no mm of its own. */
@@ -69,25 +72,51 @@ bool single_task_running(void)
 	return this_machine()->host.rq_nr[this_cpu()->id] == 0;
 }
 
+/* The runqueue of a CPU: its runnable tasks waiting, first come first served. */
 static void enqueue_task(struct pk_machine *m, u32 cpu, int id)
 {
 	struct pk_host *h = &m->host;
+	struct pk_task *t = task(m, id);
 
-	for (u32 i = 0; i < h->rq_nr[cpu]; i++)
-		if (h->rq[cpu][i] == id)
-			return;
-	if (h->rq_nr[cpu] < PK_MAX_TASKS)
-		h->rq[cpu][h->rq_nr[cpu]++] = id;
+	if (t->on_rq)
+		return;
+	t->on_rq = true;
+	t->rq_next = -1;
+	if (h->rq_tail[cpu] < 0)
+		h->rq_head[cpu] = id;
+	else
+		task(m, h->rq_tail[cpu])->rq_next = id;
+	h->rq_tail[cpu] = id;
+	h->rq_nr[cpu]++;
+}
+
+/* Take `id` off the runqueue of `cpu`; false if it was not there. */
+static bool dequeue_task(struct pk_machine *m, u32 cpu, int id)
+{
+	struct pk_host *h = &m->host;
+	int prev = -1;
+
+	if (!task(m, id)->on_rq)
+		return false;
+	for (int i = h->rq_head[cpu]; i >= 0 && i != id; i = task(m, i)->rq_next)
+		prev = i;
+	if (prev < 0)
+		h->rq_head[cpu] = task(m, id)->rq_next;
+	else
+		task(m, prev)->rq_next = task(m, id)->rq_next;
+	if (h->rq_tail[cpu] == id)
+		h->rq_tail[cpu] = prev;
+	task(m, id)->on_rq = false;
+	task(m, id)->rq_next = -1;
+	h->rq_nr[cpu]--;
+	return true;
 }
 
 static int dequeue_first(struct pk_machine *m, u32 cpu)
 {
-	struct pk_host *h = &m->host;
-	int id = h->rq[cpu][0];
+	int id = m->host.rq_head[cpu];
 
-	for (u32 i = 1; i < h->rq_nr[cpu]; i++)
-		h->rq[cpu][i - 1] = h->rq[cpu][i];
-	h->rq_nr[cpu]--;
+	dequeue_task(m, cpu, id);
 	return id;
 }
 
@@ -102,6 +131,14 @@ bool wake_up_process(int id)
 
 	if (t->state == TASK_RUNNING)
 		return false;
+	/*
+	 * Wake-ups come from the woken task's own CPU here (its timers move with it,
+	 * pk_vcpu_migrate): another CPU's runqueue is not this thread's to touch.
+	 */
+	if (t->cpu != this_cpu()->id) {
+		pk_host_bug(m);
+		return false;
+	}
 	t->state = TASK_RUNNING;
 	enqueue_task(m, t->cpu, id);
 	m->host.need_resched[t->cpu] = true;
@@ -162,8 +199,12 @@ static void run_inline(struct pk_machine *m, u32 cpu, int id, int me)
 	t->state = TASK_INTERRUPTIBLE;
 }
 
-/* __schedule(): the current task leaves the CPU until it is picked again. */
-void schedule(void)
+/*
+ * __schedule(): the current task leaves the CPU until it is picked again. A task that
+ * calls it while not TASK_RUNNING sleeps; one preempted (SM_PREEMPT) stays runnable
+ * whatever its state, as it had not gone to sleep yet (kernel/sched/core.c).
+ */
+static void __schedule(bool preempt)
 {
 	struct pk_machine *m = this_machine();
 	u32 cpu = this_cpu()->id;
@@ -172,13 +213,14 @@ void schedule(void)
 
 	for (;;) {
 		int prev = m->host.current[cpu];
+		struct pk_task *p = task(m, prev);
 		int next;
 
 		m->host.need_resched[cpu] = false;
 		next = pick_next_task(m, cpu, prev);
 		if (next != prev) {
 			/* A preempted task stays runnable, behind the one that preempted it. */
-			if (task(m, prev)->state == TASK_RUNNING && !task(m, prev)->is_idle)
+			if (!p->is_idle && (p->state == TASK_RUNNING || (preempt && prev == me)))
 				enqueue_task(m, cpu, prev);
 			pk_context_switch((int)cpu, next);
 		}
@@ -187,6 +229,11 @@ void schedule(void)
 		run_inline(m, cpu, next, me);
 	}
 	pk_path_leave(m, old);
+}
+
+void schedule(void)
+{
+	__schedule(false);
 }
 
 /*
@@ -204,7 +251,7 @@ void pk_host_kthread_preempt(struct pk_cpu *cpu)
 	kw = pk_host_kworker(m, cpu->id);
 	if (kw >= 0) {
 		wake_up_process(kw);
-		schedule();
+		__schedule(true);		/* preempt_schedule_irq() */
 	}
 	pk_this_cpu = saved;
 }
@@ -231,22 +278,18 @@ int pk_host_queue_preemptor(struct pk_machine *m, u32 cpu, bool kthread)
 bool pk_host_unqueue_preemptor(struct pk_machine *m, u32 cpu, int id)
 {
 	struct pk_host *h = &m->host;
-	bool queued = false;
 
-	for (u32 i = 0; i < h->rq_nr[cpu]; i++) {
-		if (h->rq[cpu][i] != id)
-			continue;
-		for (u32 j = i + 1; j < h->rq_nr[cpu]; j++)
-			h->rq[cpu][j - 1] = h->rq[cpu][j];
-		h->rq_nr[cpu]--;
-		queued = true;
-		break;
-	}
-	if (queued) {
-		task(m, id)->state = TASK_INTERRUPTIBLE;
-		h->need_resched[cpu] = h->rq_nr[cpu] != 0;
-	}
-	return !queued;
+	if (!dequeue_task(m, cpu, id))
+		return true;
+	task(m, id)->state = TASK_INTERRUPTIBLE;
+	h->need_resched[cpu] = h->rq_nr[cpu] != 0;
+	return false;
+}
+
+/* Drop an exiting task from the runqueue it may wait in; its CPU is held. */
+void pk_host_dequeue_task(struct pk_machine *m, int id)
+{
+	dequeue_task(m, task(m, id)->cpu, id);
 }
 
 int pk_host_run_kthread(struct pk_machine *m, u32 cpu)
@@ -255,7 +298,8 @@ int pk_host_run_kthread(struct pk_machine *m, u32 cpu)
 	bool user;
 
 	if (cpu >= m->nr_cpus)
-		return -EINVAL;
+		return pk_err(-EINVAL, "cpu %u: the machine has CPUs 0..%u", cpu, m->nr_cpus - 1);
+	pk_cpu_lock(m, cpu);
 	pk_this_cpu = &m->cpu[cpu];
 	user = m->host.in_user[cpu];
 	if (user)
@@ -264,10 +308,18 @@ int pk_host_run_kthread(struct pk_machine *m, u32 cpu)
 	if (user)
 		pk_exit_to_user_mode();
 	pk_this_cpu = saved;
+	pk_cpu_unlock(m, cpu);
 	return 0;
 }
 
 u64 pk_host_cpu_tsc(struct pk_machine *m, u32 cpu)
 {
-	return cpu < m->nr_cpus ? m->cpu[cpu].tsc : 0;
+	u64 tsc;
+
+	if (cpu >= m->nr_cpus)
+		return 0;
+	pk_cpu_lock(m, cpu);
+	tsc = m->cpu[cpu].tsc;
+	pk_cpu_unlock(m, cpu);
+	return tsc;
 }

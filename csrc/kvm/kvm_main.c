@@ -8,14 +8,15 @@
  */
 #include "pykvm/kvm_api.h"
 #include "x86.h"
+#include "lapic.h"
 #include "pykvm/events.h"
 #include "pykvm/module.h"
+#include "pykvm/smp.h"
 #include "pykvm/printk.h"
 
 int kvm_arch_enable_virtualization_cpu(void);
 void kvm_arch_disable_virtualization_cpu(void);
 int kvm_vcpu_ioctl_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u32 n, bool set);
-int kvm_vcpu_ioctl_set_cpuid2(struct kvm_vcpu *vcpu, const struct kvm_cpuid_entry2 *e, int n);
 
 /* ---- halting: polling, blocking, waking (kvm_vcpu_halt, kvm_vcpu_block) ---- */
 
@@ -182,7 +183,8 @@ bool kvm_vcpu_wake_up(struct kvm_vcpu *vcpu)
 
 /*
  * Kick a sleeping vCPU, or one in guest mode, into host kernel mode. A vCPU running on
- * another CPU would get a reschedule IPI; the model runs one vCPU at a time, so a kick
+ * another CPU would get a reschedule IPI; in the model the kicks come from timers on the
+ * target's own pCPU (they move with it), which only fire while that pCPU waits, so a kick
  * only ever finds its target asleep or polling.
  */
 void kvm_vcpu_kick(struct kvm_vcpu *vcpu)
@@ -255,20 +257,44 @@ void vcpu_put(struct kvm_vcpu *vcpu)
 
 /* ---- the vCPU thread entering and leaving the kernel ---- */
 
-static void kvm_ioctl_enter(struct pk_machine *m, int task)
+/*
+ * The vCPU thread makes a system call: it gets its pCPU (waiting its turn behind other
+ * tasks meant for it: the runqueue, include/pykvm/smp.h), enters the kernel and, if
+ * another task had the CPU, is switched in. Returns the CPU, held until kvm_ioctl_exit.
+ */
+static u32 kvm_ioctl_enter(struct kvm_vcpu *vcpu)
 {
-	struct pk_task *t = &m->host.tasks[task];
+	struct pk_machine *m = vcpu->kvm->m;
+	int task = vcpu->task;
+	u32 cpu = pk_task(m, task)->cpu;
 
-	pk_this_cpu = &m->cpu[t->cpu];
-	if (m->host.in_user[t->cpu])
+	pk_cpu_lock(m, cpu);
+	pk_this_cpu = &m->cpu[cpu];
+	if (m->host.in_user[cpu])
 		pk_enter_kernel();
-	if (m->host.current[t->cpu] != task)
-		pk_context_switch(t->cpu, task);
+	if (m->host.current[cpu] != task)
+		pk_context_switch(cpu, task);
+	return cpu;
 }
 
-static void kvm_ioctl_exit(void)
+/* ... and returns to user mode (user-return notifiers run), giving the CPU up. */
+static void kvm_ioctl_exit(struct kvm_vcpu *vcpu, u32 cpu)
 {
 	pk_exit_to_user_mode();
+	pk_cpu_unlock(vcpu->kvm->m, cpu);
+}
+
+/* kvm_vcpu_ioctl(): one ioctl of a vCPU at a time (vcpu->mutex), then the kernel entry. */
+static u32 vcpu_ioctl_begin(struct kvm_vcpu *vcpu)
+{
+	mutex_lock(vcpu->mutex);
+	return kvm_ioctl_enter(vcpu);
+}
+
+static void vcpu_ioctl_end(struct kvm_vcpu *vcpu, u32 cpu)
+{
+	kvm_ioctl_exit(vcpu, cpu);
+	mutex_unlock(vcpu->mutex);
 }
 
 /* ---- modules and virtualization enable ---- */
@@ -282,11 +308,6 @@ static void kvm_virt_disable_ipi(struct pk_machine *m, u32 cpu);
  */
 int kvm_init(struct pk_machine *m)
 {
-	const struct kvm_x86_ops *ops = m->kvm_x86_ops;
-
-	if (ops->vcpu_size > PK_KMEM_SIZE / 4 || ops->vm_size > PK_KMEM_SIZE / 4)
-		return pk_err(-E2BIG, "%s: a vCPU (%u bytes) or VM (%u bytes) larger than a quarter "
-			      "of kernel memory", ops->name, ops->vcpu_size, ops->vm_size);
 	m->virt_disable_ipi = kvm_virt_disable_ipi;
 	return 0;
 }
@@ -295,11 +316,16 @@ int kvm_init(struct pk_machine *m)
 int pk_kvm_load(struct pk_machine *m, const char *vendor, const char *params)
 {
 	const struct pk_module *mod = pk_find_module(vendor);
+	int r;
 
 	if (!mod || !mod->init)
 		return pk_err(-ENOENT, "no vendor module '%s'", vendor);
+	/* insmod runs on some CPU, here the first. */
+	pk_cpu_lock(m, 0);
 	pk_this_cpu = &m->cpu[0];
-	return mod->init(m, params);
+	r = mod->init(m, params);
+	pk_cpu_unlock(m, 0);
+	return r;
 }
 
 /* Load kvm with a plugin's init ops (a vendor outside this library). */
@@ -310,9 +336,13 @@ int pk_kvm_load_ops(struct pk_machine *m, const struct kvm_x86_init_ops *init,
 
 	if (!init || !init->runtime_ops)
 		return pk_err(-EINVAL, "init ops without runtime ops");
+	pk_cpu_lock(m, 0);
 	pk_this_cpu = &m->cpu[0];
 	r = kvm_x86_vendor_init(m, init, params);
-	return r ? r : kvm_init(m);
+	if (!r)
+		r = kvm_init(m);
+	pk_cpu_unlock(m, 0);
+	return r;
 }
 
 /* Parameter i of a module ("kernel", "kvm", a vendor module or its alias): its name,
@@ -342,53 +372,72 @@ int pk_kvm_has_hv_timer(struct pk_machine *m)
 	return m->kvm_x86_ops && m->kvm_x86_ops->set_hv_timer;
 }
 
-/* kvm_enable_virtualization(): on every CPU, by IPI, the first time a VM is created. */
+/* Virtualization on for this CPU: kvm_enable_virtualization()'s IPI. */
+static void kvm_enable_virtualization_ipi(void *info)
+{
+	struct pk_machine *m = this_machine();
+	struct kvm_x86_global *g = m->kvm_global;
+	int *r = info;
+	u32 cpu = this_cpu()->id;
+
+	if (g->virtualization_enabled[cpu] || *r)
+		return;
+	*r = kvm_arch_enable_virtualization_cpu();
+	if (!*r)
+		g->virtualization_enabled[cpu] = true;
+}
+
+/* kvm_enable_virtualization(): on every CPU, by IPI, the first time a VM is created.
+ * kvm_lock held; the caller holds no CPU. */
 static int kvm_enable_virtualization(struct pk_machine *m)
 {
-	struct kvm_x86_global *g = m->kvm_global;
-	struct pk_cpu *saved = pk_this_cpu;
-	u32 old = pk_path_enter(m, PK_PATH_HARDWARE);
 	int r = 0;
 
-	for (u32 c = 0; c < m->nr_cpus && !r; c++) {
-		if (g->virtualization_enabled[c])
-			continue;
-		pk_this_cpu = &m->cpu[c];
-		r = kvm_arch_enable_virtualization_cpu();
-		if (!r)
-			g->virtualization_enabled[c] = true;
-	}
-	pk_this_cpu = saved;
-	pk_path_leave(m, old);
+	for (u32 c = 0; c < m->nr_cpus && !r; c++)
+		pk_smp_call_from_user(m, (int)c, kvm_enable_virtualization_ipi, &r,
+				      PK_PATH_HARDWARE);
 	return r;
 }
 
-/* Disable virtualization on one CPU (CPU offline, module unload, reboot IPI). */
-int pk_kvm_disable_virtualization_cpu(struct pk_machine *m, u32 cpu)
+/* Virtualization off on one CPU, which the caller holds (IPI handler, CPU offline). */
+static void kvm_disable_virtualization_cpu_locked(struct pk_machine *m, u32 cpu)
 {
 	struct kvm_x86_global *g = m->kvm_global;
 	struct pk_cpu *saved = pk_this_cpu;
 	u32 old;
 
-	if (!g || cpu >= m->nr_cpus)
-		return -EINVAL;
 	if (!g->virtualization_enabled[cpu])
-		return 0;
-	old = pk_path_enter(m, PK_PATH_HARDWARE);
+		return;
 	pk_this_cpu = &m->cpu[cpu];
+	old = pk_path_enter(m, PK_PATH_HARDWARE);
 	kvm_arch_disable_virtualization_cpu();
 	g->virtualization_enabled[cpu] = false;
 	pk_observe_virt_off(pk_this_cpu, false);
-	pk_this_cpu = saved;
 	pk_path_leave(m, old);
+	pk_this_cpu = saved;
+}
+
+/* Disable virtualization on one CPU (CPU offline, module unload, reboot IPI). */
+int pk_kvm_disable_virtualization_cpu(struct pk_machine *m, u32 cpu)
+{
+	if (!m->kvm_global)
+		return pk_err(-ENOENT, "kvm is not loaded");
+	if (cpu >= m->nr_cpus)
+		return pk_err(-EINVAL, "cpu %u: the machine has CPUs 0..%u", cpu, m->nr_cpus - 1);
+	pk_cpu_lock(m, cpu);
+	kvm_disable_virtualization_cpu_locked(m, cpu);
+	pk_cpu_unlock(m, cpu);
 	return 0;
 }
 
-/* The IPI handler of a reboot/kexec/offline: virtualization off on this CPU. */
+/* The IPI handler of a reboot/kexec/offline: virtualization off on this CPU. It
+ * interrupts whatever the CPU was doing, so the CPU is held already. */
 static void kvm_virt_disable_ipi(struct pk_machine *m, u32 cpu)
 {
-	pk_kvm_disable_virtualization_cpu(m, cpu);
+	kvm_disable_virtualization_cpu_locked(m, cpu);
 }
+
+/* ---- VMs ---- */
 
 int pk_create_vm(struct pk_machine *m, struct kvm **out)
 {
@@ -396,62 +445,157 @@ int pk_create_vm(struct pk_machine *m, struct kvm **out)
 	int r;
 
 	if (!m->kvm_global)
-		return -ENOENT;
-	pk_this_cpu = &m->cpu[0];
+		return pk_err(-ENOENT, "kvm is not loaded");
+	mutex_lock(pk_kvm_lock(m));
 	r = kvm_enable_virtualization(m);
-	if (r)
-		return r;
+	if (r) {
+		mutex_unlock(pk_kvm_lock(m));
+		return pk_err(r, "enabling virtualization failed on some CPU");
+	}
+	mutex_unlock(pk_kvm_lock(m));
 	kvm = pk_kzalloc(m, m->kvm_x86_ops->vm_size, 64);
 	if (!kvm)
-		return -ENOMEM;
+		return pk_err(-ENOMEM, "no kernel memory for a VM (%zu KiB in use of %zu MiB)",
+			      m->kmem_in_use >> 10, m->kmem_reserved >> 20);
 	kvm->m = m;
-	r = kvm_x86_call(vm_init)(kvm);
+	kvm->max_vcpus = KVM_MAX_VCPUS;
+	kvm->lock = mutex_create();
+	kvm->slots_lock = mutex_create();
+	if (!kvm->lock || !kvm->slots_lock) {
+		r = pk_err(-ENOMEM, "no memory for a VM's locks");
+		goto fail;
+	}
+	pk_cpu_lock(m, 0);			/* the ioctl runs on some CPU: the first */
+	pk_this_cpu = &m->cpu[0];
+	r = kvm_arch_init_vm(kvm);
+	pk_cpu_unlock(m, 0);
 	if (r)
-		return r;
+		goto fail;
 	*out = kvm;
 	return 0;
+fail:
+	mutex_destroy(kvm->lock);
+	mutex_destroy(kvm->slots_lock);
+	pk_kfree(m, kvm, m->kvm_x86_ops->vm_size, 64);
+	return r;
 }
 
+/*
+ * A memslot change (KVM_SET_USER_MEMORY_REGION). The kernel publishes a new memslot
+ * array and waits for running vCPUs (SRCU); here the "hardware" walks kvm->memslots
+ * while guests run, so the update waits until no CPU runs anything (every runqueue held,
+ * in order), then changes the slots in place.
+ */
 int pk_vm_set_memslot(struct kvm *kvm, u32 slot, u64 gpa, u64 size, void *hva)
 {
+	struct pk_machine *m = kvm->m;
 	struct pk_memslots *s = &kvm->memslots;
+	int r = 0;
 
-	if (slot >= PK_MAX_MEMSLOTS || (gpa & 0xfff) || (size & 0xfff) || gpa + size < gpa)
-		return -EINVAL;
+	if (slot >= PK_MAX_MEMSLOTS)
+		return pk_err(-EINVAL, "slot %u: a VM has slots 0..%d", slot, PK_MAX_MEMSLOTS - 1);
+	if ((gpa & 0xfff) || (size & 0xfff) || gpa + size < gpa)
+		return pk_err(-EINVAL, "slot %u: gpa %#llx and size %#llx must be page-aligned "
+			      "and not wrap", slot, (unsigned long long)gpa, (unsigned long long)size);
+	mutex_lock(kvm->slots_lock);
+	for (u32 c = 0; c < m->nr_cpus; c++)
+		pk_cpu_lock(m, c);
 	for (u32 i = 0; i < s->nr; i++) {
 		struct pk_memslot *o = &s->slot[i];
-		if (i != slot && o->size && gpa < o->gpa + o->size && o->gpa < gpa + size)
-			return -EEXIST;
+
+		if (i != slot && o->size && gpa < o->gpa + o->size && o->gpa < gpa + size) {
+			r = pk_err(-EEXIST, "slot %u overlaps slot %u", slot, i);
+			goto out;
+		}
 	}
 	s->slot[slot].gpa = gpa;
 	s->slot[slot].size = hva ? size : 0;
 	s->slot[slot].hva = hva;
 	if (slot >= s->nr)
 		s->nr = slot + 1;
-	return 0;
+out:
+	for (u32 c = m->nr_cpus; c-- > 0;)
+		pk_cpu_unlock(m, c);
+	mutex_unlock(kvm->slots_lock);
+	return r;
 }
 
-int pk_create_vcpu(struct kvm *kvm, int cpu, struct kvm_vcpu **out)
+/* Whether a vCPU has this id (kernel: kvm_get_vcpu_by_id() != NULL). */
+static bool kvm_vcpu_id_taken(struct kvm *kvm, int id)
+{
+	return kvm->vcpu_ids[id / 64] & (1ULL << (id % 64));
+}
+
+/* The lowest id no vCPU has, or -1. */
+static int kvm_lowest_free_vcpu_id(struct kvm *kvm)
+{
+	for (int w = 0; w < KVM_MAX_VCPU_IDS / 64; w++)
+		if (~kvm->vcpu_ids[w])
+			return w * 64 + __builtin_ctzll(~kvm->vcpu_ids[w]);
+	return -1;
+}
+
+/* Free a vCPU whose creation failed, or of a VM being destroyed; its CPU is held. */
+static void kvm_vcpu_free_locked(struct kvm_vcpu *vcpu)
+{
+	struct pk_machine *m = vcpu->kvm->m;
+
+	kvm_arch_vcpu_destroy(vcpu);
+	pk_host_exit_task(m, vcpu->task);
+}
+
+/*
+ * KVM_CREATE_VCPU (kernel: kvm_vm_ioctl_create_vcpu): the id is the vCPU's APIC ID,
+ * below KVM_MAX_VCPU_IDS and unique in the VM (-EEXIST); at most max_vcpus vCPUs. With
+ * id < 0 the lowest free id is taken. The vCPU thread (a host task) runs on `cpu`, or
+ * round robin over the CPUs when cpu < 0.
+ */
+int pk_create_vcpu(struct kvm *kvm, int cpu, int id, struct kvm_vcpu **out)
 {
 	struct pk_machine *m = kvm->m;
-	struct kvm_cpuid_entry2 cpuid[KVM_MAX_CPUID_ENTRIES];
+	struct kvm_cpuid_entry2 cpuid[8];
 	struct kvm_vcpu *vcpu;
 	int task, n, r;
+	u32 held;
 
-	if (kvm->nr_vcpus >= KVM_MAX_VCPUS)
-		return -EINVAL;
+	if (id >= KVM_MAX_VCPU_IDS)
+		return pk_err(-EINVAL, "vCPU id %d: ids are below KVM_MAX_VCPU_IDS (%d)", id,
+			      KVM_MAX_VCPU_IDS);
+	if (cpu >= 0 && (u32)cpu >= m->nr_cpus)
+		return pk_err(-EINVAL, "cpu %d: the machine has CPUs 0..%u", cpu, m->nr_cpus - 1);
+	mutex_lock(kvm->lock);
+	if (kvm->created_vcpus >= kvm->max_vcpus) {
+		r = pk_err(-EINVAL, "the VM has its %d vCPUs already (KVM_MAX_VCPUS)",
+			   kvm->max_vcpus);
+		goto unlock;
+	}
+	if (id < 0)
+		id = kvm_lowest_free_vcpu_id(kvm);
+	if (kvm_vcpu_id_taken(kvm, id)) {
+		r = pk_err(-EEXIST, "the VM has a vCPU with id %d already", id);
+		goto unlock;
+	}
 	if (cpu < 0)
 		cpu = kvm->nr_vcpus % m->nr_cpus;
-	if ((u32)cpu >= m->nr_cpus)
-		return -EINVAL;
 	task = pk_host_create_task(m, cpu, true);
-	if (task < 0)
-		return -ENOMEM;
+	if (task < 0) {
+		r = task;
+		goto unlock;
+	}
 	vcpu = pk_kzalloc(m, m->kvm_x86_ops->vcpu_size, 4096);
-	if (!vcpu)
-		return -ENOMEM;
+	if (!vcpu) {
+		r = pk_err(-ENOMEM, "no kernel memory for a vCPU (%zu KiB in use of %zu MiB)",
+			   m->kmem_in_use >> 10, m->kmem_reserved >> 20);
+		goto no_vcpu;
+	}
+	vcpu->mutex = mutex_create();
+	if (!vcpu->mutex) {
+		r = pk_err(-ENOMEM, "no memory for a vCPU's mutex");
+		goto no_mutex;
+	}
 	vcpu->kvm = kvm;
-	vcpu->vcpu_id = kvm->nr_vcpus;
+	vcpu->vcpu_id = id;
+	vcpu->vcpu_idx = kvm->nr_vcpus;
 	vcpu->cpu = -1;
 	vcpu->task = task;
 	vcpu->preempt_notifier.sched_in = kvm_sched_in;
@@ -459,26 +603,95 @@ int pk_create_vcpu(struct kvm *kvm, int cpu, struct kvm_vcpu **out)
 	vcpu->preempt_notifier.task = -1;
 	vcpu->arch.last_vmentry_cpu = -1;
 
-	kvm_ioctl_enter(m, task);
+	held = kvm_ioctl_enter(vcpu);
 	u32 old = pk_path_enter(m, PK_PATH_HARDWARE);
-	r = kvm_x86_call(vcpu_create)(vcpu);
+	r = kvm_arch_vcpu_create(vcpu);
 	pk_path_leave(m, old);
 	if (!r) {
 		vcpu_load(vcpu);
-		kvm_x86_call(vcpu_reset)(vcpu, false);
+		kvm_vcpu_reset(vcpu, false);
 		vcpu_put(vcpu);
-		n = kvm_get_supported_cpuid(cpuid, KVM_MAX_CPUID_ENTRIES);
-		r = kvm_vcpu_ioctl_set_cpuid2(vcpu, cpuid, n);
+		n = kvm_get_supported_cpuid(cpuid, ARRAY_SIZE(cpuid));
+		r = n < 0 ? n : kvm_vcpu_ioctl_set_cpuid2(vcpu, cpuid, n);
+		if (r)
+			kvm_arch_vcpu_destroy(vcpu);
 	}
-	kvm_ioctl_exit();
-	if (r)
-		return r;
+	if (r) {
+		pk_host_exit_task(m, task);	/* leaves the CPU in user mode */
+		pk_cpu_unlock(m, held);
+		mutex_destroy(vcpu->mutex);
+		goto no_mutex;
+	}
+	kvm_ioctl_exit(vcpu, held);
 	kvm->vcpus[kvm->nr_vcpus++] = vcpu;
+	kvm->vcpu_ids[id / 64] |= 1ULL << (id % 64);
+	kvm->created_vcpus++;
+	mutex_unlock(kvm->lock);
 	*out = vcpu;
 	return 0;
+no_mutex:
+	pk_kfree(m, vcpu, m->kvm_x86_ops->vcpu_size, 4096);
+	goto unlock;
+no_vcpu:
+	held = pk_task(m, task)->cpu;	/* the thread never ran: it just exits */
+	pk_cpu_lock(m, held);
+	pk_this_cpu = &m->cpu[held];
+	pk_host_exit_task(m, task);
+	pk_cpu_unlock(m, held);
+unlock:
+	mutex_unlock(kvm->lock);
+	return r;
+}
+
+/*
+ * kvm_destroy_vm(), when the last reference to the VM goes: every vCPU is freed on its
+ * CPU (kvm_vcpu_destroy -> kvm_arch_vcpu_destroy), its thread exits, then the VM's
+ * memory is freed. Nothing may use the VM or its vCPUs any more.
+ */
+void pk_destroy_vm(struct kvm *kvm)
+{
+	struct pk_machine *m;
+
+	if (!kvm)
+		return;
+	m = kvm->m;
+	mutex_lock(kvm->lock);
+	for (int i = 0; i < kvm->nr_vcpus; i++) {
+		struct kvm_vcpu *vcpu = kvm->vcpus[i];
+		u32 cpu;
+
+		mutex_lock(vcpu->mutex);
+		cpu = kvm_ioctl_enter(vcpu);
+		kvm_vcpu_free_locked(vcpu);
+		pk_cpu_unlock(m, cpu);
+		mutex_unlock(vcpu->mutex);
+		mutex_destroy(vcpu->mutex);
+		pk_kfree(m, vcpu, m->kvm_x86_ops->vcpu_size, 4096);
+		kvm->vcpus[i] = NULL;
+	}
+	kvm->nr_vcpus = 0;
+	kvm_arch_destroy_vm(kvm);
+	mutex_unlock(kvm->lock);
+	mutex_destroy(kvm->lock);
+	mutex_destroy(kvm->slots_lock);
+	pk_kfree(m, kvm, m->kvm_x86_ops->vm_size, 64);
 }
 
 /* ---- vCPU ioctls ---- */
+
+/*
+ * What a KVM_RUN of the model may have happen to it, set up and taken back while the
+ * thread holds its pCPU: `inject_at` > 0 preempts the thread once, at the first
+ * preemptible point from its inject_at-th host instruction on, by a task of kind
+ * `inject_kind`; `preemptor` >= 0 (0: the CPU's user process, 1: its kernel worker) is
+ * made runnable on the CPU before the run, to take it at the first reschedule point.
+ * *preempted says whether either happened.
+ */
+struct vcpu_run_events {
+	u32 inject_at, inject_kind;
+	int preemptor;
+	bool *preempted;
+};
 
 /*
  * KVM_RUN. With stay_in_kernel the vCPU thread has not reached user mode yet when this
@@ -486,46 +699,81 @@ int pk_create_vcpu(struct kvm *kvm, int cpu, struct kvm_vcpu **out)
  * events such as a virtualization-disable IPI can be placed there; pk_vcpu_return_to_user
  * finishes the return.
  */
-int pk_vcpu_run_ex(struct kvm_vcpu *vcpu, u64 max_insns, bool stay_in_kernel)
+static int vcpu_run(struct kvm_vcpu *vcpu, u64 max_insns, bool stay_in_kernel,
+		    const struct vcpu_run_events *ev)
 {
 	struct pk_machine *m = vcpu->kvm->m;
-	struct pk_task *t = &m->host.tasks[vcpu->task];
+	struct pk_task *t = pk_task(m, vcpu->task);
+	int preemptor = -1;
+	u32 cpu;
 	int r;
 
-	t->timer_budget = max_insns ? max_insns : UINT64_MAX;
+	cpu = vcpu_ioctl_begin(vcpu);
+	if (ev && ev->preemptor >= 0) {
+		preemptor = pk_host_queue_preemptor(m, cpu, ev->preemptor);
+		if (preemptor < 0) {
+			vcpu_ioctl_end(vcpu, cpu);
+			return pk_err(-EINVAL, "no task to preempt the vCPU thread on CPU %u", cpu);
+		}
+	}
 	t->signal_pending = false;
-	kvm_ioctl_enter(m, vcpu->task);
-	this_cpu()->insn_budget = t->timer_budget;
+	/* The run's instruction budget is the thread's timer: a signal ends the run. */
+	t->timer_budget = max_insns ? max_insns : UINT64_MAX;
+	this_cpu()->insn_budget = UINT64_MAX;
+	pk_timer_slice_start(this_cpu(), t);
+	if (ev && ev->inject_at)
+		pk_inject_arm_patient(m, cpu, ev->inject_at, ev->inject_kind);
 	r = kvm_arch_vcpu_ioctl_run(vcpu);
+	if (ev && ev->inject_at) {
+		*ev->preempted = m->inject.fired;
+		pk_inject_disarm(m);
+	}
+	if (preemptor >= 0)
+		*ev->preempted = pk_host_unqueue_preemptor(m, cpu, preemptor);
 	/* The signal that ended the run is delivered on the way out. */
 	t->signal_pending = false;
-	if (!stay_in_kernel)
-		kvm_ioctl_exit();
+	if (stay_in_kernel)
+		pk_cpu_unlock(m, cpu);
+	else
+		kvm_ioctl_exit(vcpu, cpu);
+	mutex_unlock(vcpu->mutex);
 	return r;
+}
+
+int pk_vcpu_run_ex(struct kvm_vcpu *vcpu, u64 max_insns, bool stay_in_kernel)
+{
+	return vcpu_run(vcpu, max_insns, stay_in_kernel, NULL);
 }
 
 int pk_vcpu_run(struct kvm_vcpu *vcpu, u64 max_insns)
 {
-	return pk_vcpu_run_ex(vcpu, max_insns, false);
+	return vcpu_run(vcpu, max_insns, false, NULL);
 }
 
 /*
  * KVM_RUN during which the vCPU thread is preempted once, at the first preemptible point
- * from its n-th host instruction on (another task runs and returns to user mode).
+ * from its n-th host instruction on (another task runs: a user process that returns to
+ * user mode, or a kernel worker that does not).
  */
 int pk_vcpu_run_preempted_by(struct kvm_vcpu *vcpu, u64 max_insns, u32 n, u32 kind,
 			     bool *preempted)
 {
-	struct pk_machine *m = vcpu->kvm->m;
-	int r;
+	struct vcpu_run_events ev = {
+		.inject_at = n ? n : 1, .inject_kind = kind, .preemptor = -1,
+		.preempted = preempted,
+	};
 
+	*preempted = false;
 	if (kind != PK_INJ_PREEMPT && kind != PK_INJ_PREEMPT_KTHREAD)
 		return pk_err(-EINVAL, "injection %u is not a preemption", kind);
-	pk_inject_arm_patient(m, m->host.tasks[vcpu->task].cpu, n, kind);
-	r = pk_vcpu_run(vcpu, max_insns);
-	*preempted = m->inject.fired;
-	pk_inject_disarm(m);
-	return r;
+	return vcpu_run(vcpu, max_insns, false, &ev);
+}
+
+/* A signal to the vCPU thread (kvm_vcpu_kick, or Ctrl-C): a run ends at the next tick. */
+int pk_vcpu_kick(struct kvm_vcpu *vcpu)
+{
+	pk_signal_task(vcpu->kvm->m, vcpu->task);
+	return 0;
 }
 
 int pk_vcpu_run_preempted(struct kvm_vcpu *vcpu, u64 max_insns, u32 n, bool *preempted)
@@ -544,16 +792,37 @@ int pk_vcpu_run_preempted(struct kvm_vcpu *vcpu, u64 max_insns, u32 n, bool *pre
 int pk_vcpu_run_rescheduled(struct kvm_vcpu *vcpu, u64 max_insns, bool kthread,
 			    bool *preempted)
 {
-	struct pk_machine *m = vcpu->kvm->m;
-	u32 cpu = m->host.tasks[vcpu->task].cpu;
-	int id = pk_host_queue_preemptor(m, cpu, kthread);
-	int r;
+	struct vcpu_run_events ev = { .preemptor = kthread, .preempted = preempted };
 
-	if (id < 0)
-		return pk_err(-EINVAL, "no task to preempt the vCPU thread on CPU %u", cpu);
-	r = pk_vcpu_run(vcpu, max_insns);
-	*preempted = pk_host_unqueue_preemptor(m, cpu, id);
-	return r;
+	*preempted = false;
+	return vcpu_run(vcpu, max_insns, false, &ev);
+}
+
+/*
+ * Arm the vCPU's kick timer `ns` from now on the pCPU its thread runs on (or disarm it),
+ * holding the vCPU (vcpu->mutex: its kick state) and that pCPU (its timer list).
+ */
+static int vcpu_kick_timer(struct kvm_vcpu *vcpu, bool arm, u64 ns, u64 period_ns)
+{
+	struct pk_machine *m = vcpu->kvm->m;
+	struct pk_cpu *saved = pk_this_cpu;
+	struct pk_hrtimer *t = &vcpu->arch.kick_timer;
+	u32 cpu;
+
+	mutex_lock(vcpu->mutex);
+	cpu = pk_task(m, vcpu->task)->cpu;
+	pk_cpu_lock(m, cpu);
+	pk_this_cpu = &m->cpu[cpu];
+	vcpu->arch.kick_period = pk_ns_to_tsc(period_ns);
+	t->function = kvm_pv_kick_timer_fn;
+	if (arm)
+		hrtimer_start(t, this_cpu()->tsc + pk_ns_to_tsc(ns));
+	else
+		hrtimer_cancel(t);
+	pk_this_cpu = saved;
+	pk_cpu_unlock(m, cpu);
+	mutex_unlock(vcpu->mutex);
+	return 0;
 }
 
 /*
@@ -564,34 +833,13 @@ int pk_vcpu_run_rescheduled(struct kvm_vcpu *vcpu, u64 max_insns, bool kthread,
  */
 int pk_vcpu_kick_every(struct kvm_vcpu *vcpu, u64 period_ns)
 {
-	struct pk_machine *m = vcpu->kvm->m;
-	struct pk_cpu *saved = pk_this_cpu;
-	struct pk_hrtimer *t = &vcpu->arch.kick_timer;
-
-	pk_this_cpu = &m->cpu[m->host.tasks[vcpu->task].cpu];
-	vcpu->arch.kick_period = pk_ns_to_tsc(period_ns);
-	t->function = kvm_pv_kick_timer_fn;
-	if (vcpu->arch.kick_period)
-		hrtimer_start(t, this_cpu()->tsc + vcpu->arch.kick_period);
-	else
-		hrtimer_cancel(t);
-	pk_this_cpu = saved;
-	return 0;
+	return vcpu_kick_timer(vcpu, period_ns != 0, period_ns, period_ns);
 }
 
 /* One kick of that kind, `ns` from now by the same clock (a checker's wake-up event). */
 int pk_vcpu_kick_after(struct kvm_vcpu *vcpu, u64 ns)
 {
-	struct pk_machine *m = vcpu->kvm->m;
-	struct pk_cpu *saved = pk_this_cpu;
-	struct pk_hrtimer *t = &vcpu->arch.kick_timer;
-
-	pk_this_cpu = &m->cpu[m->host.tasks[vcpu->task].cpu];
-	vcpu->arch.kick_period = 0;
-	t->function = kvm_pv_kick_timer_fn;
-	hrtimer_start(t, this_cpu()->tsc + pk_ns_to_tsc(ns));
-	pk_this_cpu = saved;
-	return 0;
+	return vcpu_kick_timer(vcpu, true, ns, 0);
 }
 
 u32 pk_vcpu_halt_poll_ns(struct kvm_vcpu *vcpu)
@@ -599,23 +847,26 @@ u32 pk_vcpu_halt_poll_ns(struct kvm_vcpu *vcpu)
 	return vcpu->halt_poll_ns;
 }
 
-/* KVM_CREATE_IRQCHIP: the LAPIC (and PIC, IOAPIC) in the kernel, so HLT halts in KVM. */
-int pk_vm_create_irqchip(struct kvm *kvm)
-{
-	pk_this_cpu = &kvm->m->cpu[0];
-	return kvm_arch_vm_ioctl_create_irqchip(kvm);
-}
-
 int pk_vcpu_return_to_user(struct kvm_vcpu *vcpu)
 {
 	struct pk_machine *m = vcpu->kvm->m;
-	struct pk_task *t = &m->host.tasks[vcpu->task];
+	struct pk_task *t;
+	int r = 0;
+	u32 cpu;
 
-	if (m->host.current[t->cpu] != vcpu->task || m->host.in_user[t->cpu])
-		return -EINVAL;
-	pk_this_cpu = &m->cpu[t->cpu];
-	kvm_ioctl_exit();
-	return 0;
+	mutex_lock(vcpu->mutex);
+	t = pk_task(m, vcpu->task);
+	cpu = t->cpu;
+	pk_cpu_lock(m, cpu);
+	if (m->host.current[cpu] != vcpu->task || m->host.in_user[cpu]) {
+		r = pk_err(-EINVAL, "the vCPU thread is not in the kernel on its way out");
+		pk_cpu_unlock(m, cpu);
+	} else {
+		pk_this_cpu = &m->cpu[cpu];
+		kvm_ioctl_exit(vcpu, cpu);
+	}
+	mutex_unlock(vcpu->mutex);
+	return r;
 }
 
 struct kvm_run *pk_vcpu_run_struct(struct kvm_vcpu *vcpu)
@@ -626,14 +877,14 @@ struct kvm_run *pk_vcpu_run_struct(struct kvm_vcpu *vcpu)
 static int vcpu_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *e, u32 n, bool set)
 {
 	struct pk_machine *m = vcpu->kvm->m;
-	u32 old;
+	u32 old, cpu;
 	int r;
 
-	kvm_ioctl_enter(m, vcpu->task);
+	cpu = vcpu_ioctl_begin(vcpu);
 	old = pk_path_enter(m, PK_PATH_IOCTL);
 	r = kvm_vcpu_ioctl_msrs(vcpu, e, n, set);
 	pk_path_leave(m, old);
-	kvm_ioctl_exit();
+	vcpu_ioctl_end(vcpu, cpu);
 	return r;
 }
 
@@ -649,97 +900,65 @@ int pk_vcpu_set_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *e, u32 n)
 
 int pk_vcpu_get_regs(struct kvm_vcpu *vcpu, struct pk_regs *regs)
 {
-	kvm_ioctl_enter(vcpu->kvm->m, vcpu->task);
-	vcpu_load(vcpu);
-	for (int i = 0; i < NR_VCPU_GPRS; i++)
-		regs->gpr[i] = kvm_register_read(vcpu, i);
-	regs->rip = kvm_rip_read(vcpu);
-	regs->rflags = kvm_x86_call(get_rflags)(vcpu);
-	vcpu_put(vcpu);
-	kvm_ioctl_exit();
-	return 0;
+	u32 cpu = vcpu_ioctl_begin(vcpu);
+	int r = kvm_arch_vcpu_ioctl_get_regs(vcpu, regs);
+
+	vcpu_ioctl_end(vcpu, cpu);
+	return r;
 }
 
 int pk_vcpu_set_regs(struct kvm_vcpu *vcpu, const struct pk_regs *regs)
 {
-	kvm_ioctl_enter(vcpu->kvm->m, vcpu->task);
-	vcpu_load(vcpu);
-	for (int i = 0; i < NR_VCPU_GPRS; i++)
-		kvm_register_write(vcpu, i, regs->gpr[i]);
-	kvm_rip_write(vcpu, regs->rip);
-	kvm_x86_call(set_rflags)(vcpu, regs->rflags | X86_EFLAGS_FIXED);
-	vcpu->arch.exception.pending = false;
-	vcpu_put(vcpu);
-	kvm_ioctl_exit();
-	return 0;
+	u32 cpu = vcpu_ioctl_begin(vcpu);
+	int r = kvm_arch_vcpu_ioctl_set_regs(vcpu, regs);
+
+	vcpu_ioctl_end(vcpu, cpu);
+	return r;
 }
 
 int pk_vcpu_get_sregs(struct kvm_vcpu *vcpu, struct pk_sregs *s)
 {
-	kvm_ioctl_enter(vcpu->kvm->m, vcpu->task);
-	vcpu_load(vcpu);
-	for (int i = 0; i < NR_VCPU_SREGS; i++)
-		kvm_x86_call(get_segment)(vcpu, &s->seg[i], i);
-	kvm_x86_call(get_gdt)(vcpu, &s->gdt);
-	kvm_x86_call(get_idt)(vcpu, &s->idt);
-	s->cr0 = vcpu->arch.cr0;
-	s->cr2 = vcpu->arch.cr2;
-	s->cr3 = vcpu->arch.cr3;
-	s->cr4 = vcpu->arch.cr4;
-	s->efer = vcpu->arch.efer;
-	s->apic_base = vcpu->arch.apic_base;
-	vcpu_put(vcpu);
-	kvm_ioctl_exit();
-	return 0;
+	u32 cpu = vcpu_ioctl_begin(vcpu);
+	int r = kvm_arch_vcpu_ioctl_get_sregs(vcpu, s);
+
+	vcpu_ioctl_end(vcpu, cpu);
+	return r;
 }
 
 int pk_vcpu_set_sregs(struct kvm_vcpu *vcpu, const struct pk_sregs *s)
 {
-	struct desc_ptr dt;
-	struct kvm_segment seg;
-	int r = 0;
+	u32 cpu = vcpu_ioctl_begin(vcpu);
+	int r = kvm_arch_vcpu_ioctl_set_sregs(vcpu, s);
 
-	kvm_ioctl_enter(vcpu->kvm->m, vcpu->task);
-	vcpu_load(vcpu);
-	vcpu->arch.cr2 = s->cr2;
-	vcpu->arch.cr3 = s->cr3;
-	if (kvm_x86_call(set_efer)(vcpu, s->efer))
-		r = -EINVAL;
-	kvm_x86_call(set_cr0)(vcpu, s->cr0);
-	kvm_x86_call(set_cr4)(vcpu, s->cr4);
-	for (int i = 0; i < NR_VCPU_SREGS; i++) {
-		seg = s->seg[i];
-		kvm_x86_call(set_segment)(vcpu, &seg, i);
-	}
-	dt = s->gdt;
-	kvm_x86_call(set_gdt)(vcpu, &dt);
-	dt = s->idt;
-	kvm_x86_call(set_idt)(vcpu, &dt);
-	vcpu->arch.apic_base = s->apic_base;
-	vcpu_put(vcpu);
-	kvm_ioctl_exit();
+	vcpu_ioctl_end(vcpu, cpu);
 	return r;
 }
 
 int pk_get_supported_cpuid(struct pk_machine *m, struct kvm_cpuid_entry2 *entries, int max)
 {
+	int r;
+
+	pk_cpu_lock(m, 0);
 	pk_this_cpu = &m->cpu[0];
-	return kvm_get_supported_cpuid(entries, max);
+	r = kvm_get_supported_cpuid(entries, max);
+	pk_cpu_unlock(m, 0);
+	return r;
 }
 
 int pk_vcpu_set_cpuid(struct kvm_vcpu *vcpu, const struct kvm_cpuid_entry2 *entries, int n)
 {
-	int r;
+	u32 cpu = vcpu_ioctl_begin(vcpu);
+	int r = kvm_vcpu_ioctl_set_cpuid2(vcpu, entries, n);
 
-	kvm_ioctl_enter(vcpu->kvm->m, vcpu->task);
-	r = kvm_vcpu_ioctl_set_cpuid2(vcpu, entries, n);
-	kvm_ioctl_exit();
+	vcpu_ioctl_end(vcpu, cpu);
 	return r;
 }
 
 int pk_vcpu_get_stat(struct kvm_vcpu *vcpu, struct kvm_vcpu_stat *stat)
 {
+	mutex_lock(vcpu->mutex);
 	*stat = vcpu->stat;
+	mutex_unlock(vcpu->mutex);
 	return 0;
 }
 
@@ -751,48 +970,301 @@ int pk_vcpu_task(struct kvm_vcpu *vcpu)
 
 int pk_vcpu_cpu(struct kvm_vcpu *vcpu)
 {
-	return (int)vcpu->kvm->m->host.tasks[vcpu->task].cpu;
+	int cpu;
+
+	mutex_lock(vcpu->mutex);
+	cpu = (int)pk_task(vcpu->kvm->m, vcpu->task)->cpu;
+	mutex_unlock(vcpu->mutex);
+	return cpu;
+}
+
+int pk_vcpu_id(struct kvm_vcpu *vcpu)
+{
+	return vcpu->vcpu_id;
 }
 
 /*
  * Move the vCPU thread: on its old CPU another task is scheduled (and returns to user
- * mode there), and the thread runs on `cpu` from its next ioctl on.
+ * mode there), and the thread runs on `cpu` from its next ioctl on. Its host timers go
+ * with it now (__kvm_migrate_timers), not at its next vcpu_load as KVM_REQ_MIGRATE_TIMER
+ * would move them: the model's clocks are per CPU and run only while their CPU waits,
+ * so a timer left behind would not wake the vCPU halted on its new CPU (the kernel's
+ * would fire on the old CPU and kick it there).
  */
 int pk_vcpu_migrate(struct kvm_vcpu *vcpu, int cpu)
 {
 	struct pk_machine *m = vcpu->kvm->m;
-	struct pk_task *t = &m->host.tasks[vcpu->task];
-	int from = (int)t->cpu;
+	struct pk_task *t;
+	int from, r = 0;
 
 	if (cpu < 0 || (u32)cpu >= m->nr_cpus)
-		return -EINVAL;
-	if (cpu == from)
-		return 0;
-	if (m->host.current[from] == vcpu->task)
-		pk_host_run_other(m, from);	/* the CPU's own user process takes it */
-	return pk_migrate_task(vcpu->task, cpu);
+		return pk_err(-EINVAL, "cpu %d: the machine has CPUs 0..%u", cpu, m->nr_cpus - 1);
+	mutex_lock(vcpu->mutex);
+	t = pk_task(m, vcpu->task);
+	from = (int)t->cpu;
+	if (cpu != from) {
+		pk_cpu_lock(m, from);
+		pk_this_cpu = &m->cpu[from];
+		if (m->host.current[from] == vcpu->task)
+			pk_host_run_other_locked(m, from);	/* its own user process takes it */
+		if (pk_migrate_task(vcpu->task, cpu))
+			r = pk_err(-EINVAL, "the vCPU thread could not move to CPU %d", cpu);
+		pk_cpu_unlock(m, from);
+		if (!r) {
+			pk_cpu_lock(m, cpu);
+			pk_this_cpu = &m->cpu[cpu];
+			__kvm_migrate_timers(vcpu);
+			pk_cpu_unlock(m, cpu);
+		}
+	}
+	mutex_unlock(vcpu->mutex);
+	return r;
 }
 
 /* ---- costs and live state ---- */
 
-struct pk_costs *pk_machine_costs(struct pk_machine *m) { return &m->costs; }
 struct pk_profile *pk_machine_profile(struct pk_machine *m) { return &m->profile; }
+
 void pk_machine_reset_costs(struct pk_machine *m)
 {
-	u32 path = m->costs.path;
+	for (u32 c = 0; c < m->nr_cpus; c++) {
+		struct pk_costs *k = &m->costs[c];
+		u32 path = k->path;
 
-	memset(&m->costs, 0, sizeof(m->costs));
-	m->costs.path = path;
+		pk_cpu_lock(m, c);
+		memset(k, 0, sizeof(*k));
+		k->path = path;
+		pk_cpu_unlock(m, c);
+	}
 }
 
 int pk_cpu_read_msr(struct pk_machine *m, u32 cpu, u32 index, u64 *val)
 {
+	int r;
+
 	if (cpu >= m->nr_cpus)
-		return -EINVAL;
-	return pk_msr_read(&m->cpu[cpu], index, val) ? -EIO : 0;
+		return pk_err(-EINVAL, "cpu %u: the machine has CPUs 0..%u", cpu, m->nr_cpus - 1);
+	pk_cpu_lock(m, cpu);
+	r = pk_msr_read(&m->cpu[cpu], index, val) ? -EIO : 0;
+	pk_cpu_unlock(m, cpu);
+	if (r)
+		return pk_err(r, "pCPU %u has no MSR %#x (RDMSR faults)", cpu, index);
+	return 0;
 }
 
-u64 pk_host_per_cpu_offset(struct pk_machine *m, u32 cpu)
+int pk_host_per_cpu_offset(struct pk_machine *m, u32 cpu, u64 *offset)
 {
-	return cpu < m->nr_cpus ? m->host.per_cpu_offset[cpu] : 0;
+	if (cpu >= m->nr_cpus)
+		return pk_err(-EINVAL, "cpu %u: the machine has CPUs 0..%u", cpu, m->nr_cpus - 1);
+	*offset = m->host.per_cpu_offset[cpu];
+	return 0;
+}
+
+/* ---- capabilities, MSR lists, MSR filters, irqchip, MCE, ONE_REG, MP state ---- */
+
+/*
+ * The calls about the whole of KVM (/dev/kvm ioctls) run on some CPU, here the first,
+ * which the calling thread holds until kvm_dev_exit.
+ */
+static int kvm_dev_enter(struct pk_machine *m)
+{
+	if (!m->kvm_global)
+		return pk_err(-ENOENT, "kvm.ko is not loaded on this machine");
+	pk_cpu_lock(m, 0);
+	pk_this_cpu = &m->cpu[0];
+	return 0;
+}
+
+static int kvm_dev_exit(struct pk_machine *m, int r)
+{
+	pk_cpu_unlock(m, 0);
+	return r;
+}
+
+/* KVM_CHECK_EXTENSION on /dev/kvm (kernel: kvm_vm_ioctl_check_extension_generic). */
+int pk_check_extension(struct pk_machine *m, long ext)
+{
+	int r = kvm_dev_enter(m);
+
+	if (r)
+		return r;
+	switch (ext) {
+	case KVM_CAP_USER_MEMORY:
+		r = 1;
+		break;
+	case KVM_CAP_NR_MEMSLOTS:
+		r = PK_MAX_MEMSLOTS;
+		break;
+	default:
+		r = kvm_vm_ioctl_check_extension(NULL, ext);
+		break;
+	}
+	return kvm_dev_exit(m, r);
+}
+
+int pk_vm_check_extension(struct kvm *kvm, long ext)
+{
+	return pk_check_extension(kvm->m, ext);
+}
+
+int pk_get_msr_index_list(struct pk_machine *m, u32 *indices, u32 *n)
+{
+	int r = kvm_dev_enter(m);
+
+	return r ? r : kvm_dev_exit(m, kvm_get_msr_index_list(indices, n));
+}
+
+int pk_get_msr_feature_index_list(struct pk_machine *m, u32 *indices, u32 *n)
+{
+	int r = kvm_dev_enter(m);
+
+	return r ? r : kvm_dev_exit(m, kvm_get_msr_feature_index_list(indices, n));
+}
+
+int pk_get_feature_msrs(struct pk_machine *m, struct kvm_msr_entry *entries, u32 n)
+{
+	int r = kvm_dev_enter(m);
+
+	return r ? r : kvm_dev_exit(m, kvm_get_feature_msrs(entries, n));
+}
+
+int pk_get_mce_cap_supported(struct pk_machine *m, u64 *cap)
+{
+	int r = kvm_dev_enter(m);
+
+	if (r)
+		return r;
+	*cap = kvm_global()->supported_mce_cap;
+	return kvm_dev_exit(m, 0);
+}
+
+/*
+ * A VM ioctl (kernel: kvm_vm_ioctl): under kvm->lock, which orders it with vCPU creation
+ * (KVM_CREATE_IRQCHIP must come first), on the first CPU.
+ */
+static int kvm_vm_enter(struct kvm *kvm)
+{
+	int r;
+
+	mutex_lock(kvm->lock);
+	r = kvm_dev_enter(kvm->m);
+	if (r)
+		mutex_unlock(kvm->lock);
+	return r;
+}
+
+static int kvm_vm_exit(struct kvm *kvm, int r)
+{
+	kvm_dev_exit(kvm->m, r);
+	mutex_unlock(kvm->lock);
+	return r;
+}
+
+int pk_vm_enable_cap(struct kvm *kvm, const struct kvm_enable_cap *cap)
+{
+	int r = kvm_vm_enter(kvm);
+
+	return r ? r : kvm_vm_exit(kvm, kvm_vm_ioctl_enable_cap(kvm, cap));
+}
+
+/* KVM_CREATE_IRQCHIP: the LAPIC (and PIC, IOAPIC) in the kernel, so HLT halts in KVM. */
+int pk_vm_create_irqchip(struct kvm *kvm)
+{
+	int r = kvm_vm_enter(kvm);
+
+	return r ? r : kvm_vm_exit(kvm, kvm_vm_ioctl_create_irqchip(kvm));
+}
+
+/*
+ * KVM_X86_SET_MSR_FILTER. Upstream swaps the filter in under kvm->lock and waits for
+ * every vCPU to leave the old one (synchronize_srcu) before freeing it; the model
+ * rebuilds the filter not in force, so it waits before building: every pCPU held, in
+ * order, as for a memslot change, is no vCPU in KVM_RUN.
+ */
+int pk_vm_set_msr_filter(struct kvm *kvm, const struct kvm_msr_filter *filter)
+{
+	struct pk_machine *m = kvm->m;
+	int r;
+
+	if (!m->kvm_global)
+		return pk_err(-ENOENT, "kvm.ko is not loaded on this machine");
+	mutex_lock(kvm->lock);
+	for (u32 c = 0; c < m->nr_cpus; c++)
+		pk_cpu_lock(m, c);
+	pk_this_cpu = &m->cpu[0];
+	r = kvm_vm_ioctl_set_msr_filter(kvm, filter);
+	for (u32 c = m->nr_cpus; c-- > 0;)
+		pk_cpu_unlock(m, c);
+	mutex_unlock(kvm->lock);
+	return r;
+}
+
+/* The vCPU ioctls below run as the vCPU thread, like the others in this file. */
+int pk_vcpu_setup_mce(struct kvm_vcpu *vcpu, u64 mcg_cap)
+{
+	u32 cpu = vcpu_ioctl_begin(vcpu);
+	int r = kvm_vcpu_ioctl_x86_setup_mce(vcpu, mcg_cap);
+
+	vcpu_ioctl_end(vcpu, cpu);
+	return r;
+}
+
+int pk_vcpu_get_one_reg(struct kvm_vcpu *vcpu, u64 id, u64 *val)
+{
+	u32 cpu = vcpu_ioctl_begin(vcpu);
+	int r = kvm_get_one_reg(vcpu, id, val);
+
+	vcpu_ioctl_end(vcpu, cpu);
+	return r;
+}
+
+int pk_vcpu_set_one_reg(struct kvm_vcpu *vcpu, u64 id, u64 val)
+{
+	u32 cpu = vcpu_ioctl_begin(vcpu);
+	int r = kvm_set_one_reg(vcpu, id, val);
+
+	vcpu_ioctl_end(vcpu, cpu);
+	return r;
+}
+
+int pk_vcpu_get_reg_list(struct kvm_vcpu *vcpu, u64 *n, u64 *regs)
+{
+	u32 cpu = vcpu_ioctl_begin(vcpu);
+	int r = kvm_get_reg_list(vcpu, n, regs);
+
+	vcpu_ioctl_end(vcpu, cpu);
+	return r;
+}
+
+int pk_vcpu_get_mp_state(struct kvm_vcpu *vcpu, struct kvm_mp_state *mp_state)
+{
+	u32 cpu = vcpu_ioctl_begin(vcpu);
+	int r;
+
+	vcpu_load(vcpu);
+	r = kvm_arch_vcpu_ioctl_get_mpstate(vcpu, mp_state);
+	vcpu_put(vcpu);
+	vcpu_ioctl_end(vcpu, cpu);
+	return r;
+}
+
+int pk_vcpu_set_mp_state(struct kvm_vcpu *vcpu, const struct kvm_mp_state *mp_state)
+{
+	u32 cpu = vcpu_ioctl_begin(vcpu);
+	int r;
+
+	vcpu_load(vcpu);
+	r = kvm_arch_vcpu_ioctl_set_mpstate(vcpu, mp_state);
+	vcpu_put(vcpu);
+	vcpu_ioctl_end(vcpu, cpu);
+	return r;
+}
+
+int pk_vcpu_get_cpuid(struct kvm_vcpu *vcpu, struct kvm_cpuid_entry2 *entries, int *n)
+{
+	u32 cpu = vcpu_ioctl_begin(vcpu);
+	int r = kvm_vcpu_ioctl_get_cpuid2(vcpu, entries, n);
+
+	vcpu_ioctl_end(vcpu, cpu);
+	return r;
 }

@@ -4,8 +4,10 @@
  * Mirrors arch/x86/kvm/x86.c (torvalds/linux); function names are the kernel's.
  */
 #include "x86.h"
+#include "lapic.h"
 #include "pykvm/events.h"
 #include "pykvm/module.h"
+#include "pykvm/kvm_api.h"
 #include "pykvm/printk.h"
 
 /* ------------------------------------------------------------------------------------
@@ -13,6 +15,9 @@
  * ---------------------------------------------------------------------------------- */
 
 static const struct pk_param kvm_param_table[] = {
+	PK_PARAM(struct kvm_params, ignore_msrs, false,
+		 "accesses to MSRs KVM does not know neither fault nor fail: reads give 0, "
+		 "writes are dropped (kvm_do_msr_access)"),
 	PK_PARAM(struct kvm_params, uret_irqs_off, true,
 		 "kvm_set_user_return_msr() writes the MSR and records it with IRQs off, so a "
 		 "virtualization-disable IPI cannot fall in between (docs/world-switch.md, bug 3)"),
@@ -290,6 +295,13 @@ int kvm_x86_vendor_init(struct pk_machine *m, const struct kvm_x86_init_ops *ini
 		return r;
 	}
 	g->host_efer = rdmsrl(MSR_EFER);
+	/* Each vendor adds its own machine-check capabilities in hardware_setup. */
+	g->supported_mce_cap = KVM_MCE_CAP_SUPPORTED;
+	kvm_set_cpu_caps();
+	/* kvm_x86_vendor_init(): EFER bits the host has, that a guest may own. */
+	g->efer_reserved_bits = ~(u64)(EFER_SCE | EFER_LME | EFER_LMA);
+	if (g->host_efer & EFER_NX)
+		kvm_enable_efer_bits(EFER_NX);
 
 	u32 old = pk_path_enter(m, PK_PATH_HARDWARE);
 	r = init->hardware_setup();
@@ -298,6 +310,277 @@ int kvm_x86_vendor_init(struct pk_machine *m, const struct kvm_x86_init_ops *ini
 		m->kvm_global = NULL;
 		return r;
 	}
+	kvm_init_msr_lists();
+	return 0;
+}
+
+/* ------------------------------------------------------------------------------------
+ * MSR lists: what KVM_GET_MSR_INDEX_LIST and KVM_GET_MSR_FEATURE_INDEX_LIST report
+ * (kernel: msrs_to_save_base, emulated_msrs_all, msr_based_features_all_except_vmx and
+ * kvm_init_msr_lists, read at kvm-x86/linux 042007c262e5). Each list keeps, of
+ * upstream's, the MSRs this model implements: no PMU, Hyper-V, kvmclock, MTRR, XSAVE,
+ * nested-VMX or TSC-offset MSRs. The CET MSRs stay (their checks are modelled); like
+ * every CPUID-dependent MSR, kvm_init_msr_lists drops them without SHSTK or IBT.
+ * ---------------------------------------------------------------------------------- */
+
+static const u32 msrs_to_save_base[] = {
+	MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP,
+	MSR_STAR,
+	MSR_CSTAR, MSR_KERNEL_GS_BASE, MSR_SYSCALL_MASK, MSR_LSTAR,
+	MSR_IA32_CR_PAT, MSR_VM_HSAVE_PA, MSR_TSC_AUX,
+	MSR_IA32_SPEC_CTRL, MSR_IA32_TSX_CTRL,
+	MSR_IA32_U_CET, MSR_IA32_S_CET,
+	MSR_IA32_PL0_SSP, MSR_IA32_PL1_SSP, MSR_IA32_PL2_SSP, MSR_IA32_PL3_SSP,
+	MSR_IA32_INT_SSP_TAB,
+};
+
+static const u32 emulated_msrs_all[] = {
+	MSR_IA32_TSC_DEADLINE,
+	MSR_IA32_PERF_CAPABILITIES,
+	MSR_IA32_MISC_ENABLE,
+	MSR_IA32_MCG_STATUS,
+	MSR_IA32_MCG_CTL,
+	MSR_PLATFORM_INFO,
+	MSR_IA32_POWER_CTL,
+	MSR_IA32_UCODE_REV,
+	MSR_K7_HWCR,
+};
+
+static const u32 msr_based_features_all_except_vmx[] = {
+	MSR_IA32_UCODE_REV,
+	MSR_IA32_PERF_CAPABILITIES,
+	MSR_PLATFORM_INFO,
+};
+
+/* An MSR KVM saves and restores only if the host has it and the guest can have it. */
+static void kvm_probe_msr_to_save(u32 msr_index)
+{
+	struct kvm_x86_global *g = kvm_global();
+	u64 dummy;
+
+	if (rdmsrl_safe(msr_index, &dummy))
+		return;
+	switch (msr_index) {
+	case MSR_TSC_AUX:
+		if (!kvm_cpu_cap_has(X86_FEATURE_RDTSCP) && !kvm_cpu_cap_has(X86_FEATURE_RDPID))
+			return;
+		break;
+	case MSR_IA32_TSX_CTRL:
+		/* Upstream asks ARCH_CAPABILITIES.TSX_CTRL_MSR; the model's RTM CPUs have it. */
+		if (!this_machine()->model.has_rtm)
+			return;
+		break;
+	case MSR_IA32_U_CET:
+	case MSR_IA32_S_CET:
+		if (!kvm_cpu_cap_has(X86_FEATURE_SHSTK) && !kvm_cpu_cap_has(X86_FEATURE_IBT))
+			return;
+		break;
+	case MSR_IA32_INT_SSP_TAB:
+	case MSR_IA32_PL0_SSP ... MSR_IA32_PL3_SSP:
+		if (!kvm_cpu_cap_has(X86_FEATURE_SHSTK))
+			return;
+		break;
+	default:
+		break;
+	}
+	if (g->num_msrs_to_save < ARRAY_SIZE(g->msrs_to_save))
+		g->msrs_to_save[g->num_msrs_to_save++] = msr_index;
+}
+
+void kvm_init_msr_lists(void)
+{
+	struct kvm_x86_global *g = kvm_global();
+
+	g->num_msrs_to_save = g->num_emulated_msrs = g->num_msr_based_features = 0;
+	for (unsigned int i = 0; i < ARRAY_SIZE(msrs_to_save_base); i++)
+		kvm_probe_msr_to_save(msrs_to_save_base[i]);
+	for (unsigned int i = 0; i < ARRAY_SIZE(emulated_msrs_all); i++) {
+		if (!kvm_x86_call(has_emulated_msr)(NULL, emulated_msrs_all[i]))
+			continue;
+		if (g->num_emulated_msrs < ARRAY_SIZE(g->emulated_msrs))
+			g->emulated_msrs[g->num_emulated_msrs++] = emulated_msrs_all[i];
+	}
+	/* Every feature MSR of the list reads successfully here (kvm_get_feature_msr). */
+	for (unsigned int i = 0; i < ARRAY_SIZE(msr_based_features_all_except_vmx); i++)
+		if (g->num_msr_based_features < ARRAY_SIZE(g->msr_based_features))
+			g->msr_based_features[g->num_msr_based_features++] =
+				msr_based_features_all_except_vmx[i];
+}
+
+static bool kvm_is_advertised_msr(u32 msr_index)
+{
+	struct kvm_x86_global *g = kvm_global();
+
+	for (u32 i = 0; i < g->num_msrs_to_save; i++)
+		if (g->msrs_to_save[i] == msr_index)
+			return true;
+	for (u32 i = 0; i < g->num_emulated_msrs; i++)
+		if (g->emulated_msrs[i] == msr_index)
+			return true;
+	return false;
+}
+
+/* Feature MSRs are immutable once the vCPU has run (kernel: kvm_is_immutable_feature_msr). */
+static bool kvm_is_immutable_feature_msr(u32 msr)
+{
+	for (unsigned int i = 0; i < ARRAY_SIZE(msr_based_features_all_except_vmx); i++)
+		if (msr == msr_based_features_all_except_vmx[i])
+			return msr != MSR_IA32_UCODE_REV;
+	return false;
+}
+
+/* A list into indices[*n]; *n becomes the list's length, -E2BIG if it did not fit. */
+static int kvm_copy_msr_list(const u32 *a, u32 na, const u32 *b, u32 nb, u32 *indices, u32 *n)
+{
+	u32 room = *n;
+
+	*n = na + nb;
+	if (room < na + nb)
+		return -E2BIG;
+	memcpy(indices, a, sizeof(*a) * na);
+	memcpy(indices + na, b, sizeof(*b) * nb);
+	return 0;
+}
+
+int kvm_get_msr_index_list(u32 *indices, u32 *n)
+{
+	struct kvm_x86_global *g = kvm_global();
+
+	return kvm_copy_msr_list(g->msrs_to_save, g->num_msrs_to_save, g->emulated_msrs,
+				 g->num_emulated_msrs, indices, n);
+}
+
+int kvm_get_msr_feature_index_list(u32 *indices, u32 *n)
+{
+	struct kvm_x86_global *g = kvm_global();
+
+	return kvm_copy_msr_list(g->msr_based_features, g->num_msr_based_features, NULL, 0,
+				 indices, n);
+}
+
+/* The host's view of the feature MSRs (kernel: kvm_get_feature_msr). */
+static int kvm_get_feature_msr(u32 index, u64 *data)
+{
+	switch (index) {
+	case MSR_IA32_PERF_CAPABILITIES:
+		*data = 0;		/* kvm_caps.supported_perf_cap: no vPMU in the model */
+		return 0;
+	case MSR_PLATFORM_INFO:
+		*data = MSR_PLATFORM_INFO_CPUID_FAULT;
+		return 0;
+	case MSR_IA32_UCODE_REV:
+		*data = 0;
+		rdmsrl_safe(index, data);
+		return 0;
+	default:
+		return KVM_MSR_RET_UNSUPPORTED;
+	}
+}
+
+/* KVM_GET_MSRS on /dev/kvm: the count read, stopping at the first failure. */
+int kvm_get_feature_msrs(struct kvm_msr_entry *entries, u32 n)
+{
+	u32 i;
+
+	for (i = 0; i < n; i++)
+		if (kvm_get_feature_msr(entries[i].index, &entries[i].data))
+			break;
+	return (int)i;
+}
+
+/* ------------------------------------------------------------------------------------
+ * MSR filters (kernel: kvm_msr_allowed, kvm_vm_ioctl_set_msr_filter)
+ * ---------------------------------------------------------------------------------- */
+
+bool kvm_msr_allowed(struct kvm_vcpu *vcpu, u32 index, u32 type)
+{
+	const struct kvm_x86_msr_filter *msr_filter = vcpu->kvm->arch.msr_filter;
+
+	/* x2APIC MSRs do not support filtering. */
+	if (index >= 0x800 && index <= 0x8ff)
+		return true;
+	if (!msr_filter)
+		return true;
+	for (u32 i = 0; i < msr_filter->count; i++) {
+		const struct msr_bitmap_range *r = &msr_filter->ranges[i];
+		u64 start = r->base, end = start + r->nmsrs;
+
+		if (index >= start && index < end && (r->flags & type)) {
+			u32 bit = index - r->base;
+
+			return r->bitmap[bit / 8] & BIT(bit % 8);
+		}
+	}
+	return msr_filter->default_allow;
+}
+
+static int kvm_add_msr_filter(struct kvm_x86_msr_filter *msr_filter,
+			      const struct kvm_msr_filter_range *user_range)
+{
+	struct msr_bitmap_range *r;
+	size_t bitmap_size;
+
+	if (!user_range->nmsrs)
+		return 0;
+	if (user_range->flags & ~KVM_MSR_FILTER_RANGE_VALID_MASK)
+		return pk_err(-EINVAL, "KVM_X86_SET_MSR_FILTER: range flags %#x, valid: %#x",
+			      user_range->flags, KVM_MSR_FILTER_RANGE_VALID_MASK);
+	if (!user_range->flags)
+		return pk_err(-EINVAL, "KVM_X86_SET_MSR_FILTER: a range with MSRs needs READ or WRITE");
+	/* The kernel copies whole longs: BITS_TO_LONGS(nmsrs) * sizeof(long) bytes. */
+	bitmap_size = ((size_t)user_range->nmsrs + 63) / 64 * 8;
+	if (bitmap_size > KVM_MSR_FILTER_MAX_BITMAP_SIZE)
+		return pk_err(-EINVAL, "KVM_X86_SET_MSR_FILTER: %u MSRs need a %zu-byte bitmap "
+			      "(at most %d)", user_range->nmsrs, bitmap_size,
+			      KVM_MSR_FILTER_MAX_BITMAP_SIZE);
+	if (!user_range->bitmap)
+		return pk_err(-EFAULT, "KVM_X86_SET_MSR_FILTER: range without a bitmap");
+	r = &msr_filter->ranges[msr_filter->count++];
+	r->flags = user_range->flags;
+	r->base = user_range->base;
+	r->nmsrs = user_range->nmsrs;
+	memset(r->bitmap, 0, sizeof(r->bitmap));
+	memcpy(r->bitmap, user_range->bitmap, bitmap_size);
+	return 0;
+}
+
+int kvm_vm_ioctl_set_msr_filter(struct kvm *kvm, const struct kvm_msr_filter *filter)
+{
+	struct kvm_arch *ka = &kvm->arch;
+	struct kvm_x86_msr_filter *new_filter;
+	bool default_allow, empty = true;
+	int r;
+
+	if (filter->flags & ~KVM_MSR_FILTER_VALID_MASK)
+		return pk_err(-EINVAL, "KVM_X86_SET_MSR_FILTER: flags %#x, valid: %#x",
+			      filter->flags, KVM_MSR_FILTER_VALID_MASK);
+	for (int i = 0; i < KVM_MSR_FILTER_MAX_RANGES; i++)
+		empty &= !filter->ranges[i].nmsrs;
+	default_allow = !(filter->flags & KVM_MSR_FILTER_DEFAULT_DENY);
+	if (empty && !default_allow)
+		return pk_err(-EINVAL, "KVM_X86_SET_MSR_FILTER: deny by default with no range "
+			      "would deny every MSR");
+	for (int i = 0; i < 2; i++) {
+		if (ka->msr_filter_buf[i])
+			continue;
+		ka->msr_filter_buf[i] = pk_kzalloc(kvm->m, sizeof(struct kvm_x86_msr_filter), 8);
+		if (!ka->msr_filter_buf[i])
+			return pk_err(-ENOMEM, "no kernel memory left for an MSR filter");
+	}
+	/* Build the new filter where the one in force is not, then swap it in. */
+	new_filter = ka->msr_filter == ka->msr_filter_buf[0] ? ka->msr_filter_buf[1]
+							     : ka->msr_filter_buf[0];
+	new_filter->count = 0;
+	new_filter->default_allow = default_allow;
+	for (int i = 0; i < KVM_MSR_FILTER_MAX_RANGES; i++) {
+		r = kvm_add_msr_filter(new_filter, &filter->ranges[i]);
+		if (r)
+			return r;
+	}
+	ka->msr_filter = new_filter;
+	/* Userspace may want to see accesses KVM would otherwise pass through. */
+	for (int i = 0; i < kvm->nr_vcpus; i++)
+		kvm_make_request(KVM_REQ_RECALC_INTERCEPTS, kvm->vcpus[i]);
 	return 0;
 }
 
@@ -315,38 +598,167 @@ static bool kvm_pat_valid(u64 data)
 	return true;
 }
 
-static bool kvm_valid_efer(struct kvm_vcpu *vcpu, u64 efer)
+/* kernel: kvm_enable_efer_bits(): a vendor lets guests own more EFER bits (SVME). */
+void kvm_enable_efer_bits(u64 mask)
 {
-	u64 allowed = EFER_SCE | EFER_LME | EFER_LMA | EFER_NX;
-
-	if (!vcpu->arch.cap_intel_compatible)
-		allowed |= EFER_SVME;
-	if ((efer & (EFER_LME | EFER_LMA)) && !vcpu->arch.cap_lm)
-		return false;
-	return !(efer & ~allowed);
+	kvm_global()->efer_reserved_bits &= ~mask;
 }
 
+/* kernel: __kvm_valid_efer(): the features behind each EFER bit, in the guest's CPUID. */
+static bool __kvm_valid_efer(struct kvm_vcpu *vcpu, u64 efer)
+{
+	if ((efer & EFER_SVME) && !guest_cpu_cap_has(vcpu, X86_FEATURE_SVM))
+		return false;
+	if ((efer & (EFER_LME | EFER_LMA)) && !guest_cpu_cap_has(vcpu, X86_FEATURE_LM))
+		return false;
+	if ((efer & EFER_NX) && !guest_cpu_cap_has(vcpu, X86_FEATURE_NX))
+		return false;
+	return true;
+}
+
+/* kernel: kvm_valid_efer() (x86.c). */
+bool kvm_valid_efer(struct kvm_vcpu *vcpu, u64 efer)
+{
+	if (efer & kvm_global()->efer_reserved_bits)
+		return false;
+	return __kvm_valid_efer(vcpu, efer);
+}
+
+/*
+ * kernel: set_efer(). Reserved bits are refused for everyone; the guest's CPUID and the
+ * "no LME change with paging on" rule only bind the guest. LMA is the CPU's: a write,
+ * host-initiated or not, keeps the current value (KVM_SET_SREGS is how it changes).
+ */
 static int set_efer(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
 {
 	u64 old_efer = vcpu->arch.efer;
 	u64 efer = msr_info->data;
 	int r;
 
-	if (!kvm_valid_efer(vcpu, efer))
+	if (efer & kvm_global()->efer_reserved_bits)
 		return 1;
 	if (!msr_info->host_initiated) {
+		if (!__kvm_valid_efer(vcpu, efer))
+			return 1;
 		/* LME may not change while paging is on (SDM 2.2.1). */
 		if ((vcpu->arch.cr0 & X86_CR0_PG) && ((efer ^ old_efer) & EFER_LME))
 			return 1;
 	}
-	/* LMA is owned by the CPU: a guest write keeps the current value. */
 	efer &= ~EFER_LMA;
 	efer |= vcpu->arch.efer & EFER_LMA;
-	if (msr_info->host_initiated)
-		efer = msr_info->data;
 
 	r = kvm_x86_call(set_efer)(vcpu, efer);
 	return r ? 1 : 0;
+}
+
+/* Helpers safe only for a bank MSR (0x400 + 4 * bank + register). */
+static bool is_mci_control_msr(u32 msr) { return (msr & 3) == 0; }
+static bool is_mci_status_msr(u32 msr) { return (msr & 3) == 1; }
+
+/* On AMD, HWCR.McStatusWrEn (bit 18) lets MCi_STATUS take non-zero values. */
+static bool can_set_mci_status(struct kvm_vcpu *vcpu)
+{
+	if (guest_cpuid_is_amd_compatible(vcpu))
+		return !!(vcpu->arch.msr_hwcr & BIT_ULL(18));
+	return false;
+}
+
+/* Machine-check MSR writes (kernel: set_msr_mce). */
+static int set_msr_mce(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
+{
+	u64 mcg_cap = vcpu->arch.mcg_cap;
+	u32 bank_num = mcg_cap & MCG_BANKCNT_MASK;
+	u32 msr = msr_info->index;
+	u64 data = msr_info->data;
+	u32 last_msr;
+
+	switch (msr) {
+	case MSR_IA32_MCG_STATUS:
+		vcpu->arch.mcg_status = data;
+		break;
+	case MSR_IA32_MCG_CTL:
+		if (!(mcg_cap & MCG_CTL_P) && (data || !msr_info->host_initiated))
+			return 1;
+		if (data != 0 && data != ~(u64)0)
+			return 1;
+		vcpu->arch.mcg_ctl = data;
+		break;
+	case MSR_IA32_MC0_CTL2 ... MSR_IA32_MCx_CTL2(KVM_MAX_MCE_BANKS) - 1:
+		last_msr = MSR_IA32_MCx_CTL2(bank_num) - 1;
+		if (msr > last_msr)
+			return 1;
+		if (!(mcg_cap & MCG_CMCI_P) && (data || !msr_info->host_initiated))
+			return 1;
+		/* A 1 written to a reserved bit raises #GP. */
+		if (data & ~(MCI_CTL2_CMCI_EN | MCI_CTL2_CMCI_THRESHOLD_MASK))
+			return 1;
+		vcpu->arch.mci_ctl2_banks[msr - MSR_IA32_MC0_CTL2] = data;
+		break;
+	case MSR_IA32_MC0_CTL ... MSR_IA32_MCx_CTL(KVM_MAX_MCE_BANKS) - 1:
+		last_msr = MSR_IA32_MCx_CTL(bank_num) - 1;
+		if (msr > last_msr)
+			return 1;
+		/*
+		 * Only 0 or all ones go into MCi_CTL; Linux clears bit 10 of bank 4 (a K8
+		 * GART erratum) and UnixWare bit 0 of MC1_CTL, so those may be clear.
+		 */
+		if (is_mci_control_msr(msr) && data != 0 && (data | (1 << 10) | 1) != ~(u64)0)
+			return 1;
+		/* Every CPU lets MCi_STATUS be cleared; other values only from the host. */
+		if (!msr_info->host_initiated && is_mci_status_msr(msr) && data != 0 &&
+		    !can_set_mci_status(vcpu))
+			return 1;
+		vcpu->arch.mce_banks[msr - MSR_IA32_MC0_CTL] = data;
+		break;
+	default:
+		return 1;
+	}
+	return 0;
+}
+
+/* Machine-check MSR reads (kernel: get_msr_mce). */
+static int get_msr_mce(struct kvm_vcpu *vcpu, u32 msr, u64 *pdata, bool host)
+{
+	u64 mcg_cap = vcpu->arch.mcg_cap;
+	u32 bank_num = mcg_cap & MCG_BANKCNT_MASK;
+	u32 last_msr;
+	u64 data;
+
+	switch (msr) {
+	case MSR_IA32_P5_MC_ADDR:
+	case MSR_IA32_P5_MC_TYPE:
+		data = 0;
+		break;
+	case MSR_IA32_MCG_CAP:
+		data = vcpu->arch.mcg_cap;
+		break;
+	case MSR_IA32_MCG_CTL:
+		if (!(mcg_cap & MCG_CTL_P) && !host)
+			return 1;
+		data = vcpu->arch.mcg_ctl;
+		break;
+	case MSR_IA32_MCG_STATUS:
+		data = vcpu->arch.mcg_status;
+		break;
+	case MSR_IA32_MC0_CTL2 ... MSR_IA32_MCx_CTL2(KVM_MAX_MCE_BANKS) - 1:
+		last_msr = MSR_IA32_MCx_CTL2(bank_num) - 1;
+		if (msr > last_msr)
+			return 1;
+		if (!(mcg_cap & MCG_CMCI_P) && !host)
+			return 1;
+		data = vcpu->arch.mci_ctl2_banks[msr - MSR_IA32_MC0_CTL2];
+		break;
+	case MSR_IA32_MC0_CTL ... MSR_IA32_MCx_CTL(KVM_MAX_MCE_BANKS) - 1:
+		last_msr = MSR_IA32_MCx_CTL(bank_num) - 1;
+		if (msr > last_msr)
+			return 1;
+		data = vcpu->arch.mce_banks[msr - MSR_IA32_MC0_CTL];
+		break;
+	default:
+		return 1;
+	}
+	*pdata = data;
+	return 0;
 }
 
 int kvm_set_msr_common(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
@@ -354,13 +766,37 @@ int kvm_set_msr_common(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
 	u64 data = msr_info->data;
 
 	switch (msr_info->index) {
+	case MSR_VM_HSAVE_PA:
+		/* Nested SVM is not modelled: the value has nowhere to go. */
+		break;
+	case MSR_IA32_UCODE_REV:
+		if (msr_info->host_initiated)
+			vcpu->arch.microcode_version = data;
+		break;
+	case MSR_IA32_PERF_CAPABILITIES:
+		/* Needs CPUID PDCM, which the model never offers (no vPMU). */
+		return KVM_MSR_RET_UNSUPPORTED;
 	case MSR_EFER:
 		return set_efer(vcpu, msr_info);
+	case MSR_K7_HWCR:
+		/* Flush-filter, IGNNE-emulation and TLB-cache-disable writes are ignored. */
+		data &= ~(u64)0x40;
+		data &= ~(u64)0x100;
+		data &= ~(u64)0x8;
+		/* McStatusWrEn and TscFreqSel may be set. */
+		if (data & ~(BIT_ULL(18) | BIT_ULL(24)))
+			return 1;
+		vcpu->arch.msr_hwcr = data;
+		break;
 	case MSR_IA32_CR_PAT:
 		if (!kvm_pat_valid(data))
 			return 1;
 		vcpu->arch.pat = data;
 		return 0;
+	case MSR_IA32_APICBASE:
+		return kvm_apic_set_base(vcpu, data, msr_info->host_initiated);
+	case APIC_BASE_MSR ... APIC_BASE_MSR + 0xff:
+		return kvm_x2apic_msr_write(vcpu, msr_info->index, data);
 	case MSR_IA32_MISC_ENABLE: {
 		u64 old_val = vcpu->arch.ia32_misc_enable_msr;
 
@@ -373,28 +809,60 @@ int kvm_set_msr_common(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
 		vcpu->arch.ia32_misc_enable_msr = data;
 		return 0;
 	}
+	case MSR_IA32_POWER_CTL:
+		vcpu->arch.msr_ia32_power_ctl = data;
+		break;
 	case MSR_IA32_TSC_DEADLINE:
 		kvm_set_lapic_tscdeadline_msr(vcpu, data);
 		return 0;
-	case MSR_IA32_APICBASE:
-		vcpu->arch.apic_base = data;
-		return 0;
-	case MSR_IA32_PRED_CMD:
+	case MSR_IA32_PRED_CMD: {
+		u64 reserved_bits = ~(u64)PRED_CMD_IBPB;
+
 		if (!msr_info->host_initiated && !vcpu->arch.cap_ibpb)
 			return 1;
-		if (data & ~(u64)PRED_CMD_IBPB)
+		if (!this_machine()->model.has_ibpb)
+			reserved_bits |= PRED_CMD_IBPB;
+		if (data & reserved_bits)
 			return 1;
 		if (data)
 			wrmsrl(MSR_IA32_PRED_CMD, data);
 		return 0;
+	}
+	case MSR_IA32_FLUSH_CMD:
+		if (!msr_info->host_initiated && !guest_cpu_cap_has(vcpu, X86_FEATURE_FLUSH_L1D))
+			return 1;
+		/* No model CPU has L1D_FLUSH (boot_cpu_has(X86_FEATURE_FLUSH_L1D) is false). */
+		return 1;
+	case MSR_IA32_MCG_CTL:
+	case MSR_IA32_MCG_STATUS:
+	case MSR_IA32_MC0_CTL ... MSR_IA32_MCx_CTL(KVM_MAX_MCE_BANKS) - 1:
+	case MSR_IA32_MC0_CTL2 ... MSR_IA32_MCx_CTL2(KVM_MAX_MCE_BANKS) - 1:
+		return set_msr_mce(vcpu, msr_info);
+	case MSR_PLATFORM_INFO:
+		if (!msr_info->host_initiated)
+			return 1;
+		vcpu->arch.msr_platform_info = data;
+		break;
 	default:
 		return KVM_MSR_RET_UNSUPPORTED;
 	}
+	return 0;
 }
 
 int kvm_get_msr_common(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
 {
 	switch (msr_info->index) {
+	case MSR_VM_HSAVE_PA:
+		msr_info->data = 0;
+		return 0;
+	case MSR_IA32_UCODE_REV:
+		msr_info->data = vcpu->arch.microcode_version;
+		return 0;
+	case MSR_IA32_PERF_CAPABILITIES:
+		return KVM_MSR_RET_UNSUPPORTED;
+	case MSR_IA32_POWER_CTL:
+		msr_info->data = vcpu->arch.msr_ia32_power_ctl;
+		return 0;
 	case MSR_EFER:
 		msr_info->data = vcpu->arch.efer;
 		return 0;
@@ -405,20 +873,42 @@ int kvm_get_msr_common(struct kvm_vcpu *vcpu, struct msr_data *msr_info)
 		msr_info->data = vcpu->arch.ia32_misc_enable_msr;
 		return 0;
 	case MSR_IA32_TSC_DEADLINE:
-		msr_info->data = vcpu->arch.tsc_deadline;
+		msr_info->data = kvm_get_lapic_tscdeadline_msr(vcpu);
 		return 0;
 	case MSR_IA32_APICBASE:
 		msr_info->data = vcpu->arch.apic_base;
 		return 0;
+	case APIC_BASE_MSR ... APIC_BASE_MSR + 0xff:
+		return kvm_x2apic_msr_read(vcpu, msr_info->index, &msr_info->data);
 	case MSR_IA32_TSC:
 		msr_info->data = this_cpu()->tsc;
+		return 0;
+	case MSR_IA32_P5_MC_ADDR:
+	case MSR_IA32_P5_MC_TYPE:
+	case MSR_IA32_MCG_CAP:
+	case MSR_IA32_MCG_CTL:
+	case MSR_IA32_MCG_STATUS:
+	case MSR_IA32_MC0_CTL ... MSR_IA32_MCx_CTL(KVM_MAX_MCE_BANKS) - 1:
+	case MSR_IA32_MC0_CTL2 ... MSR_IA32_MCx_CTL2(KVM_MAX_MCE_BANKS) - 1:
+		return get_msr_mce(vcpu, msr_info->index, &msr_info->data,
+				   msr_info->host_initiated);
+	case MSR_PLATFORM_INFO:
+		if (!msr_info->host_initiated && !vcpu->kvm->arch.guest_can_read_msr_platform_info)
+			return 1;
+		msr_info->data = vcpu->arch.msr_platform_info;
+		return 0;
+	case MSR_K7_HWCR:
+		msr_info->data = vcpu->arch.msr_hwcr;
 		return 0;
 	default:
 		return KVM_MSR_RET_UNSUPPORTED;
 	}
 }
 
-/* kernel: __kvm_set_msr(): architectural checks common to both vendors, then the vendor. */
+/*
+ * kernel: __kvm_set_msr(): architectural checks common to both vendors, then the vendor.
+ * Returns 0, 1 (an invalid access) or KVM_MSR_RET_UNSUPPORTED.
+ */
 static int __kvm_set_msr(struct kvm_vcpu *vcpu, u32 index, u64 data, bool host_initiated)
 {
 	struct msr_data msr;
@@ -450,6 +940,24 @@ static int __kvm_set_msr(struct kvm_vcpu *vcpu, u32 index, u64 data, bool host_i
 			return 1;
 		data = (u32)data;
 		break;
+	/*
+	 * CET: KVM never offers SHSTK or IBT on the model's CPUs, so these MSRs do not
+	 * exist for any guest; the checks that follow in upstream have nothing to check.
+	 */
+	case MSR_IA32_U_CET:
+	case MSR_IA32_S_CET:
+		if (!guest_cpu_cap_has(vcpu, X86_FEATURE_SHSTK) &&
+		    !guest_cpu_cap_has(vcpu, X86_FEATURE_IBT))
+			return KVM_MSR_RET_UNSUPPORTED;
+		return 1;
+	case MSR_KVM_INTERNAL_GUEST_SSP:
+		if (!host_initiated)
+			return 1;
+		/* fallthrough */
+	case MSR_IA32_PL0_SSP ... MSR_IA32_INT_SSP_TAB:
+		if (!guest_cpu_cap_has(vcpu, X86_FEATURE_SHSTK))
+			return KVM_MSR_RET_UNSUPPORTED;
+		return 1;
 	}
 	msr.data = data;
 	msr.index = index;
@@ -462,11 +970,27 @@ static int __kvm_get_msr(struct kvm_vcpu *vcpu, u32 index, u64 *data, bool host_
 	struct msr_data msr;
 	int ret;
 
-	if (index == MSR_TSC_AUX) {
+	switch (index) {
+	case MSR_TSC_AUX:
 		if (!kvm_is_supported_user_return_msr(MSR_TSC_AUX))
 			return 1;
 		if (!host_initiated && !vcpu->arch.cap_rdtscp && !vcpu->arch.cap_rdpid)
 			return 1;
+		break;
+	case MSR_IA32_U_CET:
+	case MSR_IA32_S_CET:
+		if (!guest_cpu_cap_has(vcpu, X86_FEATURE_SHSTK) &&
+		    !guest_cpu_cap_has(vcpu, X86_FEATURE_IBT))
+			return KVM_MSR_RET_UNSUPPORTED;
+		return 1;
+	case MSR_KVM_INTERNAL_GUEST_SSP:
+		if (!host_initiated)
+			return 1;
+		/* fallthrough */
+	case MSR_IA32_PL0_SSP ... MSR_IA32_INT_SSP_TAB:
+		if (!guest_cpu_cap_has(vcpu, X86_FEATURE_SHSTK))
+			return KVM_MSR_RET_UNSUPPORTED;
+		return 1;
 	}
 	msr.index = index;
 	msr.host_initiated = host_initiated;
@@ -476,45 +1000,161 @@ static int __kvm_get_msr(struct kvm_vcpu *vcpu, u32 index, u64 *data, bool host_
 	return ret;
 }
 
-/* An unknown MSR is #GP for the guest and a failure for the host (ignore_msrs=0). */
-int kvm_get_msr(struct kvm_vcpu *vcpu, u32 index, u64 *data, bool host_initiated)
+/*
+ * kernel: kvm_do_msr_access(). Reads that fail give 0. An MSR KVM does not know fails,
+ * except that userspace may read, and write 0 to, the MSRs KVM advertises, and that
+ * kvm.ignore_msrs turns the failure into success.
+ */
+static int kvm_do_msr_access(struct kvm_vcpu *vcpu, u32 msr, u64 *data, bool host_initiated,
+			     bool write)
 {
-	return __kvm_get_msr(vcpu, index, data, host_initiated) ? 1 : 0;
+	int ret = write ? __kvm_set_msr(vcpu, msr, *data, host_initiated)
+			: __kvm_get_msr(vcpu, msr, data, host_initiated);
+
+	if (ret && !write)
+		*data = 0;
+	if (ret != KVM_MSR_RET_UNSUPPORTED)
+		return ret;
+	if (host_initiated && !*data && kvm_is_advertised_msr(msr))
+		return 0;
+	if (!kvm_global()->params.ignore_msrs)
+		return ret;
+	return 0;
 }
 
+/* 0 on success, else 1 or KVM_MSR_RET_UNSUPPORTED (kernel: kvm_get_msr_ignored_check). */
+int kvm_get_msr(struct kvm_vcpu *vcpu, u32 index, u64 *data, bool host_initiated)
+{
+	return kvm_do_msr_access(vcpu, index, data, host_initiated, false);
+}
+
+/*
+ * kernel: kvm_set_msr_ignored_check(), and for userspace do_set_msr(): feature MSRs may
+ * not change once the vCPU has run (writing the same value is fine).
+ */
 int kvm_set_msr(struct kvm_vcpu *vcpu, u32 index, u64 data, bool host_initiated)
 {
-	return __kvm_set_msr(vcpu, index, data, host_initiated) ? 1 : 0;
+	u64 val;
+
+	if (host_initiated && kvm_vcpu_has_run(vcpu) && kvm_is_immutable_feature_msr(index) &&
+	    (kvm_get_msr(vcpu, index, &val, true) || data != val))
+		return -EINVAL;
+	return kvm_do_msr_access(vcpu, index, &data, host_initiated, true);
+}
+
+/* A guest access: the VM's filter first (kernel: kvm_emulate_msr_read/write). */
+static int kvm_emulate_msr_read(struct kvm_vcpu *vcpu, u32 index, u64 *data)
+{
+	if (!kvm_msr_allowed(vcpu, index, KVM_MSR_FILTER_READ))
+		return KVM_MSR_RET_FILTERED;
+	return kvm_get_msr(vcpu, index, data, false);
+}
+
+static int kvm_emulate_msr_write(struct kvm_vcpu *vcpu, u32 index, u64 data)
+{
+	if (!kvm_msr_allowed(vcpu, index, KVM_MSR_FILTER_WRITE))
+		return KVM_MSR_RET_FILTERED;
+	return kvm_set_msr(vcpu, index, data, false);
+}
+
+int kvm_complete_insn_gp(struct kvm_vcpu *vcpu, int err)
+{
+	if (err) {
+		kvm_inject_gp(vcpu, 0);
+		return 1;
+	}
+	return kvm_skip_emulated_instruction(vcpu);
+}
+
+/* ---- userspace MSR exits (KVM_CAP_X86_USER_SPACE_MSR) ---- */
+
+static void complete_userspace_rdmsr(struct kvm_vcpu *vcpu)
+{
+	if (!vcpu->run.msr.error) {
+		kvm_register_write(vcpu, VCPU_REGS_RAX, (u32)vcpu->run.msr.data);
+		kvm_register_write(vcpu, VCPU_REGS_RDX, vcpu->run.msr.data >> 32);
+	}
+}
+
+/* Userspace answered: #GP if it set msr.error, else the instruction completes. */
+static int complete_fast_msr_access(struct kvm_vcpu *vcpu)
+{
+	return kvm_x86_call(complete_emulated_msr)(vcpu, vcpu->run.msr.error);
+}
+
+static int complete_fast_rdmsr(struct kvm_vcpu *vcpu)
+{
+	complete_userspace_rdmsr(vcpu);
+	return complete_fast_msr_access(vcpu);
+}
+
+static u32 kvm_msr_reason(int r)
+{
+	switch (r) {
+	case KVM_MSR_RET_UNSUPPORTED:
+		return KVM_MSR_EXIT_REASON_UNKNOWN;
+	case KVM_MSR_RET_FILTERED:
+		return KVM_MSR_EXIT_REASON_FILTER;
+	default:
+		return KVM_MSR_EXIT_REASON_INVAL;
+	}
+}
+
+/* 1 if the failed access goes to userspace: the VMM asked for this kind of failure. */
+static int kvm_msr_user_space(struct kvm_vcpu *vcpu, u32 index, u32 exit_reason, u64 data,
+			      int (*completion)(struct kvm_vcpu *vcpu), int r)
+{
+	u32 msr_reason = kvm_msr_reason(r);
+
+	if (!(vcpu->kvm->arch.user_space_msr_mask & msr_reason))
+		return 0;
+	vcpu->run.exit_reason = exit_reason;
+	vcpu->run.msr.error = 0;
+	memset(vcpu->run.msr.pad, 0, sizeof(vcpu->run.msr.pad));
+	vcpu->run.msr.reason = msr_reason;
+	vcpu->run.msr.index = index;
+	vcpu->run.msr.data = data;
+	vcpu->arch.complete_userspace_io = completion;
+	return 1;
 }
 
 int kvm_emulate_rdmsr(struct kvm_vcpu *vcpu)
 {
 	u32 ecx = kvm_rcx_read(vcpu);
 	u64 data;
+	int r;
 
 	vcpu->stat.msr_exits++;
-	if (kvm_get_msr(vcpu, ecx, &data, false)) {
-		kvm_inject_gp(vcpu, 0);
-		return 1;
+	r = kvm_emulate_msr_read(vcpu, ecx, &data);
+	if (!r) {
+		pk_trace(vcpu->kvm->m, PK_TR_KVM_MSR, smp_processor_id(), ecx, data);
+		kvm_register_write(vcpu, VCPU_REGS_RAX, data & 0xffffffffULL);
+		kvm_register_write(vcpu, VCPU_REGS_RDX, data >> 32);
+	} else if (kvm_msr_user_space(vcpu, ecx, KVM_EXIT_X86_RDMSR, 0, complete_fast_rdmsr, r)) {
+		return 0;
 	}
-	pk_trace(vcpu->kvm->m, PK_TR_KVM_MSR, smp_processor_id(), ecx, data);
-	kvm_register_write(vcpu, VCPU_REGS_RAX, data & 0xffffffffULL);
-	kvm_register_write(vcpu, VCPU_REGS_RDX, data >> 32);
-	return kvm_skip_emulated_instruction(vcpu);
+	return kvm_x86_call(complete_emulated_msr)(vcpu, r);
 }
 
 int kvm_emulate_wrmsr(struct kvm_vcpu *vcpu)
 {
 	u32 ecx = kvm_rcx_read(vcpu);
 	u64 data = kvm_read_edx_eax(vcpu);
+	int r;
 
 	vcpu->stat.msr_exits++;
-	pk_trace(vcpu->kvm->m, PK_TR_KVM_MSR, smp_processor_id(), (1ULL << 32) | ecx, data);
-	if (kvm_set_msr(vcpu, ecx, data, false)) {
-		kvm_inject_gp(vcpu, 0);
-		return 1;
+	r = kvm_emulate_msr_write(vcpu, ecx, data);
+	if (!r) {
+		pk_trace(vcpu->kvm->m, PK_TR_KVM_MSR, smp_processor_id(), (1ULL << 32) | ecx, data);
+	} else {
+		if (kvm_msr_user_space(vcpu, ecx, KVM_EXIT_X86_WRMSR, data,
+				       complete_fast_msr_access, r))
+			return 0;
+		/* Other negative errors go to userspace as they are. */
+		if (r < 0)
+			return r;
 	}
-	return kvm_skip_emulated_instruction(vcpu);
+	return kvm_x86_call(complete_emulated_msr)(vcpu, r);
 }
 
 /*
@@ -554,11 +1194,17 @@ fastpath_t handle_fastpath_set_msr_irqoff(struct kvm_vcpu *vcpu)
 	}
 }
 
-/* KVM_GET_MSRS / KVM_SET_MSRS (__msr_io): the count processed, stopping at the first failure. */
+/*
+ * KVM_GET_MSRS / KVM_SET_MSRS (msr_io, __msr_io): the count processed, stopping at the
+ * first failure; MAX_IO_MSRS entries or more are refused whole (E2BIG).
+ */
 int kvm_vcpu_ioctl_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u32 n, bool set)
 {
 	u32 i;
 
+	if (n >= MAX_IO_MSRS)
+		return pk_err(-E2BIG, "%u MSRs in one KVM_%s_MSRS: fewer than MAX_IO_MSRS (%d)",
+			      n, set ? "SET" : "GET", MAX_IO_MSRS);
 	pk_sw(PK_OP_SW_VCPU_IOCTL);
 	vcpu_load(vcpu);
 	for (i = 0; i < n; ++i) {
@@ -572,87 +1218,10 @@ int kvm_vcpu_ioctl_msrs(struct kvm_vcpu *vcpu, struct kvm_msr_entry *entries, u3
 }
 
 /* ------------------------------------------------------------------------------------
- * The in-kernel LAPIC's TSC-deadline timer and the vCPU's runnable state (upstream:
- * lapic.c and x86.c), only as the wake-up source of a halted vCPU. Simplifications: the
- * LVT timer is taken to be in TSC-deadline mode once the irqchip is in the kernel; while
- * the vCPU runs, the deadline is held (the VMX preemption timer upstream), no exit is
- * taken when it passes; the expiry that wakes a halted vCPU is not delivered to the
- * guest as an interrupt: the guest resumes after its HLT.
+ * The vCPU's runnable state and the wake events of a halted vCPU (kernel: x86.c). The
+ * LAPIC timer is lapic.c's; an expired deadline stands in for the interrupt it would
+ * raise (docs/simplifications.md).
  * ---------------------------------------------------------------------------------- */
-
-/* apic_timer_expired(): count the expiry and kick the vCPU if it came from the hrtimer. */
-static void apic_timer_expired(struct kvm_vcpu *vcpu, bool from_timer_fn)
-{
-	if (vcpu->arch.lapic_timer.pending)
-		return;
-	vcpu->arch.tsc_deadline = 0;
-	vcpu->arch.lapic_timer.pending++;
-	if (from_timer_fn)
-		kvm_vcpu_kick(vcpu);
-}
-
-/* apic_timer_fn(): the host hrtimer the deadline runs on while the vCPU is blocked. */
-static void apic_timer_fn(struct pk_hrtimer *timer)
-{
-	struct kvm_vcpu *vcpu = container_of(timer, struct kvm_vcpu, arch.lapic_timer.timer);
-
-	apic_timer_expired(vcpu, true);
-}
-
-void kvm_set_lapic_tscdeadline_msr(struct kvm_vcpu *vcpu, u64 data)
-{
-	vcpu->arch.tsc_deadline = data;
-	if (!lapic_in_kernel(vcpu))
-		return;
-	hrtimer_cancel(&vcpu->arch.lapic_timer.timer);
-	/*
-	 * start_apic_timer(): a deadline already past expires at once; a future one goes to
-	 * the hypervisor timer where there is one (start_hv_timer -> set_hv_timer).
-	 */
-	if (data && data <= this_cpu()->tsc)
-		apic_timer_expired(vcpu, false);
-	else if (kvm_can_use_hv_timer(vcpu))
-		kvm_x86_call(set_hv_timer)(vcpu, data);
-}
-
-/*
- * The guest's timer keeps counting while the vCPU is blocked only on a host hrtimer
- * (kvm_lapic_switch_to_sw_timer; SVM, which has no preemption timer, keeps it there all
- * along: the same, as host timers cost nothing in the model).
- */
-static bool kvm_lapic_hv_timer_in_use(struct kvm_vcpu *vcpu)
-{
-	return lapic_in_kernel(vcpu) && vcpu->arch.tsc_deadline;
-}
-
-static void kvm_lapic_switch_to_sw_timer(struct kvm_vcpu *vcpu)
-{
-	struct pk_hrtimer *t = &vcpu->arch.lapic_timer.timer;
-
-	preempt_disable();
-	t->function = apic_timer_fn;
-	if (vcpu->arch.tsc_deadline <= this_cpu()->tsc)
-		apic_timer_expired(vcpu, false);
-	else
-		hrtimer_start(t, vcpu->arch.tsc_deadline);
-	preempt_enable();
-}
-
-static void kvm_lapic_switch_to_hv_timer(struct kvm_vcpu *vcpu)
-{
-	hrtimer_cancel(&vcpu->arch.lapic_timer.timer);
-}
-
-bool kvm_cpu_has_pending_timer(struct kvm_vcpu *vcpu)
-{
-	return lapic_in_kernel(vcpu) && vcpu->arch.lapic_timer.pending;
-}
-
-/* kvm_inject_pending_timer_irqs(): the expiry becomes the guest's interrupt (not modelled). */
-static void kvm_inject_pending_timer_irqs(struct kvm_vcpu *vcpu)
-{
-	vcpu->arch.lapic_timer.pending = 0;
-}
 
 /*
  * kvm_pv_kick_cpu_op() as another vCPU's KVM_HC_KICK_CPU delivers it (APIC_DM_REMRD in
@@ -674,12 +1243,35 @@ void kvm_pv_kick_timer_fn(struct pk_hrtimer *timer)
 	kvm_pv_kick_cpu_op(vcpu);
 }
 
+/*
+ * kernel: __kvm_migrate_timers() (irq.c), on KVM_REQ_MIGRATE_TIMER and when the vCPU's
+ * thread moves (pk_vcpu_migrate): the vCPU's host timers go to the CPU this runs on. The
+ * model has no PIT and no posted-interrupt wakeup timer; it has the kick timer that
+ * stands for another vCPU's KVM_HC_KICK_CPU.
+ */
+void __kvm_migrate_timers(struct kvm_vcpu *vcpu)
+{
+	__kvm_migrate_apic_timer(vcpu);
+	hrtimer_migrate_here(&vcpu->arch.kick_timer);
+}
+
+/* kernel: kvm_set_mp_state(); a runnable vCPU has no kick left over. */
+static void kvm_set_mp_state(struct kvm_vcpu *vcpu, u32 mp_state)
+{
+	vcpu->arch.mp_state = mp_state;
+	if (mp_state == KVM_MP_STATE_RUNNABLE)
+		vcpu->arch.pv.pv_unhalted = false;
+}
+
 static bool kvm_vcpu_running(struct kvm_vcpu *vcpu)
 {
 	return vcpu->arch.mp_state == KVM_MP_STATE_RUNNABLE;
 }
 
-/* kvm_vcpu_has_events(): a wake event is pending (an expired timer, a PV kick). */
+/*
+ * kvm_vcpu_has_events(): a wake event is pending. Of upstream's the model has a PV kick
+ * and the LAPIC timer, whose pending expiry counts as the interrupt it would raise.
+ */
 static bool kvm_vcpu_has_events(struct kvm_vcpu *vcpu)
 {
 	return vcpu->arch.pv.pv_unhalted || kvm_cpu_has_pending_timer(vcpu);
@@ -691,8 +1283,9 @@ bool kvm_arch_vcpu_runnable(struct kvm_vcpu *vcpu)
 }
 
 /*
- * vcpu_block(): a halted vCPU waits in kvm_vcpu_halt (polling, then blocking) until a
- * wake event; the guest's timer moves to a host hrtimer meanwhile, since the preemption
+ * vcpu_block(): a halted vCPU waits in kvm_vcpu_halt (polling, then blocking), one in
+ * another state (an AP waiting for INIT/SIPI) in kvm_vcpu_block, until a wake event or
+ * a signal. The guest's timer moves to a host hrtimer meanwhile, since the preemption
  * timer runs only in guest mode (and before polling, so an expiry is seen by it).
  */
 static int vcpu_block(struct kvm_vcpu *vcpu)
@@ -703,31 +1296,36 @@ static int vcpu_block(struct kvm_vcpu *vcpu)
 		hv_timer = kvm_lapic_hv_timer_in_use(vcpu);
 		if (hv_timer)
 			kvm_lapic_switch_to_sw_timer(vcpu);
-		kvm_vcpu_halt(vcpu);
+		if (vcpu->arch.mp_state == KVM_MP_STATE_HALTED)
+			kvm_vcpu_halt(vcpu);
+		else
+			kvm_vcpu_block(vcpu);
 		if (hv_timer)
 			kvm_lapic_switch_to_hv_timer(vcpu);
 		/* Woken by something else (a signal): service it, still halted. */
 		if (!kvm_arch_vcpu_runnable(vcpu))
 			return 1;
 	}
-	vcpu->arch.pv.pv_unhalted = false;
-	vcpu->arch.mp_state = KVM_MP_STATE_RUNNABLE;
+	switch (vcpu->arch.mp_state) {
+	case KVM_MP_STATE_HALTED:
+	case KVM_MP_STATE_AP_RESET_HOLD:
+		kvm_set_mp_state(vcpu, KVM_MP_STATE_RUNNABLE);
+		break;
+	default:
+		/*
+		 * INIT_RECEIVED waits for a SIPI, which nothing in the model sends. A kick
+		 * does not end that wait, yet keeps the vCPU from blocking: upstream goes
+		 * round vcpu_run until a signal, so the run's alarm comes now.
+		 */
+		if (!kvm_cpu_has_pending_timer(vcpu))
+			current_task()->signal_pending = true;
+		break;
+	}
 	return 1;
 }
 
-/* KVM_CREATE_IRQCHIP (kvm_arch_vm_ioctl): before any vCPU exists, once. */
-int kvm_arch_vm_ioctl_create_irqchip(struct kvm *kvm)
-{
-	if (kvm->arch.irqchip_mode != KVM_IRQCHIP_NONE)
-		return pk_err(-EEXIST, "the VM already has an in-kernel irqchip");
-	if (kvm->nr_vcpus)
-		return pk_err(-EINVAL, "KVM_CREATE_IRQCHIP after KVM_CREATE_VCPU");
-	kvm->arch.irqchip_mode = KVM_IRQCHIP_KERNEL;
-	return 0;
-}
-
 /* ------------------------------------------------------------------------------------
- * Exceptions, instruction skipping, CPUID, HLT, hypercalls
+ * Exceptions, instruction skipping, HLT, hypercalls
  * ---------------------------------------------------------------------------------- */
 
 void kvm_queue_exception(struct kvm_vcpu *vcpu, u8 vector)
@@ -758,32 +1356,10 @@ int kvm_skip_emulated_instruction(struct kvm_vcpu *vcpu)
 	return r;
 }
 
-const struct kvm_cpuid_entry2 *kvm_find_cpuid_entry(struct kvm_vcpu *vcpu, u32 function, u32 index)
-{
-	for (int i = 0; i < vcpu->arch.cpuid_nent; i++) {
-		const struct kvm_cpuid_entry2 *e = &vcpu->arch.cpuid_entries[i];
-		if (e->function == function && (e->index == index || !(e->flags & 1)))
-			return e;
-	}
-	return NULL;
-}
-
-int kvm_emulate_cpuid(struct kvm_vcpu *vcpu)
-{
-	u32 fn = (u32)kvm_rax_read(vcpu), idx = (u32)kvm_rcx_read(vcpu);
-	const struct kvm_cpuid_entry2 *e = kvm_find_cpuid_entry(vcpu, fn, idx);
-
-	vcpu->stat.cpuid_exits++;
-	kvm_register_write(vcpu, VCPU_REGS_RAX, e ? e->eax : 0);
-	kvm_register_write(vcpu, VCPU_REGS_RBX, e ? e->ebx : 0);
-	kvm_register_write(vcpu, VCPU_REGS_RCX, e ? e->ecx : 0);
-	kvm_register_write(vcpu, VCPU_REGS_RDX, e ? e->edx : 0);
-	return kvm_skip_emulated_instruction(vcpu);
-}
-
 /*
- * The vCPU has halted. With the LAPIC in the kernel, the run loop sees the vCPU is not
- * runnable and halts it (vcpu_block); without, userspace handles the wake-up events.
+ * kernel: __kvm_emulate_halt(). The vCPU has halted. With the LAPIC in the kernel the
+ * run loop sees it is not runnable and halts it (vcpu_block), unless a wake event is
+ * already pending; without, HLT goes to userspace, which handles the wake-up events.
  */
 static int __kvm_emulate_halt(struct kvm_vcpu *vcpu, u32 state, u32 reason)
 {
@@ -792,7 +1368,7 @@ static int __kvm_emulate_halt(struct kvm_vcpu *vcpu, u32 state, u32 reason)
 		if (kvm_vcpu_has_events(vcpu))
 			vcpu->arch.pv.pv_unhalted = false;
 		else
-			vcpu->arch.mp_state = state;
+			kvm_set_mp_state(vcpu, state);
 		return 1;
 	}
 	vcpu->run.exit_reason = reason;
@@ -967,8 +1543,40 @@ static int complete_emulated_mmio(struct kvm_vcpu *vcpu)
 	(void)kvm_x86_call(get_interrupt_shadow)(vcpu);
 	kvm_x86_call(set_rflags)(vcpu, rflags);
 	memcpy(&vcpu->arch.mmio_gpa, &vcpu->run.mmio.phys_addr, sizeof(u64));
+	vcpu->arch.mmio_data = 0;
+	memcpy(&vcpu->arch.mmio_data, vcpu->run.mmio.data, vcpu->arch.mmio_len);
 	vcpu->arch.mmio_read_pending = true;
 	return 1;
+}
+
+/*
+ * The in-kernel LAPIC takes the emulated access before userspace sees it (kernel:
+ * emulator_read_write -> vcpu_mmio_write/vcpu_mmio_read try the LAPIC first), and the
+ * emulator then completes the instruction in the kernel. True if the LAPIC took it.
+ */
+static bool kvm_lapic_handle_mmio(struct kvm_vcpu *vcpu, const struct pk_guest_event *ev)
+{
+	u64 rflags, data;
+
+	if (!lapic_in_kernel(vcpu))
+		return false;
+	if (ev->write) {
+		if (kvm_lapic_mmio_write(vcpu, ev->gpa, ev->len, ev->data))
+			return false;
+		kvm_emulate_writeback(vcpu, ev->insn_len);
+		return true;
+	}
+	if (kvm_lapic_mmio_read(vcpu, ev->gpa, ev->len, &data))
+		return false;
+	/* The writeback's accesses; RIP moves when the load is re-executed with the value. */
+	rflags = kvm_x86_call(get_rflags)(vcpu);
+	(void)kvm_x86_call(get_interrupt_shadow)(vcpu);
+	kvm_x86_call(set_rflags)(vcpu, rflags);
+	vcpu->arch.mmio_gpa = ev->gpa;
+	vcpu->arch.mmio_len = ev->len;
+	vcpu->arch.mmio_data = data;
+	vcpu->arch.mmio_read_pending = true;
+	return true;
 }
 
 /*
@@ -981,10 +1589,12 @@ int kvm_handle_mmio(struct kvm_vcpu *vcpu, const struct pk_guest_event *ev)
 {
 	struct kvm_run *run = &vcpu->run;
 
-	vcpu->stat.mmio_exits++;
 	if (ev->len == 0 || ev->len > 8)
 		return kvm_handle_unexpected_exit(vcpu, ev->kind);
 	kvm_emulate_prologue(vcpu);
+	if (kvm_lapic_handle_mmio(vcpu, ev))
+		return 1;
+	vcpu->stat.mmio_exits++;
 	run->exit_reason = KVM_EXIT_MMIO;
 	run->mmio.phys_addr = ev->gpa;
 	run->mmio.len = ev->len;
@@ -1021,12 +1631,10 @@ static void kvm_inject_pending_exception(struct kvm_vcpu *vcpu)
 static void kvm_complete_mmio_read(struct kvm_vcpu *vcpu)
 {
 	struct pk_cpu *cpu = this_cpu();
-	u64 data = 0;
 
-	memcpy(&data, vcpu->run.mmio.data, vcpu->arch.mmio_len);
 	cpu->mmio_fill_valid = true;
 	cpu->mmio_fill_gpa = vcpu->arch.mmio_gpa;
-	cpu->mmio_fill_data = data;
+	cpu->mmio_fill_data = vcpu->arch.mmio_data;
 	vcpu->arch.mmio_read_pending = false;
 }
 
@@ -1066,6 +1674,12 @@ static int vcpu_enter_guest(struct kvm_vcpu *vcpu)
 	old = pk_path_enter(m, PK_PATH_VCPU_RUN);
 	pk_sw(PK_OP_SW_ENTER_GUEST);
 	pk_path_leave(m, old);
+	if (unlikely(kvm_request_pending(vcpu))) {
+		if (kvm_check_request(KVM_REQ_MIGRATE_TIMER, vcpu))
+			__kvm_migrate_timers(vcpu);
+		if (kvm_check_request(KVM_REQ_RECALC_INTERCEPTS, vcpu))
+			kvm_x86_call(recalc_intercepts)(vcpu);
+	}
 	kvm_inject_pending_exception(vcpu);
 
 	preempt_disable();
@@ -1202,6 +1816,23 @@ int kvm_arch_vcpu_ioctl_run(struct kvm_vcpu *vcpu)
 	kvm_swap_guest_fpu(vcpu);
 	pk_path_leave(m, old);
 	kvm_run->flags = 0;
+	/*
+	 * An AP waits for INIT/SIPI in kvm_vcpu_block. Nothing in the model sends them: a
+	 * signal ends the wait (the run's alarm, once the pCPU has nothing left to wait
+	 * for), or a kick, which leaves the vCPU waiting and KVM_RUN failing with EAGAIN.
+	 */
+	if (unlikely(vcpu->arch.mp_state == KVM_MP_STATE_UNINITIALIZED)) {
+		r = -EINTR;
+		if (!kvm_run->immediate_exit) {
+			kvm_vcpu_block(vcpu);
+			if (!current_task()->signal_pending) {
+				r = -EAGAIN;
+				goto out;
+			}
+		}
+		kvm_run->exit_reason = KVM_EXIT_INTR;
+		goto out;
+	}
 	if (vcpu->arch.complete_userspace_io) {
 		int (*cui)(struct kvm_vcpu *) = vcpu->arch.complete_userspace_io;
 		u32 old = pk_path_enter(vcpu->kvm->m, PK_PATH_HANDLE_EXIT);
@@ -1232,7 +1863,7 @@ out:
 }
 
 /* ------------------------------------------------------------------------------------
- * vCPU load/put (kvm_arch_vcpu_load/put) and CPUID
+ * vCPU load/put (kvm_arch_vcpu_load/put)
  * ---------------------------------------------------------------------------------- */
 
 /*
@@ -1245,14 +1876,18 @@ void kvm_arch_vcpu_load(struct kvm_vcpu *vcpu, int cpu)
 
 	pk_sw(PK_OP_SW_VCPU_LOAD);
 	/* A different vCPU ran here last: keep it from steering our indirect branches. */
-	if (g->last_vcpu[cpu] != vcpu) {
+	if (__atomic_load_n(&g->last_vcpu[cpu], __ATOMIC_RELAXED) != vcpu) {
 		if (this_machine()->model.has_ibpb)
 			wrmsrl(MSR_IA32_PRED_CMD, PRED_CMD_IBPB);
-		g->last_vcpu[cpu] = vcpu;
+		__atomic_store_n(&g->last_vcpu[cpu], vcpu, __ATOMIC_RELAXED);
 	}
 	kvm_x86_call(vcpu_load)(vcpu, cpu);
-	if (vcpu->cpu != cpu && vcpu->cpu != -1)
-		vcpu->stat.migrations++;
+	if (vcpu->cpu != cpu) {
+		if (vcpu->cpu != -1)
+			vcpu->stat.migrations++;
+		/* A LAPIC timer on a host hrtimer follows the vCPU to its new CPU. */
+		kvm_make_request(KVM_REQ_MIGRATE_TIMER, vcpu);
+	}
 	vcpu->cpu = cpu;
 }
 
@@ -1269,81 +1904,443 @@ void kvm_arch_vcpu_put(struct kvm_vcpu *vcpu)
 	kvm_x86_call(vcpu_put)(vcpu);
 }
 
-int kvm_get_supported_cpuid(struct kvm_cpuid_entry2 *e, int max)
-{
-	const struct pk_cpu_model *cm = &this_machine()->model;
-	bool intel = cm->vendor == PK_VENDOR_INTEL;
-	int n = 0;
+/* ------------------------------------------------------------------------------------
+ * vCPU creation and reset (kernel: kvm_arch_vcpu_create, kvm_vcpu_reset)
+ * ---------------------------------------------------------------------------------- */
 
-	if (max < 5)
-		return -E2BIG;
-	memset(e, 0, sizeof(*e) * 5);
-	/* Leaf 0: max leaf and vendor string. */
-	e[n].function = 0;
-	e[n].eax = 7;
-	if (intel) {
-		e[n].ebx = 0x756e6547; e[n].edx = 0x49656e69; e[n].ecx = 0x6c65746e;	/* GenuineIntel */
-	} else {
-		e[n].ebx = 0x68747541; e[n].edx = 0x69746e65; e[n].ecx = 0x444d4163;	/* AuthenticAMD */
-	}
-	n++;
-	e[n].function = 7;
-	e[n].flags = 1;
-	e[n].ebx = (cm->has_fsgsbase ? CPUID_7_EBX_FSGSBASE : 0) | (cm->has_rtm ? CPUID_7_EBX_RTM : 0);
-	e[n].ecx = cm->has_rdpid ? CPUID_7_ECX_RDPID : 0;
-	if (intel)
-		e[n].edx = ((cm->has_ibrs && cm->has_ibpb) ? CPUID_7_EDX_SPEC_CTRL : 0) |
-			   (cm->has_stibp ? CPUID_7_EDX_STIBP : 0) | (cm->has_ssbd ? CPUID_7_EDX_SSBD : 0);
-	n++;
-	e[n].function = 0x80000000;
-	e[n].eax = 0x80000008;
-	n++;
-	e[n].function = 0x80000001;
-	e[n].edx = CPUID_8000_0001_EDX_LM | CPUID_8000_0001_EDX_SYSCALL |
-		   (cm->has_rdtscp ? CPUID_8000_0001_EDX_RDTSCP : 0);
-	n++;
-	e[n].function = 0x80000008;
-	e[n].eax = 0x3030;	/* 48-bit physical and virtual addresses */
-	if (!intel)
-		e[n].ebx = (cm->has_ibpb ? CPUID_8000_0008_EBX_IBPB : 0) |
-			   (cm->has_ibrs ? CPUID_8000_0008_EBX_IBRS : 0) |
-			   (cm->has_stibp ? CPUID_8000_0008_EBX_STIBP : 0) |
-			   (cm->has_ssbd ? CPUID_8000_0008_EBX_SSBD : 0);
-	n++;
-	return n;
+int kvm_arch_vcpu_create(struct kvm_vcpu *vcpu)
+{
+	int r;
+
+	/* With an in-kernel irqchip only the BSP runs at once; APs wait for INIT/SIPI. */
+	if (!irqchip_in_kernel(vcpu->kvm) || kvm_vcpu_is_reset_bsp(vcpu))
+		vcpu->arch.mp_state = KVM_MP_STATE_RUNNABLE;
+	else
+		vcpu->arch.mp_state = KVM_MP_STATE_UNINITIALIZED;
+	r = kvm_create_lapic(vcpu);
+	if (r)
+		return r;
+	/* Every bank exists until KVM_X86_SETUP_MCE says how many the guest has. */
+	vcpu->arch.mcg_cap = KVM_MAX_MCE_BANKS;
+	/* KVM_X86_QUIRK_STUFF_FEATURE_MSRS (on by default). */
+	vcpu->arch.msr_platform_info = MSR_PLATFORM_INFO_CPUID_FAULT;
+	r = kvm_x86_call(vcpu_create)(vcpu);
+	if (r)
+		kvm_free_lapic(vcpu);
+	return r;
 }
 
-/* KVM_SET_CPUID2: keep the entries, derive the capabilities the switch depends on. */
-int kvm_vcpu_ioctl_set_cpuid2(struct kvm_vcpu *vcpu, const struct kvm_cpuid_entry2 *entries, int n)
+void kvm_vcpu_reset(struct kvm_vcpu *vcpu, bool init_event)
 {
-	const struct kvm_cpuid_entry2 *e;
-	struct kvm_vcpu_arch *a = &vcpu->arch;
-
-	if (n < 0 || n > KVM_MAX_CPUID_ENTRIES)
-		return -E2BIG;
-	memcpy(a->cpuid_entries, entries, sizeof(*entries) * n);
-	a->cpuid_nent = n;
-
-	e = kvm_find_cpuid_entry(vcpu, 0, 0);
-	a->cap_intel_compatible = !e || e->ebx == 0x756e6547;
-	e = kvm_find_cpuid_entry(vcpu, 7, 0);
-	a->cap_rdpid = e && (e->ecx & CPUID_7_ECX_RDPID);
-	a->cap_spec_ctrl = e && (e->edx & CPUID_7_EDX_SPEC_CTRL);
-	a->cap_ibpb = a->cap_spec_ctrl;
-	a->cap_stibp = e && (e->edx & CPUID_7_EDX_STIBP);
-	a->cap_ssbd = e && (e->edx & CPUID_7_EDX_SSBD);
-	e = kvm_find_cpuid_entry(vcpu, 0x80000001, 0);
-	a->cap_rdtscp = e && (e->edx & CPUID_8000_0001_EDX_RDTSCP);
-	a->cap_lm = e && (e->edx & CPUID_8000_0001_EDX_LM);
-	e = kvm_find_cpuid_entry(vcpu, 0x80000008, 0);
-	if (e) {
-		a->cap_ibpb |= !!(e->ebx & CPUID_8000_0008_EBX_IBPB);
-		a->cap_spec_ctrl |= !!(e->ebx & CPUID_8000_0008_EBX_IBRS);
-		a->cap_stibp |= !!(e->ebx & CPUID_8000_0008_EBX_STIBP);
-		a->cap_ssbd |= !!(e->ebx & CPUID_8000_0008_EBX_SSBD);
+	kvm_lapic_reset(vcpu, init_event);
+	if (!init_event) {
+		vcpu->arch.msr_ia32_power_ctl = 0;
+		vcpu->arch.microcode_version = 0x100000000ULL;
 	}
+	kvm_x86_call(vcpu_reset)(vcpu, init_event);
+}
+
+/*
+ * kernel: kvm_arch_vcpu_destroy(): the vendor frees its part (a VMCS is VMCLEARed where
+ * it is loaded), then the CPUID table. No CPU may remember the vCPU as the last one to
+ * run there (as svm_clear_current_vmcb() forgets a freed VMCB on every CPU).
+ */
+void kvm_arch_vcpu_destroy(struct kvm_vcpu *vcpu)
+{
+	struct pk_machine *m = vcpu->kvm->m;
+	struct kvm_x86_global *g = kvm_global();
+
+	/* No timer of the vCPU may fire after it is gone: the PV kick's, then the LAPIC's. */
+	hrtimer_cancel(&vcpu->arch.kick_timer);
+	kvm_x86_call(vcpu_free)(vcpu);
+	kvm_free_lapic(vcpu);
+	for (u32 c = 0; c < m->nr_cpus; c++) {
+		struct kvm_vcpu *expected = vcpu;
+
+		__atomic_compare_exchange_n(&g->last_vcpu[c], &expected, NULL, false,
+					    __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+	}
+	pk_kfree(m, vcpu->arch.cpuid_entries,
+		 vcpu->arch.cpuid_nent * sizeof(*vcpu->arch.cpuid_entries), 64);
+	vcpu->arch.cpuid_entries = NULL;
+	vcpu->arch.cpuid_nent = 0;
+}
+
+/* ------------------------------------------------------------------------------------
+ * KVM_GET/SET_REGS, KVM_GET/SET_SREGS (kvm_arch_vcpu_ioctl_*)
+ * ---------------------------------------------------------------------------------- */
+
+int kvm_arch_vcpu_ioctl_get_regs(struct kvm_vcpu *vcpu, struct pk_regs *regs)
+{
 	vcpu_load(vcpu);
-	kvm_x86_call(vcpu_after_set_cpuid)(vcpu);
+	for (int i = 0; i < NR_VCPU_GPRS; i++)
+		regs->gpr[i] = kvm_register_read(vcpu, i);
+	regs->rip = kvm_rip_read(vcpu);
+	regs->rflags = kvm_x86_call(get_rflags)(vcpu);
 	vcpu_put(vcpu);
 	return 0;
+}
+
+/* kernel: __set_regs(): any values; RFLAGS gets its fixed bit; a pending fault is dropped. */
+int kvm_arch_vcpu_ioctl_set_regs(struct kvm_vcpu *vcpu, const struct pk_regs *regs)
+{
+	vcpu_load(vcpu);
+	for (int i = 0; i < NR_VCPU_GPRS; i++)
+		kvm_register_write(vcpu, i, regs->gpr[i]);
+	kvm_rip_write(vcpu, regs->rip);
+	kvm_x86_call(set_rflags)(vcpu, regs->rflags | X86_EFLAGS_FIXED);
+	vcpu->arch.exception.pending = false;
+	vcpu_put(vcpu);
+	return 0;
+}
+
+int kvm_arch_vcpu_ioctl_get_sregs(struct kvm_vcpu *vcpu, struct pk_sregs *s)
+{
+	vcpu_load(vcpu);
+	for (int i = 0; i < NR_VCPU_SREGS; i++)
+		kvm_x86_call(get_segment)(vcpu, &s->seg[i], i);
+	kvm_x86_call(get_gdt)(vcpu, &s->gdt);
+	kvm_x86_call(get_idt)(vcpu, &s->idt);
+	s->cr0 = vcpu->arch.cr0;
+	s->cr2 = vcpu->arch.cr2;
+	s->cr3 = vcpu->arch.cr3;
+	s->cr4 = vcpu->arch.cr4;
+	s->efer = vcpu->arch.efer;
+	s->apic_base = vcpu->arch.apic_base;
+	vcpu_put(vcpu);
+	return 0;
+}
+
+/* kernel: kvm_is_valid_cr0() (x86.c), then the vendor's is_valid_cr0. */
+static bool kvm_is_valid_cr0(struct kvm_vcpu *vcpu, u64 cr0)
+{
+	if (cr0 & 0xffffffff00000000ULL)
+		return false;
+	if ((cr0 & X86_CR0_NW) && !(cr0 & X86_CR0_CD))
+		return false;
+	if ((cr0 & X86_CR0_PG) && !(cr0 & X86_CR0_PE))
+		return false;
+	return kvm_x86_call(is_valid_cr0)(vcpu, cr0);
+}
+
+/* kernel: __kvm_is_valid_cr4() (the guest's CPUID) and the vendor's is_valid_cr4. */
+static bool kvm_is_valid_cr4(struct kvm_vcpu *vcpu, u64 cr4)
+{
+	if (cr4 & vcpu->arch.cr4_guest_rsvd_bits)
+		return false;
+	return kvm_x86_call(is_valid_cr4)(vcpu, cr4);
+}
+
+/*
+ * kernel: kvm_is_valid_sregs() (x86.c, torvalds/linux 2025: with kvm_valid_efer()).
+ * Paging with EFER.LME is 64-bit mode: it needs CR4.PAE, EFER.LMA and a CR3 within
+ * MAXPHYADDR; outside it EFER.LMA is clear and CS cannot be a 64-bit segment.
+ */
+static const char *kvm_is_valid_sregs(struct kvm_vcpu *vcpu, const struct pk_sregs *s)
+{
+	if ((s->efer & EFER_LME) && (s->cr0 & X86_CR0_PG)) {
+		if (!(s->cr4 & X86_CR4_PAE))
+			return "EFER.LME with CR0.PG (64-bit mode) needs CR4.PAE";
+		if (!(s->efer & EFER_LMA))
+			return "EFER.LME with CR0.PG (64-bit mode) needs EFER.LMA";
+		if (!kvm_vcpu_is_legal_gpa(vcpu, s->cr3))
+			return "CR3 has bits above the guest's MAXPHYADDR";
+	} else {
+		if (s->efer & EFER_LMA)
+			return "EFER.LMA without EFER.LME and CR0.PG";
+		if (s->seg[VCPU_SREG_CS].l)
+			return "CS.L (a 64-bit code segment) outside 64-bit mode";
+	}
+	if (!kvm_is_valid_cr4(vcpu, s->cr4))
+		return "CR4 sets a reserved bit or one the guest's CPUID lacks";
+	if (!kvm_is_valid_cr0(vcpu, s->cr0))
+		return "CR0 sets bits 63:32, NW without CD, or PG without PE";
+	if (!kvm_valid_efer(vcpu, s->efer))
+		return "EFER sets a reserved bit or one the guest's CPUID lacks";
+	return NULL;
+}
+
+/* kernel: __set_sregs_common(): checked whole first, then applied. */
+int kvm_arch_vcpu_ioctl_set_sregs(struct kvm_vcpu *vcpu, const struct pk_sregs *s)
+{
+	const char *why = kvm_is_valid_sregs(vcpu, s);
+	struct desc_ptr dt;
+	struct kvm_segment seg;
+	int r = 0;
+
+	if (why)
+		return pk_err(-EINVAL, "KVM_SET_SREGS: %s (cr0 %#llx cr4 %#llx efer %#llx)", why,
+			      (unsigned long long)s->cr0, (unsigned long long)s->cr4,
+			      (unsigned long long)s->efer);
+	vcpu_load(vcpu);
+	if (kvm_apic_set_base(vcpu, s->apic_base, true)) {
+		r = pk_err(-EINVAL, "KVM_SET_SREGS: APIC base %#llx sets reserved bits or an "
+			   "invalid mode", (unsigned long long)s->apic_base);
+		goto out;
+	}
+	dt = s->idt;
+	kvm_x86_call(set_idt)(vcpu, &dt);
+	dt = s->gdt;
+	kvm_x86_call(set_gdt)(vcpu, &dt);
+	vcpu->arch.cr2 = s->cr2;
+	vcpu->arch.cr3 = s->cr3;
+	kvm_x86_call(set_efer)(vcpu, s->efer);
+	kvm_x86_call(set_cr0)(vcpu, s->cr0);
+	kvm_x86_call(set_cr4)(vcpu, s->cr4);
+	for (int i = 0; i < NR_VCPU_SREGS; i++) {
+		seg = s->seg[i];
+		kvm_x86_call(set_segment)(vcpu, &seg, i);
+	}
+out:
+	vcpu_put(vcpu);
+	return r;
+}
+
+/* ------------------------------------------------------------------------------------
+ * vCPU ioctls: KVM_X86_SETUP_MCE, KVM_GET/SET_ONE_REG, KVM_GET_REG_LIST, MP state
+ * ---------------------------------------------------------------------------------- */
+
+int kvm_vcpu_ioctl_x86_setup_mce(struct kvm_vcpu *vcpu, u64 mcg_cap)
+{
+	u32 bank_num = mcg_cap & MCG_BANKCNT_MASK;
+
+	if (!bank_num || bank_num > KVM_MAX_MCE_BANKS)
+		return pk_err(-EINVAL, "KVM_X86_SETUP_MCE: %u banks (1..%d)", bank_num,
+			      KVM_MAX_MCE_BANKS);
+	if (mcg_cap & ~(kvm_global()->supported_mce_cap | 0xff | 0xff0000))
+		return pk_err(-EINVAL, "KVM_X86_SETUP_MCE: MCG_CAP %#llx has bits outside "
+			      "%#llx", (unsigned long long)mcg_cap,
+			      (unsigned long long)(kvm_global()->supported_mce_cap | 0xff00ff));
+	vcpu_load(vcpu);
+	vcpu->arch.mcg_cap = mcg_cap;
+	/* IA32_MCG_CTL and every IA32_MCi_CTL start all ones, IA32_MCi_CTL2 zero. */
+	if (mcg_cap & MCG_CTL_P)
+		vcpu->arch.mcg_ctl = ~(u64)0;
+	for (u32 bank = 0; bank < bank_num; bank++) {
+		vcpu->arch.mce_banks[bank * 4] = ~(u64)0;
+		if (mcg_cap & MCG_CMCI_P)
+			vcpu->arch.mci_ctl2_banks[bank] = 0;
+	}
+	kvm_apic_after_set_mcg_cap(vcpu);
+	vcpu_put(vcpu);
+	return 0;
+}
+
+/*
+ * A ONE_REG id (kernel: struct kvm_x86_reg_id): index in bits 31:0, type 39:32, reserved
+ * 51:40, size 55:52, KVM_REG_X86 in 63:56.
+ */
+static int kvm_x86_reg_msr(struct kvm_vcpu *vcpu, u64 id, u32 *msr)
+{
+	u32 index = (u32)id, type = (id >> 32) & 0xff;
+
+	if ((id & KVM_REG_ARCH_MASK) != KVM_REG_X86)
+		return pk_err(-EINVAL, "ONE_REG id %#llx is not an x86 register",
+			      (unsigned long long)id);
+	if ((id >> 40) & 0xfff)
+		return pk_err(-EINVAL, "ONE_REG id %#llx has reserved bits set",
+			      (unsigned long long)id);
+	/* KVM-defined registers map to KVM-internal MSR indices (kvm_translate_kvm_reg). */
+	if (type == KVM_X86_REG_TYPE_KVM) {
+		if (index != KVM_REG_GUEST_SSP || !guest_cpu_cap_has(vcpu, X86_FEATURE_SHSTK))
+			return pk_err(-EINVAL, "ONE_REG: no KVM register %u on this vCPU", index);
+		type = KVM_X86_REG_TYPE_MSR;
+		index = MSR_KVM_INTERNAL_GUEST_SSP;
+	}
+	if (type != KVM_X86_REG_TYPE_MSR)
+		return pk_err(-EINVAL, "ONE_REG id %#llx: type %u is not MSR or KVM",
+			      (unsigned long long)id, type);
+	if ((id & KVM_REG_SIZE_MASK) != KVM_REG_SIZE_U64)
+		return pk_err(-EINVAL, "ONE_REG id %#llx: an MSR is a u64",
+			      (unsigned long long)id);
+	*msr = index;
+	return 0;
+}
+
+/* KVM_GET_ONE_REG (kernel: kvm_get_set_one_reg, kvm_get_one_msr). */
+int kvm_get_one_reg(struct kvm_vcpu *vcpu, u64 id, u64 *val)
+{
+	u32 msr;
+	int r = kvm_x86_reg_msr(vcpu, id, &msr);
+
+	if (r)
+		return r;
+	vcpu_load(vcpu);
+	r = kvm_get_msr(vcpu, msr, val, true) ? -EINVAL : 0;
+	vcpu_put(vcpu);
+	return r ? pk_err(r, "KVM_GET_ONE_REG: MSR %#x cannot be read", msr) : 0;
+}
+
+int kvm_set_one_reg(struct kvm_vcpu *vcpu, u64 id, u64 val)
+{
+	u32 msr;
+	int r = kvm_x86_reg_msr(vcpu, id, &msr);
+
+	if (r)
+		return r;
+	vcpu_load(vcpu);
+	r = kvm_set_msr(vcpu, msr, val, true) ? -EINVAL : 0;
+	vcpu_put(vcpu);
+	return r ? pk_err(r, "KVM_SET_ONE_REG: MSR %#x refuses %#llx", msr,
+			  (unsigned long long)val) : 0;
+}
+
+/*
+ * KVM_GET_REG_LIST (kernel: kvm_get_reg_list): only the KVM-defined registers are
+ * listed; the MSRs are enumerated by KVM_GET_MSR_INDEX_LIST. *n: in, room; out, count.
+ */
+int kvm_get_reg_list(struct kvm_vcpu *vcpu, u64 *n, u64 *regs)
+{
+	u64 nr_regs = guest_cpu_cap_has(vcpu, X86_FEATURE_SHSTK) ? 1 : 0;
+	u64 room = *n;
+
+	*n = nr_regs;
+	if (room < nr_regs)
+		return -E2BIG;
+	if (nr_regs)
+		regs[0] = KVM_REG_X86 | ((u64)KVM_X86_REG_TYPE_KVM << 32) | KVM_REG_SIZE_U64 |
+			  KVM_REG_GUEST_SSP;
+	return 0;
+}
+
+/*
+ * KVM_GET_MP_STATE: HALTED for a vCPU that halted in KVM and has not been woken (a
+ * signal ended its KVM_RUN); a kick already received makes it RUNNABLE.
+ */
+int kvm_arch_vcpu_ioctl_get_mpstate(struct kvm_vcpu *vcpu, struct kvm_mp_state *mp_state)
+{
+	if ((vcpu->arch.mp_state == KVM_MP_STATE_HALTED ||
+	     vcpu->arch.mp_state == KVM_MP_STATE_AP_RESET_HOLD) && vcpu->arch.pv.pv_unhalted)
+		mp_state->mp_state = KVM_MP_STATE_RUNNABLE;
+	else
+		mp_state->mp_state = vcpu->arch.mp_state;
+	return 0;
+}
+
+int kvm_arch_vcpu_ioctl_set_mpstate(struct kvm_vcpu *vcpu, const struct kvm_mp_state *mp_state)
+{
+	u32 state = mp_state->mp_state;
+
+	switch (state) {
+	case KVM_MP_STATE_UNINITIALIZED:
+	case KVM_MP_STATE_HALTED:
+	case KVM_MP_STATE_AP_RESET_HOLD:
+	case KVM_MP_STATE_INIT_RECEIVED:
+	case KVM_MP_STATE_SIPI_RECEIVED:
+		if (!lapic_in_kernel(vcpu))
+			return pk_err(-EINVAL, "KVM_SET_MP_STATE %u needs an in-kernel LAPIC", state);
+		break;
+	case KVM_MP_STATE_RUNNABLE:
+		break;
+	default:
+		return pk_err(-EINVAL, "KVM_SET_MP_STATE: unknown state %u", state);
+	}
+	/*
+	 * SIPI_RECEIVED is obsolete: upstream leaves the vCPU waiting for SIPI with the SIPI
+	 * pending. The model delivers no SIPI, so the vCPU keeps waiting.
+	 */
+	if (state == KVM_MP_STATE_SIPI_RECEIVED)
+		state = KVM_MP_STATE_INIT_RECEIVED;
+	kvm_set_mp_state(vcpu, state);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------------------
+ * VM ioctls: KVM_CHECK_EXTENSION, KVM_ENABLE_CAP, KVM_CREATE_IRQCHIP
+ * ---------------------------------------------------------------------------------- */
+
+/* kernel: kvm_vm_ioctl_check_extension; 0 for what the model does not do. */
+int kvm_vm_ioctl_check_extension(struct kvm *kvm, long ext)
+{
+	switch (ext) {
+	case KVM_CAP_IRQCHIP:
+	case KVM_CAP_HLT:
+	case KVM_CAP_EXT_CPUID:
+	case KVM_CAP_MP_STATE:
+	case KVM_CAP_TSC_DEADLINE_TIMER:
+	case KVM_CAP_SPLIT_IRQCHIP:
+	case KVM_CAP_IMMEDIATE_EXIT:
+	case KVM_CAP_GET_MSR_FEATURES:
+	case KVM_CAP_MSR_PLATFORM_INFO:
+	case KVM_CAP_X86_USER_SPACE_MSR:
+	case KVM_CAP_X86_MSR_FILTER:
+	case KVM_CAP_ONE_REG:
+		return 1;
+	case KVM_CAP_NR_VCPUS:
+		return (int)(this_machine()->nr_cpus < KVM_MAX_VCPUS ? this_machine()->nr_cpus
+								       : KVM_MAX_VCPUS);
+	case KVM_CAP_MAX_VCPUS:
+		return KVM_MAX_VCPUS;
+	case KVM_CAP_MCE:
+		return KVM_MAX_MCE_BANKS;
+	default:
+		return 0;
+	}
+}
+
+/* The IOAPIC pins userspace may route to the LAPICs (kernel: MAX_NR_RESERVED_IOAPIC_PINS). */
+#define MAX_NR_RESERVED_IOAPIC_PINS	48
+
+int kvm_vm_ioctl_enable_cap(struct kvm *kvm, const struct kvm_enable_cap *cap)
+{
+	if (cap->flags)
+		return pk_err(-EINVAL, "KVM_ENABLE_CAP: flags %#x must be 0", cap->flags);
+	switch (cap->cap) {
+	case KVM_CAP_SPLIT_IRQCHIP:
+		if (cap->args[0] > MAX_NR_RESERVED_IOAPIC_PINS)
+			return pk_err(-EINVAL, "KVM_CAP_SPLIT_IRQCHIP: %llu IOAPIC pins (at most %d)",
+				      (unsigned long long)cap->args[0], MAX_NR_RESERVED_IOAPIC_PINS);
+		if (irqchip_in_kernel(kvm))
+			return pk_err(-EEXIST, "KVM_CAP_SPLIT_IRQCHIP: the VM has an irqchip");
+		if (kvm->nr_vcpus)
+			return pk_err(-EEXIST, "KVM_CAP_SPLIT_IRQCHIP: vCPUs exist already");
+		kvm->arch.irqchip_mode = KVM_IRQCHIP_SPLIT;
+		return 0;
+	case KVM_CAP_MSR_PLATFORM_INFO:
+		kvm->arch.guest_can_read_msr_platform_info = cap->args[0];
+		return 0;
+	case KVM_CAP_X86_USER_SPACE_MSR:
+		if (cap->args[0] & ~(u64)KVM_MSR_EXIT_REASON_VALID_MASK)
+			return pk_err(-EINVAL, "KVM_CAP_X86_USER_SPACE_MSR: reasons %#llx, valid: %#x",
+				      (unsigned long long)cap->args[0],
+				      KVM_MSR_EXIT_REASON_VALID_MASK);
+		kvm->arch.user_space_msr_mask = (u32)cap->args[0];
+		return 0;
+	default:
+		return pk_err(-EINVAL, "KVM_ENABLE_CAP: capability %u cannot be enabled on a VM",
+			      cap->cap);
+	}
+}
+
+/*
+ * KVM_CREATE_IRQCHIP. Of the in-kernel irqchip the model has the LAPICs; the PIC and
+ * IOAPIC are not modelled (their ports and MMIO still exit to userspace).
+ */
+int kvm_vm_ioctl_create_irqchip(struct kvm *kvm)
+{
+	if (irqchip_in_kernel(kvm))
+		return pk_err(-EEXIST, "KVM_CREATE_IRQCHIP: the VM already has an in-kernel "
+			      "irqchip");
+	/* Counted under kvm->lock, which the caller holds, with vCPUs still being created. */
+	if (kvm->created_vcpus)
+		return pk_err(-EINVAL, "KVM_CREATE_IRQCHIP after KVM_CREATE_VCPU");
+	kvm->arch.irqchip_mode = KVM_IRQCHIP_KERNEL;
+	return 0;
+}
+
+/* kernel: kvm_arch_init_vm: a VM's defaults, then the vendor's. */
+int kvm_arch_init_vm(struct kvm *kvm)
+{
+	kvm->arch.guest_can_read_msr_platform_info = true;
+	return kvm_x86_call(vm_init)(kvm);
+}
+
+/* kernel: kvm_arch_destroy_vm: what the VM allocated for itself (its MSR filters). */
+void kvm_arch_destroy_vm(struct kvm *kvm)
+{
+	for (int i = 0; i < 2; i++) {
+		pk_kfree(kvm->m, kvm->arch.msr_filter_buf[i], sizeof(struct kvm_x86_msr_filter), 8);
+		kvm->arch.msr_filter_buf[i] = NULL;
+	}
+	kvm->arch.msr_filter = NULL;
 }

@@ -14,11 +14,24 @@
 struct kvm_vcpu;
 struct kvm;
 
+/*
+ * Limits as upstream (arch/x86/include/asm/kvm_host.h): KVM_MAX_VCPUS is
+ * CONFIG_KVM_MAX_NR_VCPUS (1024 by default, 4096 with MAXSMP); vCPU ids may be up to
+ * KVM_VCPU_ID_RATIO times larger, because an x86 vCPU id is an APIC ID and APIC IDs
+ * encode topology. KVM_SET_CPUID2 takes at most KVM_MAX_CPUID_ENTRIES (cpuid.h).
+ */
 /* cffi:begin */
-#define KVM_MAX_VCPUS			8
+#define KVM_MAX_VCPUS			1024
 /* cffi:end */
-#define KVM_MAX_CPUID_ENTRIES		32
+#define KVM_VCPU_ID_RATIO		4
+#define KVM_MAX_VCPU_IDS		(KVM_MAX_VCPUS * KVM_VCPU_ID_RATIO)
+#define KVM_MAX_CPUID_ENTRIES		256
 #define KVM_MAX_NR_USER_RETURN_MSRS	16
+#define KVM_MAX_MCE_BANKS		32	/* 0x400..0x47f: 0x480 starts the VMX MSRs */
+/* Supported by KVM on every vendor; the vendor adds its own (kvm_caps.supported_mce_cap). */
+#define KVM_MCE_CAP_SUPPORTED		(MCG_CTL_P | MCG_SER_P)
+/* MAX_IO_MSRS (x86.c): KVM_GET/SET_MSRS refuse this many entries or more with E2BIG. */
+#define MAX_IO_MSRS			256
 
 #define EINTR	4
 #define EINVAL	22
@@ -28,6 +41,11 @@ struct kvm;
 #define EIO	5
 #define ENOENT	2
 #define E2BIG	7
+#define ENXIO	6
+#define EFAULT	14
+#define ENOTTY	25
+#define EAGAIN	11
+#define EOPNOTSUPP	95
 
 /*
  * General-purpose registers plus RIP (kernel: enum kvm_reg), then the state a vendor
@@ -57,8 +75,17 @@ enum { OUTSIDE_GUEST_MODE, IN_GUEST_MODE };
 #define KVM_X86_SHADOW_INT_MOV_SS	1
 #define KVM_X86_SHADOW_INT_STI		2
 
-/* Return values of the MSR accessors (kernel: KVM_MSR_RET_*). */
+/*
+ * Return values of the MSR accessors (kernel: KVM_MSR_RET_*): 0 success, 1 an invalid
+ * access (#GP), UNSUPPORTED an MSR KVM does not know, FILTERED denied by the VM's MSR
+ * filter. They decide the reason of a userspace MSR exit (kvm_msr_reason()).
+ */
 #define KVM_MSR_RET_UNSUPPORTED	2
+#define KVM_MSR_RET_FILTERED	3
+
+/* vcpu->requests bits (kernel: KVM_REQ_*). */
+#define KVM_REQ_RECALC_INTERCEPTS	0	/* MSR intercepts must follow a new MSR filter */
+#define KVM_REQ_MIGRATE_TIMER		1	/* the vCPU moved: its hrtimer-based timer too */
 
 struct msr_data {
 	bool host_initiated;
@@ -101,6 +128,25 @@ struct kvm_queued_exception {
 	u32 error_code;
 };
 
+/*
+ * The CPUID words KVM tracks as features (kernel: the NR_KVM_CPU_CAPS words of
+ * reverse_cpuid.h); X86_FEATURE_* in csrc/kvm/cpuid.h index them as word * 32 + bit.
+ */
+enum kvm_cpuid_word {
+	CPUID_1_EDX,
+	CPUID_1_ECX,
+	CPUID_7_0_EBX,
+	CPUID_7_ECX,
+	CPUID_7_EDX,
+	CPUID_8000_0001_ECX,
+	CPUID_8000_0001_EDX,
+	CPUID_8000_0008_EBX,
+	CPUID_7_1_EAX,
+	NR_KVM_CPU_CAPS,
+};
+
+struct kvm_lapic;
+
 struct kvm_vcpu_arch {
 	u64 regs[NR_VCPU_REGS];
 	u32 regs_avail;
@@ -109,15 +155,34 @@ struct kvm_vcpu_arch {
 	u64 efer;
 	u64 pat;
 	u64 ia32_misc_enable_msr;
-	u64 tsc_deadline;			/* the LAPIC's TSC-deadline timer */
 	u64 apic_base;
 	struct kvm_queued_exception exception;
 
-	struct kvm_cpuid_entry2 cpuid_entries[KVM_MAX_CPUID_ENTRIES];
+	struct kvm_cpuid_entry2 *cpuid_entries;	/* cpuid_nent of them, in kmem */
 	int cpuid_nent;
+	u64 cr4_guest_rsvd_bits;		/* CR4 bits the guest's CPUID does not allow */
+	u64 reserved_gpa_bits;			/* bits above the guest's MAXPHYADDR */
 	/* Guest CPUID capabilities the switch depends on (kernel: guest_cpu_cap_has()). */
 	bool cap_rdtscp, cap_rdpid, cap_lm, cap_spec_ctrl, cap_ssbd, cap_stibp, cap_ibpb,
 	     cap_intel_compatible;
+	/* What the guest may use: KVM's support ANDed with its CPUID (guest_cpu_cap_has()). */
+	u32 cpu_caps[NR_KVM_CPU_CAPS];
+
+	/* The in-kernel local APIC (lapic.c), or NULL without an in-kernel irqchip. */
+	struct kvm_lapic *apic;
+	u32 mp_state;				/* KVM_MP_STATE_* */
+
+	/* Machine-check banks (x86.c set_msr_mce/get_msr_mce, KVM_X86_SETUP_MCE). */
+	u64 mcg_cap;
+	u64 mcg_status;
+	u64 mcg_ctl;
+	u64 mce_banks[KVM_MAX_MCE_BANKS * 4];	/* CTL, STATUS, ADDR, MISC per bank */
+	u64 mci_ctl2_banks[KVM_MAX_MCE_BANKS];
+	u64 msr_hwcr;				/* AMD HWCR: McStatusWrEn lets STATUS take data */
+
+	u64 msr_ia32_power_ctl;
+	u64 microcode_version;
+	u64 msr_platform_info;
 
 	/* PIO in flight between the exit and userspace completing it. */
 	struct {
@@ -127,6 +192,7 @@ struct kvm_vcpu_arch {
 		u32 count;
 	} pio;
 	u64 mmio_gpa;
+	u64 mmio_data;				/* the read's value, from userspace or the LAPIC */
 	u32 mmio_len;
 	bool mmio_read_pending;
 	int (*complete_userspace_io)(struct kvm_vcpu *vcpu);
@@ -136,22 +202,15 @@ struct kvm_vcpu_arch {
 	u64 run_budget;				/* guest instructions before the run's signal */
 	bool l1tf_flush_l1d;			/* flush L1D before the next VM-entry (L1TF) */
 
-	u32 mp_state;				/* KVM_MP_STATE_* */
-	/*
-	 * The in-kernel LAPIC's TSC-deadline timer (kernel: struct kvm_timer in lapic.h;
-	 * the deadline is tsc_deadline above), only as a wake-up source of a halted vCPU:
-	 * the host hrtimer it runs on while the vCPU is blocked, and the expiries not yet
-	 * delivered.
-	 */
-	struct {
-		u32 pending;
-		struct pk_hrtimer timer;
-	} lapic_timer;
 	struct {
 		bool pv_unhalted;		/* kicked by another vCPU (KVM_HC_KICK_CPU) */
 	} pv;
-	struct pk_hrtimer kick_timer;		/* another vCPU's kicks (pk_vcpu_kick_every) */
-	u64 kick_period;			/* TSC ticks between them */
+	/*
+	 * Not KVM's: the model's stand-in for another vCPU, on a pCPU not simulated, that
+	 * sends this one KVM_HC_KICK_CPU (pk_vcpu_kick_every/after).
+	 */
+	struct pk_hrtimer kick_timer;
+	u64 kick_period;			/* TSC ticks between kicks (0: one kick) */
 };
 
 /* cffi:begin */
@@ -175,7 +234,10 @@ struct kvm_vcpu_stat {
 
 struct kvm_vcpu {
 	struct kvm *kvm;
-	int vcpu_id;
+	u64 requests;				/* KVM_REQ_* bits, handled before VM-entry */
+	struct mutex *mutex;			/* vcpu->mutex: one ioctl at a time (beside kmem) */
+	int vcpu_id;				/* what userspace named it (its APIC ID) */
+	int vcpu_idx;				/* its index in kvm->vcpus */
 	int cpu;				/* CPU it is loaded on, or -1 */
 	int mode;				/* IN_GUEST_MODE or OUTSIDE_GUEST_MODE */
 	int task;				/* the host task that runs it */
@@ -190,19 +252,51 @@ struct kvm_vcpu {
 	struct kvm_run run;
 };
 
-#define KVM_IRQCHIP_NONE	0
-#define KVM_IRQCHIP_KERNEL	1		/* KVM_CREATE_IRQCHIP: PIC, IOAPIC, LAPIC in kernel */
+/* A VM's MSR filter (kernel: struct kvm_x86_msr_filter, x86.c). */
+struct msr_bitmap_range {
+	u32 flags;
+	u32 nmsrs;
+	u32 base;
+	u8 bitmap[KVM_MSR_FILTER_MAX_BITMAP_SIZE];
+};
+
+struct kvm_x86_msr_filter {
+	u8 count;
+	bool default_allow;
+	struct msr_bitmap_range ranges[KVM_MSR_FILTER_MAX_RANGES];
+};
+
+enum kvm_irqchip_mode {
+	KVM_IRQCHIP_NONE,
+	KVM_IRQCHIP_KERNEL,			/* KVM_CREATE_IRQCHIP */
+	KVM_IRQCHIP_SPLIT,			/* KVM_CAP_SPLIT_IRQCHIP: only the LAPIC in KVM */
+};
 
 struct kvm_arch {
-	int irqchip_mode;
+	enum kvm_irqchip_mode irqchip_mode;
+	u32 bsp_vcpu_id;
+	u32 user_space_msr_mask;		/* KVM_MSR_EXIT_REASON_* that exit to userspace */
+	bool guest_can_read_msr_platform_info;
+	/*
+	 * The filter in force, or NULL. Filters are built in the buffer not in force and
+	 * then swapped in (kernel: RCU replace), both allocated on the first
+	 * KVM_X86_SET_MSR_FILTER.
+	 */
+	struct kvm_x86_msr_filter *msr_filter;
+	struct kvm_x86_msr_filter *msr_filter_buf[2];
 };
 
 struct kvm {
 	struct pk_machine *m;
+	struct mutex *lock;			/* kvm->lock: vCPU creation (beside kmem) */
+	struct mutex *slots_lock;		/* kvm->slots_lock: memslot updates */
 	struct kvm_arch arch;
 	struct pk_memslots memslots;		/* EPT_POINTER / nested_cr3 point here */
-	struct kvm_vcpu *vcpus[KVM_MAX_VCPUS];
-	int nr_vcpus;
+	struct kvm_vcpu *vcpus[KVM_MAX_VCPUS];	/* kernel: the vcpu_array xarray */
+	u64 vcpu_ids[KVM_MAX_VCPU_IDS / 64];	/* ids taken (kvm_get_vcpu_by_id's answer) */
+	int nr_vcpus;				/* online_vcpus */
+	int created_vcpus;
+	int max_vcpus;
 };
 
 /*
@@ -219,6 +313,8 @@ struct kvm_x86_ops {
 	int (*vm_init)(struct kvm *kvm);
 	int (*vcpu_create)(struct kvm_vcpu *vcpu);
 	void (*vcpu_free)(struct kvm_vcpu *vcpu);
+	bool (*is_valid_cr0)(struct kvm_vcpu *vcpu, u64 cr0);
+	bool (*is_valid_cr4)(struct kvm_vcpu *vcpu, u64 cr4);
 	void (*vcpu_reset)(struct kvm_vcpu *vcpu, bool init_event);
 	void (*prepare_switch_to_guest)(struct kvm_vcpu *vcpu);
 	void (*vcpu_load)(struct kvm_vcpu *vcpu, int cpu);
@@ -245,12 +341,22 @@ struct kvm_x86_ops {
 	void (*handle_exit_irqoff)(struct kvm_vcpu *vcpu);
 	void (*get_exit_info)(struct kvm_vcpu *vcpu, u32 *reason, u64 *info1, u64 *info2);
 	void (*vcpu_after_set_cpuid)(struct kvm_vcpu *vcpu);
+	/* Re-derive which MSRs pass through, after an MSR filter or CPUID change. */
+	void (*recalc_intercepts)(struct kvm_vcpu *vcpu);
+	/* Finish an emulated RDMSR/WRMSR: #GP if err, else skip the instruction. */
+	int (*complete_emulated_msr)(struct kvm_vcpu *vcpu, int err);
+	/* Whether the vendor emulates an MSR of KVM's emulated list (NULL kvm: any VM). */
+	bool (*has_emulated_msr)(struct kvm *kvm, u32 index);
 	int (*get_cpl)(struct kvm_vcpu *vcpu);
 	void (*get_cs_db_l_bits)(struct kvm_vcpu *vcpu, int *db, int *l);
 	u32 (*get_interrupt_shadow)(struct kvm_vcpu *vcpu);
 	void (*set_interrupt_shadow)(struct kvm_vcpu *vcpu, int mask);
-	/* Arm the hypervisor timer for a TSC deadline (VMX preemption timer); NULL: none. */
-	int (*set_hv_timer)(struct kvm_vcpu *vcpu, u64 guest_deadline_tsc);
+	/*
+	 * The hypervisor timer for a TSC deadline (VMX preemption timer); NULL: none.
+	 * *expired if the deadline has already passed.
+	 */
+	int (*set_hv_timer)(struct kvm_vcpu *vcpu, u64 guest_deadline_tsc, bool *expired);
+	void (*cancel_hv_timer)(struct kvm_vcpu *vcpu);
 };
 
 /* Setup-time hooks (kernel: struct kvm_x86_init_ops). */
@@ -267,6 +373,7 @@ struct kvm_x86_init_ops {
 
 /* kvm.* parameters (x86.c's, then kvm_main.c's halt polling). */
 struct kvm_params {
+	bool ignore_msrs;
 	bool uret_irqs_off;
 	bool lazy_fpu;
 	bool forget_star, forget_lstar, forget_syscall_mask, forget_efer,
@@ -284,8 +391,20 @@ struct kvm_x86_global {
 	struct kvm_vcpu *last_vcpu[PK_MAX_CPUS];			/* per CPU, for IBPB */
 	bool virtualization_enabled[PK_MAX_CPUS];			/* per CPU */
 	u64 host_efer;
+	u64 efer_reserved_bits;			/* EFER bits no guest may set (x86.c) */
 	u64 host_arch_capabilities;
 	struct kvm_params params;
+
+	/* kernel: kvm_caps.supported_mce_cap and kvm_cpu_caps[] (cpuid.c) */
+	u64 supported_mce_cap;
+	u32 kvm_cpu_caps[NR_KVM_CPU_CAPS];
+	/* The MSR lists of KVM_GET_MSR_INDEX_LIST and _FEATURE_ (kvm_init_msr_lists). */
+	u32 msrs_to_save[32];
+	u32 num_msrs_to_save;
+	u32 emulated_msrs[16];
+	u32 num_emulated_msrs;
+	u32 msr_based_features[8];
+	u32 num_msr_based_features;
 };
 
 static inline struct kvm_x86_global *kvm_global(void)
@@ -328,6 +447,46 @@ int kvm_handle_external_interrupt(struct kvm_vcpu *vcpu);
 u64 kvm_host_spec_ctrl(void);	/* the host's SPEC_CTRL (x86_spec_ctrl_current) */
 int kvm_get_msr(struct kvm_vcpu *vcpu, u32 index, u64 *data, bool host_initiated);
 int kvm_set_msr(struct kvm_vcpu *vcpu, u32 index, u64 data, bool host_initiated);
+bool kvm_msr_allowed(struct kvm_vcpu *vcpu, u32 index, u32 type);
+int kvm_complete_insn_gp(struct kvm_vcpu *vcpu, int err);
+
+/*
+ * Requests are atomic bit operations as upstream's (set_bit, test_bit/clear_bit): another
+ * thread may make one (KVM_X86_SET_MSR_FILTER for every vCPU) while the vCPU checks its own.
+ */
+static inline void kvm_make_request(int req, struct kvm_vcpu *vcpu)
+{
+	__atomic_fetch_or(&vcpu->requests, BIT_ULL(req), __ATOMIC_RELEASE);
+}
+
+static inline bool kvm_request_pending(struct kvm_vcpu *vcpu)
+{
+	return __atomic_load_n(&vcpu->requests, __ATOMIC_RELAXED) != 0;
+}
+
+static inline bool kvm_check_request(int req, struct kvm_vcpu *vcpu)
+{
+	if (!(__atomic_load_n(&vcpu->requests, __ATOMIC_ACQUIRE) & BIT_ULL(req)))
+		return false;
+	__atomic_fetch_and(&vcpu->requests, ~BIT_ULL(req), __ATOMIC_RELAXED);
+	return true;
+}
+
+static inline bool lapic_in_kernel(struct kvm_vcpu *vcpu)
+{
+	return vcpu->arch.apic != NULL;
+}
+
+static inline bool irqchip_in_kernel(struct kvm *kvm)
+{
+	return kvm->arch.irqchip_mode != KVM_IRQCHIP_NONE;
+}
+
+/* A vCPU that has entered the guest once may no longer change its model. */
+static inline bool kvm_vcpu_has_run(struct kvm_vcpu *vcpu)
+{
+	return vcpu->arch.last_vmentry_cpu != -1;
+}
 
 static inline u64 kvm_register_read(struct kvm_vcpu *vcpu, int reg)
 {
@@ -394,22 +553,11 @@ static inline u64 kvm_read_cr3(struct kvm_vcpu *vcpu)
 	return vcpu->arch.cr3;
 }
 
-/* kernel: kvm_can_use_hv_timer() (lapic.c): the vendor has a hypervisor timer. */
-static inline bool kvm_can_use_hv_timer(struct kvm_vcpu *vcpu)
-{
-	return kvm_x86_call(set_hv_timer) != NULL;
-}
-
-/* ---- lapic.c (the TSC-deadline timer only; kept in x86.c) ---- */
-static inline bool lapic_in_kernel(struct kvm_vcpu *vcpu)
-{
-	return vcpu->kvm->arch.irqchip_mode != KVM_IRQCHIP_NONE;
-}
-void kvm_set_lapic_tscdeadline_msr(struct kvm_vcpu *vcpu, u64 data);
-bool kvm_cpu_has_pending_timer(struct kvm_vcpu *vcpu);
+/* ---- x86.c and lapic.c, for kvm_main.c's halting (kernel: linux/kvm_host.h) ---- */
 bool kvm_arch_vcpu_runnable(struct kvm_vcpu *vcpu);
+bool kvm_cpu_has_pending_timer(struct kvm_vcpu *vcpu);
 void kvm_pv_kick_timer_fn(struct pk_hrtimer *timer);
-int kvm_arch_vm_ioctl_create_irqchip(struct kvm *kvm);
+void __kvm_migrate_timers(struct kvm_vcpu *vcpu);
 
 /* ---- kvm_main.c ---- */
 void kvm_vcpu_halt(struct kvm_vcpu *vcpu);
@@ -421,5 +569,6 @@ void vcpu_put(struct kvm_vcpu *vcpu);
 int kvm_arch_vcpu_ioctl_run(struct kvm_vcpu *vcpu);
 void kvm_arch_vcpu_load(struct kvm_vcpu *vcpu, int cpu);
 void kvm_arch_vcpu_put(struct kvm_vcpu *vcpu);
+void kvm_arch_vcpu_destroy(struct kvm_vcpu *vcpu);
 
 #endif

@@ -83,6 +83,7 @@ struct pk_check_result {
 	u32 nr_steps;
 	struct pk_step steps[PK_CHECK_MAX_STEPS];
 	u64 walks;
+	u32 interrupted;		/* pk_checker_stop() ended it early */
 	u64 injected[PK_NR_INJ];	/* host events taken, by kind */
 	u64 refused;			/* events not taken: the kernel forbids them there */
 };
@@ -100,6 +101,8 @@ int pk_checker_replay(struct pk_checker *c, const struct pk_step *steps, u32 n,
 		      struct pk_violation *v, bool trace);
 int pk_checker_explore(struct pk_checker *c, u32 bound, u64 max_states, u64 walks,
 		       u32 walk_len, u64 seed, double seconds, struct pk_check_result *res);
+/* From another thread: the running explore stops after its current step (Ctrl-C). */
+void pk_checker_stop(struct pk_checker *c);
 /*
  * The host points of step `idx` after steps[0..idx) from the initial state: their
  * number (-1 if an earlier step ends the branch), and where an interrupt and a
@@ -107,6 +110,30 @@ int pk_checker_explore(struct pk_checker *c, u32 bound, u64 max_states, u64 walk
  */
 int pk_checker_points(struct pk_checker *c, const struct pk_step *steps, u32 idx,
 		      u64 irq_ok[PK_INJ_OK_WORDS], u64 preempt_ok[PK_INJ_OK_WORDS]);
+
+/*
+ * For a search spread over processes (pykvm/swarm.py): a task names its state by the
+ * steps that lead to it from the initial state (`prefix`, n steps).
+ *
+ * pk_checker_expand: every step pk_checker_explore() would try from that state (its
+ * order: each step, then each run with each host event before each host instruction
+ * where the event can be taken), each with the hash of the state it leads to: the same
+ * in every process (0: the branch ends there; 1 for every other child unless `hashes`).
+ * Returns how many (-ENOSPC: more than max; -ECHILD: the prefix ends the branch). Stops at the first child that violates,
+ * with the whole path in res (a violation within the prefix: the prefix up to it).
+ *
+ * pk_checker_explore_from: pk_checker_explore() from that state (bound and walks count
+ * from it); a violation's steps in res include the prefix.
+ */
+struct pk_child {
+	struct pk_step step;
+	u64 hash;
+};
+int pk_checker_expand(struct pk_checker *c, const struct pk_step *prefix, u32 n,
+		      struct pk_child *out, u32 max, bool hashes, struct pk_check_result *res);
+int pk_checker_explore_from(struct pk_checker *c, const struct pk_step *prefix, u32 n,
+			    u32 bound, u64 max_states, u64 walks, u32 walk_len, u64 seed,
+			    double seconds, struct pk_check_result *res);
 /* cffi:end */
 
 #endif

@@ -94,7 +94,7 @@ static inline void pk_interrupt_window(void)
 {
 	struct pk_cpu *cpu = pk_this_cpu;
 
-	if (unlikely(cpu->m->inject.armed))
+	if (unlikely(pk_inject_armed(cpu->m)))
 		pk_inject_point(cpu, PK_NR_OPS, 0);
 }
 
@@ -133,17 +133,21 @@ struct pk_trace {
 };
 /* cffi:end */
 
+/* Any CPU may record: a slot is claimed atomically. */
 static inline void pk_trace(struct pk_machine *m, u32 kind, u32 cpu, u64 a, u64 b)
 {
 	struct pk_trace *t = m->trace;
+	u32 n;
 
 	if (likely(!t))
 		return;
-	if (t->n >= PK_TRACE_CAP) {
-		t->dropped++;
+	n = __atomic_fetch_add(&t->n, 1, __ATOMIC_RELAXED);
+	if (n >= PK_TRACE_CAP) {
+		__atomic_fetch_sub(&t->n, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&t->dropped, 1, __ATOMIC_RELAXED);
 		return;
 	}
-	t->rec[t->n++] = (struct pk_trace_rec){ kind, cpu, a, b };
+	t->rec[n] = (struct pk_trace_rec){ kind, cpu, a, b };
 }
 
 #endif

@@ -21,7 +21,7 @@
 #define GDT_ENTRY_LDT	10
 #define __TSS_SEL	(GDT_ENTRY_TSS * 8)
 
-void pk_host_init(struct pk_machine *m);
+int pk_host_init(struct pk_machine *m);
 const char *pk_host_params_invalid(struct pk_machine *m);
 u64 pk_host_spec_ctrl_kernel(const struct pk_machine *m);
 u64 pk_host_spec_ctrl_user(const struct pk_machine *m);
@@ -35,6 +35,7 @@ void pk_host_machine_check(struct pk_cpu *cpu);
 /* A device interrupt in host kernel mode, with the softirqs run on its way out. */
 void pk_host_irq(struct pk_cpu *cpu, u32 vector, bool softirqs);
 int pk_host_create_task(struct pk_machine *m, int cpu, bool is_vcpu_thread);
+void pk_host_exit_task(struct pk_machine *m, int id);
 
 /* The running task enters / leaves the kernel on this_cpu() (syscall, ioctl). */
 void pk_enter_kernel(void);
@@ -56,8 +57,14 @@ void local_irq_enable(void);
 void pk_context_switch(int cpu, int next);
 /* Move a task to another CPU (it is not running; runs there on its next switch). */
 int pk_migrate_task(int task, int cpu);
-/* Host IRQ handler of the timer tick that ends a guest instruction budget. */
+/* Host IRQ handler of the timer tick (see PK_TICK_INSNS in host.c). */
 void pk_host_timer_interrupt(void);
+/* The running task's next slice of guest instructions before a tick. */
+void pk_timer_slice_start(struct pk_cpu *cpu, struct pk_task *t);
+/* A signal to a task from another thread: its run ends at the next tick. */
+void pk_signal_task(struct pk_machine *m, int task);
+/* pk_host_run_other() for a caller that holds the CPU already. */
+void pk_host_run_other_locked(struct pk_machine *m, u32 cpu);
 /* cffi:begin */
 int pk_host_run_other(struct pk_machine *m, u32 cpu);
 /* cffi:end */
@@ -81,6 +88,8 @@ void pk_host_kthread_preempt(struct pk_cpu *cpu);
 /* Make the CPU's user process or its kworker runnable: it preempts at the next reschedule. */
 int pk_host_queue_preemptor(struct pk_machine *m, u32 cpu, bool kthread);
 bool pk_host_unqueue_preemptor(struct pk_machine *m, u32 cpu, int id);
+/* An exiting task leaves the runqueue it waits in (its CPU is held). */
+void pk_host_dequeue_task(struct pk_machine *m, int id);
 /* cffi:begin */
 /*
  * A kernel thread (a kworker) is woken on `cpu`, preempts the task running there and
@@ -107,6 +116,8 @@ u64 ktime_get(void);				/* this CPU's clock in ns */
 /* Arm `t` to fire on this CPU when its TSC reaches `expires` (re-arming moves it). */
 void hrtimer_start(struct pk_hrtimer *t, u64 expires);
 void hrtimer_cancel(struct pk_hrtimer *t);
+/* Re-arm an armed timer of another CPU on this one, with the time it had left there. */
+void hrtimer_migrate_here(struct pk_hrtimer *t);
 /*
  * Let `cpu` wait, with IRQs on, until its TSC reaches `until`: the earliest timer that
  * expires by then fires (the clock jumps to its expiry) and true is returned; with none,
@@ -120,7 +131,7 @@ void x86_gsbase_write_inactive(u64 gsbase);
 static inline struct pk_task *current_task(void)
 {
 	struct pk_machine *m = this_machine();
-	return &m->host.tasks[m->host.current[this_cpu()->id]];
+	return pk_task(m, m->host.current[this_cpu()->id]);
 }
 
 #endif

@@ -7,6 +7,18 @@
  * (kmem), so copying the object snapshots the machine; guest memory is referenced, not
  * copied. Host physical addresses are offsets into this object (see __pa()/pk_hva()),
  * which is how a VMCS, VMCB, MSR bitmap or MSR-load list is found by the "hardware".
+ *
+ * Kernel memory grows as the kernel's does: the machine reserves address space for as
+ * much memory as the host has (csrc/arch/machine.c) and makes it usable as KVM
+ * allocates; freed objects are reused and their pages returned (csrc/host/kmem.c). What
+ * only counts or caches (cost counters, locks, decode caches, the trace buffer) lives
+ * beside the object, not in it: it is not state, and a snapshot does not copy it.
+ *
+ * Threads (MACHINE.md, ARCHITECTURE.md "Threads and scale"): a pCPU runs one thing at a
+ * time. Host code runs on a pCPU only while its runqueue lock is held (pk_cpu_lock(),
+ * csrc/host/smp.c); per-CPU state is touched only by the holder; machine-wide state that
+ * several CPUs write (the allocator, the task list, the oracle's verdict, host_bugs, the
+ * trace) has a lock or is atomic.
  */
 #ifndef _PYKVM_MACHINE_H
 #define _PYKVM_MACHINE_H
@@ -15,13 +27,17 @@
 #include "asm/msr-index.h"
 
 #define PK_MAX_CPUS		8
-#define PK_MAX_TASKS		64
 #define PK_MAX_MEMSLOTS		8
 #define PK_MAX_RETURN_NOTIFIERS	4
-#define PK_MAX_PREEMPT_NOTIFIERS 8
-#define PK_MAX_HRTIMERS		8	/* armed host timers per CPU */
-#define PK_KMEM_SIZE		(768 * 1024)
 #define PK_PHYS_BASE		0x100000000ULL	/* host PA of byte 0 of the machine */
+/*
+ * Tasks (threads) of the host: the kernel's pid_max default (PID_MAX_DEFAULT, 32768),
+ * in a two-level table whose chunks never move, so a task found once stays put.
+ */
+#define PK_PID_MAX		32768
+#define PK_TASK_CHUNK_SHIFT	7
+#define PK_TASK_CHUNK		(1u << PK_TASK_CHUNK_SHIFT)
+#define PK_TASK_CHUNKS		(PK_PID_MAX / PK_TASK_CHUNK)
 /* Host points of one run whose IRQ/preemption eligibility is recorded while counting. */
 #define PK_INJ_OK_POINTS	1024
 #define PK_INJ_OK_WORDS		16	/* PK_INJ_OK_POINTS / 64 */
@@ -187,8 +203,9 @@ enum pk_op { PK_OPS(__PK_OP_ENUM) PK_NR_OPS };
 enum pk_path { PK_PATHS(__PK_PATH_ENUM) PK_NR_PATHS };
 #undef __PK_PATH_ENUM
 
+/* One pCPU's counters (struct pk_machine.costs[cpu]): counted, not state. */
 struct pk_costs {
-	u32 path;				/* enum pk_path being executed now */
+	u32 path;				/* enum pk_path this CPU executes now */
 	u64 ops[PK_NR_PATHS][PK_NR_OPS];
 	u64 msr_ops[PK_NR_PATHS][2][PK_NR_PRICED_MSRS + 1];	/* [.][0=rd,1=wr][msr], +1: other */
 	u64 cycles[PK_NR_PATHS];
@@ -289,17 +306,24 @@ struct pk_cpu {
 	u64 mmio_fill_gpa;
 	u64 mmio_fill_data;
 
+	struct pk_memslots bare_slots;		/* the memory of bare mode (PK_MODE_BARE) */
 	void *icache;				/* interpreter decode cache: not state */
+	struct pk_costs *costs;			/* this CPU's counters (beside the machine) */
 };
 
 /* Host kernel model (MACHINE.md section 5): only what reads or writes switched state. */
 struct pk_task {
 	u32 id;
 	u32 cpu;
+	bool alive;
 	bool is_vcpu_thread;
+	int next_free;				/* free list of task ids (pid reuse), -1: end */
+	struct preempt_notifier *preempt_notifiers;	/* task->preempt_notifiers */
 	bool is_kthread;			/* no user mode, no mm of its own (PF_KTHREAD) */
 	bool is_idle;				/* this CPU's idle task (swapper/N) */
 	u32 state;				/* TASK_RUNNING or TASK_INTERRUPTIBLE */
+	bool on_rq;				/* waiting in its CPU's runqueue */
+	int rq_next;				/* the next task waiting there, or -1 */
 	u64 fsbase, gsbase;			/* user FS/GS base (thread.fsbase/gsbase) */
 	u16 fsindex, gsindex, ds, es;
 	u16 ldt;				/* its mm's LDT selector (modify_ldt), or 0 */
@@ -307,6 +331,7 @@ struct pk_task {
 	bool notsc;				/* TIF_NOTSC (prctl PR_SET_TSC): CR4.TSD while it runs */
 	bool tif_user_return_notify;
 	bool signal_pending;
+	bool signal_sent;			/* by another thread: taken at the next tick */
 	u64 timer_budget;			/* guest instructions until its timer signal */
 	/*
 	 * The oracle's reference, not kernel state: the user FS/GS bases as the task itself
@@ -332,12 +357,14 @@ struct pk_hrtimer {
 	void (*function)(struct pk_hrtimer *timer);
 	int cpu;
 	bool armed;
+	struct pk_hrtimer *next;		/* in its CPU's list of armed timers */
 };
 
 struct preempt_notifier {
 	void (*sched_in)(struct preempt_notifier *pn, int cpu);
 	void (*sched_out)(struct preempt_notifier *pn);
-	int task;				/* -1: unused */
+	int task;				/* the task it is registered with, or -1 */
+	struct preempt_notifier *next;		/* in that task's list */
 };
 
 /* Host kernel parameters ("kernel.*"): versions of the host around KVM. */
@@ -364,12 +391,13 @@ struct pk_host {
 	u64 star, lstar, cstar, syscall_mask, sysenter_eip;
 	u16 kernel_cs, kernel_ds, tss_sel;
 
-	struct pk_task tasks[PK_MAX_TASKS];
-	u32 nr_tasks;
+	struct pk_task *task_chunk[PK_TASK_CHUNKS];	/* PK_TASK_CHUNK tasks each, in kmem */
+	u32 nr_tasks;				/* ids handed out so far (the highest + 1) */
+	u32 nr_live_tasks;
+	int free_task;				/* an exited task's id to reuse, or -1 */
 	int current[PK_MAX_CPUS];		/* task running on each CPU */
 	bool in_user[PK_MAX_CPUS];
 	struct user_return_notifier *return_notifiers[PK_MAX_CPUS][PK_MAX_RETURN_NOTIFIERS];
-	struct preempt_notifier *preempt_notifiers[PK_MAX_PREEMPT_NOTIFIERS];
 	u32 preempt_count[PK_MAX_CPUS];
 	bool irqs_enabled[PK_MAX_CPUS];
 	/* cpu_tlbstate: the CR3 the kernel has loaded (mm + PCID), and the CR4 shadow. */
@@ -390,17 +418,18 @@ struct pk_host {
 	 */
 	int idle_task[PK_MAX_CPUS];
 	int kworker[PK_MAX_CPUS];
-	int rq[PK_MAX_CPUS][PK_MAX_TASKS];
+	int rq_head[PK_MAX_CPUS], rq_tail[PK_MAX_CPUS];	/* runnable tasks waiting, FIFO */
 	u32 rq_nr[PK_MAX_CPUS];
 	bool need_resched[PK_MAX_CPUS];
-	struct pk_hrtimer *hrtimers[PK_MAX_CPUS][PK_MAX_HRTIMERS];
+	struct pk_hrtimer *hrtimers[PK_MAX_CPUS];	/* armed timers per CPU, a list */
 };
 
 struct pk_machine {
 	u32 nr_cpus;
 	struct pk_cpu_model model;
 	struct pk_profile profile;
-	struct pk_costs costs;
+	struct pk_costs *costs;			/* per CPU, beside the machine: not state */
+	struct pk_locks *locks;			/* beside the machine (csrc/host/smp.c) */
 	struct pk_host host;
 	struct pk_cpu cpu[PK_MAX_CPUS];
 	u64 host_bugs;				/* faults of non-_safe host MSR accesses (a kernel WARN) */
@@ -426,6 +455,9 @@ struct pk_machine {
 		u32 refused;			/* reached where the kernel would not take it */
 		/* While counting: the points where IRQs were on / the thread preemptible. */
 		u64 irq_ok[PK_INJ_OK_WORDS], preempt_ok[PK_INJ_OK_WORDS];
+		/* The thread whose run it is placed in: another thread's run on the same
+		 * pCPU never takes it (csrc/host/events.c). */
+		const void *owner;
 	} inject;
 	/* PK_INJ_PREEMPT_VM: the preempting task and its userspace's KVM_RUN (csrc/check). */
 	int inject_other_task;			/* -1: none */
@@ -447,9 +479,18 @@ struct pk_machine {
 	const struct kvm_x86_ops *kvm_x86_ops;
 	const struct kvm_x86_init_ops *vendor_init_ops;
 
-	/* Kernel memory: bump-allocated, page-aligned objects (kzalloc/alloc_page). */
-	size_t kmem_used;
-	u8 kmem[PK_KMEM_SIZE] __attribute__((aligned(4096)));
+	/*
+	 * Kernel memory (csrc/host/kmem.c): pages handed out from the bottom of kmem[] up to
+	 * kmem_used (what a snapshot copies); freed runs of pages and freed small objects go
+	 * to free lists (offsets + 1 into kmem[], 0: empty) and are reused first.
+	 */
+	size_t kmem_used;			/* high-water mark, a multiple of the page size */
+	size_t kmem_committed;			/* made accessible (csrc/arch/machine.c) */
+	size_t kmem_reserved;			/* address space reserved for kmem[] */
+	size_t kmem_in_use;			/* bytes allocated and not freed */
+	u64 kmem_free_pages;			/* first free run of pages (address order) */
+	u64 kmem_free_objs[8];			/* free small objects, by size class 16..2048 */
+	u8 kmem[] __attribute__((aligned(4096)));
 };
 
 /* The CPU the running host code executes on (kernel: smp_processor_id()). */
@@ -489,25 +530,57 @@ static inline u64 pk_pa(const struct pk_machine *m, const void *p)
 static inline void *pk_hva(struct pk_machine *m, u64 pa, u64 len)
 {
 	u64 off = pa - PK_PHYS_BASE;
-	if (pa < PK_PHYS_BASE || off > sizeof(*m) || len > sizeof(*m) - off)
+	u64 end = offsetof(struct pk_machine, kmem) + m->kmem_used;
+
+	if (pa < PK_PHYS_BASE || off > end || len > end - off)
 		return NULL;
 	return (u8 *)m + off;
 }
 
+/* Kernel memory (csrc/host/kmem.c): zeroed, `align` <= 4096; NULL when exhausted. */
 void *pk_kzalloc(struct pk_machine *m, size_t size, size_t align);
+/* Free what pk_kzalloc returned, with the size and alignment it was asked for. */
+void pk_kfree(struct pk_machine *m, void *p, size_t size, size_t align);
+/* Make kmem[] usable up to `bytes` (csrc/arch/machine.c): 0, or -ENOMEM. */
+int pk_machine_grow(struct pk_machine *m, size_t bytes);
+
+/* A task by id (the id must be one pk_host_create_task returned). */
+static inline struct pk_task *pk_task(struct pk_machine *m, int id)
+{
+	return &m->host.task_chunk[(u32)id >> PK_TASK_CHUNK_SHIFT][(u32)id & (PK_TASK_CHUNK - 1)];
+}
+
+/* Counted faults of the host's own accesses (a WARN); any CPU may count one. */
+static inline void pk_host_bug(struct pk_machine *m)
+{
+	__atomic_fetch_add(&m->host_bugs, 1, __ATOMIC_RELAXED);
+}
 
 /* Cost accounting */
 /* Before a host instruction `op` (PK_NR_OPS: a window between stores); csrc/host/events.c */
 void pk_inject_point(struct pk_cpu *cpu, u32 op, u32 msr);
 
+/*
+ * Armed by a thread that holds inject.cpu; the fields are written before `armed` is set
+ * (release). The check here is a relaxed load, so it costs a plain load and lets the
+ * compiler keep what it has in registers; pk_inject_point() starts with an acquire fence
+ * before it reads the injection's fields.
+ */
+static inline bool pk_inject_armed(struct pk_machine *m)
+{
+	return __atomic_load_n(&m->inject.armed, __ATOMIC_RELAXED);
+}
+
 static inline void pk_account(struct pk_cpu *cpu, enum pk_op op)
 {
 	struct pk_machine *m = cpu->m;
+	struct pk_costs *c = cpu->costs;
 
-	if (unlikely(m->inject.armed | (m->attr != NULL)))
+	/* The attribution recorder (csrc/check) is set only while nothing runs. */
+	if (unlikely(pk_inject_armed(m) | (m->attr != NULL)))
 		pk_inject_point(cpu, op, 0);
-	m->costs.ops[m->costs.path][op]++;
-	m->costs.cycles[m->costs.path] += m->profile.op[op];
+	c->ops[c->path][op]++;
+	c->cycles[c->path] += m->profile.op[op];
 }
 /*
  * A piece of kernel software (a PK_OP_SW_* entry) on this CPU: costed like an operation
@@ -515,19 +588,27 @@ static inline void pk_account(struct pk_cpu *cpu, enum pk_op op)
  */
 static inline void pk_sw(enum pk_op op)
 {
-	struct pk_machine *m = pk_this_cpu->m;
+	struct pk_cpu *cpu = pk_this_cpu;
+	struct pk_costs *c = cpu->costs;
 
-	m->costs.ops[m->costs.path][op]++;
-	m->costs.cycles[m->costs.path] += m->profile.op[op];
+	c->ops[c->path][op]++;
+	c->cycles[c->path] += cpu->m->profile.op[op];
 }
 
-/* Enter a path; returns the previous one for pk_path_leave(). */
+/* Enter a path on this CPU; returns the previous one for pk_path_leave(). */
 static inline u32 pk_path_enter(struct pk_machine *m, enum pk_path p)
 {
-	u32 old = m->costs.path;
-	m->costs.path = p;
+	struct pk_costs *c = pk_this_cpu->costs;
+	u32 old = c->path;
+
+	(void)m;
+	c->path = p;
 	return old;
 }
-static inline void pk_path_leave(struct pk_machine *m, u32 old) { m->costs.path = old; }
+static inline void pk_path_leave(struct pk_machine *m, u32 old)
+{
+	(void)m;
+	pk_this_cpu->costs->path = old;
+}
 
 #endif

@@ -26,6 +26,9 @@ typedef int64_t s64;
 #define unlikely(x)	__builtin_expect(!!(x), 0)
 #define container_of(ptr, type, member) \
 	((type *)((char *)(ptr) - offsetof(type, member)))
+/* A plain load or store another thread may race with (kernel: READ_ONCE/WRITE_ONCE). */
+#define READ_ONCE(x)		__atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define WRITE_ONCE(x, v)	__atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
 
 /* A 64-bit address is canonical when bits 63:47 all equal bit 47 (4-level paging). */
 static inline bool is_noncanonical_address(u64 la)

@@ -11,8 +11,8 @@ import importlib
 import sys
 
 # Subcommands, in the order `pykvm --help` lists them: the main job first.
-COMMANDS = ("study", "check", "replay", "conform", "run", "validate", "profile", "list",
-            "completion")
+COMMANDS = ("study", "check", "sweep", "replay", "conform", "run", "validate", "profile",
+            "list", "completion")
 
 EXIT_PASS, EXIT_FINDING, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 130, 141
 
@@ -45,9 +45,16 @@ class UsageError(Exception):
     """Bad command-line input found after parsing; main() prints it and exits 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported in one line (no usage block) and exit 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
-    p = argparse.ArgumentParser(prog="pykvm", description=DESCRIPTION, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="pykvm", description=DESCRIPTION, epilog=EPILOG,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--debug", action="store_true",
                    help="show tracebacks and debug logs instead of one-line errors")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
@@ -66,7 +73,10 @@ def main(argv=None):
     """Run `pykvm ARGV`; returns the exit status."""
     from ..errors import PykvmError
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:          # --help, or a bad argument (already reported)
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     _configure_logging(args.debug)
     try:
         return args.func(args)

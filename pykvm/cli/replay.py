@@ -2,12 +2,15 @@
 import argparse
 import json
 
-from . import _complete
+from . import EXIT_FINDING, EXIT_PASS, _complete
 
 
 EPILOG = """\
-exit status: 1 when the violation reproduces, 0 when it no longer does (a fixed model, or
-a file from another version), 2 for a file that cannot be read.
+The file is checked first (format version, vCPU and pCPU indexes, parameters); the report
+ends with "reproduced" when the saved violation came back, "did not reproduce" otherwise.
+
+exit status: 1 when replaying finds a violation, 0 when it finds none (a fixed model),
+2 for a file that cannot be read or is not a valid check file.
 
 examples:
   pykvm replay pykvm-violation.json
@@ -18,8 +21,9 @@ def add_parser(sub):
     rp = sub.add_parser("replay", help="reproduce a violation saved by `pykvm check`, with "
                                        "its kvm tracepoints",
                         description="Replay the steps of a file written by `pykvm check "
-                                    "--save` from the same initial state and print the "
-                                    "violation as kvm tracepoints.",
+                                    "--save` from the same initial state, print the "
+                                    "violation as kvm tracepoints and say whether it is the "
+                                    "saved one.",
                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _complete.file(rp.add_argument("trace", metavar="FILE",
                                    help="a violation file written by pykvm check --save"))
@@ -36,4 +40,4 @@ def run(args):
     if args.perfetto:
         with open(args.perfetto, "w") as f:
             json.dump(r.perfetto(), f)
-    return 1 if r.violation is not None else 0
+    return EXIT_FINDING if r.violation is not None else EXIT_PASS

@@ -1,7 +1,10 @@
 """`pykvm run`: raw x86-64 code in a simulated guest, its exits decoded and printed."""
 import argparse
+import os
+import threading
 
-from . import _complete
+from . import EXIT_INTERRUPTED, UsageError, _complete
+from .args import int_range
 
 EPILOG = """\
 The code is loaded at the standard image's code start, in long mode at CPL 0, with the
@@ -10,7 +13,8 @@ a ucall naming the vector and RIP. Port and MMIO reads are answered with zeros.
 
 exit status: 0 when the guest halts, reports DONE, or the run stops at --max-exits;
 1 when it died (an unhandled exception, a failed assertion, a triple fault, an internal
-error or a failed entry); 2 for a file that cannot be read.
+error or a failed entry); 2 for a file that cannot be read or is larger than the guest
+image's room for code; 130 when Ctrl-C stopped it.
 
 examples:
   printf '\\xe6\\x80\\xf4' > out.bin && pykvm run out.bin     OUT to port 0x80, then HLT
@@ -33,15 +37,45 @@ def add_parser(sub):
     r.add_argument("--cpu-model", default=None, metavar="NAME",
                    help="a CPU model of the vendor (default: the vendor's own; "
                         "`pykvm list cpus`); e.g. --cpu-model zen4")
-    r.add_argument("--max-exits", type=int, default=100, metavar="N",
+    r.add_argument("--max-exits", type=int_range(1, 2**63 - 1), default=100, metavar="N",
                    help="stop after this many exits (default: %(default)s)")
-    r.add_argument("--max-insns", type=int, default=10_000_000, metavar="N",
+    r.add_argument("--max-insns", type=int_range(0, 2**64 - 1), default=10_000_000,
+                   metavar="N",
                    help="guest instructions per KVM_RUN before it returns with "
-                        "KVM_EXIT_INTR (default: %(default)s)")
+                        "KVM_EXIT_INTR; 0: no bound (Ctrl-C stops it) (default: %(default)s)")
     r.add_argument("--trace", action="store_true",
                    help="print the kvm tracepoints (kvm_entry, kvm_exit, kvm_msr, ...) "
                         "of each run before its exit")
     r.set_defaults(func=run)
+
+
+def _run_once(vcpu, max_insns):
+    """One KVM_RUN on a worker thread, so that Ctrl-C reaches this one: it signals the
+    vCPU thread (kick), whose run ends at the next host timer tick."""
+    out = {}
+    done = threading.Event()
+
+    def work():
+        try:
+            out["exit"] = vcpu.run(max_insns=max_insns)
+        except BaseException as e:  # handed to the caller's thread
+            out["error"] = e
+        finally:
+            done.set()
+
+    t = threading.Thread(target=work, name="pykvm-vcpu")
+    t.start()
+    interrupted = False
+    while not done.is_set():        # an Event, not join(): see pykvm.check.Checker.explore
+        try:
+            done.wait(0.1)
+        except KeyboardInterrupt:
+            interrupted = True
+            vcpu.kick()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["exit"], interrupted
 
 
 def describe(vcpu, ex, image=None):
@@ -98,8 +132,13 @@ def run(args):
     from .._lib import ffi, lib
     from ..check import _TRACE_KINDS, _format_trace
     from ..machine import Machine
+    from ..vcpu_base import MAX_RAW_CODE
+    size = os.path.getsize(args.binary)
+    if size > MAX_RAW_CODE:
+        raise UsageError(f"{args.binary}: {size} bytes of code; the guest image holds at "
+                         f"most {MAX_RAW_CODE}")
     with open(args.binary, "rb") as f:
-        code = f.read()
+        code = f.read(MAX_RAW_CODE + 1)
     m = Machine(cpus=1, vendor=args.vendor, cpu_model=args.cpu_model)
     vcpu = m.create_vm().create_vcpu()
     vcpu.load(code)
@@ -110,7 +149,7 @@ def run(args):
         if buf is not None:
             lib.pk_machine_set_trace(m._m, buf)
         for n in range(1, args.max_exits + 1):
-            ex = vcpu.run(max_insns=args.max_insns)
+            ex, interrupted = _run_once(vcpu, args.max_insns)
             if buf is not None:
                 recs = [(_TRACE_KINDS[r.kind], r.cpu, r.a, r.b) for r in buf.rec[0:buf.n]]
                 for line in _format_trace(recs, args.vendor):
@@ -120,7 +159,13 @@ def run(args):
                           f"{len(buf.rec)})")
                 buf.n = buf.dropped = 0
             text, died, stop = describe(vcpu, ex, image)
+            if interrupted and isinstance(ex, X.Intr):
+                text = "INTR (interrupted: Ctrl-C signalled the vCPU thread)"
             print(f"exit {n}: {text}")
+            if interrupted:
+                if not isinstance(ex, X.Intr):
+                    print("interrupted (Ctrl-C)")
+                return EXIT_INTERRUPTED
             if stop:
                 break
             if isinstance(ex, X.Mmio) and not ex.is_write:

@@ -16,7 +16,7 @@ from .. import study as _study
 from .. import workloads as W
 from ..study import (DEFAULT_OUT, EVENT_NAMES, REPORTED_OPS, _num, compare, run_study,
                      write_compare, write_outputs)
-from . import _complete, _progress
+from . import _complete, _engine, _progress
 
 FORMATS = ("table", "csv", "json", "markdown")
 
@@ -396,7 +396,8 @@ def add_parser(subparsers, verdict_fn=None):
                "  pykvm study --compare svm:upstream svm:v5.10\n"
                "  pykvm study --compare vmx:upstream vmx:upstream:user_return_msrs=0\n"
                "  pykvm study --compare svm:upstream svm:upstream:cpu_model=zen4\n"
-               "  pykvm study --vendor vmx --profile ./my-cpu.toml\n\n"
+               "  pykvm study --vendor vmx --profile ./my-cpu.toml\n"
+               "  pykvm study --engine dask --workers 2         rows on a local Dask cluster\n\n"
                "`pykvm list presets|workloads|profiles|params` lists the values.")
     p.add_argument("--vendor", action="append", choices=sorted(vendors()),
                    help="vendor module(s), repeatable (default: all: "
@@ -414,8 +415,9 @@ def add_parser(subparsers, verdict_fn=None):
     p.add_argument("--iterations", type=int, default=None, metavar="N",
                    help="iterations per measured phase (default: per workload); "
                         "e.g. --iterations 8")
-    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
-                   help="worker processes (default: %(default)s); e.g. --jobs 1")
+    _engine.add_arguments(p, what="rows")
+    # Before the engine: --jobs N was N worker processes. --jobs 1 is this process.
+    p.add_argument("--jobs", type=int, default=None, help=argparse.SUPPRESS)
     _complete.directory(p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help="directory for study.csv/.json/.png or compare.* (default: "
                         "%(default)s); e.g. --out /tmp/s"))
@@ -438,7 +440,11 @@ def run(args, verdict_fn=None):
     console = Console()
     err = _progress.stderr_console()
     t0 = time.monotonic()
-    with _progress.progress(err) as progress:
+    if args.jobs is not None:
+        if args.jobs > 1:
+            args.engine = "dask"
+        args.workers = args.workers or (args.jobs if args.jobs > 1 else None)
+    with _engine.open_engine(args) as engine, _progress.progress(err) as progress:
         task = progress.add_task("study", total=None, unit="rows")
 
         def tick(done, total, row):
@@ -447,12 +453,12 @@ def run(args, verdict_fn=None):
         if args.compare:
             crows = compare(args.compare[0], args.compare[1], workloads=args.workload,
                             profile=args.profile, progress=tick, iterations=args.iterations,
-                            jobs=args.jobs, verdict_fn=verdict_fn)
+                            engine=engine, verdict_fn=verdict_fn)
             rows = [r for c in crows for r in (c.a, c.b)]
         else:
             rows = run_study(vendors=args.vendor, presets=args.preset,
                              workloads=args.workload, profile=args.profile, progress=tick,
-                             iterations=args.iterations, jobs=args.jobs,
+                             iterations=args.iterations, engine=engine,
                              verdict_fn=verdict_fn)
     if args.compare:
         paths = write_compare(crows, args.out, png=not args.no_png)

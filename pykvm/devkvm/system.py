@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import errno
 import os
+import weakref
 from dataclasses import dataclass
 
 
+from pykvm._weak import WeakList
 from pykvm.errors import KvmIoctlError, KvmUnavailable
 from pykvm.log import get_logger
 from pykvm.devkvm import uapi
@@ -34,13 +36,15 @@ class CpuidEntry:
 
 
 def pack_cpuid(entries):
+    from pykvm.regs import uint
     entries = list(entries)
     buf = bytearray(uapi.kvm_cpuid2.pack(len(entries), 0))
-    for e in entries:
+    for i, e in enumerate(entries):
         if not isinstance(e, CpuidEntry):
             raise TypeError(f"expected CpuidEntry, got {e!r}")
-        buf += uapi.kvm_cpuid_entry2.pack(e.function, e.index, e.flags, e.eax, e.ebx, e.ecx,
-                                          e.edx)
+        buf += uapi.kvm_cpuid_entry2.pack(*(uint(getattr(e, f), 32, f"CPUID entry {i}: {f}")
+                                            for f in ("function", "index", "flags", "eax",
+                                                      "ebx", "ecx", "edx")))
     return buf
 
 
@@ -69,7 +73,10 @@ class KvmMachine:
     >>> exit.port == guest.UCALL_PORT
     True
 
-    Closing the machine closes every VM (and vCPU, and mapping) created from it.
+    Closing the machine closes every VM (and vCPU, and mapping) created from it. Every
+    object frees its fd and mappings when it is garbage-collected too; a VM keeps its
+    machine (and a vCPU its VM) alive, never the other way round, so a dropped VM is freed
+    even while its machine lives.
     """
 
     def __init__(self, path=KVM_PATH):
@@ -77,8 +84,9 @@ class KvmMachine:
             self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except OSError as e:
             raise KvmUnavailable(e.errno, f"cannot open {path}: {os.strerror(e.errno)}") from None
+        self._finalizer = weakref.finalize(self, os.close, self.fd)
         self.path = path
-        self._vms = []
+        self._vms = WeakList()
         try:
             self.api_version = ioctl(self.fd, uapi.KVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION")
             if self.api_version != uapi.KVM_API_VERSION:
@@ -161,6 +169,27 @@ class KvmMachine:
         return self._msr_list(uapi.KVM_GET_MSR_FEATURE_INDEX_LIST,
                               "KVM_GET_MSR_FEATURE_INDEX_LIST")
 
+    def get_feature_msrs(self, indices):
+        """KVM_GET_MSRS on /dev/kvm: the host's feature MSRs. (count, {index: value}) for
+        the first `count` indices; KVM stops at the first it cannot read."""
+        indices = list(indices)
+        buf = bytearray(uapi.kvm_msrs.pack(len(indices), 0))
+        for i in indices:
+            buf += uapi.kvm_msr_entry.pack(i, 0, 0)
+        count = ioctl(self.fd, uapi.KVM_GET_FEATURE_MSRS, buf, "KVM_GET_MSRS (features)")
+        values = {}
+        for k in range(count):
+            index, _res, data = uapi.kvm_msr_entry.unpack_from(
+                buf, uapi.kvm_msrs.size + k * uapi.kvm_msr_entry.size)
+            values[index] = data
+        return count, values
+
+    def get_mce_cap_supported(self):
+        """KVM_X86_GET_MCE_CAP_SUPPORTED: the MCG_CAP bits KVM_X86_SETUP_MCE accepts."""
+        buf = bytearray(8)
+        ioctl(self.fd, uapi.KVM_X86_GET_MCE_CAP_SUPPORTED, buf, "KVM_X86_GET_MCE_CAP_SUPPORTED")
+        return uapi.u64.unpack(buf)[0]
+
     # ---- VMs -----------------------------------------------------------------------------
     def create_vm(self, vm_type=0):
         """KVM_CREATE_VM; the VM is closed with the machine at the latest."""
@@ -168,21 +197,29 @@ class KvmMachine:
         if self.fd is None:
             raise KvmIoctlError(errno.EBADF, "KVM_CREATE_VM: machine is closed")
         fd = ioctl(self.fd, uapi.KVM_CREATE_VM, vm_type, f"KVM_CREATE_VM(type {vm_type})")
-        vm = KvmVm(self, fd)
-        self._vms.append(vm)
+        try:
+            vm = KvmVm(self, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._vms.add(vm)
         return vm
 
+    @property
+    def vms(self):
+        """The VMs of this machine still referenced somewhere."""
+        return self._vms.alive()
+
     def _forget(self, vm):
-        if vm in self._vms:
-            self._vms.remove(vm)
+        self._vms.discard(vm)
 
     def close(self):
         """Close every VM created from this machine, then /dev/kvm. Idempotent."""
-        for vm in list(self._vms):
+        for vm in self._vms.alive():
             vm.close()
         if self.fd is not None:
-            os.close(self.fd)
             self.fd = None
+            self._finalizer()
 
     @property
     def closed(self):

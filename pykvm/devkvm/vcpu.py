@@ -6,6 +6,8 @@ import errno
 import mmap
 import os
 import struct
+import threading
+import weakref
 from dataclasses import dataclass, fields
 
 from pykvm import exits as X
@@ -14,7 +16,8 @@ from pykvm.errors import InvalidConfiguration, InvalidMsr, KvmIoctlError
 from pykvm.devkvm import uapi
 from pykvm.devkvm._native import address_of, ioctl, native
 from pykvm.devkvm.system import pack_cpuid, unpack_cpuid
-from pykvm.regs import GPR_NAMES, DTable, Regs, Segment, Sregs
+from pykvm.regs import (GPR_NAMES, DTable, Regs, Segment, Sregs, checked_regs, checked_sregs,
+                        msr_index, msr_value, u64)
 
 _REGS_FIELDS = GPR_NAMES + ("rip", "rflags")
 _SEG_FIELDS = ("base", "limit", "selector", "type", "present", "dpl", "db", "s", "l", "g",
@@ -32,20 +35,55 @@ class RunLoopResult:
     exit: X.Exit | None
 
 
-def _u64(v, what):
-    if not isinstance(v, int) or isinstance(v, bool) or not -(1 << 63) <= v < (1 << 64):
-        raise InvalidConfiguration(f"{what} must be a 64-bit int, got {v!r}")
-    return v & (2**64 - 1)
+_u64 = u64
 
 
-def _msr_index(i):
-    if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < 2**32:
-        raise InvalidMsr(i, f"MSR index must be a 32-bit unsigned int, got {i!r}")
-    return i
+def _close_vcpu(fd, run):
+    """Unmap kvm_run, close the vCPU fd (KVM keeps the vCPU itself until its VM goes)."""
+    run.close()
+    os.close(fd)
+
+
+_NO_PAYLOAD = {X.KVM_EXIT_IRQ_WINDOW_OPEN: X.IrqWindowOpen, X.KVM_EXIT_SET_TPR: X.SetTpr,
+               X.KVM_EXIT_TPR_ACCESS: X.TprAccess, X.KVM_EXIT_NMI: X.Nmi,
+               X.KVM_EXIT_DIRTY_RING_FULL: X.DirtyRingFull,
+               X.KVM_EXIT_AP_RESET_HOLD: X.ApResetHold, X.KVM_EXIT_X86_BUS_LOCK: X.X86BusLock}
+_UNION = 256                # sizeof kvm_run's exit union (its char padding[256])
+
+
+def _decode_other_exit(reason, run, base):
+    """The exits that need no answer from userspace, from struct kvm_run's union."""
+    if reason in _NO_PAYLOAD:
+        return _NO_PAYLOAD[reason]()
+    if reason == X.KVM_EXIT_UNKNOWN:
+        return X.UnknownExit(*struct.unpack_from("<Q", run, base))
+    if reason == X.KVM_EXIT_EXCEPTION:
+        return X.GuestException(*struct.unpack_from("<II", run, base))
+    if reason == X.KVM_EXIT_DEBUG:                      # struct kvm_debug_exit_arch
+        exception, _pad, pc, dr6, dr7 = struct.unpack_from("<IIQQQ", run, base)
+        return X.Debug(exception, pc, dr6, dr7)
+    if reason == X.KVM_EXIT_SYSTEM_EVENT:
+        type_, ndata = struct.unpack_from("<II", run, base)
+        ndata = min(ndata, 16)
+        return X.SystemEvent(type_, struct.unpack_from(f"<{ndata}Q", run, base + 8))
+    if reason == X.KVM_EXIT_IOAPIC_EOI:
+        return X.IoapicEoi(run[base])
+    if reason == X.KVM_EXIT_HYPERV:
+        return X.Hyperv(_U32.unpack_from(run, base)[0], bytes(run[base + 8:base + _UNION]))
+    if reason == X.KVM_EXIT_XEN:
+        return X.Xen(_U32.unpack_from(run, base)[0], bytes(run[base + 8:base + _UNION]))
+    if reason == X.KVM_EXIT_NOTIFY:
+        return X.Notify(_U32.unpack_from(run, base)[0])
+    if reason == X.KVM_EXIT_MEMORY_FAULT:
+        return X.MemoryFault(*struct.unpack_from("<QQQ", run, base))
+    if reason == X.KVM_EXIT_TDX:
+        return X.Tdx(bytes(run[base:base + _UNION]))
+    return X.Unsupported(reason)
 
 
 class KvmVcpu(VcpuBase):
-    """A vCPU on the host's KVM (from `KvmVm.create_vcpu`)."""
+    """A vCPU on the host's KVM (from `KvmVm.create_vcpu`). close(), a with block, or
+    dropping the last reference unmaps kvm_run and closes the fd."""
 
     def __init__(self, vm, fd, vcpu_id):
         self.vm = vm
@@ -55,6 +93,8 @@ class KvmVcpu(VcpuBase):
         self._pending = None   # an exit whose answer goes into kvm_run before the next run
         self._run = mmap.mmap(fd, vm.machine.vcpu_mmap_size, mmap.MAP_SHARED,
                               mmap.PROT_READ | mmap.PROT_WRITE)
+        self._finalizer = weakref.finalize(self, _close_vcpu, fd, self._run)
+        self._lock = threading.RLock()
         self._run_addr = None
         self._ffi, self._lib = native()
 
@@ -67,9 +107,8 @@ class KvmVcpu(VcpuBase):
 
     def set_regs(self, regs):
         """KVM_SET_REGS from Regs."""
-        if not isinstance(regs, Regs):
-            raise TypeError(f"expected Regs, got {regs!r}")
-        vals = [_u64(getattr(regs, n), n) for n in _REGS_FIELDS]
+        checked = checked_regs(regs)
+        vals = [checked[n] for n in _REGS_FIELDS]
         ioctl(self.fd, uapi.KVM_SET_REGS, bytearray(uapi.kvm_regs.pack(*vals)), "KVM_SET_REGS")
 
     def get_sregs(self):
@@ -92,8 +131,7 @@ class KvmVcpu(VcpuBase):
 
     def set_sregs(self, sregs):
         """KVM_SET_SREGS from Sregs (no pending interrupt injected)."""
-        if not isinstance(sregs, Sregs):
-            raise TypeError(f"expected Sregs, got {sregs!r}")
+        sregs = checked_sregs(sregs)
         buf = bytearray()
         for name in _SREGS_SEGS:
             seg = getattr(sregs, name)
@@ -109,7 +147,7 @@ class KvmVcpu(VcpuBase):
     def get_msrs(self, indices):
         """KVM_GET_MSRS. Returns (count, {index: value}) for the first `count` indices:
         KVM stops at the first MSR it cannot read, and says how far it got."""
-        indices = [_msr_index(i) for i in indices]
+        indices = [msr_index(i) for i in indices]
         buf = bytearray(uapi.kvm_msrs.pack(len(indices), 0))
         for i in indices:
             buf += uapi.kvm_msr_entry.pack(i, 0, 0)
@@ -131,7 +169,8 @@ class KvmVcpu(VcpuBase):
     def set_msrs(self, msrs):
         """KVM_SET_MSRS from {index: value} (in dict order). Returns the count KVM
         processed: it stops at the first MSR it refuses."""
-        items = [(_msr_index(i), _u64(v, f"MSR {i:#x} value")) for i, v in dict(msrs).items()]
+        items = [(msr_index(i), v) for i, v in dict(msrs).items()]
+        items = [(i, msr_value(i, v)) for i, v in items]
         buf = bytearray(uapi.kvm_msrs.pack(len(items), 0))
         for i, v in items:
             buf += uapi.kvm_msr_entry.pack(i, 0, v)
@@ -153,6 +192,56 @@ class KvmVcpu(VcpuBase):
         buf += bytes(max_entries * uapi.kvm_cpuid_entry2.size)
         ioctl(self.fd, uapi.KVM_GET_CPUID2, buf, "KVM_GET_CPUID2")
         return unpack_cpuid(buf)
+
+    # ---- machine checks, ONE_REG, MP state -----------------------------------------------
+    def setup_mce(self, mcg_cap):
+        """KVM_X86_SETUP_MCE: the guest's IA32_MCG_CAP (bank count in bits 7:0)."""
+        ioctl(self.fd, uapi.KVM_X86_SETUP_MCE, bytearray(uapi.u64.pack(_u64(mcg_cap, "mcg_cap"))),
+              "KVM_X86_SETUP_MCE")
+
+    def _one_reg(self, request, reg_id, value, what):
+        ffi = self._ffi
+        val = ffi.new("uint64_t *", value)
+        arg = bytearray(uapi.kvm_one_reg.pack(_u64(reg_id, "register id"),
+                                              int(ffi.cast("uintptr_t", val))))
+        ioctl(self.fd, request, arg, f"{what}({reg_id:#x})")
+        return val[0]
+
+    def get_one_reg(self, reg_id):
+        """KVM_GET_ONE_REG of a u64 register (uapi.KVM_X86_REG_MSR(index) for an MSR)."""
+        return self._one_reg(uapi.KVM_GET_ONE_REG, reg_id, 0, "KVM_GET_ONE_REG")
+
+    def set_one_reg(self, reg_id, value):
+        """KVM_SET_ONE_REG of a u64 register."""
+        self._one_reg(uapi.KVM_SET_ONE_REG, reg_id, _u64(value, "register value"),
+                      "KVM_SET_ONE_REG")
+
+    def get_reg_list(self):
+        """KVM_GET_REG_LIST: the ids of the registers ONE_REG has beyond the MSRs."""
+        n = 0
+        while True:
+            buf = bytearray(uapi.kvm_reg_list.pack(n)) + bytes(8 * n)
+            try:
+                ioctl(self.fd, uapi.KVM_GET_REG_LIST, buf, "KVM_GET_REG_LIST")
+            except KvmIoctlError as e:
+                wanted = uapi.kvm_reg_list.unpack_from(buf)[0]
+                if e.errno != errno.E2BIG or wanted <= n or wanted > 4096:
+                    raise
+                n = wanted
+                continue
+            count = uapi.kvm_reg_list.unpack_from(buf)[0]
+            return list(struct.unpack_from(f"<{count}Q", buf, 8))
+
+    def get_mp_state(self):
+        """KVM_GET_MP_STATE: a KVM_MP_STATE_* number."""
+        buf = bytearray(uapi.kvm_mp_state.size)
+        ioctl(self.fd, uapi.KVM_GET_MP_STATE, buf, "KVM_GET_MP_STATE")
+        return uapi.kvm_mp_state.unpack(buf)[0]
+
+    def set_mp_state(self, state):
+        """KVM_SET_MP_STATE (e.g. KVM_MP_STATE_RUNNABLE to start an AP)."""
+        ioctl(self.fd, uapi.KVM_SET_MP_STATE, bytearray(uapi.kvm_mp_state.pack(state)),
+              f"KVM_SET_MP_STATE({state})")
 
     # ---- running -------------------------------------------------------------------------
     def _complete_pending(self):
@@ -202,32 +291,34 @@ class KvmVcpu(VcpuBase):
             data = struct.unpack_from(f"<{ndata}Q", run, base + 8)
             return X.InternalError(suberror, tuple(data))
         if reason in (X.KVM_EXIT_X86_RDMSR, X.KVM_EXIT_X86_WRMSR):
-            _err, _why, index, data = uapi.kvm_run_msr.unpack_from(run, base)
+            _err, why, index, data = uapi.kvm_run_msr.unpack_from(run, base)
             if reason == X.KVM_EXIT_X86_RDMSR:
-                ex = X.RdMsr(index)
+                ex = X.RdMsr(index, msr_reason=why)
             else:
-                ex = X.WrMsr(index, data)
+                ex = X.WrMsr(index, data, msr_reason=why)
             self._pending = (ex, base)
             return ex
         if reason == X.KVM_EXIT_HYPERCALL:
             nr, *rest = uapi.kvm_run_hypercall.unpack_from(run, base)
             return X.Hypercall(nr, tuple(rest[:6]))
-        return X.Unsupported(reason)
+        return _decode_other_exit(reason, run, base)
 
     def run(self):
         """KVM_RUN once; returns the typed exit. Answer an Io IN (`exit.data`), MMIO read,
         or RdMsr/WrMsr (`.data`, `.error`) before calling run() again. A signal gives
         Intr."""
-        self._check_open()
-        self._complete_pending()
-        # Through cffi rather than fcntl.ioctl: ~4 us less per exit on kvm_pvm, where
-        # any userspace work between two KVM_RUNs costs several times its own time.
-        rc = self._lib.pk_vmm_kvm_run(self.fd)
-        if rc < 0:
-            if -rc == errno.EINTR:
-                return X.Intr()
-            raise KvmIoctlError(-rc, "KVM_RUN")
-        return self._decode_exit()
+        with self._lock:
+            self._check_open()
+            self._check_runnable()
+            self._complete_pending()
+            # Through cffi rather than fcntl.ioctl: ~4 us less per exit on kvm_pvm, where
+            # any userspace work between two KVM_RUNs costs several times its own time.
+            rc = self._lib.pk_vmm_kvm_run(self.fd)
+            if rc < 0:
+                if -rc == errno.EINTR:
+                    return X.Intr()
+                raise KvmIoctlError(-rc, "KVM_RUN")
+            return self._decode_exit()
 
     def run_loop(self, devices=None, max_exits=0):
         """KVM_RUN from C, again and again: port I/O to `devices` (a PortDevices) is
@@ -240,6 +331,7 @@ class KvmVcpu(VcpuBase):
         if not isinstance(max_exits, int) or max_exits < 0:
             raise InvalidConfiguration(f"max_exits must be an int >= 0, got {max_exits!r}")
         ffi, lib = self._ffi, self._lib
+        self._check_runnable()
         self._complete_pending()
         if self._run_addr is None:
             self._run_addr = address_of(ffi, self._run)
@@ -261,15 +353,13 @@ class KvmVcpu(VcpuBase):
             raise KvmIoctlError(errno.EBADF, f"vCPU {self.id} is closed")
 
     def close(self):
-        """Unmap kvm_run and close the vCPU fd. Idempotent."""
-        if self._run is not None:
-            self._run.close()
-            self._run = None
+        """Unmap kvm_run and close the vCPU fd. Idempotent. KVM keeps the vCPU (and its
+        id) until the VM goes."""
         if self.fd is not None:
-            os.close(self.fd)
             self.fd = None
-        if self in self.vm.vcpus:
-            self.vm.vcpus.remove(self)
+            self._run = None
+            self._finalizer()
+        self.vm._vcpus.discard(self)
 
     @property
     def closed(self):

@@ -4,9 +4,11 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import weakref
 from dataclasses import dataclass
 
-from pykvm.errors import InvalidMemory, KvmIoctlError
+from pykvm._weak import WeakList
+from pykvm.errors import InvalidConfiguration, InvalidMemory, KvmIoctlError
 from pykvm.devkvm import uapi
 from pykvm.devkvm._native import address_of, ioctl, native
 
@@ -29,22 +31,44 @@ class MemorySlot:
 
 @dataclass(frozen=True)
 class MsrFilterRange:
-    """struct kvm_msr_filter_range: `bitmap` bit i = 1 allows MSR base+i, 0 denies."""
+    """struct kvm_msr_filter_range: for the accesses in `flags` (KVM_MSR_FILTER_READ,
+    _WRITE) to MSRs base .. base+nmsrs-1, `bitmap` bit i = 1 allows MSR base+i, 0 denies."""
     flags: int
     base: int
     nmsrs: int
     bitmap: bytes
 
+    def kernel_bitmap(self):
+        """The bytes the kernel reads for this range: whole longs (BITS_TO_LONGS(nmsrs) *
+        8), the bitmap zero-padded to that. A range too large for any bitmap gets 8
+        bytes: the kernel refuses it before reading (EINVAL)."""
+        need = -(-self.nmsrs // 64) * 8
+        if need > uapi.KVM_MSR_FILTER_MAX_BITMAP_SIZE:
+            return bytes(8)
+        bitmap = bytes(self.bitmap)
+        if len(bitmap) * 8 < self.nmsrs:
+            raise ValueError(f"MSR filter range at {self.base:#x}: a bitmap of "
+                             f"{len(bitmap)} bytes cannot cover {self.nmsrs} MSRs")
+        return bitmap[:need].ljust(max(need, 8), b"\0")
+
+
+def msr_filter_flags(default_allow, flags):
+    """struct kvm_msr_filter.flags: `flags` as given, else from `default_allow`."""
+    if flags is not None:
+        return flags
+    return uapi.KVM_MSR_FILTER_DEFAULT_ALLOW if default_allow else uapi.KVM_MSR_FILTER_DEFAULT_DENY
+
 
 class GuestMemory:
     """Guest-physical memory of a VM, by GPA: ``vm.memory[gpa:gpa+n]`` reads bytes,
-    ``vm.memory[gpa:gpa+n] = data`` writes them. An access must fall in one slot."""
+    ``vm.memory[gpa:gpa+n] = data`` writes them. An access must fall in one slot. It
+    holds the VM's list of slots, not the VM (no reference cycle keeps a dropped VM)."""
 
-    def __init__(self, vm):
-        self._vm = vm
+    def __init__(self, slots):
+        self._slots = slots
 
     def _slot(self, gpa, size):
-        for s in self._vm.slots:
+        for s in self._slots:
             if s.contains(gpa, size):
                 return s
         raise InvalidMemory(f"GPA range [{gpa:#x}, {gpa + size:#x}) is not inside one "
@@ -88,15 +112,35 @@ class GuestMemory:
         self.write(gpa, data)
 
 
+def _close_vm(fd, slots):
+    """The VM fd, then its guest memory (KVM keeps the VM while a vCPU fd is open, but a
+    vCPU object keeps its VM object alive, so none is left by the time this runs)."""
+    os.close(fd)
+    for s in slots:
+        s.mapping.close()
+    slots.clear()
+
+
 class KvmVm:
-    """A VM on the host's KVM (from `KvmMachine.create_vm`)."""
+    """A VM on the host's KVM (from `KvmMachine.create_vm`). close(), a with block, or
+    dropping the last reference closes it and unmaps its guest memory."""
+
+    # KVM_MAX_VCPU_IDS on x86 (KVM_MAX_VCPUS * KVM_VCPU_ID_RATIO): ids are APIC IDs.
+    MAX_VCPU_ID = 4096
 
     def __init__(self, machine, fd):
         self.machine = machine
         self.fd = fd
         self.slots = []
-        self.vcpus = []
-        self.memory = GuestMemory(self)
+        self._vcpus = WeakList()
+        self._vcpu_ids = set()      # created: KVM keeps a vCPU until the VM goes
+        self.memory = GuestMemory(self.slots)
+        self._finalizer = weakref.finalize(self, _close_vm, fd, self.slots)
+
+    @property
+    def vcpus(self):
+        """The vCPU objects of this VM still open and referenced somewhere."""
+        return self._vcpus.alive()
 
     # ---- memory --------------------------------------------------------------------------
     def add_memory(self, gpa, size, *, slot=None, flags=0):
@@ -116,9 +160,15 @@ class KvmVm:
             slot = next(i for i in range(len(used) + 1) if i not in used)
         elif slot in used:
             raise InvalidMemory(f"slot {slot} is in use")
+        if self.fd is None:
+            raise KvmIoctlError(errno.EBADF, "KVM_SET_USER_MEMORY_REGION: VM is closed")
         ffi, _lib = native()
-        mapping = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
-                            mmap.PROT_READ | mmap.PROT_WRITE)
+        try:
+            mapping = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                                mmap.PROT_READ | mmap.PROT_WRITE)
+        except (OverflowError, OSError) as e:
+            raise InvalidMemory(f"no host memory for {size:#x} bytes of guest memory: "
+                                f"{e}") from None
         hva = address_of(ffi, mapping)
         region = bytearray(uapi.kvm_userspace_memory_region.pack(slot, flags, gpa, size, hva))
         try:
@@ -155,6 +205,12 @@ class KvmVm:
         buf = bytearray(uapi.kvm_enable_cap.pack(cap, flags, *a))
         ioctl(self.fd, uapi.KVM_ENABLE_CAP, buf, f"KVM_ENABLE_CAP({cap})")
 
+    def check_extension(self, cap):
+        """KVM_CHECK_EXTENSION on the VM: 0 if unsupported, else a capability value."""
+        if isinstance(cap, str):
+            cap = uapi.CAPS[cap if cap.startswith("KVM_CAP_") else "KVM_CAP_" + cap.upper()]
+        return ioctl(self.fd, uapi.KVM_CHECK_EXTENSION, cap, f"KVM_CHECK_EXTENSION({cap})")
+
     def enable_user_msr_exits(self, reasons=(uapi.KVM_MSR_EXIT_REASON_INVAL |
                                              uapi.KVM_MSR_EXIT_REASON_UNKNOWN |
                                              uapi.KVM_MSR_EXIT_REASON_FILTER)):
@@ -164,8 +220,10 @@ class KvmVm:
             raise KvmIoctlError(errno.EOPNOTSUPP, "KVM_CAP_X86_USER_SPACE_MSR not supported")
         self.enable_cap(uapi.KVM_CAP_X86_USER_SPACE_MSR, reasons)
 
-    def set_msr_filter(self, ranges, *, default_allow=True):
-        """KVM_X86_SET_MSR_FILTER with up to 16 MsrFilterRange; [] clears the filter."""
+    def set_msr_filter(self, ranges, *, default_allow=True, flags=None):
+        """KVM_X86_SET_MSR_FILTER with up to 16 MsrFilterRange; [] with default_allow
+        clears the filter. `flags` sets struct kvm_msr_filter.flags as given (default:
+        KVM_MSR_FILTER_DEFAULT_ALLOW or _DENY from `default_allow`)."""
         ranges = list(ranges)
         if len(ranges) > uapi.KVM_MSR_FILTER_MAX_RANGES:
             raise ValueError(f"at most {uapi.KVM_MSR_FILTER_MAX_RANGES} filter ranges")
@@ -175,18 +233,23 @@ class KvmVm:
         keep = []       # the bitmaps must stay alive until the ioctl returns
         fields = []
         for r in ranges:
-            need = -(-r.nmsrs // 8)
-            if len(r.bitmap) < need or need > uapi.KVM_MSR_FILTER_MAX_BITMAP_SIZE:
-                raise ValueError(f"bitmap of {len(r.bitmap)} bytes for {r.nmsrs} MSRs")
-            bm = ffi.new("char[]", bytes(r.bitmap))
+            bm = ffi.new("char[]", r.kernel_bitmap())
             keep.append(bm)
             fields += [r.flags, r.nmsrs, r.base, int(ffi.cast("uintptr_t", bm))]
         fields += [0, 0, 0, 0] * (uapi.KVM_MSR_FILTER_MAX_RANGES - len(ranges))
-        flags = uapi.KVM_MSR_FILTER_DEFAULT_ALLOW if default_allow \
-            else uapi.KVM_MSR_FILTER_DEFAULT_DENY
-        buf = bytearray(uapi.kvm_msr_filter.pack(flags, *fields))
+        buf = bytearray(uapi.kvm_msr_filter.pack(msr_filter_flags(default_allow, flags),
+                                                 *fields))
         ioctl(self.fd, uapi.KVM_X86_SET_MSR_FILTER, buf, "KVM_X86_SET_MSR_FILTER")
         del keep
+
+    def create_irqchip(self):
+        """KVM_CREATE_IRQCHIP: an in-kernel PIC, IOAPIC and a LAPIC per vCPU (before any
+        vCPU exists). APs then wait for INIT/SIPI: set_mp_state(RUNNABLE) starts them."""
+        ioctl(self.fd, uapi.KVM_CREATE_IRQCHIP, 0, "KVM_CREATE_IRQCHIP")
+
+    def enable_split_irqchip(self, ioapic_pins=24):
+        """KVM_CAP_SPLIT_IRQCHIP: the LAPICs in KVM, PIC and IOAPIC left to userspace."""
+        self.enable_cap(uapi.KVM_CAP_SPLIT_IRQCHIP, ioapic_pins)
 
     def deny_msrs(self, indices, *, read=True, write=True):
         """An MSR filter that denies `indices` (one range each) and allows the rest."""
@@ -196,21 +259,27 @@ class KvmVm:
 
     # ---- vCPUs ---------------------------------------------------------------------------
     def create_vcpu(self, vcpu_id=None, *, cpuid=True):
-        """KVM_CREATE_VCPU and map its kvm_run. With `cpuid` (default) the vCPU gets
+        """KVM_CREATE_VCPU and map its kvm_run. `vcpu_id` (its APIC ID) defaults to the
+        lowest id not created yet: closing a vCPU fd does not free its id, since KVM keeps
+        the vCPU until the VM goes. With `cpuid` (default) the vCPU gets
         KVM_GET_SUPPORTED_CPUID via KVM_SET_CPUID2 before anything runs; pass a list of
         CpuidEntry to choose, or False to leave KVM's default."""
         from pykvm.devkvm.vcpu import KvmVcpu
         if self.fd is None:
             raise KvmIoctlError(errno.EBADF, "KVM_CREATE_VCPU: VM is closed")
         if vcpu_id is None:
-            vcpu_id = len(self.vcpus)
+            vcpu_id = next(i for i in range(len(self._vcpu_ids) + 1) if i not in self._vcpu_ids)
+        elif not isinstance(vcpu_id, int) or isinstance(vcpu_id, bool) or \
+                not 0 <= vcpu_id < 2**32:
+            raise InvalidConfiguration(f"vcpu_id must be an int 0..2**32-1, got {vcpu_id!r}")
         fd = ioctl(self.fd, uapi.KVM_CREATE_VCPU, vcpu_id, f"KVM_CREATE_VCPU({vcpu_id})")
+        self._vcpu_ids.add(vcpu_id)
         try:
             vcpu = KvmVcpu(self, fd, vcpu_id)
         except BaseException:
             os.close(fd)
             raise
-        self.vcpus.append(vcpu)
+        self._vcpus.add(vcpu)
         if cpuid is True:
             vcpu.set_cpuid(self.machine.get_supported_cpuid())
         elif cpuid:
@@ -219,14 +288,11 @@ class KvmVm:
 
     def close(self):
         """Close the vCPUs, the VM fd, then unmap guest memory. Idempotent."""
-        for vcpu in list(self.vcpus):
+        for vcpu in self._vcpus.alive():
             vcpu.close()
         if self.fd is not None:
-            os.close(self.fd)
             self.fd = None
-        for s in self.slots:
-            s.mapping.close()
-        self.slots.clear()
+            self._finalizer()
         self.machine._forget(self)
 
     @property

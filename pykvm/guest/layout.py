@@ -14,6 +14,7 @@ from CPL3 work::
     0x006000  TSS_ADDR      64-bit TSS, RSP0 = RSP0_TOP
     0x007000  DATA_ADDR     runtime data page: exception fix-up slots (RUNTIME_* below)
     0x008000  RUNTIME_CODE  exception stubs and their common handler
+    0x00F000  APIC_PD_ADDR  with apic_page: PD for 3-4 GiB, mapping the xAPIC page
     0x010000  CODE_START    the program's code (entry point, RIP at start)
     0x100000  USER_DATA     free for programs (up to USER_STACK_TOP - 64 KiB)
     0x1E0000  USER_STACK_TOP  a stack for CPL3 code (a convention, not loaded anywhere)
@@ -52,7 +53,9 @@ IDT_ADDR = 0x5000
 TSS_ADDR = 0x6000
 DATA_ADDR = 0x7000
 RUNTIME_CODE = 0x8000
-RUNTIME_CODE_END = 0x10000
+RUNTIME_CODE_END = 0xF000
+APIC_PD_ADDR = 0xF000
+APIC_BASE_ADDR = 0xFEE00000    # the local APIC's registers (xAPIC MMIO) after RESET
 CODE_START = 0x10000
 USER_DATA = 0x100000
 USER_STACK_TOP = 0x1E0000
@@ -92,6 +95,7 @@ GUEST_EFER = EFER_SCE | EFER_LME | EFER_LMA                                # 0x5
 
 # Page-table entry bits
 PTE_P, PTE_RW, PTE_US, PTE_PS = 1 << 0, 1 << 1, 1 << 2, 1 << 7
+PTE_PWT, PTE_PCD = 1 << 3, 1 << 4
 
 RFLAGS_FIXED = 1 << 1
 RFLAGS_IOPL3 = 3 << 12
@@ -146,15 +150,30 @@ def tss_bytes(rsp0=RSP0_TOP):
     return bytes(tss)
 
 
-def page_tables(memory_size, user_pages=True):
-    """PML4, PDPT, PD (one page each) identity mapping `memory_size` with 2 MiB pages."""
+def page_tables(memory_size, user_pages=True, apic_page=False):
+    """PML4, PDPT, PD (one page each) identity mapping `memory_size` with 2 MiB pages,
+    and with `apic_page` a second PD (else None) that identity maps the 2 MiB around
+    APIC_BASE_ADDR uncached, so the guest can reach the xAPIC registers (KVM's LAPIC
+    claims the page whatever backs it)."""
     upper = PTE_P | PTE_RW | PTE_US     # permissive upper levels: the leaf decides
     leaf = PTE_P | PTE_RW | PTE_PS | (PTE_US if user_pages else 0)   # 0x87 / 0x83
     pml4 = struct.pack("<Q", PDPT_ADDR | upper).ljust(PAGE_SIZE, b"\0")
-    pdpt = struct.pack("<Q", PD_ADDR | upper).ljust(PAGE_SIZE, b"\0")
+    pdpt = bytearray(PAGE_SIZE)
+    struct.pack_into("<Q", pdpt, 0, PD_ADDR | upper)
     n = memory_size // LARGE_PAGE_SIZE
     pd = struct.pack(f"<{n}Q", *(i * LARGE_PAGE_SIZE | leaf for i in range(n)))
-    return pml4, pdpt, pd.ljust(PAGE_SIZE, b"\0")
+    apic_pd = None
+    if apic_page:
+        gib = APIC_BASE_ADDR >> 30
+        if gib == 0:
+            raise ValueError("APIC_BASE_ADDR below 1 GiB would collide with memory")
+        struct.pack_into("<Q", pdpt, 8 * gib, APIC_PD_ADDR | upper)
+        apic_pd = bytearray(PAGE_SIZE)
+        large = APIC_BASE_ADDR & ~(LARGE_PAGE_SIZE - 1)
+        struct.pack_into("<Q", apic_pd, 8 * ((APIC_BASE_ADDR >> 21) & 511),
+                         large | PTE_P | PTE_RW | PTE_PS | PTE_PWT | PTE_PCD)
+        apic_pd = bytes(apic_pd)
+    return pml4, bytes(pdpt), pd.ljust(PAGE_SIZE, b"\0"), apic_pd
 
 
 def check_memory_size(memory_size):

@@ -335,10 +335,12 @@ class Program:
     registers.
     """
 
-    def __init__(self, *, memory_size=L.MEMORY_SIZE, user_pages=True, msrs=None):
+    def __init__(self, *, memory_size=L.MEMORY_SIZE, user_pages=True, msrs=None,
+                 apic_page=False):
         L.check_memory_size(memory_size)
         self.memory_size = memory_size
         self.user_pages = bool(user_pages)
+        self.apic_page = bool(apic_page)
         self.msrs = dict(msrs or {})
         self.asserts = {}
         self.asm = GuestAsm(L.CODE_START, self)
@@ -362,7 +364,10 @@ class Program:
                            f"({L.USER_DATA:#x})")
         runtime, stubs = _runtime_code()
         mem = bytearray(self.memory_size)
-        pml4, pdpt, pd = L.page_tables(self.memory_size, self.user_pages)
+        pml4, pdpt, pd, apic_pd = L.page_tables(self.memory_size, self.user_pages,
+                                                self.apic_page)
+        if apic_pd:
+            mem[L.APIC_PD_ADDR:L.APIC_PD_ADDR + len(apic_pd)] = apic_pd
         for addr, data in ((L.PML4_ADDR, pml4), (L.PDPT_ADDR, pdpt), (L.PD_ADDR, pd),
                            (L.GDT_ADDR, L.gdt_bytes()), (L.IDT_ADDR, L.idt_bytes(stubs)),
                            (L.TSS_ADDR, L.tss_bytes()), (L.RUNTIME_CODE, runtime.code),
@@ -381,7 +386,8 @@ class Program:
 
 def program(body=None, /, **options):
     """Build a GuestImage from `body(a)`, which emits guest code with `a` (a GuestAsm).
-    Options are Program's (memory_size, user_pages, msrs). Works as a decorator too::
+    Options are Program's (memory_size, user_pages, msrs, apic_page). Works as a decorator
+    too::
 
         @program
         def guest(a):

@@ -251,7 +251,7 @@ uint64_t pk_hwtest_alloc(struct pk_machine *m, uint64_t size, uint64_t align)
 {
 	void *p;
 
-	if (!align || (align & (align - 1)) || size > sizeof(m->kmem))
+	if (!align || (align & (align - 1)) || align > 4096 || size > m->kmem_reserved)
 		return 0;
 	p = pk_kzalloc(m, (size_t)size, (size_t)align);
 	return p ? pk_pa(m, p) : 0;
@@ -372,35 +372,55 @@ uint64_t pk_hwtest_host_bugs(struct pk_machine *m)
 
 /* ---- Costs ---- */
 
+/* Counters are per CPU (machine.h); these tests drive one thread, so plain sums do. */
 uint64_t pk_hwtest_ops(struct pk_machine *m, uint32_t path, uint32_t op)
 {
-	return path < PK_NR_PATHS && op < PK_NR_OPS ? m->costs.ops[path][op] : 0;
+	uint64_t n = 0;
+
+	if (path >= PK_NR_PATHS || op >= PK_NR_OPS)
+		return 0;
+	for (u32 c = 0; c < m->nr_cpus; c++)
+		n += m->costs[c].ops[path][op];
+	return n;
 }
 
 uint64_t pk_hwtest_msr_ops(struct pk_machine *m, uint32_t path, uint32_t dir, uint32_t slot)
 {
+	uint64_t n = 0;
+
 	if (path >= PK_NR_PATHS || dir > 1 || slot > PK_NR_PRICED_MSRS)
 		return 0;
-	return m->costs.msr_ops[path][dir][slot];
+	for (u32 c = 0; c < m->nr_cpus; c++)
+		n += m->costs[c].msr_ops[path][dir][slot];
+	return n;
 }
 
 uint64_t pk_hwtest_cycles(struct pk_machine *m, uint32_t path)
 {
-	return path < PK_NR_PATHS ? m->costs.cycles[path] : 0;
+	uint64_t n = 0;
+
+	if (path >= PK_NR_PATHS)
+		return 0;
+	for (u32 c = 0; c < m->nr_cpus; c++)
+		n += m->costs[c].cycles[path];
+	return n;
 }
 
 void pk_hwtest_reset_costs(struct pk_machine *m)
 {
-	u32 path = m->costs.path;
+	for (u32 c = 0; c < m->nr_cpus; c++) {
+		u32 path = m->costs[c].path;
 
-	memset(&m->costs, 0, sizeof(m->costs));
-	m->costs.path = path;
+		memset(&m->costs[c], 0, sizeof(m->costs[c]));
+		m->costs[c].path = path;
+	}
 }
 
 void pk_hwtest_set_path(struct pk_machine *m, uint32_t path)
 {
 	if (path < PK_NR_PATHS)
-		m->costs.path = path;
+		for (u32 c = 0; c < m->nr_cpus; c++)
+			m->costs[c].path = path;
 }
 
 void pk_hwtest_set_op_cost(struct pk_machine *m, uint32_t op, uint32_t cycles)

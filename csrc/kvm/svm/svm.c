@@ -54,6 +54,10 @@ u32 svm_msrpm_offset(u32 msr)
 	return ~0U;
 }
 
+/*
+ * read/write: intercept that access. An access the VM's MSR filter denies stays
+ * intercepted so KVM can apply the filter (kernel: svm_set_intercept_for_msr).
+ */
 static void set_msr_interception(struct vcpu_svm *svm, u32 msr, bool read, bool write)
 {
 	u32 offset = svm_msrpm_offset(msr);
@@ -62,6 +66,10 @@ static void set_msr_interception(struct vcpu_svm *svm, u32 msr, bool read, bool 
 
 	if (offset == ~0U)
 		return;
+	if (!read && !kvm_msr_allowed(&svm->vcpu, msr, KVM_MSR_FILTER_READ))
+		read = true;
+	if (!write && !kvm_msr_allowed(&svm->vcpu, msr, KVM_MSR_FILTER_WRITE))
+		write = true;
 	w = &((u32 *)svm->msrpm)[offset];
 	*w = read ? (*w | BIT(bit_read)) : (*w & ~BIT(bit_read));
 	*w = write ? (*w | BIT(bit_write)) : (*w & ~BIT(bit_write));
@@ -91,6 +99,9 @@ static int svm_hardware_setup(void)
 		if (!svm_global()->svm_data[cpu])
 			return -ENOMEM;
 	}
+	/* nested=1 (upstream's default): EFER.SVME is not reserved, though the model runs no
+	 * nested guests; a guest still needs SVM in its CPUID to set it (__kvm_valid_efer). */
+	kvm_enable_efer_bits(EFER_SVME);
 	svm_global()->tsc_aux_uret_slot = -1;
 	if (cm->has_rdtscp || cm->has_rdpid)
 		svm_global()->tsc_aux_uret_slot = kvm_add_user_return_msr(MSR_TSC_AUX);
@@ -146,14 +157,9 @@ static void init_vmcb(struct vcpu_svm *svm)
 	save->rip = 0xfff0;
 }
 
-static int svm_vcpu_create(struct kvm_vcpu *vcpu)
+/* Moved by VMLOAD/VMSAVE: the guest may own them outright (direct_access_msrs). */
+static void svm_pass_through_own_msrs(struct vcpu_svm *svm)
 {
-	struct vcpu_svm *svm = to_svm(vcpu);
-
-	svm->vmcb = &svm->vmcb01;
-	svm->msrpm = svm->msrpm_pages;
-	memset(svm->msrpm, 0xff, MSRPM_SIZE);
-	/* Moved by VMLOAD/VMSAVE: the guest may own them outright (direct_access_msrs). */
 	set_msr_interception(svm, MSR_STAR, false, false);
 	set_msr_interception(svm, MSR_LSTAR, false, false);
 	set_msr_interception(svm, MSR_CSTAR, false, false);
@@ -164,8 +170,36 @@ static int svm_vcpu_create(struct kvm_vcpu *vcpu)
 	set_msr_interception(svm, MSR_IA32_SYSENTER_CS, false, false);
 	set_msr_interception(svm, MSR_IA32_SYSENTER_ESP, false, false);
 	set_msr_interception(svm, MSR_IA32_SYSENTER_EIP, false, false);
+}
+
+static int svm_vcpu_create(struct kvm_vcpu *vcpu)
+{
+	struct vcpu_svm *svm = to_svm(vcpu);
+
+	svm->vmcb = &svm->vmcb01;
+	svm->msrpm = svm->msrpm_pages;
+	memset(svm->msrpm, 0xff, MSRPM_SIZE);
+	svm_pass_through_own_msrs(svm);
 	vcpu->arch.regs_avail = ~0U;	/* RSP/RIP are synced with the VMCB around each run */
 	return 0;
+}
+
+/* kernel: svm_clear_current_vmcb(): no CPU may take a freed VMCB for its current one. */
+static void svm_clear_current_vmcb(struct vmcb *vmcb)
+{
+	struct pk_machine *m = this_machine();
+
+	for (u32 cpu = 0; cpu < m->nr_cpus; cpu++) {
+		struct vmcb *expected = vmcb;
+
+		__atomic_compare_exchange_n(&svm_global()->svm_data[cpu]->current_vmcb, &expected,
+					    NULL, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+	}
+}
+
+static void svm_vcpu_free(struct kvm_vcpu *vcpu)
+{
+	svm_clear_current_vmcb(to_svm(vcpu)->vmcb);
 }
 
 static void svm_vcpu_reset(struct kvm_vcpu *vcpu, bool init_event)
@@ -210,8 +244,8 @@ static void svm_vcpu_load(struct kvm_vcpu *vcpu, int cpu)
 	struct svm_cpu_data *sd = svm_global()->svm_data[cpu];
 	struct svm_host_save *h = &svm->host;
 
-	if (sd->current_vmcb != svm->vmcb)
-		sd->current_vmcb = svm->vmcb;
+	if (READ_ONCE(sd->current_vmcb) != svm->vmcb)
+		WRITE_ONCE(sd->current_vmcb, svm->vmcb);
 	if (!svm_param()->vmsave_host_state) {
 		h->fs = savesegment(VCPU_SREG_FS);
 		h->gs = savesegment(VCPU_SREG_GS);
@@ -361,6 +395,20 @@ static int svm_set_efer(struct kvm_vcpu *vcpu, u64 efer)
 	return 0;
 }
 
+/*
+ * kernel: svm_is_valid_cr0() / svm_is_valid_cr4(): SVM adds nothing to the common checks
+ * (kvm_is_valid_cr0/cr4 in x86.c) for a guest that is not nested.
+ */
+static bool svm_is_valid_cr0(struct kvm_vcpu *vcpu, u64 cr0)
+{
+	return true;
+}
+
+static bool svm_is_valid_cr4(struct kvm_vcpu *vcpu, u64 cr4)
+{
+	return true;
+}
+
 static void svm_set_cr0(struct kvm_vcpu *vcpu, u64 cr0)
 {
 	struct vcpu_svm *svm = to_svm(vcpu);
@@ -436,12 +484,33 @@ static void svm_vcpu_after_set_cpuid(struct kvm_vcpu *vcpu)
 	/* An Intel-compatible guest keeps SYSENTER bits 63:32, which the CPU drops. */
 	set_msr_interception(svm, MSR_IA32_SYSENTER_EIP, intel, intel);
 	set_msr_interception(svm, MSR_IA32_SYSENTER_ESP, intel, intel);
-	if (vcpu->arch.cap_ibpb)
-		set_msr_interception(svm, MSR_IA32_PRED_CMD, true, false);
+	/* Both ways: a later KVM_SET_CPUID2 may take IBPB away (guest_has_pred_cmd_msr). */
+	set_msr_interception(svm, MSR_IA32_PRED_CMD, true, !vcpu->arch.cap_ibpb);
 	if (vcpu->arch.cap_rdtscp)
 		svm_clr_intercept(svm, INTERCEPT_RDTSCP);
 	else
 		svm_set_intercept(svm, INTERCEPT_RDTSCP);
+}
+
+/*
+ * After an MSR filter or CPUID change (kernel: svm_recalc_msr_intercepts): the same
+ * decisions as at creation and after KVM_SET_CPUID2, taken again under the filter now in
+ * force. SPEC_CTRL stays the guest's once it has used it (written non-zero).
+ */
+static void svm_recalc_msr_intercepts(struct kvm_vcpu *vcpu)
+{
+	struct vcpu_svm *svm = to_svm(vcpu);
+	bool spec_ctrl_owned = !svm_msr_write_intercepted(svm, MSR_IA32_SPEC_CTRL);
+
+	svm_pass_through_own_msrs(svm);
+	svm_vcpu_after_set_cpuid(vcpu);
+	set_msr_interception(svm, MSR_IA32_SPEC_CTRL, !spec_ctrl_owned, !spec_ctrl_owned);
+}
+
+/* Every MSR of KVM's emulated list is emulated for SVM guests too. */
+static bool svm_has_emulated_msr(struct kvm *kvm, u32 index)
+{
+	return true;
 }
 
 /* ---- MSRs ---- */
@@ -736,6 +805,7 @@ static const struct kvm_x86_ops svm_x86_ops = {
 
 	.vm_init = svm_vm_init,
 	.vcpu_create = svm_vcpu_create,
+	.vcpu_free = svm_vcpu_free,
 	.vcpu_reset = svm_vcpu_reset,
 
 	.prepare_switch_to_guest = svm_prepare_switch_to_guest,
@@ -750,7 +820,9 @@ static const struct kvm_x86_ops svm_x86_ops = {
 	.set_idt = svm_set_idt,
 	.get_gdt = svm_get_gdt,
 	.set_gdt = svm_set_gdt,
+	.is_valid_cr0 = svm_is_valid_cr0,
 	.set_cr0 = svm_set_cr0,
+	.is_valid_cr4 = svm_is_valid_cr4,
 	.set_cr4 = svm_set_cr4,
 	.set_efer = svm_set_efer,
 	.get_rflags = svm_get_rflags,
@@ -765,6 +837,9 @@ static const struct kvm_x86_ops svm_x86_ops = {
 	.handle_exit_irqoff = svm_handle_exit_irqoff,
 	.get_exit_info = svm_get_exit_info,
 	.vcpu_after_set_cpuid = svm_vcpu_after_set_cpuid,
+	.recalc_intercepts = svm_recalc_msr_intercepts,
+	.complete_emulated_msr = kvm_complete_insn_gp,
+	.has_emulated_msr = svm_has_emulated_msr,
 	.get_cpl = svm_get_cpl,
 	.get_cs_db_l_bits = svm_get_cs_db_l_bits,
 	.get_interrupt_shadow = svm_get_interrupt_shadow,

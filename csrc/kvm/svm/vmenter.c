@@ -31,7 +31,7 @@ void __svm_vcpu_run(struct vcpu_svm *svm, bool spec_ctrl_intercepted)
 
 	/* VMRUN itself faulted (SVM off under us): no guest ran, report a failed entry. */
 	if (pk_vmrun(vmcb_pa)) {
-		this_machine()->host_bugs++;
+		pk_host_bug(this_machine());
 		svm->vmcb->control.exit_code = SVM_EXIT_ERR;
 	}
 

@@ -19,6 +19,7 @@ static const struct kvm_x86_ops vt_x86_ops = {
 
 	.vm_init = vmx_vm_init,
 	.vcpu_create = vmx_vcpu_create,
+	.vcpu_free = vmx_vcpu_free,
 	.vcpu_reset = vmx_vcpu_reset,
 
 	.prepare_switch_to_guest = vmx_prepare_switch_to_guest,
@@ -33,7 +34,9 @@ static const struct kvm_x86_ops vt_x86_ops = {
 	.set_idt = vmx_set_idt,
 	.get_gdt = vmx_get_gdt,
 	.set_gdt = vmx_set_gdt,
+	.is_valid_cr0 = vmx_is_valid_cr0,
 	.set_cr0 = vmx_set_cr0,
+	.is_valid_cr4 = vmx_is_valid_cr4,
 	.set_cr4 = vmx_set_cr4,
 	.set_efer = vmx_set_efer,
 	.get_rflags = vmx_get_rflags,
@@ -48,11 +51,15 @@ static const struct kvm_x86_ops vt_x86_ops = {
 	.handle_exit_irqoff = vmx_handle_exit_irqoff,
 	.get_exit_info = vmx_get_exit_info,
 	.vcpu_after_set_cpuid = vmx_vcpu_after_set_cpuid,
+	.recalc_intercepts = vmx_recalc_msr_intercepts,
+	.complete_emulated_msr = kvm_complete_insn_gp,
+	.has_emulated_msr = vmx_has_emulated_msr,
 	.get_cpl = vmx_get_cpl,
 	.get_cs_db_l_bits = vmx_get_cs_db_l_bits,
 	.get_interrupt_shadow = vmx_get_interrupt_shadow,
 	.set_interrupt_shadow = vmx_set_interrupt_shadow,
 	.set_hv_timer = vmx_set_hv_timer,
+	.cancel_hv_timer = vmx_cancel_hv_timer,
 };
 
 static const struct kvm_x86_init_ops vt_init_ops = {

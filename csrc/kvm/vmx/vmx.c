@@ -3,8 +3,9 @@
  * The VMX vendor module (kernel: arch/x86/kvm/vmx/vmx.c). Function names are the
  * kernel's; the host-state switch follows upstream as WORLD-SWITCH.md section 4 describes.
  */
-#include "vmx.h"
+#include "x86_ops.h"
 #include "pykvm/printk.h"
+#include "pykvm/smp.h"
 
 /* Module parameters (kernel: module_param in vmx.c); upstream values are the defaults. */
 const struct pk_param vmx_param_table[] = {
@@ -119,9 +120,24 @@ static void vmx_set_msr_bitmap(u8 *bitmap, u32 msr, bool read, bool write, bool 
 	}
 }
 
+/*
+ * Let the guest access an MSR directly, unless the VM's MSR filter denies that access:
+ * then it stays intercepted so KVM can apply the filter (kernel:
+ * vmx_disable_intercept_for_msr).
+ */
 static void vmx_disable_intercept_for_msr(struct vcpu_vmx *vmx, u32 msr, bool r, bool w)
 {
-	vmx_set_msr_bitmap(vmx->vmcs01.msr_bitmap, msr, r, w, false);
+	u8 *bitmap = vmx->vmcs01.msr_bitmap;
+
+	if (r && !kvm_msr_allowed(&vmx->vcpu, msr, KVM_MSR_FILTER_READ)) {
+		vmx_set_msr_bitmap(bitmap, msr, true, false, true);
+		r = false;
+	}
+	if (w && !kvm_msr_allowed(&vmx->vcpu, msr, KVM_MSR_FILTER_WRITE)) {
+		vmx_set_msr_bitmap(bitmap, msr, false, true, true);
+		w = false;
+	}
+	vmx_set_msr_bitmap(bitmap, msr, r, w, false);
 }
 
 bool vmx_msr_write_intercepted(struct vcpu_vmx *vmx, u32 msr)
@@ -152,13 +168,17 @@ int vmx_hardware_setup(void)
 	native_store_idt(&dt);
 	vg->host_idt_base = dt.base;
 	vg->cpu_has_load_efer = this_machine()->model.has_load_efer && vg->params.efer_load_controls;
+	for (u32 cpu = 0; cpu < this_machine()->nr_cpus; cpu++)
+		INIT_LIST_HEAD(&vg->loaded_vmcss_on_cpu[cpu]);
 	vg->enable_pml = this_machine()->model.has_pml && vg->params.enable_pml;
 	/* The static branch vmx_l1d_should_flush: only CPUs with L1TF flush at all. */
 	vg->l1d_flush = this_machine()->model.bug_l1tf ?
 			vg->params.vmentry_l1d_flush : VMENTER_L1D_FLUSH_NEVER;
 	/* Without the preemption timer there is no hypervisor timer (kernel: the same). */
-	if (!vg->params.enable_preemption_timer)
+	if (!vg->params.enable_preemption_timer) {
 		kvm_global()->ops.set_hv_timer = NULL;
+		kvm_global()->ops.cancel_hv_timer = NULL;
+	}
 	if (vg->l1d_flush > VMENTER_L1D_FLUSH_ALWAYS)
 		return pk_err(-EINVAL, "kvm_intel.vmentry_l1d_flush=%u: 0 never, 1 cond, 2 always",
 			      vg->l1d_flush);
@@ -169,6 +189,11 @@ int vmx_hardware_setup(void)
 
 	for (unsigned int i = 0; i < ARRAY_SIZE(vmx_uret_msrs_list); ++i)
 		kvm_add_user_return_msr(vmx_uret_msrs_list[i]);
+	/*
+	 * Intel adds CMCI (MCi_CTL2, LVT CMCI). Upstream also adds MCG_LMCE_P, which needs
+	 * IA32_FEATURE_CONTROL and MCG_EXT_CTL: not modelled, so not offered.
+	 */
+	kvm_global()->supported_mce_cap |= MCG_CMCI_P;
 	return 0;
 }
 
@@ -177,44 +202,43 @@ int vmx_enable_virtualization_cpu(void)
 	return pk_vmxon() ? -EBUSY : 0;
 }
 
-static void loaded_vmcs_clear_on_cpu(struct loaded_vmcs *lv)
+/* VMCLEAR on the CPU where the VMCS is active (kernel: __loaded_vmcs_clear, an IPI). */
+static void __loaded_vmcs_clear(void *arg)
 {
+	struct loaded_vmcs *lv = arg;
 	struct vmx_global *vg = vmx_global();
-	int cpu = lv->cpu;
+	int cpu = smp_processor_id();
 
-	/* A vCPU migration can race with CPU offline (kernel: __loaded_vmcs_clear). */
-	if (cpu != smp_processor_id())
+	/* A vCPU migration can race with CPU offline: another IPI may have cleared it. */
+	if (lv->cpu != cpu)
 		return;
-	pk_vmclear(__pa(lv->vmcs));
+	if (pk_vmclear(__pa(lv->vmcs)))
+		pk_host_bug(this_machine());
 	if (vg->current_vmcs[cpu] == lv->vmcs)
 		vg->current_vmcs[cpu] = NULL;
-	for (int i = 0; i < KVM_MAX_VCPUS; i++)
-		if (vg->loaded_vmcss_on_cpu[cpu][i] == lv)
-			vg->loaded_vmcss_on_cpu[cpu][i] = NULL;
-	lv->cpu = -1;
+	list_del(&lv->loaded_vmcss_on_cpu_link);
+	WRITE_ONCE(lv->cpu, -1);
 	lv->launched = false;
 }
 
-/* VMCLEAR a VMCS where it is active: an IPI to its CPU (kernel: loaded_vmcs_clear). */
+/* kernel: loaded_vmcs_clear(): an IPI to the CPU it is active on, if any. */
 static void loaded_vmcs_clear(struct loaded_vmcs *lv)
 {
-	struct pk_cpu *saved = pk_this_cpu;
+	int cpu = READ_ONCE(lv->cpu);
 
-	if (lv->cpu < 0)
-		return;
-	pk_this_cpu = &this_machine()->cpu[lv->cpu];
-	loaded_vmcs_clear_on_cpu(lv);
-	pk_this_cpu = saved;
+	if (cpu != -1)
+		smp_call_function_single(cpu, __loaded_vmcs_clear, lv);
 }
 
 void vmx_disable_virtualization_cpu(void)
 {
 	struct vmx_global *vg = vmx_global();
 	int cpu = smp_processor_id();
+	struct loaded_vmcs *v, *n;
 
-	for (int i = 0; i < KVM_MAX_VCPUS; i++)
-		if (vg->loaded_vmcss_on_cpu[cpu][i])
-			loaded_vmcs_clear_on_cpu(vg->loaded_vmcss_on_cpu[cpu][i]);
+	/* kernel: vmclear_local_loaded_vmcss() */
+	list_for_each_entry_safe(v, n, &vg->loaded_vmcss_on_cpu[cpu], loaded_vmcss_on_cpu_link)
+		__loaded_vmcs_clear(v);
 	pk_vmxoff();
 }
 
@@ -293,6 +317,17 @@ static void init_vmcs(struct vcpu_vmx *vmx)
 		vmcs_write16(GUEST_PML_INDEX, PML_ENTITY_NUM - 1);
 }
 
+/* The guest owns these outright; FS/GS bases travel in the VMCS. */
+static void vmx_pass_through_own_msrs(struct vcpu_vmx *vmx)
+{
+	vmx_disable_intercept_for_msr(vmx, MSR_FS_BASE, true, true);
+	vmx_disable_intercept_for_msr(vmx, MSR_GS_BASE, true, true);
+	vmx_disable_intercept_for_msr(vmx, MSR_KERNEL_GS_BASE, true, true);
+	vmx_disable_intercept_for_msr(vmx, MSR_IA32_SYSENTER_CS, true, true);
+	vmx_disable_intercept_for_msr(vmx, MSR_IA32_SYSENTER_ESP, true, true);
+	vmx_disable_intercept_for_msr(vmx, MSR_IA32_SYSENTER_EIP, true, true);
+}
+
 int vmx_vcpu_create(struct kvm_vcpu *vcpu)
 {
 	struct vcpu_vmx *vmx = to_vmx(vcpu);
@@ -301,24 +336,24 @@ int vmx_vcpu_create(struct kvm_vcpu *vcpu)
 	vmx->vmcs01.vmcs->revision_id = PK_VMCS_REVISION;
 	/* A new VMCS must be VMCLEARed before its first VMPTRLD (kernel: loaded_vmcs_init). */
 	if (pk_vmclear(__pa(vmx->vmcs01.vmcs)))
-		this_machine()->host_bugs++;
+		pk_host_bug(this_machine());
 	vmx->vmcs01.cpu = -1;
 	vmx->hv_deadline_tsc = -1ULL;
 	vmx->vmcs01.msr_bitmap = vmx->msr_bitmap_page;
 	memset(vmx->vmcs01.msr_bitmap, 0xff, 4096);
 	vmx->loaded_vmcs = &vmx->vmcs01;
 
-	/* The guest owns these outright; FS/GS bases travel in the VMCS. */
-	vmx_disable_intercept_for_msr(vmx, MSR_FS_BASE, true, true);
-	vmx_disable_intercept_for_msr(vmx, MSR_GS_BASE, true, true);
-	vmx_disable_intercept_for_msr(vmx, MSR_KERNEL_GS_BASE, true, true);
-	vmx_disable_intercept_for_msr(vmx, MSR_IA32_SYSENTER_CS, true, true);
-	vmx_disable_intercept_for_msr(vmx, MSR_IA32_SYSENTER_ESP, true, true);
-	vmx_disable_intercept_for_msr(vmx, MSR_IA32_SYSENTER_EIP, true, true);
+	vmx_pass_through_own_msrs(vmx);
 
 	for (int i = 0; i < kvm_global()->kvm_nr_uret_msrs; ++i)
 		vmx->guest_uret_msrs[i].mask = -1ULL;
 	return 0;
+}
+
+/* kernel: vmx_vcpu_free() -> free_loaded_vmcs(): VMCLEAR it where it is active. */
+void vmx_vcpu_free(struct kvm_vcpu *vcpu)
+{
+	loaded_vmcs_clear(&to_vmx(vcpu)->vmcs01);
 }
 
 void vmx_vcpu_reset(struct kvm_vcpu *vcpu, bool init_event)
@@ -710,17 +745,12 @@ static void vmx_vcpu_load_vmcs(struct kvm_vcpu *vcpu, int cpu)
 
 	if (!already_loaded) {
 		loaded_vmcs_clear(vmx->loaded_vmcs);
-		for (int i = 0; i < KVM_MAX_VCPUS; i++) {
-			if (!vg->loaded_vmcss_on_cpu[cpu][i]) {
-				vg->loaded_vmcss_on_cpu[cpu][i] = vmx->loaded_vmcs;
-				break;
-			}
-		}
+		list_add(&vmx->loaded_vmcs->loaded_vmcss_on_cpu_link, &vg->loaded_vmcss_on_cpu[cpu]);
 	}
 	if (vg->current_vmcs[cpu] != vmx->loaded_vmcs->vmcs) {
 		vg->current_vmcs[cpu] = vmx->loaded_vmcs->vmcs;
 		if (pk_vmptrld(__pa(vmx->loaded_vmcs->vmcs)))
-			m->host_bugs++;
+			pk_host_bug(m);
 	}
 	if (!already_loaded) {
 		/* Per-CPU host state: TSS, GDT and SYSENTER stack of this CPU. */
@@ -729,7 +759,7 @@ static void vmx_vcpu_load_vmcs(struct kvm_vcpu *vcpu, int cpu)
 		vmcs_writel(HOST_GDTR_BASE, m->host.gdt_base[cpu]);
 		if (!vmx_param()->forget_host_sysenter_esp || vmx->vcpu.arch.last_vmentry_cpu < 0)
 			vmcs_writel(HOST_IA32_SYSENTER_ESP, m->host.entry_stack[cpu]);
-		vmx->loaded_vmcs->cpu = cpu;
+		WRITE_ONCE(vmx->loaded_vmcs->cpu, cpu);
 	}
 }
 
@@ -881,6 +911,21 @@ int vmx_set_efer(struct kvm_vcpu *vcpu, u64 efer)
 	return 0;
 }
 
+/*
+ * kernel: vmx_is_valid_cr0() / vmx_is_valid_cr4(): beyond the common checks, VMX refuses
+ * values that nested VMX (vmxon, L2) or SMM forbid. The model has neither, so every value
+ * the common checks (kvm_is_valid_cr0/cr4 in x86.c) let through is valid.
+ */
+bool vmx_is_valid_cr0(struct kvm_vcpu *vcpu, u64 cr0)
+{
+	return true;
+}
+
+bool vmx_is_valid_cr4(struct kvm_vcpu *vcpu, u64 cr4)
+{
+	return true;
+}
+
 void vmx_set_cr0(struct kvm_vcpu *vcpu, u64 cr0)
 {
 	/* Paging with EFER.LME set enters long mode (kernel: enter_lmode). */
@@ -1006,6 +1051,36 @@ void vmx_vcpu_after_set_cpuid(struct kvm_vcpu *vcpu)
 	if (vcpu->arch.cap_ibpb)
 		vmx_disable_intercept_for_msr(vmx, MSR_IA32_PRED_CMD, false, true);
 	vmx_setup_uret_msrs(vmx);
+}
+
+/*
+ * After an MSR filter or CPUID change (kernel: vmx_recalc_msr_intercepts): intercept
+ * every MSR the guest may own, then let it have again what it owns and the filter
+ * allows. SPEC_CTRL stays the guest's once it has used it (written non-zero).
+ */
+void vmx_recalc_msr_intercepts(struct kvm_vcpu *vcpu)
+{
+	static const u32 passthrough[] = {
+		MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE, MSR_IA32_SYSENTER_CS,
+		MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP, MSR_IA32_PRED_CMD,
+		MSR_IA32_SPEC_CTRL,
+	};
+	struct vcpu_vmx *vmx = to_vmx(vcpu);
+	bool spec_ctrl_owned = vmx->spec_ctrl || !vmx_msr_write_intercepted(vmx, MSR_IA32_SPEC_CTRL);
+
+	for (unsigned int i = 0; i < ARRAY_SIZE(passthrough); i++)
+		vmx_set_msr_bitmap(vmx->vmcs01.msr_bitmap, passthrough[i], true, true, true);
+	vmx_pass_through_own_msrs(vmx);
+	if (vcpu->arch.cap_ibpb)
+		vmx_disable_intercept_for_msr(vmx, MSR_IA32_PRED_CMD, false, true);
+	if (spec_ctrl_owned)
+		vmx_disable_intercept_for_msr(vmx, MSR_IA32_SPEC_CTRL, true, true);
+}
+
+/* Every MSR of KVM's emulated list is emulated for VMX guests too. */
+bool vmx_has_emulated_msr(struct kvm *kvm, u32 index)
+{
+	return true;
 }
 
 /* ---- MSRs ---- */
@@ -1227,16 +1302,14 @@ out:
 /*
  * kernel: vmx_update_hv_timer(): an armed VMX preemption timer gets the time left before
  * every VM-entry (RDTSC and a VMWRITE); a disarmed one is parked at -1, once. It is armed
- * while the in-kernel LAPIC's TSC-deadline timer is pending on it (upstream disarms it in
- * cancel_hv_timer when the timer expires or moves to an hrtimer; here the LAPIC's
- * tsc_deadline, cleared on expiry, says so). The model's hardware does not run the
- * timer: a deadline reached in guest mode is seen when the vCPU next blocks.
+ * while the in-kernel LAPIC's TSC-deadline timer is on it (lapic.c start_hv_timer) and
+ * disarmed by vmx_cancel_hv_timer when the deadline expires or moves to an hrtimer. The
+ * model's hardware does not run the timer: a deadline reached in guest mode is seen when
+ * the vCPU next blocks.
  */
 static void vmx_update_hv_timer(struct vcpu_vmx *vmx)
 {
-	struct kvm_vcpu *vcpu = &vmx->vcpu;
-
-	if (vmx->hv_deadline_tsc != -1ULL && lapic_in_kernel(vcpu) && vcpu->arch.tsc_deadline) {
+	if (vmx->hv_deadline_tsc != -1ULL) {
 		u64 tscl = this_cpu()->tsc;
 		u64 delta = vmx->hv_deadline_tsc > tscl ? vmx->hv_deadline_tsc - tscl : 0;
 
@@ -1249,11 +1322,27 @@ static void vmx_update_hv_timer(struct vcpu_vmx *vmx)
 	}
 }
 
-/* kernel: vmx_set_hv_timer(), from start_hv_timer() for an in-kernel LAPIC's deadline. */
-int vmx_set_hv_timer(struct kvm_vcpu *vcpu, u64 guest_deadline_tsc)
+/*
+ * kernel: vmx_set_hv_timer(), from start_hv_timer() for an in-kernel LAPIC's deadline:
+ * *expired if it has already passed. The guest's TSC is the pCPU's (no offset, scaling
+ * or timer advance in the model), and no delta is too wide for the 32-bit timer: the
+ * preemption timer rate is the TSC's (cpu_preemption_timer_multi 0) and the model's
+ * waits are short, so -ERANGE never applies.
+ */
+int vmx_set_hv_timer(struct kvm_vcpu *vcpu, u64 guest_deadline_tsc, bool *expired)
 {
-	to_vmx(vcpu)->hv_deadline_tsc = guest_deadline_tsc ? guest_deadline_tsc : -1ULL;
+	struct vcpu_vmx *vmx = to_vmx(vcpu);
+	u64 tscl = this_cpu()->tsc;
+	u64 delta_tsc = guest_deadline_tsc > tscl ? guest_deadline_tsc - tscl : 0;
+
+	vmx->hv_deadline_tsc = tscl + delta_tsc;
+	*expired = !delta_tsc;
 	return 0;
+}
+
+void vmx_cancel_hv_timer(struct kvm_vcpu *vcpu)
+{
+	to_vmx(vcpu)->hv_deadline_tsc = -1ULL;
 }
 
 /*

@@ -4,6 +4,7 @@
 #define __KVM_X86_VMX_H
 
 #include "asm/vmx.h"
+#include "linux/list.h"
 #include "../x86.h"
 
 #define MAX_NR_LOADSTORE_MSRS	8
@@ -32,7 +33,8 @@ struct vmcs_host_state {
 
 struct loaded_vmcs {
 	struct pk_vmcs_region *vmcs;
-	int cpu;
+	int cpu;				/* where it is active, or -1 (another CPU's IPI clears it) */
+	struct list_head loaded_vmcss_on_cpu_link;
 	bool launched;
 	bool nmi_known_unmasked;
 	bool hv_timer_soft_disabled;		/* PREEMPTION_TIMER_VALUE holds -1 */
@@ -82,7 +84,7 @@ struct vmx_global {
 	bool enable_pml;		/* the parameter, where the CPU has PML */
 	u32 l1d_flush;			/* vmentry_l1d_flush where the CPU has L1TF, else never */
 	struct pk_vmcs_region *current_vmcs[PK_MAX_CPUS];	/* per-CPU current VMCS */
-	struct loaded_vmcs *loaded_vmcss_on_cpu[PK_MAX_CPUS][KVM_MAX_VCPUS];
+	struct list_head loaded_vmcss_on_cpu[PK_MAX_CPUS];	/* per CPU: VMCSs active there */
 	u8 vmxarea[PK_MAX_CPUS][64];	/* VMXON regions (contents unused by the model) */
 };
 
@@ -137,13 +139,13 @@ static inline u64 vmcs_readl(u32 field)
 {
 	u64 v = 0;
 	if (pk_vmread(field, &v))
-		this_machine()->host_bugs++;
+		pk_host_bug(this_machine());
 	return v;
 }
 static inline void vmcs_writel(u32 field, u64 v)
 {
 	if (pk_vmwrite(field, v))
-		this_machine()->host_bugs++;
+		pk_host_bug(this_machine());
 }
 #define vmcs_read16(f)	((u16)vmcs_readl(f))
 #define vmcs_read32(f)	((u32)vmcs_readl(f))

@@ -1,83 +1,20 @@
-"""Guest-visible MSR conformance (docs/conformance.md) on every backend, side by side.
+"""The docs/conformance.md table: guest-visible MSR behaviour, 19 cases.
 
 Each case runs a guest program through the guest runtime (rdmsr_safe/wrmsr_safe through an
 IDT stub, results by ucall) and, where the case says so, the host-side KVM_GET/SET_MSRS.
 A backend answers pass, fail (with what it observed), or unsupported (the vCPU's CPUID
 lacks what the case needs) -- never a silent pass.
 """
-from dataclasses import dataclass, field
-
-from . import guest
-from .guest import NO_VECTOR, UcallCmd
-
-NC = 0xAAAAAAAAAAAAAAAA
-A64 = 0x0000123456789ABC
-GP = "#GP"
+from .. import guest
+from ..guest import NO_VECTOR, UcallCmd
+from .common import A64, GP, NC, Case, Result, Unsupported  # noqa: F401
+from .common import show as _show, vec as _vec
 
 MSR = dict(SYSENTER_CS=0x174, SYSENTER_ESP=0x175, SYSENTER_EIP=0x176, MISC_ENABLE=0x1A0,
            PAT=0x277, EFER=0xC0000080, STAR=0xC0000081, LSTAR=0xC0000082, CSTAR=0xC0000083,
            SYSCALL_MASK=0xC0000084, FS_BASE=0xC0000100, GS_BASE=0xC0000101,
            KERNEL_GS_BASE=0xC0000102, TSC_AUX=0xC0000103, SPEC_CTRL=0x48, PRED_CMD=0x49)
 ABSENT_MSR = 0x474F4F00
-
-
-@dataclass
-class Features:
-    """What the vCPU's CPUID says (the preconditions of the cases)."""
-    intel: bool
-    lm: bool = False
-    rdtscp: bool = False
-    rdpid: bool = False
-    ibrs: bool = False
-    stibp: bool = False
-    ssbd: bool = False
-    ibpb: bool = False
-
-    @classmethod
-    def from_cpuid(cls, entries):
-        def leaf(fn):
-            return next((e for e in entries if e.function == fn and e.index == 0), None)
-        l0, l7, e1, e8 = leaf(0), leaf(7), leaf(0x80000001), leaf(0x80000008)
-        f = cls(intel=bool(l0 and l0.ebx == 0x756E6547))
-        if e1:
-            f.lm, f.rdtscp = bool(e1.edx >> 29 & 1), bool(e1.edx >> 27 & 1)
-        if l7:
-            f.rdpid = bool(l7.ecx >> 22 & 1)
-            f.ibrs = f.ibpb = bool(l7.edx >> 26 & 1)
-            f.stibp, f.ssbd = bool(l7.edx >> 27 & 1), bool(l7.edx >> 31 & 1)
-        if e8:
-            f.ibpb |= bool(e8.ebx >> 12 & 1)
-            f.ibrs |= bool(e8.ebx >> 14 & 1)
-            f.stibp |= bool(e8.ebx >> 15 & 1)
-            f.ssbd |= bool(e8.ebx >> 24 & 1)
-        return f
-
-
-@dataclass
-class Result:
-    status: str            # "pass", "fail", "unsupported"
-    observed: str = ""
-
-
-class Unsupported(Exception):
-    """The backend cannot do this case (a missing CPUID feature); the message says why."""
-
-
-@dataclass
-class Case:
-    number: int
-    title: str
-    expect: str
-    run: callable = field(repr=False)
-
-
-def _show(v):
-    return v if isinstance(v, str) else f"{v:#x}"
-
-
-def _vec(v):
-    """'#GP' for vector 13, None when nothing faulted."""
-    return None if v == NO_VECTOR else guest.vector_name(v).split()[0]
 
 
 # ---- the guest side -------------------------------------------------------------------
@@ -439,76 +376,3 @@ CASES = [
     Case(18, "KVM_SET_MSRS, guest reads", "guest sees them", case_guest_reads_host_writes),
     Case(19, "SYSCALL via LSTAR/STAR/SYSCALL_MASK", "lands at LSTAR, RFLAGS masked", case_syscall),
 ]
-
-
-# ---- backends ---------------------------------------------------------------------------
-
-class SimBackend:
-    """A simulated vendor: a fresh machine per case keeps the cases independent."""
-
-    def __init__(self, vendor, cpu_model=None):
-        from .machine import Machine
-        self.name = vendor
-        self._make = lambda: Machine(cpus=1, vendor=vendor, cpu_model=cpu_model)
-        m = self._make()
-        self.features = Features.from_cpuid(m.get_supported_cpuid())
-        self.is_model = True
-
-    def vcpu(self):
-        return self._make().create_vm().create_vcpu()
-
-    def close(self):
-        pass
-
-
-class KvmBackend:
-    """The host's /dev/kvm (its module named in the column header)."""
-
-    def __init__(self):
-        from .devkvm import KvmMachine, vendor_modules
-        self.machine = KvmMachine()
-        mods = vendor_modules()
-        self.name = f"kvm ({', '.join(mods) or 'unknown module'})"
-        self.features = Features.from_cpuid(self.machine.get_supported_cpuid())
-        self.is_model = False
-        self._vms = []
-
-    def vcpu(self):
-        for vm in self._vms:
-            vm.close()
-        vm = self.machine.create_vm()
-        self._vms = [vm]
-        return vm.create_vcpu()
-
-    def close(self):
-        for vm in self._vms:
-            vm.close()
-        self.machine.close()
-
-
-def run_case(case, backend):
-    try:
-        return case.run(backend)
-    except Unsupported as e:
-        return Result("unsupported", str(e))
-    except Exception as e:  # a backend's failure is a result, not a crash of the report
-        return Result("fail", f"{type(e).__name__}: {e}")
-
-
-def default_backends(include_kvm=True):
-    out = [SimBackend("vmx"), SimBackend("svm")]
-    if include_kvm:
-        from .devkvm import KvmMachine
-        if KvmMachine.available()[0]:
-            out.append(KvmBackend())
-    return out
-
-
-def run_all(backends, cases=CASES, progress=None):
-    """{case number: {backend name: Result}}."""
-    table = {}
-    for case in cases:
-        table[case.number] = {b.name: run_case(case, b) for b in backends}
-        if progress:
-            progress(case)
-    return table
