@@ -110,6 +110,15 @@ TARGETS = [
 ]
 
 
+def _count(value):
+    """A count from a benchmark's extra_info; results from before it was recorded say so."""
+    return f"{value:,}" if isinstance(value, int) else "not recorded"
+
+
+def _per_insn(ns):
+    return "not recorded" if ns is None else f"{ns:,.3f} ns"
+
+
 def _fmt(value, unit):
     if value is None:
         return "not measured"
@@ -184,9 +193,9 @@ def render(data, note=""):
         if ours is None:
             continue
         x = ours["extra_info"]
-        rows.append([w, f"{x.get('hot_insns', '?'):,}", f"{x.get('guest_insns', '?'):,}",
-                     f"{x.get('pykvm_ns_per_insn', 0):,.3f} ns",
-                     f"{x.get('unicorn_ns_per_insn', 0):,.3f} ns",
+        rows.append([w, _count(x.get("hot_insns")), _count(x.get("guest_insns")),
+                     _per_insn(x.get("pykvm_ns_per_insn")),
+                     _per_insn(x.get("unicorn_ns_per_insn")),
                      _fmt(x.get("time_ratio"), "x"), f"<= {x.get('target_ratio', 2.0)}x"])
     lines += _table(["loop", "hot insns", "insns per round", "interpreter", "unicorn",
                      "time ratio", "target"], rows)

@@ -11,9 +11,7 @@ and REP string instructions.
 - budgets and single-stepping through native runs and REP iterations, REP with MMIO.
 """
 import pytest
-
-iced = pytest.importorskip("iced_x86")
-pytest.importorskip("unicorn")
+import unicorn  # noqa: F401  (a required test dependency: the reference CPU)
 from iced_x86 import (BlockEncoder, Code, Instruction as I,  # noqa: E402
                       MemoryOperand as M, Register as R)
 
