@@ -30,6 +30,7 @@ _new = object.__new__
 _Io = X.Io
 _EXIT_IO, _EXIT_IO_IN = X.KVM_EXIT_IO, X.KVM_EXIT_IO_IN
 _RUN_FAILED = lib.PK_RUN_PACKED_FAILED
+_U64_MAX = 2**64 - 1
 
 log = get_logger("pykvm")
 
@@ -816,9 +817,14 @@ class Vcpu(VcpuBase):
         # back (pk_sim_run_once); an I/O exit is built without a call to Io.__init__
         # (same fields, same class); only an exit that takes an answer (IN, MMIO read,
         # RDMSR/WRMSR) is kept pending for the next run.
-        budget = self._budget(max_insns)
+        if max_insns.__class__ is int and 0 <= max_insns <= _U64_MAX:
+            budget = max_insns      # the common case, checked inline: same rule as _budget
+        else:
+            budget = self._budget(max_insns)
         with self._lock:
-            vcpu = self._handle()
+            vcpu = self._vcpu
+            if vcpu is None:
+                vcpu = self._handle()   # raises: the VM is closed
             if not self.vm.slots:
                 self._check_runnable()
             if self._pending is not None:
