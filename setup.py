@@ -1,8 +1,28 @@
 """pykvm: KVM's x86 world switch, in user space, in Python's hands."""
 from setuptools import find_packages, setup
 
+import importlib.util
+import pathlib
+
 # The C module: csrc/ + include/, compiled by cffi in API mode on install.
 CFFI_MODULES = ["pykvm/_build.py:ffi"]
+
+
+def _have_kvm_header():
+    # pykvm/_build_uapi.py, loaded by path (importing the pykvm package would need the
+    # module being built).
+    path = pathlib.Path(__file__).resolve().parent / "pykvm" / "_build_uapi.py"
+    spec = importlib.util.spec_from_file_location("_pykvm_build_uapi", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.have_kvm_header()
+
+
+# The /dev/kvm ABI (struct layouts, ioctl numbers) from the system's <linux/kvm.h>, through
+# cffi: built only where the header is; without it pykvm.devkvm refuses with the reason
+# (pykvm/devkvm/uapi.py) and the simulated machine works as before.
+if _have_kvm_header():
+    CFFI_MODULES.append("pykvm/_build_uapi.py:ffi")
 # docs/ is built with MkDocs (mkdocs.yml): Markdown pages, plain theme, strict link checks.
 DOCS = ["mkdocs>=1.6"]
 

@@ -307,8 +307,13 @@ def main(argv=None):
     args = p.parse_args(argv)
     with open(args.json) as f:
         data = json.load(f)
-    if args.note is not None and not args.check:
-        data["pykvm_note"] = args.note          # kept with the figures it describes
+    if not args.check:
+        if args.note is not None:
+            data["pykvm_note"] = args.note      # kept with the figures it describes
+        # The tables need the statistics, not every sample: the file stays small enough
+        # to keep in the repository.
+        for b in data["benchmarks"]:
+            b["stats"].pop("data", None)
         with open(args.json, "w") as f:
             json.dump(data, f, indent=1)
     note = data.get("pykvm_note", "")

@@ -285,3 +285,41 @@ EXIT_NAMES = {
 def exit_name(reason):
     """'IO (2)' style name used in messages that name both sides."""
     return f"{EXIT_NAMES.get(reason, 'UNKNOWN')} ({reason})"
+
+
+def decode_kvm_run(run, io_data, other=None):
+    """The typed exit a struct kvm_run holds: the one decoder of both backends.
+
+    `run` is a cffi `struct kvm_run *`: the simulated machine's (include/linux/kvm.h) or
+    the /dev/kvm vCPU mapping seen through the system's <linux/kvm.h> (pykvm._kvm_uapi);
+    both have the header's field names. `io_data(run, n)` gives the n bytes of port I/O
+    data as a bytearray (/dev/kvm puts them at run.io.data_offset, the model in
+    run.pio_data). `other(reason)` decodes the remaining reasons, those that take no answer
+    from userspace; without it they are Unsupported."""
+    reason = run.exit_reason
+    if reason == KVM_EXIT_IO:
+        io = run.io
+        return Io(io.direction, io.size, io.port, io.count, io_data(run, io.size * io.count))
+    if reason == KVM_EXIT_MMIO:
+        mmio = run.mmio
+        n = min(mmio.len, len(mmio.data))
+        return Mmio(mmio.phys_addr, bytearray(mmio.data[0:n]), mmio.len, bool(mmio.is_write))
+    if reason == KVM_EXIT_HLT:
+        return Hlt()
+    if reason == KVM_EXIT_SHUTDOWN:
+        return Shutdown()
+    if reason == KVM_EXIT_INTR:
+        return Intr()
+    if reason == KVM_EXIT_FAIL_ENTRY:
+        return FailEntry(run.fail_entry.hardware_entry_failure_reason, run.fail_entry.cpu)
+    if reason == KVM_EXIT_INTERNAL_ERROR:
+        internal = run.internal
+        n = min(internal.ndata, len(internal.data))
+        return InternalError(internal.suberror, tuple(internal.data[0:n]))
+    if reason == KVM_EXIT_X86_RDMSR:
+        return RdMsr(run.msr.index, msr_reason=run.msr.reason)
+    if reason == KVM_EXIT_X86_WRMSR:
+        return WrMsr(run.msr.index, run.msr.data, msr_reason=run.msr.reason)
+    if reason == KVM_EXIT_HYPERCALL:
+        return Hypercall(run.hypercall.nr, tuple(run.hypercall.args[0:6]))
+    return other(reason) if other is not None else Unsupported(reason)

@@ -583,6 +583,11 @@ class Vm:
         return Vcpu(self, -1 if cpu is None else cpu, -1 if vcpu_id is None else vcpu_id)
 
 
+def _pio_data(run, n):
+    """The model keeps port I/O data in kvm_run itself (pio_data), not the page after."""
+    return bytearray(ffi.buffer(run.pio_data, min(n, len(run.pio_data))))
+
+
 class Vcpu(VcpuBase):
     """A vCPU: registers, MSRs, run() -> typed exit. One thread at a time per vCPU (its
     calls are serialized); kick() may come from any thread."""
@@ -860,31 +865,7 @@ class Vcpu(VcpuBase):
             return ex
 
     def _decode_exit(self):
-        r = self._run
-        reason = r.exit_reason
-        if reason == X.KVM_EXIT_IO:
-            n = r.io.size * r.io.count
-            return X.Io(r.io.direction, r.io.size, r.io.port, r.io.count,
-                        bytearray(ffi.buffer(r.pio_data, n)))
-        if reason == X.KVM_EXIT_MMIO:
-            return X.Mmio(r.mmio.phys_addr, bytearray(ffi.buffer(r.mmio.data, r.mmio.len)),
-                          r.mmio.len, bool(r.mmio.is_write))
-        if reason == X.KVM_EXIT_HLT:
-            return X.Hlt()
-        if reason == X.KVM_EXIT_SHUTDOWN:
-            return X.Shutdown()
-        if reason == X.KVM_EXIT_INTR:
-            return X.Intr()
-        if reason == X.KVM_EXIT_FAIL_ENTRY:
-            return X.FailEntry(r.fail_entry.hardware_entry_failure_reason, r.fail_entry.cpu)
-        if reason == X.KVM_EXIT_INTERNAL_ERROR:
-            n = min(r.internal.ndata, 16)
-            return X.InternalError(r.internal.suberror, tuple(r.internal.data[0:n]))
-        if reason == X.KVM_EXIT_X86_RDMSR:
-            return X.RdMsr(r.msr.index, msr_reason=r.msr.reason)
-        if reason == X.KVM_EXIT_X86_WRMSR:
-            return X.WrMsr(r.msr.index, r.msr.data, msr_reason=r.msr.reason)
-        return X.Unsupported(reason)
+        return X.decode_kvm_run(self._run, _pio_data)
 
     def run_preempted(self, after=1, max_insns=DEFAULT_RUN_BUDGET, by="task"):
         """KVM_RUN in which the vCPU thread is preempted once, at the first preemptible

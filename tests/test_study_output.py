@@ -172,3 +172,28 @@ def test_compare_at_80_columns(capsys, monkeypatch, tmp_path):
     pio = next(line for line in out.splitlines() if line.strip().startswith("pio"))
     assert "+" in pio and "%" in pio
     assert "pykvm check --vendor svm --preset v5.10" in " ".join(out.split())
+
+
+def test_many_variants_split_into_tables_rather_than_cut_figures():
+    """Six VMX eras do not fit 80 columns side by side: the matrix continues in a second
+    table (workload and event repeated) instead of folding a figure over two lines."""
+    presets = ["upstream", "v5.18", "v4.18", "v2.6.31", "v2.6.23", "v2.6.20"]
+    rows = study.run_study(vendors=["vmx"], presets=presets, workloads=["pio", "cpuid"],
+                           iterations=3, verdict_fn=_verdict)
+    text = _render(rows, 80)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "continued" in text
+    tokens = set(text.split())
+    for r in rows:
+        figure = f"{round(r.cycles):,}"
+        assert figure in tokens or figure + cli_study.EST_MARK in tokens, (r.variant, figure)
+    for p in presets:
+        assert p in tokens
+    # Each table repeats the rows' names: every workload appears once per table.
+    assert text.count("pio ") == text.count("cycles per event")
+
+
+def test_estimated_prices_are_named_apart_per_operation_and_msr():
+    names = [cli_study._price_name(k) for k in
+             ("op.WRMSR", "rdmsr.KERNEL_GS_BASE", "wrmsr.KERNEL_GS_BASE")]
+    assert names == ["WRMSR", "RDMSR KERNEL_GS_BASE", "WRMSR KERNEL_GS_BASE"]

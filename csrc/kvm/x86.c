@@ -18,9 +18,23 @@ static const struct pk_param kvm_param_table[] = {
 	PK_PARAM(struct kvm_params, ignore_msrs, false,
 		 "accesses to MSRs KVM does not know neither fault nor fail: reads give 0, "
 		 "writes are dropped (kvm_do_msr_access)"),
+	/*
+	 * Not upstream's behaviour: upstream kvm_set_user_return_msr() has never disabled
+	 * IRQs (torvalds/linux arch/x86/kvm/x86.c). The window it leaves, a disable IPI
+	 * between the WRMSR and the update of curr, was raised on kvm@vger.kernel.org in
+	 * Oct 2025 ("KVM: x86: User-return MSR fix+cleanups"); Sean Christopherson declined to
+	 * disable IRQs here and closed it instead by not dropping the notifiers from the
+	 * reboot IPI (kvm-x86/linux 2baa33a8ddd6, "Leave user-return notifier registered on
+	 * reboot/shutdown"), after which kvm_on_user_return() stopped disabling IRQs too
+	 * (995d504100cf; it had since 1650b4ebc99d). The model has no such reboot path, so
+	 * its default closes the window the simplest way; 0 is upstream's code as the IPI
+	 * met it before 2baa33a8ddd6.
+	 */
 	PK_PARAM(struct kvm_params, uret_irqs_off, true,
-		 "kvm_set_user_return_msr() writes the MSR and records it with IRQs off, so a "
-		 "virtualization-disable IPI cannot fall in between (docs/world-switch.md, bug 3)"),
+		 "the model's fix, not upstream's code: kvm_set_user_return_msr() writes the MSR "
+		 "and records it with IRQs off, so a virtualization-disable IPI cannot fall in "
+		 "between; 0: upstream's kvm_set_user_return_msr(), IRQs on, with the window a "
+		 "disable IPI could use before 2baa33a8ddd6 (docs/world-switch.md, bug 3)"),
 	PK_PARAM(struct kvm_params, lazy_fpu, false,
 		 "the guest FPU state is loaded lazily, on the guest's first FPU use (2.6-era "
 		 "KVM); 0: swapped with the VMM's on every KVM_RUN (kvm_load_guest_fpu, 4.15+)"),
@@ -187,7 +201,8 @@ int kvm_set_user_return_msr(unsigned int slot, u64 value, u64 mask)
 		return 0;
 	/*
 	 * A disable IPI between the WRMSR and the update of curr would see host == curr
-	 * and leave the guest value in hardware: keep IRQs off across both.
+	 * and leave the guest value in hardware: uret_irqs_off keeps IRQs off across both.
+	 * Upstream does not (see kvm_param_table): its default is uret_irqs_off=0.
 	 */
 	if (g->params.uret_irqs_off)
 		local_irq_disable();

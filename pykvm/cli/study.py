@@ -226,12 +226,38 @@ def _print_line(console, line):
     console.print(g)
 
 
+def _unbroken_width(console, table):
+    """The narrowest the table gets with its cells wrapped at spaces and no word cut
+    (console.measure clamps to the console's width: measured against a wide one)."""
+    return console.measure(table, options=console.options.update_width(10_000)).minimum
+
+
+def _fitting_tables(console, title, heads, body):
+    """The matrix as one table, or as the fewest tables of evenly split variant columns
+    that fit the console without cutting a word (a figure cut over two lines reads as two
+    numbers). Each repeats the workload and event columns."""
+    n = len(heads) - 2
+    for parts in range(1, n + 1):
+        cuts = [round(i * n / parts) for i in range(parts + 1)]
+        tables = []
+        for k, (a, b) in enumerate(zip(cuts, cuts[1:])):
+            cols = [0, 1] + [2 + j for j in range(a, b)]
+            tables.append(_rich_table(title if k == 0 else f"{title}, continued",
+                                      [heads[c] for c in cols],
+                                      [[line[c] for c in cols] for line in body]))
+        if all(_unbroken_width(console, t) <= console.width for t in tables):
+            break
+    return tables
+
+
 def print_table(console, rows, ops=False):
     """The study as a terminal table at the console's width."""
     from rich.text import Text
     wide = console.width >= WIDE
-    blocks = [(_rich_table(title, heads, body), notes + [""])
-              for title, heads, body, notes in matrix(rows, wide=wide)]
+    blocks = []
+    for title, heads, body, notes in matrix(rows, wide=wide):
+        tables = _fitting_tables(console, title, heads, body)
+        blocks += [(t, []) for t in tables[:-1]] + [(tables[-1], notes + [""])]
     _side_by_side(console, blocks)
     if ops:
         _side_by_side(console, [(t, [""]) for t in ops_tables(rows)])
@@ -486,6 +512,13 @@ def run(args, verdict_fn=None):
     return 0
 
 
+def _price_name(key):
+    """'op.WRMSR' -> 'WRMSR'; 'rdmsr.KERNEL_GS_BASE' -> 'RDMSR KERNEL_GS_BASE' (a price
+    per operation and MSR: the read and the write are two figures)."""
+    kind, name = key.split(".", 1)
+    return name if kind == "op" else f"{kind.upper()} {name}"
+
+
 def _print_estimates(console, rows):
     from rich.text import Text
     seen, rep = {}, {}
@@ -499,6 +532,6 @@ def _print_estimates(console, rows):
         path = _study.profile_of(rep[name]).path
         rel = os.path.relpath(path)
         console.print(Text(f"{name}: {len(keys)} of its figures used here rest on "
-                           f"estimates ({', '.join(sorted(k.split('.', 1)[1] for k in keys))})"
+                           f"estimates ({', '.join(sorted(_price_name(k) for k in keys))})"
                            f"; reasoning in {path if rel.startswith('..') else rel}",
                            style="dim"))

@@ -94,6 +94,10 @@ class KvmVcpu(VcpuBase):
         self._run = mmap.mmap(fd, vm.machine.vcpu_mmap_size, mmap.MAP_SHARED,
                               mmap.PROT_READ | mmap.PROT_WRITE)
         self._finalizer = weakref.finalize(self, _close_vcpu, fd, self._run)
+        # kvm_run as C sees it (the system header's layout), for the exit decoder. A plain
+        # address, not an exported buffer, so the mapping can still be closed; it is only
+        # read by run(), which checks first that the vCPU is open.
+        self._kvm_run = uapi.ffi.cast("struct kvm_run *", address_of(uapi.ffi, self._run))
         self._lock = threading.RLock()
         self._run_addr = None
         self._ffi, self._lib = native()
@@ -115,31 +119,29 @@ class KvmVcpu(VcpuBase):
         """KVM_GET_SREGS -> Sregs (the pending-interrupt bitmap is not kept)."""
         buf = bytearray(uapi.KVM_SREGS_SIZE)
         ioctl(self.fd, uapi.KVM_GET_SREGS, buf, "KVM_GET_SREGS")
-        off, segs = 0, {}
-        for name in _SREGS_SEGS:
-            segs[name] = Segment(**dict(zip(_SEG_FIELDS, uapi.kvm_segment.unpack_from(buf, off))))
-            off += uapi.kvm_segment.size
+        at = uapi.KVM_SREGS_OFFSETS
+        segs = {name: Segment(**dict(zip(_SEG_FIELDS, uapi.kvm_segment.unpack_from(buf, at[name]))))
+                for name in _SREGS_SEGS}
         tables = {}
         for name in ("gdt", "idt"):
-            base, limit = uapi.kvm_dtable.unpack_from(buf, off)
+            base, limit = uapi.kvm_dtable.unpack_from(buf, at[name])
             tables[name] = DTable(base=base, limit=limit)
-            off += uapi.kvm_dtable.size
         cr0, cr2, cr3, cr4, cr8, efer, apic_base, *_bitmap = \
-            uapi.kvm_sregs_tail.unpack_from(buf, off)
+            uapi.kvm_sregs_tail.unpack_from(buf, at["cr0"])
         return Sregs(**segs, **tables, cr0=cr0, cr2=cr2, cr3=cr3, cr4=cr4, cr8=cr8,
                      efer=efer, apic_base=apic_base)
 
     def set_sregs(self, sregs):
         """KVM_SET_SREGS from Sregs (no pending interrupt injected)."""
         sregs = checked_sregs(sregs)
-        buf = bytearray()
+        buf, at = bytearray(uapi.KVM_SREGS_SIZE), uapi.KVM_SREGS_OFFSETS
         for name in _SREGS_SEGS:
             seg = getattr(sregs, name)
-            buf += uapi.kvm_segment.pack(*(getattr(seg, f) for f in _SEG_FIELDS))
+            uapi.kvm_segment.pack_into(buf, at[name], *(getattr(seg, f) for f in _SEG_FIELDS))
         for name in ("gdt", "idt"):
             t = getattr(sregs, name)
-            buf += uapi.kvm_dtable.pack(t.base, t.limit)
-        buf += uapi.kvm_sregs_tail.pack(*(_u64(getattr(sregs, n), n) for n in (
+            uapi.kvm_dtable.pack_into(buf, at[name], t.base, t.limit)
+        uapi.kvm_sregs_tail.pack_into(buf, at["cr0"], *(_u64(getattr(sregs, n), n) for n in (
             "cr0", "cr2", "cr3", "cr4", "cr8", "efer", "apic_base")), 0, 0, 0, 0)
         ioctl(self.fd, uapi.KVM_SET_SREGS, buf, "KVM_SET_SREGS")
 
@@ -166,10 +168,10 @@ class KvmVcpu(VcpuBase):
             raise InvalidMsr(index, f"KVM_GET_MSRS cannot read MSR {index:#x}")
         return values[index]
 
-    def set_msrs(self, msrs):
+    def set_msrs(self, values):
         """KVM_SET_MSRS from {index: value} (in dict order). Returns the count KVM
         processed: it stops at the first MSR it refuses."""
-        items = [(msr_index(i), v) for i, v in dict(msrs).items()]
+        items = [(msr_index(i), v) for i, v in dict(values).items()]
         items = [(i, msr_value(i, v)) for i, v in items]
         buf = bytearray(uapi.kvm_msrs.pack(len(items), 0))
         for i, v in items:
@@ -261,52 +263,37 @@ class KvmVcpu(VcpuBase):
             run[uapi.KVM_RUN_MSR_ERROR] = 1 if ex.error else 0
 
     def _decode_exit(self):
-        """The typed exit in kvm_run; remembers the ones that need an answer."""
-        run = self._run
-        (reason,) = _U32.unpack_from(run, uapi.KVM_RUN_EXIT_REASON)
-        base = uapi.KVM_RUN_EXIT
-        if reason == X.KVM_EXIT_IO:
-            direction, size, port, count, off = uapi.kvm_run_io.unpack_from(run, base)
-            ex = X.Io(direction, size, port, count, bytearray(run[off:off + size * count]))
+        """The typed exit in kvm_run (pykvm.exits.decode_kvm_run); remembers the ones that
+        need an answer and where the answer goes."""
+        ex = X.decode_kvm_run(self._kvm_run, self._io_data, self._decode_other_exit)
+        if isinstance(ex, X.Io):
             if ex.is_in:
-                self._pending = (ex, off)
-            return ex
-        if reason == X.KVM_EXIT_MMIO:
-            addr, data, length, is_write = uapi.kvm_run_mmio.unpack_from(run, base)
-            ex = X.Mmio(addr, bytearray(data[:length]), length, bool(is_write))
+                self._pending = (ex, self._kvm_run.io.data_offset)
+        elif isinstance(ex, X.Mmio):
             if not ex.is_write:
-                self._pending = (ex, base + 8)
-            return ex
-        if reason == X.KVM_EXIT_HLT:
-            return X.Hlt()
-        if reason == X.KVM_EXIT_SHUTDOWN:
-            return X.Shutdown()
-        if reason == X.KVM_EXIT_INTR:
-            return X.Intr()
-        if reason == X.KVM_EXIT_FAIL_ENTRY:
-            return X.FailEntry(*uapi.kvm_run_fail_entry.unpack_from(run, base))
-        if reason == X.KVM_EXIT_INTERNAL_ERROR:
-            suberror, ndata = uapi.kvm_run_internal.unpack_from(run, base)
-            ndata = min(ndata, uapi.KVM_INTERNAL_ERROR_MAX_DATA)
-            data = struct.unpack_from(f"<{ndata}Q", run, base + 8)
-            return X.InternalError(suberror, tuple(data))
-        if reason in (X.KVM_EXIT_X86_RDMSR, X.KVM_EXIT_X86_WRMSR):
-            _err, why, index, data = uapi.kvm_run_msr.unpack_from(run, base)
-            if reason == X.KVM_EXIT_X86_RDMSR:
-                ex = X.RdMsr(index, msr_reason=why)
-            else:
-                ex = X.WrMsr(index, data, msr_reason=why)
-            self._pending = (ex, base)
-            return ex
-        if reason == X.KVM_EXIT_HYPERCALL:
-            nr, *rest = uapi.kvm_run_hypercall.unpack_from(run, base)
-            return X.Hypercall(nr, tuple(rest[:6]))
-        return _decode_other_exit(reason, run, base)
+                self._pending = (ex, uapi.KVM_RUN_MMIO_DATA)
+        elif isinstance(ex, (X.RdMsr, X.WrMsr)):
+            self._pending = (ex, uapi.KVM_RUN_EXIT)
+        return ex
 
-    def run(self):
+    def _io_data(self, run, n):
+        """Port I/O data: KVM puts it at io.data_offset of the vCPU mapping."""
+        off = run.io.data_offset
+        return bytearray(self._run[off:off + n])
+
+    def _decode_other_exit(self, reason):
+        return _decode_other_exit(reason, self._run, uapi.KVM_RUN_EXIT)
+
+    def run(self, max_insns=None):
         """KVM_RUN once; returns the typed exit. Answer an Io IN (`exit.data`), MMIO read,
         or RdMsr/WrMsr (`.data`, `.error`) before calling run() again. A signal gives
-        Intr."""
+        Intr. `max_insns`: only None or 0 (no bound): the kernel has no instruction budget
+        for a run, so any other value is refused rather than ignored."""
+        if max_insns not in (None, 0) or isinstance(max_insns, bool):
+            raise InvalidConfiguration(
+                f"max_insns={max_insns!r}: /dev/kvm cannot bound a run by guest "
+                f"instructions; pass None, or end the run from another thread (a signal "
+                f"to the vCPU thread gives Intr)")
         with self._lock:
             self._check_open()
             self._check_runnable()

@@ -17,12 +17,17 @@ class SvmVendor(ModuleVendor):
 
     # Kernel eras as parameter sets (approximate releases; the commits are the point).
     presets = {
+        # Every parameter at its default: torvalds/linux arch/x86/kvm at 8ecb10bcbfa3
+        # (docs/costs.md), each default citing its commit in the C parameter table; the
+        # exception, kvm.uret_irqs_off, is in docs/simplifications.md.
         "upstream": {},
-        # Between e79b91bb3c91 (Dec 2020) and the 2022 vmenter series: host VMLOAD and
-        # SPEC_CTRL in C after __svm_vcpu_run, on kernels whose RETs did not use per-cpu data.
+        # Between e79b91bb3c91 (Dec 2020) and the Nov 2022 vmenter series (e287bd005ad9,
+        # 9f2febf3f04d): host VMLOAD and SPEC_CTRL in C after __svm_vcpu_run, on kernels
+        # whose RETs did not use per-cpu data.
         "v5.15": {"host_vmload_in_vmenter": False, "spec_ctrl_in_vmenter": False,
                   "ret_uses_percpu": False},
-        # Before e79b91bb3c91 and before TSC_AUX moved to user return (Apr 2021).
+        # Before e79b91bb3c91 and before TSC_AUX moved to user return (844d69c26d83, Apr
+        # 2021).
         "v5.10": {"vmsave_host_state": False, "tsc_aux_user_return": False,
                   "host_vmload_in_vmenter": False, "spec_ctrl_in_vmenter": False,
                   "ret_uses_percpu": False},

@@ -29,6 +29,9 @@ class VmxVendor(ModuleVendor):
 
     # Kernel eras as parameter sets (approximate releases; the commits are the point).
     presets = {
+        # Every parameter at its default: torvalds/linux arch/x86/kvm at 8ecb10bcbfa3
+        # (docs/costs.md), each default citing its commit in the C parameter table; the
+        # exception, kvm.uret_irqs_off, is in docs/simplifications.md.
         "upstream": {},
         # Before fc02735b14ff (2022): host SPEC_CTRL restored in C after the vmenter RET;
         # and before legacy kernel IBRS (5.19, retbleed: X86_FEATURE_KERNEL_IBRS).

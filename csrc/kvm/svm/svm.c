@@ -15,15 +15,19 @@ static const struct pk_param svm_param_table[] = {
 		 "(e79b91bb3c91, Dec 2020); 0: RDMSR each on load, WRMSR each on put, GS_BASE after "
 		 "every exit"),
 	PK_PARAM(struct svm_params, host_vmload_in_vmenter, true,
-		 "the host VMLOAD in __svm_vcpu_run right after VMSAVE (2022 series); 0: in C "
+		 "the host VMLOAD in __svm_vcpu_run right after VMSAVE (e287bd005ad9, Nov 2022: "
+		 "\"KVM: SVM: restore host save area from assembly\"); 0: in C "
 		 "before STGI (\"VMLOAD before STGI\", Dec 2020 review)"),
 	PK_PARAM(struct svm_params, host_gs_wrgsbase, false,
 		 "WRGSBASE the host GS base before STGI and VMLOAD the rest on put (the other "
 		 "Dec 2020 proposal)"),
 	PK_PARAM(struct svm_params, tsc_aux_user_return, true,
-		 "host TSC_AUX restored on return to user mode (Apr 2021); 0: WRMSR on load and put"),
+		 "host TSC_AUX restored on return to user mode (844d69c26d83, Apr 2021: \"KVM: SVM: "
+		 "Delay restoration of host MSR_TSC_AUX until return to userspace\"); 0: WRMSR on "
+		 "load and put"),
 	PK_PARAM(struct svm_params, spec_ctrl_in_vmenter, true,
-		 "guest/host SPEC_CTRL switched in __svm_vcpu_run (2022 series); 0: in C around it, "
+		 "guest/host SPEC_CTRL switched in __svm_vcpu_run (9f2febf3f04d, Nov 2022: \"KVM: "
+		 "SVM: move MSR_IA32_SPEC_CTRL save/restore to assembly\"); 0: in C around it, "
 		 "the host value back only after its RET"),
 	PK_PARAM(struct svm_params, bug_gs_base_after_stgi, false,
 		 "with vmsave_host_state = 0: restore the host GS base after STGI, so an NMI held "

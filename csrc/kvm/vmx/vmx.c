@@ -48,13 +48,16 @@ const struct pk_param vmx_param_table[] = {
 	PK_PARAM(struct vmx_params, forget_host_sysenter_esp, false,
 		 "never update HOST_IA32_SYSENTER_ESP when the VMCS moves to another CPU"),
 	PK_PARAM(struct vmx_params, enable_pml, true,
-		 "page-modification logging where the CPU has it (4.2+): every handled exit "
+		 "page-modification logging where the CPU has it (4.2+, \"KVM: VMX: Add PML support "
+		 "in VMX\"): every handled exit "
 		 "reads GUEST_PML_INDEX (vmx_flush_pml_buffer)"),
 	PK_PARAM(struct vmx_params, enable_preemption_timer, true,
-		 "the VMX preemption timer as the LAPIC's hypervisor timer (4.10+): what the "
+		 "the VMX preemption timer as the LAPIC's hypervisor timer (4.10+, \"kvm: vmx: hook "
+		 "preemption timer support\"): what the "
 		 "TSC-deadline fast path needs; armed, it costs a VMWRITE per VM-entry"),
 	PK_PARAM_UINT(struct vmx_params, vmentry_l1d_flush, VMENTER_L1D_FLUSH_COND,
-		 "L1TF: flush L1D before VM-entry on affected CPUs (4.19+): 0 never, 1 cond "
+		 "L1TF: flush L1D before VM-entry on affected CPUs (4.19+, \"x86/KVM/VMX: Add module "
+		 "argument for L1TF mitigation\"): 0 never, 1 cond "
 		 "(the first entry of a KVM_RUN, after interrupts and emulation), 2 always"),
 	PK_PARAM(struct vmx_params, bug_uret_loaded_kept_across_put, false,
 		 "a 'loaded' flag kept across put: vmx_prepare_switch_to_host() leaves "
