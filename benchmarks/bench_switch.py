@@ -1,12 +1,14 @@
 """World-switch round trips on the simulated machine, side by side in one run.
 
 - fast path: a guest loop of WRMSR TSC_DEADLINE, each exit handled in the kernel and the
-  guest re-entered without prepare/put (target <= 150 ns per round trip);
+  guest re-entered without prepare/put (target <= 100 ns per round trip);
 - exit to userspace handled in C (an OUT to a sink port in csrc/vmm's loop) and re-entered
-  (target <= 300 ns);
-- Python-level vcpu.run() per exit, against a Python fcntl.ioctl(KVM_RUN) round trip on
-  the host's /dev/kvm (skipped without it).
+  (target <= 200 ns on vmx, <= 150 ns on svm);
+- Python-level vcpu.run() per exit (target <= 1 us), against a Python
+  fcntl.ioctl(KVM_RUN) round trip on the host's /dev/kvm (bench_kvm.py).
 Each test reports ns per round trip in extra_info; compare them as ratios in one run.
+Host instructions per round trip, repeatable whatever the load (valgrind's callgrind):
+  python benchmarks/bench_switch.py callgrind [fastpath|userspace_c|python_run ...]
 """
 import pytest
 
@@ -78,3 +80,68 @@ def test_python_run_per_exit(benchmark, vendor):
     vcpu.load(_out_loop_image())
     benchmark(vcpu.run)
     benchmark.extra_info["exits_per_round"] = 1
+
+
+# ---- host instructions per round trip, under callgrind ----
+
+def _scenario(name, vendor, n):
+    """Set up a scenario and return a function doing n round trips."""
+    m = pykvm.Machine(cpus=1, vendor=vendor)
+    vcpu = m.create_vm().create_vcpu()
+    if name == "fastpath":
+        image = _fastpath_image(n)
+
+        def go():
+            vcpu.load(image)
+            guest.run_ucall(vcpu, image, guest.UcallCmd.SYNC)
+        return go
+    vcpu.load(_out_loop_image())
+    if name == "userspace_c":
+        devs = PortDevices()
+        devs.add_sink(SINK)
+        return lambda: vcpu.run_loop(devs, max_exits=n)
+
+    def python_run():
+        for _ in range(n):
+            vcpu.run()
+    return python_run
+
+
+TOGGLE = {"fastpath": "pk_vcpu_run_ex", "userspace_c": "pk_sim_run_loop", "python_run": None}
+
+
+def _callgrind_ir(name, vendor, n):
+    import pathlib
+    import subprocess
+    import sys
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        out = pathlib.Path(tmp) / "cg.out"
+        toggle = [f"--toggle-collect={TOGGLE[name]}"] if TOGGLE[name] else []
+        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                        *toggle, sys.executable, __file__, "_run", name, vendor, str(n)],
+                       check=True, capture_output=True)
+        for line in out.read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise RuntimeError("callgrind wrote no totals")
+
+
+def callgrind(names):
+    """Host instructions per round trip: (Ir(2n) - Ir(n)) / n, so set-up cancels out."""
+    n = 2000
+    for name in names:
+        for vendor in ("vmx", "svm"):
+            per = (_callgrind_ir(name, vendor, 2 * n) - _callgrind_ir(name, vendor, n)) / n
+            print(f"{name:12} {vendor}: {per:8.0f} host instructions per round trip",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:2] == ["_run"]:
+        _scenario(sys.argv[2], sys.argv[3], int(sys.argv[4]))()
+    elif sys.argv[1:2] == ["callgrind"]:
+        callgrind(sys.argv[2:] or list(TOGGLE))
+    else:
+        sys.exit(__doc__)

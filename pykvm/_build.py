@@ -43,13 +43,16 @@ def _cflags():
         flags += ["-O0", "-g"]
     else:
         flags += ["-O2"]
+    # Calls between the module's own functions bind to them, not through the PLT (as
+    # libpython itself is built); plugins still find every symbol (RTLD_GLOBAL).
+    flags += ["-fno-semantic-interposition"]
     return flags
 
 
 def _ldflags():
     if os.environ.get("PYKVM_SANITIZE"):
-        return ["-fsanitize=address,undefined"]
-    return []
+        return ["-fsanitize=address,undefined", "-Wl,-Bsymbolic-functions"]
+    return ["-Wl,-Bsymbolic-functions"]
 
 
 def _includes(text):

@@ -46,24 +46,22 @@ MSR_EXIT_REASON_NAMES = {KVM_MSR_EXIT_REASON_INVAL: "INVAL",
                          KVM_MSR_EXIT_REASON_FILTER: "FILTER"}
 
 
-@dataclass
+@dataclass(slots=True)
 class Exit:
     """Base of every exit; `reason` is the KVM_EXIT_* number."""
     reason: int = field(init=False, default=KVM_EXIT_UNKNOWN)
 
 
-@dataclass
+@dataclass(slots=True)
 class Io(Exit):
     """Corresponds to KVM_EXIT_IO. For an IN, set `data` (bytes of size*count) before
     the next run; for an OUT, `data` holds what the guest wrote."""
+    reason: int = field(init=False, default=KVM_EXIT_IO)
     direction: int
     size: int
     port: int
     count: int
     data: bytearray
-
-    def __post_init__(self):
-        self.reason = KVM_EXIT_IO
 
     @property
     def is_in(self):
@@ -75,139 +73,114 @@ class Io(Exit):
         return int.from_bytes(bytes(self.data[: self.size]), "little")
 
 
-@dataclass
+@dataclass(slots=True)
 class Mmio(Exit):
     """Corresponds to KVM_EXIT_MMIO. For a read, set `data` before the next run."""
+    reason: int = field(init=False, default=KVM_EXIT_MMIO)
     phys_addr: int
     data: bytearray
     len: int
     is_write: bool
 
-    def __post_init__(self):
-        self.reason = KVM_EXIT_MMIO
 
-
-@dataclass
+@dataclass(slots=True)
 class Hlt(Exit):
     """Corresponds to KVM_EXIT_HLT."""
-
-    def __post_init__(self):
-        self.reason = KVM_EXIT_HLT
+    reason: int = field(init=False, default=KVM_EXIT_HLT)
 
 
-@dataclass
+@dataclass(slots=True)
 class Shutdown(Exit):
     """Corresponds to KVM_EXIT_SHUTDOWN (triple fault)."""
-
-    def __post_init__(self):
-        self.reason = KVM_EXIT_SHUTDOWN
+    reason: int = field(init=False, default=KVM_EXIT_SHUTDOWN)
 
 
-@dataclass
+@dataclass(slots=True)
 class Hypercall(Exit):
     """Corresponds to KVM_EXIT_HYPERCALL."""
+    reason: int = field(init=False, default=KVM_EXIT_HYPERCALL)
     nr: int
     args: tuple
 
-    def __post_init__(self):
-        self.reason = KVM_EXIT_HYPERCALL
 
-
-@dataclass
+@dataclass(slots=True)
 class FailEntry(Exit):
     """Corresponds to KVM_EXIT_FAIL_ENTRY."""
+    reason: int = field(init=False, default=KVM_EXIT_FAIL_ENTRY)
     hardware_entry_failure_reason: int
     cpu: int = 0
 
-    def __post_init__(self):
-        self.reason = KVM_EXIT_FAIL_ENTRY
 
-
-@dataclass
+@dataclass(slots=True)
 class Intr(Exit):
     """Corresponds to KVM_EXIT_INTR: KVM_RUN returned -EINTR (a signal, or the run's
     instruction budget on the simulated machine)."""
-
-    def __post_init__(self):
-        self.reason = KVM_EXIT_INTR
+    reason: int = field(init=False, default=KVM_EXIT_INTR)
 
 
-@dataclass
+@dataclass(slots=True)
 class InternalError(Exit):
     """Corresponds to KVM_EXIT_INTERNAL_ERROR."""
+    reason: int = field(init=False, default=KVM_EXIT_INTERNAL_ERROR)
     suberror: int
     data: tuple = ()
 
-    def __post_init__(self):
-        self.reason = KVM_EXIT_INTERNAL_ERROR
 
-
-@dataclass
+@dataclass(slots=True)
 class RdMsr(Exit):
     """Corresponds to KVM_EXIT_X86_RDMSR: a guest RDMSR KVM did not complete, handed to
     userspace (KVM_CAP_X86_USER_SPACE_MSR). `msr_reason` says why (KVM_MSR_EXIT_REASON_*;
     `reason` stays the KVM_EXIT_* number, as for every exit). Before the next run set
     `data` to the value the guest reads, or `error` to 1 to give the guest a #GP."""
+    reason: int = field(init=False, default=KVM_EXIT_X86_RDMSR)
     index: int
     data: int = 0
     error: int = 0
     msr_reason: int = 0
 
-    def __post_init__(self):
-        self.reason = KVM_EXIT_X86_RDMSR
 
-
-@dataclass
+@dataclass(slots=True)
 class WrMsr(Exit):
     """Corresponds to KVM_EXIT_X86_WRMSR: `data` is what the guest wrote, `msr_reason`
     why KVM handed it over. Set `error` to 1 before the next run to give the guest a
     #GP; otherwise the WRMSR completes."""
+    reason: int = field(init=False, default=KVM_EXIT_X86_WRMSR)
     index: int
     data: int = 0
     error: int = 0
     msr_reason: int = 0
 
-    def __post_init__(self):
-        self.reason = KVM_EXIT_X86_WRMSR
 
-
-@dataclass
+@dataclass(slots=True)
 class UnknownExit(Exit):
     """Corresponds to KVM_EXIT_UNKNOWN: `hardware_exit_reason` is the vendor's."""
+    reason: int = field(init=False, default=KVM_EXIT_UNKNOWN)
     hardware_exit_reason: int = 0
 
-    def __post_init__(self):
-        self.reason = KVM_EXIT_UNKNOWN
 
-
-@dataclass
+@dataclass(slots=True)
 class GuestException(Exit):
     """Corresponds to KVM_EXIT_EXCEPTION (an exception KVM hands to userspace)."""
+    reason: int = field(init=False, default=KVM_EXIT_EXCEPTION)
     exception: int
     error_code: int = 0
 
-    def __post_init__(self):
-        self.reason = KVM_EXIT_EXCEPTION
 
-
-@dataclass
+@dataclass(slots=True)
 class Debug(Exit):
     """Corresponds to KVM_EXIT_DEBUG (guest debugging): x86's struct kvm_debug_exit_arch."""
+    reason: int = field(init=False, default=KVM_EXIT_DEBUG)
     exception: int
     pc: int = 0
     dr6: int = 0
     dr7: int = 0
 
-    def __post_init__(self):
-        self.reason = KVM_EXIT_DEBUG
-
 
 def _no_payload(name, number, doc):
     """A dataclass for an exit that carries nothing in kvm_run."""
-    def post_init(self):
-        self.reason = number
-    cls = dataclass(type(name, (Exit,), {"__doc__": doc, "__post_init__": post_init}))
-    return cls
+    ns = {"__doc__": doc, "__annotations__": {"reason": int},
+          "__module__": __name__, "reason": field(init=False, default=number)}
+    return dataclass(slots=True)(type(name, (Exit,), ns))
 
 
 IrqWindowOpen = _no_payload("IrqWindowOpen", KVM_EXIT_IRQ_WINDOW_OPEN,
@@ -226,80 +199,66 @@ X86BusLock = _no_payload("X86BusLock", KVM_EXIT_X86_BUS_LOCK,
                          "lock (KVM_CAP_X86_BUS_LOCK_EXIT).")
 
 
-@dataclass
+@dataclass(slots=True)
 class SystemEvent(Exit):
     """Corresponds to KVM_EXIT_SYSTEM_EVENT: `type` is KVM_SYSTEM_EVENT_* (shutdown,
     reset, crash, ...), `data` its ndata words."""
+    reason: int = field(init=False, default=KVM_EXIT_SYSTEM_EVENT)
     type: int
     data: tuple = ()
 
-    def __post_init__(self):
-        self.reason = KVM_EXIT_SYSTEM_EVENT
 
-
-@dataclass
+@dataclass(slots=True)
 class IoapicEoi(Exit):
     """Corresponds to KVM_EXIT_IOAPIC_EOI (split irqchip): the vector the guest EOIed."""
+    reason: int = field(init=False, default=KVM_EXIT_IOAPIC_EOI)
     vector: int
 
-    def __post_init__(self):
-        self.reason = KVM_EXIT_IOAPIC_EOI
 
-
-@dataclass
+@dataclass(slots=True)
 class Hyperv(Exit):
     """Corresponds to KVM_EXIT_HYPERV: `type` (KVM_EXIT_HYPERV_SYNIC/HCALL/...) and the
     raw bytes of struct kvm_hyperv_exit's union."""
+    reason: int = field(init=False, default=KVM_EXIT_HYPERV)
     type: int
     raw: bytes = b""
 
-    def __post_init__(self):
-        self.reason = KVM_EXIT_HYPERV
 
-
-@dataclass
+@dataclass(slots=True)
 class Xen(Exit):
     """Corresponds to KVM_EXIT_XEN: `type` (KVM_EXIT_XEN_HCALL) and the raw bytes of
     struct kvm_xen_exit's union."""
+    reason: int = field(init=False, default=KVM_EXIT_XEN)
     type: int
     raw: bytes = b""
 
-    def __post_init__(self):
-        self.reason = KVM_EXIT_XEN
 
-
-@dataclass
+@dataclass(slots=True)
 class Notify(Exit):
     """Corresponds to KVM_EXIT_NOTIFY (VMX notify VM exit); `flags` KVM_NOTIFY_CONTEXT_*."""
+    reason: int = field(init=False, default=KVM_EXIT_NOTIFY)
     flags: int
 
-    def __post_init__(self):
-        self.reason = KVM_EXIT_NOTIFY
 
-
-@dataclass
+@dataclass(slots=True)
 class MemoryFault(Exit):
     """Corresponds to KVM_EXIT_MEMORY_FAULT: KVM could not resolve a guest access to
     [gpa, gpa + size); `flags` KVM_MEMORY_EXIT_FLAG_*."""
+    reason: int = field(init=False, default=KVM_EXIT_MEMORY_FAULT)
     flags: int
     gpa: int
     size: int
 
-    def __post_init__(self):
-        self.reason = KVM_EXIT_MEMORY_FAULT
 
-
-@dataclass
+@dataclass(slots=True)
 class Tdx(Exit):
     """Corresponds to KVM_EXIT_TDX (a TDVMCALL for userspace): the raw bytes of
     struct kvm_run's tdx member."""
+    reason: int = field(init=False, default=KVM_EXIT_TDX)
     raw: bytes = b""
 
-    def __post_init__(self):
-        self.reason = KVM_EXIT_TDX
 
-
-@dataclass
+@dataclass(slots=True)
 class Unsupported(Exit):
     """Any exit reason pykvm does not decode: the raw number, for the caller."""
     raw_reason: int

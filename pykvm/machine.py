@@ -24,6 +24,14 @@ from .vcpu_base import VcpuBase, answer_bytes
 from .params import resolve as resolve_params
 from .vendors import get_vendor
 
+# Vcpu.run()'s hot path, bound once.
+_run_once = lib.pk_sim_run_once
+_new = object.__new__
+_Io = X.Io
+_EXIT_IO, _EXIT_IO_IN = X.KVM_EXIT_IO, X.KVM_EXIT_IO_IN
+_RUN_FAILED = lib.PK_RUN_PACKED_FAILED
+_U64_MAX = 2**64 - 1
+
 log = get_logger("pykvm")
 
 PAGE_SIZE = 4096
@@ -600,6 +608,7 @@ class Vcpu(VcpuBase):
             self._vcpu = p[0]
             self.id = lib.pk_vcpu_id(self._vcpu)
             self._run = lib.pk_vcpu_run_struct(self._vcpu)
+            self._pio = ffi.buffer(self._run.pio_data)  # an IN/OUT exit's data, sliced
             vm._vcpus.add(self)
 
     def _handle(self):
@@ -612,6 +621,7 @@ class Vcpu(VcpuBase):
         with self._lock, self._alive:
             self._vcpu = None
             self._run = None
+            self._pio = None
 
     def kick(self):
         """Signal the vCPU's thread (kvm_vcpu_kick): a run in progress, on any thread,
@@ -808,23 +818,48 @@ class Vcpu(VcpuBase):
         `inject`: a pykvm.events.Inject, a host event placed in this run (whether it
         fired: `last_injection_fired`); it belongs to this thread's run, never to
         another thread's run on the same pCPU."""
-        budget = self._budget(max_insns)
+        # The hot path of every Python-driven exit. One C call runs and reads the exit
+        # back (pk_sim_run_once); an I/O exit is built without a call to Io.__init__
+        # (same fields, same class); only an exit that takes an answer (IN, MMIO read,
+        # RDMSR/WRMSR) is kept pending for the next run.
+        if max_insns.__class__ is int and 0 <= max_insns <= _U64_MAX:
+            budget = max_insns      # the common case, checked inline: same rule as _budget
+        else:
+            budget = self._budget(max_insns)
         with self._lock:
-            vcpu = self._handle()
-            self._check_runnable()
-            self._complete_pending()
-            if inject is not None:
+            vcpu = self._vcpu
+            if vcpu is None:
+                vcpu = self._handle()   # raises: the VM is closed
+            if not self.vm.slots:
+                self._check_runnable()
+            if self._pending is not None:
+                self._complete_pending()
+            if inject is None:
+                info = _run_once(vcpu, budget, return_to_user is False)
+            else:
                 from . import events
                 events.arm(self._m, lib.pk_vcpu_cpu(vcpu), inject, budget)
-            try:
-                r = lib.pk_vcpu_run_ex(vcpu, budget, return_to_user is False)
-            finally:
-                if inject is not None:
+                try:
+                    info = _run_once(vcpu, budget, return_to_user is False)
+                finally:
                     self.last_injection_fired = bool(lib.pk_inject_fired(self._m))
                     lib.pk_inject_disarm(self._m)
-            if r < 0 and r != -errno.EINTR:
+            kind = info & 0xFF
+            if kind == _EXIT_IO:
+                size = (info >> 9) & 0xF
+                ex = _new(_Io)
+                ex.reason = _EXIT_IO
+                ex.direction = direction = (info >> 8) & 1
+                ex.size = size
+                ex.port = (info >> 16) & 0xFFFF
+                ex.count = count = info >> 32
+                ex.data = bytearray(self._pio[:size * count])
+                if direction == _EXIT_IO_IN:
+                    self._pending = ex
+                return ex
+            if kind == _RUN_FAILED:
                 # KVM_RUN failed without an exit (EAGAIN: an AP woken but still waiting).
-                ensure(r, "KVM_RUN")
+                ensure(-(info >> 32), "KVM_RUN")
             ex = self._decode_exit()
             self._pending = ex
             return ex

@@ -13,6 +13,7 @@ What the generator guarantees so that both runs are architecturally defined:
   a CMP that defines all six;
 - DIV/IDIV get a dividend and a divisor that cannot fault, POPF a value without TF.
 """
+import contextlib
 import os
 import random
 
@@ -29,7 +30,7 @@ from iced_x86 import (BlockEncoder, Code, Encoder, Instruction, MemoryOperand,  
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc  # noqa: E402
 from unicorn import x86_const as U  # noqa: E402
 
-from exec_harness import GPRS, Bare  # noqa: E402
+from exec_harness import GPRS, Bare, lib  # noqa: E402
 
 CODE, DATA, DATA_SIZE = 0x1000, 0x8000, 0x1000
 STACK_LO, STACK_TOP, MEM_SIZE = 0xC000, 0xF000, 0x10000
@@ -136,9 +137,16 @@ def mem_operand(draw, size):
     return MemoryOperand(R.RSP, displ=draw(st.integers(0, 0x80)), displ_size=1)
 
 
+# Register-only instructions (LEA computes an address, touches nothing): what native runs
+# execute (exec_native.c), plus the few the interpreter keeps (CLD, STI ...).
+PLAIN_REGS = [(c, m, k) for c, m, k in PLAIN
+              if m not in ("PUSH", "POP") and K.MEM_OFFS not in k
+              and (K.MEM not in k or m == "LEA")]
+
+
 @st.composite
-def plain_insn(draw):
-    code, mnem, kinds = draw(st.sampled_from(PLAIN))
+def plain_insn(draw, memory=True):
+    code, mnem, kinds = draw(st.sampled_from(PLAIN if memory else PLAIN_REGS))
     args, size = [], None
     for k in kinds:
         if k in _FIXED:
@@ -147,7 +155,7 @@ def plain_insn(draw):
             args.append(("reg", draw(st.sampled_from(REGS[_REG_KINDS[k]]))))
         elif k in _RM_KINDS:
             size = _RM_KINDS[k]
-            if draw(st.booleans()):
+            if memory and draw(st.booleans()):
                 args.append(("mem", draw(mem_operand(size))))
             else:
                 args.append(("reg", draw(st.sampled_from(REGS[size]))))
@@ -272,9 +280,9 @@ class Program:
         return enc.encode(base)
 
 
-def _plain(draw, prog):
+def _plain(draw, prog, memory=True):
     for _ in range(20):
-        code, mnem, args = draw(plain_insn())
+        code, mnem, args = draw(plain_insn(memory))
         kinds = [OpCodeInfo(code).op_kind(i) for i in range(OpCodeInfo(code).op_count)]
         try:
             ins = _create(code, args)
@@ -396,12 +404,57 @@ def _branch(draw, prog):
                  Instruction.create_reg(Code.POP_R64, draw(st.sampled_from(W64))))
 
 
+STRING_OPS = {
+    "movs": ("movsb", "movsw", "movsd", "movsq"),
+    "stos": ("stosb", "stosw", "stosd", "stosq"),
+    "lods": ("lodsb", "lodsw", "lodsd", "lodsq"),
+    "cmps": ("cmpsb", "cmpsw", "cmpsd", "cmpsq"),
+    "scas": ("scasb", "scasw", "scasd", "scasq"),
+}
+
+
+def _string(draw, prog):
+    """A string instruction on the data area: RSI, RDI and RCX set just before, in
+    either direction, with or without REP/REPE/REPNE, 32-bit addressing or FS/GS on the
+    source sometimes. Sources and destinations may overlap."""
+    from iced_x86 import RepPrefixKind
+    prog.merge()
+    kind = draw(st.sampled_from(sorted(STRING_OPS)))
+    size = draw(st.sampled_from([0, 1, 2, 3]))
+    rep = draw(st.sampled_from([RepPrefixKind.NONE, RepPrefixKind.REPE, RepPrefixKind.REPNE]))
+    a32 = draw(st.booleans())
+    seg = R.NONE
+    if kind in ("movs", "lods", "cmps") and draw(st.booleans()):
+        seg = draw(st.sampled_from([R.FS, R.GS]))
+    count = draw(st.sampled_from([0, 1, 2, 3, 7, 16, 40]))
+    src, dst = (draw(st.integers(0x200, 0xC00)) for _ in range(2))
+    if seg == R.FS:
+        src -= FS_BASE
+    elif seg == R.GS:
+        src -= GS_BASE
+    setup = [Instruction.create_reg_mem(Code.LEA_R64_M, R.RSI, MemoryOperand(R.R15, displ=src,
+                                                                            displ_size=8)),
+             Instruction.create_reg_mem(Code.LEA_R64_M, R.RDI, MemoryOperand(R.R15, displ=dst,
+                                                                            displ_size=8)),
+             Instruction.create_reg_u32(Code.MOV_R32_IMM32, R.ECX, count),
+             Instruction.create(draw(st.sampled_from([Code.CLD, Code.STD])))]
+    name = STRING_OPS[kind][size]
+    args = {"address_size": 32 if a32 else 64, "rep_prefix": rep}
+    if kind in ("movs", "lods", "cmps"):
+        args["segment_prefix"] = seg
+    ins = getattr(Instruction, "create_" + name)(**args)
+    undef = prog.undef
+    if kind in ("cmps", "scas"):
+        undef = prog.undef & ~ARITH if rep == RepPrefixKind.NONE or count else prog.undef
+    prog.add(*setup, ins, Instruction.create(Code.CLD), undef=undef)
+
+
 @st.composite
 def programs(draw):
     prog = Program()
     for _ in range(draw(st.integers(1, 30))):
-        what = draw(st.sampled_from(["plain"] * 8 + ["div", "branch", "branch"]))
-        {"plain": _plain, "div": _div, "branch": _branch}[what](draw, prog)
+        what = draw(st.sampled_from(["plain"] * 8 + ["div", "branch", "branch", "string"]))
+        {"plain": _plain, "div": _div, "branch": _branch, "string": _string}[what](draw, prog)
     prog.finish()
     return prog
 
@@ -430,7 +483,17 @@ def run_unicorn(code, regs, rflags, data, stack):
     return out, bytes(mu.mem_read(DATA, DATA_SIZE)), bytes(mu.mem_read(STACK_LO, MEM_SIZE - STACK_LO))
 
 
-def run_pykvm(code, regs, rflags, data, stack):
+@contextlib.contextmanager
+def native_runs(on):
+    """Native runs (exec_native.c) on or off for the CPUs created inside."""
+    lib.pk_exec_set_native_runs(on)
+    try:
+        yield
+    finally:
+        lib.pk_exec_set_native_runs(True)
+
+
+def pykvm_cpu(code, regs, rflags, data, stack):
     cpu = Bare(size=MEM_SIZE)
     cpu.write(CODE, code)
     cpu.write(DATA, data)
@@ -438,6 +501,11 @@ def run_pykvm(code, regs, rflags, data, stack):
     cpu.set_regs(rip=CODE, rflags=rflags, **regs)
     cpu.set_seg("fs", base=FS_BASE)
     cpu.set_seg("gs", base=GS_BASE)
+    return cpu
+
+
+def run_pykvm(code, regs, rflags, data, stack):
+    cpu = pykvm_cpu(code, regs, rflags, data, stack)
     exit_ = cpu.run(budget=10_000)
     assert exit_ == "HLT", f"wanted exit HLT, got {exit_} at {cpu['rip']:#x}"
     return cpu.regs(), cpu.read(DATA, DATA_SIZE), cpu.read(STACK_LO, MEM_SIZE - STACK_LO)
@@ -518,3 +586,74 @@ def test_each_mnemonic_once(mnem):
             prog.add(ins, undef=undef)
             prog.finish()
             check(prog, rnd.getrandbits(32))
+
+
+# ---- native runs: register-only loops, against the interpreter alone and unicorn ----
+
+@st.composite
+def register_loops(draw):
+    """mov r14d, n; cmp rax, rbx; <register-only body>; dec r14; jnz <the cmp>; hlt.
+    Run twice, the loop block is a native loop (exec_native.c) from its second pass on;
+    the body's own blocks are native runs. The CMP defines every flag at the top."""
+    prog = Program()
+    prog.add(Instruction.create_reg_u32(Code.MOV_R32_IMM32, R.R14D, draw(st.integers(1, 12))))
+    top = len(prog.items)
+    prog.add(Instruction.create_reg_reg(Code.CMP_RM64_R64, R.RAX, R.RBX), undef=0)
+    for _ in range(draw(st.integers(1, 24))):
+        _plain(draw, prog, memory=False)
+    prog.add(Instruction.create_reg(Code.DEC_RM64, R.R14),
+             Instruction.create_branch(Code.JNE_REL32_64, prog.label(top)))
+    prog.undef &= ~(ZF | SF | OF | PF | AF)     # DEC wrote them; CF comes from the body
+    prog.finish()
+    return prog
+
+
+def _state(cpu):
+    return cpu.regs(), cpu.read(DATA, DATA_SIZE), cpu.read(STACK_LO, MEM_SIZE - STACK_LO)
+
+
+def _listing(prog):
+    return "\n".join(f"  {ins}" for item in prog.items for ins in item)
+
+
+@settings(max_examples=int(os.environ.get("PYKVM_DIFF_EXAMPLES", "300")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(prog=register_loops(), seed=st.integers(0, 2**32))
+def test_native_runs_match_the_interpreter_exactly(prog, seed):
+    """Register-only loops with native runs on and off end in the same state, every flag
+    included (a native run never ends with flags the SDM leaves undefined), and agree
+    with unicorn on what is defined."""
+    check(prog, seed)
+    code = prog.encode()
+    init = initial_state(seed)
+    states = []
+    for on in (True, False):
+        with native_runs(on):
+            cpu = pykvm_cpu(code, *init)
+            assert cpu.run(budget=10_000) == "HLT"
+            states.append(_state(cpu))
+    assert states[0] == states[1], f"native {states[0][0]} != interpreted {states[1][0]}\n" \
+        + _listing(prog)
+
+
+@settings(max_examples=int(os.environ.get("PYKVM_DIFF_EXAMPLES", "300")) // 3, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(prog=register_loops(), seed=st.integers(0, 2**32),
+       budgets=st.lists(st.integers(1, 40), min_size=1, max_size=60))
+def test_native_runs_stop_where_the_budget_says(prog, seed, budgets):
+    """Cut into runs by budgets (the host's timer), native and interpreted execution stop
+    at the same instruction with the same state at every exit, and retire as many."""
+    code = prog.encode()
+    init = initial_state(seed)
+    trace = {}
+    for on in (True, False):
+        with native_runs(on):
+            cpu = pykvm_cpu(code, *init)
+            out = []
+            for budget in budgets * 20:
+                kind = cpu.run(budget=budget)
+                out.append((kind, cpu.regs(), cpu.retired(), cpu.state().insn_budget))
+                if kind == "HLT":
+                    break
+            trace[on] = out
+    assert trace[True] == trace[False], _listing(prog)

@@ -17,15 +17,57 @@
 
 /* ---- The MSR file ---- */
 
+/*
+ * MSR index -> priced-MSR number (the file's slots, then PK_STATELESS_MSRS), by hash.
+ * Every RDMSR/WRMSR the host model executes looks its MSR up for its price and again in
+ * the file; a switch over the sparse indices is a binary search each time. The table is
+ * built from the same X-macros when the module loads, so it cannot drift from them.
+ */
+#define MSR_HASH_BITS	7
+static struct msr_hash_entry {
+	u32 index;
+	s8 priced;		/* enum pk_msr or enum pk_priced_msr */
+	bool used;
+} msr_hash[1u << MSR_HASH_BITS];
+
+static inline u32 msr_hash_of(u32 index)
+{
+	return (index * 0x9e3779b1u) >> (32 - MSR_HASH_BITS);
+}
+
+static void msr_hash_add(u32 index, int priced)
+{
+	u32 h = msr_hash_of(index);
+
+	while (msr_hash[h].used)
+		h = (h + 1) & ((1u << MSR_HASH_BITS) - 1);
+	msr_hash[h] = (struct msr_hash_entry){ .index = index, .priced = (s8)priced,
+					       .used = true };
+}
+
+__attribute__((constructor)) static void msr_hash_init(void)
+{
+#define __PK_MSR_ADD(name, idx) msr_hash_add(idx, PK_MSR_##name);
+	PK_PRICED_MSRS(__PK_MSR_ADD)
+#undef __PK_MSR_ADD
+}
+
+/* The priced-MSR number of `index` (a slot, or one of PK_STATELESS_MSRS), or -1. */
+static inline int priced_msr(u32 index)
+{
+	for (u32 h = msr_hash_of(index);; h = (h + 1) & ((1u << MSR_HASH_BITS) - 1)) {
+		if (!msr_hash[h].used)
+			return -1;
+		if (msr_hash[h].index == index)
+			return msr_hash[h].priced;
+	}
+}
+
 static inline int msr_slot(u32 index)
 {
-#define __PK_MSR_CASE(name, idx) case idx: return PK_MSR_##name;
-	switch (index) {
-	PK_MSRS(__PK_MSR_CASE)
-	default:
-		return -1;
-	}
-#undef __PK_MSR_CASE
+	int priced = priced_msr(index);
+
+	return priced < PK_NR_MSRS ? priced : -1;
 }
 
 int pk_msr_slot(u32 index)
@@ -304,24 +346,9 @@ static void host_bug(struct pk_cpu *cpu)
 	pk_host_bug(cpu->m);
 }
 
-/* The priced-MSR index of `index` (a slot, or one of PK_STATELESS_MSRS), or -1. */
-static inline int priced_msr(u32 index)
-{
-	int slot = msr_slot(index);
-
-	if (slot >= 0)
-		return slot;
-#define __PK_PRICED_CASE(name, idx) case idx: return PK_MSR_##name;
-	switch (index) {
-	PK_STATELESS_MSRS(__PK_PRICED_CASE)
-	default:
-		return -1;
-	}
-#undef __PK_PRICED_CASE
-}
-
 /* RDMSR/WRMSR cost: the per-MSR profile figure when the profile has one. */
-static void account_msr(struct pk_cpu *cpu, int dir, u32 index)
+static inline __attribute__((always_inline)) void account_msr(struct pk_cpu *cpu, int dir,
+							      u32 index)
 {
 	struct pk_machine *m = cpu->m;
 	struct pk_costs *c = cpu->costs;

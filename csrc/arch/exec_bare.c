@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 /* Guest code with no hypervisor around it (PK_MODE_BARE): see include/pykvm/exec.h. */
+#include "arch/exec_impl.h"
 #include "pykvm/smp.h"
 #include "pykvm/cpu.h"
 #include "pykvm/exec.h"
@@ -219,4 +220,19 @@ u64 pk_bare_retired(struct pk_machine *m)
 	for (u32 c = 0; c < m->nr_cpus; c++)
 		n += m->costs[c].ops[PK_PATH_GUEST][PK_OP_GUEST_INSN];
 	return n;
+}
+
+void pk_bare_icache_stats(struct pk_machine *m, u32 cpu, struct pk_icache_stats *st)
+{
+	struct pk_cpu *c = bare_cpu(m, cpu);
+
+	if (c)
+		pk_icache_stats(c, st);
+	else
+		memset(st, 0, sizeof(*st));
+}
+
+void pk_exec_set_native_runs(bool on)
+{
+	pk_native_set_enabled(on);
 }

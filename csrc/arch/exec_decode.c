@@ -338,6 +338,19 @@ opcode:
 			d->disp = get_le(buf + p, n);
 			p += n;
 			break;
+		case 0xa4: case 0xa5:	/* MOVS */
+		case 0xa6: case 0xa7:	/* CMPS */
+		case 0xaa: case 0xab:	/* STOS */
+		case 0xac: case 0xad:	/* LODS */
+		case 0xae: case 0xaf:	/* SCAS */
+			d->op = b < 0xa6 ? X_MOVS : b < 0xa8 ? X_CMPS : b < 0xac ? X_STOS :
+				b < 0xae ? X_LODS : X_SCAS;
+			d->sz = (b & 1) ? osz : 1;
+			d->sub = rep == 0xf3 ? 1 : rep == 0xf2 ? 2 : 0;
+			/* REPNE on MOVS/STOS/LODS repeats as REP does */
+			if (d->sub == 2 && d->op != X_CMPS && d->op != X_SCAS)
+				d->sub = 1;
+			break;
 		case 0xa8:
 			d->op = X_TEST_RM_I;
 			d->sz = 1;
@@ -639,7 +652,10 @@ opcode:
 	if (riprel)
 		d->disp += rip + p;	/* RIP-relative: absolute from the next instruction */
 	switch (d->op) {
-	case X_JMP: case X_JCC: case X_JNZ: case X_CALL: case X_LOOP:
+	case X_JCC: case X_JNZ: case X_CALL: case X_LOOP:
+		d->disp = rip + p;	/* where execution goes on when not branching */
+		/* fall through */
+	case X_JMP:
 		d->imm += rip + p;
 		break;
 	}
@@ -662,4 +678,124 @@ toolong:
 #undef IMM
 #undef IMMZ
 #undef REL
+}
+
+/* ---- Specialized forms ---- */
+
+static bool plain_mem(const struct dins *d)
+{
+	/* 64-bit addressing, no segment override, not RIP-relative (base or index present) */
+	return !(d->flags & DI_ASZ32) && !d->seg && d->base != XR_NONE;
+}
+
+void pk_exec_specialize(struct dins *d)
+{
+	bool mem = d->flags & DI_MEM;
+	/* ADD OR ADC SBB AND SUB XOR CMP: the specialized forms of each, by form */
+	static const u8 rr64[8] = { X_ADD_RR64, X_OR_RR64, 0, 0, X_AND_RR64, X_SUB_RR64,
+				    X_XOR_RR64, X_CMP_RR64 };
+	static const u8 ri64[8] = { X_ADD_RI64, X_OR_RI64, 0, 0, X_AND_RI64, X_SUB_RI64,
+				    X_XOR_RI64, X_CMP_RI64 };
+	static const u8 rr32[8] = { X_ADD_RR32, X_OR_RR32, 0, 0, X_AND_RR32, X_SUB_RR32,
+				    X_XOR_RR32, X_CMP_RR32 };
+	static const u8 ri32[8] = { X_ADD_RI32, X_OR_RI32, 0, 0, X_AND_RI32, X_SUB_RI32,
+				    X_XOR_RI32, X_CMP_RI32 };
+
+	switch (d->op) {
+	case X_ALU_RM_R:	/* rm op= reg */
+		if (mem || (d->sz != 8 && d->sz != 4) || !rr64[d->sub & 7])
+			return;
+		d->op = d->sz == 8 ? rr64[d->sub & 7] : rr32[d->sub & 7];
+		return;
+	case X_ALU_R_RM:	/* reg op= rm: as rm op= reg with the two swapped */
+		if (mem || (d->sz != 8 && d->sz != 4) || !rr64[d->sub & 7])
+			return;
+		d->op = d->sz == 8 ? rr64[d->sub & 7] : rr32[d->sub & 7];
+		{
+			u8 t = d->rm;
+
+			d->rm = d->reg;
+			d->reg = t;
+		}
+		return;
+	case X_ALU_RM_I:
+		if (mem || (d->sz != 8 && d->sz != 4) || !ri64[d->sub & 7])
+			return;
+		d->op = d->sz == 8 ? ri64[d->sub & 7] : ri32[d->sub & 7];
+		d->imm &= d->sz == 8 ? ~0ull : 0xffffffffull;
+		return;
+	case X_TEST_RM_R:
+		if (!mem && d->sz == 8)
+			d->op = X_TEST_RR64;
+		return;
+	case X_MOV_RM_R:
+		if (!mem && d->sz == 8)
+			d->op = X_MOV_RR64;
+		else if (!mem && d->sz == 4)
+			d->op = X_MOV_RR32;
+		else if (mem && plain_mem(d) && d->sz == 8)
+			d->op = d->index == XR_NONE ? X_ST64_B : X_ST64_BI;
+		else if (mem && plain_mem(d) && d->sz == 4 && d->index == XR_NONE)
+			d->op = X_ST32_B;
+		return;
+	case X_MOV_R_RM:
+		if (!mem && d->sz == 8) {
+			d->op = X_MOV_RR64;	/* reg := rm, as rm := reg swapped */
+			u8 t = d->rm;
+
+			d->rm = d->reg;
+			d->reg = t;
+		} else if (!mem && d->sz == 4) {
+			d->op = X_MOV_RR32;
+			u8 t = d->rm;
+
+			d->rm = d->reg;
+			d->reg = t;
+		} else if (mem && plain_mem(d) && d->sz == 8) {
+			d->op = d->index == XR_NONE ? X_LD64_B : X_LD64_BI;
+		} else if (mem && plain_mem(d) && d->sz == 4 && d->index == XR_NONE) {
+			d->op = X_LD32_B;
+		}
+		return;
+	case X_MOV_R_I:
+		if (d->sz == 8 || d->sz == 4) {
+			d->op = X_MOV_RI;
+			d->imm &= d->sz == 8 ? ~0ull : 0xffffffffull;
+		}
+		return;
+	case X_LEA:
+		if (d->sz == 8 && !(d->flags & DI_ASZ32) && d->base != XR_NONE)
+			d->op = d->index == XR_NONE ? X_LEA64_B : X_LEA64_BI;
+		return;
+	case X_PUSH_R:
+		if (d->sz == 8)
+			d->op = X_PUSH64;
+		return;
+	case X_POP_R:
+		if (d->sz == 8)
+			d->op = X_POP64;
+		return;
+	case X_INC:
+		if (!mem && d->sz == 8)
+			d->op = X_INC_R64;
+		else if (!mem && d->sz == 4)
+			d->op = X_INC_R32;
+		return;
+	case X_DEC:
+		if (!mem && d->sz == 4)
+			d->op = X_DEC_R32;
+		return;
+	case X_JCC:
+		if (d->sub == 4 && !is_noncanonical_address(d->imm))
+			d->op = X_JZ;
+		return;
+	case X_JNZ:
+		if (is_noncanonical_address(d->imm))
+			d->op = X_JCC;	/* the general form checks the target */
+		return;
+	case X_RET:
+		if (!d->imm)
+			d->op = X_RET0;
+		return;
+	}
 }

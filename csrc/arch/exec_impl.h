@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Private to the guest interpreter (exec.c, exec_decode.c, exec_deliver.c): the
- * pre-decoded instruction format, the decode cache and the delivery of events.
+ * Private to the guest interpreter (exec.c, exec_decode.c, exec_deliver.c,
+ * exec_native.c): the pre-decoded instruction format, the decode cache's native runs and
+ * the delivery of events.
  *
  * The decode cache keeps straight-line blocks of pre-decoded instructions keyed by their
- * guest-physical address, each with a copy of the bytes it was decoded from. A block is
- * checked against guest memory every time it is entered (a compare of its bytes), and a
- * guest write into the block being run ends it after the writing instruction, so guest or
- * host changes to code bytes are always seen. See exec.c.
+ * guest-physical address, each with a copy of the bytes it was decoded from, checked
+ * against guest memory the first time the block is entered in each epoch (a new epoch
+ * starts with every run, after a guest store into a line of memory that holds cached
+ * code, and at serializing instructions). See exec.c.
  */
 #ifndef _PYKVM_ARCH_EXEC_IMPL_H
 #define _PYKVM_ARCH_EXEC_IMPL_H
@@ -87,11 +88,44 @@
 	X(INT)		/* imm: vector; sub: 0 INT n/INT3, 1 INT1 */	\
 	X(IRET)								\
 	X(VMCALL)							\
-	X(VMMCALL)
+	X(VMMCALL)							\
+	X(MOVS)		/* string: sub 0 once, 1 REP(E) (F3), 2 REPNE (F2) */	\
+	X(STOS)								\
+	X(LODS)								\
+	X(CMPS)								\
+	X(SCAS)								\
+	/* pseudo-operations of a block (exec.c) */			\
+	X(END)		/* falls off the block's end: off = its length */	\
+	X(NATIVE)	/* a run of sub instructions on the host (imm: code) */	\
+	/* specialized forms (pk_exec_specialize): same semantics, fewer tests */ \
+	XALU(RR64) XALU(RI64) XALU(RR32) XALU(RI32)			\
+	X(TEST_RR64)							\
+	X(MOV_RR64)							\
+	X(MOV_RR32)							\
+	X(MOV_RI)	/* imm already zero-extended to the operand size */	\
+	X(LD64_B)	/* mov r64, [base + disp] */			\
+	X(LD64_BI)	/* mov r64, [base + index * scale + disp] */	\
+	X(LD32_B)							\
+	X(ST64_B)	/* mov [base + disp], r64 */			\
+	X(ST64_BI)							\
+	X(ST32_B)							\
+	X(LEA64_B)							\
+	X(LEA64_BI)							\
+	X(PUSH64)							\
+	X(POP64)							\
+	X(INC_R64)							\
+	X(INC_R32)							\
+	X(DEC_R32)							\
+	X(JZ)								\
+	X(RET0)
 
-#define __XOP_ENUM(name) X_##name,
-enum xop { XOPS(__XOP_ENUM) X_NR_OPS };
-#undef __XOP_ENUM
+/* The ALU operations that have specialized register forms (ADC/SBB stay generic). */
+#define XALU(form) X(ADD_##form) X(OR_##form) X(AND_##form) X(SUB_##form) \
+		   X(XOR_##form) X(CMP_##form)
+
+#define X(name) X_##name,
+enum xop { XOPS(X) X_NR_OPS };
+#undef X
 
 /* ALU operations: the ModRM.reg / opcode bits 5:3 encoding of 00-3F and 80-83. */
 enum { ALU_ADD, ALU_OR, ALU_ADC, ALU_SBB, ALU_AND, ALU_SUB, ALU_XOR, ALU_CMP };
@@ -108,6 +142,9 @@ enum { SH_ROL, SH_ROR, SH_RCL, SH_RCR, SH_SHL, SH_SHR, SH_SAL, SH_SAR };
 #define DI_CL		BIT(3)	/* shift count in CL */
 #define DI_DX		BIT(4)	/* IN/OUT port in DX */
 #define DI_REXW		BIT(5)	/* REX.W (SYSRET, RD/WR*BASE) */
+#define DI_NATIVE_IN	BIT(6)	/* NATIVE: the run reads flags it has not written */
+#define DI_NATIVE_OUT	BIT(7)	/* NATIVE: the run writes flags */
+#define DI_NATIVE_LOOP	BIT(0)	/* NATIVE: a loop, the Jcc after the run included */
 
 /* One pre-decoded instruction: what the executor needs, nothing it must re-derive. */
 struct dins {
@@ -121,10 +158,11 @@ struct dins {
 	u8 scale;		/* shift count 0..3 */
 	u8 seg;			/* 0, or VCPU_SREG_FS / VCPU_SREG_GS */
 	u8 flags;		/* DI_* */
-	u8 pad;
+	u8 idx;			/* instructions before it in its block (NATIVE: of its first) */
 	u16 off;		/* offset of the instruction in its block */
-	u16 pad2;
-	u64 disp;		/* displacement; absolute address when RIP-relative */
+	u16 pad;
+	u64 disp;		/* displacement; absolute address when RIP-relative; the
+				 * next instruction's address for Jcc, LOOP and CALL */
 	u64 imm;		/* immediate; absolute target for relative branches */
 };
 
@@ -136,6 +174,55 @@ struct dins {
 unsigned pk_exec_decode(const u8 *buf, unsigned avail, u64 rip, struct dins *d);
 /* The instruction ends its block (control transfer, or never falls through). */
 bool pk_exec_ends_block(const struct dins *d);
+/* Turn a decoded instruction into its specialized form, if it has one. */
+void pk_exec_specialize(struct dins *d);
+
+/* ---- Native runs (exec_native.c) ---- */
+/*
+ * Instructions that only compute on registers and flags and cannot fault (ALU, MOV, LEA,
+ * shifts, multiplies ...) run on the host itself: a run of them in a block becomes one
+ * function that loads the guest registers it uses into the same host registers, executes
+ * the guest's own bytes, and stores back what it wrote (the host and the guest are both
+ * x86-64). A run never ends with an instruction whose flags the SDM leaves undefined
+ * (they would be the host's), so a native run and the interpreter agree bit for bit.
+ */
+struct pk_native;
+/* What a native run reads and leaves: offsets fixed (the host code addresses them). */
+struct pk_native_io {
+	u64 rflags;	/* the arithmetic flags in (when the run reads them) and out */
+	u64 count;	/* loops: iterations allowed in (>= 1), left out */
+	u32 exit;	/* loops: 0 the branch fell through, 1 the count ran out */
+};
+typedef void (*pk_native_fn)(u64 *regs, struct pk_native_io *io);
+
+/* What one instruction needs to run natively: registers and flags it reads and writes. */
+struct native_use {
+	u16 rd, wr;		/* guest GPRs, bit n = register n */
+	u8 frd, fwr, fundef;	/* arithmetic flags (CF PF AF ZF SF OF) read, written, left
+				 * undefined */
+};
+/* Can d (its bytes at code) run natively; fills *u. */
+bool pk_native_ok(const struct dins *d, const u8 *code, struct native_use *u);
+struct pk_native *pk_native_create(void);
+void pk_native_destroy(struct pk_native *n);
+void pk_native_reset(struct pk_native *n);	/* forget every function */
+size_t pk_native_bytes(const struct pk_native *n);
+/*
+ * Translate ins[0, count) (their bytes at code + ins[i].off). flags_in: the run needs the
+ * arithmetic flags on entry; flags_out: it changes them. loop_cc >= 0: the run is the
+ * body of a loop closed by a Jcc with that condition back to its first instruction; the
+ * function runs iterations until the condition fails or io->count runs out (the Jcc
+ * retires with each). NULL without room or memory.
+ */
+pk_native_fn pk_native_emit(struct pk_native *n, const struct dins *ins, unsigned count,
+			    const u8 *code, u16 rd, u16 wr, bool flags_in, bool flags_out,
+			    int loop_cc);
+/* Native runs on or off (default on where the host allows executable memory): tests. */
+void pk_native_set_enabled(bool on);
+bool pk_native_enabled(void);
+
+struct pk_icache_stats;
+void pk_icache_stats(struct pk_cpu *cpu, struct pk_icache_stats *st);
 
 /* ---- Event delivery (exec_deliver.c) ---- */
 enum pk_deliver_src {

@@ -231,7 +231,8 @@ int pk_vmptrld(u64 pa)
  * The checks VMREAD and VMWRITE share: VMX operation, a current VMCS, a supported field.
  * Returns -1 with *v and *idx set when the access may go on, else the instruction's result.
  */
-static int vmcs_access(struct pk_cpu *cpu, u32 field, struct pk_vmcs_region **v, u32 *idx)
+static inline __attribute__((always_inline)) int
+vmcs_access(struct pk_cpu *cpu, u32 field, struct pk_vmcs_region **v, u32 *idx)
 {
 	if (unlikely(!vmx_operation(cpu)))
 		return 1;

@@ -65,3 +65,19 @@ int pk_sim_run_loop(struct kvm_vcpu *vcpu, struct pk_vmm_devs *devs, u64 max_exi
 		}
 	}
 }
+
+u64 pk_sim_run_once(struct kvm_vcpu *vcpu, u64 max_insns, bool stay_in_kernel)
+{
+	const struct kvm_run *run = pk_vcpu_run_struct(vcpu);
+	int r = pk_vcpu_run_ex(vcpu, max_insns, stay_in_kernel);
+	u64 reason;
+
+	if (r < 0 && r != -EINTR)	/* no exit: say why (pk_err's text stays for ensure()) */
+		return PK_RUN_PACKED_FAILED | ((u64)(u32)-r << 32);
+	reason = run->exit_reason < PK_RUN_PACKED_FAILED ? run->exit_reason
+							 : PK_RUN_PACKED_REASON_MAX;
+	if (reason != KVM_EXIT_IO)
+		return reason;
+	return reason | ((u64)(run->io.direction & 1) << 8) | ((u64)(run->io.size & 0xf) << 9) |
+	       ((u64)run->io.port << 16) | ((u64)run->io.count << 32);
+}

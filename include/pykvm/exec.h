@@ -67,6 +67,23 @@ u64 pk_bare_icache_ptr(struct pk_machine *m, u32 cpu);
 void pk_bare_set_icache_ptr(struct pk_machine *m, u32 cpu, u64 ptr);
 /* Guest instructions retired on the machine (cost accounting, PK_OP_GUEST_INSN). */
 u64 pk_bare_retired(struct pk_machine *m);
+
+/* What the CPU's decode cache holds and has done (zeros before its first run). */
+struct pk_icache_stats {
+	u64 blocks;		/* blocks in the table now */
+	u64 bytes;		/* their memory */
+	u64 native_bytes;	/* host code of their native runs */
+	u64 builds;		/* blocks decoded, over the cache's life */
+	u64 flushes;		/* times everything was dropped (memory map change, limit) */
+	u64 epoch;
+};
+void pk_bare_icache_stats(struct pk_machine *m, u32 cpu, struct pk_icache_stats *st);
+/*
+ * Native runs (register-only instructions executed by the host CPU, exec_native.c) on or
+ * off, for every CPU, from the next block decoded on: the differential tests compare
+ * both ways. On by default.
+ */
+void pk_exec_set_native_runs(bool on);
 /* cffi:end */
 
 #endif

@@ -139,6 +139,17 @@ struct pk_vmm_devs;
 struct pk_vmm_loop_result;
 int pk_sim_run_loop(struct kvm_vcpu *vcpu, struct pk_vmm_devs *devs, u64 max_exits,
 		    u64 max_insns, struct pk_vmm_loop_result *res);
+/*
+ * One KVM_RUN (pk_vcpu_run_ex) and the exit read back in the same call, packed in one
+ * integer for the Python binding (one crossing instead of a field access each):
+ *   bits 7:0 exit_reason (255: larger, read kvm_run), and for KVM_EXIT_IO bit 8 the
+ *   direction, bits 12:9 the size, bits 31:16 the port, bits 63:32 the count.
+ * A KVM_RUN that failed without an exit (an error other than -EINTR) gives
+ * PK_RUN_PACKED_FAILED in bits 7:0 and the positive errno in bits 63:32.
+ */
+#define PK_RUN_PACKED_FAILED		254
+#define PK_RUN_PACKED_REASON_MAX	255
+u64 pk_sim_run_once(struct kvm_vcpu *vcpu, u64 max_insns, bool stay_in_kernel);
 /* cffi:end */
 
 #endif
