@@ -32,3 +32,18 @@ def ioctl(fd, request, arg, what):
         return fcntl.ioctl(fd, request, arg)
     except OSError as e:
         raise KvmIoctlError(e.errno, what) from None
+
+
+class KvmFd:
+    """What a KVM file (the system, a VM, a vCPU) does the same way: `fd` is None once
+    closed; a `with` block closes it. Subclasses define close()."""
+
+    @property
+    def closed(self):
+        return self.fd is None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -12,7 +12,7 @@ from pykvm._weak import WeakList
 from pykvm.errors import KvmIoctlError, KvmUnavailable
 from pykvm.log import get_logger
 from pykvm.devkvm import uapi
-from pykvm.devkvm._native import ioctl
+from pykvm.devkvm._native import KvmFd, ioctl
 
 log = get_logger("pykvm.devkvm")
 
@@ -60,7 +60,7 @@ def vendor_modules(sys_module=_SYS_MODULE):
     return tuple(m for m in VENDOR_MODULES if os.path.isdir(os.path.join(sys_module, m)))
 
 
-class KvmMachine:
+class KvmMachine(KvmFd):
     """The host's real KVM, opened from /dev/kvm.
 
     >>> from pykvm import guest
@@ -220,16 +220,6 @@ class KvmMachine:
         if self.fd is not None:
             self.fd = None
             self._finalizer()
-
-    @property
-    def closed(self):
-        return self.fd is None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __repr__(self):
         state = "closed" if self.fd is None else f"fd {self.fd}"

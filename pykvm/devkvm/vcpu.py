@@ -14,7 +14,7 @@ from pykvm import exits as X
 from pykvm.vcpu_base import VcpuBase, answer_bytes
 from pykvm.errors import InvalidConfiguration, InvalidMsr, KvmIoctlError
 from pykvm.devkvm import uapi
-from pykvm.devkvm._native import address_of, ioctl, native
+from pykvm.devkvm._native import KvmFd, address_of, ioctl, native
 from pykvm.devkvm.system import pack_cpuid, unpack_cpuid
 from pykvm.regs import (GPR_NAMES, DTable, Regs, Segment, Sregs, checked_regs, checked_sregs,
                         msr_index, msr_value, u64)
@@ -81,7 +81,7 @@ def _decode_other_exit(reason, run, base):
     return X.Unsupported(reason)
 
 
-class KvmVcpu(VcpuBase):
+class KvmVcpu(KvmFd, VcpuBase):
     """A vCPU on the host's KVM (from `KvmVm.create_vcpu`). close(), a with block, or
     dropping the last reference unmaps kvm_run and closes the fd."""
 
@@ -347,16 +347,6 @@ class KvmVcpu(VcpuBase):
             self._run = None
             self._finalizer()
         self.vm._vcpus.discard(self)
-
-    @property
-    def closed(self):
-        return self.fd is None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __repr__(self):
         return f"KvmVcpu({self.id}, fd {self.fd})"

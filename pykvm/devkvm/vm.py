@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pykvm._weak import WeakList
 from pykvm.errors import InvalidConfiguration, InvalidMemory, KvmIoctlError
 from pykvm.devkvm import uapi
-from pykvm.devkvm._native import address_of, ioctl, native
+from pykvm.devkvm._native import KvmFd, address_of, ioctl, native
 
 PAGE_SIZE = mmap.PAGESIZE
 
@@ -121,7 +121,7 @@ def _close_vm(fd, slots):
     slots.clear()
 
 
-class KvmVm:
+class KvmVm(KvmFd):
     """A VM on the host's KVM (from `KvmMachine.create_vm`). close(), a with block, or
     dropping the last reference closes it and unmaps its guest memory."""
 
@@ -294,16 +294,6 @@ class KvmVm:
             self.fd = None
             self._finalizer()
         self.machine._forget(self)
-
-    @property
-    def closed(self):
-        return self.fd is None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __repr__(self):
         return f"KvmVm(fd {self.fd}, {len(self.slots)} slots, {len(self.vcpus)} vcpus)"
