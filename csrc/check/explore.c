@@ -678,8 +678,12 @@ struct eligible {
 	u64 irq_ok[PK_INJ_OK_WORDS], preempt_ok[PK_INJ_OK_WORDS];
 };
 
-/* Try `s` from the state at depth d; recurse from the result. */
-static void try_step(struct explore *x, u32 d, const struct pk_step *s, u32 *points,
+/*
+ * Apply `s` to the state at depth d, as the d-th step of the path (a violation is
+ * reported): apply()'s 0, 1 (violation) or 2 (the branch ends). With `el`, what the step
+ * found eligible for injection.
+ */
+static int step_from(struct explore *x, u32 d, const struct pk_step *s, u32 *points,
 		     struct eligible *el)
 {
 	struct pk_checker *c = x->c;
@@ -693,10 +697,20 @@ static void try_step(struct explore *x, u32 d, const struct pk_step *s, u32 *poi
 	}
 	count_step(x);
 	x->path[d] = *s;
-	if (r == 1) {
+	if (r == 1)
 		found(x, d + 1);
+	return r;
+}
+
+/* Try `s` from the state at depth d; recurse from the result. */
+static void try_step(struct explore *x, u32 d, const struct pk_step *s, u32 *points,
+		     struct eligible *el)
+{
+	struct pk_checker *c = x->c;
+	int r = step_from(x, d, s, points, el);
+
+	if (r == 1)
 		return;
-	}
 	if (r == 2 || d + 1 >= x->bound || x->stop)
 		return;
 	normalize(c);
@@ -877,20 +891,10 @@ static int bfs_child(struct explore *x, struct bfs *q, u32 parent, u32 d,
 {
 	struct pk_checker *c = x->c;
 	u64 before = c->seen_n;
-	int r;
+	int r = step_from(x, d, s, points, el);
 
-	snap_restore(c, c->stack[d]);
-	r = apply(c, s, points);
-	if (el) {
-		memcpy(el->irq_ok, c->m->inject.irq_ok, sizeof(el->irq_ok));
-		memcpy(el->preempt_ok, c->m->inject.preempt_ok, sizeof(el->preempt_ok));
-	}
-	count_step(x);
-	x->path[d] = *s;
-	if (r == 1) {
-		found(x, d + 1);
+	if (r == 1)
 		return 1;
-	}
 	if (r == 2 || d + 1 >= x->bound || x->stop)
 		return x->stop;
 	normalize(c);
