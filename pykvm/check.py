@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, field, replace
 
 from . import events
 from ._lib import ensure, ffi, lib
-from .devkvm.uapi import KVM_MP_STATE_RUNNABLE
 from .errors import InvalidConfiguration, PykvmError
 from .guest.asm import Asm, mem, qword
 from .guest.layout import CR4_FSGSBASE, idt_gate, initial_regs, initial_sregs, tss_bytes
@@ -616,7 +615,7 @@ class Checker:
                     raise InvalidConfiguration("the guest's LAPIC set-up was refused")
                 if not bsp:
                     # An AP waits for INIT/SIPI; the VMM starts it, as a migrated one.
-                    vcpu.set_mp_state(KVM_MP_STATE_RUNNABLE)
+                    vcpu.set_mp_state(lib.KVM_MP_STATE_RUNNABLE)
             for i, msr in enumerate(self.regs):
                 vm.memory.write_u64(TABLES + 0x100 * v + 8 * i, values[msr])
             vm.memory.write_u64(TABLES + 0x100 * v + MARK, MARK_NONE)

@@ -157,3 +157,15 @@ def test_without_the_header_module_devkvm_says_why(monkeypatch):
     with pytest.raises(KvmUnavailable, match="linux-libc-dev"):
         mod.kvm_regs
     assert mod.KVM_X86_REG_MSR(0x174) >> 60 == 2          # KVM_REG_X86
+
+
+def test_the_simulated_kvm_header_agrees_with_the_systems():
+    """include/linux/kvm.h (the simulated KVM's copy of the ABI, used where no system
+    header is needed) gives the numbers the system's <linux/kvm.h> gives."""
+    from pykvm._lib import lib
+    from pykvm.devkvm import uapi
+    for name in ("KVM_MP_STATE_RUNNABLE", "KVM_MP_STATE_UNINITIALIZED",
+                 "KVM_MSR_FILTER_READ", "KVM_MSR_FILTER_WRITE",
+                 "KVM_MSR_FILTER_MAX_BITMAP_SIZE", "KVM_MSR_EXIT_REASON_INVAL",
+                 "KVM_MSR_EXIT_REASON_UNKNOWN", "KVM_MSR_EXIT_REASON_FILTER"):
+        assert getattr(lib, name) == getattr(uapi, name), name

@@ -24,6 +24,7 @@ from ..devkvm.vm import MsrFilterRange
 from ..errors import GuestAssertion
 from ..guest import NO_VECTOR
 from .common import Case, CaseFailed, check, need
+from .._lib import lib as _lib
 
 UPSTREAM = "selftests kvm x86/userspace_msr_exit_test.c"
 KVM_CAP_IRQCHIP = 0
@@ -36,9 +37,11 @@ MSR_IA32_POWER_CTL = 0x1FC
 MSR_SYSCALL_MASK = 0xC0000084
 MSR_FS_BASE, MSR_GS_BASE = 0xC0000100, 0xC0000101
 DEADBEEF = 0xDEADBEEF
-RW = uapi.KVM_MSR_FILTER_READ | uapi.KVM_MSR_FILTER_WRITE
-R, W = uapi.KVM_MSR_FILTER_READ, uapi.KVM_MSR_FILTER_WRITE
-BITMAP_SIZE = uapi.KVM_MSR_FILTER_MAX_BITMAP_SIZE
+# The ABI's numbers, from the simulated KVM's copy of <linux/kvm.h> (equal to the
+# system's, tests/test_uapi.py): importing the suite needs no system header.
+RW = _lib.KVM_MSR_FILTER_READ | _lib.KVM_MSR_FILTER_WRITE
+R, W = _lib.KVM_MSR_FILTER_READ, _lib.KVM_MSR_FILTER_WRITE
+BITMAP_SIZE = _lib.KVM_MSR_FILTER_MAX_BITMAP_SIZE
 DENY = b"\0" * 8                      # deny_bits: one u64 of zeroes
 
 FILTER_ALLOW = [MsrFilterRange(RW, MSR_IA32_XSS, 1, DENY),           # KVM knows it

@@ -211,11 +211,13 @@ class KvmVm(KvmFd):
             cap = uapi.CAPS[cap if cap.startswith("KVM_CAP_") else "KVM_CAP_" + cap.upper()]
         return ioctl(self.fd, uapi.KVM_CHECK_EXTENSION, cap, f"KVM_CHECK_EXTENSION({cap})")
 
-    def enable_user_msr_exits(self, reasons=(uapi.KVM_MSR_EXIT_REASON_INVAL |
-                                             uapi.KVM_MSR_EXIT_REASON_UNKNOWN |
-                                             uapi.KVM_MSR_EXIT_REASON_FILTER)):
-        """KVM_CAP_X86_USER_SPACE_MSR: failed guest RDMSR/WRMSR of these kinds exit to
-        userspace as RdMsr/WrMsr (set `.data` or `.error` before the next run)."""
+    def enable_user_msr_exits(self, reasons=None):
+        """KVM_CAP_X86_USER_SPACE_MSR: failed guest RDMSR/WRMSR of these kinds (default:
+        all three) exit to userspace as RdMsr/WrMsr (set `.data` or `.error` before the
+        next run)."""
+        if reasons is None:         # here, not as a default: importing needs no header
+            reasons = (uapi.KVM_MSR_EXIT_REASON_INVAL | uapi.KVM_MSR_EXIT_REASON_UNKNOWN |
+                       uapi.KVM_MSR_EXIT_REASON_FILTER)
         if not self.machine.check_extension(uapi.KVM_CAP_X86_USER_SPACE_MSR):
             raise KvmIoctlError(errno.EOPNOTSUPP, "KVM_CAP_X86_USER_SPACE_MSR not supported")
         self.enable_cap(uapi.KVM_CAP_X86_USER_SPACE_MSR, reasons)
