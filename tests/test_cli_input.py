@@ -3,6 +3,7 @@ bad usage or input (no traceback), 130 for Ctrl-C with what was found so far, an
 checking its file and saying whether it reproduced the saved violation."""
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -118,8 +119,10 @@ def test_replay_refuses_a_truncated_file(tmp_path, saved, capsys):
 
 def _interrupt(args, after=3.0):
     """Start `pykvm ARGS`, send SIGINT once it has run `after` seconds; (rc, out, err)."""
+    # From tests/: from the repository root, `-m` would import the source tree (unbuilt
+    # under a non-editable install, as .ci/run installs) instead of the installed package.
     p = subprocess.Popen([sys.executable, "-m", "pykvm.cli", *args], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True, cwd=pathlib.Path(__file__).parent)
     time.sleep(after)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)          # a hang guard, not a timing target
