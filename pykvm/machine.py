@@ -878,16 +878,9 @@ class Vcpu(VcpuBase):
         if by not in kinds:
             raise InvalidConfiguration(f"by must be one of {', '.join(kinds)}, got {by!r}")
         budget = self._budget(max_insns)
-        with self._lock:
-            vcpu = self._handle()
-            self._check_runnable()
-            self._complete_pending()
-            flag = ffi.new("bool *")
-            ensure(lib.pk_vcpu_run_preempted_by(vcpu, budget, after, kinds[by], flag),
-                   "KVM_RUN")
-            ex = self._decode_exit()
-            self._pending = ex
-            return ex, bool(flag[0])
+        return self._run_reporting(
+            lambda vcpu, flag: lib.pk_vcpu_run_preempted_by(vcpu, budget, after, kinds[by],
+                                                            flag))
 
     def run_rescheduled(self, by="task", max_insns=DEFAULT_RUN_BUDGET):
         """KVM_RUN during which another task becomes runnable on the vCPU thread's pCPU
@@ -898,13 +891,19 @@ class Vcpu(VcpuBase):
         if by not in ("task", "kthread"):
             raise InvalidConfiguration(f"by must be 'task' or 'kthread', got {by!r}")
         budget = self._budget(max_insns)
+        return self._run_reporting(
+            lambda vcpu, flag: lib.pk_vcpu_run_rescheduled(vcpu, budget, by == "kthread",
+                                                           flag))
+
+    def _run_reporting(self, run):
+        """A KVM_RUN variant `run(vcpu, bool *)` that reports whether its event happened:
+        (exit, happened?)."""
         with self._lock:
             vcpu = self._handle()
             self._check_runnable()
             self._complete_pending()
             flag = ffi.new("bool *")
-            ensure(lib.pk_vcpu_run_rescheduled(vcpu, budget, by == "kthread", flag),
-                   "KVM_RUN")
+            ensure(run(vcpu, flag), "KVM_RUN")
             ex = self._decode_exit()
             self._pending = ex
             return ex, bool(flag[0])

@@ -60,6 +60,21 @@ def vendor_modules(sys_module=_SYS_MODULE):
     return tuple(m for m in VENDOR_MODULES if os.path.isdir(os.path.join(sys_module, m)))
 
 
+def get_msrs(fd, request, indices, what):
+    """KVM_GET_MSRS on a vCPU, or on /dev/kvm for feature MSRs: (count, {index: value})
+    for the first `count` indices (KVM stops at the first it cannot read)."""
+    buf = bytearray(uapi.kvm_msrs.pack(len(indices), 0))
+    for i in indices:
+        buf += uapi.kvm_msr_entry.pack(i, 0, 0)
+    count = ioctl(fd, request, buf, what)
+    values = {}
+    for k in range(count):
+        index, _res, data = uapi.kvm_msr_entry.unpack_from(
+            buf, uapi.kvm_msrs.size + k * uapi.kvm_msr_entry.size)
+        values[index] = data
+    return count, values
+
+
 class KvmMachine(KvmFd):
     """The host's real KVM, opened from /dev/kvm.
 
@@ -172,17 +187,8 @@ class KvmMachine(KvmFd):
     def get_feature_msrs(self, indices):
         """KVM_GET_MSRS on /dev/kvm: the host's feature MSRs. (count, {index: value}) for
         the first `count` indices; KVM stops at the first it cannot read."""
-        indices = list(indices)
-        buf = bytearray(uapi.kvm_msrs.pack(len(indices), 0))
-        for i in indices:
-            buf += uapi.kvm_msr_entry.pack(i, 0, 0)
-        count = ioctl(self.fd, uapi.KVM_GET_FEATURE_MSRS, buf, "KVM_GET_MSRS (features)")
-        values = {}
-        for k in range(count):
-            index, _res, data = uapi.kvm_msr_entry.unpack_from(
-                buf, uapi.kvm_msrs.size + k * uapi.kvm_msr_entry.size)
-            values[index] = data
-        return count, values
+        return get_msrs(self.fd, uapi.KVM_GET_FEATURE_MSRS, list(indices),
+                        "KVM_GET_MSRS (features)")
 
     def get_mce_cap_supported(self):
         """KVM_X86_GET_MCE_CAP_SUPPORTED: the MCG_CAP bits KVM_X86_SETUP_MCE accepts."""

@@ -15,7 +15,7 @@ from pykvm.vcpu_base import VcpuBase, answer_bytes
 from pykvm.errors import InvalidConfiguration, InvalidMsr, KvmIoctlError
 from pykvm.devkvm import uapi
 from pykvm.devkvm._native import KvmFd, address_of, ioctl, native
-from pykvm.devkvm.system import pack_cpuid, unpack_cpuid
+from pykvm.devkvm.system import get_msrs, pack_cpuid, unpack_cpuid
 from pykvm.regs import (GPR_NAMES, DTable, Regs, Segment, Sregs, checked_regs, checked_sregs,
                         msr_index, msr_value, u64)
 
@@ -149,17 +149,8 @@ class KvmVcpu(KvmFd, VcpuBase):
     def get_msrs(self, indices):
         """KVM_GET_MSRS. Returns (count, {index: value}) for the first `count` indices:
         KVM stops at the first MSR it cannot read, and says how far it got."""
-        indices = [msr_index(i) for i in indices]
-        buf = bytearray(uapi.kvm_msrs.pack(len(indices), 0))
-        for i in indices:
-            buf += uapi.kvm_msr_entry.pack(i, 0, 0)
-        count = ioctl(self.fd, uapi.KVM_GET_MSRS, buf, "KVM_GET_MSRS")
-        values = {}
-        for k in range(count):
-            index, _res, data = uapi.kvm_msr_entry.unpack_from(
-                buf, uapi.kvm_msrs.size + k * uapi.kvm_msr_entry.size)
-            values[index] = data
-        return count, values
+        return get_msrs(self.fd, uapi.KVM_GET_MSRS, [msr_index(i) for i in indices],
+                        "KVM_GET_MSRS")
 
     def get_msr(self, index):
         """One MSR; InvalidMsr if KVM cannot read it."""
