@@ -43,8 +43,12 @@ TASK_CHANGES = ("arch_prctl", "wrfsbase", "set_tsc")
 # The search's reductions (check.h PK_REDUCE_*), by name; all of them by default.
 # "revisit": breadth-first once, each distinct state expanded once at its shallowest
 # depth, instead of iterative deepening, which searches the space again for each bound.
-REDUCTIONS = {"revisit": 1}
-DEFAULT_REDUCE = tuple(REDUCTIONS)
+# "sleep" (with revisit): sleep sets, a step that commutes with the one before it and
+# whose other order an earlier state tries is not tried again (docs/checker.md says
+# under what it is sound). "verify" (with sleep): tries every step the sleep sets leave
+# out both ways anyway and counts where the orders disagree (for tests).
+REDUCTIONS = {"revisit": 1, "sleep": 2, "verify": 4}
+DEFAULT_REDUCE = ("revisit",)
 MAX_STEPS = 64          # PK_CHECK_MAX_STEPS: bound, walk length, steps of a saved trace
 MAX_VCPUS = 4           # PK_CHECK_MAX_VCPUS: vCPUs of all the checker's VMs together
 FORMAT = 1              # of the files save() writes and replay() reads
@@ -380,6 +384,7 @@ class CheckResult:
     walks_asked: int = 0
     interrupted: bool = False    # stopped by Ctrl-C
     closed: bool = False         # a level brought no new state: every depth is explored
+    slept: int = 0               # steps the sleep sets left out (reduce "sleep")
     saved_violation: dict | None = None   # replay: what the file said was found
     replayed: bool = False       # a replay of a saved file, not an exploration
     _trace: list = field(default_factory=list, repr=False)
@@ -422,6 +427,9 @@ class CheckResult:
                  f"exhaustive to depth "
                  f"{self.depth_done if self.exhaustive else 0} of {self.bound}, "
                  f"{self.walks} random walks, {self.seconds:.1f} s{cut}"]
+        if self.slept:
+            lines.append(f"sleep sets: {self.slept} steps that commute with the step before "
+                         f"them not tried again")
         if self.violation:
             lines.append(f"violation: {self.violation}")
             lines.append("steps:")
@@ -768,6 +776,9 @@ class Checker:
         self.last_refused = res.refused
         self.last_closed = bool(res.closed)
         self.last_replayed = res.replayed
+        self.last_slept = res.slept
+        self.last_sleep_checked = res.sleep_checked
+        self.last_sleep_mismatch = res.sleep_mismatch
         return v, steps, res.events, res.states, res.depth_done, res.walks
 
     def attribute(self, steps):
@@ -918,7 +929,8 @@ def check(vendor="vmx", *, preset=None, params=None, cpu_model=None, cpus=2, vcp
     result = CheckResult(vendor, c.m.preset, c.m.params, verdict, v, found if v else [],
                          events, states, depth, nwalks, elapsed, config=c.config,
                          exits=exits, bound=bound, walks_asked=walks,
-                         interrupted=c.last_interrupted, closed=c.last_closed)
+                         interrupted=c.last_interrupted, closed=c.last_closed,
+                         slept=c.last_slept)
     if c.last_interrupted:
         raise CheckInterrupted(result)
     return result

@@ -27,6 +27,7 @@ struct pk_checker {
 	u8 *stack[PK_CHECK_MAX_STEPS + 1];
 	u64 *seen;			/* open addressing, 0 = empty */
 	u8 *seen_left;			/* steps left when it was explored */
+	u32 *seen_node;			/* PK_REDUCE_SLEEP: its breadth-first node */
 	u64 seen_cap, seen_n;
 	u64 rng;
 	bool stop_requested;		/* pk_checker_stop(), from another thread */
@@ -240,12 +241,14 @@ static u64 state_hash(struct pk_checker *c)
  * true if the state must be explored: never seen, or seen with fewer steps left (a
  * bounded search that met a state deep must look again when it meets it shallower).
  */
-static bool seen_insert(struct pk_checker *c, u64 h, u32 left)
+static bool seen_insert_at(struct pk_checker *c, u64 h, u32 left, u64 *slot)
 {
 	u64 i = h & (c->seen_cap - 1);
 
+	*slot = UINT64_MAX;
 	while (c->seen[i]) {
 		if (c->seen[i] == h) {
+			*slot = i;
 			if (c->seen_left[i] >= left)
 				return false;
 			c->seen_left[i] = left;
@@ -258,7 +261,15 @@ static bool seen_insert(struct pk_checker *c, u64 h, u32 left)
 	c->seen[i] = h;
 	c->seen_left[i] = left;
 	c->seen_n++;
+	*slot = i;
 	return true;
+}
+
+static bool seen_insert(struct pk_checker *c, u64 h, u32 left)
+{
+	u64 slot;
+
+	return seen_insert_at(c, h, left, &slot);
 }
 
 /* ---- steps ---- */
@@ -551,6 +562,7 @@ void pk_checker_free(struct pk_checker *c)
 		free(c->stack[i]);
 	free(c->seen);
 	free(c->seen_left);
+	free(c->seen_node);
 	free(c);
 }
 
@@ -567,8 +579,15 @@ void pk_checker_stop(struct pk_checker *c)
 
 int pk_checker_set_reduce(struct pk_checker *c, u32 reduce)
 {
-	if (reduce & ~(u32)PK_REDUCE_REVISIT)
-		return pk_err(-EINVAL, "unknown reductions %#x", reduce & ~(u32)PK_REDUCE_REVISIT);
+	const u32 known = PK_REDUCE_REVISIT | PK_REDUCE_SLEEP | PK_REDUCE_VERIFY;
+
+	if (reduce & ~known)
+		return pk_err(-EINVAL, "unknown reductions %#x", reduce & ~known);
+	/* Sleep sets are kept on the breadth-first search's nodes (see struct bfs_node). */
+	if ((reduce & PK_REDUCE_SLEEP) && !(reduce & PK_REDUCE_REVISIT))
+		return pk_err(-EINVAL, "sleep sets need the breadth-first search (revisit)");
+	if ((reduce & PK_REDUCE_VERIFY) && !(reduce & PK_REDUCE_SLEEP))
+		return pk_err(-EINVAL, "verify checks the sleep sets: it needs sleep");
 	c->reduce = reduce;
 	return 0;
 }
@@ -837,6 +856,69 @@ static void random_walks(struct explore *x, u64 walks, u32 walk_len, u64 seed)
 struct bfs_node {
 	u32 parent;			/* index of the parent node; the root is node 0 */
 	struct pk_step step;		/* from the parent to this state */
+	u64 sleep[2];			/* PK_REDUCE_SLEEP: the classes asleep here */
+};
+
+/*
+ * ---- Sleep sets (PK_REDUCE_SLEEP) ----
+ *
+ * Expanding state p tries its steps in order. Take x = p.t, a child that is a new state
+ * (a node), and u a step tried from p before t that reached a state Y = p.u (new or
+ * not). If u and t are independent at p (below), then x.u is Y.t: the same state, met
+ * with the same observations on the way. So u need not be tried from x, provided t is
+ * tried from Y: then u sleeps in x. t is tried from Y unless t sleeps in Y; Y's sleep
+ * set holds only steps tried before the step that first reached it, so that is
+ * guaranteed when Y was first reached from p (before t), and otherwise checked against
+ * Y's own sleep set. Y is at most as deep as x, so Y.t is met by the level after x's:
+ * every state is met, at its shallowest depth, and every violation is still seen at the
+ * step that shows it (u showed none from p, and does the same from x). Steps are saved,
+ * never states. Sleep sets are not passed on to grandchildren (Godefroid's full sleep
+ * sets are): in a search that expands each state once, with one sleep set, what would
+ * justify them depends on states met by other paths; kept to one generation, the
+ * argument above is the whole argument.
+ *
+ * Steps sleep by class (step_class(): kind, vCPU, pCPU, task change, injected event;
+ * not the instruction an event is injected before): a class sleeps in x when every
+ * step of it tried from p qualifies. A class asleep in x is asleep for all its steps.
+ *
+ * Independence of u and t at p: the pCPUs and vCPUs each acts on (step_footprint()) are
+ * disjoint, and the bytes of the snapshot (the machine with its kernel memory, the
+ * guests' tables; after normalize()) that each changed from p are disjoint. That is
+ * sound under the locality of the model: a step reads and writes only the state of its
+ * pCPUs, of its vCPUs (and their threads) and state shared by all, and it neither reads
+ * nor rewrites (with the value it holds) a byte that a step on other pCPUs and vCPUs
+ * changes. The changed bytes are measured, not assumed; the locality is what the
+ * reduction relies on, and PK_REDUCE_VERIFY checks it for every step left out (both
+ * orders tried and compared).
+ */
+#define SLEEP_CLASSES		128
+#define SLEEP_MAX_RUNS		4096	/* a step changing more is taken to touch all */
+
+struct footprint {
+	u32 pcpus, vcpus;		/* masks; all bits: acts on everything */
+};
+
+struct dirty_run {
+	u32 lo, hi;			/* bytes [lo, hi) of the snapshot changed */
+};
+
+/* A child of the node being expanded that is a new state (a node). */
+struct sleep_child {
+	u32 node;
+	u32 pos;			/* its rank among the steps tried from the parent */
+	int cls;			/* step_class(), or -1 */
+	struct footprint fp;
+	u32 run, nr_runs;		/* in bfs.runs; nr_runs == UINT32_MAX: everything */
+};
+
+/* The steps of one class tried from the node being expanded. */
+struct sleep_class {
+	bool used;			/* some step of it was tried */
+	bool bad;			/* it cannot sleep in any child */
+	u32 last;			/* rank of its last step tried */
+	struct footprint fp;
+	u64 older[2];			/* the sleep sets of older nodes its steps reached */
+	u8 *dirty;			/* a bit per snapshot byte its steps changed */
 };
 
 struct bfs {
@@ -844,6 +926,17 @@ struct bfs {
 	u32 n, cap;
 	struct pk_step cur[PK_CHECK_MAX_STEPS];	/* the path whose states stack[] holds */
 	u32 cur_len;
+	/* PK_REDUCE_SLEEP, for the node being expanded: */
+	u32 first_child;		/* the index of its first new child */
+	u32 tried;			/* steps tried from it so far */
+	int vcpu_cpu[PK_CHECK_MAX_VCPUS];	/* where each vCPU's thread is there */
+	struct sleep_child *sc;		/* its new children, in the order they came */
+	u32 nr_sc, sc_cap;
+	struct dirty_run *runs;		/* the bytes each of them changed */
+	u32 nr_runs, runs_cap;
+	struct sleep_class cls[SLEEP_CLASSES];
+	u8 *bitmaps;			/* behind cls[].dirty */
+	size_t bitmap_bytes;
 };
 
 static int bfs_push(struct bfs *q, u32 parent, const struct pk_step *s)
@@ -859,6 +952,269 @@ static int bfs_push(struct bfs *q, u32 parent, const struct pk_step *s)
 	}
 	q->node[q->n++] = (struct bfs_node){ .parent = parent, .step = *s };
 	return 0;
+}
+
+/* The pCPUs and vCPUs step `s` acts on, at the node being expanded. Conservative: a
+ * run with an event that reaches beyond its pCPU (the virtualization-disable IPI, a
+ * machine check, another VM's vCPU thread) and virtualization off/on (it clears the
+ * VMCSs of every vCPU last loaded there) act on everything. */
+static struct footprint step_footprint(const struct pk_checker *c, const struct bfs *q,
+				       const struct pk_step *s)
+{
+	const struct footprint all = { UINT32_MAX, UINT32_MAX };
+	u32 v = s->vcpu;
+
+	switch (s->kind) {
+	case PK_STEP_RUN:
+		if (s->inject == PK_INJ_DISABLE_IPI || s->inject == PK_INJ_MC ||
+		    s->inject == PK_INJ_PREEMPT_VM)
+			return all;
+		/* fall through */
+	case PK_STEP_SET_MSRS:
+	case PK_STEP_GET_MSRS:
+	case PK_STEP_VMM_TASK:
+		if (v >= c->cfg.nr_vcpus || q->vcpu_cpu[v] < 0 || q->vcpu_cpu[v] >= 32)
+			return all;
+		return (struct footprint){ BIT(q->vcpu_cpu[v]), BIT(v) };
+	case PK_STEP_MIGRATE:
+		if (v >= c->cfg.nr_vcpus || q->vcpu_cpu[v] < 0 || q->vcpu_cpu[v] >= 32 ||
+		    s->cpu >= 32)
+			return all;
+		return (struct footprint){ BIT(q->vcpu_cpu[v]) | BIT(s->cpu), BIT(v) };
+	case PK_STEP_OTHER:
+	case PK_STEP_USER_INSNS:
+	case PK_STEP_KTHREAD:
+		if (s->cpu >= 32)
+			return all;
+		return (struct footprint){ BIT(s->cpu), 0 };
+	default:
+		return all;
+	}
+}
+
+static bool footprint_all(const struct footprint *f)
+{
+	return f->pcpus == UINT32_MAX;
+}
+
+/* The class a step sleeps by (see above): 0..SLEEP_CLASSES - 1, or -1 (never sleeps). */
+static int step_class(const struct pk_checker *c, const struct pk_step *s)
+{
+	u32 ncpu = c->m->nr_cpus, per = PK_NR_INJ + 2 + ncpu + PK_NR_TASK_CHANGES, id;
+
+	if (s->cpu >= ncpu || s->inject >= PK_NR_INJ || s->arg >= PK_NR_TASK_CHANGES)
+		return -1;
+	switch (s->kind) {
+	case PK_STEP_RUN:
+	case PK_STEP_SET_MSRS:
+	case PK_STEP_GET_MSRS:
+	case PK_STEP_MIGRATE:
+	case PK_STEP_VMM_TASK:
+		if (s->vcpu >= c->cfg.nr_vcpus)
+			return -1;
+		id = s->vcpu * per + (s->kind == PK_STEP_RUN ? s->inject :
+				      s->kind == PK_STEP_SET_MSRS ? PK_NR_INJ :
+				      s->kind == PK_STEP_GET_MSRS ? PK_NR_INJ + 1 :
+				      s->kind == PK_STEP_MIGRATE ? PK_NR_INJ + 2 + s->cpu :
+				      PK_NR_INJ + 2 + ncpu + s->arg);
+		break;
+	case PK_STEP_OTHER:
+	case PK_STEP_DISABLE:
+	case PK_STEP_USER_INSNS:
+	case PK_STEP_KTHREAD:
+		id = c->cfg.nr_vcpus * per + s->cpu * 4 +
+		     (s->kind == PK_STEP_OTHER ? 0 : s->kind == PK_STEP_DISABLE ? 1 :
+		      s->kind == PK_STEP_USER_INSNS ? 2 : 3);
+		break;
+	default:
+		return -1;
+	}
+	return id < SLEEP_CLASSES ? (int)id : -1;
+}
+
+static bool class_in(const u64 *set, int cls)
+{
+	return cls >= 0 && (set[cls / 64] >> (cls % 64) & 1);
+}
+
+/* Add byte `at` to the runs being built (n of them so far): false when there are
+ * too many, or no memory. */
+static bool run_add(struct bfs *q, u32 *n, u32 at)
+{
+	if (*n && q->runs[q->nr_runs - 1].hi == at) {
+		q->runs[q->nr_runs - 1].hi = at + 1;
+		return true;
+	}
+	if (*n == SLEEP_MAX_RUNS)
+		return false;
+	if (q->nr_runs == q->runs_cap) {
+		u32 cap = q->runs_cap ? q->runs_cap * 2 : 4096;
+		struct dirty_run *r = realloc(q->runs, (size_t)cap * sizeof(*r));
+
+		if (!r)
+			return false;
+		q->runs = r;
+		q->runs_cap = cap;
+	}
+	q->runs[q->nr_runs++] = (struct dirty_run){ at, at + 1 };
+	(*n)++;
+	return true;
+}
+
+/* Append the runs of bytes the machine (now the child) changed from the parent's
+ * snapshot to q->runs: how many, or UINT32_MAX (too many, or no memory: all). Compared
+ * 32 bytes at a time: this runs once per step, over the whole snapshot. */
+static u32 dirty_runs(struct pk_checker *c, struct bfs *q, const u8 *parent)
+{
+	const u8 *now[2] = { (const u8 *)c->m, c->cfg.gmem + c->cfg.gmem_dirty_lo };
+	const u8 *was[2] = { parent, parent + c->mach_bytes };
+	size_t len[2] = { c->mach_bytes, c->gmem_bytes }, base[2] = { 0, c->mach_bytes };
+	u32 first = q->nr_runs, n = 0;
+
+	if (c->snap_bytes >= UINT32_MAX)
+		return UINT32_MAX;
+	for (u32 a = 0; a < 2; a++) {
+		size_t off = 0;
+
+		for (; off + 32 <= len[a]; off += 32) {
+			u64 x[4], y[4];
+
+			memcpy(x, now[a] + off, 32);
+			memcpy(y, was[a] + off, 32);
+			if (!((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3])))
+				continue;
+			for (size_t i = off; i < off + 32; i++)
+				if (now[a][i] != was[a][i] && !run_add(q, &n, (u32)(base[a] + i)))
+					goto all;
+		}
+		for (; off < len[a]; off++)
+			if (now[a][off] != was[a][off] && !run_add(q, &n, (u32)(base[a] + off)))
+				goto all;
+	}
+	return n;
+all:
+	q->nr_runs = first;
+	return UINT32_MAX;
+}
+
+static void bits_set(u8 *bm, u32 lo, u32 hi)
+{
+	for (u32 b = lo; b < hi; b++)
+		bm[b / 8] |= (u8)(1u << (b % 8));
+}
+
+static bool bits_any(const u8 *bm, u32 lo, u32 hi)
+{
+	for (u32 b = lo; b < hi; b++)
+		if (bm[b / 8] >> (b % 8) & 1)
+			return true;
+	return false;
+}
+
+/*
+ * Step s, the pos-th tried from the node being expanded (its state in `parent`),
+ * reached the state in the machine: new (node `node`, just pushed), or already met
+ * (node `node`, or UINT32_MAX if the table was full and it is not known). What the
+ * sleep sets of the new children need: its class's footprint and changed bytes, and
+ * for a new child its own. -ENOMEM: the search stops.
+ */
+static int sleep_note(struct pk_checker *c, struct bfs *q, const u8 *parent,
+		      const struct pk_step *s, u32 pos, u32 node, bool fresh)
+{
+	int cls = step_class(c, s);
+	struct footprint fp = step_footprint(c, q, s);
+	struct sleep_class *k = cls >= 0 ? &q->cls[cls] : NULL;
+	u32 run = q->nr_runs, n;
+
+	if (k && !k->used) {
+		if (!q->bitmaps) {
+			q->bitmap_bytes = (c->snap_bytes + 7) / 8;
+			q->bitmaps = malloc(SLEEP_CLASSES * q->bitmap_bytes);
+			if (!q->bitmaps)
+				return -ENOMEM;
+		}
+		*k = (struct sleep_class){ .used = true, .fp = fp,
+					   .dirty = q->bitmaps + cls * q->bitmap_bytes };
+		memset(k->dirty, 0, q->bitmap_bytes);
+	}
+	if (k) {
+		k->last = pos;
+		if (footprint_all(&fp) || node == UINT32_MAX)
+			k->bad = true;
+	}
+	/* The bytes it changed: for its class, unless that cannot sleep anyway, and for a
+	 * new child that can have a sleep set. */
+	if ((k && !k->bad) || (fresh && !footprint_all(&fp)))
+		n = dirty_runs(c, q, parent);
+	else
+		n = UINT32_MAX;
+	if (k && !k->bad) {
+		if (n == UINT32_MAX)
+			k->bad = true;
+		else
+			for (u32 r = run; r < run + n; r++)
+				bits_set(k->dirty, q->runs[r].lo, q->runs[r].hi);
+		/* t must be tried from where u led: an older node may have it asleep. */
+		if (!fresh && node != UINT32_MAX && node < q->first_child) {
+			k->older[0] |= q->node[node].sleep[0];
+			k->older[1] |= q->node[node].sleep[1];
+		}
+	}
+	if (!fresh) {
+		q->nr_runs = run;
+		return 0;
+	}
+	if (q->nr_sc == q->sc_cap) {
+		u32 cap = q->sc_cap ? q->sc_cap * 2 : 64;
+		struct sleep_child *p = realloc(q->sc, (size_t)cap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		q->sc = p;
+		q->sc_cap = cap;
+	}
+	q->sc[q->nr_sc++] = (struct sleep_child){ .node = node, .pos = pos, .cls = cls,
+						  .fp = fp, .run = run, .nr_runs = n };
+	return 0;
+}
+
+/* A step of class k tried from the node being expanded that ended the branch. */
+static void sleep_note_end(struct pk_checker *c, struct bfs *q, const struct pk_step *s,
+			   u32 pos)
+{
+	int cls = step_class(c, s);
+
+	if (cls >= 0 && q->cls[cls].used)
+		q->cls[cls].last = pos;
+	else if (cls >= 0)
+		/* no state from it: nothing it could leave out (bad: no bitmap either) */
+		q->cls[cls] = (struct sleep_class){ .used = true, .bad = true, .last = pos };
+}
+
+/* After expanding a node: the sleep set of each new child. */
+static void sleep_sets(struct bfs *q)
+{
+	for (u32 j = 0; j < q->nr_sc; j++) {
+		const struct sleep_child *t = &q->sc[j];
+		u64 *set = q->node[t->node].sleep;
+
+		set[0] = set[1] = 0;
+		if (t->nr_runs == UINT32_MAX || footprint_all(&t->fp))
+			continue;
+		for (int cls = 0; cls < SLEEP_CLASSES; cls++) {
+			const struct sleep_class *k = &q->cls[cls];
+			bool meets = false;
+
+			if (!k->used || k->bad || cls == t->cls || k->last >= t->pos ||
+			    (k->fp.pcpus & t->fp.pcpus) || (k->fp.vcpus & t->fp.vcpus) ||
+			    class_in(k->older, t->cls))
+				continue;
+			for (u32 r = t->run; r < t->run + t->nr_runs && !meets; r++)
+				meets = bits_any(k->dirty, q->runs[r].lo, q->runs[r].hi);
+			if (!meets)
+				set[cls / 64] |= 1ULL << (cls % 64);
+		}
+	}
 }
 
 /* Restore the state of node i (at depth d) into the machine, and its path into
@@ -890,43 +1246,123 @@ static int bfs_child(struct explore *x, struct bfs *q, u32 parent, u32 d,
 		     const struct pk_step *s, u32 *points, struct eligible *el)
 {
 	struct pk_checker *c = x->c;
-	u64 before = c->seen_n;
+	u64 before = c->seen_n, slot;
+	bool sleep = c->reduce & PK_REDUCE_SLEEP, fresh;
+	u32 pos = q->tried++, node;
 	int r = step_from(x, d, s, points, el);
 
 	if (r == 1)
 		return 1;
+	if (r == 2 && sleep)
+		sleep_note_end(c, q, s, pos);
 	if (r == 2 || d + 1 >= x->bound || x->stop)
 		return x->stop;
 	normalize(c);
-	if (!seen_insert(c, state_hash(c), 0))
-		return 0;
+	fresh = seen_insert_at(c, state_hash(c), 0, &slot);
+	if (!fresh) {
+		node = slot == UINT64_MAX ? UINT32_MAX : c->seen_node ? c->seen_node[slot] : 0;
+		if (sleep && sleep_note(c, q, c->stack[d], s, pos, node, false))
+			x->stop = true;
+		return x->stop;
+	}
 	if (c->seen_n != before)
 		x->res->states++;
+	node = q->n;
 	if (bfs_push(q, parent, s)) {
 		x->stop = true;
 		return 1;
+	}
+	if (sleep) {
+		if (slot != UINT64_MAX)
+			c->seen_node[slot] = node;
+		if (sleep_note(c, q, c->stack[d], s, pos, node, true)) {
+			x->stop = true;
+			return 1;
+		}
 	}
 	if (x->res->states >= x->max_states)
 		x->stop = true;
 	return x->stop;
 }
 
-/* Every child dfs() would try from node i (depth d), in its order. */
+/*
+ * PK_REDUCE_VERIFY: step u sleeps in node x = p.t (depth d; stack[d - 1] holds p):
+ * whether p.t.u and p.u.t are the same state, both without a violation. The host
+ * events counted stay those of the search.
+ */
+static bool sleep_holds(struct explore *x, u32 d, const struct pk_step *t,
+			const struct pk_step *u)
+{
+	struct pk_checker *c = x->c;
+	u64 fired[PK_NR_INJ], refused = c->refused, h1, h2;
+	int r1, r2;
+
+	memcpy(fired, c->fired, sizeof(fired));
+	snap_restore(c, c->stack[d]);
+	r1 = apply(c, u, NULL);
+	normalize(c);
+	h1 = state_hash(c);
+	snap_restore(c, c->stack[d - 1]);
+	r2 = apply(c, u, NULL);
+	normalize(c);
+	if (r2 == 0) {
+		r2 = apply(c, t, NULL);
+		normalize(c);
+	}
+	h2 = state_hash(c);
+	memcpy(c->fired, fired, sizeof(fired));
+	c->refused = refused;
+	x->res->sleep_checked++;
+	if (r1 == 0 && r2 == 0 && h1 == h2)
+		return true;
+	x->res->sleep_mismatch++;
+	return false;
+}
+
+/* Whether step s is left out at node i (at depth d; `sleep`: its sleep set). */
+static bool sleeps(struct explore *x, struct bfs *q, u32 i, u32 d, const struct pk_step *s,
+		   const u64 *sleep)
+{
+	if (!class_in(sleep, step_class(x->c, s)))
+		return false;
+	if ((x->c->reduce & PK_REDUCE_VERIFY) && !sleep_holds(x, d, &q->node[i].step, s))
+		return false;
+	x->res->slept++;
+	return true;
+}
+
+/* Every child dfs() would try from node i (depth d), in its order; with sleep sets,
+ * those not asleep in node i. */
 static void bfs_expand(struct explore *x, struct bfs *q, u32 i, u32 d)
 {
 	struct pk_checker *c = x->c;
 	struct pk_step steps[PK_MAX_BASE_STEPS];
+	u64 sleep[2] = { q->node[i].sleep[0], q->node[i].sleep[1] };
 	u32 n;
 
 	bfs_reach(x, q, i, d);
+	q->first_child = q->n;
+	q->tried = q->nr_sc = q->nr_runs = 0;
+	if (c->reduce & PK_REDUCE_SLEEP) {
+		for (u32 k = 0; k < SLEEP_CLASSES; k++)
+			q->cls[k].used = false;
+		/* The machine holds node i's state (bfs_reach). */
+		for (u32 v = 0; v < c->cfg.nr_vcpus; v++)
+			q->vcpu_cpu[v] = step_vcpu_cpu(c, v);
+	}
 	n = base_steps(c, steps);
 	for (u32 b = 0; b < n && !x->stop; b++) {
 		struct eligible el;
 		u32 points = 0;
+		bool injected = steps[b].kind == PK_STEP_RUN && c->cfg.inject_mask;
 
+		/* A run asleep is still run when it has injected variants: they need the
+		 * points it counts, and may be awake. */
+		if (!injected && sleeps(x, q, i, d, &steps[b], sleep))
+			continue;
 		if (bfs_child(x, q, i, d, &steps[b], &points, &el))
 			return;
-		if (steps[b].kind != PK_STEP_RUN || !c->cfg.inject_mask)
+		if (!injected)
 			continue;
 		for (u32 k = PK_INJ_NMI; k < PK_NR_INJ; k++)
 			for (u32 at = 1; at <= points; at++) {
@@ -936,10 +1372,14 @@ static void bfs_expand(struct explore *x, struct bfs *q, u32 i, u32 d)
 					continue;
 				t.inject = k;
 				t.at = at;
+				if (sleeps(x, q, i, d, &t, sleep))
+					continue;
 				if (bfs_child(x, q, i, d, &t, NULL, NULL))
 					return;
 			}
 	}
+	if (c->reduce & PK_REDUCE_SLEEP)
+		sleep_sets(q);
 }
 
 static int bfs(struct explore *x, u32 bound)
@@ -968,6 +1408,9 @@ static int bfs(struct explore *x, u32 bound)
 		}
 	}
 	free(q.node);
+	free(q.sc);
+	free(q.runs);
+	free(q.bitmaps);
 	return 0;
 }
 
@@ -996,6 +1439,11 @@ int pk_checker_explore(struct pk_checker *c, u32 bound, u64 max_states, u64 walk
 	c->seen = calloc(c->seen_cap, sizeof(u64));
 	c->seen_left = calloc(c->seen_cap, 1);
 	if (!c->seen || !c->seen_left)
+		return -ENOMEM;
+	free(c->seen_node);
+	c->seen_node = NULL;
+	if ((c->reduce & PK_REDUCE_SLEEP) &&
+	    !(c->seen_node = calloc(c->seen_cap, sizeof(*c->seen_node))))
 		return -ENOMEM;
 	x.deadline = seconds > 0 ? start + seconds : 0;
 

@@ -88,6 +88,9 @@ struct pk_check_result {
 	u64 replayed;			/* steps re-applied to reach a state to expand (BFS) */
 	u64 injected[PK_NR_INJ];	/* host events taken, by kind */
 	u64 refused;			/* events not taken: the kernel forbids them there */
+	u64 slept;			/* steps not tried: in the state's sleep set (BFS) */
+	u64 sleep_checked;		/* PK_REDUCE_VERIFY: sleeping steps tried both ways */
+	u64 sleep_mismatch;		/* ... where the two orders did not agree */
 };
 
 /* The vCPU (of another VM) whose thread PK_INJ_PREEMPT_VM runs, and its run budget. */
@@ -112,6 +115,17 @@ void pk_checker_stop(struct pk_checker *c);
  * states, violations as short, each step tried once).
  */
 #define PK_REDUCE_REVISIT	1
+/*
+ * PK_REDUCE_SLEEP (with PK_REDUCE_REVISIT): sleep sets. A state's child step that
+ * commutes, by the independence relation of explore.c, with the step that led to the
+ * state, and that an earlier sibling state tries in the other order, is not tried
+ * again: fewer steps, the same states and violations as long as that relation holds.
+ * PK_REDUCE_VERIFY (with PK_REDUCE_SLEEP): every step the sleep sets leave out is
+ * tried both ways anyway and the two results compared (sleep_checked, sleep_mismatch);
+ * a mismatch is explored as if it had not slept. For tests: it costs more than it saves.
+ */
+#define PK_REDUCE_SLEEP		2
+#define PK_REDUCE_VERIFY	4
 int pk_checker_set_reduce(struct pk_checker *c, u32 reduce);
 /*
  * The host points of step `idx` after steps[0..idx) from the initial state: their

@@ -28,6 +28,7 @@ examples:
   pykvm check --vcpus 2 --bound 4 --walks 0          deeper, exhaustive only
   pykvm check --seconds 60 --walks 1000000           random walks for a minute
   pykvm check --vcpus 2 --bound 5 --reduce none      without reductions (to compare)
+  pykvm check --vcpus 2 --bound 4 --reduce revisit,sleep   with sleep sets
   pykvm check --engine dask --vcpus 2 --bound 6      on a local Dask cluster: the search
                                                      split by level, then a swarm
   pykvm check --scheduler tcp://10.0.0.5:8786        on an existing Dask cluster"""
@@ -39,10 +40,12 @@ def check_reductions():
 
 
 def _reductions(text):
-    """--reduce: 'all', 'none' or a comma list of names, as a tuple of names."""
+    """--reduce: 'all' (the default set), 'none' or a comma list of names, as a tuple of
+    names."""
+    from ..check import DEFAULT_REDUCE
     known = check_reductions()
     if text == "all":
-        return known
+        return DEFAULT_REDUCE
     if text == "none":
         return ()
     names = tuple(n.strip() for n in text.split(",") if n.strip())
@@ -87,10 +90,14 @@ def add_parser(sub):
                    help="stop exploring after this long (default: no limit); a budget too "
                         "short to finish the exhaustive part is refused; e.g. --seconds 60")
     k.add_argument("--reduce", type=_reductions, default=None, metavar="NAMES",
-                   help="the search's reductions: 'all' (default), 'none' (plain iterative "
-                        "deepening: each bound searched again from the start), or a comma "
-                        "list of: " + ", ".join(check_reductions()) + " (revisit: "
-                        "breadth-first, each distinct state expanded once)")
+                   help="the search's reductions: 'all' (default: those sound without "
+                        "assumptions, revisit), 'none' (plain iterative deepening: each bound "
+                        "searched again from the start), or a comma list of: "
+                        + ", ".join(check_reductions()) + " (revisit: breadth-first, each "
+                        "distinct state expanded once; sleep, with revisit: sleep sets, steps "
+                        "that commute not tried in both orders, sound as far as the model's "
+                        "steps are local (docs/checker.md); verify, with sleep: try the steps "
+                        "left out anyway and count where the two orders disagree)")
     _engine.add_arguments(k, what="searches")
     k.add_argument("--swarm", type=int_range(0, 2**31 - 1), default=None, metavar="N",
                    help="split the search into tasks: the exhaustive part breadth-first, "
