@@ -992,9 +992,13 @@ static struct footprint step_footprint(const struct pk_checker *c, const struct 
 	}
 }
 
-static bool footprint_all(const struct footprint *f)
+/* Whether f meets every step's footprint (each step acts on some pCPU): then it can
+ * neither sleep nor let another sleep, and its changed bytes are not worth measuring. */
+static bool footprint_all(const struct pk_checker *c, const struct footprint *f)
 {
-	return f->pcpus == UINT32_MAX;
+	u32 cpus = c->m->nr_cpus >= 32 ? UINT32_MAX : (u32)BIT(c->m->nr_cpus) - 1;
+
+	return (f->pcpus & cpus) == cpus;
 }
 
 /* The class a step sleeps by (see above): 0..SLEEP_CLASSES - 1, or -1 (never sleeps). */
@@ -1139,12 +1143,12 @@ static int sleep_note(struct pk_checker *c, struct bfs *q, const u8 *parent,
 	}
 	if (k) {
 		k->last = pos;
-		if (footprint_all(&fp) || node == UINT32_MAX)
+		if (footprint_all(c, &fp) || node == UINT32_MAX)
 			k->bad = true;
 	}
 	/* The bytes it changed: for its class, unless that cannot sleep anyway, and for a
 	 * new child that can have a sleep set. */
-	if ((k && !k->bad) || (fresh && !footprint_all(&fp)))
+	if ((k && !k->bad) || (fresh && !footprint_all(c, &fp)))
 		n = dirty_runs(c, q, parent);
 	else
 		n = UINT32_MAX;
@@ -1192,14 +1196,14 @@ static void sleep_note_end(struct pk_checker *c, struct bfs *q, const struct pk_
 }
 
 /* After expanding a node: the sleep set of each new child. */
-static void sleep_sets(struct bfs *q)
+static void sleep_sets(const struct pk_checker *c, struct bfs *q)
 {
 	for (u32 j = 0; j < q->nr_sc; j++) {
 		const struct sleep_child *t = &q->sc[j];
 		u64 *set = q->node[t->node].sleep;
 
 		set[0] = set[1] = 0;
-		if (t->nr_runs == UINT32_MAX || footprint_all(&t->fp))
+		if (t->nr_runs == UINT32_MAX || footprint_all(c, &t->fp))
 			continue;
 		for (int cls = 0; cls < SLEEP_CLASSES; cls++) {
 			const struct sleep_class *k = &q->cls[cls];
@@ -1379,7 +1383,7 @@ static void bfs_expand(struct explore *x, struct bfs *q, u32 i, u32 d)
 			}
 	}
 	if (c->reduce & PK_REDUCE_SLEEP)
-		sleep_sets(q);
+		sleep_sets(c, q);
 }
 
 static int bfs(struct explore *x, u32 bound)
