@@ -61,6 +61,9 @@
 #include "arch/exec_impl.h"
 #include "pykvm/exec.h"
 
+/* machine.h: events leave the interpreter as compound literals, so no hidden padding. */
+_Static_assert(sizeof(struct pk_guest_event) == 32, "struct pk_guest_event has padding");
+
 #define IC_HASH_MIN	4096			/* table slots at first (a power of 2) */
 #define IC_CHUNK_SIZE	(1u << 20)		/* block memory comes in chunks of this */
 #define IC_MAX_BYTES	(256u << 20)		/* blocks + native code: then start over */

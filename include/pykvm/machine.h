@@ -251,20 +251,27 @@ enum pk_gexit {
 	PK_NR_GEXITS
 };
 
+/*
+ * No implicit padding (checked in exec.c): events are built as compound literals, which
+ * zero every member they do not name but may leave padding as the stack had it, and the
+ * checker hashes struct pk_cpu byte by byte -- stack garbage there made equal states
+ * differ, and the state count vary from process to process.
+ */
 struct pk_guest_event {
 	u32 kind;		/* enum pk_gexit */
 	u8 insn_len;		/* length of the instruction that caused it */
-	/* IO */
+	/* IO: port, size (1, 2 or 4), in */
+	u8 size;
 	u16 port;
-	u8 size;		/* 1, 2 or 4 */
 	bool in;
+	/* MMIO: gpa, len, write, data (the value written) */
+	bool write;
+	u8 len;
+	u8 reserved;		/* a member, so that initializers zero it */
 	/* RDMSR / WRMSR: ECX */
 	u32 msr;
-	/* MMIO */
 	u64 gpa;
-	u8 len;
-	bool write;
-	u64 data;		/* value written */
+	u64 data;
 };
 
 /* Answer of the virtualization hardware about one guest event. */
