@@ -123,7 +123,7 @@ bool pk_pat_valid(u64 pat)
 #define APICBASE_VALID_BITS	(BIT_ULL(8) | BIT_ULL(10) | BIT_ULL(11) | 0x000ffffffffff000ULL)
 
 /* Whether this CPU model implements the MSR in `slot`. */
-static bool msr_present(const struct pk_cpu *cpu, int slot)
+static inline __attribute__((always_inline)) bool msr_present(const struct pk_cpu *cpu, int slot)
 {
 	const struct pk_cpu_model *model = &cpu->m->model;
 
@@ -375,17 +375,13 @@ static void host_bug(struct pk_cpu *cpu)
  * priced-MSR number the caller looked up once for this access and the MSR file both.
  */
 static inline __attribute__((always_inline)) void account_msr(struct pk_cpu *cpu, int dir,
-							      u32 index, int msr)
+							      int msr)
 {
 	struct pk_machine *m = cpu->m;
 	struct pk_costs *c = cpu->costs;
 	enum pk_op op = dir ? PK_OP_WRMSR : PK_OP_RDMSR;
 	u32 cycles = m->profile.op[op];
-	u32 path;
-
-	if (unlikely(pk_inject_armed(m) | (m->attr != NULL)))
-		pk_inject_point(cpu, op, index);
-	path = c->path;
+	u32 path = c->path;
 
 	if (msr >= 0) {
 		u32 per_msr = dir ? m->profile.wrmsr[msr] : m->profile.rdmsr[msr];
@@ -400,12 +396,45 @@ static inline __attribute__((always_inline)) void account_msr(struct pk_cpu *cpu
 	c->cycles[path] += cycles;
 }
 
+/* Whether this access is an event-injection point or is attributed (csrc/check). */
+static inline bool msr_point_armed(const struct pk_cpu *cpu)
+{
+	return unlikely(pk_inject_armed(cpu->m) | (cpu->m->attr != NULL));
+}
+
+/*
+ * The accesses made while the checker places events or attributes writes: the point
+ * first, then the same accounting and access as below. Out of line, so that the common
+ * path makes no call and keeps its values in scratch registers.
+ */
+static __attribute__((noinline, cold)) int rdmsrl_safe_point(struct pk_cpu *cpu, u32 index,
+							     int priced, u64 *val)
+{
+	pk_inject_point(cpu, PK_OP_RDMSR, index);
+	account_msr(cpu, 0, priced);
+	if (msr_read(cpu, priced, val)) {
+		*val = 0;
+		return 1;
+	}
+	return 0;
+}
+
+static __attribute__((noinline, cold)) int wrmsrl_safe_point(struct pk_cpu *cpu, u32 index,
+							     int priced, u64 val)
+{
+	pk_inject_point(cpu, PK_OP_WRMSR, index);
+	account_msr(cpu, 1, priced);
+	return msr_write(cpu, priced, val) ? 1 : 0;
+}
+
 int rdmsrl_safe(u32 msr, u64 *val)
 {
 	struct pk_cpu *cpu = this_cpu();
 	int priced = priced_msr(msr);
 
-	account_msr(cpu, 0, msr, priced);
+	if (msr_point_armed(cpu))
+		return rdmsrl_safe_point(cpu, msr, priced, val);
+	account_msr(cpu, 0, priced);
 	if (msr_read(cpu, priced, val)) {
 		*val = 0;
 		return 1;
@@ -422,7 +451,9 @@ int wrmsrl_safe(u32 msr, u64 val)
 	 * Command MSRs (PRED_CMD: IBPB, FLUSH_CMD: L1D flush) are WRMSRs too; what the
 	 * barrier or flush costs is their per-MSR price (wrmsr.PRED_CMD, wrmsr.FLUSH_CMD).
 	 */
-	account_msr(cpu, 1, msr, priced);
+	if (msr_point_armed(cpu))
+		return wrmsrl_safe_point(cpu, msr, priced, val);
+	account_msr(cpu, 1, priced);
 	return msr_write(cpu, priced, val) ? 1 : 0;
 }
 
