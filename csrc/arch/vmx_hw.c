@@ -15,6 +15,10 @@
  *   misconfiguration exit, whose decoded access KVM reads from cpu->ev.
  * - VMXON takes no region, and no CR4.VMXE / feature-control checks are made.
  * - Only the VM-entry checks the world switch can trip over are made; each one says which.
+ * - The checks that read only control and host-state fields are skipped while those
+ *   fields are unchanged since a VM-entry that passed them (vmx_check_entry). Software
+ *   that writes a current VMCS's memory directly instead of with VMWRITE is not seen;
+ *   the SDM leaves that undefined (the CPU may keep the VMCS in its own cache).
  */
 #define PK_CPU_IMPL		/* defines host instructions cpu.h wraps for attribution */
 #include "pykvm/cpu.h"
