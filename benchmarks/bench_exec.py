@@ -8,7 +8,9 @@ extra_info (read by benchmarks/README.md's tables):
 
   loop, guest_insns (retired per round; a REP string instruction counts once),
   hot_insns (distinct instructions the loop keeps running), pykvm_ns_per_insn,
-  unicorn_ns_per_insn, time_ratio (pykvm time / unicorn time), target_ratio.
+  unicorn_ns_per_insn, time_ratio (pykvm time / unicorn time), target_ratio; and for the
+  loops that only compute on registers, host_ns_per_insn: the same bytes run by the host
+  CPU itself (host_cpu.py), ending in the same registers.
 
 The loops:
 - dec_jnz, sub_jnz: a counter and a branch (`dec` keeps CF, which costs unicorn a helper;
@@ -19,7 +21,8 @@ The loops:
 - call_ret, push_pop: the stack;
 - rep_movsb (4 KiB per instruction), rep_stosq (4 KiB per instruction);
 - straight_<N>: N distinct straight-line ALU instructions looped over (N = 100 .. 1M): the
-  cost per instruction as the hot code outgrows caches, the target being flat;
+  cost per instruction as the hot code outgrows caches, the target being flat (the host
+  CPU's own column shows the hardware is: ~0.1 ns per instruction at every N);
 - msr_swapgs: WRMSR, RDMSR, SWAPGS on KERNEL_GS_BASE and a counter. unicorn executes these
   as helpers on its own MSR state; the interpreter asks pk_virt_intercept first (bare mode:
   no hypervisor, so natively) and writes the simulated pCPU's MSR file. The guest-visible
@@ -44,6 +47,8 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
 from exec_harness import GPRS, MSR_KERNEL_GS_BASE, Bare, asm  # noqa: E402
 
+import host_cpu  # noqa: E402
+
 iced = pytest.importorskip("iced_x86")
 from iced_x86 import (BlockEncoder, Code, Instruction as I,  # noqa: E402
                       MemoryOperand as M, Register as R)
@@ -59,9 +64,10 @@ class Loop:
     """Guest code at CODE ending in a HLT (its last byte), the registers it starts with,
     memory it needs, what one round retires and how many instructions stay hot."""
 
-    def __init__(self, code, regs, insns, hot, mem=0x30000, data=()):
+    def __init__(self, code, regs, insns, hot, mem=0x30000, data=(), host=False):
         # every GPR but RSP from here (0 unless given): both CPUs start the same
         self.code, self.insns, self.hot = code, insns, hot
+        self.host = host        # registers only: the host CPU can run the bytes too
         self.regs = dict({name: 0 for name in GPRS if name != "rsp"}, **regs)
         self.mem = max(mem, (CODE + len(code) + 0xFFFF) & ~0xFFFF)
         self.data = data
@@ -84,12 +90,12 @@ _REG_NAME = {R.RCX: "rcx", R.RBX: "rbx", R.RBP: "rbp"}
 
 def dec_jnz():
     code, regs, insns = _counted([], _n(10_000_000), dec=True)
-    return Loop(code, regs, insns, 2)
+    return Loop(code, regs, insns, 2, host=True)
 
 
 def sub_jnz():
     code, regs, insns = _counted([], _n(10_000_000))
-    return Loop(code, regs, insns, 2)
+    return Loop(code, regs, insns, 2, host=True)
 
 
 def alu_mix():
@@ -106,7 +112,8 @@ def alu_mix():
             I.create_reg_reg(Code.CMOVS_R64_RM64, R.R11, R.RDI),
             I.create_reg_i32(Code.XOR_RM32_IMM32, R.R11D, 0x1234)]
     code, regs, insns = _counted(body, _n(1_000_000))
-    return Loop(code, dict(regs, rax=1, rbx=0x9E3779B97F4A7C15), insns, len(body) + 2)
+    return Loop(code, dict(regs, rax=1, rbx=0x9E3779B97F4A7C15), insns, len(body) + 2,
+                host=True)
 
 
 def load_store():
@@ -194,7 +201,7 @@ def straight(hot):
     passes = max(2, int(4_000_000 * SCALE) // hot)
     tail = asm(CODE + len(body), I.create_reg(Code.DEC_RM64, R.RBP),
                I.create_branch(Code.JNE_REL32_64, CODE), I.create(Code.HLT))
-    return Loop(body + tail, {"rbp": passes}, passes * (hot + 2), hot + 2)
+    return Loop(body + tail, {"rbp": passes}, passes * (hot + 2), hot + 2, host=True)
 
 
 def msr_swapgs():
@@ -253,6 +260,17 @@ def unicorn_runner(loop):
     return run
 
 
+def host_runner(loop):
+    """A function running the loop's bytes on the host CPU itself (host_cpu.py)."""
+    cpu = host_cpu.HostCpu(loop.code)
+    out = {}
+
+    def run():
+        out.update(cpu.run(loop.regs))
+    run.gprs = lambda: out
+    return run
+
+
 def _min_time(run, rounds=ROUNDS):
     run()                               # unicorn translates here, as pykvm decodes
     best = float("inf")
@@ -274,6 +292,11 @@ def test_interpreter_vs_unicorn(benchmark, name):
     uc = unicorn_runner(loop)
     theirs = _min_time(uc)
     assert mine.gprs() == uc.gprs(), "the two CPUs must end in the same state"
+    if loop.host:
+        host = host_runner(loop)
+        benchmark.extra_info["host_ns_per_insn"] = round(_min_time(host) * 1e9 / loop.insns, 3)
+        assert all(host.gprs()[n] == mine.gprs()[n] for n in host_cpu.ORDER), \
+            "the host CPU must end where the interpreter does"
     benchmark.extra_info.update({
         "loop": name,
         "guest_insns": loop.insns,

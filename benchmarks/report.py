@@ -69,10 +69,10 @@ def _exec(loop, key):
     return lambda r: r.extra(f"bench_exec.py::test_interpreter_vs_unicorn[{loop}]", key)
 
 
-def _flatness(r):
-    """Interpreter time per instruction with 1,000,000 hot instructions over with 100."""
-    big, small = _exec("straight_1000000", "pykvm_ns_per_insn")(r), \
-        _exec("straight_100", "pykvm_ns_per_insn")(r)
+def _flatness(r, key="pykvm_ns_per_insn"):
+    """Time per instruction with 1,000,000 hot instructions over with 100: the
+    interpreter's, or (key host_ns_per_insn) the host CPU's on the same bytes."""
+    big, small = _exec("straight_1000000", key)(r), _exec("straight_100", key)(r)
     return None if big is None or not small else big / small
 
 
@@ -186,7 +186,9 @@ def render(data, note=""):
     lines += ["", "### Guest interpreter against unicorn (`bench_exec.py`, same bytes)", "",
               "Per guest instruction: a round's time (the minimum of the rounds, after a "
               "warm-up round that decodes, or translates) divided by the instructions it "
-              "retires (a REP string instruction counts once).", ""]
+              "retires (a REP string instruction counts once). Host CPU: the same bytes "
+              "run by the machine's own CPU (`host_cpu.py`), for the loops that only "
+              "compute on registers.", ""]
     rows = []
     for w in EXEC_LOOPS:
         ours = r.get(f"bench_exec.py::test_interpreter_vs_unicorn[{w}]")
@@ -196,9 +198,14 @@ def render(data, note=""):
         rows.append([w, _count(x.get("hot_insns")), _count(x.get("guest_insns")),
                      _per_insn(x.get("pykvm_ns_per_insn")),
                      _per_insn(x.get("unicorn_ns_per_insn")),
+                     _per_insn(x.get("host_ns_per_insn")) if "host_ns_per_insn" in x else "-",
                      _fmt(x.get("time_ratio"), "x"), f"<= {x.get('target_ratio', 2.0)}x"])
     lines += _table(["loop", "hot insns", "insns per round", "interpreter", "unicorn",
-                     "time ratio", "target"], rows)
+                     "host CPU", "time ratio", "target"], rows)
+    host = _flatness(r, "host_ns_per_insn")
+    if host is not None:
+        lines += ["", f"Time per instruction, 1,000,000 vs 100 hot instructions: interpreter "
+                      f"{_fmt(_flatness(r), 'x')}, host CPU {_fmt(host, 'x')}."]
     lines += ["", "### The host's /dev/kvm (`bench_kvm.py`)", ""]
     rows = []
     for label, test in (("C run loop (csrc/vmm/kvm_run_loop.c)", "test_out_round_trip_c_loop"),
@@ -265,7 +272,10 @@ def _engine_section(r):
               "seconds its workers got over the wall time (2 workers can use 2 cores only "
               "when nothing else runs).", ""]
     rows = []
-    for label, test in (("check: 2 vCPUs to depth 4 by level, then 4 swarm searches",
+    # runs before the bound was recorded searched to depth 4
+    bound = (r.extra("bench_engine.py::test_check_side_by_side", "best") or {}) \
+        .get("local", {}).get("bound", 4)
+    for label, test in ((f"check: 2 vCPUs to depth {bound} by level, then 4 swarm searches",
                          "test_check_side_by_side"),
                         ("sweep: 12 combinations x 2 workloads, with verdicts",
                          "test_sweep_side_by_side")):

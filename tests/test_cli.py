@@ -11,6 +11,21 @@ def test_conform_json_passes_on_the_model(capsys):
     assert all(r["status"] == "pass" for row in out["results"].values() for r in row.values())
 
 
+def test_conform_table_at_80_columns_keeps_every_msr_name_whole(capsys, monkeypatch):
+    """A narrow terminal folds long case names onto a second line; it never cuts them,
+    and a title's "[msr64]" is text, not a style tag to swallow."""
+    from pykvm import conform
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["conform", "--suite", "msr"]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert "\u2026" not in out
+    cells = "".join(line.split("\u2502")[2].strip() for line in out.splitlines()
+                    if line.count("\u2502") > 2).replace(" ", "")
+    for case in conform.suite_cases("msr"):
+        assert case.title.replace(" ", "") in cells, case.title
+
+
 def test_check_fails_on_a_leak_and_replay_reproduces_it(tmp_path, capsys):
     saved = tmp_path / "leak.json"
     perf = tmp_path / "timeline.json"

@@ -4,6 +4,8 @@ import json
 import sys
 
 from rich.console import Console
+from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import Progress
 from rich.table import Table
 
@@ -103,24 +105,30 @@ def run(args):
                                for b in backends}}, sys.stdout, indent=1)
         print()
     else:
+        # Narrow terminals: the case's name gets the most room and long names fold onto
+        # the next line instead of being cut (an MSR name is what a reader looks for).
         t = Table(title=_TITLES[args.suite])
-        t.add_column("#", justify="right")
-        t.add_column("case")
-        t.add_column("expect")
+        t.add_column("#", justify="right", no_wrap=True)
+        t.add_column("case", overflow="fold", ratio=4)
+        t.add_column("expect", overflow="fold", ratio=2)
         for b in backends:
-            t.add_column(b.name)
+            t.add_column(b.name, overflow="fold", ratio=2)
         for case in cases:
             cells = []
             for b in backends:
                 r = results[case.id][b.name]
-                text = r.status + (f": {r.observed}" if r.observed else "")
+                text = escape(r.status + (f": {r.observed}" if r.observed else ""))
                 label = _HOST_LABEL.get(labels.get((case.id, b.name), "pass"), "")
                 cells.append(f"[{_STYLE[r.status]}]{text}[/] {label}".rstrip())
             # The table's title names the file; a row names the check (all: both).
             upstream = case.upstream if args.suite == "all" else \
                 case.upstream.split(": ", 1)[-1]
-            title = case.title + (f"\n[dim]{upstream}" if upstream else "")
-            t.add_row(str(case.id), title, case.expect, *cells)
+            # escaped: a title such as "[msr64] ..." is text, not a style
+            title = escape(case.title) + (f"\n[dim]{escape(upstream)}" if upstream else "")
+            t.add_row(str(case.id), title, escape(case.expect), *cells)
+        # the ratios apply only to a table set to the terminal's width: when it would
+        # not fit as it is
+        t.expand = Measurement.get(console, console.options, t).maximum >= console.width
         console.print(t)
         for b in backends:
             passed, applicable = conform.summary(results, b.name)

@@ -3,6 +3,8 @@ import argparse
 import json
 import sys
 
+from rich.markup import escape
+
 KINDS = ("params", "presets", "cpus", "workloads", "profiles")
 
 EPILOG = """\
@@ -124,6 +126,6 @@ def run(args):
         wrap = col in ("meaning", "sets", "what runs", "features", "file", "cpu")
         t.add_column(col, no_wrap=not wrap, overflow="fold")
     for r in rows:
-        t.add_row(*r.values())
+        t.add_row(*(escape(str(v)) for v in r.values()))   # data, not markup
     Console().print(t)
     return 0

@@ -2,6 +2,8 @@
 import argparse
 import os
 
+from rich.markup import escape
+
 from .. import measure as M
 from .. import profiles as P
 
@@ -100,15 +102,15 @@ def report(console, result):
             continue
         lo, hi = sol.interval.get(c, (sol.values[c],) * 2)
         grade = f["grade"] if f else "not a profile figure"
-        t.add_row(c, f"{sol.values[c]:,.0f}", f"{lo:,.0f}-{hi:,.0f}", grade)
+        t.add_row(escape(c), f"{sol.values[c]:,.0f}", f"{lo:,.0f}-{hi:,.0f}", grade)
     console.print(t)
     for g in sol.groups:
         names = [c for c in g if "[" not in c]
         if names:
             console.print(f"[yellow]not identifiable separately[/] (only their combination "
-                          f"is measured; split as {result.base.name}): {', '.join(names)}")
+                          f"is measured; split as {result.base.name}): {escape(', '.join(names))}")
     for name, why in result.unsupported.items():
-        console.print(f"[yellow]unsupported here[/]: {name}: {why}")
+        console.print(f"[yellow]unsupported here[/]: {escape(name)}: {escape(why)}")
     if result.left_out:
         console.print(f"[yellow]measured, not used for figures[/]: {len(result.left_out)} "
                       f"benchmarks ({', '.join(sorted(result.left_out))}); why: in the .json")

@@ -2,6 +2,8 @@
 import argparse
 import sys
 
+from rich.markup import escape
+
 from .. import validation as V
 
 
@@ -54,10 +56,10 @@ def table(report):
     t.add_column("ratio", justify="right")
     for r in report.results:
         if not r.predicted_ok:
-            t.add_row(r.id, _KIND[r.kind], _fmt(r.published), "[yellow]needs", "")
+            t.add_row(escape(r.id), _KIND[r.kind], _fmt(r.published), "[yellow]needs", "")
             continue
         style = "green" if r.within else "red"
-        t.add_row(r.id, _KIND[r.kind], _fmt(r.published), _fmt(r.predicted),
+        t.add_row(escape(r.id), _KIND[r.kind], _fmt(r.published), _fmt(r.predicted),
                   f"[{style}]{r.ratio:.2f}" if r.ratio is not None else "")
     return t
 
@@ -74,12 +76,12 @@ def reasons(console, report):
                 why = (f"the model predicts more than was measured; "
                        f"{100 * (r.estimate_share or 0):.0f}% of its cycles rest on "
                        f"estimated figures. The measurement also includes: {r.misses}")
-            console.print(f"  [red]{r.id}[/] ({_fmt(r.error, pct=True)}): {why}")
+            console.print(f"  [red]{escape(r.id)}[/] ({_fmt(r.error, pct=True)}): {escape(why)}")
     needs = [r for r in report.results if not r.predicted_ok]
     if needs:
         console.print("[bold]Not predictable yet[/]:")
         for r in needs:
-            console.print(f"  [yellow]{r.id}[/]: needs {r.needs}")
+            console.print(f"  [yellow]{escape(r.id)}[/]: needs {escape(r.needs)}")
 
 
 def _write(text, path):
