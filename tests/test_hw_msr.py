@@ -158,6 +158,21 @@ def test_absent_msr_faults(hw):
     assert hw.bugs == 0
 
 
+# Indices the model has no MSR at, at the edges of the ranges its MSR lookup tables
+# cover (cpu.c: 0-0x7ff, 0xc0000000-0xc00001ff, 0xc0010000-0xc00101ff) and next to
+# MSRs it has.
+ABSENT_AROUND_LOOKUP = [0x0, 0x7FF, 0x800, 0x6DF, 0x6E1, 0xBFFFFFFF, 0xC0000000,
+                        0xC0000085, 0xC00001FF, 0xC0000200, 0xC0010000, 0xC0010118,
+                        0xC00101FF, 0xC0010200, 0xC0011000, 0xFFFFFFFF]
+
+
+@pytest.mark.parametrize("index", ABSENT_AROUND_LOOKUP)
+def test_absent_msrs_around_the_lookup_ranges_fault(hw, index):
+    assert hw.rd(index) == "GP" and hw.wr(index, 0) == "GP"
+    assert hw.insn("RDMSRL_SAFE", index) == (1, 0)
+    assert hw.insn("WRMSRL_SAFE", index, 0)[0] == 1
+
+
 @pytest.mark.parametrize("index", [MSR_VM_HSAVE_PA, MSR_IA32_MISC_ENABLE])
 def test_vendor_specific_msrs(hw, index):
     present = (index == MSR_VM_HSAVE_PA) == hw.amd

@@ -449,7 +449,7 @@ def test_launch_state(vmx):
     assert vmx.run(HLT) == 12                                       # clear again: launchable
 
 
-@pytest.mark.parametrize("field,value,err", [
+VMENTRY_CHECKS = [
     ("MSR_BITMAP", 0x10, 7),                                        # outside the machine
     ("VM_ENTRY_MSR_LOAD_COUNT", 513, 7),
     ("VM_EXIT_MSR_STORE_COUNT", 1, 7),                              # address 0: outside
@@ -459,11 +459,55 @@ def test_launch_state(vmx):
     ("HOST_FS_SELECTOR", 0x4, 8), ("HOST_FS_BASE", NC, 8), ("HOST_RIP", NC, 8),
     ("HOST_GDTR_BASE", NC, 8), ("HOST_CR0", 0x80000001, 8), ("HOST_CR4", 0, 8),
     ("HOST_IA32_PAT", 0x3, 8), ("VM_EXIT_CONTROLS", EXIT_SAVE_PAT | EXIT_LOAD_PAT, 8),
-])
+]
+
+
+@pytest.mark.parametrize("field,value,err", VMENTRY_CHECKS)
 def test_vmentry_checks(vmx, field, value, err):
     vmx.vmwrite(field, value)
     assert vmx.launch() == 1 and vmx.error() == err
     assert vmx.state().mode == C("MODE_HOST")
+
+
+@pytest.mark.parametrize("field,value,err", VMENTRY_CHECKS)
+def test_vmentry_checks_a_field_written_after_a_successful_entry(vmx, field, value, err):
+    """The hardware skips the checks of unchanged control and host-state fields after a
+    VM-entry that passed them (vmx_hw.c: entry_checked); a VMWRITE in between must
+    bring them back, on VMRESUME as on VMLAUNCH."""
+    assert vmx.run(HLT) == 12
+    assert vmx.insn("VMRESUME") == 0                   # checked once, then cached
+    vmx.vmwrite(field, value)
+    assert vmx.insn("VMRESUME") == 1 and vmx.error() == err
+    assert vmx.state().mode == C("MODE_HOST")
+
+
+def test_vmentry_checks_cpu_state_on_every_entry(vmx):
+    """EFER.LMA at VM-entry is CPU state, not a VMCS field: changed without any VMWRITE
+    after a successful entry, it is still checked against a 32-bit host (27.2.4)."""
+    vmx.clear_bits("VM_EXIT_CONTROLS", EXIT_HOST_ADDR_SPACE_SIZE)
+    assert vmx.launch() == 1 and vmx.error() == 8     # entered from IA-32e mode
+    s = vmx.state()
+    s.msr[C("SLOT_EFER")] &= ~(EFER_LMA | EFER_LME)
+    vmx.set_state(s)
+    assert vmx.run(HLT) == 12                          # VM-exit to a 32-bit host: LMA clear
+    assert vmx.msr_slot("EFER") & EFER_LMA == 0
+    assert vmx.insn("VMRESUME") == 0
+    s = vmx.state()
+    s.msr[C("SLOT_EFER")] |= EFER_LMA | EFER_LME
+    vmx.set_state(s)
+    assert vmx.insn("VMRESUME") == 1 and vmx.error() == 8
+
+
+def test_vmentry_checks_after_vmptrld_of_another_vmcs(vmx):
+    """The skipped checks belong to one VMCS: switching to another (VMPTRLD) and back
+    checks each one's own fields."""
+    assert vmx.run(HLT) == 12
+    good = vmx.vmcs
+    bad = vmx.new_vmcs()
+    assert vmx.insn("VMPTRLD", bad) == 0
+    assert vmx.launch() == 1 and vmx.error() == 7       # a fresh VMCS: no EPT pointer
+    assert vmx.insn("VMPTRLD", good) == 0
+    assert vmx.insn("VMRESUME") == 0
 
 
 def test_misaligned_lists_and_bitmap(vmx):

@@ -18,36 +18,46 @@
 /* ---- The MSR file ---- */
 
 /*
- * MSR index -> priced-MSR number (the file's slots, then PK_STATELESS_MSRS), by hash.
- * Every RDMSR/WRMSR the host model executes looks its MSR up for its price and again in
- * the file; a switch over the sparse indices is a binary search each time. The table is
- * built from the same X-macros when the module loads, so it cannot drift from them.
+ * MSR index -> priced-MSR number (the file's slots, then PK_STATELESS_MSRS), by direct
+ * table. Every RDMSR/WRMSR the host model executes looks its MSR up once, for its price
+ * and for the MSR file (whose rules switch on the dense number: a jump table). The
+ * priced MSRs all sit in three architectural ranges, so a table per range is one
+ * compare and one load; the tables are filled from the same X-macros when the module
+ * loads, so they cannot drift from them.
  */
-#define MSR_HASH_BITS	7
-static struct msr_hash_entry {
-	u32 index;
-	s8 priced;		/* enum pk_msr or enum pk_priced_msr */
-	bool used;
-} msr_hash[1u << MSR_HASH_BITS];
+#define MSR_RANGE_LOW		0x00000000u	/* architectural MSRs */
+#define MSR_RANGE_C000		0xc0000000u	/* AMD64 / long-mode MSRs */
+#define MSR_RANGE_C001		0xc0010000u	/* AMD SVM and model-specific MSRs */
+#define MSR_RANGE_LOW_SIZE	0x800u
+#define MSR_RANGE_HIGH_SIZE	0x200u
 
-static inline u32 msr_hash_of(u32 index)
+#define __PK_MSR_IN_RANGE(name, idx)						\
+	_Static_assert((idx) - MSR_RANGE_LOW < MSR_RANGE_LOW_SIZE ||		\
+		       (idx) - MSR_RANGE_C000 < MSR_RANGE_HIGH_SIZE ||		\
+		       (idx) - MSR_RANGE_C001 < MSR_RANGE_HIGH_SIZE,		\
+		       "priced MSR " #name " outside the lookup ranges");
+PK_PRICED_MSRS(__PK_MSR_IN_RANGE)
+#undef __PK_MSR_IN_RANGE
+
+/* Priced-MSR number + 1 (0: none) by offset into each range. */
+static u8 msr_low[MSR_RANGE_LOW_SIZE];
+static u8 msr_c000[MSR_RANGE_HIGH_SIZE];
+static u8 msr_c001[MSR_RANGE_HIGH_SIZE];
+_Static_assert(PK_NR_PRICED_MSRS < 255, "priced-MSR number + 1 fits in a u8");
+
+static void msr_table_add(u32 index, int priced)
 {
-	return (index * 0x9e3779b1u) >> (32 - MSR_HASH_BITS);
+	if (index - MSR_RANGE_LOW < MSR_RANGE_LOW_SIZE)
+		msr_low[index - MSR_RANGE_LOW] = (u8)(priced + 1);
+	else if (index - MSR_RANGE_C000 < MSR_RANGE_HIGH_SIZE)
+		msr_c000[index - MSR_RANGE_C000] = (u8)(priced + 1);
+	else
+		msr_c001[index - MSR_RANGE_C001] = (u8)(priced + 1);
 }
 
-static void msr_hash_add(u32 index, int priced)
+__attribute__((constructor)) static void msr_table_init(void)
 {
-	u32 h = msr_hash_of(index);
-
-	while (msr_hash[h].used)
-		h = (h + 1) & ((1u << MSR_HASH_BITS) - 1);
-	msr_hash[h] = (struct msr_hash_entry){ .index = index, .priced = (s8)priced,
-					       .used = true };
-}
-
-__attribute__((constructor)) static void msr_hash_init(void)
-{
-#define __PK_MSR_ADD(name, idx) msr_hash_add(idx, PK_MSR_##name);
+#define __PK_MSR_ADD(name, idx) msr_table_add(idx, PK_MSR_##name);
 	PK_PRICED_MSRS(__PK_MSR_ADD)
 #undef __PK_MSR_ADD
 }
@@ -55,12 +65,13 @@ __attribute__((constructor)) static void msr_hash_init(void)
 /* The priced-MSR number of `index` (a slot, or one of PK_STATELESS_MSRS), or -1. */
 static inline int priced_msr(u32 index)
 {
-	for (u32 h = msr_hash_of(index);; h = (h + 1) & ((1u << MSR_HASH_BITS) - 1)) {
-		if (!msr_hash[h].used)
-			return -1;
-		if (msr_hash[h].index == index)
-			return msr_hash[h].priced;
-	}
+	if (index - MSR_RANGE_LOW < MSR_RANGE_LOW_SIZE)
+		return (int)msr_low[index - MSR_RANGE_LOW] - 1;
+	if (index - MSR_RANGE_C000 < MSR_RANGE_HIGH_SIZE)
+		return (int)msr_c000[index - MSR_RANGE_C000] - 1;
+	if (index - MSR_RANGE_C001 < MSR_RANGE_HIGH_SIZE)
+		return (int)msr_c001[index - MSR_RANGE_C001] - 1;
+	return -1;
 }
 
 static inline int msr_slot(u32 index)
@@ -112,7 +123,7 @@ bool pk_pat_valid(u64 pat)
 #define APICBASE_VALID_BITS	(BIT_ULL(8) | BIT_ULL(10) | BIT_ULL(11) | 0x000ffffffffff000ULL)
 
 /* Whether this CPU model implements the MSR in `slot`. */
-static bool msr_present(const struct pk_cpu *cpu, int slot)
+static inline __attribute__((always_inline)) bool msr_present(const struct pk_cpu *cpu, int slot)
 {
 	const struct pk_cpu_model *model = &cpu->m->model;
 
@@ -134,29 +145,36 @@ static bool msr_present(const struct pk_cpu *cpu, int slot)
 	}
 }
 
-int pk_msr_read(struct pk_cpu *cpu, u32 index, u64 *val)
+/*
+ * RDMSR of priced MSR `priced` (priced_msr(): -1 for an MSR the model does not have).
+ * The rules switch on the dense number, not the sparse index: one jump table.
+ */
+static inline __attribute__((always_inline)) int msr_read(struct pk_cpu *cpu, int priced,
+							   u64 *val)
 {
-	int slot;
-
-	switch (index) {
-	case MSR_FS_BASE:
+	switch (priced) {
+	case PK_MSR_FS_BASE:
 		*val = cpu->seg[VCPU_SREG_FS].base;
 		return 0;
-	case MSR_GS_BASE:
+	case PK_MSR_GS_BASE:
 		*val = cpu->seg[VCPU_SREG_GS].base;
 		return 0;
-	case MSR_IA32_TSC:
+	case PK_MSR_TSC:
 		*val = cpu->tsc;
 		return 0;
-	case MSR_IA32_PRED_CMD:		/* write-only */
-	case MSR_IA32_FLUSH_CMD:
+	case PK_MSR_PRED_CMD:		/* write-only */
+	case PK_MSR_FLUSH_CMD:
 		return X86_TRAP_GP;
 	}
-	slot = msr_slot(index);
-	if (slot < 0 || !msr_present(cpu, slot))
+	if (priced < 0 || priced >= PK_NR_MSRS || !msr_present(cpu, priced))
 		return X86_TRAP_GP;
-	*val = cpu->msr[slot];
+	*val = cpu->msr[priced];
 	return 0;
+}
+
+int pk_msr_read(struct pk_cpu *cpu, u32 index, u64 *val)
+{
+	return msr_read(cpu, priced_msr(index), val);
 }
 
 /* 64-bit value that must be a canonical address (FS/GS bases, SYSCALL targets, ...). */
@@ -168,31 +186,33 @@ static int write_canonical(u64 *reg, u64 val)
 	return 0;
 }
 
-int pk_msr_write(struct pk_cpu *cpu, u32 index, u64 val)
+/* WRMSR of priced MSR `priced` (-1: an MSR the model does not have), like msr_read(). */
+static inline __attribute__((always_inline)) int msr_write(struct pk_cpu *cpu, int priced,
+							    u64 val)
 {
 	const struct pk_cpu_model *model = &cpu->m->model;
 	u64 *msr = cpu->msr;
 
-	switch (index) {
-	case MSR_FS_BASE:
+	switch (priced) {
+	case PK_MSR_FS_BASE:
 		return write_canonical(&cpu->seg[VCPU_SREG_FS].base, val);
-	case MSR_GS_BASE:
+	case PK_MSR_GS_BASE:
 		return write_canonical(&cpu->seg[VCPU_SREG_GS].base, val);
-	case MSR_KERNEL_GS_BASE:
+	case PK_MSR_KERNEL_GS_BASE:
 		return write_canonical(&msr[PK_MSR_KERNEL_GS_BASE], val);
-	case MSR_LSTAR:
+	case PK_MSR_LSTAR:
 		return write_canonical(&msr[PK_MSR_LSTAR], val);
-	case MSR_CSTAR:
+	case PK_MSR_CSTAR:
 		return write_canonical(&msr[PK_MSR_CSTAR], val);
-	case MSR_IA32_TSC:
+	case PK_MSR_TSC:
 		cpu->tsc = val;
 		return 0;
-	case MSR_IA32_PRED_CMD:
+	case PK_MSR_PRED_CMD:
 		/* The barrier itself has no state in the model; its cost is the host's. */
 		if (val == 0 || (val == PRED_CMD_IBPB && model->has_ibpb))
 			return 0;
 		return X86_TRAP_GP;
-	case MSR_IA32_FLUSH_CMD:
+	case PK_MSR_FLUSH_CMD:
 		/*
 		 * L1D_FLUSH: the microcode that mitigates L1TF brings this command MSR
 		 * (X86_FEATURE_FLUSH_L1D); the flush has no state in the model.
@@ -200,19 +220,19 @@ int pk_msr_write(struct pk_cpu *cpu, u32 index, u64 val)
 		if (model->bug_l1tf && (val == 0 || val == L1D_FLUSH))
 			return 0;
 		return X86_TRAP_GP;
-	case MSR_EFER:
+	case PK_MSR_EFER:
 		if (val & ~pk_efer_valid_bits(cpu))
 			return X86_TRAP_GP;
 		/* LMA is read-only: the CPU sets it when paging is enabled with LME. */
 		msr[PK_MSR_EFER] = (val & ~(u64)EFER_LMA) | (msr[PK_MSR_EFER] & EFER_LMA);
 		return 0;
-	case MSR_STAR:
+	case PK_MSR_STAR:
 		msr[PK_MSR_STAR] = val;
 		return 0;
-	case MSR_SYSCALL_MASK:		/* 32-bit register: upper bits ignored */
+	case PK_MSR_SYSCALL_MASK:		/* 32-bit register: upper bits ignored */
 		msr[PK_MSR_SYSCALL_MASK] = (u32)val;
 		return 0;
-	case MSR_TSC_AUX:
+	case PK_MSR_TSC_AUX:
 		if (!msr_present(cpu, PK_MSR_TSC_AUX))
 			return X86_TRAP_GP;
 		/* CONFORMANCE case 12: Intel faults on bits 63:32, AMD drops them. */
@@ -220,18 +240,17 @@ int pk_msr_write(struct pk_cpu *cpu, u32 index, u64 val)
 			return X86_TRAP_GP;
 		msr[PK_MSR_TSC_AUX] = (u32)val;
 		return 0;
-	case MSR_IA32_SPEC_CTRL:
+	case PK_MSR_SPEC_CTRL:
 		if (!spec_ctrl_valid_bits(model) || (val & ~spec_ctrl_valid_bits(model)))
 			return X86_TRAP_GP;
 		msr[PK_MSR_SPEC_CTRL] = val;
 		return 0;
-	case MSR_IA32_SYSENTER_CS:	/* the VMCS/VMCB keep 32 bits of it */
+	case PK_MSR_SYSENTER_CS:	/* the VMCS/VMCB keep 32 bits of it */
 		msr[PK_MSR_SYSENTER_CS] = (u32)val;
 		return 0;
-	case MSR_IA32_SYSENTER_ESP:
-	case MSR_IA32_SYSENTER_EIP: {
-		u64 *reg = &msr[index == MSR_IA32_SYSENTER_ESP ? PK_MSR_SYSENTER_ESP
-							      : PK_MSR_SYSENTER_EIP];
+	case PK_MSR_SYSENTER_ESP:
+	case PK_MSR_SYSENTER_EIP: {
+		u64 *reg = &msr[priced];
 		/* AMD implements 32 bits (CONFORMANCE case 2); Intel checks canonical. */
 		if (is_amd(cpu)) {
 			*reg = (u32)val;
@@ -239,42 +258,42 @@ int pk_msr_write(struct pk_cpu *cpu, u32 index, u64 val)
 		}
 		return write_canonical(reg, val);
 	}
-	case MSR_IA32_CR_PAT:
+	case PK_MSR_PAT:
 		if (!pk_pat_valid(val))
 			return X86_TRAP_GP;
 		msr[PK_MSR_PAT] = val;
 		return 0;
-	case MSR_IA32_DEBUGCTLMSR:
+	case PK_MSR_DEBUGCTL:
 		if (val & ~DEBUGCTL_VALID_BITS)
 			return X86_TRAP_GP;
 		msr[PK_MSR_DEBUGCTL] = val;
 		return 0;
-	case MSR_IA32_TSX_CTRL:
+	case PK_MSR_TSX_CTRL:
 		if (!model->has_rtm || (val & ~(u64)TSX_CTRL_VALID_BITS))
 			return X86_TRAP_GP;
 		msr[PK_MSR_TSX_CTRL] = val;
 		return 0;
-	case MSR_AMD64_VIRT_SPEC_CTRL:
+	case PK_MSR_VIRT_SPEC_CTRL:
 		if (!model->has_virt_ssbd || (val & ~(u64)SPEC_CTRL_SSBD))
 			return X86_TRAP_GP;
 		msr[PK_MSR_VIRT_SPEC_CTRL] = val;
 		return 0;
-	case MSR_VM_HSAVE_PA:
+	case PK_MSR_VM_HSAVE_PA:
 		if (!is_amd(cpu) || (val & 0xfff))
 			return X86_TRAP_GP;
 		msr[PK_MSR_VM_HSAVE_PA] = val;
 		return 0;
-	case MSR_IA32_MISC_ENABLE:
+	case PK_MSR_MISC_ENABLE:
 		if (is_amd(cpu))
 			return X86_TRAP_GP;
 		/* CONFORMANCE case 3: bits 7, 11, 12 keep their value. */
 		msr[PK_MSR_MISC_ENABLE] = (val & ~MSR_IA32_MISC_ENABLE_RO_MASK) |
 					  (msr[PK_MSR_MISC_ENABLE] & MSR_IA32_MISC_ENABLE_RO_MASK);
 		return 0;
-	case MSR_IA32_TSC_DEADLINE:
+	case PK_MSR_TSC_DEADLINE:
 		msr[PK_MSR_TSC_DEADLINE] = val;
 		return 0;
-	case MSR_IA32_APICBASE:
+	case PK_MSR_APICBASE:
 		if (val & ~APICBASE_VALID_BITS)
 			return X86_TRAP_GP;
 		msr[PK_MSR_APICBASE] = val;
@@ -282,6 +301,11 @@ int pk_msr_write(struct pk_cpu *cpu, u32 index, u64 val)
 	default:
 		return X86_TRAP_GP;
 	}
+}
+
+int pk_msr_write(struct pk_cpu *cpu, u32 index, u64 val)
+{
+	return msr_write(cpu, priced_msr(index), val);
 }
 
 /* Flat 64-bit segments as the host GDT describes them (VMX access-rights format). */
@@ -346,18 +370,18 @@ static void host_bug(struct pk_cpu *cpu)
 	pk_host_bug(cpu->m);
 }
 
-/* RDMSR/WRMSR cost: the per-MSR profile figure when the profile has one. */
+/*
+ * RDMSR/WRMSR cost: the per-MSR profile figure when the profile has one. `msr` is the
+ * priced-MSR number the caller looked up once for this access and the MSR file both.
+ */
 static inline __attribute__((always_inline)) void account_msr(struct pk_cpu *cpu, int dir,
-							      u32 index)
+							      int msr)
 {
 	struct pk_machine *m = cpu->m;
 	struct pk_costs *c = cpu->costs;
-	int msr = priced_msr(index);
 	enum pk_op op = dir ? PK_OP_WRMSR : PK_OP_RDMSR;
 	u32 cycles = m->profile.op[op];
-
-	if (unlikely(pk_inject_armed(m) | (m->attr != NULL)))
-		pk_inject_point(cpu, op, index);
+	u32 path = c->path;
 
 	if (msr >= 0) {
 		u32 per_msr = dir ? m->profile.wrmsr[msr] : m->profile.rdmsr[msr];
@@ -367,17 +391,51 @@ static inline __attribute__((always_inline)) void account_msr(struct pk_cpu *cpu
 	} else {
 		msr = PK_NR_PRICED_MSRS;	/* an MSR nobody prices on its own: "other" */
 	}
-	c->ops[c->path][op]++;
-	c->msr_ops[c->path][dir][msr]++;
-	c->cycles[c->path] += cycles;
+	c->ops[path][op]++;
+	c->msr_ops[path][dir][msr]++;
+	c->cycles[path] += cycles;
+}
+
+/* Whether this access is an event-injection point or is attributed (csrc/check). */
+static inline bool msr_point_armed(const struct pk_cpu *cpu)
+{
+	return unlikely(pk_inject_armed(cpu->m) | (cpu->m->attr != NULL));
+}
+
+/*
+ * The accesses made while the checker places events or attributes writes: the point
+ * first, then the same accounting and access as below. Out of line, so that the common
+ * path makes no call and keeps its values in scratch registers.
+ */
+static __attribute__((noinline, cold)) int rdmsrl_safe_point(struct pk_cpu *cpu, u32 index,
+							     int priced, u64 *val)
+{
+	pk_inject_point(cpu, PK_OP_RDMSR, index);
+	account_msr(cpu, 0, priced);
+	if (msr_read(cpu, priced, val)) {
+		*val = 0;
+		return 1;
+	}
+	return 0;
+}
+
+static __attribute__((noinline, cold)) int wrmsrl_safe_point(struct pk_cpu *cpu, u32 index,
+							     int priced, u64 val)
+{
+	pk_inject_point(cpu, PK_OP_WRMSR, index);
+	account_msr(cpu, 1, priced);
+	return msr_write(cpu, priced, val) ? 1 : 0;
 }
 
 int rdmsrl_safe(u32 msr, u64 *val)
 {
 	struct pk_cpu *cpu = this_cpu();
+	int priced = priced_msr(msr);
 
-	account_msr(cpu, 0, msr);
-	if (pk_msr_read(cpu, msr, val)) {
+	if (msr_point_armed(cpu))
+		return rdmsrl_safe_point(cpu, msr, priced, val);
+	account_msr(cpu, 0, priced);
+	if (msr_read(cpu, priced, val)) {
 		*val = 0;
 		return 1;
 	}
@@ -387,13 +445,16 @@ int rdmsrl_safe(u32 msr, u64 *val)
 int wrmsrl_safe(u32 msr, u64 val)
 {
 	struct pk_cpu *cpu = this_cpu();
+	int priced = priced_msr(msr);
 
 	/*
 	 * Command MSRs (PRED_CMD: IBPB, FLUSH_CMD: L1D flush) are WRMSRs too; what the
 	 * barrier or flush costs is their per-MSR price (wrmsr.PRED_CMD, wrmsr.FLUSH_CMD).
 	 */
-	account_msr(cpu, 1, msr);
-	return pk_msr_write(cpu, msr, val) ? 1 : 0;
+	if (msr_point_armed(cpu))
+		return wrmsrl_safe_point(cpu, msr, priced, val);
+	account_msr(cpu, 1, priced);
+	return msr_write(cpu, priced, val) ? 1 : 0;
 }
 
 u64 rdmsrl(u32 msr)

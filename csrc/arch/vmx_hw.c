@@ -15,6 +15,10 @@
  *   misconfiguration exit, whose decoded access KVM reads from cpu->ev.
  * - VMXON takes no region, and no CR4.VMXE / feature-control checks are made.
  * - Only the VM-entry checks the world switch can trip over are made; each one says which.
+ * - The checks that read only control and host-state fields are skipped while those
+ *   fields are unchanged since a VM-entry that passed them (vmx_check_entry). Software
+ *   that writes a current VMCS's memory directly instead of with VMWRITE is not seen;
+ *   the SDM leaves that undefined (the CPU may keep the VMCS in its own cache).
  */
 #define PK_CPU_IMPL		/* defines host instructions cpu.h wraps for attribution */
 #include "pykvm/cpu.h"
@@ -69,6 +73,7 @@ u32 pk_vmcs_field_index(u32 field)
 #define VMCS_FIELD_WIDTH_64	1
 #define VMCS_FIELD_TYPE(enc)	(((enc) >> 10) & 3)
 #define VMCS_FIELD_TYPE_RO_DATA	1
+#define VMCS_FIELD_TYPE_GUEST	2
 
 static inline u64 vmcs_width_mask(u32 field)
 {
@@ -195,6 +200,7 @@ int pk_vmclear(u64 pa)
 		pk_host_bug(m);
 	v->launched = 0;
 	v->active_cpu = (u32)-1;
+	v->entry_checked = 0;		/* the region may be written while not active */
 	if (cpu->current_vmcs == pa)
 		cpu->current_vmcs = (u64)-1;
 	return vmsucceed(cpu);
@@ -223,6 +229,7 @@ int pk_vmptrld(u64 pa)
 		return vmfail(cpu, VMXERR_VMPTRLD_INVALID_ADDRESS);
 	}
 	v->active_cpu = cpu->id;
+	v->entry_checked = 0;
 	cpu->current_vmcs = pa;
 	return vmsucceed(cpu);
 }
@@ -247,19 +254,40 @@ vmcs_access(struct pk_cpu *cpu, u32 field, struct pk_vmcs_region **v, u32 *idx)
 	return -1;
 }
 
-int pk_vmread(u32 field, u64 *val)
+static inline __attribute__((always_inline)) int vmread(struct pk_cpu *cpu, u32 field, u64 *val)
 {
-	struct pk_cpu *cpu = this_cpu();
 	struct pk_vmcs_region *v;
 	u32 idx;
 	int r;
 
-	pk_account(cpu, PK_OP_VMREAD);
 	r = vmcs_access(cpu, field, &v, &idx);
 	if (r >= 0)
 		return r;
 	*val = (field & 1) ? v->field[idx] >> 32 : v->field[idx];
 	return vmsucceed(cpu);
+}
+
+/*
+ * VMREAD while the checker places events or attributes writes: the point, then the
+ * same. Out of line, so that the common VMREAD makes no call (KVM's hot path reads
+ * about ten fields per exit).
+ */
+static __attribute__((noinline, cold)) int vmread_point(struct pk_cpu *cpu, u32 field,
+							u64 *val)
+{
+	pk_inject_point(cpu, PK_OP_VMREAD, 0);
+	pk_count_op(cpu, PK_OP_VMREAD);
+	return vmread(cpu, field, val);
+}
+
+int pk_vmread(u32 field, u64 *val)
+{
+	struct pk_cpu *cpu = this_cpu();
+
+	if (pk_point_armed(cpu->m))
+		return vmread_point(cpu, field, val);
+	pk_count_op(cpu, PK_OP_VMREAD);
+	return vmread(cpu, field, val);
 }
 
 int pk_vmwrite(u32 field, u64 val)
@@ -275,6 +303,9 @@ int pk_vmwrite(u32 field, u64 val)
 		return r;
 	if (unlikely(VMCS_FIELD_TYPE(field) == VMCS_FIELD_TYPE_RO_DATA))
 		return vmfail_valid(cpu, v, VMXERR_VMWRITE_READ_ONLY_VMCS_COMPONENT);
+	/* A control or host-state field: the cached VM-entry checks read those. */
+	if (VMCS_FIELD_TYPE(field) != VMCS_FIELD_TYPE_GUEST)
+		v->entry_checked = 0;
 	if (field & 1)
 		v->field[idx] = (v->field[idx] & 0xffffffffULL) | (val << 32);
 	else
@@ -350,13 +381,25 @@ static const struct pk_memslots *ept_memslots(struct pk_machine *m, u64 eptp)
 	return slots;
 }
 
-/* SDM 27.2.1: VM-execution, VM-exit and VM-entry control fields. 0 or error 7. */
-static u32 check_controls(struct pk_cpu *cpu, const u64 *f, const struct pk_memslots **slots)
+/*
+ * The VM-entry checks are split by what they read, so that a VMCS whose control and
+ * host-state fields have not changed since a VM-entry that passed them is not checked
+ * again (struct pk_vmcs_region.entry_checked; a real CPU likewise keeps the active VMCS
+ * in its own cache and is free to validate it when it is written). What these
+ * "field" checks read: control and host-state fields, and the CPU model, which is
+ * fixed for the machine's life. Every control or host-state field they read is
+ * written only by VMWRITE (which clears entry_checked) or by VM-exit, which writes
+ * two control fields: VM_ENTRY_CONTROLS' "IA-32e mode guest" bit and the valid bit of
+ * VM_ENTRY_INTR_INFO_FIELD -- neither is read here (guest_state_valid and
+ * check_controls_state read them, on every VM-entry). Checks whose inputs are machine
+ * memory (the MSR bitmap page, MSR lists, the memory slots at EPT_POINTER) or CPU
+ * state (EFER.LMA) are made on every VM-entry.
+ */
+
+/* SDM 27.2.1, the part that reads only control fields. 0 or error 7. */
+static u32 check_control_fields(const struct pk_cpu_model *model, const u64 *f)
 {
-	struct pk_machine *m = cpu->m;
-	const struct pk_cpu_model *model = &m->model;
 	u64 exit_ctl = F(f, VM_EXIT_CONTROLS), entry_ctl = F(f, VM_ENTRY_CONTROLS);
-	u64 info = F(f, VM_ENTRY_INTR_INFO_FIELD);
 
 	/* Controls the CPU does not have are fixed to 0 by its capability MSRs. */
 	if (!model->has_load_efer &&
@@ -366,6 +409,19 @@ static u32 check_controls(struct pk_cpu *cpu, const u64 *f, const struct pk_mems
 	if (secondary_enabled(f, SECONDARY_EXEC_ENABLE_RDTSCP) &&
 	    !model->has_rdtscp && !model->has_rdpid)
 		return VMXERR_ENTRY_INVALID_CONTROL_FIELD;
+	return 0;
+}
+
+/*
+ * SDM 27.2.1, the part that reads machine memory or a field VM-exit writes: the MSR
+ * bitmap and MSR lists inside the machine, event injection, the memory slots at
+ * EPT_POINTER (returned in *slots). 0 or error 7.
+ */
+static u32 check_controls_state(struct pk_cpu *cpu, const u64 *f,
+				const struct pk_memslots **slots)
+{
+	struct pk_machine *m = cpu->m;
+	u64 info = F(f, VM_ENTRY_INTR_INFO_FIELD);
 
 	if ((F(f, CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_USE_MSR_BITMAPS) &&
 	    !vmx_page(m, F(f, MSR_BITMAP)))
@@ -391,8 +447,8 @@ static u32 check_controls(struct pk_cpu *cpu, const u64 *f, const struct pk_mems
 	return 0;
 }
 
-/* SDM 27.2.2-27.2.4: host-state area. 0 or error 8. */
-static u32 check_host_state(struct pk_cpu *cpu, const u64 *f)
+/* SDM 27.2.2-27.2.4: host-state area, the part that reads only fields. 0 or error 8. */
+static u32 check_host_fields(struct pk_cpu *cpu, const u64 *f)
 {
 	u64 exit_ctl = F(f, VM_EXIT_CONTROLS);
 	bool host64 = exit_ctl & VM_EXIT_HOST_ADDR_SPACE_SIZE;
@@ -400,9 +456,6 @@ static u32 check_host_state(struct pk_cpu *cpu, const u64 *f)
 	/* CR0 fixed-1 bits PE, NE, PG (IA32_VMX_CR0_FIXED0); a 64-bit host has CR4.PAE. */
 	if ((F(f, HOST_CR0) & (X86_CR0_PE | BIT(5) | X86_CR0_PG)) !=
 	    (X86_CR0_PE | BIT(5) | X86_CR0_PG))
-		return VMXERR_ENTRY_INVALID_HOST_STATE_FIELD;
-	/* In IA-32e mode at VM-entry, the host must be 64-bit after VM-exit (27.2.4). */
-	if ((cpu->msr[PK_MSR_EFER] & EFER_LMA) && !host64)
 		return VMXERR_ENTRY_INVALID_HOST_STATE_FIELD;
 	if (host64 && !(F(f, HOST_CR4) & X86_CR4_PAE))
 		return VMXERR_ENTRY_INVALID_HOST_STATE_FIELD;
@@ -434,6 +487,40 @@ static u32 check_host_state(struct pk_cpu *cpu, const u64 *f)
 		if ((efer & ~pk_efer_valid_bits(cpu)) || (efer & (EFER_LMA | EFER_LME)) != lm)
 			return VMXERR_ENTRY_INVALID_HOST_STATE_FIELD;
 	}
+	return 0;
+}
+
+/* SDM 27.2.4, the part that reads CPU state. 0 or error 8. */
+static u32 check_host_cpu(struct pk_cpu *cpu, const u64 *f)
+{
+	/* In IA-32e mode at VM-entry, the host must be 64-bit after VM-exit. */
+	if ((cpu->msr[PK_MSR_EFER] & EFER_LMA) &&
+	    !(F(f, VM_EXIT_CONTROLS) & VM_EXIT_HOST_ADDR_SPACE_SIZE))
+		return VMXERR_ENTRY_INVALID_HOST_STATE_FIELD;
+	return 0;
+}
+
+/*
+ * SDM 27.2: the checks on controls (error 7) then on host state (error 8), in that
+ * order; the field-only ones skipped when entry_checked says they passed on unchanged
+ * fields. entry_checked is set only when all passed.
+ */
+static u32 vmx_check_entry(struct pk_cpu *cpu, struct pk_vmcs_region *v,
+			   const struct pk_memslots **slots)
+{
+	const u64 *f = v->field;
+	bool checked = v->entry_checked;
+	u32 err;
+
+	if (!checked && (err = check_control_fields(&cpu->m->model, f)))
+		return err;
+	if ((err = check_controls_state(cpu, f, slots)))
+		return err;
+	if (!checked && (err = check_host_fields(cpu, f)))
+		return err;
+	if ((err = check_host_cpu(cpu, f)))
+		return err;
+	v->entry_checked = 1;
 	return 0;
 }
 
@@ -483,6 +570,8 @@ static void load_guest_state(struct pk_cpu *cpu, const u64 *f)
 	cpu->cr0 = F(f, GUEST_CR0);
 	cpu->cr3 = F(f, GUEST_CR3);
 	cpu->cr4 = F(f, GUEST_CR4);
+	/* Unrolled, so each field index is a constant (guest_seg[] folds away). */
+#pragma GCC unroll 8
 	for (int s = 0; s < NR_VCPU_SREGS; s++) {
 		struct pk_segment *seg = &cpu->seg[s];
 
@@ -585,6 +674,7 @@ static void save_guest_state(struct pk_cpu *cpu, u64 *f)
 	F(f, GUEST_CR0) = cpu->cr0;
 	F(f, GUEST_CR3) = cpu->cr3;
 	F(f, GUEST_CR4) = cpu->cr4;
+#pragma GCC unroll 8
 	for (int s = 0; s < NR_VCPU_SREGS; s++) {
 		const struct pk_segment *seg = &cpu->seg[s];
 
@@ -791,9 +881,7 @@ static int vmx_vmentry(bool launch)
 		return vmfail_valid(cpu, v, VMXERR_VMLAUNCH_NONCLEAR_VMCS);
 	if (!launch && !v->launched)
 		return vmfail_valid(cpu, v, VMXERR_VMRESUME_NONLAUNCHED_VMCS);
-	err = check_controls(cpu, f, &slots);
-	if (!err)
-		err = check_host_state(cpu, f);
+	err = vmx_check_entry(cpu, v, &slots);
 	if (err)
 		return vmfail_valid(cpu, v, err);
 

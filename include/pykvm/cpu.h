@@ -126,6 +126,13 @@ struct pk_vmcs_region {
 	u32 abort;
 	u32 launched;
 	u32 active_cpu;				/* hardware-private: CPU with it active, or -1 */
+	/*
+	 * Hardware-private: the VM-entry checks that read only control and host-state
+	 * fields passed on the last VM-entry and none of those fields changed since
+	 * (vmx_hw.c: vmx_vmentry). Cleared by VMCLEAR, VMPTRLD and every VMWRITE of a
+	 * control or host-state field.
+	 */
+	u32 entry_checked;
 	u64 field[];
 };
 #define PK_VMCS_REVISION	0x12

@@ -578,16 +578,30 @@ static inline bool pk_inject_armed(struct pk_machine *m)
 	return __atomic_load_n(&m->inject.armed, __ATOMIC_RELAXED);
 }
 
+/*
+ * Whether host instructions on this machine are event-injection points or attributed
+ * now. The attribution recorder (csrc/check) is set only while nothing runs.
+ */
+static inline bool pk_point_armed(const struct pk_machine *m)
+{
+	return unlikely(pk_inject_armed((struct pk_machine *)m) | (m->attr != NULL));
+}
+
+/* The counters of one operation `op` on this CPU's current path. */
+static inline void pk_count_op(struct pk_cpu *cpu, enum pk_op op)
+{
+	struct pk_costs *c = cpu->costs;
+	u32 path = c->path;
+
+	c->ops[path][op]++;
+	c->cycles[path] += cpu->m->profile.op[op];
+}
+
 static inline void pk_account(struct pk_cpu *cpu, enum pk_op op)
 {
-	struct pk_machine *m = cpu->m;
-	struct pk_costs *c = cpu->costs;
-
-	/* The attribution recorder (csrc/check) is set only while nothing runs. */
-	if (unlikely(pk_inject_armed(m) | (m->attr != NULL)))
+	if (pk_point_armed(cpu->m))
 		pk_inject_point(cpu, op, 0);
-	c->ops[c->path][op]++;
-	c->cycles[c->path] += m->profile.op[op];
+	pk_count_op(cpu, op);
 }
 /*
  * A piece of kernel software (a PK_OP_SW_* entry) on this CPU: costed like an operation

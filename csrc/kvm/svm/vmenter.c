@@ -25,6 +25,7 @@ void __svm_vcpu_run(struct vcpu_svm *svm, bool spec_ctrl_intercepted)
 
 	/* Guest FS/GS/TR/LDTR, KERNEL_GS_BASE, SYSCALL and SYSENTER MSRs. */
 	pk_vmload(vmcb_pa);
+#pragma GCC unroll 16	/* straight-line moves, like vmenter.S */
 	for (int i = 0; i < NR_VCPU_GPRS; i++)
 		if (i != VCPU_REGS_RAX && i != VCPU_REGS_RSP)
 			cpu->regs[i] = vcpu->arch.regs[i];
@@ -35,6 +36,7 @@ void __svm_vcpu_run(struct vcpu_svm *svm, bool spec_ctrl_intercepted)
 		svm->vmcb->control.exit_code = SVM_EXIT_ERR;
 	}
 
+#pragma GCC unroll 16
 	for (int i = 0; i < NR_VCPU_GPRS; i++)
 		if (i != VCPU_REGS_RAX && i != VCPU_REGS_RSP)
 			vcpu->arch.regs[i] = cpu->regs[i];

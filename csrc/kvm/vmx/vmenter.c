@@ -36,6 +36,7 @@ bool __vmx_vcpu_run(struct vcpu_vmx *vmx, unsigned int flags)
 		wrmsrl(MSR_IA32_SPEC_CTRL, vmx->spec_ctrl);
 
 	/* Guest GPRs into the CPU (RSP comes from the VMCS). */
+#pragma GCC unroll 16	/* straight-line moves, like vmenter.S */
 	for (int i = 0; i < NR_VCPU_GPRS; i++)
 		if (i != VCPU_REGS_RSP)
 			cpu->regs[i] = vcpu->arch.regs[i];
@@ -43,6 +44,7 @@ bool __vmx_vcpu_run(struct vcpu_vmx *vmx, unsigned int flags)
 	fail = (flags & VMX_RUN_VMRESUME) ? pk_vmresume() : pk_vmlaunch();
 
 	/* vmx_vmexit: save guest GPRs, then make RET safe before the first one. */
+#pragma GCC unroll 16
 	for (int i = 0; i < NR_VCPU_GPRS; i++)
 		if (i != VCPU_REGS_RSP)
 			vcpu->arch.regs[i] = cpu->regs[i];
