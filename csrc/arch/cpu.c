@@ -396,21 +396,10 @@ static inline __attribute__((always_inline)) void account_msr(struct pk_cpu *cpu
 	c->cycles[path] += cycles;
 }
 
-/* Whether this access is an event-injection point or is attributed (csrc/check). */
-static inline bool msr_point_armed(const struct pk_cpu *cpu)
+/* RDMSR and WRMSR of priced MSR `priced` with their accounting (the injection point aside). */
+static inline __attribute__((always_inline)) int rdmsr_counted(struct pk_cpu *cpu, int priced,
+								u64 *val)
 {
-	return unlikely(pk_inject_armed(cpu->m) | (cpu->m->attr != NULL));
-}
-
-/*
- * The accesses made while the checker places events or attributes writes: the point
- * first, then the same accounting and access as below. Out of line, so that the common
- * path makes no call and keeps its values in scratch registers.
- */
-static __attribute__((noinline, cold)) int rdmsrl_safe_point(struct pk_cpu *cpu, u32 index,
-							     int priced, u64 *val)
-{
-	pk_inject_point(cpu, PK_OP_RDMSR, index);
 	account_msr(cpu, 0, priced);
 	if (msr_read(cpu, priced, val)) {
 		*val = 0;
@@ -419,12 +408,30 @@ static __attribute__((noinline, cold)) int rdmsrl_safe_point(struct pk_cpu *cpu,
 	return 0;
 }
 
+static inline __attribute__((always_inline)) int wrmsr_counted(struct pk_cpu *cpu, int priced,
+								u64 val)
+{
+	account_msr(cpu, 1, priced);
+	return msr_write(cpu, priced, val) ? 1 : 0;
+}
+
+/*
+ * The accesses made while the checker places events or attributes writes: the point
+ * first, then the same. Out of line and reached by a tail call, so that the common path
+ * makes no call and keeps its values in scratch registers.
+ */
+static __attribute__((noinline, cold)) int rdmsrl_safe_point(struct pk_cpu *cpu, u32 index,
+							     int priced, u64 *val)
+{
+	pk_inject_point(cpu, PK_OP_RDMSR, index);
+	return rdmsr_counted(cpu, priced, val);
+}
+
 static __attribute__((noinline, cold)) int wrmsrl_safe_point(struct pk_cpu *cpu, u32 index,
 							     int priced, u64 val)
 {
 	pk_inject_point(cpu, PK_OP_WRMSR, index);
-	account_msr(cpu, 1, priced);
-	return msr_write(cpu, priced, val) ? 1 : 0;
+	return wrmsr_counted(cpu, priced, val);
 }
 
 int rdmsrl_safe(u32 msr, u64 *val)
@@ -432,14 +439,9 @@ int rdmsrl_safe(u32 msr, u64 *val)
 	struct pk_cpu *cpu = this_cpu();
 	int priced = priced_msr(msr);
 
-	if (msr_point_armed(cpu))
+	if (pk_point_armed(cpu->m))
 		return rdmsrl_safe_point(cpu, msr, priced, val);
-	account_msr(cpu, 0, priced);
-	if (msr_read(cpu, priced, val)) {
-		*val = 0;
-		return 1;
-	}
-	return 0;
+	return rdmsr_counted(cpu, priced, val);
 }
 
 int wrmsrl_safe(u32 msr, u64 val)
@@ -451,10 +453,9 @@ int wrmsrl_safe(u32 msr, u64 val)
 	 * Command MSRs (PRED_CMD: IBPB, FLUSH_CMD: L1D flush) are WRMSRs too; what the
 	 * barrier or flush costs is their per-MSR price (wrmsr.PRED_CMD, wrmsr.FLUSH_CMD).
 	 */
-	if (msr_point_armed(cpu))
+	if (pk_point_armed(cpu->m))
 		return wrmsrl_safe_point(cpu, msr, priced, val);
-	account_msr(cpu, 1, priced);
-	return msr_write(cpu, priced, val) ? 1 : 0;
+	return wrmsr_counted(cpu, priced, val);
 }
 
 u64 rdmsrl(u32 msr)

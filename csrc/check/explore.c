@@ -1264,7 +1264,8 @@ static int bfs_child(struct explore *x, struct bfs *q, u32 parent, u32 d,
 	normalize(c);
 	fresh = seen_insert_at(c, state_hash(c), 0, &slot);
 	if (!fresh) {
-		node = slot == UINT64_MAX ? UINT32_MAX : c->seen_node ? c->seen_node[slot] : 0;
+		/* seen_node exists whenever sleep sets are on (pk_checker_explore) */
+		node = slot == UINT64_MAX ? UINT32_MAX : sleep ? c->seen_node[slot] : 0;
 		if (sleep && sleep_note(c, q, c->stack[d], s, pos, node, false))
 			x->stop = true;
 		return x->stop;

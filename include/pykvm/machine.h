@@ -573,7 +573,7 @@ void pk_inject_point(struct pk_cpu *cpu, u32 op, u32 msr);
  * compiler keep what it has in registers; pk_inject_point() starts with an acquire fence
  * before it reads the injection's fields.
  */
-static inline bool pk_inject_armed(struct pk_machine *m)
+static inline bool pk_inject_armed(const struct pk_machine *m)
 {
 	return __atomic_load_n(&m->inject.armed, __ATOMIC_RELAXED);
 }
@@ -584,7 +584,7 @@ static inline bool pk_inject_armed(struct pk_machine *m)
  */
 static inline bool pk_point_armed(const struct pk_machine *m)
 {
-	return unlikely(pk_inject_armed((struct pk_machine *)m) | (m->attr != NULL));
+	return unlikely(pk_inject_armed(m) | (m->attr != NULL));
 }
 
 /* The counters of one operation `op` on this CPU's current path. */
