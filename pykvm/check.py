@@ -40,14 +40,19 @@ IRQ_INJECTS = frozenset({"disable_ipi", "softirq", "cr3"})
 PREEMPT_INJECTS = frozenset({"preempt", "preempt_kthread", "preempt_vm"})
 # What a vmm_task step changes (Step.arg): events.h PK_TASK_*.
 TASK_CHANGES = ("arch_prctl", "wrfsbase", "set_tsc")
-# The search's reductions (check.h PK_REDUCE_*), by name; all of them by default.
+# The search's reductions (check.h PK_REDUCE_*), by name; DEFAULT_REDUCE by default.
 # "revisit": breadth-first once, each distinct state expanded once at its shallowest
 # depth, instead of iterative deepening, which searches the space again for each bound.
 # "sleep" (with revisit): sleep sets, a step that commutes with the one before it and
 # whose other order an earlier state tries is not tried again (docs/checker.md says
 # under what it is sound). "verify" (with sleep): tries every step the sleep sets leave
 # out both ways anyway and counts where the orders disagree (for tests).
-REDUCTIONS = {"revisit": 1, "sleep": 2, "verify": 4}
+REDUCTIONS = {"revisit": lib.PK_REDUCE_REVISIT, "sleep": lib.PK_REDUCE_SLEEP,
+              "verify": lib.PK_REDUCE_VERIFY}
+# What each needs beside it, and the reason pk_checker_set_reduce gives when it is
+# missing (asked here too, so that a command refuses it before building a machine).
+REDUCTION_NEEDS = {"sleep": ("revisit", "sleep sets need the breadth-first search (revisit)"),
+                   "verify": ("sleep", "verify checks the sleep sets: it needs sleep")}
 DEFAULT_REDUCE = ("revisit",)
 MAX_STEPS = 64          # PK_CHECK_MAX_STEPS: bound, walk length, steps of a saved trace
 MAX_VCPUS = 4           # PK_CHECK_MAX_VCPUS: vCPUs of all the checker's VMs together
@@ -938,7 +943,8 @@ def check(vendor="vmx", *, preset=None, params=None, cpu_model=None, cpus=2, vcp
 
 def reduce_mask(reduce):
     """The PK_REDUCE_* mask of `reduce`: an iterable of names of REDUCTIONS (empty, or
-    None, for the plain search); InvalidConfiguration naming an unknown one."""
+    None, for the plain search); InvalidConfiguration naming an unknown one, or one
+    without what it needs (REDUCTION_NEEDS)."""
     if isinstance(reduce, str):
         reduce = (reduce,)
     mask = 0
@@ -947,6 +953,9 @@ def reduce_mask(reduce):
             raise InvalidConfiguration(f"unknown reduction {name!r}; known: "
                                        f"{', '.join(REDUCTIONS)}")
         mask |= REDUCTIONS[name]
+    for name, (need, why) in REDUCTION_NEEDS.items():
+        if mask & REDUCTIONS[name] and not mask & REDUCTIONS[need]:
+            raise InvalidConfiguration(why)
     return mask
 
 

@@ -42,7 +42,8 @@ def check_reductions():
 def _reductions(text):
     """--reduce: 'all' (the default set), 'none' or a comma list of names, as a tuple of
     names."""
-    from ..check import DEFAULT_REDUCE
+    from ..check import DEFAULT_REDUCE, reduce_mask
+    from ..errors import InvalidConfiguration
     known = check_reductions()
     if text == "all":
         return DEFAULT_REDUCE
@@ -54,6 +55,10 @@ def _reductions(text):
         raise argparse.ArgumentTypeError(
             f"unknown reduction {', '.join(bad) or repr(text)}: 'all', 'none' or a comma list "
             f"of {', '.join(known)}")
+    try:
+        reduce_mask(names)
+    except InvalidConfiguration as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return names
 
 
