@@ -172,12 +172,16 @@ def test_real_measurement_says_what_it_measured(measured, tmp_path):
 
 
 @needs_kvm
-def test_the_guest_and_the_host_clock_agree_on_a_round_trip(measured):
+def test_the_host_clock_encloses_the_guests_batch(measured):
+    # Each batch's guest RDTSC interval lies inside the host's KVM_RUN interval, so in
+    # TSC cycles (at the top of the calibrated frequency's interval) the host never sees
+    # less. How much more it sees depends on load; that is not asserted here.
+    ghz_hi = measured.tsc_interval[1]
     out = [m for m in measured.measurements if m.bench == "out"]
+    assert out
     for m in out:
-        g = m.per_iter("guest")[0]
-        h = m.per_iter("host", measured.tsc_ghz)[0]
-        assert g < h < 2 * g      # the host also sees the batch's own exit and call
+        for gc, ns in zip(m.guest_cycles, m.host_ns, strict=True):
+            assert gc < ns * ghz_hi
 
 
 @needs_kvm
