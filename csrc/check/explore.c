@@ -89,27 +89,58 @@ static void normalize(struct pk_checker *c)
 	m->inject = (struct pk_inject){ 0 };
 }
 
-/* Four independent multiply-xor lanes: the hash runs at memory speed, not at the
- * latency of one dependent multiply per word. */
+/*
+ * Four independent lanes, so the hash runs at memory speed rather than at the latency of
+ * one dependent multiply per word. Each lane takes a word as xxHash64's round does
+ * (Y. Collet, github.com/Cyan4973/xxHash, xxhash.h: XXH64_round): multiply, add, rotate,
+ * multiply. The rotation matters: with multiply and xor alone, a difference in a word's
+ * high bits never reaches the lower ones, and two such differences in one lane cancel
+ * about one time in four, which merged distinct states (two saved CR3 values differing in
+ * bit 61 made the state count depend on where the host put the machine).
+ */
+#define HASH_P1 0x9e3779b185ebca87ULL
+#define HASH_P2 0xc2b2ae3d27d4eb4fULL
+#define HASH_P3 0x165667b19e3779f9ULL
+
+static inline u64 rotl64(u64 x, unsigned int r)
+{
+	return x << r | x >> (64 - r);
+}
+
+static inline u64 hash_round(u64 acc, u64 w)
+{
+	return rotl64(acc + w * HASH_P2, 31) * HASH_P1;
+}
+
 static u64 hash_bytes(u64 h, const void *p, size_t n)
 {
 	const u8 *b = p;
-	u64 l0 = h, l1 = h ^ 0x9e3779b97f4a7c15ULL, l2 = h + 0x632be59bd9b4e019ULL,
-	    l3 = h ^ 0x85ebca77c2b2ae63ULL, w[4];
+	u64 l0 = h + HASH_P1 + HASH_P2, l1 = h + HASH_P2, l2 = h, l3 = h - HASH_P1, w[4];
 
 	for (; n >= 32; n -= 32, b += 32) {
 		memcpy(w, b, 32);
-		l0 = (l0 ^ w[0]) * 0x100000001b3ULL;
-		l1 = (l1 ^ w[1]) * 0x100000001b3ULL;
-		l2 = (l2 ^ w[2]) * 0x100000001b3ULL;
-		l3 = (l3 ^ w[3]) * 0x100000001b3ULL;
+		l0 = hash_round(l0, w[0]);
+		l1 = hash_round(l1, w[1]);
+		l2 = hash_round(l2, w[2]);
+		l3 = hash_round(l3, w[3]);
 	}
-	h = l0 ^ (l1 << 17 | l1 >> 47) ^ (l2 << 31 | l2 >> 33) ^ (l3 << 47 | l3 >> 17);
+	h = rotl64(l0, 1) + rotl64(l1, 7) + rotl64(l2, 12) + rotl64(l3, 18);
+	for (; n >= 8; n -= 8, b += 8) {
+		memcpy(w, b, 8);
+		h = rotl64(h ^ hash_round(0, w[0]), 27) * HASH_P1 + HASH_P3;
+	}
 	while (n--)
-		h = (h ^ *b++) * 0x100000001b3ULL;
+		h = rotl64(h ^ (*b++ * HASH_P3), 11) * HASH_P1;
+	h ^= h >> 33;
+	h *= HASH_P2;
 	h ^= h >> 29;
-	h *= 0xbf58476d1ce4e5b9ULL;
+	h *= HASH_P3;
 	return h ^ (h >> 32);
+}
+
+u64 pk_check_hash(const void *p, size_t n, u64 seed)
+{
+	return hash_bytes(seed, p, n);
 }
 
 /*

@@ -158,6 +158,9 @@ int pk_checker_expand(struct pk_checker *c, const struct pk_step *prefix, u32 n,
 int pk_checker_explore_from(struct pk_checker *c, const struct pk_step *prefix, u32 n,
 			    u32 bound, u64 max_states, u64 walks, u32 walk_len, u64 seed,
 			    double seconds, struct pk_check_result *res);
+
+/* The hash that names states (seeded with `seed`): exported so its quality is tested. */
+u64 pk_check_hash(const void *p, size_t n, u64 seed);
 /* cffi:end */
 
 #endif
