@@ -212,7 +212,7 @@ def _chunks(seq, n):
     return out
 
 
-def exhaustive(config, bound, engine, max_states=200_000, progress=None, tasks_per_worker=4):
+def exhaustive(config, bound, engine, max_states=200_000, progress=None, tasks_per_worker=16):
     """Every sequence of up to `bound` steps, breadth-first, spread level by level over
     `engine`. Returns {"events", "exits", "states", "depth_done", "closed", "violation",
     "steps", "tasks", "levels"}; violation and steps as expand_task gives them; levels:
@@ -227,7 +227,8 @@ def exhaustive(config, bound, engine, max_states=200_000, progress=None, tasks_p
         # (a third of a step each), so a bound that cuts the search says nothing of closure.
         last = d == bound - 1
         # How the frontier is cut does not change the result (children merge in
-        # frontier order), only how it spreads: a few tasks per worker.
+        # frontier order), only how it spreads: enough tasks per worker that the
+        # level's barrier does not wait long on its slowest (docs/scale.md).
         chunks = _chunks(frontier, engine.workers * tasks_per_worker)
         specs = [(config, chunk, not last) for chunk in chunks]
         t0, before = time.perf_counter(), out["events"]
