@@ -826,7 +826,11 @@ class Vcpu(VcpuBase):
             budget = max_insns      # the common case, checked inline: same rule as _budget
         else:
             budget = self._budget(max_insns)
-        with self._lock:
+        # acquire/release rather than `with`: an RLock's context manager costs about
+        # 200 ns more per run here, a tenth of a Python-driven exit.
+        lock = self._lock
+        lock.acquire()
+        try:
             vcpu = self._vcpu
             if vcpu is None:
                 vcpu = self._handle()   # raises: the VM is closed
@@ -863,6 +867,8 @@ class Vcpu(VcpuBase):
             ex = self._decode_exit()
             self._pending = ex
             return ex
+        finally:
+            lock.release()
 
     def _decode_exit(self):
         return X.decode_kvm_run(self._run, _pio_data)
