@@ -251,7 +251,7 @@ def render(data, note=""):
         x = e["extra_info"]
         rows.append([v, _fmt(x.get("rss_kib_per_vcpu"), "KiB"),
                      _fmt(x.get("kernel_kib_per_vcpu"), "KiB"), f"{x.get('vcpus', '?'):,}",
-                     _fmt(e["stats"]["min"] / x["vcpus"] * 1e6, "") + " us"
+                     _fmt(e["stats"]["min"] / x["vcpus"], "us")
                      if x.get("vcpus") else "?"])
     lines += _table(["vendor", "process RSS per vCPU", "simulated kernel memory per vCPU",
                      "vCPUs", "creating one (min)"], rows)
