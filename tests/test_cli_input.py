@@ -125,6 +125,17 @@ def _interrupt(args, after=3.0):
     # under a non-editable install, as .ci/run installs) instead of the installed package.
     p = subprocess.Popen([sys.executable, "-m", "pykvm.cli", *args], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, cwd=pathlib.Path(__file__).parent)
+    # Ctrl-C while Python still imports is Python's, not pykvm's: wait until the C module
+    # is loaded (a slow import under load is not what this tests), then `after` seconds.
+    maps = pathlib.Path(f"/proc/{p.pid}/maps")
+    deadline = time.monotonic() + 120          # a hang guard, not a timing target
+    while p.poll() is None and time.monotonic() < deadline:
+        try:
+            if "_pykvm" in maps.read_text():
+                break
+        except OSError:
+            break                              # no /proc: the fixed wait alone
+        time.sleep(0.05)
     time.sleep(after)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)          # a hang guard, not a timing target
