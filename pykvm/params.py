@@ -96,7 +96,7 @@ def _split(key, vendor):
             hint = f" ({module} is another vendor's module)"
         raise InvalidConfiguration(
             f"parameter {key!r}: vendor {vendor.name} loads {', '.join(loaded)}, not "
-            f"{module}{hint}")
+            f"{module!r}{hint}")
     return module, name
 
 

@@ -28,9 +28,14 @@ def stderr_console():
     return Console(stderr=True)
 
 
-def progress(console=None):
-    """A rich Progress: spinner, description, bar, done/total, rate, elapsed, time left."""
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                    MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(),
-                    TextColumn("left"), TimeRemainingColumn(),
-                    console=console or stderr_console(), transient=True)
+def progress(console=None, columns=None):
+    """A rich Progress: spinner, description, bar, done/total, rate, elapsed, time left
+    (or `columns`), drawn on `console` (stderr by default) while it is a terminal."""
+    console = console or stderr_console()
+    columns = columns or (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                          MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(),
+                          TextColumn("left"), TimeRemainingColumn())
+    # Not a terminal: drawn nothing, rich would still end its live display with a newline
+    # (a blank line before any one-line error that follows).
+    return Progress(*columns, console=console, transient=True,
+                    disable=not console.is_terminal)

@@ -6,8 +6,9 @@ import sys
 from rich.console import Console
 from rich.markup import escape
 from rich.measure import Measurement
-from rich.progress import Progress
 from rich.table import Table
+
+from . import _progress
 
 _STYLE = {"pass": "green", "fail": "bold red", "unsupported": "yellow"}
 _HOST_LABEL = {"known": "[dim](known)", "new": "[bold red](NEW)", "fixed": "[bold cyan](FIXED?)",
@@ -79,7 +80,7 @@ def run(args):
     cases = conform.suite_cases(args.suite)
     backends = _backends(args, console)
     try:
-        with Progress(transient=True, console=console) as progress:
+        with _progress.progress(console) as progress:
             task = progress.add_task("conformance", total=len(cases))
             results = conform.run_all(backends, cases,
                                       progress=lambda c: progress.advance(task))

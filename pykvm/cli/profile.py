@@ -6,6 +6,7 @@ from rich.markup import escape
 
 from .. import measure as M
 from .. import profiles as P
+from . import _progress
 
 
 def add_parser(subparsers):
@@ -53,7 +54,7 @@ def add_parser(subparsers):
 
 def run_measure(args):
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+    from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
     from . import UsageError
     if args.budget <= 0 or args.rel_ci <= 0 or args.max_samples < M.MIN_SAMPLES:
@@ -63,7 +64,7 @@ def run_measure(args):
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:>8} batches/s"), TimeElapsedColumn(),
                TextColumn("left"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    with _progress.progress(console, columns) as progress:
         task = progress.add_task("probing", total=None, rate="")
 
         def tick(done, total, what):
