@@ -51,7 +51,7 @@ def test_module_prefix_is_checked_against_the_vendor():
         P.resolve("vmx", {"kvm_amd.forget_spec_ctrl": "1"})
     with pytest.raises(pykvm.InvalidConfiguration, match="no parameter 'kvm.forget_spec_ctrl'"):
         P.resolve("vmx", {"kvm.forget_spec_ctrl": "1"})     # kvm_intel's, not kvm's
-    with pytest.raises(pykvm.InvalidConfiguration, match="not nosuch"):
+    with pytest.raises(pykvm.InvalidConfiguration, match="not 'nosuch'"):
         P.resolve("vmx", {"nosuch.x": "1"})
     assert P.resolve("svm", {"kernel.vmm_32bit_gs": "y", "kvm.forget_star": "n"}) == \
         {"vmm_32bit_gs": True, "forget_star": False}
