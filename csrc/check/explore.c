@@ -566,14 +566,6 @@ struct pk_checker *pk_checker_new(struct pk_machine *m, const struct pk_check_cf
 			goto fail;
 	c->m = m;
 	c->cfg = *cfg;
-	/*
-	 * Every CPU's idle task and kernel worker exist from the initial state on, as in a
-	 * booted kernel. Created when a step first needs them, their ids and kernel memory
-	 * would follow the order in which steps did: the same state once per order.
-	 */
-	for (u32 i = 0; i < m->nr_cpus; i++)
-		if (pk_host_idle_task(m, i) < 0 || pk_host_kworker(m, i) < 0)
-			goto fail;
 	c->mach_bytes = offsetof(struct pk_machine, kmem) + m->kmem_used;
 	if (cfg->gmem_dirty_hi > cfg->gmem_size || cfg->gmem_dirty_lo > cfg->gmem_dirty_hi)
 		goto fail;

@@ -305,11 +305,18 @@ int pk_host_init(struct pk_machine *m)
 		host_cpu_init(m, &m->cpu[i]);
 		host_cpu_enter_user(&m->cpu[i], pk_task(m, t));
 	}
-	/* Kernel threads come into being when first needed (csrc/host/sched.c). */
 	for (u32 i = 0; i < PK_MAX_CPUS; i++) {
 		h->idle_task[i] = h->kworker[i] = -1;
 		h->rq_head[i] = h->rq_tail[i] = -1;
 	}
+	/*
+	 * Each CPU's idle task and kernel worker exist from boot, as in Linux: created when
+	 * first needed, their ids and kernel memory would depend on which need came first
+	 * (and the checker would meet one state once per order).
+	 */
+	for (u32 i = 0; i < m->nr_cpus; i++)
+		if (pk_host_idle_task(m, i) < 0 || pk_host_kworker(m, i) < 0)
+			return -ENOMEM;
 	return 0;
 }
 
