@@ -594,12 +594,17 @@ def test_each_mnemonic_once(mnem):
 def register_loops(draw):
     """mov r14d, n; cmp rax, rbx; <register-only body>; dec r14; jnz <the cmp>; hlt.
     Run twice, the loop block is a native loop (exec_native.c) from its second pass on;
-    the body's own blocks are native runs. The CMP defines every flag at the top."""
+    the body's own blocks are native runs. The CMP defines every flag at the top.
+    Or a short loop with no CMP: at most one body instruction, then DEC (which keeps CF,
+    so the loop's flags come in from before it) and JNZ; each iteration's CF is then the
+    body's or the one before the loop, never an undefined one."""
     prog = Program()
     prog.add(Instruction.create_reg_u32(Code.MOV_R32_IMM32, R.R14D, draw(st.integers(1, 12))))
     top = len(prog.items)
-    prog.add(Instruction.create_reg_reg(Code.CMP_RM64_R64, R.RAX, R.RBX), undef=0)
-    for _ in range(draw(st.integers(1, 24))):
+    short = draw(st.booleans())
+    if not short:
+        prog.add(Instruction.create_reg_reg(Code.CMP_RM64_R64, R.RAX, R.RBX), undef=0)
+    for _ in range(draw(st.integers(0, 1) if short else st.integers(1, 24))):
         _plain(draw, prog, memory=False)
     prog.add(Instruction.create_reg(Code.DEC_RM64, R.R14),
              Instruction.create_branch(Code.JNE_REL32_64, prog.label(top)))

@@ -1201,8 +1201,13 @@ static bool native_run(struct pk_icache *ic, const struct dins *raw,
 			fin = true;
 		written |= u[j].fwr;
 	}
-	if (loop_cc >= 0 && (written & 0x3f) != 0x3f)
-		return false;	/* the Jcc must read this iteration's flags, not older ones */
+	/*
+	 * The Jcc reads the flags as the body leaves them: each one written in this
+	 * iteration, or loaded on entry and kept (a body that writes some flags reads
+	 * the rest, pk_native_ok(), so fin covers a partial write such as DEC's).
+	 */
+	if (loop_cc >= 0 && (written & 0x3f) != 0x3f && !fin)
+		return false;
 	fn = pk_native_emit(ic->native, &raw[k], len, hva, rd, wr, fin, written != 0,
 			    loop_cc);
 	if (!fn)
@@ -1280,7 +1285,8 @@ static struct blk *blk_build(struct xs *s, u64 rip)
 			      (raw[n - 1].op == X_JCC || raw[n - 1].op == X_JNZ) &&
 			      raw[n - 1].imm == rip ? raw[n - 1].sub : -1;
 
-		if (len >= NATIVE_MIN &&
+		/* a loop pays its way in and out once for all its iterations: any length */
+		if ((len >= NATIVE_MIN || loop_cc >= 0) &&
 		    native_run(ic, raw, use, k, len, hva, loop_cc, &out[nout])) {
 			nout++;
 			for (unsigned j = k; j < k + len; j++) {
