@@ -390,3 +390,51 @@ def test_int3_in_a_block_after_a_native_run():
     assert cpu.run() == "HLT"
     assert vector_ran(cpu) == BP and cpu["rax"] == 7 and cpu.retired() == 5
     assert cpu.u64(cpu["rsp"]) == CODE + 5 + 3 + 3 + 3 + 1
+
+
+def _long_block(n, store_at):
+    """n register-only ALU instructions (ADC reads the CF the one before left) with a
+    store to the data area at index store_at, then HLT: one block of up to 1,023."""
+    regs = [R.RAX, R.RBX, R.RCX, R.RDX, R.RSI, R.RDI, R.R8, R.R9, R.R10, R.R11, R.R12]
+    out = []
+    for i in range(n):
+        a, b = regs[i % len(regs)], regs[(3 * i + 5) % len(regs)]
+        if i == store_at:
+            out.append(I.create_mem_reg(Code.MOV_RM64_R64, M(R.R15, displ=0x40, displ_size=1), a))
+        elif i % 4 == 0:
+            out.append(I.create_reg_reg(Code.ADD_RM64_R64, a, b))
+        elif i % 4 == 1:
+            out.append(I.create_reg_reg(Code.ADC_RM64_R64, a, b))
+        elif i % 4 == 2:
+            out.append(I.create_reg_mem(Code.LEA_R64_M, a, M(a, b, 2, i % 128, 1)))
+        else:
+            out.append(I.create_reg_i32(Code.XOR_RM64_IMM32, a, (i * 0x1234567) & 0x7FFFFFFF))
+    enc = BlockEncoder(64)
+    enc.add_many(out + [I.create(Code.HLT)])
+    return enc.encode(CODE)
+
+
+@pytest.mark.parametrize("budgets", [[1000], [7, 300, 13], [255, 256, 1], [600, 1, 600]])
+def test_a_block_past_255_instructions_stops_where_the_budget_says(budgets):
+    """900 instructions in one block (its native runs around an interpreted store at
+    index 700): cut by budgets, native runs and the interpreter alone stop at the same
+    instruction with the same registers and the same count retired; unicorn agrees on
+    the end."""
+    code = _long_block(900, store_at=700)
+    init = initial_state(3)
+    trace = {}
+    for on in (True, False):
+        with native_runs(on):
+            cpu = pykvm_cpu(code, *init)
+            out = []
+            for budget in budgets * 200:
+                kind = cpu.run(budget=budget)
+                out.append((kind, cpu.regs(), cpu.retired()))
+                if kind == "HLT":
+                    break
+            trace[on] = out
+            assert out[-1][0] == "HLT" and out[-1][2] == 900     # HLT exits unretired
+            if on:
+                assert stats(cpu).native_bytes > 0
+    assert trace[True] == trace[False]
+    agree_with_unicorn(code, seed=3)

@@ -68,8 +68,8 @@ _Static_assert(sizeof(struct pk_guest_event) == 32, "struct pk_guest_event has p
 #define IC_CHUNK_SIZE	(1u << 20)		/* block memory comes in chunks of this */
 #define IC_MAX_BYTES	(256u << 20)		/* blocks + native code: then start over */
 #define IC_MAX_MAP_PAGES (1ull << 24)		/* code maps for slots up to 64 GiB */
-#define BLK_MAX_INSNS	255			/* struct dins.idx, struct blk.ninsn */
-#define BLK_MAX_BYTES	2048
+#define BLK_MAX_INSNS	1023			/* bounds the stack arrays of blk_build() */
+#define BLK_MAX_BYTES	4096
 #define NATIVE_MIN	3			/* shorter register-only runs: interpreted */
 #define NATIVE_MAX_REGS	14			/* one host GPR (besides RSP) stays free */
 #define CANON_LIMIT	(1ull << 47)		/* the lower canonical half */
@@ -99,7 +99,7 @@ struct blk {
 	struct blk *succ[2];		/* the blocks that followed (checked on use) */
 	u64 epoch;			/* the cache's epoch when last compared with memory */
 	u16 nbytes;
-	u8 ninsn;			/* instructions (not counting X_NATIVE and X_END) */
+	u16 ninsn;			/* instructions (not counting X_NATIVE and X_END) */
 	u16 nslots;			/* entries of ins[] (X_END included) */
 	const u8 *bytes;
 	struct dins ins[];
@@ -1214,7 +1214,7 @@ static bool native_run(struct pk_icache *ic, const struct dins *raw,
 		return false;
 	memset(out, 0, sizeof(*out));
 	out->op = X_NATIVE;
-	out->sub = (u8)len;
+	out->disp = len;		/* the instructions it covers, after it */
 	out->idx = raw[k].idx;
 	out->off = raw[k].off;
 	out->imm = (u64)(uintptr_t)fn;
@@ -1255,7 +1255,7 @@ static struct blk *blk_build(struct xs *s, u64 rip)
 		if (!len)
 			break;		/* runs past the slot (or the window) */
 		raw[n].off = (u16)off;
-		raw[n].idx = (u8)n;
+		raw[n].idx = (u16)n;
 		off += len;
 		if (pk_exec_ends_block(&raw[n++]))
 			break;
@@ -1302,7 +1302,7 @@ static struct blk *blk_build(struct xs *s, u64 rip)
 	memset(&out[nout], 0, sizeof(out[nout]));
 	out[nout].op = X_END;
 	out[nout].off = (u16)off;
-	out[nout].idx = (u8)n;
+	out[nout].idx = (u16)n;
 	nout++;
 
 	b = blk_alloc(ic, sizeof(*b) + nout * sizeof(struct dins) + off);
@@ -1313,7 +1313,7 @@ static struct blk *blk_build(struct xs *s, u64 rip)
 	b->succ[0] = b->succ[1] = NULL;
 	b->epoch = ic->epoch;
 	b->nbytes = (u16)off;
-	b->ninsn = (u8)n;
+	b->ninsn = (u16)n;
 	b->nslots = (u16)nout;
 	memcpy(b->ins, out, nout * sizeof(struct dins));
 	b->bytes = (const u8 *)&b->ins[nout];
@@ -1809,8 +1809,8 @@ cut_block: {	/* the first instructions of b, as many as the budget (or TF) allow
 		memset(&cb->ins[n], 0, sizeof(cb->ins[n]));
 		cb->ins[n].op = X_END;
 		cb->ins[n].off = cb->ins[n - 1].off + cb->ins[n - 1].len;
-		cb->ins[n].idx = (u8)n;
-		cb->ninsn = (u8)n;
+		cb->ins[n].idx = (u16)n;
+		cb->ninsn = (u16)n;
 		b = cb;
 		goto run_cut;
 	}
@@ -1885,13 +1885,13 @@ stopped:	/* the instruction at d stored into the running block: on from the next
 			iters = allowed - io.count + (io.exit == 0);
 			budget -= (iters - 1) * b->ninsn;
 			if (io.exit == 0)
-				GOTO_BLOCK(d[d->sub + 1].disp, 0);
+				GOTO_BLOCK(d[d->disp + 1].disp, 0);
 			GOTO_BLOCK(b->gpa, 1);
 		}
 		((pk_native_fn)(uintptr_t)d->imm)(R, &io);
 		if (d->flags & DI_NATIVE_OUT)
 			lf_set(&s->lf, io.rflags);
-		d += d->sub + 1;
+		d += d->disp + 1;
 		DISPATCH();
 	}
 	op_JNZ:

@@ -158,9 +158,9 @@ struct dins {
 	u8 scale;		/* shift count 0..3 */
 	u8 seg;			/* 0, or VCPU_SREG_FS / VCPU_SREG_GS */
 	u8 flags;		/* DI_* */
-	u8 idx;			/* instructions before it in its block (NATIVE: of its first) */
+	u8 pad;
 	u16 off;		/* offset of the instruction in its block */
-	u16 pad;
+	u16 idx;		/* instructions before it in its block (NATIVE: of its first) */
 	u64 disp;		/* displacement; absolute address when RIP-relative; the
 				 * next instruction's address for Jcc, LOOP and CALL */
 	u64 imm;		/* immediate; absolute target for relative branches */
