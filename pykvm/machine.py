@@ -481,7 +481,10 @@ class Vm:
                 if gpa < s.gpa + s.size and s.gpa < gpa + size:
                     raise InvalidMemory(f"[{gpa:#x}, {gpa + size:#x}) overlaps slot {s.slot}")
             try:
-                mapping = mmap.mmap(-1, size)
+                # private anonymous memory, as a VMM's guest RAM usually is: no other
+                # process writes it, so the interpreter's decode cache can learn from
+                # the host kernel which pages were written (csrc/arch/exec_track.c)
+                mapping = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
             except (OverflowError, OSError) as e:
                 raise InvalidMemory(f"no host memory for {size:#x} bytes of guest memory: "
                                     f"{e}") from None

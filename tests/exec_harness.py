@@ -4,6 +4,7 @@ benchmarks/bench_exec.py: guest memory, registers, MSRs, a run, the exit.
 The C module is pykvm._pykvm; PYKVM_EXEC_EXT names another build of the same sources
 (for working on the interpreter alone while the rest of csrc/ is in flux)."""
 import importlib
+import mmap
 import os
 
 _ext = importlib.import_module(os.environ.get("PYKVM_EXEC_EXT", "pykvm._pykvm"))
@@ -42,7 +43,9 @@ class Bare:
             raise MemoryError("pk_machine_create failed")
         self.m = ffi.gc(m, lib.pk_machine_destroy)
         self.base, self.size = base, size
-        self.mem = ffi.new("uint8_t[]", size)
+        # private, page-aligned memory, as a VMM's guest memory is (pykvm.machine)
+        self._mapping = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+        self.mem = ffi.from_buffer("uint8_t[]", self._mapping)
         self.buf = ffi.buffer(self.mem)
         self.map(base, self.mem, size)
         lib.pk_bare_long_mode(self.m, 0)

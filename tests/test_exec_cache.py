@@ -187,6 +187,110 @@ def test_host_rewrites_one_block_of_two():
     assert stats(cpu).builds == built + 1, "A came from the cache, B was decoded again"
 
 
+# ---- the same, over more code than the decode cache compares on every entry ----
+#
+# From 16 pages of cached code on, the cache asks the host kernel which pages anyone
+# wrote (csrc/arch/exec_track.c) instead of comparing every block with memory on its
+# first run after an entry. Each write below must be seen at the next run either way.
+
+PAGES = 40
+
+
+def _paged_sum(imms):
+    """Page k: add eax, imms[k]; jmp to page k + 1. The last page: hlt. eax: the sum."""
+    out = b""
+    for k, imm in enumerate(imms):
+        at = CODE + 0x1000 * k
+        last = k == len(imms) - 1
+        tail = ins(Code.HLT) if last else I.create_branch(Code.JMP_REL32_64, at + 0x1000)
+        page = asm(at, I.create_reg_i32(Code.ADD_EAX_IMM32, R.EAX, imm), tail)
+        out += page if last else page.ljust(0x1000, b"\x90")
+    return out
+
+
+def _run_sum(cpu):
+    cpu.set_regs(rip=CODE, rax=0)
+    assert cpu.run() == "HLT"
+    return cpu["rax"]
+
+
+def _tracking_cpu():
+    """A CPU that ran the paged code: (cpu, imms), and whether the host kernel tracks its
+    memory (a run with nothing written kept every block's check)."""
+    imms = list(range(1, PAGES + 1))
+    cpu = Bare(size=0x1000 * (PAGES + 2))
+    cpu.write(CODE, _paged_sum(imms))
+    assert _run_sum(cpu) == sum(imms)
+    assert _run_sum(cpu) == sum(imms)       # the first scan reports every page
+    before = stats(cpu).tracked_entries
+    assert _run_sum(cpu) == sum(imms)
+    return cpu, imms, stats(cpu).tracked_entries > before
+
+
+def _imm_at(page):
+    return CODE + 0x1000 * page + 1         # add eax, imm32 is 05 imm32
+
+
+@pytest.mark.parametrize("how", ["mapping", "kernel", "after_a_quiet_run"])
+def test_host_rewrites_code_across_many_pages(how):
+    """40 pages of cached code; between two runs one immediate on page 25 is rewritten:
+    by Python through the mapping, by the kernel (readv from a pipe into the mapping), or
+    after a run in which nothing changed. The next run adds the new value."""
+    cpu, imms, tracked = _tracking_cpu()
+    if not tracked:
+        pytest.skip("the host kernel does not track writes here (userfaultfd write-protect "
+                    "in async mode and PAGEMAP_SCAN, Linux 6.7+): every entry compares")
+    imms[25] = 1000
+    new = (1000).to_bytes(4, "little")
+    off = _imm_at(25) - cpu.base
+    if how == "mapping":
+        cpu.write(_imm_at(25), new)
+    elif how == "kernel":
+        import os
+        r, w = os.pipe()
+        try:
+            os.write(w, new)
+            assert os.readv(r, [memoryview(cpu._mapping)[off:off + 4]]) == 4
+        finally:
+            os.close(r)
+            os.close(w)
+    else:
+        assert _run_sum(cpu) == sum(imms) - 1000 + 26      # nothing written: kept
+        cpu.write(_imm_at(25), new)
+    assert _run_sum(cpu) == sum(imms)
+    assert _run_sum(cpu) == sum(imms)
+
+
+def test_writes_to_data_among_code_pages_keep_the_cache():
+    """A write to a page inside the code's range that holds no code does not make the
+    cache compare again: the next entry still counts as tracked."""
+    cpu, imms, tracked = _tracking_cpu()
+    if not tracked:
+        pytest.skip("the host kernel does not track writes here (Linux 6.7+)")
+    cpu.write(CODE + 0x1000 * PAGES, b"\xff" * 64)    # past the HLT's page: no code
+    before = stats(cpu).tracked_entries
+    assert _run_sum(cpu) == sum(imms)
+    assert stats(cpu).tracked_entries == before + 1
+
+
+def test_a_forked_child_sees_its_own_writes_to_cached_code():
+    """A child of fork() inherits the cache but not the kernel's tracking of its memory:
+    it compares again, and sees what it writes."""
+    import os
+    cpu, imms, _ = _tracking_cpu()
+    pid = os.fork()
+    if pid == 0:
+        ok = False
+        try:
+            cpu.write(_imm_at(3), (7).to_bytes(4, "little"))
+            ok = _run_sum(cpu) == sum(imms) - 4 + 7
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert _run_sum(cpu) == sum(imms), "the parent's memory is its own (private)"
+
+
 # ---- a cache that grows ----
 
 def _straight(n):

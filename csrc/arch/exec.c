@@ -19,7 +19,8 @@
  * and the cache an epoch: a block is compared with guest memory the first time it is
  * entered in an epoch. A new epoch starts
  * - with every pk_guest_exec(): the host (or another CPU) may have written guest memory
- *   between two runs;
+ *   between two runs. Where the cache holds 16 pages of code or more and the host kernel
+ *   can say which pages anyone wrote (exec_track.c), only when a page with code was;
  * - when a guest store hits a 64-byte line that holds cached code: the cache marks, per
  *   slot, the pages (a byte each) and lines (a bit each) its blocks were decoded from,
  *   so a store pays one byte-map test; a store into the block being run also ends the
@@ -117,6 +118,11 @@ struct codemap {
 	u8 *pages;			/* non-zero: some line of the page holds code */
 	u64 *lines;			/* per page, bit n: line n holds code */
 	u64 npages;
+	u64 lo, hi;			/* the pages with code are in [lo, hi) */
+	u64 ncode;			/* pages with code */
+	struct pk_wtrack *wt;		/* who wrote the slot's pages (exec_track.c) */
+	u64 wt_seen;
+	bool wt_none;			/* no tracker can be had: do not ask again */
 };
 
 struct chunk {
@@ -142,7 +148,9 @@ struct pk_icache {
 	size_t chunk_used, bytes;
 	struct codemap cmap[PK_MAX_MEMSLOTS];
 	struct pk_native *native;
+	u64 code_pages;			/* pages with code, all slots */
 	u64 builds, flushes;		/* statistics: pk_icache_stats() */
+	u64 tracked_entries;
 	u64 gen;			/* flushes of any kind: pointers into blocks expire */
 	struct blk *entry;		/* the first block of the last run: runs ending in
 					 * VM-exits usually resume at the same place */
@@ -234,8 +242,10 @@ static void codemaps_free(struct pk_icache *ic)
 	for (unsigned i = 0; i < PK_MAX_MEMSLOTS; i++) {
 		free(ic->cmap[i].pages);
 		free(ic->cmap[i].lines);
+		pk_wtrack_put(ic->cmap[i].wt);
 		ic->cmap[i] = (struct codemap){ 0 };
 	}
+	ic->code_pages = 0;
 }
 
 static void chunks_free(struct chunk *c)
@@ -498,6 +508,45 @@ static void *blk_alloc(struct pk_icache *ic, size_t size)
 
 /* ---- code maps: which lines of guest memory hold cached code ---- */
 
+/*
+ * Has anyone written a page with cached code since the last entry? Asked of the host
+ * kernel (exec_track.c) only for this much code: a scan costs about a microsecond, the
+ * comparisons it saves about as much for each 16 KiB of hot code.
+ */
+#define WT_MIN_PAGES	16
+
+static bool code_unwritten(struct pk_icache *ic)
+{
+	for (u32 i = 0; i < ic->slots.nr && i < PK_MAX_MEMSLOTS; i++) {
+		struct codemap *cm = &ic->cmap[i];
+
+		if (!cm->ncode)
+			continue;
+		if (!cm->wt && !cm->wt_none) {
+			cm->wt = pk_wtrack_get(ic->slots.slot[i].hva, ic->slots.slot[i].size);
+			cm->wt_none = !cm->wt;
+		}
+		if (!cm->wt || !pk_wtrack_unchanged(cm->wt, cm->lo, cm->hi, cm->pages,
+						    &cm->wt_seen))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Entering the interpreter: the host or another CPU may have written guest memory since
+ * the last run. Unless the host kernel says no page with code was written, start a new
+ * epoch: every block is compared with memory before it runs again.
+ */
+static void icache_enter(struct pk_icache *ic)
+{
+	if (ic->code_pages >= WT_MIN_PAGES && code_unwritten(ic)) {
+		ic->tracked_entries++;
+		return;
+	}
+	ic->epoch++;
+}
+
 static struct codemap *codemap_get(struct pk_icache *ic, int slot)
 {
 	struct codemap *cm = &ic->cmap[slot];
@@ -519,11 +568,19 @@ static struct codemap *codemap_get(struct pk_icache *ic, int slot)
 }
 
 /* Mark [off, off + len) of the slot as code. */
-static void codemap_mark(struct codemap *cm, u64 off, u64 len)
+static void codemap_mark(struct pk_icache *ic, struct codemap *cm, u64 off, u64 len)
 {
 	for (u64 line = off >> 6; line <= (off + len - 1) >> 6; line++) {
-		cm->pages[line >> 6] = 1;
-		cm->lines[line >> 6] |= 1ull << (line & 63);
+		u64 page = line >> 6;
+
+		if (!cm->pages[page]) {
+			cm->pages[page] = 1;
+			cm->lo = cm->ncode && cm->lo < page ? cm->lo : page;
+			cm->hi = cm->hi > page + 1 ? cm->hi : page + 1;
+			cm->ncode++;
+			ic->code_pages++;
+		}
+		cm->lines[page] |= 1ull << (line & 63);
 	}
 }
 
@@ -1318,7 +1375,7 @@ static struct blk *blk_build(struct xs *s, u64 rip)
 	memcpy(b->ins, out, nout * sizeof(struct dins));
 	b->bytes = (const u8 *)&b->ins[nout];
 	memcpy((u8 *)&b->ins[nout], hva, off);
-	codemap_mark(cm, rip - slot->gpa, off);
+	codemap_mark(ic, cm, rip - slot->gpa, off);
 	tab_put(ic, b);
 	ic->builds++;
 	return b;
@@ -1561,6 +1618,7 @@ void pk_icache_stats(struct pk_cpu *cpu, struct pk_icache_stats *st)
 	st->builds = ic->builds;
 	st->flushes = ic->flushes;
 	st->epoch = ic->epoch;
+	st->tracked_entries = ic->tracked_entries;
 }
 
 /* ---- the executor ---- */
@@ -1638,7 +1696,7 @@ u32 pk_guest_exec(struct pk_cpu *cpu)
 		s->ic = &ic_fallback;
 	}
 	icache_check_slots(s->ic, cpu->npt);
-	s->ic->epoch++;			/* memory may have changed since the last run */
+	icache_enter(s->ic);
 	if (s->ic->replay_rip != rip)
 		s->ic->nreplay = 0;
 	s->start_budget = budget;

@@ -177,6 +177,21 @@ bool pk_exec_ends_block(const struct dins *d);
 /* Turn a decoded instruction into its specialized form, if it has one. */
 void pk_exec_specialize(struct dins *d);
 
+/* ---- Write tracking (exec_track.c) ---- */
+/*
+ * Which pages of a range of the VMM's memory anyone wrote, where the host kernel can
+ * say (Linux userfaultfd in asynchronous write-protect mode and PAGEMAP_SCAN).
+ */
+struct pk_wtrack;
+/* The tracker of [hva, hva + size), shared by whoever asks; NULL where none can be. */
+struct pk_wtrack *pk_wtrack_get(u8 *hva, u64 size);
+void pk_wtrack_put(struct pk_wtrack *t);
+/*
+ * true if no page p in [lo, hi) with code[p] set was written since this caller's last
+ * call (*seen: where it was in the range's log). false when unsure: the caller compares.
+ */
+bool pk_wtrack_unchanged(struct pk_wtrack *t, u64 lo, u64 hi, const u8 *code, u64 *seen);
+
 /* ---- Native runs (exec_native.c) ---- */
 /*
  * Instructions that only compute on registers and flags and cannot fault (ALU, MOV, LEA,
