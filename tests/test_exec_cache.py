@@ -542,3 +542,114 @@ def test_a_block_past_255_instructions_stops_where_the_budget_says(budgets):
                 assert stats(cpu).native_bytes > 0
     assert trace[True] == trace[False]
     agree_with_unicorn(code, seed=3)
+
+
+# ---- linked runs: whole blocks of register-only code that go on into the next ----
+#
+# A block of register-only instructions that falls through (it ended at the block size
+# limit, 1,023 instructions) is a linked run: once the interpreter has seen which block
+# follows and checked it, the first jumps straight into the second's host code, keeping
+# the guest's registers and flags in the host's.
+
+def _chain(n, regs=(R.RAX, R.RBX, R.RCX, R.RDX, R.RSI, R.RDI, R.R8, R.R9, R.R10, R.R11)):
+    """n register-only instructions whose flags cross every block boundary (ADC reads
+    the CF of the ADD before it, and blocks end anywhere in the pattern)."""
+    out = []
+    for i in range(n):
+        a, b = regs[i % len(regs)], regs[(3 * i + 5) % len(regs)]
+        out.append([I.create_reg_reg(Code.ADD_RM64_R64, a, b),
+                    I.create_reg_reg(Code.ADC_RM64_R64, b, a),
+                    I.create_reg_i32(Code.XOR_RM64_IMM32, a, (i * 0x9E3779B1) & 0x7FFFFFFF),
+                    I.create_reg_i32(Code.ROL_RM64_IMM8, b, 1),
+                    I.create_reg_reg(Code.SBB_RM64_R64, a, b)][i % 5])
+    return out
+
+
+def _encode_at(at, items):
+    enc = BlockEncoder(64)
+    for k, item in enumerate(items):
+        item.ip = at + k                     # labels for branches between them
+    enc.add_many(items)
+    return enc.encode(at)
+
+
+@pytest.mark.parametrize("budgets", [[1_000_000], [1023, 1, 2046], [700, 1500, 3],
+                                     [4000, 1024, 1022]])
+def test_linked_runs_stop_where_the_budget_says(budgets):
+    """3,000 register-only instructions run three times (the loop's blocks start at the
+    chain's first instruction from the second pass on, and the third goes through the
+    links the second made): cut by budgets, native runs and the interpreter alone stop
+    at the same instruction with the same registers and counts, and agree with unicorn
+    at the end (whose harness stops at 10,000 instructions)."""
+    body = _chain(3000)
+    items = [I.create_reg_u32(Code.MOV_R32_IMM32, R.R12D, 3)] + body + [
+        I.create_reg(Code.DEC_RM64, R.R12), I.create_branch(Code.JNE_REL32_64, CODE + 1),
+        I.create(Code.HLT)]
+    code = _encode_at(CODE, items)
+    init = initial_state(5)
+    trace = {}
+    for on in (True, False):
+        with native_runs(on):
+            cpu = pykvm_cpu(code, *init)
+            out = []
+            for budget in budgets * 100:
+                kind = cpu.run(budget=budget)
+                out.append((kind, cpu.regs(), cpu.retired()))
+                if kind == "HLT":
+                    break
+            trace[on] = out
+            assert out[-1][0] == "HLT" and out[-1][2] == 1 + 3 * 3002
+            if on and len(budgets) == 1:
+                assert stats(cpu).links > 0, "the second pass went through linked runs"
+    assert trace[True] == trace[False]
+    agree_with_unicorn(code, seed=5)
+
+
+def test_guest_rewrites_the_block_a_linked_run_goes_on_into():
+    """Pass 1 links Y on into Z; then the guest stores into Z's code (a new immediate).
+    Pass 2 must run the new Z: the store ends every link, Z is compared again."""
+    y = _chain(1023)                        # exactly one block: it falls through into z
+    z = [I.create_reg_i32(Code.ADD_RM64_IMM32, R.R13, 1)] + _chain(1022)
+    y_at = CODE + 0x20                      # y's block starts there on both passes
+    head = _encode_at(CODE, [I.create_reg_u32(Code.MOV_R32_IMM32, R.R12D, 2),
+                             I.create_reg_u32(Code.MOV_R32_IMM32, R.R13D, 0),
+                             I.create_branch(Code.JMP_REL32_64, y_at)]).ljust(0x20, b"\x90")
+    code = bytearray(head + _encode_at(y_at, y + z))
+    z_imm = 0x20 + len(_encode_at(y_at, y)) + 3        # add r13, imm32: 49 81 C5 imm32
+    assert code[z_imm - 3:z_imm] == bytes([0x49, 0x81, 0xC5])
+    tail_at = CODE + len(code)
+    store_at = CODE + z_imm
+    # tail: dec r12; jz end; mov dword [rel z_imm], 100; jmp <y>; end: hlt
+    tail = [I.create_reg(Code.DEC_RM64, R.R12),
+            I.create_branch(Code.JE_REL32_64, tail_at + 0x40),
+            I.create_mem_i32(Code.MOV_RM32_IMM32, M(R.RIP, displ=store_at), 100),
+            I.create_branch(Code.JMP_REL32_64, y_at)]
+    code += _encode_at(tail_at, tail).ljust(0x40, b"\x90") + asm(tail_at + 0x40, ins(Code.HLT))
+    code = bytes(code)
+    cpu = agree_with_unicorn(code, seed=7)
+    assert cpu["r13"] == 101 and stats(cpu).links > 0
+
+
+def test_host_rewrites_a_block_linked_runs_go_through():
+    """20 pages of linked runs, run until entries keep the cache (write tracking) and go
+    through the links; the host rewrites an immediate near the end. The next run adds
+    the new one."""
+    body = _chain(10_000) + [I.create_reg_i32(Code.ADD_RM64_IMM32, R.R13, 1)] + \
+        _chain(10_000) + [I.create_reg_i32(Code.ADD_RM64_IMM32, R.R13, 1)]
+    code = _encode_at(CODE, body + [I.create(Code.HLT)])
+    # the first add's imm32: instruction 10,000, inside the tenth of twenty blocks
+    imm = CODE + len(_encode_at(CODE, body[:10_001])) - 4
+    cpu = Bare(size=(len(code) + 0x2000 + 0xFFFF) & ~0xFFFF)
+    cpu.write(CODE, code)
+
+    def run():
+        cpu.set_regs(rip=CODE, r13=0)
+        assert cpu.run(budget=1_000_000) == "HLT"
+        return cpu["r13"]
+
+    for _ in range(4):
+        assert run() == 2
+    assert stats(cpu).links > 0
+    assert code[imm - CODE - 3:imm - CODE] == bytes([0x49, 0x81, 0xC5])
+    cpu.write(imm, (40).to_bytes(4, "little"))
+    assert run() == 1 + 40

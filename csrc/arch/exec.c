@@ -13,7 +13,10 @@
  * (succ[]), and each handler dispatches to the next instruction's handler itself
  * (labels as values), so a block runs with no test between instructions. Runs of
  * register-only instructions inside a block execute on the host CPU itself
- * (X_NATIVE, exec_native.c).
+ * (X_NATIVE, exec_native.c). A block that is one such run and falls through to the next
+ * (straight-line code longer than a block) is a linked run: once the next block is
+ * known and checked in the current epoch, its host code jumps straight into the next
+ * one's (link_runs()); a new epoch sends every linked run back here at its end.
  *
  * Code changes are always seen. A block keeps a copy of the bytes it was decoded from,
  * and the cache an epoch: a block is compared with guest memory the first time it is
@@ -103,6 +106,8 @@ struct blk {
 	u16 ninsn;			/* instructions (not counting X_NATIVE and X_END) */
 	u16 nslots;			/* entries of ins[] (X_END included) */
 	const u8 *bytes;
+	void *lentry;			/* a linked run: where the one before comes in */
+	void **lslot;			/* and where it goes on (exec_native.c) */
 	struct dins ins[];
 };
 
@@ -151,9 +156,12 @@ struct pk_icache {
 	u64 code_pages;			/* pages with code, all slots */
 	u64 builds, flushes;		/* statistics: pk_icache_stats() */
 	u64 tracked_entries;
+	u64 nlinked;			/* link_runs() calls: pk_icache_stats() */
 	u64 gen;			/* flushes of any kind: pointers into blocks expire */
 	struct blk *entry;		/* the first block of the last run: runs ending in
 					 * VM-exits usually resume at the same place */
+	void ***links;			/* slots of linked runs linked in this epoch */
+	size_t nlinks, links_cap;
 };
 
 /*
@@ -272,6 +280,7 @@ static void icache_flush(struct pk_icache *ic)
 	}
 	ic->chunk_used = 0;
 	ic->bytes = 0;
+	ic->nlinks = 0;			/* their slots go with the native code */
 	pk_native_reset(ic->native);
 	codemaps_free(ic);
 	ic->epoch++;
@@ -337,6 +346,7 @@ static void icache_destroy(struct pk_icache *ic)
 	if (!ic)
 		return;
 	free(ic->tab);
+	free(ic->links);
 	chunks_free(ic->chunks);
 	codemaps_free(ic);
 	pk_native_destroy(ic->native);
@@ -506,6 +516,35 @@ static void *blk_alloc(struct pk_icache *ic, size_t size)
 	return c->mem + ic->chunk_used - size;
 }
 
+/*
+ * A new epoch: every block is compared with memory before it runs again, and linked
+ * runs go back to the interpreter at their end until their successor is checked.
+ */
+static void icache_new_epoch(struct pk_icache *ic)
+{
+	ic->epoch++;
+	for (size_t i = 0; i < ic->nlinks; i++)
+		ic->links[i][0] = ic->links[i][1];
+	ic->nlinks = 0;
+}
+
+/* Link a's linked run on into b's (b follows a and is checked in this epoch). */
+static void link_runs(struct pk_icache *ic, struct blk *a, const struct blk *b)
+{
+	if (ic->nlinks == ic->links_cap) {
+		size_t cap = ic->links_cap ? 2 * ic->links_cap : 256;
+		void ***v = realloc(ic->links, cap * sizeof(*v));
+
+		if (!v)
+			return;		/* not linked: a goes back to the interpreter */
+		ic->links = v;
+		ic->links_cap = cap;
+	}
+	ic->links[ic->nlinks++] = a->lslot;
+	a->lslot[0] = b->lentry;
+	ic->nlinked++;
+}
+
 /* ---- code maps: which lines of guest memory hold cached code ---- */
 
 /*
@@ -544,7 +583,7 @@ static void icache_enter(struct pk_icache *ic)
 		ic->tracked_entries++;
 		return;
 	}
-	ic->epoch++;
+	icache_new_epoch(ic);
 }
 
 static struct codemap *codemap_get(struct pk_icache *ic, int slot)
@@ -635,7 +674,7 @@ static __attribute__((noinline)) bool smc_store(struct xs *s, int i, u64 a, u64 
 
 	if (!cm->pages || !codemap_hit(cm, off, len))
 		return false;
-	s->ic->epoch++;
+	icache_new_epoch(s->ic);
 	return a < s->b->gpa + s->b->nbytes && a + len > s->b->gpa;
 }
 
@@ -1280,6 +1319,22 @@ static bool native_run(struct pk_icache *ic, const struct dins *raw,
 	return true;
 }
 
+/* The whole block raw[0, n) as a linked run in out's X_NATIVE entry; false if not. */
+static bool native_linked(struct pk_icache *ic, const struct dins *raw, unsigned n,
+			  const u8 *hva, struct dins *out, void **entry, void ***slot)
+{
+	pk_native_fn fn = pk_native_emit_linked(ic->native, raw, n, hva, entry, slot);
+
+	if (!fn)
+		return false;
+	memset(out, 0, sizeof(*out));
+	out->op = X_NATIVE;
+	out->disp = n;
+	out->imm = (u64)(uintptr_t)fn;
+	out->flags = DI_NATIVE_IN | DI_NATIVE_OUT | DI_NATIVE_LINK;
+	return true;
+}
+
 /* Decode the block at rip, if it starts inside a slot; NULL otherwise. */
 static struct blk *blk_build(struct xs *s, u64 rip)
 {
@@ -1293,6 +1348,7 @@ static struct blk *blk_build(struct xs *s, u64 rip)
 	u64 lim;
 	const u8 *hva;
 	struct blk *b;
+	void *lentry = NULL, **lslot = NULL;
 	int i;
 
 	if (!ic->tab || rip >= CANON_LIMIT)
@@ -1343,8 +1399,13 @@ static struct blk *blk_build(struct xs *s, u64 rip)
 			      raw[n - 1].imm == rip ? raw[n - 1].sub : -1;
 
 		/* a loop pays its way in and out once for all its iterations: any length */
-		if ((len >= NATIVE_MIN || loop_cc >= 0) &&
-		    native_run(ic, raw, use, k, len, hva, loop_cc, &out[nout])) {
+		/* the whole block, falling through to the next: a linked run */
+		bool whole = k == 0 && len == n && len >= NATIVE_MIN &&
+			     !pk_exec_ends_block(&raw[n - 1]);
+
+		if ((whole && native_linked(ic, raw, n, hva, &out[nout], &lentry, &lslot)) ||
+		    ((len >= NATIVE_MIN || loop_cc >= 0) &&
+		     native_run(ic, raw, use, k, len, hva, loop_cc, &out[nout]))) {
 			nout++;
 			for (unsigned j = k; j < k + len; j++) {
 				out[nout] = raw[j];
@@ -1372,6 +1433,10 @@ static struct blk *blk_build(struct xs *s, u64 rip)
 	b->nbytes = (u16)off;
 	b->ninsn = (u16)n;
 	b->nslots = (u16)nout;
+	b->lentry = lentry;
+	b->lslot = lslot;
+	if (lslot)
+		lslot[2] = b;		/* the cookie its way out reports */
 	memcpy(b->ins, out, nout * sizeof(struct dins));
 	b->bytes = (const u8 *)&b->ins[nout];
 	memcpy((u8 *)&b->ins[nout], hva, off);
@@ -1619,6 +1684,7 @@ void pk_icache_stats(struct pk_cpu *cpu, struct pk_icache_stats *st)
 	st->flushes = ic->flushes;
 	st->epoch = ic->epoch;
 	st->tracked_entries = ic->tracked_entries;
+	st->links = ic->nlinked;
 }
 
 /* ---- the executor ---- */
@@ -1670,6 +1736,7 @@ u32 pk_guest_exec(struct pk_cpu *cpu)
 	u64 *const R = cpu->regs;
 	u64 budget = cpu->insn_budget, rip = cpu->rip;
 	struct blk *b, *nb, *nolink, **lnk = &nolink;
+	struct blk *pend = NULL, *from;	/* a linked run left from: link it to what follows */
 	u64 gen;
 	const struct dins *d;
 	bool stop = false, limited = false, stepping = false;
@@ -1826,6 +1893,8 @@ u32 pk_guest_exec(struct pk_cpu *cpu)
 
 next_block:
 	/* the block at rip: the one that followed last time, or looked up, or decoded */
+	from = pend;
+	pend = NULL;
 	nb = *lnk;
 	if (likely(nb && nb->gpa == rip && nb->epoch == s->ic->epoch)) {
 		b = nb;
@@ -1848,6 +1917,9 @@ next_block:
 	budget -= b->ninsn;
 	s->b = b;
 	d = b->ins;
+	/* b is checked in this epoch: the linked run before it goes on into it */
+	if (unlikely(from) && b->lentry && from->lslot[0] == from->lslot[1])
+		link_runs(s->ic, from, b);
 	DISPATCH();
 
 cut_block: {	/* the first instructions of b, as many as the budget (or TF) allows */
@@ -1861,6 +1933,8 @@ cut_block: {	/* the first instructions of b, as many as the budget (or TF) allow
 		if (n > b->ninsn)
 			n = b->ninsn;
 		memcpy(cb, b, sizeof(*cb));
+		cb->lentry = NULL;
+		cb->lslot = NULL;
 		for (unsigned j = 0; k < n; j++)
 			if (b->ins[j].op != X_NATIVE)
 				cb->ins[k++] = b->ins[j];
@@ -1933,6 +2007,16 @@ stopped:	/* the instruction at d stored into the running block: on from the next
 		if (d->flags & DI_NATIVE_IN)
 			io.rflags = (lf_arith(&s->lf) & ARITH_FLAGS) | X86_EFLAGS_FIXED |
 				    X86_EFLAGS_IF;
+		if (d->flags & DI_NATIVE_LINK) {
+			/* on through linked runs while the budget surely covers another */
+			io.links = budget / BLK_MAX_INSNS;
+			((pk_native_fn)(uintptr_t)d->imm)(R, &io);
+			lf_set(&s->lf, io.rflags);
+			budget -= io.retired;
+			b = io.last;
+			pend = b;
+			GOTO_BLOCK(b->gpa + b->nbytes, 0);
+		}
 		if (d->flags & DI_NATIVE_LOOP) {
 			/* the whole block, as many times as the loop and the budget say */
 			u64 allowed = 1 + budget / b->ninsn, iters;
@@ -2664,7 +2748,7 @@ stopped:	/* the instruction at d stored into the running block: on from the next
 			pk_seg_flat_data(&cpu->seg[VCPU_SREG_SS], (u16)nss, rpl);
 		else
 			pk_seg_null_ss(&cpu->seg[VCPU_SREG_SS], (u16)nss);
-		s->ic->epoch++;		/* serializing */
+		icache_new_epoch(s->ic);	/* serializing */
 		GOTO_BLOCK(nrip, 0);
 	}
 	op_GP0:
@@ -2673,7 +2757,7 @@ stopped:	/* the instruction at d stored into the running block: on from the next
 		FAULT(X86_TRAP_UD, 0);
 
 serialize:	/* WRMSR, LGDT, LIDT: what follows is fetched anew (a new epoch) */
-	s->ic->epoch++;
+	icache_new_epoch(s->ic);
 	if (blk_valid(b))	/* the rest of this block is still what memory holds */
 		b->epoch = s->ic->epoch;
 	else
@@ -2705,7 +2789,7 @@ trap:
 			     d->sub ? PK_DELIVER_ICEBP : PK_DELIVER_SOFT))
 		goto triple;
 delivered:
-	s->ic->epoch++;		/* the frame went to guest memory */
+	icache_new_epoch(s->ic);	/* the frame went to guest memory */
 	state_in(s);
 	rip = cpu->rip;
 	lnk = &nolink;

@@ -145,6 +145,7 @@ enum { SH_ROL, SH_ROR, SH_RCL, SH_RCR, SH_SHL, SH_SHR, SH_SAL, SH_SAR };
 #define DI_NATIVE_IN	BIT(6)	/* NATIVE: the run reads flags it has not written */
 #define DI_NATIVE_OUT	BIT(7)	/* NATIVE: the run writes flags */
 #define DI_NATIVE_LOOP	BIT(0)	/* NATIVE: a loop, the Jcc after the run included */
+#define DI_NATIVE_LINK	BIT(1)	/* NATIVE: a linked run, the whole block (exec_native.c) */
 
 /* One pre-decoded instruction: what the executor needs, nothing it must re-derive. */
 struct dins {
@@ -207,7 +208,15 @@ struct pk_native_io {
 	u64 rflags;	/* the arithmetic flags in (when the run reads them) and out */
 	u64 count;	/* loops: iterations allowed in (>= 1), left out */
 	u32 exit;	/* loops: 0 the branch fell through, 1 the count ran out */
+	u32 pad;
+	/* linked runs */
+	u64 links;	/* in: how many more runs it may go on into */
+	u64 retired;	/* out: instructions of the runs it went on into */
+	void *last;	/* out: the block of the run it left from (its cookie) */
 };
+#define NATIVE_IO_LINKS		24
+#define NATIVE_IO_RETIRED	32
+#define NATIVE_IO_LAST		40
 typedef void (*pk_native_fn)(u64 *regs, struct pk_native_io *io);
 
 /* What one instruction needs to run natively: registers and flags it reads and writes. */
@@ -232,6 +241,19 @@ size_t pk_native_bytes(const struct pk_native *n);
 pk_native_fn pk_native_emit(struct pk_native *n, const struct dins *ins, unsigned count,
 			    const u8 *code, u16 rd, u16 wr, bool flags_in, bool flags_out,
 			    int loop_cc);
+/*
+ * A linked run: a whole block of register-only instructions that falls through to the
+ * next block. Its function loads every guest register (RSP aside) and the flags, runs
+ * the block, and then, while io->links allows, jumps straight into the next block's
+ * linked run through *slot (set by exec.c once that block is known and checked; it
+ * holds the way out until then), keeping registers and flags in the host's. It leaves
+ * with everything stored, io->last = the cookie of the run it leaves from (slot[2], set
+ * by the caller), io->retired = the instructions of the runs it went on into. *entry:
+ * where another linked run comes in (counting its own instructions); slot[1] keeps the
+ * way out, to reset slot[0] to.
+ */
+pk_native_fn pk_native_emit_linked(struct pk_native *n, const struct dins *ins,
+				   unsigned count, const u8 *code, void **entry, void ***slot);
 /* Native runs on or off (default on where the host allows executable memory): tests. */
 void pk_native_set_enabled(bool on);
 bool pk_native_enabled(void);

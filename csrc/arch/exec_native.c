@@ -35,6 +35,7 @@
  * the host refuses such a mapping, there are no native runs and the interpreter runs
  * everything.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 
@@ -597,6 +598,135 @@ pk_native_fn pk_native_emit(struct pk_native *n, const struct dins *ins, unsigne
 		rel32(jbudget, budget);
 	}
 
+	n->used += (size_t)(p - start);
+	n->total += (size_t)(p - start);
+	__builtin___clear_cache((char *)start, (char *)p);
+	return (pk_native_fn)(void *)start;
+}
+
+/* ---- linked runs ---- */
+
+_Static_assert(offsetof(struct pk_native_io, links) == NATIVE_IO_LINKS, "io layout");
+_Static_assert(offsetof(struct pk_native_io, retired) == NATIVE_IO_RETIRED, "io layout");
+_Static_assert(offsetof(struct pk_native_io, last) == NATIVE_IO_LAST, "io layout");
+
+/*
+ * The host stack while a chain of linked runs executes (below the callee-saved registers
+ * and the return address): no register is free, the guest has all fifteen.
+ */
+#define LK_LINKS	0		/* runs it may still go on into */
+#define LK_RETIRED	8		/* instructions of the runs it went on into */
+#define LK_LAST		16		/* the cookie of the run it is leaving from */
+#define LK_IO		24
+#define LK_FILE		32
+#define LK_FRAME	40
+
+/* MOV r64, [rsp + disp8] (8B) or MOV [rsp + disp8], r64 (89). */
+static u8 *mov_rsp(u8 *p, u8 opcode, unsigned r, s8 disp)
+{
+	return mov_mem(p, opcode, r, 4, disp);
+}
+
+pk_native_fn pk_native_emit_linked(struct pk_native *n, const struct dins *ins,
+				   unsigned count, const u8 *code, void **entry, void ***slot)
+{
+	size_t body = 0;
+	u8 *start, *p, *jbody, *jout, *out, *stub;
+	void **s;
+
+	if (!n)
+		return NULL;
+	for (unsigned i = 0; i < count; i++)
+		body += ins[i].len;
+	start = reserve(n, body + 4 * RUN_OVERHEAD);
+	if (!start)
+		return NULL;
+	p = start;
+
+	/* the way in from the interpreter: the frame, the flags, every register */
+	*p++ = 0xf3; *p++ = 0x0f; *p++ = 0x1e; *p++ = 0xfa;	/* ENDBR64 */
+	for (unsigned i = 0; i < sizeof(callee_saved); i++)
+		p = push_reg(p, callee_saved[i]);
+	p = push_reg(p, 7);					/* the register file */
+	p = push_reg(p, 6);					/* io */
+	*p++ = 0x48; *p++ = 0x83; *p++ = 0xec; *p++ = 24;	/* sub rsp, 24 */
+	p = mov_mem(p, 0x8b, 0, 6, NATIVE_IO_LINKS);		/* rax := io->links */
+	p = mov_rsp(p, 0x89, 0, LK_LINKS);
+	*p++ = 0x31; *p++ = 0xc0;				/* xor eax, eax */
+	p = mov_rsp(p, 0x89, 0, LK_RETIRED);
+	*p++ = 0xff; *p++ = 0x36;				/* push qword [rsi] */
+	*p++ = 0x9d;						/* popfq */
+	for (unsigned r = 0; r < 16; r++)
+		if (r != VCPU_REGS_RSP && r != 7)
+			p = mov_mem(p, 0x8b, r, 7, (s8)(8 * r));
+	p = mov_mem(p, 0x8b, 7, 7, 8 * 7);
+	*p++ = 0xeb;						/* jmp body */
+	jbody = p++;
+
+	/* the way in from another linked run: count this one's instructions */
+	*entry = p;
+	p = push_reg(p, 1);					/* rcx */
+	p = mov_rsp(p, 0x8b, 1, LK_RETIRED + 8);
+	*p++ = 0x48; *p++ = 0x8d; *p++ = 0x89;			/* lea rcx, [rcx + disp32] */
+	memcpy(p, &(u32){ count }, 4);
+	p += 4;
+	p = mov_rsp(p, 0x89, 1, LK_RETIRED + 8);
+	p = pop_reg(p, 1);
+	*jbody = (u8)(p - (jbody + 1));
+
+	for (unsigned i = 0; i < count; i++) {
+		memcpy(p, code + ins[i].off, ins[i].len);
+		p += ins[i].len;
+	}
+
+	/* on into the next run if the links allow and it is known (JRCXZ, LEA: no flags) */
+	p = push_reg(p, 1);
+	p = mov_rsp(p, 0x8b, 1, LK_LINKS + 8);
+	*p++ = 0xe3;						/* jrcxz out */
+	jout = p++;
+	*p++ = 0x48; *p++ = 0x8d; *p++ = 0x49; *p++ = 0xff;	/* lea rcx, [rcx - 1] */
+	p = mov_rsp(p, 0x89, 1, LK_LINKS + 8);
+	p = pop_reg(p, 1);
+	*p++ = 0xff; *p++ = 0x25;				/* jmp [rip + slot] */
+	s = (void **)(((uintptr_t)p + 4 + 16 + 64 + RUN_OVERHEAD + 63) & ~(uintptr_t)63);
+	p = rel32(p, (const u8 *)s);
+	out = p;
+	*jout = (u8)(out - (jout + 1));
+	p = pop_reg(p, 1);
+
+	/* the way out: this run's cookie (slot[2]), the registers, the flags, the counts */
+	stub = p;
+	p = push_reg(p, 1);
+	*p++ = 0x48; *p++ = 0x8b; *p++ = 0x0d;			/* mov rcx, [rip + slot + 16] */
+	p = rel32(p, (const u8 *)(s + 2));
+	p = mov_rsp(p, 0x89, 1, LK_LAST + 8);
+	p = pop_reg(p, 1);
+	*p++ = 0x9c;						/* pushfq */
+	p = push_reg(p, 7);
+	p = mov_rsp(p, 0x8b, 7, LK_FILE + 16);			/* rdi := the file */
+	for (unsigned r = 0; r < 16; r++)
+		if (r != VCPU_REGS_RSP && r != 7)
+			p = mov_mem(p, 0x89, r, 7, (s8)(8 * r));
+	p = pop_reg(p, 0);					/* the guest's RDI */
+	p = mov_mem(p, 0x89, 0, 7, 8 * 7);
+	p = mov_rsp(p, 0x8b, 0, LK_IO + 8);			/* rax := io */
+	p = pop_mem(p, 0);					/* io->rflags */
+	p = mov_rsp(p, 0x8b, 1, LK_RETIRED);
+	p = mov_mem(p, 0x89, 1, 0, NATIVE_IO_RETIRED);
+	p = mov_rsp(p, 0x8b, 1, LK_LAST);
+	p = mov_mem(p, 0x89, 1, 0, NATIVE_IO_LAST);
+	*p++ = 0x48; *p++ = 0x83; *p++ = 0xc4; *p++ = LK_FRAME;	/* add rsp, 40 */
+	for (unsigned i = sizeof(callee_saved); i-- > 0;)
+		p = pop_reg(p, callee_saved[i]);
+	*p++ = 0xc3;						/* ret */
+
+	if ((u8 *)s < p)
+		return NULL;		/* RUN_OVERHEAD too small: never, but never write past */
+	s[0] = stub;		/* the way out until exec.c links the next run */
+	s[1] = stub;
+	s[2] = NULL;		/* the cookie: exec.c's block */
+	*slot = s;
+	p = (u8 *)(s + 8);	/* the slots have their cache line to themselves */
 	n->used += (size_t)(p - start);
 	n->total += (size_t)(p - start);
 	__builtin___clear_cache((char *)start, (char *)p);

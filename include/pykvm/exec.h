@@ -77,6 +77,7 @@ struct pk_icache_stats {
 	u64 flushes;		/* times everything was dropped (memory map change, limit) */
 	u64 epoch;
 	u64 tracked_entries;	/* entries that kept the blocks' checks: no code written */
+	u64 links;		/* linked runs linked on into the next, over the cache's life */
 };
 void pk_bare_icache_stats(struct pk_machine *m, u32 cpu, struct pk_icache_stats *st);
 /*
