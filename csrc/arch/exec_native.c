@@ -61,7 +61,8 @@ struct region {
 
 struct pk_native {
 	struct region *regions;		/* newest first; code goes into the newest */
-	size_t used;			/* bytes used of the newest region */
+	size_t used;			/* bytes used of the newest region, from its start */
+	size_t cold;			/* and from its end: code that seldom runs */
 	size_t total;			/* bytes used of all regions */
 	bool broken;			/* the host refused executable memory */
 };
@@ -375,6 +376,7 @@ void pk_native_reset(struct pk_native *n)
 	free_regions(n->regions->next);		/* keep one region for what comes next */
 	n->regions->next = NULL;
 	n->used = 0;
+	n->cold = 0;
 	n->total = 0;
 }
 
@@ -390,7 +392,7 @@ static u8 *reserve(struct pk_native *n, size_t size)
 
 	if (size > REGION_SIZE || n->broken)
 		return NULL;
-	if (n->regions && REGION_SIZE - n->used >= size)
+	if (n->regions && REGION_SIZE - n->used - n->cold >= size)
 		return n->regions->code + n->used;
 	r = malloc(sizeof(*r));
 	if (!r)
@@ -405,6 +407,7 @@ static u8 *reserve(struct pk_native *n, size_t size)
 	r->next = n->regions;
 	n->regions = r;
 	n->used = 0;
+	n->cold = 0;
 	return r->code;
 }
 
@@ -627,23 +630,67 @@ static u8 *mov_rsp(u8 *p, u8 opcode, unsigned r, s8 disp)
 	return mov_mem(p, opcode, r, 4, disp);
 }
 
+/*
+ * The code that runs on every pass (the way in from the run before, the guest's bytes,
+ * the way on) goes at the start of the region, one run after the other, so a chain runs
+ * through memory in order as the guest's own code would; the way in from the
+ * interpreter, the way out and the slot go at the region's end.
+ */
+#define LK_COLD		512
+
 pk_native_fn pk_native_emit_linked(struct pk_native *n, const struct dins *ins,
 				   unsigned count, const u8 *code, void **entry, void ***slot)
 {
 	size_t body = 0;
-	u8 *start, *p, *jbody, *jout, *out, *stub;
+	u8 *hot, *hot_end, *cold, *p, *jout, *jstub, *body_at, *stub, *fn;
 	void **s;
 
 	if (!n)
 		return NULL;
 	for (unsigned i = 0; i < count; i++)
 		body += ins[i].len;
-	start = reserve(n, body + 4 * RUN_OVERHEAD);
-	if (!start)
+	hot = reserve(n, body + RUN_OVERHEAD + LK_COLD);
+	if (!hot)
 		return NULL;
-	p = start;
+	cold = n->regions->code + REGION_SIZE - n->cold - LK_COLD;
 
-	/* the way in from the interpreter: the frame, the flags, every register */
+	/* hot: the way in from another linked run, counting this one's instructions */
+	p = hot;
+	*entry = p;
+	p = push_reg(p, 1);					/* rcx */
+	p = mov_rsp(p, 0x8b, 1, LK_RETIRED + 8);
+	*p++ = 0x48; *p++ = 0x8d; *p++ = 0x89;			/* lea rcx, [rcx + disp32] */
+	memcpy(p, &(u32){ count }, 4);
+	p += 4;
+	p = mov_rsp(p, 0x89, 1, LK_RETIRED + 8);
+	p = pop_reg(p, 1);
+	body_at = p;
+	for (unsigned i = 0; i < count; i++) {
+		memcpy(p, code + ins[i].off, ins[i].len);
+		p += ins[i].len;
+	}
+	/* on into the next run if the links allow and it is known (JRCXZ, LEA: no flags) */
+	s = (void **)cold;					/* the slot: 4 words */
+	p = push_reg(p, 1);
+	p = mov_rsp(p, 0x8b, 1, LK_LINKS + 8);
+	*p++ = 0xe3;						/* jrcxz out */
+	jout = p++;
+	*p++ = 0x48; *p++ = 0x8d; *p++ = 0x49; *p++ = 0xff;	/* lea rcx, [rcx - 1] */
+	p = mov_rsp(p, 0x89, 1, LK_LINKS + 8);
+	p = pop_reg(p, 1);
+	*p++ = 0xff; *p++ = 0x25;				/* jmp [rip + slot] */
+	p = rel32(p, (const u8 *)s);
+	*jout = (u8)(p - (jout + 1));
+	p = pop_reg(p, 1);					/* out: */
+	*p++ = 0xe9;						/* jmp stub */
+	jstub = p;
+	p += 4;
+	hot_end = p;
+	n->used += (size_t)(hot_end - hot);
+
+	/* cold: the slot, the way in from the interpreter, the way out */
+	p = cold + 4 * sizeof(void *);
+	fn = p;
 	*p++ = 0xf3; *p++ = 0x0f; *p++ = 0x1e; *p++ = 0xfa;	/* ENDBR64 */
 	for (unsigned i = 0; i < sizeof(callee_saved); i++)
 		p = push_reg(p, callee_saved[i]);
@@ -660,42 +707,11 @@ pk_native_fn pk_native_emit_linked(struct pk_native *n, const struct dins *ins,
 		if (r != VCPU_REGS_RSP && r != 7)
 			p = mov_mem(p, 0x8b, r, 7, (s8)(8 * r));
 	p = mov_mem(p, 0x8b, 7, 7, 8 * 7);
-	*p++ = 0xeb;						/* jmp body */
-	jbody = p++;
+	*p++ = 0xe9;						/* jmp body */
+	p = rel32(p, body_at);
 
-	/* the way in from another linked run: count this one's instructions */
-	*entry = p;
-	p = push_reg(p, 1);					/* rcx */
-	p = mov_rsp(p, 0x8b, 1, LK_RETIRED + 8);
-	*p++ = 0x48; *p++ = 0x8d; *p++ = 0x89;			/* lea rcx, [rcx + disp32] */
-	memcpy(p, &(u32){ count }, 4);
-	p += 4;
-	p = mov_rsp(p, 0x89, 1, LK_RETIRED + 8);
-	p = pop_reg(p, 1);
-	*jbody = (u8)(p - (jbody + 1));
-
-	for (unsigned i = 0; i < count; i++) {
-		memcpy(p, code + ins[i].off, ins[i].len);
-		p += ins[i].len;
-	}
-
-	/* on into the next run if the links allow and it is known (JRCXZ, LEA: no flags) */
-	p = push_reg(p, 1);
-	p = mov_rsp(p, 0x8b, 1, LK_LINKS + 8);
-	*p++ = 0xe3;						/* jrcxz out */
-	jout = p++;
-	*p++ = 0x48; *p++ = 0x8d; *p++ = 0x49; *p++ = 0xff;	/* lea rcx, [rcx - 1] */
-	p = mov_rsp(p, 0x89, 1, LK_LINKS + 8);
-	p = pop_reg(p, 1);
-	*p++ = 0xff; *p++ = 0x25;				/* jmp [rip + slot] */
-	s = (void **)(((uintptr_t)p + 4 + 16 + 64 + RUN_OVERHEAD + 63) & ~(uintptr_t)63);
-	p = rel32(p, (const u8 *)s);
-	out = p;
-	*jout = (u8)(out - (jout + 1));
-	p = pop_reg(p, 1);
-
-	/* the way out: this run's cookie (slot[2]), the registers, the flags, the counts */
-	stub = p;
+	stub = p;						/* this run's cookie: slot[2] */
+	rel32(jstub, stub);
 	p = push_reg(p, 1);
 	*p++ = 0x48; *p++ = 0x8b; *p++ = 0x0d;			/* mov rcx, [rip + slot + 16] */
 	p = rel32(p, (const u8 *)(s + 2));
@@ -719,16 +735,16 @@ pk_native_fn pk_native_emit_linked(struct pk_native *n, const struct dins *ins,
 	for (unsigned i = sizeof(callee_saved); i-- > 0;)
 		p = pop_reg(p, callee_saved[i]);
 	*p++ = 0xc3;						/* ret */
+	if (p > cold + LK_COLD)
+		abort();		/* never: LK_COLD bounds the fixed code above */
+	n->cold += LK_COLD;
 
-	if ((u8 *)s < p)
-		return NULL;		/* RUN_OVERHEAD too small: never, but never write past */
 	s[0] = stub;		/* the way out until exec.c links the next run */
 	s[1] = stub;
 	s[2] = NULL;		/* the cookie: exec.c's block */
 	*slot = s;
-	p = (u8 *)(s + 8);	/* the slots have their cache line to themselves */
-	n->used += (size_t)(p - start);
-	n->total += (size_t)(p - start);
-	__builtin___clear_cache((char *)start, (char *)p);
-	return (pk_native_fn)(void *)start;
+	n->total += (size_t)(hot_end - hot) + LK_COLD;
+	__builtin___clear_cache((char *)hot, (char *)hot_end);
+	__builtin___clear_cache((char *)cold, (char *)cold + LK_COLD);
+	return (pk_native_fn)(void *)fn;
 }
