@@ -1398,8 +1398,10 @@ static struct blk *blk_build(struct xs *s, u64 rip)
 			      (raw[n - 1].op == X_JCC || raw[n - 1].op == X_JNZ) &&
 			      raw[n - 1].imm == rip ? raw[n - 1].sub : -1;
 
-		/* a loop pays its way in and out once for all its iterations: any length */
-		/* the whole block, falling through to the next: a linked run */
+		/*
+		 * The whole block, falling through to the next: a linked run. A loop pays
+		 * its way in and out once for all its iterations: a run of any length.
+		 */
 		bool whole = k == 0 && len == n && len >= NATIVE_MIN &&
 			     !pk_exec_ends_block(&raw[n - 1]);
 

@@ -614,15 +614,26 @@ _Static_assert(offsetof(struct pk_native_io, retired) == NATIVE_IO_RETIRED, "io 
 _Static_assert(offsetof(struct pk_native_io, last) == NATIVE_IO_LAST, "io layout");
 
 /*
- * The host stack while a chain of linked runs executes (below the callee-saved registers
- * and the return address): no register is free, the guest has all fifteen.
+ * While a chain of linked runs executes, the guest has all fifteen general registers
+ * (RSP is the host's). The chain's own state is in registers the guest's register-only
+ * code never touches, SSE registers the C ABI lets a call clobber:
+ *	XMM13	instructions of the runs it went on into (PADDQ: no flags)
+ *	XMM14	runs it may still go on into
+ *	XMM15	the guest's RCX while RCX counts (JRCXZ tests it without flags)
+ * and the host stack holds, below the callee-saved registers and the return address:
  */
-#define LK_LINKS	0		/* runs it may still go on into */
-#define LK_RETIRED	8		/* instructions of the runs it went on into */
-#define LK_LAST		16		/* the cookie of the run it is leaving from */
-#define LK_IO		24
-#define LK_FILE		32
-#define LK_FRAME	40
+#define LK_LAST		0		/* the cookie of the run it is leaving from */
+#define LK_IO		8
+#define LK_FILE		16
+#define LK_FRAME	24
+
+/* MOVQ xmm(8 + x), rcx (66 REX.W+R 0F 6E) or MOVQ rcx, xmm(8 + x) (0F 7E). */
+static u8 *movq_rcx(u8 *p, u8 opcode, unsigned x)
+{
+	*p++ = 0x66; *p++ = 0x4c; *p++ = 0x0f; *p++ = opcode;
+	*p++ = 0xc0 | ((x & 7) << 3) | 1;
+	return p;
+}
 
 /* MOV r64, [rsp + disp8] (8B) or MOV [rsp + disp8], r64 (89). */
 static u8 *mov_rsp(u8 *p, u8 opcode, unsigned r, s8 disp)
@@ -655,33 +666,29 @@ pk_native_fn pk_native_emit_linked(struct pk_native *n, const struct dins *ins,
 	cold = n->regions->code + REGION_SIZE - n->cold - LK_COLD;
 
 	/* hot: the way in from another linked run, counting this one's instructions */
+	s = (void **)cold;					/* the slot: 6 words */
 	p = hot;
 	*entry = p;
-	p = push_reg(p, 1);					/* rcx */
-	p = mov_rsp(p, 0x8b, 1, LK_RETIRED + 8);
-	*p++ = 0x48; *p++ = 0x8d; *p++ = 0x89;			/* lea rcx, [rcx + disp32] */
-	memcpy(p, &(u32){ count }, 4);
-	p += 4;
-	p = mov_rsp(p, 0x89, 1, LK_RETIRED + 8);
-	p = pop_reg(p, 1);
+	*p++ = 0x66; *p++ = 0x44; *p++ = 0x0f; *p++ = 0xd4;	/* paddq xmm13, [rip + s+32] */
+	*p++ = 0x2d;						/* (16 bytes, aligned) */
+	p = rel32(p, (const u8 *)(s + 4));
 	body_at = p;
 	for (unsigned i = 0; i < count; i++) {
 		memcpy(p, code + ins[i].off, ins[i].len);
 		p += ins[i].len;
 	}
 	/* on into the next run if the links allow and it is known (JRCXZ, LEA: no flags) */
-	s = (void **)cold;					/* the slot: 4 words */
-	p = push_reg(p, 1);
-	p = mov_rsp(p, 0x8b, 1, LK_LINKS + 8);
+	p = movq_rcx(p, 0x6e, 7);				/* xmm15 := rcx */
+	p = movq_rcx(p, 0x7e, 6);				/* rcx := xmm14 */
 	*p++ = 0xe3;						/* jrcxz out */
 	jout = p++;
 	*p++ = 0x48; *p++ = 0x8d; *p++ = 0x49; *p++ = 0xff;	/* lea rcx, [rcx - 1] */
-	p = mov_rsp(p, 0x89, 1, LK_LINKS + 8);
-	p = pop_reg(p, 1);
+	p = movq_rcx(p, 0x6e, 6);				/* xmm14 := rcx */
+	p = movq_rcx(p, 0x7e, 7);				/* rcx := xmm15 */
 	*p++ = 0xff; *p++ = 0x25;				/* jmp [rip + slot] */
 	p = rel32(p, (const u8 *)s);
 	*jout = (u8)(p - (jout + 1));
-	p = pop_reg(p, 1);					/* out: */
+	p = movq_rcx(p, 0x7e, 7);				/* out: rcx := xmm15 */
 	*p++ = 0xe9;						/* jmp stub */
 	jstub = p;
 	p += 4;
@@ -689,18 +696,18 @@ pk_native_fn pk_native_emit_linked(struct pk_native *n, const struct dins *ins,
 	n->used += (size_t)(hot_end - hot);
 
 	/* cold: the slot, the way in from the interpreter, the way out */
-	p = cold + 4 * sizeof(void *);
+	p = cold + 8 * sizeof(void *);
 	fn = p;
 	*p++ = 0xf3; *p++ = 0x0f; *p++ = 0x1e; *p++ = 0xfa;	/* ENDBR64 */
 	for (unsigned i = 0; i < sizeof(callee_saved); i++)
 		p = push_reg(p, callee_saved[i]);
 	p = push_reg(p, 7);					/* the register file */
 	p = push_reg(p, 6);					/* io */
-	*p++ = 0x48; *p++ = 0x83; *p++ = 0xec; *p++ = 24;	/* sub rsp, 24 */
-	p = mov_mem(p, 0x8b, 0, 6, NATIVE_IO_LINKS);		/* rax := io->links */
-	p = mov_rsp(p, 0x89, 0, LK_LINKS);
-	*p++ = 0x31; *p++ = 0xc0;				/* xor eax, eax */
-	p = mov_rsp(p, 0x89, 0, LK_RETIRED);
+	*p++ = 0x48; *p++ = 0x83; *p++ = 0xec; *p++ = 8;	/* sub rsp, 8 */
+	*p++ = 0xf3; *p++ = 0x44; *p++ = 0x0f; *p++ = 0x7e;	/* movq xmm14, [rsi + links] */
+	*p++ = 0x76; *p++ = NATIVE_IO_LINKS;
+	*p++ = 0x66; *p++ = 0x45; *p++ = 0x0f; *p++ = 0xef;	/* pxor xmm13, xmm13 */
+	*p++ = 0xed;
 	*p++ = 0xff; *p++ = 0x36;				/* push qword [rsi] */
 	*p++ = 0x9d;						/* popfq */
 	for (unsigned r = 0; r < 16; r++)
@@ -727,11 +734,11 @@ pk_native_fn pk_native_emit_linked(struct pk_native *n, const struct dins *ins,
 	p = mov_mem(p, 0x89, 0, 7, 8 * 7);
 	p = mov_rsp(p, 0x8b, 0, LK_IO + 8);			/* rax := io */
 	p = pop_mem(p, 0);					/* io->rflags */
-	p = mov_rsp(p, 0x8b, 1, LK_RETIRED);
-	p = mov_mem(p, 0x89, 1, 0, NATIVE_IO_RETIRED);
+	*p++ = 0x66; *p++ = 0x44; *p++ = 0x0f; *p++ = 0xd6;	/* movq [rax + retired], xmm13 */
+	*p++ = 0x68; *p++ = NATIVE_IO_RETIRED;
 	p = mov_rsp(p, 0x8b, 1, LK_LAST);
 	p = mov_mem(p, 0x89, 1, 0, NATIVE_IO_LAST);
-	*p++ = 0x48; *p++ = 0x83; *p++ = 0xc4; *p++ = LK_FRAME;	/* add rsp, 40 */
+	*p++ = 0x48; *p++ = 0x83; *p++ = 0xc4; *p++ = LK_FRAME;	/* add rsp, 24 */
 	for (unsigned i = sizeof(callee_saved); i-- > 0;)
 		p = pop_reg(p, callee_saved[i]);
 	*p++ = 0xc3;						/* ret */
@@ -742,6 +749,9 @@ pk_native_fn pk_native_emit_linked(struct pk_native *n, const struct dins *ins,
 	s[0] = stub;		/* the way out until exec.c links the next run */
 	s[1] = stub;
 	s[2] = NULL;		/* the cookie: exec.c's block */
+	s[3] = NULL;
+	s[4] = (void *)(uintptr_t)count;	/* what the way in adds to XMM13's low half */
+	s[5] = NULL;
 	*slot = s;
 	n->total += (size_t)(hot_end - hot) + LK_COLD;
 	__builtin___clear_cache((char *)hot, (char *)hot_end);
