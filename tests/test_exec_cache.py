@@ -18,8 +18,8 @@ from iced_x86 import (BlockEncoder, Code, Instruction as I,  # noqa: E402
 from exec_harness import GPRS, Bare, asm, ffi, ins, lib  # noqa: E402
 from test_exec import (BP, HANDLER, IDT, MMIO, STACK, make_cpu,  # noqa: E402
                        vector_ran)
-from test_exec_diff import (ARITH, CODE, DATA, DATA_SIZE, initial_state,  # noqa: E402
-                            native_runs, pykvm_cpu, run_unicorn)
+from test_exec_diff import (ARITH, CODE, DATA, DATA_SIZE, budget_traces,  # noqa: E402
+                            initial_state, native_runs, pykvm_cpu, run_unicorn)
 
 DB = 1
 
@@ -525,21 +525,9 @@ def test_a_block_past_255_instructions_stops_where_the_budget_says(budgets):
     instruction with the same registers and the same count retired; unicorn agrees on
     the end."""
     code = _long_block(900, store_at=700)
-    init = initial_state(3)
-    trace = {}
-    for on in (True, False):
-        with native_runs(on):
-            cpu = pykvm_cpu(code, *init)
-            out = []
-            for budget in budgets * 200:
-                kind = cpu.run(budget=budget)
-                out.append((kind, cpu.regs(), cpu.retired()))
-                if kind == "HLT":
-                    break
-            trace[on] = out
-            assert out[-1][0] == "HLT" and out[-1][2] == 900     # HLT exits unretired
-            if on:
-                assert stats(cpu).native_bytes > 0
+    trace, cpus = budget_traces(code, initial_state(3), budgets * 200)
+    assert trace[True][-1][0] == "HLT" and trace[True][-1][2] == 900  # HLT exits unretired
+    assert stats(cpus[True]).native_bytes > 0
     assert trace[True] == trace[False]
     agree_with_unicorn(code, seed=3)
 
@@ -586,21 +574,10 @@ def test_linked_runs_stop_where_the_budget_says(budgets):
         I.create_reg(Code.DEC_RM64, R.R12), I.create_branch(Code.JNE_REL32_64, CODE + 1),
         I.create(Code.HLT)]
     code = _encode_at(CODE, items)
-    init = initial_state(5)
-    trace = {}
-    for on in (True, False):
-        with native_runs(on):
-            cpu = pykvm_cpu(code, *init)
-            out = []
-            for budget in budgets * 100:
-                kind = cpu.run(budget=budget)
-                out.append((kind, cpu.regs(), cpu.retired()))
-                if kind == "HLT":
-                    break
-            trace[on] = out
-            assert out[-1][0] == "HLT" and out[-1][2] == 1 + 3 * 3002
-            if on and len(budgets) == 1:
-                assert stats(cpu).links > 0, "the second pass went through linked runs"
+    trace, cpus = budget_traces(code, initial_state(5), budgets * 100)
+    assert trace[True][-1][0] == "HLT" and trace[True][-1][2] == 1 + 3 * 3002
+    if len(budgets) == 1:
+        assert stats(cpus[True]).links > 0, "the second pass linked runs, the third went through them"
     assert trace[True] == trace[False]
     agree_with_unicorn(code, seed=5)
 

@@ -493,6 +493,24 @@ def native_runs(on):
         lib.pk_exec_set_native_runs(True)
 
 
+def budget_traces(code, init, budgets):
+    """Run code from init in runs of these budgets (to its HLT, or as many runs as there
+    are budgets), with native runs on and off: ({on: [(exit, registers, retired, budget
+    left) after each run]}, {on: the CPU})."""
+    traces, cpus = {}, {}
+    for on in (True, False):
+        with native_runs(on):
+            cpu = pykvm_cpu(code, *init)
+            out = []
+            for budget in budgets:
+                kind = cpu.run(budget=budget)
+                out.append((kind, cpu.regs(), cpu.retired(), cpu.state().insn_budget))
+                if kind == "HLT":
+                    break
+            traces[on], cpus[on] = out, cpu
+    return traces, cpus
+
+
 def pykvm_cpu(code, regs, rflags, data, stack):
     cpu = Bare(size=MEM_SIZE)
     cpu.write(CODE, code)
@@ -648,17 +666,5 @@ def test_native_runs_match_the_interpreter_exactly(prog, seed):
 def test_native_runs_stop_where_the_budget_says(prog, seed, budgets):
     """Cut into runs by budgets (the host's timer), native and interpreted execution stop
     at the same instruction with the same state at every exit, and retire as many."""
-    code = prog.encode()
-    init = initial_state(seed)
-    trace = {}
-    for on in (True, False):
-        with native_runs(on):
-            cpu = pykvm_cpu(code, *init)
-            out = []
-            for budget in budgets * 20:
-                kind = cpu.run(budget=budget)
-                out.append((kind, cpu.regs(), cpu.retired(), cpu.state().insn_budget))
-                if kind == "HLT":
-                    break
-            trace[on] = out
+    trace, _ = budget_traces(prog.encode(), initial_state(seed), budgets * 20)
     assert trace[True] == trace[False], _listing(prog)
