@@ -41,7 +41,7 @@
 
 #include "arch/exec_impl.h"
 
-#define REGION_SIZE	(1u << 20)
+#define REGION_SIZE	(2u << 20)
 #define RUN_OVERHEAD	256		/* prologue or epilogue bytes, bounded */
 
 /* Arithmetic flags, compressed: bit i of the masks in struct native_use. */
@@ -385,6 +385,26 @@ size_t pk_native_bytes(const struct pk_native *n)
 	return n ? n->total : 0;
 }
 
+/*
+ * Trim the 2 * REGION_SIZE mapping at r->code to one region aligned to its size, so
+ * that the host can back it with one large page. Asked for (MADV_HUGEPAGE, as QEMU's
+ * TCG does for its code buffer) from a cache's second region on: code that outgrows a
+ * region runs through more pages than the host's instruction TLB holds, and a cache
+ * with little code keeps its small pages.
+ */
+static void region_align(struct region *r, bool large)
+{
+	uintptr_t a = (uintptr_t)r->code;
+	uintptr_t al = (a + REGION_SIZE - 1) & ~(uintptr_t)(REGION_SIZE - 1);
+
+	if (al > a)
+		munmap((void *)a, al - a);
+	munmap((void *)(al + REGION_SIZE), a + REGION_SIZE - al);
+	r->code = (u8 *)al;
+	if (large)
+		madvise(r->code, REGION_SIZE, MADV_HUGEPAGE);	/* a hint: may be refused */
+}
+
 /* Room for size bytes of code, or NULL. */
 static u8 *reserve(struct pk_native *n, size_t size)
 {
@@ -397,13 +417,14 @@ static u8 *reserve(struct pk_native *n, size_t size)
 	r = malloc(sizeof(*r));
 	if (!r)
 		return NULL;
-	r->code = mmap(NULL, REGION_SIZE, PROT_READ | PROT_WRITE | PROT_EXEC,
+	r->code = mmap(NULL, 2 * REGION_SIZE, PROT_READ | PROT_WRITE | PROT_EXEC,
 		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (r->code == MAP_FAILED) {
 		free(r);
 		n->broken = true;
 		return NULL;
 	}
+	region_align(r, n->regions != NULL);
 	r->next = n->regions;
 	n->regions = r;
 	n->used = 0;
