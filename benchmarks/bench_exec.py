@@ -234,7 +234,18 @@ def pykvm_runner(loop):
         kind = cpu.run(budget=loop.insns + 1)
         assert kind == "HLT", f"wanted exit HLT, got {kind} at {cpu['rip']:#x}"
     run.gprs = lambda: {name: cpu[name] for name in GPRS}
+    run.cpu = cpu
     return run
+
+
+def cache_stats(cpu):
+    """The decode cache's counters that say which fast paths a loop took: entries whose
+    blocks kept their checks (the host kernel reported no write to code) and links made
+    between linked runs."""
+    from exec_harness import ffi, lib
+    st = ffi.new("struct pk_icache_stats *")
+    lib.pk_bare_icache_stats(cpu.m, 0, st)
+    return {"tracked_entries": st.tracked_entries, "links": st.links}
 
 
 def unicorn_runner(loop):
@@ -297,6 +308,7 @@ def test_interpreter_vs_unicorn(benchmark, name):
         benchmark.extra_info["host_ns_per_insn"] = round(_min_time(host) * 1e9 / loop.insns, 3)
         assert all(host.gprs()[n] == mine.gprs()[n] for n in host_cpu.ORDER), \
             "the host CPU must end where the interpreter does"
+    benchmark.extra_info.update(cache_stats(mine.cpu))
     benchmark.extra_info.update({
         "loop": name,
         "guest_insns": loop.insns,
