@@ -242,9 +242,7 @@ def cache_stats(cpu):
     """The decode cache's counters that say which fast paths a loop took: entries whose
     blocks kept their checks (the host kernel reported no write to code) and links made
     between linked runs."""
-    from exec_harness import ffi, lib
-    st = ffi.new("struct pk_icache_stats *")
-    lib.pk_bare_icache_stats(cpu.m, 0, st)
+    st = cpu.icache_stats()
     return {"tracked_entries": st.tracked_entries, "links": st.links}
 
 

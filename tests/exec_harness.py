@@ -65,6 +65,12 @@ class Bare:
     def u64(self, gpa):
         return int.from_bytes(self.read(gpa, 8), "little")
 
+    def icache_stats(self):
+        """The decode cache's counters (struct pk_icache_stats)."""
+        st = ffi.new("struct pk_icache_stats *")
+        lib.pk_bare_icache_stats(self.m, 0, st)
+        return st
+
     # registers
     def state(self):
         st = ffi.new("struct pk_bare_state *")

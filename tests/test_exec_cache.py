@@ -15,7 +15,7 @@ import unicorn  # noqa: F401  (a required test dependency: the reference CPU)
 from iced_x86 import (BlockEncoder, Code, Instruction as I,  # noqa: E402
                       MemoryOperand as M, Register as R)
 
-from exec_harness import GPRS, Bare, asm, ffi, ins, lib  # noqa: E402
+from exec_harness import GPRS, Bare, asm, ins  # noqa: E402
 from test_exec import (BP, HANDLER, IDT, MMIO, STACK, make_cpu,  # noqa: E402
                        vector_ran)
 from test_exec_diff import (ARITH, CODE, DATA, DATA_SIZE, budget_traces,  # noqa: E402
@@ -25,9 +25,7 @@ DB = 1
 
 
 def stats(cpu):
-    st = ffi.new("struct pk_icache_stats *")
-    lib.pk_bare_icache_stats(cpu.m, 0, st)
-    return st
+    return cpu.icache_stats()
 
 
 def agree_with_unicorn(code, seed=1, flags_mask=ARITH, setup=None):

@@ -153,7 +153,7 @@ struct pk_icache {
 	size_t chunk_used, bytes;
 	struct codemap cmap[PK_MAX_MEMSLOTS];
 	struct pk_native *native;
-	u64 code_pages;			/* pages with code, all slots */
+	u64 code_pages;			/* the codemaps' ncode summed: one test per entry */
 	u64 builds, flushes;		/* statistics: pk_icache_stats() */
 	u64 tracked_entries;
 	u64 nlinked;			/* link_runs() calls: pk_icache_stats() */
@@ -1402,8 +1402,7 @@ static struct blk *blk_build(struct xs *s, u64 rip)
 		 * The whole block, falling through to the next: a linked run. A loop pays
 		 * its way in and out once for all its iterations: a run of any length.
 		 */
-		bool whole = k == 0 && len == n && len >= NATIVE_MIN &&
-			     !pk_exec_ends_block(&raw[n - 1]);
+		bool whole = k == 0 && len == n && len >= NATIVE_MIN;	/* no branch in it */
 
 		if ((whole && native_linked(ic, raw, n, hva, &out[nout], &lentry, &lslot)) ||
 		    ((len >= NATIVE_MIN || loop_cc >= 0) &&

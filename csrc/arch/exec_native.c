@@ -501,6 +501,56 @@ static u8 *rel32(u8 *p, const u8 *target)
 	return p + 4;
 }
 
+/* The way into a run's function: callee-saved registers, then RDI (the register file)
+ * and RSI (io) on the host stack. */
+static u8 *frame_enter(u8 *p)
+{
+	*p++ = 0xf3; *p++ = 0x0f; *p++ = 0x1e; *p++ = 0xfa;	/* ENDBR64 (a NOP without CET) */
+	for (unsigned i = 0; i < sizeof(callee_saved); i++)
+		p = push_reg(p, callee_saved[i]);
+	p = push_reg(p, 7);
+	return push_reg(p, 6);
+}
+
+/* The way out: drop `frame` bytes of stack, the callee-saved registers back, return. */
+static u8 *frame_leave(u8 *p, u8 frame)
+{
+	*p++ = 0x48; *p++ = 0x83; *p++ = 0xc4; *p++ = frame;	/* add rsp, frame */
+	for (unsigned i = sizeof(callee_saved); i-- > 0;)
+		p = pop_reg(p, callee_saved[i]);
+	*p++ = 0xc3;						/* ret */
+	return p;
+}
+
+/* The arithmetic flags from io->rflags (RSI). */
+static u8 *flags_load(u8 *p)
+{
+	*p++ = 0xff; *p++ = 0x36;				/* push qword [rsi] */
+	*p++ = 0x9d;						/* popfq */
+	return p;
+}
+
+/* The guest registers in rd from the register file (RDI), RDI itself last. */
+static u8 *regs_load(u8 *p, u16 rd)
+{
+	for (unsigned r = 0; r < 16; r++)
+		if ((rd & BIT(r)) && r != 7)
+			p = mov_mem(p, 0x8b, r, 7, (s8)(8 * r));
+	if (rd & BIT(7))
+		p = mov_mem(p, 0x8b, 7, 7, 8 * 7);
+	return p;
+}
+
+/* The guest's own bytes of ins[0, count), as they are. */
+static u8 *guest_bytes(u8 *p, const struct dins *ins, unsigned count, const u8 *code)
+{
+	for (unsigned i = 0; i < count; i++) {
+		memcpy(p, code + ins[i].off, ins[i].len);
+		p += ins[i].len;
+	}
+	return p;
+}
+
 /*
  * The way out: flags (and the loop count) to io, the registers written to the register
  * file, the host's registers back. On the host stack: [rsp] io, [rsp + 8] the file.
@@ -537,11 +587,7 @@ static u8 *epilogue(u8 *p, unsigned tmp, u16 wr, bool flags_out, int loop_exit)
 	for (unsigned r = 0; r < 16; r++)
 		if (wr & BIT(r))
 			p = mov_mem(p, 0x89, r, tmp, (s8)(8 * r));
-	*p++ = 0x48; *p++ = 0x83; *p++ = 0xc4; *p++ = 0x10;	/* add rsp, 16 */
-	for (unsigned i = sizeof(callee_saved); i-- > 0;)
-		p = pop_reg(p, callee_saved[i]);
-	*p++ = 0xc3;				/* ret */
-	return p;
+	return frame_leave(p, 16);
 }
 
 pk_native_fn pk_native_emit(struct pk_native *n, const struct dins *ins, unsigned count,
@@ -569,30 +615,16 @@ pk_native_fn pk_native_emit(struct pk_native *n, const struct dins *ins, unsigne
 	if (tmp == 16)
 		return NULL;
 
-	p = start;
-	*p++ = 0xf3; *p++ = 0x0f; *p++ = 0x1e; *p++ = 0xfa;	/* ENDBR64 (a NOP without CET) */
-	for (unsigned i = 0; i < sizeof(callee_saved); i++)
-		p = push_reg(p, callee_saved[i]);
-	p = push_reg(p, 7);			/* RDI: the register file */
-	p = push_reg(p, 6);			/* RSI: io */
-	if (flags_in) {
-		*p++ = 0xff; *p++ = 0x36;	/* push qword [rsi] */
-		*p++ = 0x9d;			/* popfq */
-	}
-	for (unsigned r = 0; r < 16; r++)
-		if ((rd & BIT(r)) && r != 7)
-			p = mov_mem(p, 0x8b, r, 7, (s8)(8 * r));
-	if (rd & BIT(7))
-		p = mov_mem(p, 0x8b, 7, 7, 8 * 7);
+	p = frame_enter(start);
+	if (flags_in)
+		p = flags_load(p);
+	p = regs_load(p, rd);
 	if (loop_cc >= 0) {			/* tmp may be RDI or RSI: io from the stack */
 		p = mov_mem(p, 0x8b, tmp, 4, 0);	/* tmp := io */
 		p = mov_mem(p, 0x8b, tmp, tmp, 8);	/* tmp := io->count */
 	}
 	top = p;
-	for (unsigned i = 0; i < count; i++) {
-		memcpy(p, code + ins[i].off, ins[i].len);
-		p += ins[i].len;
-	}
+	p = guest_bytes(p, ins, count, code);
 	if (loop_cc < 0) {
 		p = epilogue(p, tmp, wr, flags_out, -1);
 	} else {
@@ -694,10 +726,7 @@ pk_native_fn pk_native_emit_linked(struct pk_native *n, const struct dins *ins,
 	*p++ = 0x2d;						/* (16 bytes, aligned) */
 	p = rel32(p, (const u8 *)(s + 4));
 	body_at = p;
-	for (unsigned i = 0; i < count; i++) {
-		memcpy(p, code + ins[i].off, ins[i].len);
-		p += ins[i].len;
-	}
+	p = guest_bytes(p, ins, count, code);
 	/* on into the next run if the links allow and it is known (JRCXZ, LEA: no flags) */
 	p = movq_rcx(p, 0x6e, 7);				/* xmm15 := rcx */
 	p = movq_rcx(p, 0x7e, 6);				/* rcx := xmm14 */
@@ -719,22 +748,14 @@ pk_native_fn pk_native_emit_linked(struct pk_native *n, const struct dins *ins,
 	/* cold: the slot, the way in from the interpreter, the way out */
 	p = cold + 8 * sizeof(void *);
 	fn = p;
-	*p++ = 0xf3; *p++ = 0x0f; *p++ = 0x1e; *p++ = 0xfa;	/* ENDBR64 */
-	for (unsigned i = 0; i < sizeof(callee_saved); i++)
-		p = push_reg(p, callee_saved[i]);
-	p = push_reg(p, 7);					/* the register file */
-	p = push_reg(p, 6);					/* io */
+	p = frame_enter(p);
 	*p++ = 0x48; *p++ = 0x83; *p++ = 0xec; *p++ = 8;	/* sub rsp, 8 */
 	*p++ = 0xf3; *p++ = 0x44; *p++ = 0x0f; *p++ = 0x7e;	/* movq xmm14, [rsi + links] */
 	*p++ = 0x76; *p++ = NATIVE_IO_LINKS;
 	*p++ = 0x66; *p++ = 0x45; *p++ = 0x0f; *p++ = 0xef;	/* pxor xmm13, xmm13 */
 	*p++ = 0xed;
-	*p++ = 0xff; *p++ = 0x36;				/* push qword [rsi] */
-	*p++ = 0x9d;						/* popfq */
-	for (unsigned r = 0; r < 16; r++)
-		if (r != VCPU_REGS_RSP && r != 7)
-			p = mov_mem(p, 0x8b, r, 7, (s8)(8 * r));
-	p = mov_mem(p, 0x8b, 7, 7, 8 * 7);
+	p = flags_load(p);
+	p = regs_load(p, (u16)~BIT(VCPU_REGS_RSP));		/* all fifteen */
 	*p++ = 0xe9;						/* jmp body */
 	p = rel32(p, body_at);
 
@@ -759,10 +780,7 @@ pk_native_fn pk_native_emit_linked(struct pk_native *n, const struct dins *ins,
 	*p++ = 0x68; *p++ = NATIVE_IO_RETIRED;
 	p = mov_rsp(p, 0x8b, 1, LK_LAST);
 	p = mov_mem(p, 0x89, 1, 0, NATIVE_IO_LAST);
-	*p++ = 0x48; *p++ = 0x83; *p++ = 0xc4; *p++ = LK_FRAME;	/* add rsp, 24 */
-	for (unsigned i = sizeof(callee_saved); i-- > 0;)
-		p = pop_reg(p, callee_saved[i]);
-	*p++ = 0xc3;						/* ret */
+	p = frame_leave(p, LK_FRAME);
 	if (p > cold + LK_COLD)
 		abort();		/* never: LK_COLD bounds the fixed code above */
 	n->cold += LK_COLD;
